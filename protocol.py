@@ -1,0 +1,716 @@
+"""The wire format shared by the agent, the relay and (mirrored in viewer/protocol.js) the viewer.
+
+Standard library only, no I/O: bytes and text in, message objects out, and back.
+``decode_control`` and ``decode_frame`` raise only ``ProtocolError`` on bad input; building a
+message object with bad values raises ``ProtocolError`` too, because most messages are built
+from what a peer sent.
+
+Every connection opens with a ``hello`` naming its role and ``PROTOCOL_VERSION``. Control
+messages are JSON text frames with a ``type`` key; screen updates are binary frames
+(``FRAME_HEADER`` + JPEG or PNG bytes). Unknown fields, unknown types, wrong types and values
+out of range are all errors: the peer is closed with code 1008 and the error's text.
+
+Who sends what (A = agent, R = relay, V = viewer; "A -> R -> V" means the relay validates the
+message and forwards it unchanged):
+
+    message          direction        fields
+    ---------------  ---------------  --------------------------------------------------------
+    hello            A -> R           role="agent", version, technician, machine, user,
+                                      screens, resume ("" or the secret from `registered`)
+    hello            V -> R           role="viewer", version, and user+password or token
+    registered       R -> A           session, technician_name, expires_s, resume
+    welcome          R -> V           technician, name, token
+    queue            R -> V           sessions: [{session, machine, user, waited_s}]
+    accept           V -> R           session
+    accepted         R -> A, R -> V   session, technician_name, machine, user, screens
+    take_control     V -> R           session
+    release_control  V -> R           session
+    control          R -> A, R -> V   session, granted
+    pointer_move     V -> R -> A      session, monitor, x, y
+    button           V -> R -> A      session, monitor, x, y, button, down
+    wheel            V -> R -> A      session, monitor, x, y, dx, dy
+    key              V -> R -> A      session, code, key, down
+    text             V -> R -> A      session, text
+    refresh          V -> R -> A      session, monitor  (full image of that monitor; 0 = all)
+    ack              V -> R -> A      session, seq      (update `seq` has been drawn)
+    cursor           A -> R -> V      monitor, x, y     (the customer's pointer)
+    screens          A -> R -> V      screens           (the monitor layout changed)
+    close            A -> R           reason            (the customer chose Close)
+    end              V -> R           session, reason   (the support person ended it)
+    ended            R -> A, R -> V   session, by, reason
+    ping / pong      V -> R -> V      t                 (round-trip time; echoed unchanged)
+    logout           V -> R           (nothing)
+    error            R -> A, R -> V   code, message     (a refusal; the relay may then close)
+    <binary>         A -> R -> V      FRAME_HEADER + image: one rectangle of update `seq`
+
+Screens follow mss: ``screens[0]`` is the bounding box of all monitors, ``screens[1:]`` the
+monitors. Coordinates in frames and input are relative to the top-left of the chosen monitor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+
+# Limits, shared by both ends. websockets' max_size is MAX_MESSAGE_BYTES on every endpoint.
+MAX_CONTROL_BYTES = 64 * 1024  # one JSON text message
+MAX_FRAME_BYTES = 8 * 1024 * 1024  # one binary update rectangle, header included
+MAX_MESSAGE_BYTES = MAX_FRAME_BYTES
+MAX_UPDATES_IN_FLIGHT = 3  # updates the agent may send before the oldest is acknowledged
+MAX_INPUT_EVENTS_PER_S = 250  # sustained rate of input messages from one viewer
+INPUT_BURST = 120  # events allowed at once above that rate (a pasted burst of keys)
+MAX_WAITING_PER_ADDRESS = 3  # sessions one IP address may have waiting at once
+MAX_NAME_CHARS = 64  # machine and user names
+MAX_TEXT_CHARS = 2000  # one `text` message
+MAX_SCREENS = 17  # the bounding box plus 16 monitors
+MAX_SCREEN_EDGE = 32767
+MAX_QUEUE_ENTRIES = 200
+
+ROLES = ("agent", "viewer")
+BUTTONS = ("left", "middle", "right")
+ENDED_BY = ("customer", "technician", "relay")
+
+_TECHNICIAN_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_KEY_CODE = re.compile(r"[A-Za-z0-9]{1,32}")
+
+
+class ProtocolError(Exception):
+    """The peer sent something this protocol does not allow; the text says what."""
+
+
+# --- field validation -------------------------------------------------------------------
+
+
+def _fail(message: str) -> None:
+    raise ProtocolError(message)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if type(value) is not int:
+        _fail(f"{name} must be an integer")
+    if not low <= value <= high:
+        _fail(f"{name} must be between {low} and {high}")
+
+
+def _check_str(name: str, value: Any, max_chars: int, *, printable: bool = True) -> None:
+    if type(value) is not str:
+        _fail(f"{name} must be a string")
+    if len(value) > max_chars:
+        _fail(f"{name} is longer than {max_chars} characters")
+    if printable and not value.isprintable():
+        _fail(f"{name} contains control characters")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if type(value) is not bool:
+        _fail(f"{name} must be true or false")
+
+
+def _check_session(value: Any) -> None:
+    if type(value) is not str or not _TOKEN.fullmatch(value):
+        _fail("session must be a session id")
+
+
+def check_technician_id(value: Any) -> None:
+    """Support person ids: lower-case letters, digits, '.', '_', '-'; 1 to 32 characters."""
+    if type(value) is not str or not _TECHNICIAN_ID.fullmatch(value):
+        _fail("technician must be 1-32 characters of a-z, 0-9, '.', '_' or '-'")
+
+
+@dataclass(frozen=True)
+class Screen:
+    """One rectangle of the customer's desktop, in pixels (mss's monitor dictionary)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        _check_int("screen x", self.x, -MAX_SCREEN_EDGE, MAX_SCREEN_EDGE)
+        _check_int("screen y", self.y, -MAX_SCREEN_EDGE, MAX_SCREEN_EDGE)
+        _check_int("screen width", self.width, 1, MAX_SCREEN_EDGE)
+        _check_int("screen height", self.height, 1, MAX_SCREEN_EDGE)
+
+    def to_json(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Screen:
+        if type(value) is not dict or set(value) != {"x", "y", "width", "height"}:
+            _fail("a screen must be an object with x, y, width and height")
+        return cls(**value)
+
+
+def _check_screens(screens: Any) -> None:
+    if type(screens) is not tuple or not all(isinstance(s, Screen) for s in screens):
+        _fail("screens must be a list of screens")
+    if not 2 <= len(screens) <= MAX_SCREENS:
+        _fail(f"screens must list the whole desktop and 1 to {MAX_SCREENS - 1} monitors")
+
+
+def _check_monitor(monitor: Any) -> None:
+    _check_int("monitor", monitor, 0, MAX_SCREENS - 1)
+
+
+def _check_point(x: Any, y: Any) -> None:
+    _check_int("x", x, 0, MAX_SCREEN_EDGE)
+    _check_int("y", y, 0, MAX_SCREEN_EDGE)
+
+
+# --- control messages -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    """A control message. Subclasses name their wire ``type`` and validate on construction."""
+
+    TYPE: ClassVar[str] = ""
+
+    def check(self) -> None:
+        """Raise ProtocolError when a field is out of range (overridden per message)."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def to_json(self) -> dict[str, Any]:
+        fields = {"type": self.TYPE}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "screens":
+                value = [s.to_json() for s in value]
+            elif field.name == "sessions":
+                value = [e.to_json() for e in value]
+            fields[field.name] = value
+        return fields
+
+
+@dataclass(frozen=True)
+class AgentHello(Message):
+    TYPE = "hello"
+    role: str
+    version: int
+    technician: str
+    machine: str
+    user: str
+    screens: tuple[Screen, ...]
+    resume: str = ""
+
+    def check(self) -> None:
+        if self.role != "agent":
+            _fail("role must be agent")
+        _check_int("version", self.version, 0, 2**31)
+        check_technician_id(self.technician)
+        _check_str("machine", self.machine, MAX_NAME_CHARS)
+        _check_str("user", self.user, MAX_NAME_CHARS)
+        _check_screens(self.screens)
+        if self.resume:
+            _check_session(self.resume)
+
+
+@dataclass(frozen=True)
+class ViewerHello(Message):
+    TYPE = "hello"
+    role: str
+    version: int
+    user: str = ""
+    password: str = ""
+    token: str = ""
+
+    def check(self) -> None:
+        if self.role != "viewer":
+            _fail("role must be viewer")
+        _check_int("version", self.version, 0, 2**31)
+        _check_str("user", self.user, MAX_NAME_CHARS)
+        _check_str("password", self.password, 1024, printable=False)
+        _check_str("token", self.token, 128)
+        if not self.token and not (self.user and self.password):
+            _fail("a viewer hello needs user and password, or a token")
+
+
+@dataclass(frozen=True)
+class Registered(Message):
+    TYPE = "registered"
+    session: str
+    technician_name: str
+    expires_s: int
+    resume: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_str("technician_name", self.technician_name, MAX_NAME_CHARS)
+        _check_int("expires_s", self.expires_s, 0, 86400)
+        _check_session(self.resume)
+
+
+@dataclass(frozen=True)
+class Welcome(Message):
+    TYPE = "welcome"
+    technician: str
+    name: str
+    token: str
+
+    def check(self) -> None:
+        check_technician_id(self.technician)
+        _check_str("name", self.name, MAX_NAME_CHARS)
+        _check_session(self.token)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One entry of a support person's queue."""
+
+    session: str
+    machine: str
+    user: str
+    waited_s: float
+
+    def __post_init__(self) -> None:
+        _check_session(self.session)
+        _check_str("machine", self.machine, MAX_NAME_CHARS)
+        _check_str("user", self.user, MAX_NAME_CHARS)
+        if type(self.waited_s) not in (int, float) or not 0 <= self.waited_s < 1e9:
+            _fail("waited_s must be a number of seconds")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Waiting:
+        if type(value) is not dict or set(value) != {"session", "machine", "user", "waited_s"}:
+            _fail("a queue entry must have session, machine, user and waited_s")
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class Queue(Message):
+    TYPE = "queue"
+    sessions: tuple[Waiting, ...]
+
+    def check(self) -> None:
+        if type(self.sessions) is not tuple or not all(isinstance(e, Waiting) for e in self.sessions):
+            _fail("sessions must be a list of queue entries")
+        if len(self.sessions) > MAX_QUEUE_ENTRIES:
+            _fail("too many queue entries")
+
+
+@dataclass(frozen=True)
+class _SessionMessage(Message):
+    session: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+
+
+@dataclass(frozen=True)
+class Accept(_SessionMessage):
+    TYPE = "accept"
+
+
+@dataclass(frozen=True)
+class TakeControl(_SessionMessage):
+    TYPE = "take_control"
+
+
+@dataclass(frozen=True)
+class ReleaseControl(_SessionMessage):
+    TYPE = "release_control"
+
+
+@dataclass(frozen=True)
+class Accepted(Message):
+    TYPE = "accepted"
+    session: str
+    technician_name: str
+    machine: str
+    user: str
+    screens: tuple[Screen, ...]
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_str("technician_name", self.technician_name, MAX_NAME_CHARS)
+        _check_str("machine", self.machine, MAX_NAME_CHARS)
+        _check_str("user", self.user, MAX_NAME_CHARS)
+        _check_screens(self.screens)
+
+
+@dataclass(frozen=True)
+class Control(Message):
+    TYPE = "control"
+    session: str
+    granted: bool
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_bool("granted", self.granted)
+
+
+@dataclass(frozen=True)
+class PointerMove(Message):
+    TYPE = "pointer_move"
+    session: str
+    monitor: int
+    x: int
+    y: int
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_monitor(self.monitor)
+        _check_point(self.x, self.y)
+
+
+@dataclass(frozen=True)
+class Button(Message):
+    TYPE = "button"
+    session: str
+    monitor: int
+    x: int
+    y: int
+    button: str
+    down: bool
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_monitor(self.monitor)
+        _check_point(self.x, self.y)
+        if self.button not in BUTTONS:
+            _fail(f"button must be one of {', '.join(BUTTONS)}")
+        _check_bool("down", self.down)
+
+
+@dataclass(frozen=True)
+class Wheel(Message):
+    TYPE = "wheel"
+    session: str
+    monitor: int
+    x: int
+    y: int
+    dx: int
+    dy: int
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_monitor(self.monitor)
+        _check_point(self.x, self.y)
+        _check_int("dx", self.dx, -100, 100)
+        _check_int("dy", self.dy, -100, 100)
+
+
+@dataclass(frozen=True)
+class Key(Message):
+    """A physical key (KeyboardEvent.code) and the character it produced (KeyboardEvent.key)."""
+
+    TYPE = "key"
+    session: str
+    code: str
+    key: str
+    down: bool
+
+    def check(self) -> None:
+        _check_session(self.session)
+        if type(self.code) is not str or not _KEY_CODE.fullmatch(self.code):
+            _fail("code must be a KeyboardEvent.code such as KeyA or Enter")
+        _check_str("key", self.key, 32, printable=False)
+        _check_bool("down", self.down)
+
+
+@dataclass(frozen=True)
+class Text(Message):
+    TYPE = "text"
+    session: str
+    text: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_str("text", self.text, MAX_TEXT_CHARS, printable=False)
+        if any(c < " " and c not in "\n\t" for c in self.text):
+            _fail("text may contain only printable characters, newlines and tabs")
+
+
+@dataclass(frozen=True)
+class Refresh(Message):
+    TYPE = "refresh"
+    session: str
+    monitor: int
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_monitor(self.monitor)
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    TYPE = "ack"
+    session: str
+    seq: int
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_int("seq", self.seq, 0, 2**32 - 1)
+
+
+@dataclass(frozen=True)
+class Cursor(Message):
+    TYPE = "cursor"
+    monitor: int
+    x: int
+    y: int
+
+    def check(self) -> None:
+        _check_monitor(self.monitor)
+        _check_int("x", self.x, -MAX_SCREEN_EDGE, MAX_SCREEN_EDGE)
+        _check_int("y", self.y, -MAX_SCREEN_EDGE, MAX_SCREEN_EDGE)
+
+
+@dataclass(frozen=True)
+class Screens(Message):
+    TYPE = "screens"
+    screens: tuple[Screen, ...]
+
+    def check(self) -> None:
+        _check_screens(self.screens)
+
+
+@dataclass(frozen=True)
+class Close(Message):
+    TYPE = "close"
+    reason: str
+
+    def check(self) -> None:
+        _check_str("reason", self.reason, 200)
+
+
+@dataclass(frozen=True)
+class End(Message):
+    TYPE = "end"
+    session: str
+    reason: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_str("reason", self.reason, 200)
+
+
+@dataclass(frozen=True)
+class Ended(Message):
+    TYPE = "ended"
+    session: str
+    by: str
+    reason: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        if self.by not in ENDED_BY:
+            _fail(f"by must be one of {', '.join(ENDED_BY)}")
+        _check_str("reason", self.reason, 200)
+
+
+@dataclass(frozen=True)
+class Ping(Message):
+    TYPE = "ping"
+    t: float
+
+    def check(self) -> None:
+        if type(self.t) not in (int, float) or not math.isfinite(self.t):
+            _fail("t must be a number")
+
+
+@dataclass(frozen=True)
+class Pong(Ping):
+    TYPE = "pong"
+
+
+@dataclass(frozen=True)
+class Logout(Message):
+    TYPE = "logout"
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    TYPE = "error"
+    code: str
+    message: str
+
+    def check(self) -> None:
+        _check_str("code", self.code, 64)
+        _check_str("message", self.message, 500)
+
+
+_BY_TYPE: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Registered, Welcome, Queue, Accept, Accepted, TakeControl, ReleaseControl, Control,
+        PointerMove, Button, Wheel, Key, Text, Refresh, Ack, Cursor, Screens, Close, End,
+        Ended, Ping, Pong, Logout, Error,
+    )
+}
+_HELLO_BY_ROLE: dict[str, type[Message]] = {"agent": AgentHello, "viewer": ViewerHello}
+
+# Messages that carry a support person's input to the customer's machine.
+INPUT_TYPES = (PointerMove, Button, Wheel, Key, Text)
+
+
+def encode_control(message: Message) -> str:
+    """The JSON text of a control message."""
+    return json.dumps(message.to_json(), separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_control(data: str | bytes) -> Message:
+    """Parse one JSON text message; raise ProtocolError if it is not exactly a valid message."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            _fail("control message is not UTF-8")
+    if not isinstance(data, str):
+        _fail("control message must be text")
+    if len(data) > MAX_CONTROL_BYTES:
+        _fail("control message is too long")
+    try:
+        fields = json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        _fail("control message is not valid JSON")
+    if type(fields) is not dict:
+        _fail("control message must be a JSON object")
+    kind = fields.pop("type", None)
+    if type(kind) is not str:
+        _fail("control message has no type")
+    if kind == "hello":
+        cls = _HELLO_BY_ROLE.get(fields.get("role"))  # type: ignore[arg-type]
+        if cls is None:
+            _fail("hello must name the role agent or viewer")
+    else:
+        cls = _BY_TYPE.get(kind)
+        if cls is None:
+            _fail(f"unknown message type {kind[:40]!r}")
+    return _construct(cls, fields)
+
+
+def _reject_constant(name: str) -> None:
+    _fail(f"{name} is not allowed")
+
+
+def _construct(cls: type[Message], fields: dict[str, Any]) -> Message:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(fields) - set(known)
+    if unknown:
+        _fail(f"{cls.TYPE}: unknown field {sorted(unknown)[0][:40]!r}")
+    missing = [
+        name
+        for name, f in known.items()
+        if name not in fields
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        _fail(f"{cls.TYPE}: missing field {missing[0]!r}")
+    if "screens" in fields:
+        if type(fields["screens"]) is not list:
+            _fail("screens must be a list")
+        fields["screens"] = tuple(Screen.from_json(s) for s in fields["screens"][:MAX_SCREENS + 1])
+    if "sessions" in fields:
+        if type(fields["sessions"]) is not list:
+            _fail("sessions must be a list")
+        fields["sessions"] = tuple(
+            Waiting.from_json(e) for e in fields["sessions"][:MAX_QUEUE_ENTRIES + 1]
+        )
+    return cls(**fields)
+
+
+def check_hello(message: Message, role: str) -> None:
+    """Raise ProtocolError unless ``message`` is a hello of ``role`` at our protocol version."""
+    expected = _HELLO_BY_ROLE[role]
+    if not isinstance(message, expected):
+        _fail(f"the first message must be a {role} hello")
+    if message.version != PROTOCOL_VERSION:  # type: ignore[attr-defined]
+        _fail(
+            f"protocol version {message.version} is not supported; "  # type: ignore[attr-defined]
+            f"this relay speaks version {PROTOCOL_VERSION}"
+        )
+
+
+# --- screen updates (binary) ------------------------------------------------------------
+
+# kind, flags, monitor, reserved (0), seq, x, y, width, height, image length
+FRAME_HEADER = struct.Struct("!BBBBIHHHHI")
+FRAME_JPEG = 1
+FRAME_PNG = 2
+FRAME_KINDS = (FRAME_JPEG, FRAME_PNG)
+FLAG_LAST = 0x01  # the last rectangle of update `seq`: draw, then acknowledge
+FLAG_FULL = 0x02  # the update is a complete image of the monitor
+_FLAGS_ALL = FLAG_LAST | FLAG_FULL
+_MAGIC = {FRAME_JPEG: b"\xff\xd8\xff", FRAME_PNG: b"\x89PNG\r\n\x1a\n"}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One rectangle of a screen update: where it goes, and its image bytes."""
+
+    kind: int
+    flags: int
+    monitor: int
+    seq: int
+    x: int
+    y: int
+    width: int
+    height: int
+    image: bytes
+
+    def __post_init__(self) -> None:
+        if self.kind not in FRAME_KINDS:
+            _fail(f"unknown frame kind {self.kind}")
+        _check_int("flags", self.flags, 0, 255)
+        if self.flags & ~_FLAGS_ALL:
+            _fail("unknown frame flags")
+        _check_monitor(self.monitor)
+        _check_int("seq", self.seq, 0, 2**32 - 1)
+        _check_int("x", self.x, 0, MAX_SCREEN_EDGE)
+        _check_int("y", self.y, 0, MAX_SCREEN_EDGE)
+        _check_int("width", self.width, 1, MAX_SCREEN_EDGE)
+        _check_int("height", self.height, 1, MAX_SCREEN_EDGE)
+        if not isinstance(self.image, (bytes, bytearray, memoryview)):
+            _fail("image must be bytes")
+        if not bytes(self.image[: len(_MAGIC[self.kind])]) == _MAGIC[self.kind]:
+            _fail("image bytes do not match the frame kind")
+        if FRAME_HEADER.size + len(self.image) > MAX_FRAME_BYTES:
+            _fail("frame is larger than MAX_FRAME_BYTES")
+
+    @property
+    def last(self) -> bool:
+        return bool(self.flags & FLAG_LAST)
+
+
+def encode_frame(frame: Frame) -> bytes:
+    header = FRAME_HEADER.pack(
+        frame.kind, frame.flags, frame.monitor, 0, frame.seq,
+        frame.x, frame.y, frame.width, frame.height, len(frame.image),
+    )
+    return header + bytes(frame.image)
+
+
+def decode_frame_header(data: bytes | bytearray | memoryview) -> tuple[int, ...]:
+    """The header fields of a binary update, checked only for shape (the relay's fast path)."""
+    if len(data) < FRAME_HEADER.size:
+        _fail("binary message is shorter than the frame header")
+    fields = FRAME_HEADER.unpack_from(data)
+    if fields[-1] != len(data) - FRAME_HEADER.size:
+        _fail("frame image length does not match the message length")
+    if fields[3] != 0:
+        _fail("frame header reserved byte must be 0")
+    return fields
+
+
+def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
+    """Parse and fully validate one binary update; raise ProtocolError if it is malformed."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        _fail("a frame must be bytes")
+    kind, flags, monitor, _, seq, x, y, width, height, _ = decode_frame_header(data)
+    return Frame(kind, flags, monitor, seq, x, y, width, height, bytes(data[FRAME_HEADER.size:]))

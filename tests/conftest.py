@@ -1,0 +1,170 @@
+"""Shared fixtures: a virtual X screen and a real relay process on 127.0.0.1 port 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+_LISTENING = re.compile(r"listening on (https?)://[^\s:]+:(\d+)")
+
+
+@dataclass
+class Display:
+    """A running Xvfb server."""
+
+    name: str  # ":N"
+    width: int
+    height: int
+    process: subprocess.Popen = field(repr=False)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DISPLAY": self.name}
+
+
+def start_xvfb(width: int = 1280, height: int = 800) -> Display:
+    """Start Xvfb on a free display number (Xvfb picks it and reports it on a pipe)."""
+    if shutil.which("Xvfb") is None:
+        pytest.fail("Xvfb is not installed: run ./dev test, which installs it")
+    read_fd, write_fd = os.pipe()
+    process = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24",
+         "-nolisten", "tcp", "-noreset"],
+        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        number = pipe.readline().strip()
+    if not number:
+        process.kill()
+        pytest.fail("Xvfb did not start")
+    return Display(f":{number}", width, height, process)
+
+
+@pytest.fixture(scope="session")
+def xvfb() -> Iterator[Display]:
+    """One Xvfb for the whole run; DISPLAY is set for this process and its children."""
+    display = start_xvfb()
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display.name
+    yield display
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+    display.process.terminate()
+    display.process.wait(timeout=10)
+
+
+@dataclass
+class RelayProcess:
+    """`python -m relay serve` running on 127.0.0.1, its data folder, and how to reach it."""
+
+    data: Path
+    extra_args: list[str]
+    process: subprocess.Popen | None = None
+    port: int = 0
+    scheme: str = "http"
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"{'wss' if self.scheme == 'https' else 'ws'}://127.0.0.1:{self.port}"
+
+    def start(self, port: int = 0) -> RelayProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1",
+             "--port", str(port), "--data", str(self.data), *self.extra_args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        deadline = time.monotonic() + 30
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                self.scheme, self.port = match.group(1), int(match.group(2))
+                # Keep draining the output so the relay never blocks on a full pipe.
+                import threading
+
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        self.process.kill()
+        pytest.fail("relay did not start:\n" + "".join(self.output))
+
+    def _drain(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def cli(self, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
+        """Run another `python -m relay` subcommand on the same data folder."""
+        env = dict(os.environ)
+        if password is not None:
+            env["RELAY_PASSWORD"] = password
+        return subprocess.run(
+            [sys.executable, "-m", "relay", *args, "--data", str(self.data)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def add_technician(self, technician: str, name: str, password: str) -> None:
+        result = self.cli("add-technician", technician, "--name", name, password=password)
+        assert result.returncode == 0, result.stderr
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, like a crash or a pulled plug."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def relay_factory(tmp_path: Path) -> Iterator:
+    """Start relays with extra `serve` arguments; all are stopped after the test."""
+    started: list[RelayProcess] = []
+
+    def start(*extra_args: str, data: Path | None = None) -> RelayProcess:
+        relay = RelayProcess(data or tmp_path / "relay-data", list(extra_args)).start()
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        relay.stop()
+
+
+@pytest.fixture
+def relay(relay_factory) -> RelayProcess:
+    """A relay with two support people: david (password david-pw) and petur (petur-pw)."""
+    running = relay_factory()
+    running.add_technician("david", "David", "david-pw")
+    running.add_technician("petur", "Petur", "petur-pw")
+    return running
