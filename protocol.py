@@ -20,7 +20,7 @@ message and forwards it unchanged):
     hello            V -> R           role="viewer", version, and user+password or token
     registered       R -> A           session, technician_name, expires_s, resume
     welcome          R -> V           technician, name, token
-    queue            R -> V           sessions: [{session, machine, user, waited_s}]
+    queue            R -> V           sessions: [{session, machine, user, waited_s, state}]
     accept           V -> R           session
     accepted         R -> A, R -> V   session, technician_name, machine, user, screens
     take_control     V -> R           session
@@ -76,6 +76,7 @@ MAX_QUEUE_ENTRIES = 200
 ROLES = ("agent", "viewer")
 BUTTONS = ("left", "middle", "right")
 ENDED_BY = ("customer", "technician", "relay")
+WAITING_STATES = ("waiting", "detached")
 
 _TECHNICIAN_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -266,12 +267,17 @@ class Welcome(Message):
 
 @dataclass(frozen=True)
 class Waiting:
-    """One entry of a support person's queue."""
+    """One entry of a support person's queue.
+
+    state is "waiting" (not yet accepted) or "detached" (accepted by this support person, whose
+    viewer has gone: `accept` again rejoins it within the grace window).
+    """
 
     session: str
     machine: str
     user: str
     waited_s: float
+    state: str = "waiting"
 
     def __post_init__(self) -> None:
         _check_session(self.session)
@@ -279,14 +285,16 @@ class Waiting:
         _check_str("user", self.user, MAX_NAME_CHARS)
         if type(self.waited_s) not in (int, float) or not 0 <= self.waited_s < 1e9:
             _fail("waited_s must be a number of seconds")
+        if self.state not in WAITING_STATES:
+            _fail(f"state must be one of {', '.join(WAITING_STATES)}")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, value: Any) -> Waiting:
-        if type(value) is not dict or set(value) != {"session", "machine", "user", "waited_s"}:
-            _fail("a queue entry must have session, machine, user and waited_s")
+        if type(value) is not dict or set(value) != {"session", "machine", "user", "waited_s", "state"}:
+            _fail("a queue entry must have session, machine, user, waited_s and state")
         return cls(**value)
 
 
