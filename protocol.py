@@ -293,9 +293,12 @@ class Waiting:
 
     @classmethod
     def from_json(cls, value: Any) -> Waiting:
-        if type(value) is not dict or set(value) != {"session", "machine", "user", "waited_s", "state"}:
+        if type(value) is not dict or set(value) != _WAITING_FIELDS:
             _fail("a queue entry must have session, machine, user, waited_s and state")
         return cls(**value)
+
+
+_WAITING_FIELDS = {"session", "machine", "user", "waited_s", "state"}
 
 
 @dataclass(frozen=True)
@@ -304,7 +307,8 @@ class Queue(Message):
     sessions: tuple[Waiting, ...]
 
     def check(self) -> None:
-        if type(self.sessions) is not tuple or not all(isinstance(e, Waiting) for e in self.sessions):
+        entries = self.sessions
+        if type(entries) is not tuple or not all(isinstance(e, Waiting) for e in entries):
             _fail("sessions must be a list of queue entries")
         if len(self.sessions) > MAX_QUEUE_ENTRIES:
             _fail("too many queue entries")
