@@ -1,0 +1,1 @@
+"""The relay that agents and viewers connect out to: pairs, authenticates, forwards, records."""

@@ -1,0 +1,357 @@
+"""Support people's accounts: argon2id password hashes, login throttling and viewer tokens.
+
+Synchronous and thread-safe (one sqlite3 connection behind a lock); the server runs
+``verify`` through ``asyncio.to_thread`` because hashing is deliberately slow. Times are
+passed in as UTC epoch seconds, never read from a clock here.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import os
+import secrets
+import sqlite3
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+import protocol
+
+DB_FILE = "relay.sqlite3"
+
+# OWASP Password Storage Cheat Sheet, argon2id minimum: 19 MiB, 2 iterations, 1 lane.
+ARGON2_MEMORY_KIB = 19456
+ARGON2_TIME_COST = 2
+ARGON2_PARALLELISM = 1
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 1024  # what a viewer hello may carry
+TOKEN_TTL_S = 12 * 3600
+
+# Throttling: this many failures in a row are free, then each attempt waits twice as long.
+FREE_FAILURES = 5
+MAX_LOGIN_DELAY_S = 30.0
+FORGET_FAILURES_S = 15 * 60  # a quiet account starts over
+PENDING_ATTEMPT_S = 120  # an attempt that never reported back stops counting
+MAX_THROTTLED_IDS = 50_000  # bound memory when someone tries endless made-up names
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS technicians (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    generation INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS login_tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    technician TEXT NOT NULL REFERENCES technicians(id),
+    generation INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+
+class DataError(Exception):
+    """The data folder or its database cannot be used; the text says why."""
+
+
+class AccountError(Exception):
+    """A request about an account was refused; the text is meant for the admin."""
+
+
+def open_database(db_path: Path) -> sqlite3.Connection:
+    """Open (creating if needed: folder 0700, file 0600) the relay's SQLite file in WAL mode."""
+    db_path = Path(db_path)
+    try:
+        db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not db_path.exists():
+            os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
+        connection = sqlite3.connect(
+            db_path, check_same_thread=False, isolation_level=None, timeout=10
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")  # a finished row survives a power cut
+        connection.execute("PRAGMA foreign_keys=ON")
+    except (OSError, sqlite3.Error) as error:
+        raise DataError(f"cannot use the data folder {db_path.parent}: {error}") from None
+    return connection
+
+
+@dataclass(frozen=True)
+class Technician:
+    """A support person as the relay knows them."""
+
+    id: str
+    name: str
+    enabled: bool
+    generation: int  # bumped by set_password/disable/enable; older logins are revoked
+
+
+@dataclass
+class _Throttle:
+    failures: int = 0
+    last_failure: float = 0.0
+    pending: deque[float] = field(default_factory=deque)  # attempts not yet reported back
+
+
+def check_name(name: str) -> str:
+    """A display name: 1-64 printable characters (surrounding spaces removed)."""
+    name = name.strip() if isinstance(name, str) else ""
+    if not name or len(name) > protocol.MAX_NAME_CHARS or not name.isprintable():
+        raise AccountError(
+            f"the name must be 1-{protocol.MAX_NAME_CHARS} printable characters"
+        )
+    return name
+
+
+def check_password(technician_id: str, password: str) -> None:
+    """Refuse passwords that are empty, short, overlong or the account's own id."""
+    if not isinstance(password, str) or not password:
+        raise AccountError("the password is empty")
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise AccountError(f"the password is too short (at least {MIN_PASSWORD_CHARS} characters)")
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise AccountError(f"the password is too long (at most {MAX_PASSWORD_CHARS} characters)")
+    if password.strip().lower() == technician_id:
+        raise AccountError("the password must not be the account's id")
+
+
+def _check_id(technician_id: str) -> None:
+    try:
+        protocol.check_technician_id(technician_id)
+    except protocol.ProtocolError as error:
+        raise AccountError(f"bad id {technician_id!r}: {error}") from None
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Accounts:
+    """The support people's accounts stored in the relay's SQLite file."""
+
+    _dummy_hash: str | None = None  # verified against for unknown users (same work)
+
+    def __init__(self, db_path: Path) -> None:
+        self._db = open_database(db_path)
+        self._lock = threading.Lock()
+        self._hasher = PasswordHasher(
+            time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB,
+            parallelism=ARGON2_PARALLELISM,
+        )
+        self._throttles: dict[str, _Throttle] = {}
+        try:
+            with self._lock:
+                self._db.executescript(_SCHEMA)
+        except sqlite3.Error as error:
+            raise DataError(f"cannot use the database {db_path}: {error}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- the admin's commands ---------------------------------------------------------
+
+    def add(self, technician_id: str, name: str, password: str) -> Technician:
+        _check_id(technician_id)
+        name = check_name(name)
+        check_password(technician_id, password)
+        password_hash = self._hash(password)
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO technicians (id, name, password_hash) VALUES (?, ?, ?)",
+                    (technician_id, name, password_hash),
+                )
+            except sqlite3.IntegrityError:
+                raise AccountError(f"technician {technician_id!r} already exists") from None
+        return Technician(technician_id, name, True, 1)
+
+    def set_password(self, technician_id: str, password: str) -> None:
+        check_password(technician_id, password)
+        self._require(technician_id)
+        password_hash = self._hash(password)
+        self._update(technician_id, "password_hash = ?, generation = generation + 1",
+                     (password_hash,))
+
+    def disable(self, technician_id: str) -> None:
+        self._update(technician_id, "enabled = 0, generation = generation + 1", ())
+
+    def enable(self, technician_id: str) -> None:
+        self._update(technician_id, "enabled = 1, generation = generation + 1", ())
+
+    def _update(self, technician_id: str, assignments: str, values: tuple) -> None:
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE technicians SET {assignments} WHERE id = ?",  # noqa: S608 (constants)
+                (*values, technician_id),
+            )
+            # Logins of the older generation are dead; drop them rather than keep them around.
+            self._db.execute(
+                "DELETE FROM login_tokens WHERE technician = ? AND generation <"
+                " (SELECT generation FROM technicians WHERE id = ?)",
+                (technician_id, technician_id),
+            )
+        if cursor.rowcount == 0:
+            raise AccountError(f"no technician {technician_id!r}")
+
+    def _require(self, technician_id: str) -> Technician:
+        technician = self.get(technician_id)
+        if technician is None:
+            raise AccountError(f"no technician {technician_id!r}")
+        return technician
+
+    def get(self, technician_id: str) -> Technician | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, name, enabled, generation FROM technicians WHERE id = ?",
+                (technician_id,),
+            ).fetchone()
+        return Technician(row[0], row[1], bool(row[2]), row[3]) if row else None
+
+    def list(self) -> builtins.list[Technician]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, name, enabled, generation FROM technicians ORDER BY id"
+            ).fetchall()
+        return [Technician(r[0], r[1], bool(r[2]), r[3]) for r in rows]
+
+    # --- logging in ---------------------------------------------------------------------
+
+    def verify(self, technician_id: str, password: str) -> Technician | None:
+        """The account if the password is right and it is enabled, else None.
+
+        An unknown id, a disabled account and a wrong password cost the same hashing work,
+        so neither the answer nor its timing tells which one it was.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT password_hash, name, enabled, generation FROM technicians WHERE id = ?",
+                (technician_id,),
+            ).fetchone()
+        if row is None:
+            self._verify_hash(self._dummy(), password)
+            return None
+        password_hash, name, enabled, generation = row
+        if not self._verify_hash(password_hash, password) or not enabled:
+            return None
+        if self._hasher.check_needs_rehash(password_hash):
+            new_hash = self._hash(password)
+            with self._lock:
+                self._db.execute(
+                    "UPDATE technicians SET password_hash = ? WHERE id = ? AND password_hash = ?",
+                    (new_hash, technician_id, password_hash),
+                )
+        return Technician(technician_id, name, True, generation)
+
+    def _hash(self, password: str) -> str:
+        return self._hasher.hash(password.encode("utf-8", "surrogatepass"))
+
+    def _verify_hash(self, password_hash: str, password: str) -> bool:
+        if not isinstance(password, str) or len(password) > MAX_PASSWORD_CHARS:
+            password = ""  # still do the work, and fail
+            password_hash = self._dummy()
+        try:
+            return self._hasher.verify(password_hash, password.encode("utf-8", "surrogatepass"))
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def _dummy(self) -> str:
+        if Accounts._dummy_hash is None:
+            Accounts._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        return Accounts._dummy_hash
+
+    # --- throttling repeated failures (per account, whatever the source address) --------
+
+    def login_delay(self, technician_id: str, now: float) -> float:
+        """Seconds the server must wait before answering this attempt.
+
+        Call it once per attempt, then ``record_failure`` or ``record_success``. Until one
+        of those arrives the attempt counts as a failure, so attempts made in parallel
+        (from many addresses) do not all get the same short delay.
+        """
+        with self._lock:
+            state = self._throttle(technician_id, now)
+            count = state.failures + len(state.pending)
+            state.pending.append(now)
+        if count < FREE_FAILURES:
+            return 0.0
+        return min(MAX_LOGIN_DELAY_S, 2.0 ** (count - FREE_FAILURES))
+
+    def record_failure(self, technician_id: str, now: float) -> None:
+        with self._lock:
+            state = self._throttle(technician_id, now)
+            if state.pending:
+                state.pending.popleft()
+            state.failures += 1
+            state.last_failure = now
+
+    def record_success(self, technician_id: str, now: float) -> None:
+        with self._lock:
+            self._throttles.pop(technician_id, None)
+
+    def _throttle(self, technician_id: str, now: float) -> _Throttle:
+        """The throttle state of an id with stale parts dropped (call with the lock held)."""
+        state = self._throttles.get(technician_id)
+        if state is None:
+            if len(self._throttles) >= MAX_THROTTLED_IDS:
+                self._forget_quiet(now)
+            state = self._throttles[technician_id] = _Throttle()
+        if state.failures and now - state.last_failure > FORGET_FAILURES_S:
+            state.failures = 0
+        while state.pending and now - state.pending[0] > PENDING_ATTEMPT_S:
+            state.pending.popleft()
+        return state
+
+    def _forget_quiet(self, now: float) -> None:
+        for key, state in builtins.list(self._throttles.items()):
+            recent = max(state.last_failure, state.pending[-1] if state.pending else 0.0)
+            if now - recent > FORGET_FAILURES_S:
+                del self._throttles[key]
+        while len(self._throttles) >= MAX_THROTTLED_IDS:  # still full: drop the oldest
+            del self._throttles[next(iter(self._throttles))]
+
+    # --- viewer login tokens (stored only as sha256) ------------------------------------
+
+    def issue_token(self, technician_id: str, now: float, ttl_s: float = TOKEN_TTL_S) -> str:
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._db.execute("DELETE FROM login_tokens WHERE expires_at <= ?", (now,))
+            row = self._db.execute(
+                "SELECT generation FROM technicians WHERE id = ? AND enabled = 1",
+                (technician_id,),
+            ).fetchone()
+            if row is None:
+                raise AccountError(f"no enabled technician {technician_id!r}")
+            self._db.execute(
+                "INSERT INTO login_tokens (token_sha256, technician, generation, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (_token_hash(token), technician_id, row[0], now + ttl_s),
+            )
+        return token
+
+    def check_token(self, token: str, now: float) -> Technician | None:
+        """The token's account, or None if unknown, expired, revoked or out of date."""
+        if not isinstance(token, str):
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT t.id, t.name, t.generation FROM login_tokens AS k"
+                " JOIN technicians AS t ON t.id = k.technician"
+                " WHERE k.token_sha256 = ? AND k.expires_at > ? AND t.enabled = 1"
+                " AND k.generation = t.generation",
+                (_token_hash(token), now),
+            ).fetchone()
+        return Technician(row[0], row[1], True, row[2]) if row else None
+
+    def revoke_token(self, token: str) -> None:
+        if isinstance(token, str):
+            with self._lock:
+                self._db.execute(
+                    "DELETE FROM login_tokens WHERE token_sha256 = ?", (_token_hash(token),)
+                )

@@ -1,0 +1,238 @@
+"""The billing ledger: every session's lifecycle, written to SQLite the moment it happens.
+
+Times are UTC epoch seconds passed in by the caller, never read from a clock here. Every
+call commits at once (autocommit, synchronous=FULL), so a relay killed with SIGKILL loses
+no finished row; ``recover`` closes what a crash left open.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import protocol
+from relay.accounts import DataError, open_database
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session TEXT PRIMARY KEY,
+    technician TEXT NOT NULL,
+    machine TEXT NOT NULL,
+    user TEXT NOT NULL,
+    address TEXT NOT NULL,
+    requested_at REAL NOT NULL,
+    accepted_at REAL,
+    ended_at REAL,
+    ended_by TEXT,
+    end_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_requested ON sessions (requested_at);
+CREATE TABLE IF NOT EXISTS session_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    session TEXT,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_events_session ON session_events (session);
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL
+);
+"""
+
+CSV_FIELDS = (
+    "session", "technician", "machine", "user", "address", "requested_at", "accepted_at",
+    "ended_at", "billable_seconds", "ended_by", "end_reason",
+)
+_COLUMNS = ("session, technician, machine, user, address, requested_at, accepted_at,"
+            " ended_at, ended_by, end_reason")
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One session as billed."""
+
+    session: str
+    technician: str
+    machine: str
+    user: str
+    address: str
+    requested_at: float
+    accepted_at: float | None
+    ended_at: float | None
+    ended_by: str | None  # "customer" | "technician" | "relay"
+    end_reason: str | None
+
+    @property
+    def billable_s(self) -> float:
+        """Accepted to ended; 0 while open or if never accepted."""
+        if self.accepted_at is None or self.ended_at is None:
+            return 0.0
+        return max(0.0, self.ended_at - self.accepted_at)
+
+
+class Ledger:
+    """Sessions and their events in the relay's SQLite file."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._db = open_database(db_path)
+        self._lock = threading.Lock()
+        try:
+            with self._lock:
+                self._db.executescript(_SCHEMA)
+        except sqlite3.Error as error:
+            raise DataError(f"cannot use the database {db_path}: {error}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, values: tuple) -> int:
+        with self._lock:
+            return self._db.execute(sql, values).rowcount
+
+    # --- transitions --------------------------------------------------------------------
+
+    def requested(self, session: str, technician: str, machine: str, user: str,
+                  address: str, at: float) -> None:
+        """A new session; a session id already in the ledger is a bug (ValueError)."""
+        try:
+            self._write(
+                "INSERT INTO sessions (session, technician, machine, user, address, requested_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (session, technician, machine, user, address, at),
+            )
+        except sqlite3.IntegrityError:
+            raise ValueError(f"session {session!r} is already in the ledger") from None
+
+    def accepted(self, session: str, at: float) -> None:
+        """The support person accepted; only the first acceptance of an open session counts."""
+        changed = self._write(
+            "UPDATE sessions SET accepted_at = max(?, requested_at)"
+            " WHERE session = ? AND accepted_at IS NULL AND ended_at IS NULL",
+            (at, session),
+        )
+        if changed:
+            self.event(session, "accepted", "", at)
+
+    def control(self, session: str, taken: bool, at: float) -> None:
+        self.event(session, "control-taken" if taken else "control-released", "", at)
+
+    def ended(self, session: str, by: str, reason: str, at: float) -> None:
+        """The session ended; idempotent: the first end wins, later ones change nothing."""
+        if by not in protocol.ENDED_BY:
+            raise ValueError(f"ended by must be one of {', '.join(protocol.ENDED_BY)}")
+        changed = self._write(
+            "UPDATE sessions SET ended_by = ?, end_reason = ?,"
+            " ended_at = max(?, coalesce(accepted_at, requested_at))"
+            " WHERE session = ? AND ended_at IS NULL",
+            (by, reason, at, session),
+        )
+        if changed:
+            self.event(session, "ended", f"{by}: {reason}", at)
+
+    def event(self, session: str | None, kind: str, detail: str, at: float) -> None:
+        """Any other fact worth keeping: refusals, viewer detached/rejoined, link gaps."""
+        self._write(
+            "INSERT INTO session_events (at, session, kind, detail) VALUES (?, ?, ?, ?)",
+            (at, session, kind, detail),
+        )
+
+    def heartbeat(self, at: float) -> None:
+        """The relay's latest sign of life: where a crash's open sessions stop billing."""
+        self._write("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?)", (at,))
+
+    def recover(self) -> int:
+        """Close the sessions a crash left open; call at start-up, before the first heartbeat.
+
+        They end by "relay" with reason "relay-restart" at the last heartbeat (never before
+        they were requested or accepted). Returns how many were closed.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT at FROM heartbeat WHERE id = 1").fetchone()
+                last = row[0] if row else 0.0
+                open_rows = self._db.execute(
+                    "SELECT session, max(?, coalesce(accepted_at, requested_at)) FROM sessions"
+                    " WHERE ended_at IS NULL",
+                    (last,),
+                ).fetchall()
+                for session, at in open_rows:
+                    self._db.execute(
+                        "UPDATE sessions SET ended_at = ?, ended_by = 'relay',"
+                        " end_reason = 'relay-restart' WHERE session = ?",
+                        (at, session),
+                    )
+                    self._db.execute(
+                        "INSERT INTO session_events (at, session, kind, detail)"
+                        " VALUES (?, ?, 'ended', 'relay: relay-restart')",
+                        (at, session),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(open_rows)
+
+    # --- reading ------------------------------------------------------------------------
+
+    def rows(self, since: float | None = None, technician: str | None = None) -> list[LedgerRow]:
+        """Sessions requested at or after `since`, of one technician if given, oldest first."""
+        sql = f"SELECT {_COLUMNS} FROM sessions WHERE 1 = 1"  # noqa: S608 (constants)
+        values: list = []
+        if since is not None:
+            sql += " AND requested_at >= ?"
+            values.append(since)
+        if technician is not None:
+            sql += " AND technician = ?"
+            values.append(technician)
+        with self._lock:
+            found = self._db.execute(sql + " ORDER BY requested_at, session", values).fetchall()
+        return [LedgerRow(*row) for row in found]
+
+    def events(self, session: str | None = None) -> list[tuple[float, str | None, str, str]]:
+        """(at, session, kind, detail), oldest first; all of them, or one session's."""
+        sql = "SELECT at, session, kind, detail FROM session_events"
+        values: tuple = ()
+        if session is not None:
+            sql += " WHERE session = ?"
+            values = (session,)
+        with self._lock:
+            return [tuple(r) for r in self._db.execute(sql + " ORDER BY id", values)]
+
+
+def iso_utc(at: float | None) -> str:
+    """2026-11-26T01:02:03Z (whole seconds, rounded down), or "" for no time."""
+    if at is None:
+        return ""
+    return datetime.fromtimestamp(math.floor(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _spreadsheet_safe(text: str) -> str:
+    # Machine and user names come from the customer's PC: a name such as "=HYPERLINK(...)"
+    # must stay text when the billing CSV is opened in a spreadsheet.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def write_csv(rows: Iterable[LedgerRow], out: TextIO) -> None:
+    """One line per session: times ISO 8601 UTC ("Z", empty when absent), billable seconds
+    rounded to an integer; "\\n" line ends; machine and user names that a spreadsheet would
+    take for a formula get a leading apostrophe."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for row in rows:
+        writer.writerow((
+            row.session, row.technician, _spreadsheet_safe(row.machine),
+            _spreadsheet_safe(row.user), row.address, iso_utc(row.requested_at),
+            iso_utc(row.accepted_at), iso_utc(row.ended_at), round(row.billable_s),
+            row.ended_by or "", row.end_reason or "",
+        ))
