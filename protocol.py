@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import struct
 from dataclasses import dataclass
@@ -108,6 +107,11 @@ def _check_str(name: str, value: Any, max_chars: int, *, printable: bool = True)
         _fail(f"{name} is longer than {max_chars} characters")
     if printable and not value.isprintable():
         _fail(f"{name} contains control characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a JSON escape cannot be sent on
+            _fail(f"{name} is not valid Unicode")
 
 
 def _check_bool(name: str, value: Any) -> None:
@@ -531,7 +535,8 @@ class Ping(Message):
     t: float
 
     def check(self) -> None:
-        if type(self.t) not in (int, float) or not math.isfinite(self.t):
+        # 2**53 bounds what JavaScript numbers hold exactly (and keeps huge ints from overflowing)
+        if type(self.t) not in (int, float) or not -(2**53) <= self.t <= 2**53:
             _fail("t must be a number")
 
 
@@ -596,7 +601,8 @@ def decode_control(data: str | bytes) -> Message:
     if type(kind) is not str:
         _fail("control message has no type")
     if kind == "hello":
-        cls = _HELLO_BY_ROLE.get(fields.get("role"))  # type: ignore[arg-type]
+        role = fields.get("role")
+        cls = _HELLO_BY_ROLE.get(role) if type(role) is str else None
         if cls is None:
             _fail("hello must name the role agent or viewer")
     else:
