@@ -18,7 +18,7 @@ from pathlib import Path
 
 import protocol
 from relay.accounts import DB_FILE, AccountError, Accounts, DataError, check_password
-from relay.ledger import Ledger, LedgerRow, iso_utc, write_csv
+from relay.ledger import Ledger, LedgerRow, iso_utc, whole_seconds, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_ID = "demo"
@@ -151,7 +151,7 @@ def ledger_table(rows: list[LedgerRow]) -> list[tuple[str, ...]]:
         return iso_utc(at).replace("T", " ").removesuffix("Z")
 
     def duration(seconds: float) -> str:
-        whole = round(seconds)
+        whole = whole_seconds(seconds)
         return f"{whole // 3600}:{whole // 60 % 60:02}:{whole % 60:02}"
 
     table = [("SESSION", "TECHNICIAN", "MACHINE", "USER", "REQUESTED (UTC)", "ACCEPTED",

@@ -217,6 +217,11 @@ def iso_utc(at: float | None) -> str:
     return datetime.fromtimestamp(math.floor(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def whole_seconds(seconds: float) -> int:
+    """Rounded half up (600.5 s bills as 601), unlike round()'s half to even."""
+    return math.floor(seconds + 0.5)
+
+
 def _spreadsheet_safe(text: str) -> str:
     # Machine and user names come from the customer's PC: a name such as "=HYPERLINK(...)"
     # must stay text when the billing CSV is opened in a spreadsheet.
@@ -233,6 +238,6 @@ def write_csv(rows: Iterable[LedgerRow], out: TextIO) -> None:
         writer.writerow((
             row.session, row.technician, _spreadsheet_safe(row.machine),
             _spreadsheet_safe(row.user), row.address, iso_utc(row.requested_at),
-            iso_utc(row.accepted_at), iso_utc(row.ended_at), round(row.billable_s),
+            iso_utc(row.accepted_at), iso_utc(row.ended_at), whole_seconds(row.billable_s),
             row.ended_by or "", row.end_reason or "",
         ))

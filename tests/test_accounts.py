@@ -1,0 +1,281 @@
+"""Support people's accounts: password storage, login answers, throttling and tokens."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from argon2 import extract_parameters
+
+from relay.accounts import (
+    FREE_FAILURES,
+    MAX_LOGIN_DELAY_S,
+    AccountError,
+    Accounts,
+    DataError,
+    Technician,
+)
+
+PASSWORD = "correct horse battery"
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "relay.sqlite3"
+
+
+@pytest.fixture
+def accounts(db: Path) -> Accounts:
+    found = Accounts(db)
+    found.add("david", "David Jones", PASSWORD)
+    return found
+
+
+def test_password_hash_is_argon2id_at_or_above_owasp_minimum(accounts: Accounts, db: Path):
+    """The stored hash is argon2id with m >= 19456 KiB, t >= 2, p >= 1."""
+    with sqlite3.connect(db) as connection:
+        (stored,) = connection.execute(
+            "SELECT password_hash FROM technicians WHERE id = 'david'").fetchone()
+    params = extract_parameters(stored)
+    assert stored.startswith("$argon2id$")
+    assert params.memory_cost >= 19456
+    assert params.time_cost >= 2
+    assert params.parallelism >= 1
+
+
+def test_plaintext_password_never_reaches_the_database_files(accounts: Accounts, db: Path):
+    """No byte sequence of the password appears in the SQLite file or its WAL."""
+    accounts.set_password("david", "second secret value")
+    accounts.close()
+    files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        assert PASSWORD.encode() not in data
+        assert b"second secret value" not in data
+
+
+def test_data_folder_and_file_are_private(accounts: Accounts, db: Path):
+    """The data folder is created 0700 and the database file 0600."""
+    assert db.parent.stat().st_mode & 0o777 == 0o700
+    assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_verify_accepts_the_right_password(accounts: Accounts):
+    """The right password gives the account back."""
+    assert accounts.verify("david", PASSWORD) == Technician("david", "David Jones", True, 1)
+
+
+def test_wrong_user_wrong_password_and_disabled_all_answer_none(accounts: Accounts):
+    """Unknown id, wrong password, disabled account and an oversize password: all None."""
+    accounts.add("petur", "Petur", "petur-password")
+    accounts.disable("petur")
+    assert accounts.verify("nobody", PASSWORD) is None
+    assert accounts.verify("david", "wrong password") is None
+    assert accounts.verify("petur", "petur-password") is None
+    assert accounts.verify("david", "x" * 5000) is None
+    assert accounts.verify("Not An Id!", PASSWORD) is None
+
+
+def test_unknown_user_costs_the_same_hashing_as_a_wrong_password(
+        accounts: Accounts, monkeypatch: pytest.MonkeyPatch):
+    """Unknown, wrong-password and disabled each run one argon2 check with equal parameters."""
+    accounts.add("petur", "Petur", "petur-password")
+    accounts.disable("petur")
+    calls: list[str] = []
+    real_verify = accounts._verify_hash
+
+    def counting_verify(password_hash: str, password: str) -> bool:
+        calls.append(str(extract_parameters(password_hash)))
+        return real_verify(password_hash, password)
+
+    monkeypatch.setattr(accounts, "_verify_hash", counting_verify)
+    accounts.verify("nobody", PASSWORD)
+    accounts.verify("david", "wrong password")
+    accounts.verify("petur", "petur-password")
+    assert len(calls) == 3
+    assert calls[0] == calls[1] == calls[2]
+
+
+def test_verify_rehashes_a_weaker_stored_hash(accounts: Accounts, db: Path):
+    """A hash made with older, weaker parameters is upgraded at the next good login."""
+    from argon2 import PasswordHasher
+
+    weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE technicians SET password_hash = ? WHERE id = 'david'", (weak,))
+    assert accounts.verify("david", PASSWORD) is not None
+    with sqlite3.connect(db) as connection:
+        (stored,) = connection.execute(
+            "SELECT password_hash FROM technicians WHERE id = 'david'").fetchone()
+    assert extract_parameters(stored).memory_cost >= 19456
+
+
+def test_add_refuses_duplicates_bad_ids_names_and_weak_passwords(accounts: Accounts):
+    """Each refusal is an AccountError whose text says what is wrong."""
+    with pytest.raises(AccountError, match="already exists"):
+        accounts.add("david", "Another David", PASSWORD)
+    with pytest.raises(AccountError, match="bad id"):
+        accounts.add("David", "Capital", PASSWORD)
+    with pytest.raises(AccountError, match="name"):
+        accounts.add("anna", "", PASSWORD)
+    with pytest.raises(AccountError, match="name"):
+        accounts.add("anna", "Anna\x1b[31m", PASSWORD)
+    with pytest.raises(AccountError, match="empty"):
+        accounts.add("anna", "Anna", "")
+    with pytest.raises(AccountError, match="too short"):
+        accounts.add("anna", "Anna", "1234567")
+    with pytest.raises(AccountError, match="id"):
+        accounts.add("anna.smith", "Anna", "anna.smith")
+    assert [t.id for t in accounts.list()] == ["david"]
+
+
+def test_commands_on_an_unknown_technician_are_refused(accounts: Accounts):
+    """disable, enable and set_password name the missing account."""
+    for action in (accounts.disable, accounts.enable):
+        with pytest.raises(AccountError, match="no technician 'ghost'"):
+            action("ghost")
+    with pytest.raises(AccountError, match="no technician 'ghost'"):
+        accounts.set_password("ghost", "long enough password")
+
+
+def test_unusable_data_folder_is_a_clear_error(tmp_path: Path):
+    """A data folder that is really a file gives DataError naming it."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataError, match="cannot use the data folder"):
+        Accounts(blocker / "relay.sqlite3")
+
+
+def test_set_password_replaces_the_old_one(accounts: Accounts):
+    """After set_password only the new password works."""
+    accounts.set_password("david", "a brand new password")
+    assert accounts.verify("david", PASSWORD) is None
+    assert accounts.verify("david", "a brand new password") is not None
+
+
+def test_token_identifies_its_technician_until_it_expires(accounts: Accounts):
+    """A token works within its lifetime and not after."""
+    token = accounts.issue_token("david", T0, ttl_s=60)
+    assert accounts.check_token(token, T0 + 59).id == "david"
+    assert accounts.check_token(token, T0 + 60) is None
+    assert accounts.check_token("made-up-token-value-1234", T0) is None
+
+
+def test_tokens_are_stored_only_as_sha256(accounts: Accounts, db: Path):
+    """The token itself is in no database file."""
+    token = accounts.issue_token("david", T0)
+    accounts.close()
+    for path in db.parent.iterdir():
+        assert token.encode() not in path.read_bytes()
+
+
+def test_revoke_token_ends_that_login_only(accounts: Accounts):
+    """A revoked token stops working; another token of the same account keeps working."""
+    first = accounts.issue_token("david", T0)
+    second = accounts.issue_token("david", T0)
+    accounts.revoke_token(first)
+    assert accounts.check_token(first, T0) is None
+    assert accounts.check_token(second, T0) is not None
+
+
+@pytest.mark.parametrize("change", ["disable", "set_password"])
+def test_disable_and_set_password_revoke_tokens_through_generation(accounts: Accounts,
+                                                                   change: str):
+    """The generation goes up and every earlier token stops working, also after re-enabling."""
+    token = accounts.issue_token("david", T0)
+    before = accounts.get("david").generation
+    if change == "disable":
+        accounts.disable("david")
+        assert accounts.check_token(token, T0) is None
+        accounts.enable("david")
+    else:
+        accounts.set_password("david", "a brand new password")
+    assert accounts.get("david").generation > before
+    assert accounts.check_token(token, T0) is None
+    assert accounts.check_token(accounts.issue_token("david", T0), T0) is not None
+
+
+def test_disabled_technician_gets_no_token(accounts: Accounts):
+    """issue_token refuses a disabled or unknown account."""
+    accounts.disable("david")
+    with pytest.raises(AccountError):
+        accounts.issue_token("david", T0)
+    with pytest.raises(AccountError):
+        accounts.issue_token("ghost", T0)
+
+
+def test_changes_from_another_process_revoke_tokens(accounts: Accounts, db: Path):
+    """A disable made through a second connection (the CLI) is seen by the server's."""
+    token = accounts.issue_token("david", T0)
+    Accounts(db).disable("david")
+    assert accounts.check_token(token, T0) is None
+
+
+def fail_times(accounts: Accounts, technician: str, count: int, now: float) -> list[float]:
+    delays = []
+    for _ in range(count):
+        delays.append(accounts.login_delay(technician, now))
+        accounts.record_failure(technician, now)
+    return delays
+
+
+def test_throttle_delay_grows_on_one_account_and_is_capped(accounts: Accounts):
+    """Free attempts first, then doubling delays up to the cap."""
+    delays = fail_times(accounts, "david", FREE_FAILURES + 8, T0)
+    assert delays[:FREE_FAILURES] == [0.0] * FREE_FAILURES
+    assert delays[FREE_FAILURES:FREE_FAILURES + 5] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert delays[-1] == MAX_LOGIN_DELAY_S
+
+
+def test_throttle_applies_to_the_account_whatever_the_source(accounts: Accounts):
+    """Failures count against the account (no address involved); other accounts are free."""
+    fail_times(accounts, "david", FREE_FAILURES + 2, T0)
+    assert accounts.login_delay("david", T0 + 1) > 0
+    assert accounts.login_delay("petur", T0 + 1) == 0.0
+    assert accounts.login_delay("nobody", T0 + 1) == 0.0
+
+
+def test_throttle_counts_unknown_ids_like_real_ones(accounts: Accounts):
+    """An unknown id is slowed down exactly like an existing one (no enumeration)."""
+    assert fail_times(accounts, "ghost", 9, T0) == fail_times(accounts, "david", 9, T0)
+
+
+def test_parallel_attempts_each_wait_longer(accounts: Accounts):
+    """Attempts still in flight count as failures, so a burst does not share one delay."""
+    fail_times(accounts, "david", FREE_FAILURES, T0)
+    burst = [accounts.login_delay("david", T0) for _ in range(4)]
+    assert burst == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_throttle_resets_on_success_and_after_a_quiet_time(accounts: Accounts):
+    """A good login or a quarter of an hour without failures starts the count over."""
+    fail_times(accounts, "david", FREE_FAILURES + 3, T0)
+    accounts.record_success("david", T0)
+    assert accounts.login_delay("david", T0) == 0.0
+    accounts.record_success("david", T0)
+    fail_times(accounts, "david", FREE_FAILURES + 3, T0)
+    assert accounts.login_delay("david", T0 + 16 * 60) == 0.0
+
+
+def test_accounts_is_safe_to_share_between_threads(accounts: Accounts):
+    """Concurrent token checks and issues from threads all succeed."""
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(50):
+                token = accounts.issue_token("david", T0)
+                assert accounts.check_token(token, T0) is not None
+        except BaseException as error:  # collected and re-checked in the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

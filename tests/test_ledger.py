@@ -1,0 +1,223 @@
+"""The billing ledger: transitions, crash recovery and the CSV export."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from relay.ledger import Ledger, LedgerRow, iso_utc, write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_795_652_400.0  # 2026-11-26T00:20:00Z
+SESSION = "S" * 43
+OTHER = "O" * 43
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "relay.sqlite3"
+
+
+@pytest.fixture
+def ledger(db: Path) -> Ledger:
+    return Ledger(db)
+
+
+def request(ledger: Ledger, session: str = SESSION, at: float = T0,
+            technician: str = "david") -> None:
+    ledger.requested(session, technician, "FRONT-DESK", "anna", "203.0.113.7", at)
+
+
+def test_iso_utc_is_whole_seconds_with_z():
+    """Times print as ISO 8601 UTC with Z, fractions dropped, nothing for no time."""
+    assert iso_utc(T0 + 0.9) == "2026-11-26T00:20:00Z"
+    assert iso_utc(None) == ""
+
+
+def test_full_lifecycle_is_recorded(ledger: Ledger):
+    """Requested, accepted, control taken and released, ended: row and events agree."""
+    request(ledger)
+    ledger.accepted(SESSION, T0 + 30)
+    ledger.control(SESSION, True, T0 + 40)
+    ledger.control(SESSION, False, T0 + 50)
+    ledger.ended(SESSION, "customer", "customer-closed", T0 + 630)
+    (row,) = ledger.rows()
+    assert row == LedgerRow(SESSION, "david", "FRONT-DESK", "anna", "203.0.113.7", T0,
+                            T0 + 30, T0 + 630, "customer", "customer-closed")
+    assert row.billable_s == 600
+    assert [kind for _, _, kind, _ in ledger.events(SESSION)] == [
+        "accepted", "control-taken", "control-released", "ended"]
+
+
+def test_end_is_idempotent_first_end_wins(ledger: Ledger):
+    """A second end (the other side, or a late clean-up) changes nothing."""
+    request(ledger)
+    ledger.accepted(SESSION, T0 + 10)
+    ledger.ended(SESSION, "technician", "technician-ended", T0 + 70)
+    ledger.ended(SESSION, "relay", "agent-lost", T0 + 90)
+    ledger.accepted(SESSION, T0 + 100)
+    (row,) = ledger.rows()
+    assert (row.ended_by, row.end_reason, row.ended_at) == (
+        "technician", "technician-ended", T0 + 70)
+    assert row.accepted_at == T0 + 10
+    assert [kind for _, _, kind, _ in ledger.events(SESSION)].count("ended") == 1
+
+
+def test_session_never_accepted_bills_nothing(ledger: Ledger):
+    """Expired before acceptance: ended with zero billable seconds."""
+    request(ledger)
+    ledger.ended(SESSION, "relay", "expired", T0 + 600)
+    (row,) = ledger.rows()
+    assert row.accepted_at is None
+    assert row.billable_s == 0
+
+
+def test_open_session_bills_nothing_yet(ledger: Ledger):
+    """A session still running has no end and no billable time."""
+    request(ledger)
+    ledger.accepted(SESSION, T0 + 5)
+    (row,) = ledger.rows()
+    assert row.ended_at is None
+    assert row.billable_s == 0
+
+
+def test_end_before_acceptance_time_is_clamped(ledger: Ledger):
+    """An end time earlier than acceptance (clock step) never gives negative time."""
+    request(ledger)
+    ledger.accepted(SESSION, T0 + 50)
+    ledger.ended(SESSION, "customer", "customer-closed", T0 + 20)
+    (row,) = ledger.rows()
+    assert row.ended_at == T0 + 50
+    assert row.billable_s == 0
+
+
+def test_bad_ended_by_and_duplicate_session_are_refused(ledger: Ledger):
+    """ended_by must be customer, technician or relay; a session id is requested once."""
+    request(ledger)
+    with pytest.raises(ValueError, match="ended by"):
+        ledger.ended(SESSION, "somebody", "why not", T0)
+    with pytest.raises(ValueError, match="already in the ledger"):
+        request(ledger)
+
+
+def test_events_without_session_are_kept(ledger: Ledger):
+    """Refusals and other facts are stored in order, with or without a session."""
+    ledger.event(None, "refused", "petur tried to accept a session that is not theirs", T0)
+    request(ledger)
+    ledger.event(SESSION, "viewer-detached", "", T0 + 1)
+    assert ledger.events() == [
+        (T0, None, "refused", "petur tried to accept a session that is not theirs"),
+        (T0 + 1, SESSION, "viewer-detached", ""),
+    ]
+    assert ledger.events(SESSION) == [(T0 + 1, SESSION, "viewer-detached", "")]
+
+
+def test_rows_filter_by_since_and_technician(ledger: Ledger):
+    """since keeps sessions requested at or after it; technician keeps theirs only."""
+    request(ledger, SESSION, T0, "david")
+    request(ledger, OTHER, T0 + 3600, "petur")
+    assert [r.session for r in ledger.rows()] == [SESSION, OTHER]
+    assert [r.session for r in ledger.rows(since=T0 + 1)] == [OTHER]
+    assert [r.session for r in ledger.rows(since=T0)] == [SESSION, OTHER]
+    assert [r.session for r in ledger.rows(technician="david")] == [SESSION]
+    assert ledger.rows(since=T0 + 1, technician="david") == []
+
+
+def test_recover_closes_open_sessions_at_the_last_heartbeat(ledger: Ledger, db: Path):
+    """Open sessions end by relay, relay-restart, at the last heartbeat; ended ones stay."""
+    request(ledger, SESSION, T0)
+    ledger.accepted(SESSION, T0 + 10)
+    request(ledger, OTHER, T0 + 20)
+    ledger.ended(OTHER, "customer", "customer-closed", T0 + 25)
+    ledger.heartbeat(T0 + 100)
+    ledger.heartbeat(T0 + 105)
+    restarted = Ledger(db)
+    assert restarted.recover() == 1
+    rows = {r.session: r for r in restarted.rows()}
+    assert (rows[SESSION].ended_by, rows[SESSION].end_reason) == ("relay", "relay-restart")
+    assert rows[SESSION].ended_at == T0 + 105
+    assert rows[SESSION].billable_s == 95
+    assert rows[OTHER].end_reason == "customer-closed"
+    assert restarted.recover() == 0
+
+
+def test_recover_never_ends_before_the_session_began(ledger: Ledger):
+    """A session newer than the last heartbeat ends at its own acceptance/request time."""
+    ledger.heartbeat(T0)
+    request(ledger, SESSION, T0 + 2)
+    ledger.accepted(SESSION, T0 + 3)
+    request(ledger, OTHER, T0 + 4)
+    assert ledger.recover() == 2
+    rows = {r.session: r for r in ledger.rows()}
+    assert rows[SESSION].ended_at == T0 + 3
+    assert rows[OTHER].ended_at == T0 + 4
+    assert rows[SESSION].billable_s == 0
+
+
+CRASHING_RELAY = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from relay.ledger import Ledger
+    T0 = float(sys.argv[2])
+    ledger = Ledger(Path(sys.argv[1]))
+    ledger.requested("F" * 43, "david", "PC-1", "anna", "127.0.0.1", T0)
+    ledger.accepted("F" * 43, T0 + 5)
+    ledger.ended("F" * 43, "technician", "technician-ended", T0 + 65)
+    ledger.requested("L" * 43, "david", "PC-2", "bob", "127.0.0.1", T0 + 70)
+    ledger.accepted("L" * 43, T0 + 80)
+    ledger.heartbeat(T0 + 200)
+    print("written", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_sigkill_mid_session_loses_no_finished_row(db: Path):
+    """A process killed with SIGKILL keeps its finished row; recover() closes the open one."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_RELAY, str(db), repr(T0)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout.readline() == "written\n"
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+    ledger = Ledger(db)
+    assert ledger.recover() == 1
+    rows = {r.machine: r for r in ledger.rows()}
+    assert (rows["PC-1"].end_reason, rows["PC-1"].billable_s) == ("technician-ended", 60)
+    assert (rows["PC-2"].ended_by, rows["PC-2"].end_reason) == ("relay", "relay-restart")
+    assert rows["PC-2"].billable_s == 120
+
+
+def test_csv_format_is_exact(ledger: Ledger):
+    """Header, ISO 8601 UTC times, integer billable seconds, empty cells when absent."""
+    request(ledger, SESSION, T0)
+    ledger.accepted(SESSION, T0 + 30.4)
+    ledger.ended(SESSION, "customer", "customer-closed", T0 + 630.9)
+    request(ledger, OTHER, T0 + 7200)
+    out = io.StringIO()
+    write_csv(ledger.rows(), out)
+    assert out.getvalue() == (
+        "session,technician,machine,user,address,requested_at,accepted_at,ended_at,"
+        "billable_seconds,ended_by,end_reason\n"
+        f"{SESSION},david,FRONT-DESK,anna,203.0.113.7,2026-11-26T00:20:00Z,"
+        "2026-11-26T00:20:30Z,2026-11-26T00:30:30Z,601,customer,customer-closed\n"
+        f"{OTHER},david,FRONT-DESK,anna,203.0.113.7,2026-11-26T02:20:00Z,,,0,,\n"
+    )
+
+
+def test_csv_quotes_commas_and_defuses_spreadsheet_formulas(ledger: Ledger):
+    """Hostile customer names are quoted properly and cannot become formulas."""
+    ledger.requested(SESSION, "david", '=HYPERLINK("http://x","y")', "smith, anna",
+                     "::1", T0)
+    out = io.StringIO()
+    write_csv(ledger.rows(), out)
+    line = out.getvalue().splitlines()[1]
+    assert line.startswith(f'{SESSION},david,"\'=HYPERLINK(""http://x"",""y"")","smith, anna",')
