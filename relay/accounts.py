@@ -71,14 +71,17 @@ def open_database(db_path: Path) -> sqlite3.Connection:
         db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not db_path.exists():
             os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as error:
+        raise DataError(f"cannot use the data folder {db_path.parent}: {error}") from None
+    try:
         connection = sqlite3.connect(
             db_path, check_same_thread=False, isolation_level=None, timeout=10
         )
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")  # a finished row survives a power cut
         connection.execute("PRAGMA foreign_keys=ON")
-    except (OSError, sqlite3.Error) as error:
-        raise DataError(f"cannot use the data folder {db_path.parent}: {error}") from None
+    except sqlite3.Error as error:
+        raise DataError(f"cannot open the database {db_path}: {error}") from None
     return connection
 
 

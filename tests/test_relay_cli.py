@@ -1,0 +1,277 @@
+"""`python -m relay` account and ledger commands, run as real subprocesses."""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from relay.accounts import Accounts
+from relay.ledger import Ledger, write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_795_652_400.0  # 2026-11-26T00:20:00Z
+
+
+def relay_cli(data: Path, *args: str, stdin: str | None = None,
+              password: str | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m relay ARGS --data DATA`; a traceback in stderr fails the test."""
+    env = {k: v for k, v in os.environ.items() if k != "RELAY_PASSWORD"}
+    if password is not None:
+        env["RELAY_PASSWORD"] = password
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", *args, "--data", str(data)],
+        cwd=ROOT, env=env, input=stdin if stdin is not None else "",
+        capture_output=True, text=True, timeout=60,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert lines, "expected an error message on stderr"
+    return lines[-1]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def test_add_technician_with_password_from_env_and_list(data: Path):
+    """RELAY_PASSWORD sets the password; list-technicians shows id, name and enabled."""
+    result = relay_cli(data, "add-technician", "david", "--name", "David Jones",
+                       password="david-password")
+    assert result.returncode == 0, result.stderr
+    listed = relay_cli(data, "list-technicians")
+    assert listed.returncode == 0
+    assert listed.stdout.splitlines()[0].split() == ["ID", "NAME", "ENABLED"]
+    assert listed.stdout.splitlines()[1].split() == ["david", "David", "Jones", "yes"]
+    assert Accounts(data / "relay.sqlite3").verify("david", "david-password") is not None
+
+
+def test_add_technician_reads_the_password_from_stdin(data: Path):
+    """Without RELAY_PASSWORD the first line of a piped stdin is the password."""
+    result = relay_cli(data, "add-technician", "petur", "--name", "Pétur",
+                       stdin="piped-password\n")
+    assert result.returncode == 0, result.stderr
+    accounts = Accounts(data / "relay.sqlite3")
+    assert accounts.verify("petur", "piped-password") is not None
+    assert accounts.get("petur").name == "Pétur"
+
+
+@pytest.mark.parametrize(("stdin", "message"), [
+    ("", "no password given"),
+    ("\n", "no password given"),
+    ("short\n", "too short"),
+])
+def test_add_technician_refuses_missing_or_short_passwords(data: Path, stdin: str,
+                                                           message: str):
+    """An empty or too short password is refused with one clear line and exit 1."""
+    result = relay_cli(data, "add-technician", "anna", "--name", "Anna", stdin=stdin)
+    assert result.returncode == 1
+    assert message in one_error_line(result)
+    assert Accounts(data / "relay.sqlite3").get("anna") is None
+
+
+def test_add_technician_refuses_a_duplicate_id(data: Path):
+    """Adding an existing id fails with exit 1 and names the id."""
+    relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
+    result = relay_cli(data, "add-technician", "david", "--name", "Other",
+                       password="other-password")
+    assert result.returncode == 1
+    assert one_error_line(result) == "error: technician 'david' already exists"
+
+
+@pytest.mark.parametrize("bad_id", ["David", "has space", "", "x" * 33, ".dot"])
+def test_add_technician_refuses_a_bad_id(data: Path, bad_id: str):
+    """Ids outside a-z, 0-9, '.', '_', '-' (1-32 chars) are a usage error (exit 2)."""
+    result = relay_cli(data, "add-technician", bad_id, "--name", "X", password="long-enough")
+    assert result.returncode == 2
+    assert "bad id" in one_error_line(result)
+
+
+def test_add_technician_refuses_a_bad_name(data: Path):
+    """A display name with control characters is refused."""
+    result = relay_cli(data, "add-technician", "anna", "--name", "Anna\x1b[2J",
+                       password="long-enough")
+    assert result.returncode == 1
+    assert "name" in one_error_line(result)
+
+
+def test_disable_and_enable_technician(data: Path):
+    """disable-technician shows as not enabled and blocks logins; enable restores them."""
+    relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
+    assert relay_cli(data, "disable-technician", "david").returncode == 0
+    assert relay_cli(data, "list-technicians").stdout.splitlines()[1].split() == [
+        "david", "David", "no"]
+    accounts = Accounts(data / "relay.sqlite3")
+    assert accounts.verify("david", "david-password") is None
+    assert relay_cli(data, "enable-technician", "david").returncode == 0
+    assert accounts.verify("david", "david-password") is not None
+
+
+def test_set_password_from_stdin_replaces_the_password(data: Path):
+    """set-password takes the new password from stdin and the old one stops working."""
+    relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
+    result = relay_cli(data, "set-password", "david", stdin="brand-new-password\n")
+    assert result.returncode == 0, result.stderr
+    accounts = Accounts(data / "relay.sqlite3")
+    assert accounts.verify("david", "david-password") is None
+    assert accounts.verify("david", "brand-new-password") is not None
+
+
+@pytest.mark.parametrize("command", ["disable-technician", "enable-technician",
+                                     "set-password"])
+def test_commands_on_an_unknown_technician_fail_cleanly(data: Path, command: str):
+    """An unknown id gives exit 1 and one line naming it."""
+    relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
+    result = relay_cli(data, command, "ghost", password="ghost-password")
+    assert result.returncode == 1
+    assert one_error_line(result) == "error: no technician 'ghost'"
+
+
+def test_commands_on_a_missing_data_folder_fail_cleanly(tmp_path: Path):
+    """Reading commands never create an empty data folder by mistake."""
+    for args in (["list-technicians"], ["ledger", "--csv"], ["disable-technician", "x"]):
+        result = relay_cli(tmp_path / "typo", *args)
+        assert result.returncode == 1
+        assert "no relay data in" in one_error_line(result)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_unusable_data_folder_fails_cleanly(tmp_path: Path):
+    """A --data that is a file, not a folder, gives one clear line and exit 1."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = relay_cli(blocker, "add-technician", "anna", "--name", "Anna",
+                       password="long-enough")
+    assert result.returncode == 1
+    assert "cannot use the data folder" in one_error_line(result)
+
+
+def test_corrupt_database_fails_cleanly(data: Path):
+    """A data file that is not SQLite gives one clear line and exit 1."""
+    data.mkdir()
+    (data / "relay.sqlite3").write_bytes(b"this is not a database" * 100)
+    result = relay_cli(data, "list-technicians")
+    assert result.returncode == 1
+    assert "error:" in one_error_line(result)
+
+
+def fill_ledger(data: Path) -> Ledger:
+    relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
+    ledger = Ledger(data / "relay.sqlite3")
+    ledger.requested("A" * 43, "david", "FRONT-DESK", "anna", "203.0.113.7", T0)
+    ledger.accepted("A" * 43, T0 + 30)
+    ledger.ended("A" * 43, "customer", "customer-closed", T0 + 630)
+    ledger.requested("B" * 43, "petur", "=cmd|' /C calc'!A0", "bob, jr", "::1", T0 + 86400)
+    ledger.accepted("B" * 43, T0 + 86410)
+    ledger.ended("B" * 43, "technician", "technician-ended", T0 + 86470)
+    return ledger
+
+
+def test_ledger_csv_is_exactly_write_csv_output(data: Path):
+    """ledger --csv prints what write_csv writes for the same rows."""
+    ledger = fill_ledger(data)
+    expected = io.StringIO()
+    write_csv(ledger.rows(), expected)
+    result = relay_cli(data, "ledger", "--csv")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected.getvalue()
+    assert result.stdout.splitlines()[1].endswith(
+        ",2026-11-26T00:20:00Z,2026-11-26T00:20:30Z,2026-11-26T00:30:30Z,600,customer,"
+        "customer-closed")
+
+
+def test_ledger_filters_by_since_and_technician(data: Path):
+    """--since (date or date-time, UTC) and --technician select the rows."""
+    fill_ledger(data)
+
+    def sessions(*args: str) -> list[str]:
+        result = relay_cli(data, "ledger", "--csv", *args)
+        assert result.returncode == 0, result.stderr
+        return [line[:1] for line in result.stdout.splitlines()[1:]]
+
+    assert sessions() == ["A", "B"]
+    assert sessions("--since", "2026-11-27") == ["B"]
+    assert sessions("--since", "2026-11-26T00:20:00Z") == ["A", "B"]
+    assert sessions("--since", "2026-11-26T00:20:01") == ["B"]
+    assert sessions("--since", "2026-11-26T01:20:01+01:00") == ["B"]
+    assert sessions("--technician", "david") == ["A"]
+    assert sessions("--technician", "nobody") == []
+
+
+def test_ledger_table_is_readable(data: Path):
+    """Without --csv: aligned columns with UTC times, h:mm:ss billable time and a total."""
+    fill_ledger(data)
+    result = relay_cli(data, "ledger")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["SESSION", "TECHNICIAN", "MACHINE", "USER"]
+    assert "2026-11-26 00:20:00" in lines[1]
+    assert "0:10:00" in lines[1]
+    assert lines[-1].split() == ["total", "0:11:00"]
+    assert len({line.index("TECHNICIAN") for line in lines[:1]}) == 1
+    assert lines[1].index("david") == lines[0].index("TECHNICIAN")
+
+
+@pytest.mark.parametrize("since", ["yesterday", "2026-13-01", "26/11/2026"])
+def test_ledger_bad_since_is_a_usage_error(data: Path, since: str):
+    """An unparsable --since says what format it wants and exits 2."""
+    fill_ledger(data)
+    result = relay_cli(data, "ledger", "--since", since)
+    assert result.returncode == 2
+    assert "ISO date" in one_error_line(result)
+
+
+def read_until(fd: int, text: bytes, seen: bytearray) -> None:
+    """Read from a pty until `text` arrives (60 s limit so a bug cannot hang the suite)."""
+    deadline = time.monotonic() + 60
+    while text not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {text!r} in {bytes(seen)!r}"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            chunk = os.read(fd, 1024)
+            assert chunk, f"terminal closed; output so far {bytes(seen)!r}"
+            seen += chunk
+
+
+@pytest.mark.parametrize(("second", "ok"), [("typed-password", True),
+                                            ("other-password", False)])
+def test_set_password_prompts_twice_on_a_terminal(data: Path, second: str, ok: bool):
+    """On a terminal the password is asked twice; two different answers are refused."""
+    relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
+    controller, terminal = os.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "RELAY_PASSWORD"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relay", "set-password", "david", "--data", str(data)],
+        cwd=ROOT, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    seen = bytearray()
+    try:
+        read_until(controller, b"Password for david: ", seen)
+        os.write(controller, b"typed-password\n")
+        read_until(controller, b"Same password again: ", seen)
+        os.write(controller, second.encode() + b"\n")
+        assert process.wait(timeout=60) == (0 if ok else 1)
+        read_until(controller, b"revoked" if ok else b"the two passwords differ", seen)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(controller)
+    assert b"typed-password" not in seen  # never echoed
+    assert b"Traceback" not in seen
+    accounts = Accounts(data / "relay.sqlite3")
+    assert (accounts.verify("david", "typed-password") is not None) is ok
