@@ -1,0 +1,172 @@
+// The list of customers waiting for this support person, and the tone and desktop
+// notification when someone new starts waiting. Agent-supplied names go in as text only.
+
+const ALERT_TITLE = "A customer is waiting";
+
+export class QueueList {
+    constructor({ list, template, count, empty }, onAccept) {
+        this.list = list;
+        this.template = template;
+        this.count = count;
+        this.empty = empty;
+        this.onAccept = onAccept;
+        this.entries = [];
+        this._rows = new Map();     // session -> {row, entry, receivedAt}
+        this._seen = null;          // ids already announced; null until the first list
+        this._chime = new Chime();
+    }
+
+    // A fresh list from the relay (it always sends the whole queue).
+    update(entries) {
+        const now = performance.now();
+        const arrivals = [];
+        const ids = new Set(entries.map((e) => e.session));
+        for (const [id, item] of this._rows) {
+            if (!ids.has(id)) {
+                item.row.remove();
+                this._rows.delete(id);
+            }
+        }
+        for (const entry of entries) {
+            let item = this._rows.get(entry.session);
+            if (!item) {
+                item = { row: this._makeRow(entry) };
+                this._rows.set(entry.session, item);
+                if (this._seen !== null && !this._seen.has(entry.session)) {
+                    arrivals.push(entry);
+                    item.row.classList.add("arrived");
+                }
+            }
+            item.entry = entry;
+            item.receivedAt = now;
+            this._fill(item);
+            this.list.append(item.row);  // keeps the relay's order
+        }
+        this._seen = new Set([...(this._seen || []), ...ids]);
+        this.entries = entries;
+        this.count.textContent = String(entries.length);
+        this.count.classList.toggle("some", entries.length > 0);
+        this.empty.hidden = entries.length > 0;
+        const waiting = arrivals.filter((e) => e.state === "waiting");
+        if (waiting.length) this._announce(waiting);
+    }
+
+    // Forget the list (signed out); the next list announces nobody.
+    clear() {
+        this.update([]);
+        this._seen = null;
+    }
+
+    // Advance the "waited" times without waiting for the relay.
+    tick() {
+        const now = performance.now();
+        for (const item of this._rows.values()) this._fillWaited(item, now);
+    }
+
+    setBusy(session, busy) {
+        const item = this._rows.get(session);
+        if (!item) return;
+        const button = item.row.querySelector("[data-testid=accept]");
+        button.disabled = busy;
+        button.textContent = busy ? "Opening…" : acceptLabel(item.entry);
+    }
+
+    unlockSound() {
+        this._chime.unlock();
+    }
+
+    _makeRow(entry) {
+        const row = this.template.content.firstElementChild.cloneNode(true);
+        row.dataset.sessionId = entry.session;
+        row.querySelector("[data-testid=accept]").addEventListener("click", () => {
+            this._chime.unlock();
+            this.onAccept(row.dataset.sessionId);
+        });
+        return row;
+    }
+
+    _fill(item) {
+        const { row, entry } = item;
+        row.dataset.state = entry.state;
+        row.querySelector(".machine").textContent = entry.machine || "Unnamed computer";
+        row.querySelector(".user").textContent = entry.user || "Unknown user";
+        row.querySelector(".avatar").textContent = initial(entry.machine);
+        const button = row.querySelector("[data-testid=accept]");
+        if (!button.disabled) button.textContent = acceptLabel(entry);
+        this._fillWaited(item, performance.now());
+    }
+
+    _fillWaited(item, now) {
+        const seconds = item.entry.waited_s + (now - item.receivedAt) / 1000;
+        const words = item.entry.state === "detached" ? "Disconnected" : "Waiting";
+        item.row.querySelector(".waited").textContent = `${words} ${clock(seconds)}`;
+    }
+
+    _announce(entries) {
+        this._chime.play();
+        if (!("Notification" in window) || Notification.permission !== "granted") return;
+        if (!document.hidden) return;
+        for (const entry of entries) {
+            const notice = new Notification(ALERT_TITLE, {
+                body: `${entry.machine} (${entry.user})`,
+                tag: entry.session,
+                icon: "/favicon.svg",
+            });
+            notice.onclick = () => {
+                window.focus();
+                notice.close();
+            };
+        }
+    }
+}
+
+function acceptLabel(entry) {
+    return entry.state === "detached" ? "Rejoin" : "Accept";
+}
+
+function initial(name) {
+    const first = Array.from((name || "?").trim())[0] || "?";
+    return first.toUpperCase();
+}
+
+// "0:07", "12:34", "1:02:03"; with hours always: "0:00:07"
+export function clock(totalSeconds, withHours = false) {
+    const s = Math.max(0, Math.floor(totalSeconds));
+    const hours = Math.floor(s / 3600);
+    const minutes = Math.floor((s % 3600) / 60);
+    const seconds = String(s % 60).padStart(2, "0");
+    if (hours || withHours) return `${hours}:${String(minutes).padStart(2, "0")}:${seconds}`;
+    return `${minutes}:${seconds}`;
+}
+
+// A short two-note tone made with WebAudio; browsers allow it after the first click.
+class Chime {
+    constructor() {
+        this.context = null;
+    }
+
+    unlock() {
+        const Context = window.AudioContext || window.webkitAudioContext;
+        if (!Context) return;
+        if (!this.context) this.context = new Context();
+        if (this.context.state === "suspended") this.context.resume().catch(() => {});
+    }
+
+    play() {
+        const context = this.context;
+        if (!context || context.state !== "running") return;
+        const start = context.currentTime + 0.01;
+        [[880, 0], [1175, 0.16]].forEach(([frequency, offset]) => {
+            const oscillator = context.createOscillator();
+            const gain = context.createGain();
+            oscillator.type = "sine";
+            oscillator.frequency.value = frequency;
+            gain.gain.setValueAtTime(0, start + offset);
+            gain.gain.linearRampToValueAtTime(0.18, start + offset + 0.02);
+            gain.gain.exponentialRampToValueAtTime(0.001, start + offset + 0.45);
+            oscillator.connect(gain).connect(context.destination);
+            oscillator.start(start + offset);
+            oscillator.stop(start + offset + 0.5);
+        });
+    }
+}

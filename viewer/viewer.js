@@ -1,0 +1,467 @@
+// The page: which view shows, the session's state, and the wiring between the connection
+// (connection.js), the screen (display.js), the keyboard and pointer (input.js) and the
+// queue (queue.js). Everything an agent sends reaches the DOM through textContent only.
+
+import { FLAG_LAST } from "./protocol.js";
+import { Connection, storedToken, viewerSocketUrl } from "./connection.js";
+import { Display } from "./display.js";
+import { Input } from "./input.js";
+import { QueueList, clock } from "./queue.js";
+
+const SESSION_KEY = "spotlight.session";
+const $ = (id) => document.getElementById(id);
+
+const connection = new Connection(viewerSocketUrl(window.location));
+const display = new Display($("screen"), $("viewport"), $("stage"), $("remote-pointer"));
+const input = new Input($("screen"), display, (message) => sendForSession(message));
+const queue = new QueueList(
+    { list: $("queue"), template: $("queue-item-template"), count: $("queue-count"),
+      empty: $("queue-empty") },
+    (session) => accept(session),
+);
+
+// The open session: {id, machine, user, acceptedAt, attached, control: "off"|"asking"|"on"}
+let session = null;
+let pendingAccept = null;   // the session id we asked to accept, until the relay answers
+let rejoin = loadRejoin();  // {id, acceptedAt, asked}: the session to rejoin after a reconnect
+let drawnUpdates = 0;
+let lastBytes = 0;
+
+// --- views ----------------------------------------------------------------------------
+
+function show(view) {
+    $("login-view").hidden = view !== "login";
+    $("queue-view").hidden = view !== "queue";
+    $("session-view").hidden = view !== "session";
+    updateTitle();
+}
+
+function notice(text) {
+    $("notice-text").textContent = text;
+    $("notice").hidden = !text;
+}
+
+function updateTitle() {
+    const waiting = queue.entries.filter((e) => e.state === "waiting").length;
+    if (session) document.title = `${session.machine} – Spotlight Remote Support`;
+    else if (waiting) document.title = `(${waiting}) waiting – Spotlight Remote Support`;
+    else document.title = "Spotlight Remote Support";
+}
+
+// --- signing in and out ---------------------------------------------------------------
+
+$("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const user = $("login-user").value.trim();
+    const password = $("login-password").value;
+    queue.unlockSound();
+    if (!user || !password) {
+        loginError("Enter your user name and password.");
+        return;
+    }
+    loginError("");
+    $("login-submit").disabled = true;
+    $("login-submit").textContent = "Signing in…";
+    connection.login(user, password);
+});
+
+function loginError(text) {
+    $("login-error").textContent = text;
+    $("login-error").hidden = !text;
+}
+
+function resetLoginButton() {
+    $("login-submit").disabled = false;
+    $("login-submit").textContent = "Sign in";
+}
+
+$("logout").addEventListener("click", () => {
+    if (session) endSession();
+    connection.logout();
+});
+
+connection.onstate = (words, kind) => {
+    const status = $("status");
+    status.textContent = words;
+    status.dataset.kind = kind;
+    if (kind === "ok") return;
+    if (rejoin) rejoin.asked = false;
+    if (session) {
+        session.attached = false;
+        setControl("off", { sendReleases: false });
+    }
+};
+
+connection.onwelcome = (welcome) => {
+    resetLoginButton();
+    $("login-password").value = "";
+    $("signed-in").textContent = welcome.name || welcome.technician;
+    $("signed-in").hidden = false;
+    $("logout").hidden = false;
+    if (!session) show("queue");
+};
+
+connection.onsignedout = (reason) => {
+    resetLoginButton();
+    leaveSession();
+    forgetRejoin();
+    queue.clear();
+    notice("");
+    $("signed-in").hidden = true;
+    $("logout").hidden = true;
+    $("login-password").value = "";
+    loginError(reason);
+    show("login");
+    $(reason ? "login-password" : "login-user").focus();
+};
+
+// --- messages from the relay -----------------------------------------------------------
+
+connection.onmessage = (message) => {
+    switch (message.type) {
+        case "queue":
+            queue.update(message.sessions);
+            updateTitle();
+            rejoinIfDetached(message.sessions);
+            break;
+        case "accepted":
+            openSession(message);
+            break;
+        case "control":
+            if (session?.id === message.session) {
+                setControl(message.granted ? "on" : "off", { sendReleases: false });
+            }
+            break;
+        case "cursor":
+            if (session) display.showCursor(message.monitor, message.x, message.y);
+            break;
+        case "screens":
+            if (session) {
+                display.setScreens(message.screens);
+                fillMonitors(message.screens);
+            }
+            break;
+        case "ended":
+            if (session?.id === message.session) closeSession(endedWords(message));
+            break;
+        case "error":
+            onError(message);
+            break;
+        default:
+            break;
+    }
+};
+
+connection.onframe = (frame) => {
+    if (!session) return;
+    const id = session.id;
+    display.draw(frame).then(() => {
+        if (!(frame.flags & FLAG_LAST) || session?.id !== id) return;
+        drawnUpdates += 1;
+        connection.send({ type: "ack", session: id, seq: frame.seq });
+        $("screen-hint").hidden = display.hasImage;
+        syncMonitorChoice();
+    });
+};
+
+function onError(error) {
+    const text = error.message || "The relay refused the request.";
+    if (error.code === "no-such-session") {
+        // Also the late answer to an ack sent just before the session ended: say nothing then.
+        if (pendingAccept) {
+            queue.setBusy(pendingAccept, false);
+            pendingAccept = null;
+            notice("That customer is no longer waiting.");
+        } else if (session) {
+            closeSession("The session is no longer available.");
+        }
+        return;
+    }
+    if (session) {
+        if (session.control === "asking") setControl("off", { sendReleases: false });
+        toast(text);
+    } else {
+        if (pendingAccept) queue.setBusy(pendingAccept, false);
+        pendingAccept = null;
+        notice(text);
+    }
+}
+
+let toastTimer = null;
+function toast(text) {
+    $("toast").textContent = text;
+    $("toast").hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { $("toast").hidden = true; }, 6000);
+}
+
+function endedWords(ended) {
+    if (ended.by === "customer") return "The customer ended the session";
+    if (ended.by === "technician") return `You ended the session with ${session.machine}.`;
+    return ended.reason ? `The session ended: ${ended.reason}` : "The session ended.";
+}
+
+// --- the session -----------------------------------------------------------------------
+
+function accept(id) {
+    queue.unlockSound();
+    notice("");
+    queue.setBusy(id, true);
+    pendingAccept = id;
+    if (!connection.send({ type: "accept", session: id })) {
+        queue.setBusy(id, false);
+        pendingAccept = null;
+    }
+}
+
+function openSession(accepted) {
+    pendingAccept = null;
+    const same = session?.id === accepted.session;
+    // Rejoining (after a reload or a lost connection) keeps the billable clock running.
+    const acceptedAt = rejoin?.id === accepted.session ? rejoin.acceptedAt : Date.now();
+    session = {
+        id: accepted.session, machine: accepted.machine, user: accepted.user,
+        acceptedAt, attached: true, control: "off",
+    };
+    rejoin = { id: session.id, acceptedAt, asked: false };
+    saveRejoin();
+    if (!same) display.reset(accepted.screens);
+    else display.setScreens(accepted.screens);
+    fillMonitors(accepted.screens);
+    $("session-machine").textContent = accepted.machine || "Unnamed computer";
+    $("session-user").textContent = accepted.user || "Unknown user";
+    $("screen-hint").hidden = display.hasImage;
+    setControl("off", { sendReleases: false });
+    notice("");
+    show("session");
+    tick();
+}
+
+function setControl(state, { sendReleases = true } = {}) {
+    if (!session) return;
+    session.control = state;
+    if (state === "on") input.enable();
+    else input.disable({ sendReleases });
+    const toggle = $("control-toggle");
+    toggle.textContent = state === "on" ? "Release control" : state === "asking" ? "Asking…" : "Take control";
+    toggle.classList.toggle("active", state === "on");
+    toggle.disabled = state === "asking" || !connection.connected;
+    const mode = $("control-state");
+    mode.dataset.control = state;
+    mode.textContent = state === "on" ? "You are in control" : state === "asking"
+        ? "Asking for control…" : "View only";
+    $("viewport").classList.toggle("controlling", state === "on");
+    for (const id of ["special-keys", "type-text", "type-send"]) $(id).disabled = state !== "on";
+    if (state !== "on") closeKeysMenu();
+}
+
+$("control-toggle").addEventListener("click", () => {
+    if (!session) return;
+    if (session.control === "on") {
+        input.releaseAll();
+        connection.send({ type: "release_control", session: session.id });
+        setControl("off");
+    } else if (connection.send({ type: "take_control", session: session.id })) {
+        setControl("asking");
+    }
+});
+
+function endSession() {
+    if (!session) return;
+    const sent = connection.send({
+        type: "end", session: session.id, reason: "ended by the support person",
+    });
+    if (!sent) $("status").textContent = "Not connected: the session cannot be ended yet.";
+    input.disable();
+}
+
+$("end-session").addEventListener("click", endSession);
+
+function closeSession(words) {
+    leaveSession();
+    forgetRejoin();
+    show("queue");
+    notice(words);
+}
+
+function leaveSession() {
+    if (!session) return;
+    input.disable({ sendReleases: false });
+    session = null;
+    display.reset([]);
+    closeKeysMenu();
+    for (const entry of queue.entries) queue.setBusy(entry.session, false);
+}
+
+// Messages the keyboard and pointer produce, addressed to the open session.
+function sendForSession(message) {
+    if (!session || session.control !== "on") return;
+    connection.send({ ...message, session: session.id });
+}
+
+// After a reload or a lost connection, the relay lists our session as "detached".
+function rejoinIfDetached(entries) {
+    if (!rejoin || rejoin.asked || session?.attached) return;
+    const entry = entries.find((e) => e.session === rejoin.id);
+    if (entry?.state === "detached") {
+        rejoin.asked = connection.send({ type: "accept", session: entry.session });
+    } else if (!entry) {
+        if (session) closeSession("The session ended while the connection was lost.");
+        else forgetRejoin();
+    }
+}
+
+function loadRejoin() {
+    try {
+        const saved = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+        return saved && typeof saved.id === "string" ? saved : null;
+    } catch {
+        return null;
+    }
+}
+
+function saveRejoin() {
+    try {
+        sessionStorage.setItem(SESSION_KEY, JSON.stringify(rejoin));
+    } catch {
+        // Without storage a reload simply shows the session in the queue to rejoin by hand.
+    }
+}
+
+function forgetRejoin() {
+    rejoin = null;
+    try {
+        sessionStorage.removeItem(SESSION_KEY);
+    } catch {
+        // nothing stored
+    }
+}
+
+// --- screen tools ----------------------------------------------------------------------
+
+function fillMonitors(screens) {
+    const select = $("monitor");
+    select.replaceChildren();
+    if (screens.length <= 2) {
+        select.hidden = true;
+        return;
+    }
+    screens.forEach((screen, index) => {
+        const option = document.createElement("option");
+        option.value = String(index);
+        const name = index === 0 ? "All monitors" : `Monitor ${index}`;
+        option.textContent = `${name} (${screen.width}×${screen.height})`;
+        select.append(option);
+    });
+    select.hidden = false;
+    syncMonitorChoice();
+}
+
+function syncMonitorChoice() {
+    const select = $("monitor");
+    if (!select.hidden && display.monitor !== null && document.activeElement !== select) {
+        select.value = String(display.monitor);
+    }
+}
+
+$("monitor").addEventListener("change", (event) => {
+    if (!session) return;
+    connection.send({ type: "refresh", session: session.id, monitor: Number(event.target.value) });
+    $("screen").focus({ preventScroll: true });
+});
+
+for (const [id, mode] of [["scale-fit", "fit"], ["scale-actual", "actual"]]) {
+    $(id).addEventListener("click", () => {
+        display.setMode(mode);
+        $("scale-fit").setAttribute("aria-pressed", String(mode === "fit"));
+        $("scale-actual").setAttribute("aria-pressed", String(mode === "actual"));
+    });
+}
+
+function closeKeysMenu() {
+    $("keys-list").hidden = true;
+    $("special-keys").setAttribute("aria-expanded", "false");
+}
+
+$("special-keys").addEventListener("click", (event) => {
+    event.stopPropagation();
+    const open = $("keys-list").hidden;
+    $("keys-list").hidden = !open;
+    $("special-keys").setAttribute("aria-expanded", String(open));
+});
+
+$("keys-list").addEventListener("click", (event) => {
+    const item = event.target.closest("button[data-keys]");
+    if (!item || item.disabled) return;
+    input.pressSequence(item.dataset.keys);
+    closeKeysMenu();
+    $("screen").focus({ preventScroll: true });
+});
+
+document.addEventListener("click", (event) => {
+    if (!$("keys-menu").contains(event.target)) closeKeysMenu();
+});
+document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !$("keys-list").hidden) closeKeysMenu();
+});
+
+$("type-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const box = $("type-text");
+    if (box.value && input.typeText(box.value)) box.value = "";
+});
+
+$("type-text").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        $("type-form").requestSubmit();
+    }
+});
+
+$("notice-close").addEventListener("click", () => notice(""));
+
+$("alerts").addEventListener("click", async () => {
+    queue.unlockSound();
+    if ("Notification" in window && Notification.permission === "default") {
+        await Notification.requestPermission();
+    }
+    showAlertsState();
+});
+
+function showAlertsState() {
+    const button = $("alerts");
+    if (!("Notification" in window)) {
+        button.hidden = true;
+        return;
+    }
+    const permission = Notification.permission;
+    button.disabled = permission !== "default";
+    button.textContent = permission === "granted" ? "Desktop alerts on"
+        : permission === "denied" ? "Desktop alerts blocked" : "Turn on desktop alerts";
+}
+
+// --- once a second: times and rates -----------------------------------------------------
+
+function tick() {
+    queue.tick();
+    const bytes = connection.bytesReceived;
+    const rate = bytes - lastBytes;
+    lastBytes = bytes;
+    if (!session) {
+        drawnUpdates = 0;
+        return;
+    }
+    $("session-timer").textContent = clock((Date.now() - session.acceptedAt) / 1000, true);
+    $("stat-fps").textContent = `${drawnUpdates}/s`;
+    $("stat-bandwidth").textContent = rate >= 1e6 ? `${(rate / 1e6).toFixed(1)} MB/s`
+        : `${Math.round(rate / 1000)} KB/s`;
+    $("stat-latency").textContent = connection.rttMs === null ? "–"
+        : `${Math.round(connection.rttMs)} ms`;
+    $("control-toggle").disabled = session.control === "asking" || !connection.connected;
+    drawnUpdates = 0;
+}
+
+setInterval(tick, 1000);
+showAlertsState();
+if (storedToken() && connection.resume()) show("queue");
+else show("login");
