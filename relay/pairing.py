@@ -1,0 +1,533 @@
+"""The relay's session rules: who may see, accept, watch, control and end which session.
+
+Pure: no sockets, no clocks, no threads. The server calls one method per event with the
+time (UTC epoch seconds) passed in; this module answers by calling the ``Peer`` methods of
+the connections involved and writes every transition to the ledger it was given.
+
+A session belongs to the one support person its agent named. Every viewer message is
+checked against that owner: anyone else, and anyone naming a session that does not exist,
+gets the identical refusal ``no-such-session`` (and the attempt is recorded, kind
+"refused").
+
+    waiting --accept--> active --close/end/expiry/loss--> ended
+       \\--expired / agent-lost / technician-ended-----------^
+
+- waiting: listed in the owner's queue; expires after ``wait_timeout`` (reason "expired").
+  At most ``protocol.MAX_WAITING_PER_ADDRESS`` waiting sessions per agent address.
+- active: one viewer. Frames flow agent -> viewer; input flows viewer -> agent only while
+  the viewer holds control. A viewer that goes away releases control and leaves the session
+  "detached" (listed again in the owner's queue) for ``grace`` seconds, in which only the
+  owner can rejoin by sending ``accept`` again; then it ends ("viewer-lost"). An agent whose
+  link drops abnormally leaves the session for ``grace`` seconds, in which the agent can
+  come back with its single-use resume secret; then it ends ("agent-lost"). A waiting
+  session whose agent drops ends at once.
+- Input rate: a token bucket per viewer (``MAX_INPUT_EVENTS_PER_S`` sustained,
+  ``INPUT_BURST`` at once). Input beyond it is dropped (the viewer is told
+  ``error{code: "rate-limited"}`` at most once a second); input is never reordered.
+- A viewer connection watches at most one session: binary frames carry no session id.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import protocol
+from protocol import (
+    Accept,
+    Accepted,
+    Ack,
+    Close,
+    Control,
+    Cursor,
+    End,
+    Ended,
+    Error,
+    Ping,
+    Pong,
+    Queue,
+    Refresh,
+    Registered,
+    ReleaseControl,
+    Screens,
+    TakeControl,
+    Waiting,
+)
+
+WAITING, ACTIVE, ENDED = "waiting", "active", "ended"
+DEFAULT_WAIT_TIMEOUT_S = 600.0
+DEFAULT_GRACE_S = 60.0
+MAX_REFUSALS_RECORDED = 100  # per viewer connection: a flood of refusals must not flood the ledger
+
+REFUSED = Error("no-such-session", "No such session")
+TECHNICIAN_UNKNOWN = Error(
+    "technician-unknown",
+    "That support person is not available. "
+    "Please check the name with the person you are talking to.",
+)
+TOO_MANY_WAITING = Error(
+    "too-many-waiting",
+    "Too many support requests are waiting from this network. Please try again later.",
+)
+RESUME_FAILED = Error("resume-failed", "The session could not be resumed. Please start again.")
+NO_CONTROL = Error("no-control", "Input is not forwarded: take control of an active session first.")
+RATE_LIMITED = Error("rate-limited", "Too much input at once: some input was dropped.")
+BUSY = Error("busy", "You are already watching a session in this window: end it first.")
+OPEN_ELSEWHERE = Error("open-elsewhere", "This session is open in another window.")
+NOT_WATCHING = Error("not-watching", "Accept the session before taking control.")
+AGENT_RECONNECTING = Error(
+    "agent-reconnecting", "The customer's connection dropped; waiting for it to come back."
+)
+
+
+class Peer(Protocol):
+    """One connection as the rules see it (the server's writer, or a test's fake)."""
+
+    address: str
+
+    def send(self, message: protocol.Message) -> None:
+        """Queue a control message; never dropped."""
+
+    def send_frame(self, data: bytes, monitor: int) -> None:
+        """Queue a binary screen update (viewers only); the server may drop it if unread."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection after everything queued before has been sent."""
+
+
+class Technician(Protocol):
+    """What the rules need of an account (relay.accounts.Technician)."""
+
+    id: str
+    name: str
+    enabled: bool
+
+
+class Recorder(Protocol):
+    """The part of relay.ledger.Ledger the rules write to."""
+
+    def requested(self, session: str, technician: str, machine: str, user: str,
+                  address: str, at: float) -> None: ...
+    def accepted(self, session: str, at: float) -> None: ...
+    def control(self, session: str, taken: bool, at: float) -> None: ...
+    def ended(self, session: str, by: str, reason: str, at: float) -> None: ...
+    def event(self, session: str | None, kind: str, detail: str, at: float) -> None: ...
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.last = rate, burst, float(burst), now
+
+    def take(self, now: float) -> bool:
+        elapsed = max(0.0, now - self.last)
+        self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    technician: str
+    technician_name: str
+    machine: str
+    user: str
+    address: str
+    screens: tuple[protocol.Screen, ...]
+    requested_at: float
+    resume: str
+    agent: Peer | None
+    state: str = WAITING
+    viewer: Peer | None = None
+    control: bool = False
+    agent_lost_at: float | None = None
+    viewer_lost_at: float | None = None
+
+    def accepted_message(self) -> Accepted:
+        return Accepted(self.id, self.technician_name, self.machine, self.user, self.screens)
+
+
+@dataclass(eq=False)
+class ViewerState:
+    technician: str
+    bucket: TokenBucket
+    session: Session | None = None
+    told_no_control: bool = False
+    rate_notice_at: float = 0.0
+    refusals_recorded: int = 0
+
+
+@dataclass
+class Pairing:
+    """All live sessions and viewers of one relay."""
+
+    ledger: Recorder
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S
+    grace: float = DEFAULT_GRACE_S
+    new_secret: Callable[[], str] = field(default=lambda: secrets.token_urlsafe(16))
+    sessions: dict[str, Session] = field(default_factory=dict)
+    agents: dict[Peer, Session] = field(default_factory=dict)
+    viewers: dict[Peer, ViewerState] = field(default_factory=dict)
+    _by_resume: dict[str, Session] = field(default_factory=dict)
+
+    # --- agents ---------------------------------------------------------------------------
+
+    def agent_hello(self, agent: Peer, hello: protocol.AgentHello,
+                    technician: Technician | None, now: float) -> bool:
+        """Register (or resume) the agent's session; False if refused (the agent is closed)."""
+        if hello.resume:
+            return self._resume(agent, hello, now)
+        if technician is None or not technician.enabled or technician.id != hello.technician:
+            self._refuse_agent(agent, TECHNICIAN_UNKNOWN, now,
+                               f"agent asked for unknown technician {hello.technician}")
+            return False
+        waiting = sum(1 for s in self.sessions.values()
+                      if s.state == WAITING and s.address == agent.address)
+        if waiting >= protocol.MAX_WAITING_PER_ADDRESS:
+            self._refuse_agent(agent, TOO_MANY_WAITING, now,
+                               f"{waiting} sessions already waiting from {agent.address}")
+            return False
+        session_id = self._fresh_secret()
+        session = Session(
+            session_id, technician.id, technician.name, hello.machine, hello.user,
+            agent.address, hello.screens, now, self._fresh_secret(), agent,
+        )
+        self.sessions[session_id] = session
+        self.agents[agent] = session
+        self._by_resume[session.resume] = session
+        self.ledger.requested(session_id, technician.id, hello.machine, hello.user,
+                              agent.address, now)
+        agent.send(Registered(session_id, technician.name,
+                              int(min(self.wait_timeout, 86400)), session.resume))
+        self._push_queue(technician.id, now)
+        return True
+
+    def _refuse_agent(self, agent: Peer, error: Error, now: float, detail: str) -> None:
+        self.ledger.event(None, "refused", f"{detail} (from {agent.address})", now)
+        agent.send(error)
+        agent.close(1008, error.code)
+
+    def _resume(self, agent: Peer, hello: protocol.AgentHello, now: float) -> bool:
+        session = self._by_resume.pop(hello.resume, None)
+        if (session is None or session.agent is not None or session.agent_lost_at is None
+                or now - session.agent_lost_at >= self.grace
+                or session.technician != hello.technician):
+            if session is not None:  # a secret is good for one attempt only
+                session.resume = self._fresh_secret()
+                self._by_resume[session.resume] = session
+            self._refuse_agent(agent, RESUME_FAILED, now, "agent resume refused")
+            return False
+        session.resume = self._fresh_secret()
+        self._by_resume[session.resume] = session
+        session.agent, session.agent_lost_at = agent, None
+        self.agents[agent] = session
+        self.ledger.event(session.id, "agent-resumed", f"from {agent.address}", now)
+        agent.send(Registered(session.id, session.technician_name,
+                              int(min(self.wait_timeout, 86400)), session.resume))
+        agent.send(session.accepted_message())
+        if session.screens != hello.screens:
+            session.screens = hello.screens
+            if session.viewer is not None:
+                session.viewer.send(Screens(hello.screens))
+        if session.viewer is not None:
+            agent.send(Refresh(session.id, 0))
+        return True
+
+    def agent_message(self, agent: Peer, message: protocol.Message, now: float) -> None:
+        """A control message from a registered agent; ProtocolError if agents may not send it."""
+        session = self.agents.get(agent)
+        if session is None:
+            return
+        if isinstance(message, Close):
+            self._end(session, "customer", "customer-closed", now)
+        elif isinstance(message, Screens):
+            session.screens = message.screens
+            if session.state == ACTIVE and session.viewer is not None:
+                session.viewer.send(message)
+        elif isinstance(message, Cursor):
+            if session.state == ACTIVE and session.viewer is not None:
+                session.viewer.send(message)
+        else:
+            raise protocol.ProtocolError(f"an agent may not send {message.TYPE}")
+
+    def agent_frame(self, agent: Peer, data: bytes, monitor: int, now: float) -> bool:
+        """A binary screen update; forwarded only to the accepted viewer. True if forwarded."""
+        session = self.agents.get(agent)
+        if session is None or session.state != ACTIVE or session.viewer is None:
+            return False
+        session.viewer.send_frame(data, monitor)
+        return True
+
+    def agent_gone(self, agent: Peer, now: float, *, resumable: bool = False) -> None:
+        """The agent's connection closed. ``resumable``: it dropped rather than said goodbye."""
+        session = self.agents.pop(agent, None)
+        if session is None or session.agent is not agent:
+            return
+        session.agent = None
+        if session.state != ACTIVE or not resumable or self.grace <= 0:
+            self._end(session, "relay", "agent-lost", now)
+            return
+        session.agent_lost_at = now
+        self.ledger.event(session.id, "agent-gap", "the customer's link dropped", now)
+        self._drop_control(session, now)
+        if session.viewer is not None:
+            session.viewer.send(AGENT_RECONNECTING)
+
+    def agent_stalled(self, agent: Peer, now: float) -> None:
+        """The agent stopped reading its input: end the session rather than queue input."""
+        session = self.agents.get(agent)
+        if session is not None:
+            self._end(session, "relay", "agent-stalled", now)
+
+    # --- viewers --------------------------------------------------------------------------
+
+    def viewer_joined(self, viewer: Peer, technician: Technician, now: float) -> None:
+        """A logged-in viewer: remember whose it is and send its queue."""
+        self.viewers[viewer] = ViewerState(
+            technician.id,
+            TokenBucket(protocol.MAX_INPUT_EVENTS_PER_S, protocol.INPUT_BURST, now),
+        )
+        viewer.send(self.queue_for(technician.id, now))
+
+    def viewer_message(self, viewer: Peer, message: protocol.Message, now: float) -> None:
+        """A control message from a logged-in viewer; ProtocolError if viewers may not send it."""
+        state = self.viewers.get(viewer)
+        if state is None:
+            return
+        if isinstance(message, Ping):
+            viewer.send(Pong(message.t))
+            return
+        if isinstance(message, protocol.INPUT_TYPES):
+            self._input(viewer, state, message, now)
+            return
+        handler = self._SESSION_HANDLERS.get(type(message))
+        if handler is None:
+            raise protocol.ProtocolError(f"a viewer may not send {message.TYPE}")
+        session_id: Any = getattr(message, "session", "")
+        session = self._owned(viewer, state, session_id, message.TYPE, now)
+        if session is not None:
+            handler(self, viewer, state, session, message, now)
+
+    def _owned(self, viewer: Peer, state: ViewerState, session_id: str, what: str,
+               now: float) -> Session | None:
+        """The session if this viewer's support person owns it; else the one refusal."""
+        session = self.sessions.get(session_id)
+        if session is not None and session.technician == state.technician:
+            return session
+        viewer.send(REFUSED)
+        if state.refusals_recorded < MAX_REFUSALS_RECORDED:
+            state.refusals_recorded += 1
+            self.ledger.event(session_id, "refused",
+                              f"{state.technician} tried {what} (from {viewer.address})", now)
+        return None
+
+    def _accept(self, viewer: Peer, state: ViewerState, session: Session,
+                message: Accept, now: float) -> None:
+        if session.viewer is viewer:
+            viewer.send(session.accepted_message())
+            return
+        if session.viewer is not None:
+            viewer.send(OPEN_ELSEWHERE)
+            return
+        if state.session is not None:
+            viewer.send(BUSY)
+            return
+        session.viewer, state.session = viewer, session
+        if session.state == WAITING:
+            session.state = ACTIVE
+            self.ledger.accepted(session.id, now)
+            if session.agent is not None:
+                session.agent.send(session.accepted_message())
+        else:
+            session.viewer_lost_at = None
+            self.ledger.event(session.id, "viewer-rejoined", f"from {viewer.address}", now)
+            if session.agent is not None:
+                session.agent.send(Refresh(session.id, 0))
+        viewer.send(session.accepted_message())
+        if session.agent is None:
+            viewer.send(AGENT_RECONNECTING)
+        self._push_queue(session.technician, now)
+
+    def _control(self, viewer: Peer, state: ViewerState, session: Session,
+                 message: TakeControl | ReleaseControl, now: float) -> None:
+        if session.viewer is not viewer:
+            viewer.send(NOT_WATCHING)
+            return
+        wanted = isinstance(message, TakeControl)
+        if wanted and session.agent is None:
+            viewer.send(AGENT_RECONNECTING)
+            return
+        if wanted == session.control:
+            viewer.send(Control(session.id, wanted))
+            return
+        session.control = wanted
+        state.told_no_control = False
+        self.ledger.control(session.id, wanted, now)
+        viewer.send(Control(session.id, wanted))
+        if session.agent is not None:
+            session.agent.send(Control(session.id, wanted))
+
+    def _forward(self, viewer: Peer, state: ViewerState, session: Session,
+                 message: Ack | Refresh, now: float) -> None:
+        if session.viewer is viewer and session.agent is not None:
+            session.agent.send(message)
+
+    def _end_by_viewer(self, viewer: Peer, state: ViewerState, session: Session,
+                       message: End, now: float) -> None:
+        self._end(session, "technician", "technician-ended", now)
+
+    _SESSION_HANDLERS: ClassVar[dict[type, Callable]] = {
+        Accept: _accept, TakeControl: _control, ReleaseControl: _control,
+        Ack: _forward, Refresh: _forward, End: _end_by_viewer,
+    }
+
+    def _input(self, viewer: Peer, state: ViewerState, message: protocol.Message,
+               now: float) -> None:
+        if not state.bucket.take(now):
+            if now >= state.rate_notice_at:
+                state.rate_notice_at = now + 1.0
+                viewer.send(RATE_LIMITED)
+            return
+        session_id: Any = getattr(message, "session", "")
+        session = self._owned(viewer, state, session_id, message.TYPE, now)
+        if session is None:
+            return
+        if (session.state == ACTIVE and session.viewer is viewer and session.control
+                and session.agent is not None):
+            session.agent.send(message)
+        elif not state.told_no_control:
+            state.told_no_control = True
+            viewer.send(NO_CONTROL)
+
+    def viewer_gone(self, viewer: Peer, now: float) -> None:
+        """The viewer's connection closed (tab closed, logged out, login revoked...)."""
+        state = self.viewers.pop(viewer, None)
+        if state is None or state.session is None:
+            return
+        session, state.session = state.session, None
+        if session.viewer is not viewer:
+            return
+        session.viewer, session.viewer_lost_at = None, now
+        self._drop_control(session, now)
+        if self.grace <= 0:
+            self._end(session, "relay", "viewer-lost", now)
+            return
+        self.ledger.event(session.id, "viewer-detached", "the support person's viewer left", now)
+        self._push_queue(session.technician, now)
+
+    def viewer_caught_up(self, viewer: Peer, monitor: int, now: float) -> None:
+        """The server dropped unsent frames for this slow viewer and it has drained since:
+        ask the agent for a full image so the picture heals."""
+        state = self.viewers.get(viewer)
+        session = state.session if state is not None else None
+        if session is not None and session.viewer is viewer and session.agent is not None:
+            session.agent.send(Refresh(session.id, monitor))
+
+    def queue_for(self, technician: str, now: float) -> Queue:
+        entries = sorted(
+            (s for s in self.sessions.values() if s.technician == technician
+             and (s.state == WAITING or (s.state == ACTIVE and s.viewer is None))),
+            key=lambda s: s.requested_at,
+        )[: protocol.MAX_QUEUE_ENTRIES]
+        return Queue(tuple(
+            Waiting(s.id, s.machine, s.user, round(max(0.0, now - s.requested_at), 1),
+                    "waiting" if s.state == WAITING else "detached")
+            for s in entries
+        ))
+
+    # --- time and the end -----------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Expire what waited too long; call about once a second."""
+        for session in list(self.sessions.values()):
+            if session.state == WAITING and now - session.requested_at >= self.wait_timeout:
+                self._end(session, "relay", "expired", now)
+            elif session.agent_lost_at is not None and now - session.agent_lost_at >= self.grace:
+                self._end(session, "relay", "agent-lost", now)
+            elif (session.viewer_lost_at is not None and session.viewer is None
+                  and now - session.viewer_lost_at >= self.grace):
+                self._end(session, "relay", "viewer-lost", now)
+
+    def shutdown(self, now: float) -> None:
+        """The relay is stopping: end every live session and tell both sides."""
+        for session in list(self.sessions.values()):
+            self._end(session, "relay", "relay-shutdown", now)
+
+    def _drop_control(self, session: Session, now: float) -> None:
+        if not session.control:
+            return
+        session.control = False
+        self.ledger.control(session.id, False, now)
+        for peer in (session.viewer, session.agent):
+            if peer is not None:
+                peer.send(Control(session.id, False))
+
+    def _end(self, session: Session, by: str, reason: str, now: float) -> None:
+        if session.state == ENDED:
+            return
+        listed = session.state == WAITING or session.viewer is None
+        session.state = ENDED
+        session.control = False
+        self.ledger.ended(session.id, by, reason, now)
+        ended = Ended(session.id, by, reason)
+        if session.viewer is not None:
+            session.viewer.send(ended)
+            state = self.viewers.get(session.viewer)
+            if state is not None and state.session is session:
+                state.session = None
+        if session.agent is not None:
+            session.agent.send(ended)
+            session.agent.close(1000, "session ended")
+            self.agents.pop(session.agent, None)
+        session.viewer = session.agent = None
+        self.sessions.pop(session.id, None)
+        self._by_resume.pop(session.resume, None)
+        if listed:
+            self._push_queue(session.technician, now)
+
+    def _push_queue(self, technician: str, now: float) -> None:
+        queue = None
+        for viewer, state in self.viewers.items():
+            if state.technician == technician:
+                queue = queue or self.queue_for(technician, now)
+                viewer.send(queue)
+
+    def _fresh_secret(self) -> str:
+        while True:
+            secret = self.new_secret()
+            if secret not in self.sessions and secret not in self._by_resume:
+                return secret
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if the bookkeeping is inconsistent (for tests)."""
+        for session in self.sessions.values():
+            assert session.state in (WAITING, ACTIVE), session
+            if session.control:
+                assert session.state == ACTIVE and session.viewer is not None
+                assert session.agent is not None
+            if session.state == WAITING:
+                assert session.viewer is None and session.agent is not None
+            if session.viewer is not None:
+                state = self.viewers[session.viewer]
+                assert state.session is session
+                assert state.technician == session.technician
+            if session.agent is not None:
+                assert self.agents[session.agent] is session
+            else:
+                assert session.agent_lost_at is not None
+            assert session.viewer is not None or session.state == WAITING \
+                or session.viewer_lost_at is not None
+            assert self._by_resume[session.resume] is session
+        for agent, session in self.agents.items():
+            assert self.sessions.get(session.id) is session and session.agent is agent
+        for viewer, state in self.viewers.items():
+            if state.session is not None:
+                assert state.session.viewer is viewer
+        assert len(self._by_resume) == len(self.sessions)

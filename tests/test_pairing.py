@@ -1,0 +1,512 @@
+"""The relay's session rules without sockets: fakes behind relay.pairing's Peer and Recorder."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import protocol
+from relay.pairing import ACTIVE, REFUSED, WAITING, Pairing
+
+SCREENS = (protocol.Screen(0, 0, 1280, 800), protocol.Screen(0, 0, 1280, 800))
+T0 = 1_800_000_000.0
+
+
+@dataclass(frozen=True)
+class FakeTechnician:
+    id: str
+    name: str
+    enabled: bool = True
+
+
+DAVID = FakeTechnician("david", "David")
+PETUR = FakeTechnician("petur", "Petur")
+
+
+@dataclass(eq=False)
+class FakePeer:
+    """Records what the rules send it."""
+
+    address: str = "192.0.2.1"
+    sent: list = field(default_factory=list)
+    frames: list = field(default_factory=list)
+    closed: tuple | None = None
+
+    def send(self, message: protocol.Message) -> None:
+        assert self.closed is None, f"sent {message} after close"
+        self.sent.append(message)
+
+    def send_frame(self, data: bytes, monitor: int) -> None:
+        self.frames.append(data)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def of(self, kind: type) -> list:
+        return [m for m in self.sent if isinstance(m, kind)]
+
+    def last(self) -> protocol.Message:
+        return self.sent[-1]
+
+
+@dataclass
+class FakeLedger:
+    calls: list = field(default_factory=list)
+
+    def requested(self, session, technician, machine, user, address, at):
+        self.calls.append(("requested", session, technician, machine, user, address, at))
+
+    def accepted(self, session, at):
+        self.calls.append(("accepted", session, at))
+
+    def control(self, session, taken, at):
+        self.calls.append(("control", session, taken, at))
+
+    def ended(self, session, by, reason, at):
+        self.calls.append(("ended", session, by, reason, at))
+
+    def event(self, session, kind, detail, at):
+        self.calls.append(("event", session, kind, detail, at))
+
+    def kinds(self) -> list[str]:
+        return [c[0] if c[0] != "event" else c[2] for c in self.calls]
+
+
+def hello(technician: str = "david", resume: str = "") -> protocol.AgentHello:
+    return protocol.AgentHello("agent", protocol.PROTOCOL_VERSION, technician, "PC-1",
+                               "anna", SCREENS, resume)
+
+
+def technician_named(name: str) -> FakeTechnician | None:
+    return {"david": DAVID, "petur": PETUR}.get(name)
+
+
+@pytest.fixture
+def ledger() -> FakeLedger:
+    return FakeLedger()
+
+
+@pytest.fixture
+def pairing(ledger) -> Pairing:
+    return Pairing(ledger, wait_timeout=600, grace=60)
+
+
+def register(pairing: Pairing, address: str = "192.0.2.1", now: float = T0,
+             technician: str = "david") -> tuple[FakePeer, str]:
+    agent = FakePeer(address)
+    assert pairing.agent_hello(agent, hello(technician), technician_named(technician), now)
+    registered = agent.of(protocol.Registered)[0]
+    return agent, registered.session
+
+
+def viewer_of(pairing: Pairing, technician=DAVID, now: float = T0) -> FakePeer:
+    viewer = FakePeer("198.51.100.7")
+    pairing.viewer_joined(viewer, technician, now)
+    return viewer
+
+
+def active(pairing: Pairing, control: bool = False) -> tuple[FakePeer, FakePeer, str]:
+    agent, session = register(pairing)
+    viewer = viewer_of(pairing)
+    pairing.viewer_message(viewer, protocol.Accept(session), T0 + 1)
+    if control:
+        pairing.viewer_message(viewer, protocol.TakeControl(session), T0 + 2)
+    return agent, viewer, session
+
+
+def key(session: str) -> protocol.Key:
+    return protocol.Key(session, "KeyA", "a", True)
+
+
+def test_registered_session_appears_only_in_its_owners_queue(pairing):
+    """A new session is listed live in its technician's queue and nobody else's."""
+    david, petur = viewer_of(pairing), viewer_of(pairing, PETUR)
+    agent, session = register(pairing)
+    assert agent.of(protocol.Registered)[0].technician_name == "David"
+    assert [e.session for e in david.last().sessions] == [session]
+    assert david.last().sessions[0].state == "waiting"
+    assert all(not q.sessions for q in petur.of(protocol.Queue))
+
+
+def test_unknown_or_disabled_technician_is_refused_with_a_reason(pairing, ledger):
+    """An agent naming an unknown or disabled support person gets technician-unknown."""
+    for technician in (None, FakeTechnician("david", "David", enabled=False)):
+        agent = FakePeer()
+        assert not pairing.agent_hello(agent, hello(), technician, T0)
+        assert agent.last().code == "technician-unknown"
+        assert "not available" in agent.last().message
+        assert agent.closed[0] == 1008
+    assert not pairing.sessions
+    assert ledger.kinds() == ["refused", "refused"]
+
+
+def test_waiting_sessions_per_address_are_capped(pairing):
+    """One address may hold at most MAX_WAITING_PER_ADDRESS waiting sessions."""
+    for _ in range(protocol.MAX_WAITING_PER_ADDRESS):
+        register(pairing, "203.0.113.5")
+    agent = FakePeer("203.0.113.5")
+    assert not pairing.agent_hello(agent, hello(), DAVID, T0)
+    assert agent.last().code == "too-many-waiting"
+    register(pairing, "203.0.113.6")  # another address is not affected
+
+
+def test_accept_tells_both_sides_and_records_it(pairing, ledger):
+    """accept -> accepted to agent and viewer with the customer's details; ledger.accepted."""
+    agent, viewer, session = active(pairing)
+    for peer in (agent, viewer):
+        accepted = peer.of(protocol.Accepted)[0]
+        assert (accepted.session, accepted.machine, accepted.user) == (session, "PC-1", "anna")
+        assert accepted.screens == SCREENS
+    assert ("accepted", session, T0 + 1) in ledger.calls
+    assert viewer.last().sessions == ()  # no longer waiting
+
+
+@pytest.mark.parametrize("attempt", [
+    protocol.Accept, protocol.TakeControl, protocol.ReleaseControl,
+    lambda s: protocol.Refresh(s, 0), lambda s: protocol.Ack(s, 1),
+    lambda s: protocol.End(s, "bye"), key,
+])
+def test_other_technician_gets_the_same_refusal_as_for_a_made_up_session(pairing, ledger,
+                                                                         attempt):
+    """Petur's attempts on David's session are answered exactly like a made-up id."""
+    agent, viewer, session = active(pairing, control=True)
+    petur = viewer_of(pairing, PETUR)
+    sent_before = (len(agent.sent), len(viewer.sent))
+    pairing.viewer_message(petur, attempt(session), T0 + 5)
+    pairing.viewer_message(petur, attempt("madeUpSessionId00000000"), T0 + 5)
+    assert petur.sent[-2:] == [REFUSED, REFUSED]
+    assert (len(agent.sent), len(viewer.sent)) == sent_before
+    assert pairing.sessions[session].state == ACTIVE
+    refused = [c for c in ledger.calls if c[0] == "event" and c[2] == "refused"]
+    assert [c[1] for c in refused] == [session, "madeUpSessionId00000000"]
+
+
+def test_waiting_session_cannot_be_accepted_by_another_technician(pairing):
+    """A waiting session refuses petur's accept and stays waiting for david."""
+    _, session = register(pairing)
+    petur = viewer_of(pairing, PETUR)
+    pairing.viewer_message(petur, protocol.Accept(session), T0)
+    assert petur.last() == REFUSED
+    assert pairing.sessions[session].state == WAITING
+
+
+def test_no_frames_before_acceptance(pairing):
+    """Screen updates from a waiting session go nowhere; after accept they reach the viewer."""
+    agent, session = register(pairing)
+    viewer = viewer_of(pairing)
+    assert not pairing.agent_frame(agent, b"frame-1", 1, T0)
+    pairing.viewer_message(viewer, protocol.Accept(session), T0)
+    assert pairing.agent_frame(agent, b"frame-2", 1, T0)
+    assert viewer.frames == [b"frame-2"]
+
+
+def test_input_needs_an_active_session_and_control(pairing):
+    """Input before accept, before take_control and after release never reaches the agent."""
+    agent, session = register(pairing)
+    viewer = viewer_of(pairing)
+    pairing.viewer_message(viewer, key(session), T0)
+    pairing.viewer_message(viewer, protocol.Accept(session), T0)
+    pairing.viewer_message(viewer, key(session), T0)
+    assert viewer.of(protocol.Error)[0].code == "no-control"
+    pairing.viewer_message(viewer, protocol.TakeControl(session), T0)
+    pairing.viewer_message(viewer, key(session), T0)
+    pairing.viewer_message(viewer, protocol.ReleaseControl(session), T0)
+    pairing.viewer_message(viewer, key(session), T0)
+    assert len(agent.of(protocol.Key)) == 1
+    assert [c.granted for c in agent.of(protocol.Control)] == [True, False]
+    assert [c.granted for c in viewer.of(protocol.Control)] == [True, False]
+
+
+def test_input_is_rate_limited_in_order(pairing):
+    """Beyond the burst input is dropped with one rate-limited notice; order is kept."""
+    agent, viewer, session = active(pairing, control=True)
+    for i in range(protocol.INPUT_BURST + 50):
+        pairing.viewer_message(viewer, protocol.Text(session, str(i)), T0 + 3)
+    delivered = [int(m.text) for m in agent.of(protocol.Text)]
+    assert delivered == list(range(protocol.INPUT_BURST))
+    assert [e.code for e in viewer.of(protocol.Error)] == ["rate-limited"]
+    pairing.viewer_message(viewer, protocol.Text(session, "later"), T0 + 4)
+    assert agent.last() == protocol.Text(session, "later")
+
+
+def test_waiting_session_expires(pairing, ledger):
+    """A session nobody accepts ends by relay, reason expired, after wait_timeout."""
+    agent, session = register(pairing)
+    viewer = viewer_of(pairing)
+    pairing.tick(T0 + 599)
+    assert session in pairing.sessions
+    pairing.tick(T0 + 600)
+    assert agent.of(protocol.Ended) == [protocol.Ended(session, "relay", "expired")]
+    assert agent.closed[0] == 1000
+    assert viewer.last().sessions == ()
+    assert ("ended", session, "relay", "expired", T0 + 600) in ledger.calls
+
+
+def test_customer_close_ends_and_tells_the_viewer(pairing, ledger):
+    """close from the agent -> ended by customer, customer-closed, told to the viewer."""
+    agent, viewer, session = active(pairing)
+    pairing.agent_message(agent, protocol.Close("done"), T0 + 9)
+    assert viewer.last() == protocol.Ended(session, "customer", "customer-closed")
+    assert ("ended", session, "customer", "customer-closed", T0 + 9) in ledger.calls
+    assert not pairing.sessions and not pairing.agents
+
+
+def test_viewer_end_ends_and_tells_the_agent(pairing):
+    """end from the owner -> ended by technician; the agent is told and closed."""
+    agent, viewer, session = active(pairing)
+    pairing.viewer_message(viewer, protocol.End(session, "done"), T0 + 9)
+    assert protocol.Ended(session, "technician", "technician-ended") in agent.sent
+    assert agent.closed == (1000, "session ended")
+
+
+def test_agent_lost_while_waiting_ends_at_once(pairing):
+    """A waiting session whose agent disconnects ends with agent-lost."""
+    agent, _session = register(pairing)
+    pairing.agent_gone(agent, T0 + 1, resumable=True)
+    assert not pairing.sessions
+
+
+def test_active_agent_drop_can_resume_within_grace_once(pairing, ledger):
+    """An active session survives an agent link drop; the resume secret works once."""
+    agent, viewer, session = active(pairing, control=True)
+    secret = agent.of(protocol.Registered)[0].resume
+    pairing.agent_gone(agent, T0 + 10, resumable=True)
+    assert viewer.of(protocol.Control)[-1].granted is False
+    pairing.viewer_message(viewer, key(session), T0 + 11)
+    again = FakePeer()
+    assert pairing.agent_hello(again, hello(resume=secret), None, T0 + 20)
+    registered = again.of(protocol.Registered)[0]
+    assert registered.session == session and registered.resume != secret
+    assert again.of(protocol.Accepted) and not again.of(protocol.Key)
+    pairing.agent_gone(again, T0 + 30, resumable=True)
+    thief = FakePeer()
+    assert not pairing.agent_hello(thief, hello(resume=secret), None, T0 + 31)
+    assert thief.last().code == "resume-failed"
+    pairing.tick(T0 + 30 + 60)
+    assert protocol.Ended(session, "relay", "agent-lost") in viewer.sent
+
+
+def test_viewer_detach_keeps_session_for_owner_to_rejoin(pairing, ledger):
+    """A lost viewer releases control; the session is listed detached; only david rejoins."""
+    agent, viewer, session = active(pairing, control=True)
+    pairing.viewer_gone(viewer, T0 + 10)
+    assert agent.of(protocol.Control)[-1].granted is False
+    david2 = viewer_of(pairing, now=T0 + 11)
+    assert david2.last().sessions[0].state == "detached"
+    petur = viewer_of(pairing, PETUR)
+    pairing.viewer_message(petur, protocol.Accept(session), T0 + 12)
+    assert petur.last() == REFUSED
+    pairing.viewer_message(david2, protocol.Accept(session), T0 + 12)
+    assert david2.of(protocol.Accepted)
+    assert agent.last() == protocol.Refresh(session, 0)
+    pairing.viewer_message(david2, key(session), T0 + 13)
+    assert not agent.of(protocol.Key)
+
+
+def test_detached_session_ends_after_grace(pairing):
+    """Nobody rejoins within grace -> ended by relay, viewer-lost; agent told and closed."""
+    agent, viewer, session = active(pairing)
+    pairing.viewer_gone(viewer, T0 + 10)
+    pairing.tick(T0 + 69)
+    assert session in pairing.sessions
+    pairing.tick(T0 + 70)
+    assert protocol.Ended(session, "relay", "viewer-lost") in agent.sent
+
+
+def test_one_viewer_per_session(pairing):
+    """A second window of the same support person cannot open an attached session."""
+    _, _viewer, session = active(pairing)
+    other = viewer_of(pairing)
+    pairing.viewer_message(other, protocol.Accept(session), T0 + 2)
+    assert other.last().code == "open-elsewhere"
+
+
+def test_agent_cannot_send_viewer_messages(pairing):
+    """An agent sending a viewer's message is a protocol error."""
+    agent, session = register(pairing)
+    with pytest.raises(protocol.ProtocolError):
+        pairing.agent_message(agent, protocol.Accept(session), T0)
+
+
+def test_ping_is_answered_by_the_relay(pairing):
+    """ping -> pong with the same t."""
+    viewer = viewer_of(pairing)
+    pairing.viewer_message(viewer, protocol.Ping(12.5), T0)
+    assert viewer.last() == protocol.Pong(12.5)
+
+
+def test_shutdown_ends_every_session(pairing):
+    """Stopping the relay ends live sessions with relay-shutdown and tells both sides."""
+    agent, viewer, session = active(pairing)
+    pairing.shutdown(T0 + 5)
+    assert viewer.last() == protocol.Ended(session, "relay", "relay-shutdown")
+    assert protocol.Ended(session, "relay", "relay-shutdown") in agent.sent
+    assert not pairing.sessions
+
+
+def test_stalled_agent_and_healing_viewer(pairing):
+    """agent_stalled ends the session; viewer_caught_up asks the agent for a refresh."""
+    agent, viewer, session = active(pairing)
+    pairing.viewer_caught_up(viewer, 2, T0 + 3)
+    assert agent.last() == protocol.Refresh(session, 2)
+    pairing.agent_stalled(agent, T0 + 4)
+    assert viewer.last() == protocol.Ended(session, "relay", "agent-stalled")
+
+
+# --- random operation sequences ---------------------------------------------------------
+
+
+class PairingMachine(RuleBasedStateMachine):
+    """Random agents and viewers of two technicians doing anything in any order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = FakeLedger()
+        counter = itertools.count()
+        self.pairing = Pairing(self.ledger, wait_timeout=50, grace=20,
+                               new_secret=lambda: f"secret{next(counter):016d}")
+        self.now = T0
+        self.agents: list[FakePeer] = []
+        self.viewers: list[tuple[FakePeer, FakeTechnician]] = []
+        self.session_ids: list[str] = ["madeUpSessionId00000000"]
+        self.secrets: list[str] = []
+
+    @rule(technician=st.sampled_from(["david", "david", "petur", "nobody"]),
+          address=st.sampled_from(["192.0.2.1", "192.0.2.2"]))
+    def agent_connects(self, technician, address):
+        agent = FakePeer(address)
+        if self.pairing.agent_hello(agent, hello(technician), technician_named(technician),
+                                    self.now):
+            registered = agent.of(protocol.Registered)[0]
+            self.session_ids.append(registered.session)
+            self.secrets.append(registered.resume)
+            self.agents.append(agent)
+
+    @precondition(lambda self: self.secrets)
+    @rule(data=st.data())
+    def agent_resumes(self, data):
+        secret = data.draw(st.sampled_from(self.secrets))
+        agent = FakePeer()
+        if self.pairing.agent_hello(agent, hello("david", secret), None, self.now):
+            self.secrets.append(agent.of(protocol.Registered)[0].resume)
+            self.agents.append(agent)
+
+    @rule(technician=st.sampled_from([DAVID, DAVID, PETUR]))
+    def viewer_connects(self, technician):
+        viewer = FakePeer("198.51.100.7")
+        self.pairing.viewer_joined(viewer, technician, self.now)
+        self.viewers.append((viewer, technician))
+
+    @precondition(lambda self: self.viewers)
+    @rule(data=st.data(), kind=st.sampled_from(
+        ["accept", "accept", "take", "take", "release", "key", "key", "key", "end", "ack",
+         "refresh"]))
+    def viewer_sends(self, data, kind):
+        viewer, _ = data.draw(st.sampled_from(self.viewers))
+        live = sorted(self.pairing.sessions)
+        session = data.draw(st.sampled_from(live + live + self.session_ids[-3:]))
+        message = {
+            "accept": protocol.Accept(session), "take": protocol.TakeControl(session),
+            "release": protocol.ReleaseControl(session), "key": key(session),
+            "end": protocol.End(session, ""), "ack": protocol.Ack(session, 1),
+            "refresh": protocol.Refresh(session, 0),
+        }[kind]
+        self.pairing.viewer_message(viewer, message, self.now)
+
+    def owned_pairs(self) -> list[tuple[FakePeer, str]]:
+        return [(viewer, s.id) for viewer, technician in self.viewers
+                for s in self.pairing.sessions.values() if s.technician == technician.id]
+
+    @precondition(lambda self: self.owned_pairs())
+    @rule(data=st.data(), kind=st.sampled_from(["accept", "take", "key", "release", "end"]))
+    def owner_sends(self, data, kind):
+        """Steer towards the interesting paths: the owner accepting, controlling, typing."""
+        viewer, session = data.draw(st.sampled_from(self.owned_pairs()))
+        message = {
+            "accept": protocol.Accept(session), "take": protocol.TakeControl(session),
+            "release": protocol.ReleaseControl(session), "key": key(session),
+            "end": protocol.End(session, ""),
+        }[kind]
+        self.pairing.viewer_message(viewer, message, self.now)
+
+    @precondition(lambda self: self.agents)
+    @rule(data=st.data(), kind=st.sampled_from(["frame", "close", "cursor"]))
+    def agent_sends(self, data, kind):
+        agent = data.draw(st.sampled_from(self.agents))
+        if kind == "frame":
+            self.pairing.agent_frame(agent, b"img", 1, self.now)
+        elif kind == "close":
+            self.pairing.agent_message(agent, protocol.Close(""), self.now)
+        else:
+            self.pairing.agent_message(agent, protocol.Cursor(1, 2, 3), self.now)
+
+    @precondition(lambda self: self.agents)
+    @rule(data=st.data(), resumable=st.booleans())
+    def agent_leaves(self, data, resumable):
+        agent = data.draw(st.sampled_from(self.agents))
+        self.agents.remove(agent)
+        self.pairing.agent_gone(agent, self.now, resumable=resumable)
+
+    @precondition(lambda self: self.viewers)
+    @rule(data=st.data())
+    def viewer_leaves(self, data):
+        entry = data.draw(st.sampled_from(self.viewers))
+        self.viewers.remove(entry)
+        self.pairing.viewer_gone(entry[0], self.now)
+
+    @rule(seconds=st.sampled_from([0.001, 1, 15, 30, 60]))
+    def time_passes(self, seconds):
+        self.now += seconds
+        self.pairing.tick(self.now)
+
+    @invariant()
+    def bookkeeping_is_consistent(self):
+        self.pairing.check_invariants()
+
+    @invariant()
+    def input_only_reaches_agents_in_control(self):
+        """From each agent's own view: every key arrived while it had been told control."""
+        for agent in self.agents:
+            accepted = control = ended = False
+            for message in agent.sent:
+                if isinstance(message, protocol.Accepted):
+                    accepted = True
+                elif isinstance(message, protocol.Control):
+                    control = message.granted
+                elif isinstance(message, protocol.Ended):
+                    ended = True
+                elif isinstance(message, protocol.Key):
+                    assert accepted and control and not ended
+
+    @invariant()
+    def each_session_is_seen_by_its_owner_only(self):
+        for viewer, technician in self.viewers:
+            for message in viewer.sent:
+                if isinstance(message, protocol.Queue):
+                    for entry in message.sessions:
+                        assert self.pairing_owner(entry.session) in (None, technician.id)
+                if isinstance(message, protocol.Accepted):
+                    assert message.technician_name == technician.name
+
+    def pairing_owner(self, session_id: str) -> str | None:
+        session = self.pairing.sessions.get(session_id)
+        return session.technician if session else None
+
+    def teardown(self):
+        for agent in list(self.agents):
+            self.pairing.agent_gone(agent, self.now, resumable=True)
+        for viewer, _ in list(self.viewers):
+            self.pairing.viewer_gone(viewer, self.now)
+        self.pairing.tick(self.now + 1000)
+        assert not self.pairing.sessions and not self.pairing.agents
+        assert not self.pairing.viewers
+
+
+PairingMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
+                                            deadline=None)
+test_random_operation_sequences_keep_the_invariants = PairingMachine.TestCase
