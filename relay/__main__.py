@@ -94,16 +94,17 @@ def accounts_of(args: argparse.Namespace, *, create: bool = False) -> Accounts:
 
 
 def cmd_add_technician(args: argparse.Namespace) -> int:
-    accounts = accounts_of(args, create=True)
-    if accounts.get(args.id) is not None:  # say so before asking for a password
-        raise AccountError(f"technician {args.id!r} already exists")
-    technician = accounts.add(args.id, args.name, read_password(args.id))
+    with accounts_of(args, create=True) as accounts:
+        if accounts.get(args.id) is not None:  # say so before asking for a password
+            raise AccountError(f"technician {args.id!r} already exists")
+        technician = accounts.add(args.id, args.name, read_password(args.id))
     print(f"Added technician {technician.id} ({technician.name})")
     return 0
 
 
 def cmd_list_technicians(args: argparse.Namespace) -> int:
-    technicians = accounts_of(args).list()
+    with accounts_of(args) as accounts:
+        technicians = accounts.list()
     if not technicians:
         print("No technicians yet: add one with python -m relay add-technician ID --name NAME")
         return 0
@@ -115,28 +116,31 @@ def cmd_list_technicians(args: argparse.Namespace) -> int:
 
 
 def cmd_disable_technician(args: argparse.Namespace) -> int:
-    accounts_of(args).disable(args.id)
+    with accounts_of(args) as accounts:
+        accounts.disable(args.id)
     print(f"Disabled technician {args.id}; their logins are revoked")
     return 0
 
 
 def cmd_enable_technician(args: argparse.Namespace) -> int:
-    accounts_of(args).enable(args.id)
+    with accounts_of(args) as accounts:
+        accounts.enable(args.id)
     print(f"Enabled technician {args.id}")
     return 0
 
 
 def cmd_set_password(args: argparse.Namespace) -> int:
-    accounts = accounts_of(args)
-    if accounts.get(args.id) is None:
-        raise AccountError(f"no technician {args.id!r}")
-    accounts.set_password(args.id, read_password(args.id))
+    with accounts_of(args) as accounts:
+        if accounts.get(args.id) is None:
+            raise AccountError(f"no technician {args.id!r}")
+        accounts.set_password(args.id, read_password(args.id))
     print(f"Changed the password of {args.id}; their logins are revoked")
     return 0
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    rows = Ledger(database(args)).rows(since=args.since, technician=args.technician)
+    with Ledger(database(args)) as ledger:
+        rows = ledger.rows(since=args.since, technician=args.technician)
     if args.csv:
         write_csv(rows, sys.stdout)
     elif not rows:
@@ -184,14 +188,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from relay import server
 
-    accounts = accounts_of(args, create=True)
     password = secrets.token_urlsafe(12)
-    if accounts.get(DEMO_ID) is None:
-        accounts.add(DEMO_ID, DEMO_NAME, password)
-    else:
-        accounts.set_password(DEMO_ID, password)
-        accounts.enable(DEMO_ID)
-    accounts.close()
+    with accounts_of(args, create=True) as accounts:
+        if accounts.get(DEMO_ID) is None:
+            accounts.add(DEMO_ID, DEMO_NAME, password)
+        else:
+            accounts.set_password(DEMO_ID, password)
+            accounts.enable(DEMO_ID)
     agent: list[subprocess.Popen] = []
 
     def on_ready(url: str) -> None:

@@ -158,6 +158,12 @@ class Accounts:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> Accounts:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # --- the admin's commands ---------------------------------------------------------
 
     def add(self, technician_id: str, name: str, password: str) -> Technician:

@@ -95,6 +95,12 @@ class Ledger:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _write(self, sql: str, values: tuple) -> int:
         with self._lock:
             return self._db.execute(sql, values).rowcount

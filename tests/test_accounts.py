@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -28,15 +30,15 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def accounts(db: Path) -> Accounts:
-    found = Accounts(db)
-    found.add("david", "David Jones", PASSWORD)
-    return found
+def accounts(db: Path) -> Iterator[Accounts]:
+    with Accounts(db) as found:
+        found.add("david", "David Jones", PASSWORD)
+        yield found
 
 
 def test_password_hash_is_argon2id_at_or_above_owasp_minimum(accounts: Accounts, db: Path):
     """The stored hash is argon2id with m >= 19456 KiB, t >= 2, p >= 1."""
-    with sqlite3.connect(db) as connection:
+    with closing(sqlite3.connect(db)) as connection, connection:
         (stored,) = connection.execute(
             "SELECT password_hash FROM technicians WHERE id = 'david'").fetchone()
     params = extract_parameters(stored)
@@ -105,10 +107,10 @@ def test_verify_rehashes_a_weaker_stored_hash(accounts: Accounts, db: Path):
     from argon2 import PasswordHasher
 
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
-    with sqlite3.connect(db) as connection:
+    with closing(sqlite3.connect(db)) as connection, connection:
         connection.execute("UPDATE technicians SET password_hash = ? WHERE id = 'david'", (weak,))
     assert accounts.verify("david", PASSWORD) is not None
-    with sqlite3.connect(db) as connection:
+    with closing(sqlite3.connect(db)) as connection, connection:
         (stored,) = connection.execute(
             "SELECT password_hash FROM technicians WHERE id = 'david'").fetchone()
     assert extract_parameters(stored).memory_cost >= 19456
@@ -211,7 +213,8 @@ def test_disabled_technician_gets_no_token(accounts: Accounts):
 def test_changes_from_another_process_revoke_tokens(accounts: Accounts, db: Path):
     """A disable made through a second connection (the CLI) is seen by the server's."""
     token = accounts.issue_token("david", T0)
-    Accounts(db).disable("david")
+    with Accounts(db) as cli:
+        cli.disable("david")
     assert accounts.check_token(token, T0) is None
 
 

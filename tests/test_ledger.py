@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,9 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ledger(db: Path) -> Ledger:
-    return Ledger(db)
+def ledger(db: Path) -> Iterator[Ledger]:
+    with Ledger(db) as opened:
+        yield opened
 
 
 def request(ledger: Ledger, session: str = SESSION, at: float = T0,
@@ -136,14 +138,14 @@ def test_recover_closes_open_sessions_at_the_last_heartbeat(ledger: Ledger, db: 
     ledger.ended(OTHER, "customer", "customer-closed", T0 + 25)
     ledger.heartbeat(T0 + 100)
     ledger.heartbeat(T0 + 105)
-    restarted = Ledger(db)
-    assert restarted.recover() == 1
-    rows = {r.session: r for r in restarted.rows()}
+    with Ledger(db) as restarted:
+        assert restarted.recover() == 1
+        rows = {r.session: r for r in restarted.rows()}
+        assert restarted.recover() == 0
     assert (rows[SESSION].ended_by, rows[SESSION].end_reason) == ("relay", "relay-restart")
     assert rows[SESSION].ended_at == T0 + 105
     assert rows[SESSION].billable_s == 95
     assert rows[OTHER].end_reason == "customer-closed"
-    assert restarted.recover() == 0
 
 
 def test_recover_never_ends_before_the_session_began(ledger: Ledger):
@@ -188,9 +190,9 @@ def test_sigkill_mid_session_loses_no_finished_row(db: Path):
         process.kill()
         process.wait()
         process.stdout.close()
-    ledger = Ledger(db)
-    assert ledger.recover() == 1
-    rows = {r.machine: r for r in ledger.rows()}
+    with Ledger(db) as ledger:
+        assert ledger.recover() == 1
+        rows = {r.machine: r for r in ledger.rows()}
     assert (rows["PC-1"].end_reason, rows["PC-1"].billable_s) == ("technician-ended", 60)
     assert (rows["PC-2"].ended_by, rows["PC-2"].end_reason) == ("relay", "relay-restart")
     assert rows["PC-2"].billable_s == 120

@@ -8,7 +8,9 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +47,21 @@ def data(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def test_add_technician_with_password_from_env_and_list(data: Path):
+@pytest.fixture
+def store(data: Path) -> Iterator[Callable]:
+    """Open Accounts or Ledger on the data folder (closed after the test)."""
+    opened: list[Accounts | Ledger] = []
+
+    def open_store(kind: type[Accounts] | type[Ledger] = Accounts) -> Any:
+        opened.append(kind(data / "relay.sqlite3"))
+        return opened[-1]
+
+    yield open_store
+    for item in opened:
+        item.close()
+
+
+def test_add_technician_with_password_from_env_and_list(data: Path, store: Callable):
     """RELAY_PASSWORD sets the password; list-technicians shows id, name and enabled."""
     result = relay_cli(data, "add-technician", "david", "--name", "David Jones",
                        password="david-password")
@@ -54,15 +70,15 @@ def test_add_technician_with_password_from_env_and_list(data: Path):
     assert listed.returncode == 0
     assert listed.stdout.splitlines()[0].split() == ["ID", "NAME", "ENABLED"]
     assert listed.stdout.splitlines()[1].split() == ["david", "David", "Jones", "yes"]
-    assert Accounts(data / "relay.sqlite3").verify("david", "david-password") is not None
+    assert store().verify("david", "david-password") is not None
 
 
-def test_add_technician_reads_the_password_from_stdin(data: Path):
+def test_add_technician_reads_the_password_from_stdin(data: Path, store: Callable):
     """Without RELAY_PASSWORD the first line of a piped stdin is the password."""
     result = relay_cli(data, "add-technician", "petur", "--name", "Pétur",
                        stdin="piped-password\n")
     assert result.returncode == 0, result.stderr
-    accounts = Accounts(data / "relay.sqlite3")
+    accounts = store()
     assert accounts.verify("petur", "piped-password") is not None
     assert accounts.get("petur").name == "Pétur"
 
@@ -72,13 +88,13 @@ def test_add_technician_reads_the_password_from_stdin(data: Path):
     ("\n", "no password given"),
     ("short\n", "too short"),
 ])
-def test_add_technician_refuses_missing_or_short_passwords(data: Path, stdin: str,
+def test_add_technician_refuses_missing_or_short_passwords(data: Path, store: Callable, stdin: str,
                                                            message: str):
     """An empty or too short password is refused with one clear line and exit 1."""
     result = relay_cli(data, "add-technician", "anna", "--name", "Anna", stdin=stdin)
     assert result.returncode == 1
     assert message in one_error_line(result)
-    assert Accounts(data / "relay.sqlite3").get("anna") is None
+    assert store().get("anna") is None
 
 
 def test_add_technician_refuses_a_duplicate_id(data: Path):
@@ -106,24 +122,24 @@ def test_add_technician_refuses_a_bad_name(data: Path):
     assert "name" in one_error_line(result)
 
 
-def test_disable_and_enable_technician(data: Path):
+def test_disable_and_enable_technician(data: Path, store: Callable):
     """disable-technician shows as not enabled and blocks logins; enable restores them."""
     relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
     assert relay_cli(data, "disable-technician", "david").returncode == 0
     assert relay_cli(data, "list-technicians").stdout.splitlines()[1].split() == [
         "david", "David", "no"]
-    accounts = Accounts(data / "relay.sqlite3")
+    accounts = store()
     assert accounts.verify("david", "david-password") is None
     assert relay_cli(data, "enable-technician", "david").returncode == 0
     assert accounts.verify("david", "david-password") is not None
 
 
-def test_set_password_from_stdin_replaces_the_password(data: Path):
+def test_set_password_from_stdin_replaces_the_password(data: Path, store: Callable):
     """set-password takes the new password from stdin and the old one stops working."""
     relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
     result = relay_cli(data, "set-password", "david", stdin="brand-new-password\n")
     assert result.returncode == 0, result.stderr
-    accounts = Accounts(data / "relay.sqlite3")
+    accounts = store()
     assert accounts.verify("david", "david-password") is None
     assert accounts.verify("david", "brand-new-password") is not None
 
@@ -166,9 +182,9 @@ def test_corrupt_database_fails_cleanly(data: Path):
     assert "error:" in one_error_line(result)
 
 
-def fill_ledger(data: Path) -> Ledger:
+def fill_ledger(data: Path, store: Callable) -> Ledger:
     relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
-    ledger = Ledger(data / "relay.sqlite3")
+    ledger = store(Ledger)
     ledger.requested("A" * 43, "david", "FRONT-DESK", "anna", "203.0.113.7", T0)
     ledger.accepted("A" * 43, T0 + 30)
     ledger.ended("A" * 43, "customer", "customer-closed", T0 + 630)
@@ -178,9 +194,9 @@ def fill_ledger(data: Path) -> Ledger:
     return ledger
 
 
-def test_ledger_csv_is_exactly_write_csv_output(data: Path):
+def test_ledger_csv_is_exactly_write_csv_output(data: Path, store: Callable):
     """ledger --csv prints what write_csv writes for the same rows."""
-    ledger = fill_ledger(data)
+    ledger = fill_ledger(data, store)
     expected = io.StringIO()
     write_csv(ledger.rows(), expected)
     result = relay_cli(data, "ledger", "--csv")
@@ -191,9 +207,9 @@ def test_ledger_csv_is_exactly_write_csv_output(data: Path):
         "customer-closed")
 
 
-def test_ledger_filters_by_since_and_technician(data: Path):
+def test_ledger_filters_by_since_and_technician(data: Path, store: Callable):
     """--since (date or date-time, UTC) and --technician select the rows."""
-    fill_ledger(data)
+    fill_ledger(data, store)
 
     def sessions(*args: str) -> list[str]:
         result = relay_cli(data, "ledger", "--csv", *args)
@@ -209,9 +225,9 @@ def test_ledger_filters_by_since_and_technician(data: Path):
     assert sessions("--technician", "nobody") == []
 
 
-def test_ledger_table_is_readable(data: Path):
+def test_ledger_table_is_readable(data: Path, store: Callable):
     """Without --csv: aligned columns with UTC times, h:mm:ss billable time and a total."""
-    fill_ledger(data)
+    fill_ledger(data, store)
     result = relay_cli(data, "ledger")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -224,9 +240,9 @@ def test_ledger_table_is_readable(data: Path):
 
 
 @pytest.mark.parametrize("since", ["yesterday", "2026-13-01", "26/11/2026"])
-def test_ledger_bad_since_is_a_usage_error(data: Path, since: str):
+def test_ledger_bad_since_is_a_usage_error(data: Path, store: Callable, since: str):
     """An unparsable --since says what format it wants and exits 2."""
-    fill_ledger(data)
+    fill_ledger(data, store)
     result = relay_cli(data, "ledger", "--since", since)
     assert result.returncode == 2
     assert "ISO date" in one_error_line(result)
@@ -247,7 +263,8 @@ def read_until(fd: int, text: bytes, seen: bytearray) -> None:
 
 @pytest.mark.parametrize(("second", "ok"), [("typed-password", True),
                                             ("other-password", False)])
-def test_set_password_prompts_twice_on_a_terminal(data: Path, second: str, ok: bool):
+def test_set_password_prompts_twice_on_a_terminal(data: Path, store: Callable, second: str,
+                                                  ok: bool):
     """On a terminal the password is asked twice; two different answers are refused."""
     relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
     controller, terminal = os.openpty()
@@ -273,5 +290,5 @@ def test_set_password_prompts_twice_on_a_terminal(data: Path, second: str, ok: b
         os.close(controller)
     assert b"typed-password" not in seen  # never echoed
     assert b"Traceback" not in seen
-    accounts = Accounts(data / "relay.sqlite3")
+    accounts = store()
     assert (accounts.verify("david", "typed-password") is not None) is ok
