@@ -1,0 +1,567 @@
+"""The support person's viewer in a real browser (Debian's chromium, headless, via Playwright)
+against a real relay on 127.0.0.1 port 0 and a scripted agent speaking protocol.py."""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+import protocol
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+WAIT_S = 15
+HOSTILE = "<img src=x onerror=alert(1)>"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- a scripted agent ------------------------------------------------------------------
+
+
+class ScriptedAgent:
+    """A websockets client on /ws/agent that says hello like agent.py and records replies."""
+
+    def __init__(self, relay, technician: str = "david", machine: str = "FRONT-DESK",
+                 user: str = "anna", size: tuple[int, int] = (1600, 1000),
+                 monitors: int = 1) -> None:
+        width, height = size
+        screens = [protocol.Screen(0, 0, width * monitors, height)]
+        screens += [protocol.Screen(width * i, 0, width, height) for i in range(monitors)]
+        self.size = size
+        self.socket = connect(f"{relay.ws_url}/ws/agent", max_size=protocol.MAX_MESSAGE_BYTES,
+                              open_timeout=WAIT_S)
+        hello = protocol.AgentHello("agent", protocol.PROTOCOL_VERSION, technician, machine,
+                                    user, tuple(screens))
+        self.socket.send(protocol.encode_control(hello))
+        registered = protocol.decode_control(self.socket.recv(timeout=WAIT_S))
+        assert isinstance(registered, protocol.Registered), registered
+        self.session = registered.session
+        self.inbox: queue.Queue[protocol.Message | None] = queue.Queue()
+        self.received: list[protocol.Message] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for data in self.socket:
+                self.inbox.put(protocol.decode_control(data))
+        except ConnectionClosed:
+            pass
+        self.inbox.put(None)
+
+    def expect(self, kind: type, where: Callable = lambda m: True) -> protocol.Message:
+        """The next message of this class (others are kept in ``received``)."""
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                message = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if message is None:
+                raise AssertionError(f"the relay closed the agent before {kind.__name__}")
+            self.received.append(message)
+            if isinstance(message, kind) and where(message):
+                return message
+        raise AssertionError(f"no {kind.__name__} within {WAIT_S} s; got {self.received}")
+
+    def drain(self) -> list[protocol.Message]:
+        """Everything received so far that nobody expected."""
+        while True:
+            try:
+                message = self.inbox.get_nowait()
+            except queue.Empty:
+                return self.received
+            if message is not None:
+                self.received.append(message)
+
+    def send_image(self, image: Image.Image, seq: int, x: int = 0, y: int = 0,
+                   kind: int = protocol.FRAME_PNG, flags: int = protocol.FLAG_LAST,
+                   monitor: int = 1) -> None:
+        buffer = io.BytesIO()
+        if kind == protocol.FRAME_PNG:
+            image.save(buffer, "PNG")
+        else:
+            image.save(buffer, "JPEG", quality=95, subsampling=0)
+        frame = protocol.Frame(kind, flags, monitor, seq, x, y, image.width, image.height,
+                               buffer.getvalue())
+        self.socket.send(protocol.encode_frame(frame))
+
+    def send_full(self, colour: tuple[int, int, int], seq: int = 0) -> None:
+        self.send_image(Image.new("RGB", self.size, colour), seq,
+                        flags=protocol.FLAG_LAST | protocol.FLAG_FULL)
+
+    def send(self, message: protocol.Message) -> None:
+        self.socket.send(protocol.encode_control(message))
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+# --- the browser -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        pytest.fail(f"{CHROMIUM} is not installed: run ./dev test, which installs it")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Viewer:
+    """One support person's browser tab, with what it sent over its websocket."""
+
+    def __init__(self, browser, relay) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(WAIT_S * 1000)
+        self.sent: list[dict] = []
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("websocket", self._watch)
+        self.page.on("dialog", self._dialog)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.relay = relay
+        self.page.goto(relay.http_url + "/")
+
+    def _watch(self, socket) -> None:
+        def sent(payload) -> None:
+            if isinstance(payload, str):
+                self.sent.append(json.loads(payload))
+
+        socket.on("framesent", sent)
+
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def by(self, testid: str):
+        return self.page.get_by_test_id(testid)
+
+    def login(self, user: str = "david", password: str = "david-pw") -> None:
+        self.by("login-user").fill(user)
+        self.by("login-password").fill(password)
+        self.by("login-submit").click()
+
+    def signed_in(self, user: str = "david", password: str = "david-pw") -> Viewer:
+        self.login(user, password)
+        self.by("queue").wait_for(state="visible")
+        return self
+
+    def item(self, session: str):
+        return self.page.locator(f'[data-testid="queue-item"][data-session-id="{session}"]')
+
+    def accept(self, agent: ScriptedAgent) -> None:
+        self.item(agent.session).get_by_test_id("accept").click()
+        self.by("screen").wait_for(state="visible")
+
+    def take_control(self, agent: ScriptedAgent) -> None:
+        self.by("control-toggle").click()
+        agent.expect(protocol.Control, lambda m: m.granted)
+        self.page.wait_for_function(
+            "document.querySelector('[data-testid=control-toggle]').textContent"
+            " === 'Release control'")
+
+    def pixel(self, x: int, y: int) -> tuple[int, int, int]:
+        rgba = self.page.evaluate(
+            """([x, y]) => Array.from(document.querySelector('[data-testid=screen]')
+                   .getContext('2d').getImageData(x, y, 1, 1).data)""", [x, y])
+        return tuple(rgba[:3])
+
+    def wait_for_pixel(self, x: int, y: int, colour: tuple[int, int, int],
+                       tolerance: int = 0) -> None:
+        self.page.wait_for_function(
+            """([x, y, c, t]) => {
+                const canvas = document.querySelector('[data-testid=screen]');
+                if (canvas.width <= x || canvas.height <= y) return false;
+                const d = canvas.getContext('2d').getImageData(x, y, 1, 1).data;
+                return [0, 1, 2].every(i => Math.abs(d[i] - c[i]) <= t);
+            }""", arg=[x, y, list(colour), tolerance])
+
+    def client_point(self, x: int, y: int) -> tuple[float, float]:
+        """Where remote pixel (x, y) is on the page: the centre of its scaled square."""
+        box = self.by("screen").bounding_box()
+        width, height = self.page.evaluate(
+            "(() => { const c = document.querySelector('[data-testid=screen]');"
+            " return [c.width, c.height]; })()")
+        return (box["x"] + (x + 0.5) * box["width"] / width,
+                box["y"] + (y + 0.5) * box["height"] / height)
+
+    def inputs_sent(self) -> list[dict]:
+        names = {cls.TYPE for cls in protocol.INPUT_TYPES}
+        return [m for m in self.sent if m.get("type") in names]
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def open_viewer(browser, relay) -> Iterator[Callable[[], Viewer]]:
+    viewers: list[Viewer] = []
+
+    def open_one() -> Viewer:
+        viewer = Viewer(browser, relay)
+        viewers.append(viewer)
+        return viewer
+
+    yield open_one
+    for viewer in viewers:
+        assert viewer.errors == [], viewer.errors
+        viewer.close()
+
+
+@pytest.fixture
+def agents(relay) -> Iterator[Callable[..., ScriptedAgent]]:
+    started: list[ScriptedAgent] = []
+
+    def start(**kwargs) -> ScriptedAgent:
+        agent = ScriptedAgent(relay, **kwargs)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.close()
+
+
+def accepted_session(open_viewer, agents, **agent_args) -> tuple[Viewer, ScriptedAgent]:
+    viewer = open_viewer().signed_in()
+    agent = agents(**agent_args)
+    viewer.accept(agent)
+    agent.expect(protocol.Accepted)
+    return viewer, agent
+
+
+# --- signing in ---------------------------------------------------------------------------
+
+
+def test_wrong_user_and_wrong_password_get_the_same_message(open_viewer):
+    """A failed login says so without saying whether the user or the password was wrong."""
+    viewer = open_viewer()
+    messages = []
+    for user, password in [("nobody", "david-pw"), ("david", "wrong-pw")]:
+        viewer.login(user, password)
+        error = viewer.page.locator("#login-error")
+        error.wait_for(state="visible")
+        messages.append(error.text_content())
+        viewer.page.evaluate("document.querySelector('#login-error').hidden = true")
+    assert messages[0] == messages[1]
+    assert "not correct" in messages[0]
+    assert viewer.by("queue").is_hidden()
+
+
+def test_login_shows_the_queue_and_a_reload_stays_signed_in(open_viewer):
+    """A correct login opens the queue; a reload signs in again with the tab's token."""
+    viewer = open_viewer().signed_in()
+    assert viewer.by("status").text_content() == "Connected"
+    viewer.page.reload()
+    viewer.by("queue").wait_for(state="visible")
+    viewer.page.wait_for_function(
+        "document.querySelector('[data-testid=status]').textContent === 'Connected'")
+    hellos = [m for m in viewer.sent if m.get("type") == "hello"]
+    assert "password" in hellos[0] and "token" in hellos[-1] and "password" not in hellos[-1]
+
+
+def test_logout_returns_to_the_login_form(open_viewer):
+    """Sign out forgets the token: a reload shows the login form again."""
+    viewer = open_viewer().signed_in()
+    viewer.by("logout").click()
+    viewer.by("login-user").wait_for(state="visible")
+    assert {"type": "logout"} in viewer.sent
+    viewer.page.reload()
+    viewer.by("login-user").wait_for(state="visible")
+    assert viewer.by("queue").is_hidden()
+
+
+# --- the queue ------------------------------------------------------------------------------
+
+
+def test_queue_shows_arrivals_live_and_drops_those_who_leave(open_viewer, agents):
+    """A customer who starts waiting appears without a reload, and disappears on leaving."""
+    viewer = open_viewer().signed_in()
+    agent = agents(machine="RECEPTION-PC", user="sigrun")
+    item = viewer.item(agent.session)
+    item.wait_for(state="visible")
+    assert item.locator(".machine").text_content() == "RECEPTION-PC"
+    assert item.locator(".user").text_content() == "sigrun"
+    assert "Waiting" in item.locator(".waited").text_content()
+    agent.close()
+    item.wait_for(state="detached")
+
+
+def test_a_second_support_person_never_sees_the_first_ones_customer(open_viewer, agents):
+    """Petur's queue lists his own customer and never David's."""
+    david = open_viewer().signed_in("david", "david-pw")
+    petur = open_viewer().signed_in("petur", "petur-pw")
+    davids_customer = agents(technician="david", machine="DAVIDS-CUSTOMER")
+    david.item(davids_customer.session).wait_for(state="visible")
+    peturs_customer = agents(technician="petur", machine="PETURS-CUSTOMER")
+    petur.item(peturs_customer.session).wait_for(state="visible")
+    assert petur.item(davids_customer.session).count() == 0
+    assert "DAVIDS-CUSTOMER" not in petur.by("queue").inner_text()
+    assert petur.page.locator("[data-testid=queue-item]").count() == 1
+
+
+def test_hostile_machine_name_is_shown_as_text_and_runs_nothing(open_viewer, agents):
+    """An agent's machine name full of HTML renders literally and fires no script."""
+    viewer = open_viewer().signed_in()
+    agent = agents(machine=HOSTILE, user="<b>bold</b>")
+    item = viewer.item(agent.session)
+    item.wait_for(state="visible")
+    assert item.locator(".machine").text_content() == HOSTILE
+    assert item.locator(".user").text_content() == "<b>bold</b>"
+    assert viewer.page.locator("[data-testid=queue] img, [data-testid=queue] b").count() == 0
+    viewer.accept(agent)
+    viewer.page.locator("#session-machine").wait_for(state="visible")
+    assert viewer.page.locator("#session-machine").text_content() == HOSTILE
+    assert viewer.page.locator("#session-view img:not(#remote-pointer)").count() == 0
+    assert viewer.dialogs == []
+
+
+# --- watching -------------------------------------------------------------------------------
+
+
+def test_accept_tells_the_agent_and_opens_the_screen(open_viewer, agents):
+    """Accept sends the agent `accepted` and shows the session with its timer."""
+    viewer, _ = accepted_session(open_viewer, agents, machine="ACCOUNTS-7")
+    assert viewer.page.locator("#session-machine").text_content() == "ACCOUNTS-7"
+    assert viewer.by("control-toggle").text_content() == "Take control"
+    viewer.page.wait_for_function(
+        "document.querySelector('[data-testid=session-timer]').textContent !== '0:00:00'")
+    assert viewer.by("queue").is_hidden()
+
+
+def test_updates_are_drawn_in_order_and_acknowledged(open_viewer, agents):
+    """Rectangles land where the agent put them, later ones on top, each update acked once drawn."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    agent.send_full((200, 40, 40), seq=1)
+    agent.expect(protocol.Ack, lambda m: m.seq == 1)
+    viewer.wait_for_pixel(10, 10, (200, 40, 40))
+    assert viewer.pixel(1599, 999) == (200, 40, 40)
+
+    # Update 2: a large JPEG (slow to decode) then a small PNG on top of part of it.
+    noise = Image.effect_noise((800, 600), 60).convert("RGB")
+    agent.send_image(noise, seq=2, x=100, y=100, kind=protocol.FRAME_JPEG, flags=0)
+    agent.send_image(Image.new("RGB", (50, 40), (20, 180, 60)), seq=2, x=300, y=200)
+    agent.expect(protocol.Ack, lambda m: m.seq == 2)
+    viewer.wait_for_pixel(320, 220, (20, 180, 60))
+    assert viewer.pixel(349, 239) == (20, 180, 60)
+    assert viewer.pixel(350, 240) != (20, 180, 60)  # just outside the small rectangle
+    assert viewer.pixel(50, 50) == (200, 40, 40)    # outside both: untouched
+
+    # Update 3: a JPEG of one colour comes through within JPEG's error.
+    agent.send_image(Image.new("RGB", (64, 64), (30, 60, 220)), seq=3, x=1500, y=900,
+                     kind=protocol.FRAME_JPEG)
+    agent.expect(protocol.Ack, lambda m: m.seq == 3)
+    viewer.wait_for_pixel(1530, 930, (30, 60, 220), tolerance=6)
+    acks = [m.seq for m in agent.drain() if isinstance(m, protocol.Ack)]
+    assert acks == [1, 2, 3]
+
+
+def test_customer_pointer_is_drawn_over_the_screen(open_viewer, agents):
+    """A `cursor` message from the agent shows the customer's pointer."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    agent.send_full((90, 90, 90))
+    agent.expect(protocol.Ack)
+    agent.send(protocol.Cursor(1, 400, 300))
+    pointer = viewer.page.locator("#remote-pointer")
+    pointer.wait_for(state="visible")
+    box, screen = pointer.bounding_box(), viewer.by("screen").bounding_box()
+    scale = screen["width"] / 1600
+    assert abs(box["x"] - screen["x"] - 400 * scale) <= 1.5
+    assert abs(box["y"] - screen["y"] - 300 * scale) <= 1.5
+
+
+def test_monitor_chooser_asks_the_agent_for_the_chosen_monitor(open_viewer, agents):
+    """With two monitors the chooser lists them and sends refresh for the one picked."""
+    viewer, agent = accepted_session(open_viewer, agents, size=(800, 600), monitors=2)
+    agent.send_full((10, 10, 10))
+    agent.expect(protocol.Ack)
+    chooser = viewer.page.locator("#monitor")
+    chooser.wait_for(state="visible")
+    assert chooser.locator("option").count() == 3
+    chooser.select_option("2")
+    refresh = agent.expect(protocol.Refresh)
+    assert (refresh.session, refresh.monitor) == (agent.session, 2)
+    agent.send_image(Image.new("RGB", (800, 600), (0, 120, 200)), seq=5, monitor=2,
+                     flags=protocol.FLAG_LAST | protocol.FLAG_FULL)
+    agent.expect(protocol.Ack, lambda m: m.seq == 5)
+    viewer.wait_for_pixel(700, 500, (0, 120, 200))
+
+
+def test_fit_and_actual_size(open_viewer, agents):
+    """Fit keeps the aspect ratio inside the window; 1:1 shows every pixel with scroll bars."""
+    viewer, agent = accepted_session(open_viewer, agents, size=(1600, 1000))
+    agent.send_full((70, 70, 70))
+    agent.expect(protocol.Ack)
+    box = viewer.by("screen").bounding_box()
+    area = viewer.page.locator("#viewport").bounding_box()
+    assert box["width"] <= area["width"] and box["height"] <= area["height"]
+    assert abs(box["width"] / box["height"] - 1.6) < 0.01
+    viewer.page.locator("#scale-actual").click()
+    viewer.page.wait_for_function(
+        "document.querySelector('[data-testid=screen]').getBoundingClientRect().width === 1600")
+    scrolls = viewer.page.evaluate(
+        "(() => { const v = document.querySelector('#viewport');"
+        " return v.scrollWidth > v.clientWidth; })()")
+    assert scrolls
+
+
+# --- control --------------------------------------------------------------------------------
+
+
+def test_nothing_is_sent_while_view_only(open_viewer, agents):
+    """Before Take control, mouse, wheel and keys inside the screen send no input at all."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    agent.send_full((50, 50, 50))
+    agent.expect(protocol.Ack)
+    x, y = viewer.client_point(400, 300)
+    viewer.page.mouse.move(x, y)
+    viewer.page.mouse.move(x + 30, y + 20)
+    viewer.page.mouse.click(x, y)
+    viewer.page.mouse.wheel(0, 200)
+    viewer.by("screen").focus()
+    viewer.page.keyboard.type("hello")
+    viewer.page.keyboard.press("Control+KeyA")
+    assert viewer.by("special-keys").is_disabled()
+    assert viewer.by("type-text").is_disabled()
+    # Messages leave in order: once control is taken and a marker key arrives, anything the
+    # view-only actions had sent would be in the record before the take_control.
+    viewer.take_control(agent)
+    viewer.page.keyboard.press("KeyM")
+    marker = agent.expect(protocol.Key)
+    assert marker.code == "KeyM"
+    kinds = [m["type"] for m in viewer.sent]
+    first_input = kinds.index("key")
+    assert kinds.index("take_control") < first_input
+    assert viewer.inputs_sent()[0] == {
+        "type": "key", "session": agent.session, "code": "KeyM", "key": "m", "down": True}
+
+
+def test_control_sends_keys_and_pointer_in_the_remote_pixel_space(open_viewer, agents):
+    """In control, pointer positions are scaled to the remote screen; keys carry code and key."""
+    viewer, agent = accepted_session(open_viewer, agents, size=(1600, 1000))
+    agent.send_full((50, 50, 50))
+    agent.expect(protocol.Ack)
+    box = viewer.by("screen").bounding_box()
+    assert box["width"] < 1600  # fit-to-window really scales here
+    viewer.take_control(agent)
+
+    x, y = viewer.client_point(800, 500)
+    viewer.page.mouse.move(x, y)
+    move = agent.expect(protocol.PointerMove, lambda m: (m.x, m.y) == (800, 500))
+    assert move.monitor == 1 and move.session == agent.session
+    x, y = viewer.client_point(1234, 777)
+    viewer.page.mouse.move(x, y)
+    viewer.page.mouse.down(button="right")
+    down = agent.expect(protocol.Button)
+    assert (down.button, down.down, down.x, down.y) == ("right", True, 1234, 777)
+    viewer.page.mouse.up(button="right")
+    up = agent.expect(protocol.Button)
+    assert (up.button, up.down) == ("right", False)
+    viewer.page.mouse.wheel(0, 100)
+    wheel = agent.expect(protocol.Wheel)
+    assert (wheel.dx, wheel.dy, wheel.x, wheel.y) == (0, 1, 1234, 777)
+
+    viewer.page.keyboard.press("Shift+KeyA")
+    keys = [agent.expect(protocol.Key) for _ in range(4)]
+    assert [(k.code, k.key, k.down) for k in keys] == [
+        ("ShiftLeft", "Shift", True), ("KeyA", "A", True),
+        ("KeyA", "A", False), ("ShiftLeft", "Shift", False)]
+    # A browser shortcut (Ctrl+S, "save page") goes to the customer instead.
+    viewer.page.keyboard.press("Control+KeyS")
+    keys = [agent.expect(protocol.Key) for _ in range(4)]
+    assert [(k.code, k.down) for k in keys] == [
+        ("ControlLeft", True), ("KeyS", True), ("KeyS", False), ("ControlLeft", False)]
+
+
+def test_special_keys_and_typed_text_reach_the_agent(open_viewer, agents):
+    """The special-keys menu sends key sequences; Ctrl+Alt+Del is disabled with its reason."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    viewer.take_control(agent)
+    viewer.by("special-keys").click()
+    cad = viewer.page.get_by_role("menuitem", name="Ctrl+Alt+Del")
+    assert cad.is_disabled()
+    assert "needs a Windows service; not available" in cad.text_content()
+    viewer.page.get_by_role("menuitem", name="Alt+Tab").click()
+    keys = [agent.expect(protocol.Key) for _ in range(4)]
+    assert [(k.code, k.down) for k in keys] == [
+        ("AltLeft", True), ("Tab", True), ("Tab", False), ("AltLeft", False)]
+    viewer.by("type-text").fill("héllo wörld\nline two")
+    viewer.by("type-text").press("Enter")
+    text = agent.expect(protocol.Text)
+    assert text.text == "héllo wörld\nline two"
+
+
+def test_held_keys_are_released_when_control_is_released(open_viewer, agents):
+    """A key still held when control is released is sent up first; then nothing more is sent."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    viewer.take_control(agent)
+    viewer.page.keyboard.down("ShiftLeft")
+    assert agent.expect(protocol.Key).down is True
+    viewer.by("control-toggle").click()
+    released = agent.expect(protocol.Key)
+    assert (released.code, released.down) == ("ShiftLeft", False)
+    agent.expect(protocol.Control, lambda m: not m.granted)
+    viewer.page.keyboard.up("ShiftLeft")
+    viewer.by("screen").focus()
+    viewer.page.keyboard.press("KeyZ")     # released: must not be sent
+    viewer.take_control(agent)
+    viewer.page.keyboard.press("KeyQ")
+    assert agent.expect(protocol.Key).code == "KeyQ"
+    kinds = [m["type"] for m in viewer.sent]
+    released_at = kinds.index("release_control")
+    retaken_at = kinds.index("take_control", released_at)
+    assert not [k for k in kinds[released_at:retaken_at] if k in ("key", "pointer_move")]
+
+
+def test_held_keys_are_released_when_the_page_loses_focus(open_viewer, agents):
+    """Leaving the page releases what was held, so nothing sticks on the customer's PC."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    viewer.take_control(agent)
+    viewer.page.keyboard.down("ControlLeft")
+    assert agent.expect(protocol.Key).down is True
+    viewer.page.evaluate("window.dispatchEvent(new Event('blur'))")
+    released = agent.expect(protocol.Key)
+    assert (released.code, released.down) == ("ControlLeft", False)
+
+
+# --- ending ---------------------------------------------------------------------------------
+
+
+def test_support_person_ends_the_session(open_viewer, agents):
+    """End session tells the agent (by technician) and returns to the queue."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    viewer.by("end-session").click()
+    ended = agent.expect(protocol.Ended)
+    assert ended.by == "technician"
+    viewer.by("queue").wait_for(state="visible")
+    assert viewer.by("screen").is_hidden()
+
+
+def test_customer_ending_the_session_is_announced(open_viewer, agents):
+    """When the customer closes, the viewer says so and goes back to the queue."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    agent.send(protocol.Close("the customer chose Close"))
+    notice = viewer.page.locator("#notice")
+    notice.wait_for(state="visible")
+    assert "The customer ended the session" in notice.text_content()
+    assert viewer.by("queue").is_visible()
+    assert viewer.by("screen").is_hidden()
