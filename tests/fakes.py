@@ -1,0 +1,98 @@
+"""Test doubles behind agent.py's own interfaces (Screen, Input, Tray), never a library's."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+import protocol as p
+
+
+class FakeScreen:
+    """A desktop held in a numpy BGRX image; tests paint into ``image`` to change it."""
+
+    def __init__(self, monitors: list[tuple[int, int, int, int]] | None = None) -> None:
+        monitors = monitors or [(0, 0, 320, 200)]
+        self.layout = [p.Screen(*m) for m in monitors]
+        right = max(s.x + s.width for s in self.layout)
+        bottom = max(s.y + s.height for s in self.layout)
+        self.image = np.zeros((bottom, right, 4), np.uint8)
+        self.image[..., :3] = (204, 102, 51)  # BGR of #3366cc
+        self.grabs = 0
+        self.changing = False  # every grab differs from the last (full motion)
+
+    def monitors(self) -> tuple[p.Screen, ...]:
+        left, top = min(s.x for s in self.layout), min(s.y for s in self.layout)
+        right = max(s.x + s.width for s in self.layout)
+        bottom = max(s.y + s.height for s in self.layout)
+        return (p.Screen(left, top, right - left, bottom - top), *self.layout)
+
+    def grab(self, area: p.Screen) -> np.ndarray:
+        self.grabs += 1
+        if self.changing:
+            self.image[:8, :8, 0] = self.grabs % 256
+        region = self.image[area.y:area.y + area.height, area.x:area.x + area.width]
+        return np.ascontiguousarray(region)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeInput:
+    """Records every injected event; ``held`` is what is down right now."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.held: set[str] = set()
+        self.pointer = (0, 0)
+
+    def position(self) -> tuple[int, int]:
+        return self.pointer
+
+    def move(self, x: int, y: int) -> None:
+        self.pointer = (x, y)
+        self.events.append(("move", x, y))
+
+    def button(self, name: str, down: bool) -> None:
+        (self.held.add if down else self.held.discard)(f"button:{name}")
+        self.events.append(("button", name, down))
+
+    def scroll(self, dx: int, dy: int) -> None:
+        self.events.append(("scroll", dx, dy))
+
+    def key(self, code: str, down: bool) -> None:
+        (self.held.add if down else self.held.discard)(f"key:{code}")
+        self.events.append(("key", code, down))
+
+    def type(self, text: str) -> None:
+        self.events.append(("type", text))
+
+    def close(self) -> None:
+        pass
+
+
+class FakeTray:
+    """Records (state, tooltip, balloon) per show; ``click_close`` is the menu's Close."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[str, str, str]] = []
+        self.hidden = False
+        self.on_close = None
+        self.changed = threading.Event()
+
+    @property
+    def states(self) -> list[str]:
+        return [state for state, _, _ in self.shown]
+
+    def show(self, state: str, tooltip: str, balloon: str) -> None:
+        self.shown.append((state, tooltip, balloon))
+        self.changed.set()
+
+    def hide(self) -> None:
+        self.hidden = True
+        self.changed.set()
+
+    def click_close(self) -> None:
+        """Close from the tray menu, called from another thread as pystray does."""
+        threading.Thread(target=self.on_close).start()

@@ -1,0 +1,562 @@
+"""The agent's session loop with fake backends against a scripted websockets relay on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+
+import agent
+import protocol as p
+from tests.fakes import FakeInput, FakeScreen, FakeTray
+
+ROOT = Path(__file__).resolve().parent.parent
+SESSION = "session-0123456789abcdef"
+RESUME = "resume-0123456789abcdef"
+QUIET_S = 0.4  # how long "nothing arrives" is watched for
+
+
+class ScriptedRelay:
+    """A websockets server on 127.0.0.1:0 that hands each agent connection to the test."""
+
+    async def __aenter__(self) -> ScriptedRelay:
+        self.connections: asyncio.Queue = asyncio.Queue()
+        self.server = await serve(self._handler, "127.0.0.1", 0, max_size=p.MAX_MESSAGE_BYTES)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}"
+        self.paths: list[str] = []
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _handler(self, ws) -> None:
+        self.paths.append(ws.request.path)
+        await self.connections.put(ws)
+        await ws.wait_closed()
+
+    async def next(self) -> Peer:
+        return Peer(await asyncio.wait_for(self.connections.get(), 10))
+
+
+class Peer:
+    """The relay's side of one agent connection."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.controls: list[p.Message] = []
+
+    async def send(self, message: p.Message) -> None:
+        await self.ws.send(p.encode_control(message))
+
+    async def recv(self, timeout: float = 10):
+        data = await asyncio.wait_for(self.ws.recv(), timeout)
+        return p.decode_frame(data) if isinstance(data, bytes) else p.decode_control(data)
+
+    async def hello(self) -> p.AgentHello:
+        hello = await self.recv()
+        assert isinstance(hello, p.AgentHello)
+        return hello
+
+    async def register(self) -> p.AgentHello:
+        hello = await self.hello()
+        await self.send(p.Registered(SESSION, "David", 600, RESUME))
+        return hello
+
+    async def accept(self, hello: p.AgentHello) -> None:
+        await self.send(p.Accepted(SESSION, "David", hello.machine, hello.user, hello.screens))
+
+    async def update(self) -> list[p.Frame]:
+        """The frames of the next screen update (control messages are kept in controls)."""
+        frames = []
+        while True:
+            message = await self.recv()
+            if isinstance(message, p.Frame):
+                frames.append(message)
+                if message.last:
+                    return frames
+            else:
+                self.controls.append(message)
+
+    async def silent(self) -> list:
+        """Everything that arrives within QUIET_S (expected: nothing of interest)."""
+        got = []
+        with pytest.raises(TimeoutError):
+            while True:
+                got.append(await self.recv(QUIET_S))
+        return got
+
+
+class Clock:
+    """A clock the test moves by hand (rate limits, reconnect grace)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_agent(relay, screen=None, user_input=None, tray=None, clock=None) -> agent.Agent:
+    tray = tray or FakeTray()
+    runner = agent.Agent(url=agent.agent_url(relay.url), technician="david",
+                         screen=screen or FakeScreen(), input=user_input or FakeInput(),
+                         tray=tray, machine="pc-1", user="anna",
+                         **({"clock": clock} if clock else {}))
+    if isinstance(tray, FakeTray):
+        tray.on_close = runner.request_close
+    return runner
+
+
+def paint(frames: list[p.Frame], canvas: np.ndarray) -> None:
+    """Draw decoded frames onto an RGB canvas, as the viewer does."""
+    for frame in frames:
+        image = np.asarray(Image.open(io.BytesIO(frame.image)).convert("RGB"))
+        assert image.shape[:2] == (frame.height, frame.width)
+        canvas[frame.y:frame.y + frame.height, frame.x:frame.x + frame.width] = image
+
+
+def rgb(screen: FakeScreen) -> np.ndarray:
+    return screen.image[..., 2::-1]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_pending_yellow_then_accepted_green_then_ended_by_technician() -> None:
+    """registered shows yellow "Connection active", accepted green naming them, ended hides."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            tray = FakeTray()
+            task = asyncio.create_task(make_agent(relay, tray=tray).run())
+            peer = await relay.next()
+            hello = await peer.register()
+            assert (hello.technician, hello.machine, hello.user) == ("david", "pc-1", "anna")
+            assert relay.paths == ["/ws/agent"]
+            await peer.accept(hello)
+            await peer.update()
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            outcome = await task
+        assert tray.shown == [("pending", "Waiting for David", "Connection active"),
+                              ("active", "David is connected", "David is connected")]
+        assert tray.hidden
+        assert outcome == agent.Outcome(agent.EXIT_OK)
+    run(scenario())
+
+
+def test_nothing_is_captured_or_sent_before_acceptance() -> None:
+    """While pending the agent grabs no screen and sends nothing but its hello."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen = FakeScreen()
+            task = asyncio.create_task(make_agent(relay, screen=screen).run())
+            peer = await relay.next()
+            await peer.register()
+            assert await peer.silent() == []
+            assert screen.grabs == 0
+            await peer.send(p.Ended(SESSION, "relay", "expired"))
+            outcome = await task
+        assert outcome.code == agent.EXIT_FAILED and "expired" in outcome.message
+    run(scenario())
+
+
+def test_first_update_is_a_full_lossless_image_of_the_screen() -> None:
+    """The first update has FLAG_FULL, ends with FLAG_LAST and reassembles to the screen."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen = FakeScreen()
+            screen.image[50:60, 10:200, :3] = 255  # a white bar: still few colours
+            task = asyncio.create_task(make_agent(relay, screen=screen).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            frames = await peer.update()
+            canvas = np.zeros((200, 320, 3), np.uint8)
+            paint(frames, canvas)
+            assert all(f.flags & p.FLAG_FULL and f.kind == p.FRAME_PNG for f in frames)
+            assert [f.last for f in frames] == [False] * (len(frames) - 1) + [True]
+            assert np.array_equal(canvas, rgb(screen))
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+    run(scenario())
+
+
+def test_changed_region_is_sent_alone_and_idle_screen_sends_nothing() -> None:
+    """After the full image only changed tiles travel; an unchanged screen sends nothing."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen = FakeScreen()
+            task = asyncio.create_task(make_agent(relay, screen=screen).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            canvas = np.zeros((200, 320, 3), np.uint8)
+            first = await peer.update()
+            paint(first, canvas)
+            await peer.send(p.Ack(SESSION, first[0].seq))
+            assert [m for m in await peer.silent() if isinstance(m, p.Frame)] == []
+            screen.image[70:80, 130:140, :3] = (0, 255, 0)
+            second = await peer.update()
+            assert not second[0].flags & p.FLAG_FULL
+            assert [(f.x, f.y, f.width, f.height) for f in second] == [(128, 64, 64, 64)]
+            paint(second, canvas)
+            assert np.array_equal(canvas, rgb(screen))
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+    run(scenario())
+
+
+def test_never_more_than_max_updates_in_flight() -> None:
+    """A changing screen without acks stops after MAX_UPDATES_IN_FLIGHT; an ack lets one more."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen = FakeScreen()
+            screen.changing = True
+            task = asyncio.create_task(make_agent(relay, screen=screen).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            seqs = [(await peer.update())[0].seq for _ in range(p.MAX_UPDATES_IN_FLIGHT)]
+            assert [m for m in await peer.silent() if isinstance(m, p.Frame)] == []
+            await peer.send(p.Ack(SESSION, seqs[0]))
+            assert (await peer.update())[0].seq == seqs[-1] + 1
+            assert [m for m in await peer.silent() if isinstance(m, p.Frame)] == []
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+    run(scenario())
+
+
+def test_refresh_selects_a_monitor_and_sends_it_whole() -> None:
+    """refresh{monitor: 2} gives a full image of the second monitor with its size."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen = FakeScreen([(0, 0, 320, 200), (320, 0, 256, 128)])
+            screen.image[:128, 320:, :3] = (0, 0, 255)
+            task = asyncio.create_task(make_agent(relay, screen=screen).run())
+            peer = await relay.next()
+            hello = await peer.register()
+            assert [s.width for s in hello.screens] == [576, 320, 256]
+            await peer.accept(hello)
+            first = await peer.update()
+            assert {f.monitor for f in first} == {0}
+            await peer.send(p.Refresh(SESSION, 2))
+            frames = await peer.update()
+            while frames[0].monitor != 2:
+                frames = await peer.update()
+            canvas = np.zeros((128, 256, 3), np.uint8)
+            paint(frames, canvas)
+            assert frames[0].flags & p.FLAG_FULL
+            assert (canvas == (255, 0, 0)).all()
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+    run(scenario())
+
+
+def test_input_is_injected_only_while_control_is_granted() -> None:
+    """Input before control, after release and after the end injects nothing."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            user_input = FakeInput()
+            task = asyncio.create_task(make_agent(relay, user_input=user_input).run())
+            peer = await relay.next()
+            hello = await peer.register()
+            await peer.send(p.PointerMove(SESSION, 1, 5, 5))  # pending: not yet accepted
+            await peer.accept(hello)
+            await peer.send(p.Key(SESSION, "KeyA", "a", True))  # accepted, no control
+            await peer.send(p.Control(SESSION, True))
+            await peer.send(p.PointerMove(SESSION, 1, 10, 20))
+            await peer.send(p.Key(SESSION, "ShiftLeft", "Shift", True))
+            await peer.send(p.Button(SESSION, 1, 10, 20, "left", True))
+            await peer.send(p.Text(SESSION, "héllo\n"))
+            await peer.send(p.Wheel(SESSION, 1, 10, 20, 0, 3))
+            await peer.send(p.Control(SESSION, False))
+            await peer.send(p.Key(SESSION, "KeyB", "b", True))
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+        assert user_input.events == [
+            ("move", 10, 20), ("key", "ShiftLeft", True), ("move", 10, 20),
+            ("button", "left", True), ("type", "héllo\n"), ("move", 10, 20), ("scroll", 0, 3),
+            ("key", "ShiftLeft", False), ("button", "left", False)]
+        assert user_input.held == set()
+    run(scenario())
+
+
+def test_out_of_range_unknown_and_foreign_input_is_dropped() -> None:
+    """Points outside the monitor, unknown monitors and keys, and another session's input."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            user_input = FakeInput()
+            task = asyncio.create_task(make_agent(relay, user_input=user_input).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            await peer.send(p.Control(SESSION, True))
+            await peer.send(p.PointerMove(SESSION, 1, 320, 10))  # one past the right edge
+            await peer.send(p.PointerMove(SESSION, 1, 10, 200))
+            await peer.send(p.PointerMove(SESSION, 5, 1, 1))
+            await peer.send(p.Key(SESSION, "NoSuchKey", "x", True))
+            await peer.send(p.Key("another-session-123456", "KeyA", "a", True))
+            await peer.send(p.PointerMove(SESSION, 1, 319, 199))
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+        assert user_input.events == [("move", 319, 199)]
+    run(scenario())
+
+
+def test_input_rate_is_capped_at_the_burst_when_time_stands_still() -> None:
+    """With the clock frozen only INPUT_BURST events get through."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            user_input = FakeInput()
+            task = asyncio.create_task(
+                make_agent(relay, user_input=user_input, clock=Clock()).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            await peer.send(p.Control(SESSION, True))
+            for i in range(p.INPUT_BURST + 50):
+                await peer.send(p.PointerMove(SESSION, 1, i % 300, 1))
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+        assert len(user_input.events) == p.INPUT_BURST
+    run(scenario())
+
+
+def test_close_from_tray_releases_keys_and_tells_the_relay() -> None:
+    """Close in the tray menu: held keys released, close{customer-closed} sent, icon gone."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            user_input, tray = FakeInput(), FakeTray()
+            task = asyncio.create_task(make_agent(relay, user_input=user_input, tray=tray).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            await peer.send(p.Control(SESSION, True))
+            await peer.send(p.Key(SESSION, "ControlLeft", "Control", True))
+            while "key:ControlLeft" not in user_input.held:
+                await asyncio.sleep(0.01)
+            tray.click_close()
+            messages = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    messages.append(await peer.recv())
+            outcome = await task
+        assert p.Close("customer-closed") in messages
+        assert user_input.held == set()
+        assert tray.hidden and outcome == agent.Outcome(agent.EXIT_OK)
+    run(scenario())
+
+
+def test_close_while_the_relay_does_not_answer_still_ends() -> None:
+    """A relay that stops reading cannot hold Close up (closing handshake abandoned)."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            tray = FakeTray()
+            runner = make_agent(relay, tray=tray)
+            task = asyncio.create_task(runner.run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            await peer.update()
+            peer.ws.transport.pause_reading()  # the relay hangs: no close frame comes back
+            runner.request_close()
+            outcome = await asyncio.wait_for(task, 10)
+        assert outcome.code == agent.EXIT_OK and tray.hidden
+    run(scenario())
+
+
+def test_refusal_by_the_relay_is_shown_and_ends() -> None:
+    """error{unknown support person}: no tray icon, the relay's words reach the customer."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            tray = FakeTray()
+            task = asyncio.create_task(make_agent(relay, tray=tray).run())
+            peer = await relay.next()
+            await peer.hello()
+            await peer.send(p.Error("unknown-technician", "No support person is called david"))
+            outcome = await task
+        assert outcome.code == agent.EXIT_FAILED
+        assert "No support person is called david" in outcome.message
+        assert tray.shown == []
+    run(scenario())
+
+
+def test_connection_lost_before_registration_ends_with_a_message() -> None:
+    """The relay drops the connection before registering: exit with "lost"."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            task = asyncio.create_task(make_agent(relay).run())
+            peer = await relay.next()
+            await peer.hello()
+            await peer.ws.close()
+            outcome = await task
+        assert outcome.code == agent.EXIT_FAILED and "lost" in outcome.message
+    run(scenario())
+
+
+def test_lost_connection_resumes_with_the_secret_and_shows_reconnecting() -> None:
+    """A registered session reconnects with its resume secret; no input applies in the gap."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            tray, user_input = FakeTray(), FakeInput()
+            task = asyncio.create_task(make_agent(relay, tray=tray, user_input=user_input).run())
+            peer = await relay.next()
+            hello = await peer.register()
+            await peer.accept(hello)
+            await peer.send(p.Control(SESSION, True))
+            await peer.send(p.Key(SESSION, "AltLeft", "Alt", True))
+            await peer.update()
+            await peer.ws.close()
+            again = await relay.next()
+            resumed = await again.hello()
+            assert resumed.resume == RESUME
+            assert "reconnecting" in tray.states
+            assert user_input.held == set()
+            await again.send(p.Key(SESSION, "KeyA", "a", True))  # control ended with the link
+            await again.accept(resumed)
+            await again.update()
+            await again.send(p.Ended(SESSION, "technician", "done"))
+            await task
+        assert tray.states[-1] == "active"
+        assert ("key", "KeyA", True) not in user_input.events
+    run(scenario())
+
+
+def test_unreachable_relay_gives_a_clear_message() -> None:
+    """Nothing listening: the outcome says the support server could not be reached."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            url = relay.url
+        runner = make_agent(type("R", (), {"url": url}))
+        return await runner.run()
+    outcome = run(scenario())
+    assert outcome.code == agent.EXIT_FAILED
+    assert outcome.message.startswith("Could not reach the support server")
+
+
+def test_malformed_message_from_the_relay_closes_without_injecting() -> None:
+    """Garbage or binary from the relay: closed with 1008, nothing injected, clear outcome."""
+    for bad in ('{"type":"key","session":"' + SESSION + '","code":"KeyA","down":true}',
+                b"\x00\x01binary"):
+        async def scenario(bad=bad):
+            async with ScriptedRelay() as relay:
+                user_input = FakeInput()
+                task = asyncio.create_task(make_agent(relay, user_input=user_input).run())
+                peer = await relay.next()
+                await peer.accept(await peer.register())
+                await peer.send(p.Control(SESSION, True))
+                await peer.ws.send(bad)
+                outcome = await task
+                await peer.ws.wait_closed()
+                assert peer.ws.close_code == 1008
+            assert outcome.code == agent.EXIT_FAILED and user_input.events == []
+        run(scenario())
+
+
+def test_pointer_position_is_sent_as_cursor_relative_to_the_monitor() -> None:
+    """cursor{monitor, x, y} follows the customer's pointer."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            user_input = FakeInput()
+            user_input.pointer = (30, 40)
+            task = asyncio.create_task(make_agent(relay, user_input=user_input).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            await peer.update()
+            user_input.pointer = (31, 45)
+            while p.Cursor(0, 31, 45) not in peer.controls:
+                peer.controls.append(await peer.recv())
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+        assert p.Cursor(0, 30, 40) in peer.controls
+    run(scenario())
+
+
+# --- pure helpers ----------------------------------------------------------------------
+
+
+def test_changed_rects_merges_runs_of_tiles() -> None:
+    """Adjacent changed tiles merge into one rectangle, also across rows of tiles."""
+    old = np.zeros((200, 300, 4), np.uint8)
+    new = old.copy()
+    new[10, 70] = new[100, 130] = 1  # tiles (1,0) and (2,1)
+    new[190, 299] = 1  # the partial tile at the right edge
+    assert agent.changed_rects(old, new) == [(64, 0, 64, 64), (128, 64, 64, 64),
+                                             (256, 128, 44, 64)]
+    new = old.copy()
+    new[0:130, 0:100] = 7
+    assert agent.changed_rects(old, new) == [(0, 0, 128, 192)]
+    assert agent.changed_rects(old, old.copy()) == []
+
+
+def test_photo_like_content_is_jpeg_and_flat_content_is_exact_png() -> None:
+    """Noise goes as JPEG 4:4:4; a few colours go as a PNG that decodes to the same pixels."""
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    kind, data = agent.encode_rect(noise, 80)
+    assert kind == p.FRAME_JPEG
+    assert {layer[1:3] for layer in Image.open(io.BytesIO(data)).layer} == {(1, 1)}  # 4:4:4
+    flat = np.zeros((64, 64, 4), np.uint8)
+    flat[::2, :, :3] = (10, 20, 30)
+    kind, data = agent.encode_rect(flat, 80)
+    assert kind == p.FRAME_PNG
+    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(decoded, flat[..., 2::-1])
+
+
+def test_every_key_code_is_valid_on_the_wire() -> None:
+    """The key table covers letters, digits, F1-F24, numpad, navigation and AltGr."""
+    for code in agent.KEY_TABLE:
+        p.Key(SESSION, code, "", True)
+    for code in ("KeyZ", "Digit9", "F24", "Numpad0", "ArrowUp", "PageDown", "AltRight",
+                 "ShiftLeft", "ControlRight", "MetaLeft", "Enter", "Backspace", "Escape"):
+        assert code in agent.KEY_TABLE
+
+
+@pytest.mark.parametrize("url", ["ws://example.com", "ws://10.0.0.1:80", "ftp://x", "x"])
+def test_unencrypted_or_unknown_relay_addresses_are_refused(url: str) -> None:
+    """ws:// only to localhost; anything that is not a websocket URL is refused."""
+    with pytest.raises(agent.ConfigError):
+        agent.agent_url(url)
+
+
+def test_relay_urls_map_to_the_agent_endpoint() -> None:
+    """https/wss/localhost ws map to <relay>/ws/agent."""
+    assert agent.agent_url("https://help.example.com/") == "wss://help.example.com/ws/agent"
+    assert agent.agent_url("wss://h.example:8443/r") == "wss://h.example:8443/r/ws/agent"
+    assert agent.agent_url("ws://[::1]:5/") == "ws://[::1]:5/ws/agent"
+
+
+def test_example_configuration_is_valid() -> None:
+    """support.example.json parses, and a pinned CA file name is read relative to it."""
+    config = agent.load_config(ROOT / "support.example.json")
+    assert config.people and config.company
+
+
+@pytest.mark.parametrize("content", ["{", "[]", '{"company": "X", "relay": "wss://x", '
+                                     '"people": [{"id": "Bad Id", "name": "B"}]}'])
+def test_invalid_configuration_gives_a_message_and_exit_code_2(tmp_path, content) -> None:
+    """A broken support.json: a clear message (stderr here), exit code 2, no traceback."""
+    config = tmp_path / "support.json"
+    config.write_text(content)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "agent.py"), "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+        env={"SPOTLIGHT_DIALOGS": "stderr", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "configuration" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_configuration_gives_a_message_and_exit_code_2(tmp_path) -> None:
+    """No support.json and no --relay/--technician: a clear message, exit code 2."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "agent.py"), "--config", str(tmp_path / "nope.json")],
+        capture_output=True, text=True, timeout=60,
+        env={"SPOTLIGHT_DIALOGS": "stderr", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "cannot be read" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads((ROOT / "support.example.json").read_text())["people"]
