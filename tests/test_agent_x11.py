@@ -1,0 +1,333 @@
+"""The real agent (python agent.py, mss, pynput, pystray) on Xvfb against the real relay,
+driven by a scripted viewer (a websockets client speaking protocol.py).
+
+Close is triggered with SIGTERM: agent.py maps SIGTERM/SIGINT to the same request_close()
+that the tray menu's Close calls (pystray's X11 backend has no menu to click)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mss
+import numpy as np
+import pytest
+from PIL import Image
+from websockets.asyncio.client import connect
+
+import protocol as p
+
+pytestmark = pytest.mark.x11
+ROOT = Path(__file__).resolve().parent.parent
+BACKGROUND = (0x33, 0x66, 0xCC)
+QUIET_S = 0.8
+
+
+@pytest.fixture
+def relay(relay):
+    """conftest's relay, with its output pipe closed after it stops (else a ResourceWarning,
+    an error under filterwarnings=error, hits the next test: to be fixed in conftest)."""
+    yield relay
+    relay.stop()
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_drain)"):
+            thread.join(10)
+    relay.process.stdout.close()
+
+
+def need(*tools: str) -> None:
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: run ./dev test, which installs it")
+
+
+def start_agent(relay, tmp_path: Path, *, tray: str = "log", technician: str = "david",
+                extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    env = {**os.environ, "SPOTLIGHT_DIALOGS": "stderr", "SPOTLIGHT_TRAY": tray}
+    log = open(tmp_path / "agent.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "agent.py"), "--relay", relay.ws_url,
+         "--technician", technician, *extra],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+    return process
+
+
+def agent_log(tmp_path: Path) -> str:
+    return (tmp_path / "agent.log").read_text()
+
+
+def stop(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+
+
+class Viewer:
+    """A scripted support person: logs in, accepts, takes control, decodes and acks."""
+
+    def __init__(self, relay, width: int, height: int) -> None:
+        self.relay = relay
+        self.canvas = np.zeros((height, width, 3), np.uint8)
+        self.session = ""
+        self.controls: list[p.Message] = []
+
+    async def __aenter__(self) -> Viewer:
+        self.ws = await connect(f"{self.relay.ws_url}/ws/viewer", origin=self.relay.http_url,
+                                max_size=p.MAX_MESSAGE_BYTES, compression=None)
+        await self.send(p.ViewerHello("viewer", p.PROTOCOL_VERSION, "david", "david-pw"))
+        assert isinstance(await self.control(p.Welcome), p.Welcome)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.ws.close()
+
+    async def send(self, message: p.Message) -> None:
+        await self.ws.send(p.encode_control(message))
+
+    async def recv(self, timeout: float = 20):
+        data = await asyncio.wait_for(self.ws.recv(), timeout)
+        if isinstance(data, bytes):
+            frame = p.decode_frame(data)
+            image = np.asarray(Image.open(io.BytesIO(frame.image)).convert("RGB"))
+            self.canvas[frame.y:frame.y + frame.height, frame.x:frame.x + frame.width] = image
+            if frame.last:
+                await self.send(p.Ack(self.session, frame.seq))
+            return frame
+        return p.decode_control(data)
+
+    async def control(self, kind: type, timeout: float = 20) -> p.Message:
+        """The next control message of ``kind`` (frames are drawn and acked meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = await self.recv(max(0.1, deadline - time.monotonic()))
+            if isinstance(message, kind):
+                return message
+            if not isinstance(message, p.Frame):
+                self.controls.append(message)
+
+    async def accept_first(self) -> p.Accepted:
+        while not self.session:
+            queue = await self.control(p.Queue)
+            if queue.sessions:
+                self.session = queue.sessions[0].session
+        await self.send(p.Accept(self.session))
+        return await self.control(p.Accepted)
+
+    async def take_control(self) -> None:
+        await self.send(p.TakeControl(self.session))
+        while not (await self.control(p.Control)).granted:
+            pass
+
+    async def settle(self) -> None:
+        """Draw updates until none has come for QUIET_S."""
+        with pytest.raises(TimeoutError):
+            while True:
+                await self.recv(QUIET_S)
+
+
+def typed(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def grab_screen() -> np.ndarray:
+    with mss.MSS() as sct:
+        shot = sct.grab(sct.monitors[1])
+        return np.asarray(Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX"))
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+def test_screen_reaches_the_viewer_and_matches_the_x_screen(xvfb, relay, tmp_path) -> None:
+    """The reassembled updates equal a reference grab; the solid background is exact."""
+    need("xsetroot", "xterm")
+    subprocess.run(["xsetroot", "-solid", "#3366cc"], check=True)
+    term = subprocess.Popen(["xterm", "-geometry", "60x10+200+150", "-e", "sh", "-c",
+                             "printf 'Spotlight remote support\\n'; sleep 120"])
+    agent = start_agent(relay, tmp_path)
+    try:
+        async def scenario():
+            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
+                accepted = await viewer.accept_first()
+                assert accepted.screens[1] == p.Screen(0, 0, xvfb.width, xvfb.height)
+                await viewer.settle()
+                reference = grab_screen()
+                assert tuple(viewer.canvas[5, 5]) == BACKGROUND
+                assert tuple(viewer.canvas[-5, -5]) == BACKGROUND
+                difference = np.abs(viewer.canvas.astype(int) - reference.astype(int))
+                assert difference.mean() < 1.0, difference.mean()
+        run(scenario())
+    finally:
+        term.kill()
+        term.wait()
+        stop(agent)
+    assert "Traceback" not in agent_log(tmp_path)
+
+
+def test_keys_and_text_arrive_in_xterm_and_clicks_land(xvfb, relay, tmp_path) -> None:
+    """Keys by code and a text message typed into xterm's `cat > FILE`; the click lands."""
+    need("xterm", "xdotool")
+    target = tmp_path / "typed.txt"
+    term = subprocess.Popen(["xterm", "-T", "agent-typing-test", "-geometry", "80x20+0+0",
+                             "-e", "sh", "-c", f"cat > {target}"],
+                            env={**os.environ, "LC_ALL": "C.UTF-8"})
+    subprocess.run(["xdotool", "search", "--sync", "--name", "agent-typing-test"],
+                   check=True, timeout=30, capture_output=True)
+    agent = start_agent(relay, tmp_path)
+    try:
+        async def scenario():
+            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
+                await viewer.accept_first()
+                await viewer.take_control()
+                s = viewer.session
+                for down in (True, False):
+                    await viewer.send(p.Button(s, 1, 100, 120, "left", down))
+                for code in ("KeyH", "KeyI", "Space", "ShiftLeft", "Digit1", "Enter"):
+                    await viewer.send(p.Key(s, code, "", True))
+                    if code != "ShiftLeft":
+                        await viewer.send(p.Key(s, code, "", False))
+                await viewer.send(p.Key(s, "ShiftLeft", "", False))
+                await viewer.send(p.Text(s, "Ab?é\n"))
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and typed(target).count("\n") < 2:
+                    await asyncio.sleep(0.1)
+        run(scenario())
+        location = subprocess.run(["xdotool", "getmouselocation"], capture_output=True,
+                                  text=True, check=True).stdout
+    finally:
+        stop(agent)
+        term.kill()
+        term.wait()
+    assert location.startswith("x:100 y:120 ")
+    assert typed(target) == "hi !\nAb?é\n"
+
+
+def test_close_ends_the_session_as_the_customer_and_exits(xvfb, relay, tmp_path) -> None:
+    """Close (SIGTERM, the tray's code path) records ended_by customer and the agent exits."""
+    agent = start_agent(relay, tmp_path)
+
+    async def scenario():
+        async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
+            await viewer.accept_first()
+            await viewer.take_control()
+            agent.send_signal(signal.SIGTERM)
+            ended = await viewer.control(p.Ended)
+            assert ended.by == "customer"
+    run(scenario())
+    assert agent.wait(timeout=15) == 0
+    ledger = relay.cli("ledger", "--csv")
+    assert ledger.returncode == 0, ledger.stderr
+    rows = [line.split(",") for line in ledger.stdout.splitlines()]
+    ended_by = rows[0].index("ended_by")
+    assert [row[ended_by] for row in rows[1:]] == ["customer"]
+    assert "Traceback" not in agent_log(tmp_path)
+
+
+def test_unknown_support_person_is_refused_with_a_message(xvfb, relay, tmp_path) -> None:
+    """--technician nobody: the relay's refusal is shown and the agent exits 1."""
+    agent = start_agent(relay, tmp_path, technician="nobody")
+    assert agent.wait(timeout=30) == 1
+    log = agent_log(tmp_path)
+    assert "refused" in log and "Traceback" not in log
+
+
+class TrayManager:
+    """A minimal XEmbed system tray (the _NET_SYSTEM_TRAY_S0 selection owner) at the
+    top-left corner, so pystray's X11 backend can dock a real icon on Xvfb."""
+
+    SIZE = 32
+
+    def __init__(self) -> None:
+        from Xlib import X, display
+
+        self.X, self.d = X, display.Display()
+        screen = self.d.screen()
+        self.window = screen.root.create_window(0, 0, self.SIZE, self.SIZE, 0, screen.root_depth,
+                                                background_pixel=screen.black_pixel,
+                                                event_mask=X.SubstructureNotifyMask)
+        self.window.map()
+        self.opcode = self.d.intern_atom("_NET_SYSTEM_TRAY_OPCODE")
+        self.window.set_selection_owner(self.d.intern_atom("_NET_SYSTEM_TRAY_S0"),
+                                        X.CurrentTime)
+        self.d.sync()
+        self.docked = threading.Event()
+        self.running = True
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.running:
+            if not self.d.pending_events():
+                time.sleep(0.02)
+                continue
+            event = self.d.next_event()
+            if event.type == self.X.ClientMessage and event.client_type == self.opcode:
+                data = event.data[1]
+                if data[1] == 0:  # SYSTEM_TRAY_REQUEST_DOCK
+                    icon = self.d.create_resource_object("window", data[2])
+                    icon.reparent(self.window, 0, 0)
+                    icon.configure(width=self.SIZE, height=self.SIZE)
+                    icon.map()
+                    self.d.sync()
+                    self.docked.set()
+
+    def close(self) -> None:
+        self.running = False
+        time.sleep(0.1)
+        self.window.destroy()
+        self.d.close()
+
+
+def icon_colour() -> tuple[int, int, int]:
+    with mss.MSS() as sct:
+        shot = sct.grab({"left": 8, "top": 16, "width": 1, "height": 1})
+        return shot.pixel(0, 0)
+
+
+def test_pystray_icon_turns_from_yellow_to_green_and_disappears(xvfb, relay, tmp_path) -> None:
+    """The real pystray X11 backend docked in a tray: yellow while waiting, green when
+    accepted, gone after Close."""
+    manager = TrayManager()
+    agent = start_agent(relay, tmp_path, tray="pystray")
+    try:
+        async def scenario():
+            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
+                while not viewer.session:
+                    queue = await viewer.control(p.Queue)
+                    viewer.session = queue.sessions[0].session if queue.sessions else ""
+                assert manager.docked.wait(20)
+                await wait_for_colour((242, 190, 0))
+                await viewer.send(p.Accept(viewer.session))
+                await viewer.control(p.Accepted)
+                await wait_for_colour((40, 170, 70))
+        run(scenario())
+        assert stop(agent) == 0
+        run(wait_for_colour((0, 0, 0)))  # the tray's own black background: the icon is gone
+    finally:
+        stop(agent)
+        manager.close()
+    assert "Traceback" not in agent_log(tmp_path)
+
+
+async def wait_for_colour(rgb: tuple[int, int, int]) -> None:
+    seen = None
+    for _ in range(200):
+        seen = icon_colour()
+        if max(abs(a - b) for a, b in zip(seen, rgb, strict=True)) <= 8:  # resampling
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"tray icon colour {seen}, expected {rgb}")
