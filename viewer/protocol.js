@@ -1,0 +1,597 @@
+// The wire format, mirrored from protocol.py (its table says who sends which message).
+// No DOM and no I/O: text and bytes in, plain objects out, and back. Decoding throws only
+// ProtocolError, with protocol.py's messages; encoding validates with the same rules and
+// writes exactly the text protocol.encode_control writes. tests/test_protocol_js.py runs
+// tests/vectors.json through this module in Chromium.
+//
+// Where JavaScript cannot follow Python exactly:
+// - A float field (waited_s, t) holding a whole number is written 1 here, 1.0 by Python.
+// - Python refuses JSON nested deeper than its recursion limit; JSON.parse does not.
+
+export const PROTOCOL_VERSION = 1;
+
+// Limits, shared by both ends (see protocol.py).
+export const MAX_CONTROL_BYTES = 64 * 1024; // counted in characters, as protocol.py does
+export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
+export const MAX_MESSAGE_BYTES = MAX_FRAME_BYTES;
+export const MAX_UPDATES_IN_FLIGHT = 3;
+export const MAX_INPUT_EVENTS_PER_S = 250;
+export const INPUT_BURST = 120;
+export const MAX_WAITING_PER_ADDRESS = 3;
+export const MAX_NAME_CHARS = 64;
+export const MAX_TEXT_CHARS = 2000;
+export const MAX_SCREENS = 17;
+export const MAX_SCREEN_EDGE = 32767;
+export const MAX_QUEUE_ENTRIES = 200;
+
+export const ROLES = Object.freeze(["agent", "viewer"]);
+export const BUTTONS = Object.freeze(["left", "middle", "right"]);
+export const ENDED_BY = Object.freeze(["customer", "technician", "relay"]);
+export const WAITING_STATES = Object.freeze(["waiting", "detached"]);
+export const INPUT_TYPES = Object.freeze(["pointer_move", "button", "wheel", "key", "text"]);
+
+// Binary update: kind, flags, monitor, reserved (0), seq, x, y, width, height, image length
+// (struct "!BBBBIHHHHI", big-endian), then the image bytes.
+export const FRAME_HEADER_BYTES = 20;
+export const FRAME_JPEG = 1;
+export const FRAME_PNG = 2;
+export const FRAME_KINDS = Object.freeze([FRAME_JPEG, FRAME_PNG]);
+export const FLAG_LAST = 0x01; // the last rectangle of update `seq`: draw, then acknowledge
+export const FLAG_FULL = 0x02; // the update is a complete image of the monitor
+const FLAGS_ALL = FLAG_LAST | FLAG_FULL;
+const MAGIC = new Map([
+    [FRAME_JPEG, [0xff, 0xd8, 0xff]],
+    [FRAME_PNG, [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]],
+]);
+
+const TOKEN = /^[A-Za-z0-9_-]{16,128}$/;
+const TECHNICIAN_ID = /^[a-z0-9][a-z0-9._-]{0,31}$/;
+const KEY_CODE = /^[A-Za-z0-9]{1,32}$/;
+// Python's str.isprintable(): no character of category Other or Separator but the space.
+const NOT_PRINTABLE = /(?! )[\p{C}\p{Z}]/u;
+const LONE_SURROGATE = /\p{Cs}/u;
+const TYPED_CONTROL = /[\x00-\x08\x0b-\x1f]/; // below space, except tab and newline
+const PY_INT_MAX_STR_DIGITS = 4300; // Python refuses longer integers in JSON
+
+export class ProtocolError extends Error {
+    constructor(message) {
+        super(message);
+        this.name = "ProtocolError";
+    }
+}
+
+function fail(message) {
+    throw new ProtocolError(message);
+}
+
+// --- Python's view of values --------------------------------------------------------
+
+// A JSON number written as a float (1.0, 1e3): Python's json makes it a float, which an
+// integer field refuses. Only decodeControl makes these, and none leaves this module.
+class JsonFloat {
+    constructor(value) {
+        this.value = value;
+    }
+}
+
+function isPlainObject(value) {
+    if (value === null || typeof value !== "object") return false;
+    const proto = Object.getPrototypeOf(value);
+    return proto === Object.prototype || proto === null;
+}
+
+function hasExactly(object, names) {
+    const keys = Object.keys(object);
+    return keys.length === names.length && names.every((name) => Object.hasOwn(object, name));
+}
+
+// Characters as Python counts them: code points, not UTF-16 units.
+function charCount(text) {
+    let count = 0;
+    for (const _ of text) count += 1;
+    return count;
+}
+
+function firstChars(text, count) {
+    return Array.from(text).slice(0, count).join("");
+}
+
+function byCodePoint(a, b) {
+    const left = Array.from(a, (c) => c.codePointAt(0));
+    const right = Array.from(b, (c) => c.codePointAt(0));
+    for (let i = 0; i < Math.min(left.length, right.length); i += 1) {
+        if (left[i] !== right[i]) return left[i] - right[i];
+    }
+    return left.length - right.length;
+}
+
+function isPrintable(text) {
+    return !NOT_PRINTABLE.test(text);
+}
+
+// repr() of a Python str, for error messages that name what the peer sent.
+function pyRepr(text) {
+    const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+    const hex = (code, width) => code.toString(16).padStart(width, "0");
+    let out = quote;
+    for (const c of text) {
+        const code = c.codePointAt(0);
+        if (c === quote || c === "\\") out += "\\" + c;
+        else if (c === "\t") out += "\\t";
+        else if (c === "\n") out += "\\n";
+        else if (c === "\r") out += "\\r";
+        else if (code < 0x20 || code === 0x7f) out += "\\x" + hex(code, 2);
+        else if (code < 0x7f || isPrintable(c)) out += c;
+        else if (code <= 0xff) out += "\\x" + hex(code, 2);
+        else if (code <= 0xffff) out += "\\u" + hex(code, 4);
+        else out += "\\U" + hex(code, 8);
+    }
+    return out + quote;
+}
+
+// repr() of a Python float that is not a whole number: the shortest digits that read back
+// the same (as JavaScript finds them too), in Python's layout (1e-05, 0.0001, 1.5e+16).
+function pyFloatRepr(value) {
+    const [mantissa, exponentText] = value.toExponential().split("e");
+    const exponent = Number(exponentText);
+    const sign = mantissa.startsWith("-") ? "-" : "";
+    const digits = mantissa.replace("-", "").replace(".", "");
+    if (exponent < -4 || exponent >= 16) {
+        const fraction = digits.length > 1 ? "." + digits.slice(1) : "";
+        const power = String(Math.abs(exponent)).padStart(2, "0");
+        return `${sign}${digits[0]}${fraction}e${exponent < 0 ? "-" : "+"}${power}`;
+    }
+    if (exponent < 0) return `${sign}0.${"0".repeat(-exponent - 1)}${digits}`;
+    if (digits.length <= exponent + 1) {
+        return `${sign}${digits}${"0".repeat(exponent + 1 - digits.length)}.0`;
+    }
+    return `${sign}${digits.slice(0, exponent + 1)}.${digits.slice(exponent + 1)}`;
+}
+
+function numberText(value) {
+    return Number.isInteger(value) ? String(value) : pyFloatRepr(value);
+}
+
+// --- field checks (protocol.py's _check_*) --------------------------------------------
+
+function checkInt(name, value, low, high) {
+    if (typeof value !== "number" || !Number.isInteger(value)) fail(`${name} must be an integer`);
+    if (!(low <= value && value <= high)) fail(`${name} must be between ${low} and ${high}`);
+}
+
+function checkStr(name, value, maxChars, printable = true) {
+    if (typeof value !== "string") fail(`${name} must be a string`);
+    if (value.length > maxChars && charCount(value) > maxChars) {
+        fail(`${name} is longer than ${maxChars} characters`);
+    }
+    if (printable && !isPrintable(value)) fail(`${name} contains control characters`);
+    if (LONE_SURROGATE.test(value)) fail(`${name} is not valid Unicode`);
+}
+
+function checkBool(name, value) {
+    if (typeof value !== "boolean") fail(`${name} must be true or false`);
+}
+
+function checkSession(value) {
+    if (typeof value !== "string" || !TOKEN.test(value)) fail("session must be a session id");
+}
+
+function checkOneOf(name, value, allowed) {
+    if (!allowed.includes(value)) fail(`${name} must be one of ${allowed.join(", ")}`);
+}
+
+export function checkTechnicianId(value) {
+    if (typeof value !== "string" || !TECHNICIAN_ID.test(value)) {
+        fail("technician must be 1-32 characters of a-z, 0-9, '.', '_' or '-'");
+    }
+}
+
+function checkMonitor(value) {
+    checkInt("monitor", value, 0, MAX_SCREENS - 1);
+}
+
+function checkPoint(x, y) {
+    checkInt("x", x, 0, MAX_SCREEN_EDGE);
+    checkInt("y", y, 0, MAX_SCREEN_EDGE);
+}
+
+// A number that Python would hold as an int or a float; undefined for anything else.
+function pyNumber(value) {
+    if (value instanceof JsonFloat) return value.value;
+    return typeof value === "number" ? value : undefined;
+}
+
+function screenFromJson(value) {
+    if (!isPlainObject(value) || !hasExactly(value, ["x", "y", "width", "height"])) {
+        fail("a screen must be an object with x, y, width and height");
+    }
+    checkInt("screen x", value.x, -MAX_SCREEN_EDGE, MAX_SCREEN_EDGE);
+    checkInt("screen y", value.y, -MAX_SCREEN_EDGE, MAX_SCREEN_EDGE);
+    checkInt("screen width", value.width, 1, MAX_SCREEN_EDGE);
+    checkInt("screen height", value.height, 1, MAX_SCREEN_EDGE);
+    return { x: value.x, y: value.y, width: value.width, height: value.height };
+}
+
+function checkScreens(screens) {
+    if (!(screens.length >= 2 && screens.length <= MAX_SCREENS)) {
+        fail(`screens must list the whole desktop and 1 to ${MAX_SCREENS - 1} monitors`);
+    }
+}
+
+const WAITING_FIELDS = ["session", "machine", "user", "waited_s", "state"];
+
+function waitingFromJson(value) {
+    if (!isPlainObject(value) || !hasExactly(value, WAITING_FIELDS)) {
+        fail("a queue entry must have session, machine, user, waited_s and state");
+    }
+    checkSession(value.session);
+    checkStr("machine", value.machine, MAX_NAME_CHARS);
+    checkStr("user", value.user, MAX_NAME_CHARS);
+    const waited = pyNumber(value.waited_s);
+    if (waited === undefined || !(waited >= 0 && waited < 1e9)) {
+        fail("waited_s must be a number of seconds");
+    }
+    checkOneOf("state", value.state, WAITING_STATES);
+    return {
+        session: value.session, machine: value.machine, user: value.user, waited_s: waited,
+        state: value.state,
+    };
+}
+
+// --- control messages: fields in protocol.py's dataclass order, defaults, checks ------
+
+function messageSpec(type, fields, check = () => {}, defaults = {}) {
+    return { type, fields, check, defaults };
+}
+
+function sessionMessage(type) {
+    return messageSpec(type, ["session"], (m) => checkSession(m.session));
+}
+
+const AGENT_HELLO = messageSpec(
+    "hello",
+    ["role", "version", "technician", "machine", "user", "screens", "resume"],
+    (m) => {
+        if (m.role !== "agent") fail("role must be agent");
+        checkInt("version", m.version, 0, 2 ** 31);
+        checkTechnicianId(m.technician);
+        checkStr("machine", m.machine, MAX_NAME_CHARS);
+        checkStr("user", m.user, MAX_NAME_CHARS);
+        checkScreens(m.screens);
+        if (m.resume !== "") checkSession(m.resume);
+    },
+    { resume: "" },
+);
+
+const VIEWER_HELLO = messageSpec(
+    "hello",
+    ["role", "version", "user", "password", "token"],
+    (m) => {
+        if (m.role !== "viewer") fail("role must be viewer");
+        checkInt("version", m.version, 0, 2 ** 31);
+        checkStr("user", m.user, MAX_NAME_CHARS);
+        checkStr("password", m.password, 1024, false);
+        checkStr("token", m.token, 128);
+        if (!m.token && !(m.user && m.password)) {
+            fail("a viewer hello needs user and password, or a token");
+        }
+    },
+    { user: "", password: "", token: "" },
+);
+
+const HELLO_BY_ROLE = new Map([["agent", AGENT_HELLO], ["viewer", VIEWER_HELLO]]);
+
+const BY_TYPE = new Map([
+    messageSpec("registered", ["session", "technician_name", "expires_s", "resume"], (m) => {
+        checkSession(m.session);
+        checkStr("technician_name", m.technician_name, MAX_NAME_CHARS);
+        checkInt("expires_s", m.expires_s, 0, 86400);
+        checkSession(m.resume);
+    }),
+    messageSpec("welcome", ["technician", "name", "token"], (m) => {
+        checkTechnicianId(m.technician);
+        checkStr("name", m.name, MAX_NAME_CHARS);
+        checkSession(m.token);
+    }),
+    messageSpec("queue", ["sessions"], (m) => {
+        if (m.sessions.length > MAX_QUEUE_ENTRIES) fail("too many queue entries");
+    }),
+    sessionMessage("accept"),
+    messageSpec("accepted", ["session", "technician_name", "machine", "user", "screens"], (m) => {
+        checkSession(m.session);
+        checkStr("technician_name", m.technician_name, MAX_NAME_CHARS);
+        checkStr("machine", m.machine, MAX_NAME_CHARS);
+        checkStr("user", m.user, MAX_NAME_CHARS);
+        checkScreens(m.screens);
+    }),
+    sessionMessage("take_control"),
+    sessionMessage("release_control"),
+    messageSpec("control", ["session", "granted"], (m) => {
+        checkSession(m.session);
+        checkBool("granted", m.granted);
+    }),
+    messageSpec("pointer_move", ["session", "monitor", "x", "y"], (m) => {
+        checkSession(m.session);
+        checkMonitor(m.monitor);
+        checkPoint(m.x, m.y);
+    }),
+    messageSpec("button", ["session", "monitor", "x", "y", "button", "down"], (m) => {
+        checkSession(m.session);
+        checkMonitor(m.monitor);
+        checkPoint(m.x, m.y);
+        checkOneOf("button", m.button, BUTTONS);
+        checkBool("down", m.down);
+    }),
+    messageSpec("wheel", ["session", "monitor", "x", "y", "dx", "dy"], (m) => {
+        checkSession(m.session);
+        checkMonitor(m.monitor);
+        checkPoint(m.x, m.y);
+        checkInt("dx", m.dx, -100, 100);
+        checkInt("dy", m.dy, -100, 100);
+    }),
+    messageSpec("key", ["session", "code", "key", "down"], (m) => {
+        checkSession(m.session);
+        if (typeof m.code !== "string" || !KEY_CODE.test(m.code)) {
+            fail("code must be a KeyboardEvent.code such as KeyA or Enter");
+        }
+        checkStr("key", m.key, 32, false);
+        checkBool("down", m.down);
+    }),
+    messageSpec("text", ["session", "text"], (m) => {
+        checkSession(m.session);
+        checkStr("text", m.text, MAX_TEXT_CHARS, false);
+        if (TYPED_CONTROL.test(m.text)) {
+            fail("text may contain only printable characters, newlines and tabs");
+        }
+    }),
+    messageSpec("refresh", ["session", "monitor"], (m) => {
+        checkSession(m.session);
+        checkMonitor(m.monitor);
+    }),
+    messageSpec("ack", ["session", "seq"], (m) => {
+        checkSession(m.session);
+        checkInt("seq", m.seq, 0, 2 ** 32 - 1);
+    }),
+    messageSpec("cursor", ["monitor", "x", "y"], (m) => {
+        checkMonitor(m.monitor);
+        checkInt("x", m.x, -MAX_SCREEN_EDGE, MAX_SCREEN_EDGE);
+        checkInt("y", m.y, -MAX_SCREEN_EDGE, MAX_SCREEN_EDGE);
+    }),
+    messageSpec("screens", ["screens"], (m) => checkScreens(m.screens)),
+    messageSpec("close", ["reason"], (m) => checkStr("reason", m.reason, 200)),
+    messageSpec("end", ["session", "reason"], (m) => {
+        checkSession(m.session);
+        checkStr("reason", m.reason, 200);
+    }),
+    messageSpec("ended", ["session", "by", "reason"], (m) => {
+        checkSession(m.session);
+        checkOneOf("by", m.by, ENDED_BY);
+        checkStr("reason", m.reason, 200);
+    }),
+    messageSpec("ping", ["t"], checkRoundTripTime),
+    messageSpec("pong", ["t"], checkRoundTripTime),
+    messageSpec("logout", []),
+    messageSpec("error", ["code", "message"], (m) => {
+        checkStr("code", m.code, 64);
+        checkStr("message", m.message, 500);
+    }),
+].map((spec) => [spec.type, spec]));
+
+function checkRoundTripTime(m) {
+    // 2**53 bounds what a JavaScript number holds exactly, so the echo comes back unchanged.
+    const t = pyNumber(m.t);
+    if (t === undefined || !(t >= -(2 ** 53) && t <= 2 ** 53)) fail("t must be a number");
+    m.t = t;
+}
+
+// protocol.py's _construct: unknown and missing fields, nested lists, then the checks.
+function construct(spec, fields) {
+    const unknown = Object.keys(fields).filter((name) => !spec.fields.includes(name));
+    if (unknown.length > 0) {
+        const first = unknown.sort(byCodePoint)[0];
+        fail(`${spec.type}: unknown field ${pyRepr(firstChars(first, 40))}`);
+    }
+    const missing = spec.fields.filter(
+        (name) => !Object.hasOwn(fields, name) && !Object.hasOwn(spec.defaults, name),
+    );
+    if (missing.length > 0) fail(`${spec.type}: missing field ${pyRepr(missing[0])}`);
+    const result = { type: spec.type };
+    for (const name of spec.fields) {
+        result[name] = Object.hasOwn(fields, name) ? fields[name] : spec.defaults[name];
+    }
+    if (spec.fields.includes("screens")) {
+        if (!Array.isArray(result.screens)) fail("screens must be a list");
+        result.screens = result.screens.slice(0, MAX_SCREENS + 1).map(screenFromJson);
+    }
+    if (spec.fields.includes("sessions")) {
+        if (!Array.isArray(result.sessions)) fail("sessions must be a list");
+        result.sessions = result.sessions.slice(0, MAX_QUEUE_ENTRIES + 1).map(waitingFromJson);
+    }
+    spec.check(result);
+    return result;
+}
+
+function specOf(kind, fields) {
+    if (typeof kind !== "string") fail("control message has no type");
+    if (kind === "hello") {
+        const role = Object.hasOwn(fields, "role") ? fields.role : undefined;
+        const spec = typeof role === "string" ? HELLO_BY_ROLE.get(role) : undefined;
+        if (spec === undefined) fail("hello must name the role agent or viewer");
+        return spec;
+    }
+    const spec = BY_TYPE.get(kind);
+    if (spec === undefined) fail(`unknown message type ${pyRepr(firstChars(kind, 40))}`);
+    return spec;
+}
+
+function withoutType(object) {
+    const fields = { ...object };
+    delete fields.type;
+    return fields;
+}
+
+function serialize(result) {
+    const value = (name, v) => {
+        if (name === "screens") {
+            return "[" + v.map((s) =>
+                `{"x":${s.x},"y":${s.y},"width":${s.width},"height":${s.height}}`).join(",") + "]";
+        }
+        if (name === "sessions") return "[" + v.map((e) => serialize(e)).join(",") + "]";
+        if (typeof v === "number") return numberText(v);
+        return JSON.stringify(v); // strings and booleans: the same escapes as Python's json
+    };
+    return "{" + Object.entries(result)
+        .map(([name, v]) => JSON.stringify(name) + ":" + value(name, v)).join(",") + "}";
+}
+
+/** The JSON text of a control message given as {type, ...fields}; throws ProtocolError. */
+export function encodeControl(object) {
+    if (!isPlainObject(object)) fail("a control message must be an object with a type");
+    const fields = withoutType(object);
+    const kind = Object.hasOwn(object, "type") ? object.type : undefined;
+    return serialize(construct(specOf(kind, fields), fields));
+}
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+function reviveNumber(key, value, context) {
+    if (typeof value !== "number" || context?.source === undefined) return value;
+    const source = context.source;
+    if (/[.eE]/.test(source)) return new JsonFloat(value);
+    const digits = source.startsWith("-") ? source.length - 1 : source.length;
+    if (digits > PY_INT_MAX_STR_DIGITS) throw new SyntaxError("integer too long");
+    if (Number.isSafeInteger(value)) return value;
+    // Rounded to a double, 2**53 + 1 would pass a check that Python's exact int fails. Every
+    // integer range here is within +-2**53, so one beyond it stands for the largest number.
+    const exact = BigInt(source);
+    return exact > 2n ** 53n || exact < -(2n ** 53n) ? Math.sign(value) * Number.MAX_VALUE : value;
+}
+
+// Python's json reads NaN, Infinity and -Infinity (protocol.py then refuses them by name);
+// JSON.parse only fails. The first such word standing where a value goes, if any.
+function constantIn(text) {
+    const tokens = /"(?:[^"\\]|\\.)*"?|(-Infinity|Infinity|NaN)|\S/gs;
+    let previous = "";
+    for (const match of text.matchAll(tokens)) {
+        if (match[1] && ["", ":", ",", "["].includes(previous)) return match[1];
+        previous = match[0].at(-1);
+    }
+    return undefined;
+}
+
+/** Parse one JSON text message into {type, ...fields}; throws ProtocolError if invalid. */
+export function decodeControl(data) {
+    if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) {
+        try {
+            data = UTF8.decode(data);
+        } catch {
+            fail("control message is not UTF-8");
+        }
+    }
+    if (typeof data !== "string") fail("control message must be text");
+    if (data.length > MAX_CONTROL_BYTES && charCount(data) > MAX_CONTROL_BYTES) {
+        fail("control message is too long");
+    }
+    let parsed;
+    try {
+        parsed = JSON.parse(data, reviveNumber);
+    } catch {
+        const constant = constantIn(data);
+        fail(constant ? `${constant} is not allowed` : "control message is not valid JSON");
+    }
+    if (!isPlainObject(parsed)) fail("control message must be a JSON object");
+    const fields = withoutType(parsed);
+    return construct(specOf(Object.hasOwn(parsed, "type") ? parsed.type : undefined, fields),
+        fields);
+}
+
+/** Throws ProtocolError unless `message` is a hello of `role` at PROTOCOL_VERSION. */
+export function checkHello(message, role) {
+    if (message?.type !== "hello" || message.role !== role) {
+        fail(`the first message must be a ${role} hello`);
+    }
+    if (message.version !== PROTOCOL_VERSION) {
+        fail(`protocol version ${message.version} is not supported; ` +
+            `this relay speaks version ${PROTOCOL_VERSION}`);
+    }
+}
+
+// --- screen updates (binary) --------------------------------------------------------
+
+function asBytes(data) {
+    if (data instanceof Uint8Array) return data;
+    if (data instanceof ArrayBuffer) return new Uint8Array(data);
+    if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    return undefined;
+}
+
+function checkFrame(frame) {
+    if (!FRAME_KINDS.includes(frame.kind)) fail(`unknown frame kind ${frame.kind}`);
+    checkInt("flags", frame.flags, 0, 255);
+    if (frame.flags & ~FLAGS_ALL) fail("unknown frame flags");
+    checkMonitor(frame.monitor);
+    checkInt("seq", frame.seq, 0, 2 ** 32 - 1);
+    checkInt("x", frame.x, 0, MAX_SCREEN_EDGE);
+    checkInt("y", frame.y, 0, MAX_SCREEN_EDGE);
+    checkInt("width", frame.width, 1, MAX_SCREEN_EDGE);
+    checkInt("height", frame.height, 1, MAX_SCREEN_EDGE);
+    const image = asBytes(frame.image);
+    if (image === undefined) fail("image must be bytes");
+    const magic = MAGIC.get(frame.kind);
+    if (image.length < magic.length || magic.some((byte, i) => image[i] !== byte)) {
+        fail("image bytes do not match the frame kind");
+    }
+    if (FRAME_HEADER_BYTES + image.length > MAX_FRAME_BYTES) {
+        fail("frame is larger than MAX_FRAME_BYTES");
+    }
+    return image;
+}
+
+/** The binary message of one update rectangle; throws ProtocolError on bad fields. */
+export function encodeFrame(frame) {
+    const image = checkFrame(frame);
+    const out = new Uint8Array(FRAME_HEADER_BYTES + image.length);
+    const view = new DataView(out.buffer);
+    view.setUint8(0, frame.kind);
+    view.setUint8(1, frame.flags);
+    view.setUint8(2, frame.monitor);
+    view.setUint8(3, 0);
+    view.setUint32(4, frame.seq);
+    view.setUint16(8, frame.x);
+    view.setUint16(10, frame.y);
+    view.setUint16(12, frame.width);
+    view.setUint16(14, frame.height);
+    view.setUint32(16, image.length);
+    out.set(image, FRAME_HEADER_BYTES);
+    return out;
+}
+
+/** The header fields [kind, flags, monitor, 0, seq, x, y, width, height, image length],
+ *  checked only for shape (as protocol.decode_frame_header). */
+export function decodeFrameHeader(data) {
+    const bytes = asBytes(data);
+    if (bytes === undefined) fail("a frame must be bytes");
+    if (bytes.length < FRAME_HEADER_BYTES) fail("binary message is shorter than the frame header");
+    const view = new DataView(bytes.buffer, bytes.byteOffset, FRAME_HEADER_BYTES);
+    const fields = [
+        view.getUint8(0), view.getUint8(1), view.getUint8(2), view.getUint8(3),
+        view.getUint32(4), view.getUint16(8), view.getUint16(10), view.getUint16(12),
+        view.getUint16(14), view.getUint32(16),
+    ];
+    if (fields[9] !== bytes.length - FRAME_HEADER_BYTES) {
+        fail("frame image length does not match the message length");
+    }
+    if (fields[3] !== 0) fail("frame header reserved byte must be 0");
+    return fields;
+}
+
+/** Parse and fully validate one binary update. `image` is a view into `data`, not a copy. */
+export function decodeFrame(data) {
+    const [kind, flags, monitor, , seq, x, y, width, height] = decodeFrameHeader(data);
+    const frame = {
+        kind, flags, monitor, seq, x, y, width, height,
+        image: asBytes(data).subarray(FRAME_HEADER_BYTES),
+    };
+    checkFrame(frame);
+    return frame;
+}
