@@ -3,8 +3,10 @@ against a real relay on 127.0.0.1 port 0 and a scripted agent speaking protocol.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import math
 import queue
 import shutil
 import threading
@@ -42,8 +44,10 @@ class ScriptedAgent:
         screens = [protocol.Screen(0, 0, width * monitors, height)]
         screens += [protocol.Screen(width * i, 0, width, height) for i in range(monitors)]
         self.size = size
-        self.socket = connect(f"{relay.ws_url}/ws/agent", max_size=protocol.MAX_MESSAGE_BYTES,
-                              open_timeout=WAIT_S)
+        self._exit = contextlib.ExitStack()
+        self.socket = self._exit.enter_context(connect(
+            f"{relay.ws_url}/ws/agent", max_size=protocol.MAX_MESSAGE_BYTES,
+            open_timeout=WAIT_S))
         hello = protocol.AgentHello("agent", protocol.PROTOCOL_VERSION, technician, machine,
                                     user, tuple(screens))
         self.socket.send(protocol.encode_control(hello))
@@ -107,7 +111,7 @@ class ScriptedAgent:
         self.socket.send(protocol.encode_control(message))
 
     def close(self) -> None:
-        self.socket.close()
+        self._exit.close()
 
 
 # --- the browser -------------------------------------------------------------------------
@@ -176,7 +180,7 @@ class Viewer:
         self.by("control-toggle").click()
         agent.expect(protocol.Control, lambda m: m.granted)
         self.page.wait_for_function(
-            "document.querySelector('[data-testid=control-toggle]').textContent"
+            "() => document.querySelector('[data-testid=control-toggle]').textContent"
             " === 'Release control'")
 
     def pixel(self, x: int, y: int) -> tuple[int, int, int]:
@@ -198,11 +202,25 @@ class Viewer:
     def client_point(self, x: int, y: int) -> tuple[float, float]:
         """Where remote pixel (x, y) is on the page: the centre of its scaled square."""
         box = self.by("screen").bounding_box()
-        width, height = self.page.evaluate(
-            "(() => { const c = document.querySelector('[data-testid=screen]');"
-            " return [c.width, c.height]; })()")
+        width, height = self.canvas_size()
         return (box["x"] + (x + 0.5) * box["width"] / width,
                 box["y"] + (y + 0.5) * box["height"] / height)
+
+    def aim(self, x: int, y: int) -> tuple[int, int, int, int]:
+        """A whole-pixel page point near remote pixel (x, y) (mouse events carry whole CSS
+        pixels) and the remote pixel that page point shows, found from the canvas's box."""
+        cx, cy = (round(v) for v in self.client_point(x, y))
+        box = self.by("screen").bounding_box()
+        width, height = self.canvas_size()
+        rx = math.floor((cx - box["x"]) * width / box["width"])
+        ry = math.floor((cy - box["y"]) * height / box["height"])
+        assert abs(rx - x) <= 1 and abs(ry - y) <= 1  # the same pixel, give or take rounding
+        return cx, cy, rx, ry
+
+    def canvas_size(self) -> tuple[int, int]:
+        return tuple(self.page.evaluate(
+            "() => { const c = document.querySelector('[data-testid=screen]');"
+            " return [c.width, c.height]; }"))
 
     def inputs_sent(self) -> list[dict]:
         names = {cls.TYPE for cls in protocol.INPUT_TYPES}
@@ -274,7 +292,7 @@ def test_login_shows_the_queue_and_a_reload_stays_signed_in(open_viewer):
     viewer.page.reload()
     viewer.by("queue").wait_for(state="visible")
     viewer.page.wait_for_function(
-        "document.querySelector('[data-testid=status]').textContent === 'Connected'")
+        "() => document.querySelector('[data-testid=status]').textContent === 'Connected'")
     hellos = [m for m in viewer.sent if m.get("type") == "hello"]
     assert "password" in hellos[0] and "token" in hellos[-1] and "password" not in hellos[-1]
 
@@ -327,7 +345,7 @@ def test_hostile_machine_name_is_shown_as_text_and_runs_nothing(open_viewer, age
     item.wait_for(state="visible")
     assert item.locator(".machine").text_content() == HOSTILE
     assert item.locator(".user").text_content() == "<b>bold</b>"
-    assert viewer.page.locator("[data-testid=queue] img, [data-testid=queue] b").count() == 0
+    assert viewer.page.locator("[data-testid=queue-item] :is(img, b)").count() == 0
     viewer.accept(agent)
     viewer.page.locator("#session-machine").wait_for(state="visible")
     assert viewer.page.locator("#session-machine").text_content() == HOSTILE
@@ -344,7 +362,7 @@ def test_accept_tells_the_agent_and_opens_the_screen(open_viewer, agents):
     assert viewer.page.locator("#session-machine").text_content() == "ACCOUNTS-7"
     assert viewer.by("control-toggle").text_content() == "Take control"
     viewer.page.wait_for_function(
-        "document.querySelector('[data-testid=session-timer]').textContent !== '0:00:00'")
+        "() => document.querySelector('[data-testid=session-timer]').textContent !== '0:00:00'")
     assert viewer.by("queue").is_hidden()
 
 
@@ -417,7 +435,8 @@ def test_fit_and_actual_size(open_viewer, agents):
     assert abs(box["width"] / box["height"] - 1.6) < 0.01
     viewer.page.locator("#scale-actual").click()
     viewer.page.wait_for_function(
-        "document.querySelector('[data-testid=screen]').getBoundingClientRect().width === 1600")
+        "() => document.querySelector('[data-testid=screen]')"
+        ".getBoundingClientRect().width === 1600")
     scrolls = viewer.page.evaluate(
         "(() => { const v = document.querySelector('#viewport');"
         " return v.scrollWidth > v.clientWidth; })()")
@@ -464,21 +483,21 @@ def test_control_sends_keys_and_pointer_in_the_remote_pixel_space(open_viewer, a
     assert box["width"] < 1600  # fit-to-window really scales here
     viewer.take_control(agent)
 
-    x, y = viewer.client_point(800, 500)
+    x, y, rx, ry = viewer.aim(800, 500)
     viewer.page.mouse.move(x, y)
-    move = agent.expect(protocol.PointerMove, lambda m: (m.x, m.y) == (800, 500))
+    move = agent.expect(protocol.PointerMove, lambda m: (m.x, m.y) == (rx, ry))
     assert move.monitor == 1 and move.session == agent.session
-    x, y = viewer.client_point(1234, 777)
+    x, y, rx, ry = viewer.aim(1234, 777)
     viewer.page.mouse.move(x, y)
     viewer.page.mouse.down(button="right")
     down = agent.expect(protocol.Button)
-    assert (down.button, down.down, down.x, down.y) == ("right", True, 1234, 777)
+    assert (down.button, down.down, down.x, down.y) == ("right", True, rx, ry)
     viewer.page.mouse.up(button="right")
     up = agent.expect(protocol.Button)
     assert (up.button, up.down) == ("right", False)
     viewer.page.mouse.wheel(0, 100)
     wheel = agent.expect(protocol.Wheel)
-    assert (wheel.dx, wheel.dy, wheel.x, wheel.y) == (0, 1, 1234, 777)
+    assert (wheel.dx, wheel.dy, wheel.x, wheel.y) == (0, 1, rx, ry)
 
     viewer.page.keyboard.press("Shift+KeyA")
     keys = [agent.expect(protocol.Key) for _ in range(4)]

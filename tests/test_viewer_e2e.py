@@ -104,13 +104,13 @@ def test_support_person_sees_types_into_and_ends_a_real_agent_session(
 
     # The agent sends the whole desktop (monitor 0 = Xvfb's one 1280x800 screen).
     viewer.page.wait_for_function(
-        "document.querySelector('[data-testid=screen]').width === 1280")
+        "() => document.querySelector('[data-testid=screen]').width === 1280")
     viewer.wait_for_pixel(40, 40, BACKGROUND, tolerance=10)
     viewer.wait_for_pixel(wx + ww // 2, wy + wh // 2, (255, 255, 255), tolerance=40)
 
     viewer.by("control-toggle").click()
     viewer.page.wait_for_function(
-        "document.querySelector('[data-testid=control-toggle]').textContent"
+        "() => document.querySelector('[data-testid=control-toggle]').textContent"
         " === 'Release control'")
     # No window manager: X keyboard focus follows the pointer, so click into the xterm.
     viewer.page.mouse.click(*viewer.client_point(wx + ww // 2, wy + wh // 2))
@@ -126,7 +126,7 @@ def test_support_person_sees_types_into_and_ends_a_real_agent_session(
 
     # The echo of the typing reaches the canvas before the screenshot.
     viewer.page.wait_for_function(
-        "document.querySelector('[data-testid=session-timer]').textContent !== '0:00:00'")
+        "() => document.querySelector('[data-testid=session-timer]').textContent !== '0:00:00'")
     ARTIFACTS.mkdir(exist_ok=True)
     viewer.page.screenshot(path=str(ARTIFACTS / "viewer-session.png"))
 
