@@ -217,7 +217,7 @@ class AgentHello(Message):
         _check_str("machine", self.machine, MAX_NAME_CHARS)
         _check_str("user", self.user, MAX_NAME_CHARS)
         _check_screens(self.screens)
-        if self.resume:
+        if self.resume != "":  # null, 0, [] and {} are not "no resume"
             _check_session(self.resume)
 
 
