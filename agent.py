@@ -476,18 +476,17 @@ KEY_TABLE = _key_table()
 
 
 def tray_image(rgb: tuple[int, int, int], size: int = 64) -> Any:
-    """The tray/exe icon: a spotlight disc in the state's colour (Pillow image)."""
+    """The tray/exe icon: a spotlight disc in the state's colour (drawn 4x, then smoothed)."""
     from PIL import Image, ImageDraw
 
-    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    big = size * 4
+    image = Image.new("RGBA", (big, big), (0, 0, 0, 0))
     draw = ImageDraw.Draw(image)
-    edge = max(1, size // 16)
-    draw.ellipse((edge, edge, size - edge - 1, size - edge - 1), fill=(*rgb, 255),
+    edge, r = max(4, big // 16), big // 6
+    draw.ellipse((edge, edge, big - edge - 1, big - edge - 1), fill=(*rgb, 255),
                  outline=(40, 40, 40, 255), width=edge)
-    r = size // 6
-    draw.ellipse((size // 2 - r, size // 2 - r, size // 2 + r, size // 2 + r),
-                 fill=(255, 255, 255, 255))
-    return image
+    draw.ellipse((big // 2 - r, big // 2 - r, big // 2 + r, big // 2 + r), fill=(255,) * 4)
+    return image.resize((size, size), Image.Resampling.LANCZOS)
 
 
 def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE_PX) -> list[tuple]:
@@ -1001,6 +1000,10 @@ def _describe(error: BaseException) -> str:
         return "it did not answer in time"
     if isinstance(error, ssl.SSLError):
         return f"the secure connection failed ({error.reason or error})"
+    if isinstance(error, ConnectionRefusedError):
+        return "nothing answered at its address (is it running?)"
+    if isinstance(error, socket.gaierror):
+        return "its name was not found (is this computer online?)"
     if isinstance(error, OSError):
         return error.strerror or str(error) or type(error).__name__
     return str(error) or type(error).__name__
@@ -1016,9 +1019,20 @@ def _setup_logging() -> None:
     else:  # windowed exe: the only file we ever write, in the temp folder
         path = Path(tempfile.gettempdir()) / "spotlight-agent.log"
         handler = logging.FileHandler(path, mode="w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s agent %(levelname)s %(message)s"))
-    log.addHandler(handler)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.addFilter(_one_line_for_libraries)
+    for logger in (log, logging.getLogger("pystray")):
+        logger.addHandler(handler)
+        logger.propagate = False
     log.setLevel(level)
+
+
+def _one_line_for_libraries(record: logging.LogRecord) -> bool:
+    """pystray logs a traceback per icon update when X11 has no system tray: one line is
+    enough (the icon is then simply not shown)."""
+    if not record.name.startswith("agent"):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1035,7 +1049,10 @@ def main(argv: list[str] | None = None) -> int:
         config = _config(args)
         technician = args.technician
         if technician is not None:
-            p.check_technician_id(technician)
+            try:
+                p.check_technician_id(technician)
+            except p.ProtocolError as e:
+                raise ConfigError(f"--technician: {e}.") from None
         elif len(config.people) == 1:
             technician = config.people[0][0]
         else:
@@ -1043,7 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
             if technician is None:
                 return EXIT_OK
         url, context = agent_url(config.relay), make_ssl_context(config.ca_cert)
-    except (ConfigError, p.ProtocolError, ssl.SSLError) as e:
+    except (ConfigError, ssl.SSLError) as e:
         dialogs.message(APP_NAME, f"{e}", error=True)
         return EXIT_CONFIG
     holder: list[Agent] = []

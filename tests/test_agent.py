@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -28,11 +29,15 @@ QUIET_S = 0.4  # how long "nothing arrives" is watched for
 class ScriptedRelay:
     """A websockets server on 127.0.0.1:0 that hands each agent connection to the test."""
 
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+
     async def __aenter__(self) -> ScriptedRelay:
         self.connections: asyncio.Queue = asyncio.Queue()
-        self.server = await serve(self._handler, "127.0.0.1", 0, max_size=p.MAX_MESSAGE_BYTES)
+        self.server = await serve(self._handler, "127.0.0.1", 0, max_size=p.MAX_MESSAGE_BYTES,
+                                  ssl=self.tls)
         port = self.server.sockets[0].getsockname()[1]
-        self.url = f"ws://127.0.0.1:{port}"
+        self.url = f"{'wss' if self.tls else 'ws'}://127.0.0.1:{port}"
         self.paths: list[str] = []
         return self
 
@@ -107,11 +112,13 @@ class Clock:
         return self.now
 
 
-def make_agent(relay, screen=None, user_input=None, tray=None, clock=None) -> agent.Agent:
+def make_agent(relay, screen=None, user_input=None, tray=None, clock=None,
+               ca_pem: str = "") -> agent.Agent:
     tray = tray or FakeTray()
     runner = agent.Agent(url=agent.agent_url(relay.url), technician="david",
                          screen=screen or FakeScreen(), input=user_input or FakeInput(),
                          tray=tray, machine="pc-1", user="anna",
+                         ssl_context=agent.make_ssl_context(ca_pem),
                          **({"clock": clock} if clock else {}))
     if isinstance(tray, FakeTray):
         tray.on_close = runner.request_close
@@ -474,6 +481,67 @@ def test_pointer_position_is_sent_as_cursor_relative_to_the_monitor() -> None:
             await task
         assert p.Cursor(0, 30, 40) in peer.controls
     run(scenario())
+
+
+# --- TLS with a pinned CA ---
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """Two CAs and server certificates from the first: good, expired, for another host."""
+    folder = tmp_path_factory.mktemp("pki")
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", *key, "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+                "-days", "2", "-subj", f"/CN={ca}", cwd=folder)
+    for name, san, days in (("good", "IP:127.0.0.1", "2"), ("expired", "IP:127.0.0.1", "-1"),
+                            ("wrong-host", "DNS:other.example", "2")):
+        (folder / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}", cwd=folder)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", days,
+                "-extfile", f"{name}.ext", cwd=folder)
+    return folder
+
+
+def tls_server(pki: Path, name: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki / f"{name}.pem", pki / f"{name}.key")
+    return context
+
+
+def test_pinned_ca_accepts_the_relay_it_signed(pki) -> None:
+    """wss:// to a relay whose certificate the pinned CA signed connects and says hello."""
+    async def scenario():
+        async with ScriptedRelay(tls_server(pki, "good")) as relay:
+            task = asyncio.create_task(
+                make_agent(relay, ca_pem=(pki / "ca.pem").read_text()).run())
+            peer = await relay.next()
+            await peer.hello()
+            await peer.send(p.Error("unknown-technician", "No such support person"))
+            return await task
+    assert "No such support person" in run(scenario()).message
+
+
+@pytest.mark.parametrize(("server", "ca", "why"), [
+    ("good", "other-ca", "unable to get local issuer certificate"),
+    ("expired", "ca", "certificate has expired"),
+    ("wrong-host", "ca", "IP address mismatch"),
+])
+def test_untrusted_relay_certificate_is_refused_with_a_clear_message(pki, server, ca,
+                                                                     why) -> None:
+    """Another CA, an expired certificate, another host: refused, the reason is named."""
+    async def scenario():
+        async with ScriptedRelay(tls_server(pki, server)) as relay:
+            return await make_agent(relay, ca_pem=(pki / f"{ca}.pem").read_text()).run()
+    outcome = run(scenario())
+    assert outcome.code == agent.EXIT_FAILED
+    assert "certificate is not trusted" in outcome.message and why in outcome.message
 
 
 # --- pure helpers ----------------------------------------------------------------------
