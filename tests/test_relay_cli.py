@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -292,3 +293,48 @@ def test_set_password_prompts_twice_on_a_terminal(data: Path, store: Callable, s
     assert b"Traceback" not in seen
     accounts = store()
     assert (accounts.verify("david", "typed-password") is not None) is ok
+
+
+def start_demo(data: Path) -> tuple[subprocess.Popen, list[str]]:
+    """`python -m relay demo` on port 0 without a display; returns it once it printed the login."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "RELAY_PASSWORD")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relay", "demo", "--host", "127.0.0.1", "--port", "0",
+         "--data", str(data)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.strip().startswith("password:"):
+            return process, lines
+    process.wait(timeout=60)
+    pytest.fail("demo printed no login:\n" + "".join(lines))
+
+
+def stop_demo(process: subprocess.Popen) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    rest = process.stdout.read()
+    process.stdout.close()
+    return process.wait(timeout=60), rest
+
+
+def test_demo_prints_a_working_login_and_a_fresh_one_each_run(data: Path, store: Callable):
+    """demo creates the support person `demo`, prints its URL and password; a rerun changes it."""
+    passwords = []
+    for _ in range(2):
+        process, lines = start_demo(data)
+        try:
+            passwords.append(lines[-1].split("password:")[1].strip())
+        finally:
+            code, rest = stop_demo(process)
+        output = "".join(lines) + rest
+        assert code == 0, output
+        assert "Traceback" not in output
+        assert "Relay listening on http://127.0.0.1:" in output
+        assert "user:     demo" in output
+        assert "no local agent" in output
+    accounts = store()
+    assert passwords[0] != passwords[1]
+    assert accounts.verify("demo", passwords[0]) is None
+    assert accounts.verify("demo", passwords[1]).name == "Demo Support"
