@@ -308,6 +308,19 @@ def test_logout_returns_to_the_login_form(open_viewer):
     assert viewer.by("queue").is_hidden()
 
 
+def test_revoked_login_returns_to_the_login_form_with_a_message(open_viewer, relay):
+    """Disabling the account on the relay signs the open viewer out and says why."""
+    viewer = open_viewer().signed_in()
+    result = relay.cli("disable-technician", "david")
+    assert result.returncode == 0, result.stderr
+    error = viewer.page.locator("#login-error")
+    error.wait_for(state="visible")
+    assert "expired" in error.text_content()
+    assert viewer.by("queue").is_hidden()
+    viewer.page.reload()
+    viewer.by("login-user").wait_for(state="visible")
+
+
 # --- the queue ------------------------------------------------------------------------------
 
 
@@ -560,6 +573,21 @@ def test_held_keys_are_released_when_the_page_loses_focus(open_viewer, agents):
     viewer.page.evaluate("window.dispatchEvent(new Event('blur'))")
     released = agent.expect(protocol.Key)
     assert (released.code, released.down) == ("ControlLeft", False)
+
+
+def test_reload_mid_session_rejoins_the_same_session(open_viewer, agents):
+    """A reload re-authenticates with the tab's token and rejoins the detached session."""
+    viewer, agent = accepted_session(open_viewer, agents, machine="REJOIN-PC")
+    agent.send_full((120, 30, 160), seq=1)
+    agent.expect(protocol.Ack, lambda m: m.seq == 1)
+    viewer.page.reload()
+    refresh = agent.expect(protocol.Refresh)  # the relay asks for a full image on rejoin
+    agent.send_image(Image.new("RGB", (1600, 1000), (120, 30, 160)), seq=2,
+                     monitor=refresh.monitor, flags=protocol.FLAG_LAST | protocol.FLAG_FULL)
+    agent.expect(protocol.Ack, lambda m: m.seq == 2)
+    viewer.wait_for_pixel(5, 5, (120, 30, 160))
+    assert viewer.page.locator("#session-machine").text_content() == "REJOIN-PC"
+    assert viewer.by("queue").is_hidden()
 
 
 # --- ending ---------------------------------------------------------------------------------

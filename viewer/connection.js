@@ -76,7 +76,16 @@ export class Connection {
         if (!this.socket || this.socket.readyState !== WebSocket.OPEN || !this.welcomed) {
             return false;
         }
-        this.socket.send(encodeControl(message));
+        let text;
+        try {
+            text = encodeControl(message);
+        } catch (error) {
+            // Our own bug, not the relay's: keep the page working and leave a trace.
+            if (!(error instanceof ProtocolError)) throw error;
+            console.error("not sent:", error.message, message.type);
+            return false;
+        }
+        this.socket.send(text);
         return true;
     }
 
