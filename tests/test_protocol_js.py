@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from protocol import PROTOCOL_VERSION, Ping, encode_control
+from protocol import PROTOCOL_VERSION, Ping, ProtocolError, decode_control, encode_control
 
 pytestmark = pytest.mark.browser
 
@@ -205,8 +205,8 @@ async ({vectors, floats}) => {
 
 
 @pytest.fixture(scope="module")
-def results() -> Iterator[dict[str, Any]]:
-    """Every vector run through protocol.js in one Chromium page."""
+def page() -> Iterator[Any]:
+    """A Chromium page at ORIGIN that can import /protocol.js (served by request routing)."""
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         pytest.fail(f"{CHROMIUM} is not installed: run ./dev test, which installs it")
     from playwright.sync_api import sync_playwright
@@ -232,10 +232,16 @@ def results() -> Iterator[dict[str, Any]]:
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.route(f"{ORIGIN}/**", serve)
             page.goto(f"{ORIGIN}/")
-            yield page.evaluate(RUN_ALL, {"vectors": VECTORS, "floats": FLOATS})
+            yield page
             assert errors == []
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def results(page: Any) -> dict[str, Any]:
+    """Every vector run through protocol.js."""
+    return page.evaluate(RUN_ALL, {"vectors": VECTORS, "floats": FLOATS})
 
 
 def _by_name(results: dict[str, Any], group: str, name: str) -> dict[str, Any]:
@@ -448,3 +454,97 @@ def test_js_refuses_to_encode_invalid_frame_fields(
     result = _by_name(results, "invalidFrameFields", vector["name"])["result"]
     assert "error" in result, result
     assert vector["error"] in result["error"]
+
+
+# --- differential: the same random input through both -----------------------------------
+
+ODD_VALUES: list[Any] = [
+    None, True, False, 0, -1, 1, 17, 1.5, -0.5, 2**31, 2**32, 2**53, 2**53 + 1, -(2**53) - 1,
+    10**30, 1e308, 1e-320, float("nan"), float("inf"), "", "x", "agent", "viewer", "left",
+    "waiting", "customer", "Fq3kZ8pL2mN7xR4tW9yB1c", "😀" * 65, "a\x00b", "\ud800", "it's",
+    "\u200b", [], {}, [1, [2, [3]]], {"x": 0, "y": 0, "width": 1, "height": 1},
+    {"session": "Fq3kZ8pL2mN7xR4tW9yB1c", "machine": "m", "user": "u", "waited_s": 1,
+     "state": "waiting"},
+]
+ODD_KEYS = ["type", "role", "x", "zz", "it's", 'say "hi"', "both ' \"", "tab\t", "\x7f", "é",
+            "\u200b", "\U0001f600", "\ud800", "__proto__", "constructor", "y" * 50]
+
+
+def _corpus(count: int = 2000) -> list[str]:
+    """Seeded mutations of the golden messages, as JSON text (ASCII, NaN and all)."""
+    rng = random.Random(26112024)
+    golden = [v["fields"] for v in CONTROL]
+    texts = []
+    for _ in range(count):
+        fields: Any = json.loads(json.dumps(rng.choice(golden)))
+        for _ in range(rng.randint(1, 3)):
+            if not isinstance(fields, dict) or len(fields) < 2:
+                break
+            name = rng.choice(sorted(set(fields) - {"type"}))
+            how = rng.randrange(20)
+            if how < 3:
+                fields.pop(name)
+            elif how < 9:
+                fields[name] = rng.choice(ODD_VALUES)
+            elif how < 12:
+                fields[rng.choice(ODD_KEYS)] = rng.choice(ODD_VALUES)
+            elif how < 17 and isinstance(fields[name], list) and fields[name]:
+                item = fields[name][rng.randrange(len(fields[name]))]
+                if isinstance(item, dict) and item:
+                    item[rng.choice(sorted(item))] = rng.choice(ODD_VALUES)
+                else:
+                    fields[name] = [rng.choice(ODD_VALUES)]
+            elif how < 19:
+                fields["type"] = rng.choice([*sorted({v["type"] for v in golden}), "hello"])
+            else:
+                fields = rng.choice([[fields], "text", None])
+        texts.append(json.dumps(fields, allow_nan=True))
+    return texts
+
+
+def _python_outcome(text: str) -> dict[str, Any]:
+    try:
+        message = decode_control(text)
+    except ProtocolError as error:
+        return {"error": str(error)}
+    return {"ok": message.to_json(), "encoded": encode_control(message)}
+
+
+DIFFERENTIAL = r"""
+async (texts) => {
+  const p = await import("/protocol.js");
+  return texts.map((text) => {
+    try {
+      const message = p.decodeControl(text);
+      return { ok: message, encoded: p.encodeControl(message) };
+    } catch (e) {
+      return { error: e instanceof p.ProtocolError ? e.message : `NOT A ProtocolError: ${e}` };
+    }
+  });
+}
+"""
+
+
+def _whole_floats(value: Any) -> bool:
+    """True if a float field holds a whole number (written 1.0 by Python, 1 by JavaScript)."""
+    if isinstance(value, dict):
+        return any(_whole_floats(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_whole_floats(v) for v in value)
+    return isinstance(value, float) and value.is_integer()
+
+
+def test_js_and_python_agree_on_mutated_messages(page: Any) -> None:
+    """2000 seeded mutations of golden messages: same message or same error in both."""
+    corpus = _corpus()
+    outcomes = page.evaluate(DIFFERENTIAL, corpus)
+    differences = []
+    for text, js in zip(corpus, outcomes, strict=True):
+        python = _python_outcome(text)
+        if "ok" in python and _whole_floats(python["ok"]):
+            python.pop("encoded")
+            js.pop("encoded", None)
+        if js != python:
+            differences.append((text, python, js))
+    assert differences == []
+    assert sum("ok" in _python_outcome(t) for t in corpus) > 50  # not only refusals
