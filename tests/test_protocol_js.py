@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from protocol import PROTOCOL_VERSION, Ping, ProtocolError, decode_control, encode_control
+from protocol import (
+    PROTOCOL_VERSION,
+    Ping,
+    ProtocolError,
+    check_hello,
+    decode_control,
+    encode_control,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -382,17 +389,27 @@ def test_js_writes_fractional_floats_as_python_does(results: dict[str, Any]) -> 
 
 
 def test_js_check_hello_accepts_and_refuses_like_protocol_py(results: dict[str, Any]) -> None:
-    """checkHello passes the right role at our version; names the role or versions otherwise."""
-    for sent, expected_role, version, outcome in results["checkHello"]:
-        if sent != expected_role:
-            assert outcome == f"the first message must be a {expected_role} hello"
-        elif version != PROTOCOL_VERSION:
-            assert outcome == (f"protocol version {version} is not supported; "
-                               f"this relay speaks version {PROTOCOL_VERSION}")
+    """checkHello passes the right role at our version and refuses others with check_hello's
+    words."""
+    hellos = {v["fields"]["role"]: v for v in CONTROL
+              if v["fields"]["type"] == "hello" and "encoded" not in v}
+    accept = next(v for v in CONTROL if v["fields"]["type"] == "accept")
+    for sent, role, version, outcome in results["checkHello"]:
+        if sent == "accept":
+            message = decode_control(accept["json"])
+        else:
+            message = decode_control(json.dumps({**hellos[sent]["fields"], "version": version}))
+        try:
+            check_hello(message, role)
+        except ProtocolError as error:
+            assert outcome == str(error)
         else:
             assert outcome == "ok"
-    hellos = [v for v in CONTROL if v["fields"]["type"] == "hello" and "encoded" not in v]
-    assert len(results["checkHello"]) == len(hellos) * 2 * 2 + 1
+    outcomes = {outcome for *_, outcome in results["checkHello"]}
+    assert "ok" in outcomes
+    assert len(outcomes) >= 4
+    expected_count = sum(v["fields"]["type"] == "hello" and "encoded" not in v for v in CONTROL)
+    assert len(results["checkHello"]) == expected_count * 2 * 2 + 1
 
 
 # --- binary frames ----------------------------------------------------------------------
