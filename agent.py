@@ -707,6 +707,7 @@ class Agent:
         self._closed: asyncio.Event | None = None  # the same, for the loop
         self._wake: asyncio.Event | None = None  # the streamer: ack, refresh or input
         self._full = True
+        self._failure = ""  # set when capture fails: the session ends with this message
 
     def request_close(self) -> None:
         """The customer chose Close (any thread: tray menu, signal handler)."""
@@ -812,26 +813,39 @@ class Agent:
                     return outcome
                 if self.state == "active" and streamer is None:
                     streamer = asyncio.ensure_future(self._stream(ws))
-                if streamer is not None and streamer.done():
-                    streamer.result()  # a capture failure ends the session with its error
+                    streamer.add_done_callback(self._stream_done)
         except ConnectionClosed as e:
             log.info("connection closed: %s", e)
             self._stop_input()
-            if self.session and self.resume and self.state != "ended":
+            # Resume after a broken link or a relay restart, not after a deliberate close.
+            if self.session and self.resume and self.state != "ended" and (
+                    e.rcvd is None or e.rcvd.code in (1001, 1011, 1012, 1013)):
                 return None
-            return Outcome(EXIT_FAILED, "The connection to the support server was lost.")
+            why = f" ({e.rcvd.reason})" if e.rcvd is not None and e.rcvd.reason else ""
+            return Outcome(EXIT_FAILED, f"The connection to the support server was lost{why}.")
         finally:
             if streamer is not None:
                 streamer.cancel()
                 with contextlib.suppress(BaseException):
                     await streamer
 
+    def _stream_done(self, task: asyncio.Future) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        if task.cancelled() or isinstance(task.exception(), (ConnectionClosed, type(None))):
+            return
+        log.error("screen capture failed", exc_info=task.exception())
+        self._failure = f"The screen could not be captured ({task.exception()})."
+        self._closed.set()
+
     async def _close(self, ws: Any) -> Outcome:
         """Close from the customer: input and capture stop first, then the relay is told."""
         self._stop_input()
         self.state = "ended"
+        reason = "agent-error" if self._failure else "customer-closed"
+
         async def tell() -> None:
-            await ws.send(p.encode_control(p.Close("customer-closed")))
+            await ws.send(p.encode_control(p.Close(reason)))
             await ws.close()
 
         try:
@@ -839,7 +853,7 @@ class Agent:
         except Exception as e:
             log.info("could not tell the relay: %r", e)
             ws.transport.abort()
-        return Outcome(EXIT_OK)
+        return Outcome(EXIT_FAILED, self._failure) if self._failure else Outcome(EXIT_OK)
 
     def _stop_input(self) -> None:
         """Release everything the support person holds down; no more input until granted."""

@@ -21,6 +21,7 @@ class FakeScreen:
         self.image[..., :3] = (204, 102, 51)  # BGR of #3366cc
         self.grabs = 0
         self.changing = False  # every grab differs from the last (full motion)
+        self.broken = False  # grab fails, as a lost display would
 
     def monitors(self) -> tuple[p.Screen, ...]:
         left, top = min(s.x for s in self.layout), min(s.y for s in self.layout)
@@ -30,6 +31,8 @@ class FakeScreen:
 
     def grab(self, area: p.Screen) -> np.ndarray:
         self.grabs += 1
+        if self.broken:
+            raise OSError("the display went away")
         if self.changing:
             self.image[:8, :8, 0] = self.grabs % 256
         region = self.image[area.y:area.y + area.height, area.x:area.x + area.width]

@@ -417,7 +417,7 @@ def test_lost_connection_resumes_with_the_secret_and_shows_reconnecting() -> Non
             await peer.send(p.Control(SESSION, True))
             await peer.send(p.Key(SESSION, "AltLeft", "Alt", True))
             await peer.update()
-            await peer.ws.close()
+            peer.ws.transport.abort()  # the link breaks: no closing handshake
             again = await relay.next()
             resumed = await again.hello()
             assert resumed.resume == RESUME
@@ -431,6 +431,39 @@ def test_lost_connection_resumes_with_the_secret_and_shows_reconnecting() -> Non
         assert tray.states[-1] == "active"
         assert ("key", "KeyA", True) not in user_input.events
     run(scenario())
+
+
+def test_deliberate_close_by_the_relay_ends_with_its_reason() -> None:
+    """A close frame with a reason (not a broken link) ends the session; no reconnect."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            task = asyncio.create_task(make_agent(relay).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            await peer.ws.close(1008, "session replaced")
+            outcome = await task
+            assert relay.connections.empty()
+        return outcome
+    outcome = run(scenario())
+    assert outcome.code == agent.EXIT_FAILED and "session replaced" in outcome.message
+
+
+def test_capture_failure_ends_the_session_with_a_message() -> None:
+    """A screen backend that fails: close{agent-error} to the relay and a clear outcome."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen = FakeScreen()
+            screen.broken = True
+            task = asyncio.create_task(make_agent(relay, screen=screen).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            message = await peer.recv()
+            while isinstance(message, p.Cursor):
+                message = await peer.recv()
+            assert message == p.Close("agent-error")
+            return await task
+    outcome = run(scenario())
+    assert outcome.code == agent.EXIT_FAILED and "could not be captured" in outcome.message
 
 
 def test_unreachable_relay_gives_a_clear_message() -> None:
