@@ -1,0 +1,647 @@
+"""The relay as a process on port 0, driven by scripted agent and viewer clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import csv
+import http.client
+import io
+import json
+import signal
+import ssl
+import subprocess
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+import protocol
+from relay.accounts import DB_FILE
+from relay.ledger import Ledger
+
+SCREENS = [{"x": 0, "y": 0, "width": 1280, "height": 800},
+           {"x": 0, "y": 0, "width": 1280, "height": 800}]
+WAIT_S = 30  # generous: the machine is shared; a hang fails the test instead of blocking it
+
+
+def agent_hello(technician: str = "david", machine: str = "PC-1", user: str = "anna",
+                resume: str = "") -> str:
+    return json.dumps({"type": "hello", "role": "agent", "version": protocol.PROTOCOL_VERSION,
+                       "technician": technician, "machine": machine, "user": user,
+                       "screens": SCREENS, "resume": resume})
+
+
+def viewer_hello(user: str = "david", password: str | None = None, token: str = "") -> str:
+    fields: dict[str, Any] = {"type": "hello", "role": "viewer",
+                              "version": protocol.PROTOCOL_VERSION}
+    if token:
+        fields["token"] = token
+    else:
+        fields.update(user=user, password=f"{user}-pw" if password is None else password)
+    return json.dumps(fields)
+
+
+def message(kind: str, **fields: Any) -> str:
+    return json.dumps({"type": kind, **fields})
+
+
+def frame(seq: int, size: int = 1000, monitor: int = 1) -> bytes:
+    image = b"\xff\xd8\xff" + bytes(range(256)) * (size // 256 + 1)
+    return protocol.encode_frame(protocol.Frame(
+        protocol.FRAME_JPEG, protocol.FLAG_LAST, monitor, seq, 0, 0, 64, 64, image[:size]))
+
+
+_OPENED: contextvars.ContextVar[list[ClientConnection]] = contextvars.ContextVar("opened")
+
+
+def run(scenario: Coroutine[Any, Any, Any]) -> Any:
+    """Run a test's async part, then close every connection it opened."""
+
+    async def main() -> Any:
+        opened: list[ClientConnection] = []
+        _OPENED.set(opened)
+        try:
+            return await scenario
+        finally:
+            for ws in opened:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 5)
+                ws.transport.abort()
+
+    return asyncio.run(main())
+
+
+async def open_ws(url: str, **kwargs: Any) -> ClientConnection:
+    kwargs.setdefault("max_size", protocol.MAX_MESSAGE_BYTES + 1024)
+    ws = await asyncio.wait_for(connect(url, compression=None, **kwargs), WAIT_S)
+    _OPENED.get().append(ws)
+    return ws
+
+
+async def receive(ws: ClientConnection) -> dict | bytes:
+    data = await asyncio.wait_for(ws.recv(), WAIT_S)
+    return data if isinstance(data, bytes) else json.loads(data)
+
+
+async def next_of(ws: ClientConnection, *kinds: str) -> dict:
+    """The next message of one of these types (others in between are skipped)."""
+    while True:
+        data = await receive(ws)
+        if isinstance(data, dict) and data["type"] in kinds:
+            return data
+
+
+async def next_frame(ws: ClientConnection) -> bytes:
+    """The next binary message (control messages in between are skipped)."""
+    while True:
+        data = await receive(ws)
+        if isinstance(data, bytes):
+            return data
+
+
+async def start_agent(ws_url: str, technician: str = "david", **hello: Any
+                      ) -> tuple[ClientConnection, dict]:
+    ws = await open_ws(ws_url + "/ws/agent")
+    await ws.send(agent_hello(technician, **hello))
+    return ws, await receive(ws)  # type: ignore[return-value]
+
+
+async def start_viewer(ws_url: str, user: str = "david", **kwargs: Any
+                       ) -> tuple[ClientConnection, dict, dict]:
+    """A logged-in viewer: its websocket, the welcome and the first queue."""
+    ws = await open_ws(ws_url + "/ws/viewer", **kwargs)
+    await ws.send(viewer_hello(user))
+    welcome = await receive(ws)
+    assert isinstance(welcome, dict) and welcome["type"] == "welcome", welcome
+    queue = await next_of(ws, "queue")
+    return ws, welcome, queue
+
+
+async def closed_code(ws: ClientConnection) -> tuple[int | None, str | None]:
+    """Wait for the relay to close this connection; its close code and reason."""
+    await asyncio.wait_for(ws.wait_closed(), WAIT_S)
+    return ws.close_code, ws.close_reason
+
+
+@pytest.fixture
+def relay_factory(relay_factory):
+    """The shared factory, also closing each relay's output pipe (else a ResourceWarning)."""
+    started = []
+
+    def start(*extra_args: str, data: Path | None = None):
+        running = relay_factory(*extra_args, data=data)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+        if running.process is not None and running.process.stdout is not None:
+            running.process.stdout.close()
+
+
+def ledger_csv(relay) -> list[dict[str, str]]:
+    result = relay.cli("ledger", "--csv")
+    assert result.returncode == 0, result.stderr
+    return list(csv.DictReader(io.StringIO(result.stdout)))
+
+
+def relay_events(relay) -> list[tuple]:
+    ledger = Ledger(relay.data / DB_FILE)
+    try:
+        return ledger.events()
+    finally:
+        ledger.close()
+
+
+async def active_session(relay) -> tuple[ClientConnection, ClientConnection, str]:
+    """David's viewer has accepted a fresh session of an agent: (agent, viewer, session)."""
+    agent, registered = await start_agent(relay.ws_url)
+    viewer, _, _ = await start_viewer(relay.ws_url)
+    session = registered["session"]
+    await viewer.send(message("accept", session=session))
+    await next_of(viewer, "accepted")
+    await next_of(agent, "accepted")
+    return agent, viewer, session
+
+
+def test_happy_path_end_to_end(relay):
+    """Register, queue, accept, frames, ack, control, key, customer close, ledger CSV."""
+
+    async def scenario():
+        agent, registered = await start_agent(relay.ws_url)
+        assert registered["type"] == "registered"
+        assert registered["technician_name"] == "David"
+        session = registered["session"]
+        viewer, welcome, queue = await start_viewer(relay.ws_url)
+        assert (welcome["technician"], welcome["name"]) == ("david", "David")
+        assert [(e["session"], e["machine"], e["user"], e["state"]) for e in queue["sessions"]] \
+            == [(session, "PC-1", "anna", "waiting")]
+        await viewer.send(message("accept", session=session))
+        for peer in (viewer, agent):
+            accepted = await next_of(peer, "accepted")
+            assert (accepted["session"], accepted["machine"], accepted["user"]) == \
+                (session, "PC-1", "anna")
+            assert accepted["screens"] == SCREENS
+        update = frame(1, 50_000)
+        await agent.send(update)
+        assert await next_frame(viewer) == update
+        await viewer.send(message("ack", session=session, seq=1))
+        assert await next_of(agent, "ack") == {"type": "ack", "session": session, "seq": 1}
+        await viewer.send(message("take_control", session=session))
+        for peer in (viewer, agent):
+            assert await next_of(peer, "control") == \
+                {"type": "control", "session": session, "granted": True}
+        key = {"type": "key", "session": session, "code": "KeyA", "key": "a", "down": True}
+        await viewer.send(json.dumps(key))
+        assert await next_of(agent, "key") == key
+        await viewer.send(message("ping", t=123.5))
+        assert await next_of(viewer, "pong") == {"type": "pong", "t": 123.5}
+        await agent.send(message("close", reason="thanks"))
+        assert await next_of(viewer, "ended") == \
+            {"type": "ended", "session": session, "by": "customer", "reason": "customer-closed"}
+        assert (await closed_code(agent))[0] == 1000
+        await viewer.close()
+        return session
+
+    session = run(scenario())
+    rows = ledger_csv(relay)
+    assert [(r["session"], r["technician"], r["machine"], r["user"], r["ended_by"],
+             r["end_reason"]) for r in rows] == \
+        [(session, "david", "PC-1", "anna", "customer", "customer-closed")]
+    assert rows[0]["accepted_at"] and rows[0]["ended_at"]
+
+
+ATTEMPTS = [
+    lambda s: message("accept", session=s),
+    lambda s: message("take_control", session=s),
+    lambda s: message("release_control", session=s),
+    lambda s: message("refresh", session=s, monitor=0),
+    lambda s: message("ack", session=s, seq=1),
+    lambda s: message("key", session=s, code="KeyX", key="x", down=True),
+    lambda s: message("end", session=s, reason="mine now"),
+]
+
+
+@pytest.mark.parametrize("accepted", [False, True], ids=["waiting", "active"])
+def test_other_support_person_is_refused_exactly_like_a_made_up_session(relay, accepted):
+    """Petur never sees david's session; every try on it is answered like a made-up id."""
+
+    async def scenario():
+        agent, registered = await start_agent(relay.ws_url)
+        session = registered["session"]
+        david, _, _ = await start_viewer(relay.ws_url)
+        if accepted:
+            await david.send(message("accept", session=session))
+            await next_of(david, "accepted")
+            await next_of(agent, "accepted")
+        petur, _, petur_queue = await start_viewer(relay.ws_url, "petur")
+        assert petur_queue["sessions"] == []
+        made_up = "madeUpSessionId0000000"
+        for attempt in ATTEMPTS:
+            await petur.send(attempt(session))
+            real = await receive(petur)
+            await petur.send(attempt(made_up))
+            fake = await receive(petur)
+            assert real == fake == {"type": "error", "code": "no-such-session",
+                                    "message": "No such session"}
+        # Nothing reached the agent: the next thing it gets is what david sends now.
+        if accepted:
+            await david.send(message("ack", session=session, seq=7))
+            assert await receive(agent) == {"type": "ack", "session": session, "seq": 7}
+        else:
+            await david.send(message("accept", session=session))
+            assert (await receive(agent))["type"] == "accepted"
+        await agent.send(message("close", reason=""))
+        await next_of(david, "ended")
+        await petur.send(message("ping", t=1))
+        while (data := await receive(petur)) != {"type": "pong", "t": 1}:
+            assert data["type"] != "queue" or data["sessions"] == []
+        return session
+
+    session = run(scenario())
+    refused = [e for e in relay_events(relay) if e[2] == "refused"]
+    assert len(refused) == 2 * len(ATTEMPTS)
+    assert sum(e[1] == session for e in refused) == len(ATTEMPTS)
+    assert all("petur" in e[3] for e in refused)
+
+
+def test_input_before_acceptance_or_control_is_never_delivered(relay):
+    """Keys sent while waiting or without control never reach the agent."""
+
+    async def scenario():
+        agent, registered = await start_agent(relay.ws_url)
+        session = registered["session"]
+        viewer, _, _ = await start_viewer(relay.ws_url)
+        early = message("key", session=session, code="KeyE", key="e", down=True)
+        await viewer.send(early)
+        assert (await next_of(viewer, "error"))["code"] == "no-control"
+        await viewer.send(message("accept", session=session))
+        await next_of(viewer, "accepted")
+        await viewer.send(early)
+        await viewer.send(message("take_control", session=session))
+        await next_of(viewer, "control")
+        await viewer.send(message("key", session=session, code="KeyG", key="g", down=True))
+        received = []
+        while not received or received[-1].get("type") != "key":
+            received.append(await receive(agent))
+        assert [m["type"] for m in received] == ["accepted", "control", "key"]
+        assert received[-1]["code"] == "KeyG"
+        await viewer.send(message("release_control", session=session))
+        await viewer.send(early)
+        await viewer.send(message("ack", session=session, seq=3))
+        assert (await receive(agent))["granted"] is False
+        assert (await receive(agent))["type"] == "ack"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("endpoint", ["agent", "viewer"])
+def test_message_over_the_size_limit_closes_with_1009(relay, endpoint):
+    """One byte over MAX_MESSAGE_BYTES closes the connection with 1009."""
+
+    async def scenario():
+        if endpoint == "agent":
+            ws, _ = await start_agent(relay.ws_url)
+        else:
+            ws, _, _ = await start_viewer(relay.ws_url)
+        await ws.send(b"\0" * (protocol.MAX_MESSAGE_BYTES + 1))
+        assert (await closed_code(ws))[0] == 1009
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(("endpoint", "first", "expected"), [
+    ("agent", "{not json", "not valid JSON"),
+    ("agent", b"\x01\x02", "agent hello"),
+    ("agent", viewer_hello(), "agent hello"),
+    ("viewer", agent_hello(), "viewer hello"),
+    ("agent", agent_hello().replace('"version": 1', '"version": 99'), "version 99"),
+    ("viewer", message("teleport", session="x"), "unknown message type"),
+    ("agent", message("hello", role="agent", version=1), "missing field"),
+])
+def test_bad_first_message_gets_error_and_close_1008(relay, endpoint, first, expected):
+    """Malformed JSON, a wrong first message, a version mismatch: error, then 1008."""
+
+    async def scenario():
+        ws = await open_ws(f"{relay.ws_url}/ws/{endpoint}")
+        await ws.send(first)
+        error = await receive(ws)
+        assert error["type"] == "error" and error["code"] == "protocol"
+        assert expected in error["message"]
+        code, reason = await closed_code(ws)
+        assert code == 1008 and expected in reason
+
+    run(scenario())
+    assert "Traceback" not in "".join(relay.output)
+
+
+def test_protocol_errors_after_hello_close_1008(relay):
+    """An agent sending a viewer's message, or a viewer sending binary, is closed with 1008."""
+
+    async def scenario():
+        agent, registered = await start_agent(relay.ws_url)
+        await agent.send(message("accept", session=registered["session"]))
+        assert (await next_of(agent, "error"))["code"] == "protocol"
+        assert (await closed_code(agent))[0] == 1008
+        viewer, _, _ = await start_viewer(relay.ws_url)
+        await viewer.send(b"\xff\xd8\xff")
+        assert (await next_of(viewer, "error"))["code"] == "protocol"
+        assert (await closed_code(viewer))[0] == 1008
+
+    run(scenario())
+    assert "Traceback" not in "".join(relay.output)
+
+
+def test_unknown_technician_is_refused_with_a_message_for_the_customer(relay):
+    """An agent naming nobody gets technician-unknown with a sentence it can show, then 1008."""
+
+    async def scenario():
+        ws, reply = await start_agent(relay.ws_url, technician="nobody")
+        assert reply["code"] == "technician-unknown"
+        assert "check the name" in reply["message"]
+        assert (await closed_code(ws))[0] == 1008
+
+    run(scenario())
+
+
+def test_wrong_user_and_wrong_password_get_the_same_answer(relay):
+    """login-failed for an unknown user and a wrong password alike, then close 1008."""
+
+    async def attempt(user, password):
+        ws = await open_ws(relay.ws_url + "/ws/viewer")
+        await ws.send(viewer_hello(user, password))
+        reply = await receive(ws)
+        return reply, await closed_code(ws)
+
+    async def scenario():
+        return await attempt("nobody", "whatever1"), await attempt("david", "wrong-pass")
+
+    unknown, wrong = run(scenario())
+    assert unknown == wrong
+    assert unknown[0] == {"type": "error", "code": "login-failed",
+                          "message": "Wrong user name or password."}
+    assert unknown[1][0] == 1008
+
+
+def test_token_login_and_logout_revokes_it(relay):
+    """The welcome token logs in again until logout; after logout it is refused."""
+
+    async def scenario():
+        viewer, welcome, _ = await start_viewer(relay.ws_url)
+        again = await open_ws(relay.ws_url + "/ws/viewer")
+        await again.send(viewer_hello(token=welcome["token"]))
+        assert (await receive(again))["type"] == "welcome"
+        await viewer.send(message("logout"))
+        assert (await closed_code(viewer))[0] == 1000
+        late = await open_ws(relay.ws_url + "/ws/viewer")
+        await late.send(viewer_hello(token=welcome["token"]))
+        assert await receive(late) == {
+            "type": "error", "code": "login-expired",
+            "message": "Your login has expired. Please log in again."}
+        assert (await closed_code(late))[0] == 1008
+
+    run(scenario())
+
+
+def test_disabling_an_account_closes_its_live_viewer(relay):
+    """disable-technician: the live viewer gets login-expired and is closed."""
+
+    async def scenario():
+        viewer, _, _ = await start_viewer(relay.ws_url)
+        result = await asyncio.to_thread(relay.cli, "disable-technician", "david")
+        assert result.returncode == 0, result.stderr
+        assert (await next_of(viewer, "error"))["code"] == "login-expired"
+        assert (await closed_code(viewer))[0] == 1008
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("origin", [
+    "http://evil.example",
+    "null",
+    "http://127.0.0.1:{port}.evil.example",
+    "https://127.0.0.1:{port}",
+    "http://127.0.0.1:1",
+    "http://localhost:{port}",
+])
+def test_viewer_websocket_from_a_foreign_origin_is_refused(relay, origin):
+    """Cross-site websocket hijacking: any origin but the relay's own gets 403."""
+
+    async def scenario():
+        with pytest.raises(InvalidStatus) as refused:
+            await open_ws(relay.ws_url + "/ws/viewer",
+                          origin=origin.format(port=relay.port))
+        assert refused.value.response.status_code == 403
+
+    run(scenario())
+
+
+def test_viewer_websocket_from_the_relays_own_origin_is_accepted(relay):
+    """The page the relay served may open the viewer websocket."""
+
+    async def scenario():
+        await start_viewer(relay.ws_url, origin=relay.http_url)
+
+    run(scenario())
+
+
+def test_extra_origin_is_accepted(relay_factory):
+    """--origin adds an allowed origin (e.g. the public name behind a proxy)."""
+    relay = relay_factory("--origin", "https://support.example.com")
+    relay.add_technician("david", "David", "david-pw")
+
+    async def scenario():
+        await start_viewer(relay.ws_url, origin="https://support.example.com")
+        with pytest.raises(InvalidStatus):
+            await open_ws(relay.ws_url + "/ws/viewer", origin="https://example.com")
+
+    run(scenario())
+
+
+def test_agent_endpoint_refuses_browsers(relay):
+    """Any Origin header on the agent endpoint, even the relay's own, gets 403."""
+
+    async def scenario():
+        for origin in (relay.http_url, "http://evil.example"):
+            with pytest.raises(InvalidStatus) as refused:
+                await open_ws(relay.ws_url + "/ws/agent", origin=origin)
+            assert refused.value.response.status_code == 403
+
+    run(scenario())
+
+
+def get(relay, path: str, context: ssl.SSLContext | None = None
+        ) -> tuple[int, dict[str, str], bytes]:
+    if context is None:
+        connection = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=WAIT_S)
+    else:
+        connection = http.client.HTTPSConnection("127.0.0.1", relay.port, timeout=WAIT_S,
+                                                 context=context)
+    try:
+        connection.request("GET", path)
+        reply = connection.getresponse()
+        return reply.status, dict(reply.getheaders()), reply.read()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def viewer_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "viewer"
+    folder.mkdir()
+    (folder / "index.html").write_text("<!doctype html><title>viewer</title>")
+    (folder / "viewer.js").write_text("export const x = 1;\n")
+    (folder / "notes.txt").write_text("not on the allow-list")
+    return folder
+
+
+@pytest.mark.parametrize("path", [
+    "/../pyproject.toml", "/%2e%2e/protocol.py", "/..%2fprotocol.py", "//index.html",
+    "/index.html;x", "/INDEX.HTML", "/viewer.js/", "/notes.txt", "/viewer", "/./index.html",
+    "/%69ndex.html", "/download/../pyproject.toml", "/ws/viewer/", "/healthz/",
+])
+def test_path_tricks_get_404(relay_factory, viewer_dir, path):
+    """The file server answers only its allow-list; every variant is a 404."""
+    relay = relay_factory("--viewer-dir", str(viewer_dir))
+    status, headers, _ = get(relay, path)
+    assert status == 404
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+def test_files_health_and_headers(relay_factory, viewer_dir, tmp_path):
+    """/, /viewer.js, /healthz and /download are served with type and security headers."""
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    (downloads / "agent.exe").write_bytes(b"MZ fake exe")
+    relay = relay_factory("--viewer-dir", str(viewer_dir), "--downloads", str(downloads))
+    expected = {
+        "/": (b"<!doctype html><title>viewer</title>", "text/html; charset=utf-8"),
+        "/index.html": (b"<!doctype html><title>viewer</title>", "text/html; charset=utf-8"),
+        "/viewer.js": (b"export const x = 1;\n", "text/javascript; charset=utf-8"),
+        "/healthz": (b"ok\n", "text/plain; charset=utf-8"),
+        "/download/agent.exe": (b"MZ fake exe", "application/octet-stream"),
+    }
+    for path, (body, content_type) in expected.items():
+        status, headers, got = get(relay, path)
+        assert (status, got, headers["Content-Type"]) == (200, body, content_type), path
+        assert headers["Content-Security-Policy"] == (
+            "default-src 'none'; script-src 'self'; style-src 'self'; "
+            "img-src 'self' data: blob:; media-src 'self' data:; connect-src 'self'; "
+            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "no-referrer"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Cache-Control"] == "no-store"
+    status, _, page = get(relay, "/download")
+    assert status == 200 and b'href="/download/agent.exe"' in page
+
+
+def test_relay_killed_mid_session_closes_it_on_restart(relay, relay_factory):
+    """SIGKILL mid-session: on restart the open row ends relay-restart; finished rows stay."""
+
+    async def finished_then_live():
+        agent, viewer, finished = await active_session(relay)
+        await agent.send(message("close", reason=""))
+        await next_of(viewer, "ended")
+        await viewer.close()
+        before = {r["session"]: r for r in await asyncio.to_thread(ledger_csv, relay)}
+        _, _, live = await active_session(relay)
+        relay.kill()  # while the agent and the viewer are still connected
+        return finished, live, before
+
+    finished, live, before = run(finished_then_live())
+    restarted = relay_factory(data=relay.data)
+    rows = {r["session"]: r for r in ledger_csv(restarted)}
+    assert rows[finished] == before[finished]
+    assert (rows[live]["ended_by"], rows[live]["end_reason"]) == ("relay", "relay-restart")
+    assert rows[live]["ended_at"] >= rows[live]["accepted_at"]
+    assert "closed 1 session" in "".join(restarted.output)
+
+
+def test_sigterm_ends_live_sessions_and_tells_both_sides(relay):
+    """Stopping the relay ends the session (relay-shutdown) and tells agent and viewer."""
+
+    async def scenario():
+        agent, viewer, session = await active_session(relay)
+        relay.process.send_signal(signal.SIGTERM)
+        expected = {"type": "ended", "session": session, "by": "relay",
+                    "reason": "relay-shutdown"}
+        assert await next_of(agent, "ended") == expected
+        assert await next_of(viewer, "ended") == expected
+        return session
+
+    session = run(scenario())
+    relay.process.wait(timeout=WAIT_S)
+    assert relay.process.returncode == 0
+    row = next(r for r in ledger_csv(relay) if r["session"] == session)
+    assert (row["ended_by"], row["end_reason"]) == ("relay", "relay-shutdown")
+
+
+def test_viewer_that_stops_reading_neither_stalls_the_agent_nor_queues_frames(relay):
+    """Frames for a viewer that does not read are dropped, the agent keeps being read,
+    and once the viewer reads again the agent is asked for a refresh."""
+
+    async def scenario():
+        agent, registered = await start_agent(relay.ws_url)
+        session = registered["session"]
+        viewer, _, _ = await start_viewer(relay.ws_url, max_queue=1)
+        await viewer.send(message("accept", session=session))
+        await next_of(viewer, "accepted")
+        await next_of(agent, "accepted")
+        # The viewer now reads nothing: its client buffers one message and then stops.
+        for seq in range(60):
+            await agent.send(frame(seq, 1_000_000, monitor=1))
+        pong = await agent.ping()
+        await asyncio.wait_for(pong, WAIT_S)  # the relay still reads the agent
+        received = 0
+        while True:  # the viewer reads again; the relay heals the picture with a refresh
+            data = await receive(viewer)
+            received += isinstance(data, bytes)
+            if received >= 1:
+                break
+        refresh = await next_of(agent, "refresh")
+        assert refresh == {"type": "refresh", "session": session, "monitor": 1}
+        await agent.send(frame(99, 1000))
+        while (data := await receive(viewer)) != frame(99, 1000):
+            pass
+        return received
+
+    run(scenario())
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    result = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, f"openssl could not make a test certificate: {result.stderr}"
+    return cert, key
+
+
+def test_tls_serves_wss_and_https(relay_factory, tmp_path):
+    """--cert/--key: the readiness line says https, agents register over wss, files over https."""
+    cert, key = make_certificate(tmp_path)
+    relay = relay_factory("--cert", str(cert), "--key", str(key))
+    assert relay.scheme == "https" and relay.ws_url.startswith("wss://")
+    relay.add_technician("david", "David", "david-pw")
+    context = ssl.create_default_context(cafile=str(cert))
+
+    async def scenario():
+        ws = await open_ws(relay.ws_url + "/ws/agent", ssl=context)
+        await ws.send(agent_hello())
+        assert (await receive(ws))["type"] == "registered"
+        await start_viewer(relay.ws_url, ssl=context, origin=relay.http_url)
+
+    run(scenario())
+    status, headers, body = get(relay, "/healthz", context)
+    assert (status, body) == (200, b"ok\n")
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
