@@ -102,6 +102,15 @@ def test_unknown_user_costs_the_same_hashing_as_a_wrong_password(
     assert calls[0] == calls[1] == calls[2]
 
 
+def test_unknown_users_are_checked_against_a_hash_of_the_current_cost(accounts: Accounts,
+                                                                       db: Path):
+    """The dummy hash has exactly the parameters new passwords get."""
+    with closing(sqlite3.connect(db)) as connection:
+        (stored,) = connection.execute(
+            "SELECT password_hash FROM technicians WHERE id = 'david'").fetchone()
+    assert extract_parameters(accounts._dummy()) == extract_parameters(stored)
+
+
 def test_verify_rehashes_a_weaker_stored_hash(accounts: Accounts, db: Path):
     """A hash made with older, weaker parameters is upgraded at the next good login."""
     from argon2 import PasswordHasher
