@@ -294,7 +294,8 @@ def test_login_shows_the_queue_and_a_reload_stays_signed_in(open_viewer):
     viewer.page.wait_for_function(
         "() => document.querySelector('[data-testid=status]').textContent === 'Connected'")
     hellos = [m for m in viewer.sent if m.get("type") == "hello"]
-    assert "password" in hellos[0] and "token" in hellos[-1] and "password" not in hellos[-1]
+    assert hellos[0]["password"] == "david-pw"
+    assert hellos[-1]["token"] and not hellos[-1].get("password")
 
 
 def test_logout_returns_to_the_login_form(open_viewer):
