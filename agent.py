@@ -391,6 +391,8 @@ class TkDialogs:
                 padx=24, pady=3)
         tkinter.Button(root, text="Cancel", command=root.destroy).pack(pady=(10, 16))
         root.protocol("WM_DELETE_WINDOW", root.destroy)
+        root.bind("<Escape>", lambda _: root.destroy())
+        root.eval("tk::PlaceWindow . center")
         root.mainloop()
         return chosen[0] if chosen else None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import shutil
 import signal
@@ -84,11 +85,12 @@ class Viewer:
         self.canvas = np.zeros((height, width, 3), np.uint8)
         self.session = ""
         self.controls: list[p.Message] = []
+        self.login = ("david", "david-pw")
 
     async def __aenter__(self) -> Viewer:
         self.ws = await connect(f"{self.relay.ws_url}/ws/viewer", origin=self.relay.http_url,
                                 max_size=p.MAX_MESSAGE_BYTES, compression=None)
-        await self.send(p.ViewerHello("viewer", p.PROTOCOL_VERSION, "david", "david-pw"))
+        await self.send(p.ViewerHello("viewer", p.PROTOCOL_VERSION, *self.login))
         assert isinstance(await self.control(p.Welcome), p.Welcome)
         return self
 
@@ -244,6 +246,59 @@ def test_unknown_support_person_is_refused_with_a_message(xvfb, relay, tmp_path)
     assert agent.wait(timeout=30) == 1
     log = agent_log(tmp_path)
     assert "refused" in log and "Traceback" not in log
+
+
+def picker_config(relay, tmp_path: Path) -> list[str]:
+    config = tmp_path / "support.json"
+    config.write_text(json.dumps({
+        "company": "Picker Test Company", "relay": relay.ws_url,
+        "people": [{"id": "david", "name": "David"}, {"id": "petur", "name": "Petur"}]}))
+    return ["--config", str(config)]
+
+
+def start_picker(relay, tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "SPOTLIGHT_TRAY": "log"}
+    env.pop("SPOTLIGHT_DIALOGS", None)
+    log = open(tmp_path / "agent.log", "w")
+    process = subprocess.Popen([sys.executable, str(ROOT / "agent.py"),
+                                *picker_config(relay, tmp_path)],
+                               cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL)
+    log.close()
+    window = subprocess.run(["xdotool", "search", "--sync", "--name", "Picker Test Company"],
+                            check=True, timeout=30, capture_output=True, text=True)
+    window_id = window.stdout.split()[0]
+    subprocess.run(["xdotool", "mousemove", "--window", window_id, "20", "20"], check=True)
+    return process
+
+
+def test_picker_window_connects_to_the_person_clicked(xvfb, relay, tmp_path) -> None:
+    """The Tk picker with two people: choosing Petur queues the session for Petur."""
+    need("xdotool")
+    agent = start_picker(relay, tmp_path)
+    try:
+        subprocess.run(["xdotool", "key", "Tab", "Tab", "space"], check=True)
+
+        async def scenario():
+            viewer = Viewer(relay, xvfb.width, xvfb.height)
+            viewer.login = ("petur", "petur-pw")
+            async with viewer:
+                accepted = await viewer.accept_first()
+                assert accepted.technician_name == "Petur"
+        run(scenario())
+    finally:
+        assert stop(agent) == 0
+    assert "Traceback" not in agent_log(tmp_path)
+
+
+def test_picker_cancel_exits_without_connecting(xvfb, relay, tmp_path) -> None:
+    """Cancel in the picker: exit code 0 and no session in the ledger."""
+    need("xdotool")
+    agent = start_picker(relay, tmp_path)
+    subprocess.run(["xdotool", "key", "Escape"], check=True)
+    assert agent.wait(timeout=30) == 0
+    ledger = relay.cli("ledger", "--csv")
+    assert ledger.returncode == 0 and len(ledger.stdout.splitlines()) == 1, ledger.stdout
 
 
 class TrayManager:
