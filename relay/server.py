@@ -269,6 +269,35 @@ class Link:
 # --- the relay --------------------------------------------------------------------------
 
 
+class LoggedLedger:
+    """The ledger, with one log line per session transition the rules record."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def requested(self, session: str, technician: str, machine: str, user: str,
+                  address: str, at: float) -> None:
+        self.ledger.requested(session, technician, machine, user, address, at)
+
+    def accepted(self, session: str, at: float) -> None:
+        log.info("session %s... accepted", session[:8])
+        self.ledger.accepted(session, at)
+
+    def control(self, session: str, taken: bool, at: float) -> None:
+        log.info("session %s... control %s", session[:8], "taken" if taken else "released")
+        self.ledger.control(session, taken, at)
+
+    def ended(self, session: str, by: str, reason: str, at: float) -> None:
+        log.info("session %s... ended by %s: %s", session[:8], by, reason)
+        self.ledger.ended(session, by, reason, at)
+
+    def event(self, session: str | None, kind: str, detail: str, at: float) -> None:
+        log.info("session %s %s: %s", f"{session[:8]}..." if session else "-", kind,
+                 _printable(detail, 200))
+        self.ledger.event(session, kind, detail, at)
+
+
+
 class Relay:
     """Accounts, ledger and session rules behind the websocket and HTTP handlers."""
 
@@ -276,7 +305,8 @@ class Relay:
         data: Path = args.data
         self.accounts = Accounts(data / DB_FILE)
         self.ledger = Ledger(data / DB_FILE)
-        self.pairing = Pairing(self.ledger, wait_timeout=args.wait_timeout, grace=args.grace)
+        self.pairing = Pairing(LoggedLedger(self.ledger), wait_timeout=args.wait_timeout,
+                               grace=args.grace)
         self.tls = args.cert is not None
         self.origins = {o.rstrip("/").lower() for o in args.origin}
         self.files = {**viewer_files(args.viewer_dir), **download_files(args.downloads)}
