@@ -26,10 +26,6 @@ DEMO_NAME = "Demo Support"
 PASSWORD_ENV = "RELAY_PASSWORD"  # noqa: S105 (a variable name)
 
 
-class UsageError(Exception):
-    """Bad command-line input (exit code 2)."""
-
-
 # --- argument types -------------------------------------------------------------------
 
 
@@ -63,7 +59,10 @@ def read_password(technician: str) -> str:
     password = os.environ.get(PASSWORD_ENV)
     if password is None:
         if sys.stdin is None or not sys.stdin.isatty():
-            line = sys.stdin.readline() if sys.stdin is not None else ""
+            try:
+                line = sys.stdin.readline() if sys.stdin is not None else ""
+            except UnicodeDecodeError:
+                raise AccountError("the password on stdin is not UTF-8 text") from None
             password = line.removesuffix("\n").removesuffix("\r")
             if not password:
                 raise AccountError(
@@ -302,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit
+        return code
     except (AccountError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -311,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except EOFError:
         print("error: no password given", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # e.g. `ledger | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 

@@ -120,6 +120,10 @@ def check_password(technician_id: str, password: str) -> None:
         raise AccountError(f"the password is too short (at least {MIN_PASSWORD_CHARS} characters)")
     if len(password) > MAX_PASSWORD_CHARS:
         raise AccountError(f"the password is too long (at most {MAX_PASSWORD_CHARS} characters)")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AccountError("the password is not valid text (UTF-8)") from None
     if password.strip().lower() == technician_id:
         raise AccountError("the password must not be the account's id")
 

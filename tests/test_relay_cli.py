@@ -98,6 +98,19 @@ def test_add_technician_refuses_missing_or_short_passwords(data: Path, store: Ca
     assert store().get("anna") is None
 
 
+def test_add_technician_refuses_a_password_that_is_not_utf8(data: Path):
+    """Undecodable bytes on stdin give one clear line, not a traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "add-technician", "anna", "--name", "Anna",
+         "--data", str(data)],
+        cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "RELAY_PASSWORD"},
+        input=b"\xff\xfe-not-text-password\n", capture_output=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert b"Traceback" not in result.stderr
+    assert b"UTF-8" in result.stderr
+
+
 def test_add_technician_refuses_a_duplicate_id(data: Path):
     """Adding an existing id fails with exit 1 and names the id."""
     relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
@@ -338,3 +351,18 @@ def test_demo_prints_a_working_login_and_a_fresh_one_each_run(data: Path, store:
     assert passwords[0] != passwords[1]
     assert accounts.verify("demo", passwords[0]) is None
     assert accounts.verify("demo", passwords[1]).name == "Demo Support"
+
+
+def test_ledger_into_a_closed_pipe_exits_without_a_traceback(data: Path, store: Callable):
+    """`ledger | head` style: the reader went away; no traceback on stderr."""
+    fill_ledger(data, store)
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relay", "ledger", "--csv", "--data", str(data)],
+        cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True,
+    )
+    os.close(write_end)
+    os.close(read_end)  # before the child can have written anything
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "Traceback" not in stderr
