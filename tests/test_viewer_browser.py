@@ -8,6 +8,7 @@ import io
 import json
 import math
 import queue
+import re
 import shutil
 import threading
 import time
@@ -142,8 +143,14 @@ class Viewer:
         self.page.on("websocket", self._watch)
         self.page.on("dialog", self._dialog)
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("console", self._console)
         self.relay = relay
-        self.page.goto(relay.http_url + "/")
+        self.response = self.page.goto(relay.http_url + "/")
+
+    def _console(self, message) -> None:
+        # A CSP violation or a script error shows up here; a refused websocket would too.
+        if message.type == "error":
+            self.errors.append(message.text)
 
     def _watch(self, socket) -> None:
         def sent(payload) -> None:
@@ -322,6 +329,24 @@ def test_revoked_login_returns_to_the_login_form_with_a_message(open_viewer, rel
     viewer.by("login-user").wait_for(state="visible")
 
 
+def test_page_runs_under_a_strict_csp_with_no_inline_script_or_style():
+    """index.html has no inline script, handler or style attribute for the CSP to forbid."""
+    html = (ROOT / "viewer" / "index.html").read_text()
+    assert "<script" in html
+    for tag in re.findall(r"<script\b[^>]*>", html):
+        assert 'src="/' in tag and 'type="module"' in tag
+    assert not re.search(r"<script\b[^>]*>\s*[^<\s]", html)  # no inline body
+    assert not re.search(r"\s(style|on[a-z]+)\s*=", html)
+
+
+def test_relay_serves_the_viewer_with_its_csp(open_viewer):
+    """The page arrives with a Content-Security-Policy that allows only the relay's scripts."""
+    viewer = open_viewer()
+    policy = viewer.response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+
+
 # --- the queue ------------------------------------------------------------------------------
 
 
@@ -334,6 +359,7 @@ def test_queue_shows_arrivals_live_and_drops_those_who_leave(open_viewer, agents
     assert item.locator(".machine").text_content() == "RECEPTION-PC"
     assert item.locator(".user").text_content() == "sigrun"
     assert "Waiting" in item.locator(".waited").text_content()
+    assert viewer.page.title().startswith("(1) waiting")
     agent.close()
     item.wait_for(state="detached")
 
