@@ -1,0 +1,101 @@
+"""What both scripted viewers share: counting updates and wire bytes, and the latency probe."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+# struct tcp_info (linux/tcp.h): tcpi_bytes_received is a u64 at byte 128 (Linux >= 4.1).
+_TCP_INFO_BYTES_RECEIVED = 128
+
+
+def tcp_bytes_received(sock: socket.socket) -> int:
+    """TCP payload bytes this socket has received, from the kernel (so framing is counted)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("<Q", info, _TCP_INFO_BYTES_RECEIVED)[0]
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); nan for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class UpdateCounter:
+    """Completed screen updates as a scripted viewer sees them (decoded, or fully received)."""
+
+    count: int = 0
+    rectangles: int = 0
+    last_done: float = 0.0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def done(self, rectangles: int) -> None:
+        self.count += 1
+        self.rectangles += rectangles
+        self.last_done = time.perf_counter()
+        self._changed.set()
+
+    async def wait_beyond(self, count: int, timeout_s: float) -> float | None:
+        """The completion time of the first update after `count`, or None on timeout."""
+        deadline = time.perf_counter() + timeout_s
+        while self.count <= count:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return None
+        return self.last_done
+
+    async def quiet(self, quiet_s: float, timeout_s: float) -> bool:
+        """Wait until no update has completed for `quiet_s` (False if it never settles)."""
+        deadline = time.perf_counter() + timeout_s
+        while time.perf_counter() < deadline:
+            since = time.perf_counter() - self.last_done
+            if since >= quiet_s:
+                return True
+            await asyncio.sleep(quiet_s - since)
+        return False
+
+
+class Viewer:
+    """The interface both scripted viewers implement for the harness."""
+
+    updates: UpdateCounter
+
+    def bytes_received(self) -> int:
+        raise NotImplementedError
+
+    async def press(self, key: str) -> None:
+        """Press and release `key` ("a" or "BackSpace") on the remote machine."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+async def key_latencies(viewer: Viewer, presses: int, timeout_s: float = 2.0) -> list[float]:
+    """Seconds from a key press sent to the first update completed after it, per press.
+
+    Alternates a letter and BackSpace into an idle xterm, so every press changes the screen
+    and nothing else does; waits for a quiet screen before each press. Lost presses (no update
+    within timeout_s) are counted as timeout_s, so they show in p99 rather than vanish.
+    """
+    latencies: list[float] = []
+    for n in range(presses):
+        await viewer.updates.quiet(0.12, 2.0)
+        before = viewer.updates.count
+        sent = time.perf_counter()
+        await viewer.press("a" if n % 2 == 0 else "BackSpace")
+        done = await viewer.updates.wait_beyond(before, timeout_s)
+        latencies.append((done - sent) if done is not None else timeout_s)
+    return latencies

@@ -1,0 +1,191 @@
+"""Our side: the real relay and the real agent (from source), and a scripted viewer.
+
+The scripted viewer speaks protocol.py like viewer/ does: log in, accept the one waiting
+session, take control, decode every rectangle with Pillow, acknowledge each update after its
+FLAG_LAST rectangle. It draws nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from PIL import Image
+
+import protocol as p
+from bench.desktop import Desktop, stop
+from bench.measure import UpdateCounter, Viewer, tcp_bytes_received
+
+ROOT = Path(__file__).resolve().parent.parent
+TECHNICIAN, PASSWORD = "bench", "bench-password-1"
+KEYS = {"a": ("KeyA", "a"), "BackSpace": ("Backspace", "Backspace")}
+_LISTENING = re.compile(r"listening on https?://[^\s:]+:(\d+)", re.IGNORECASE)
+
+
+class RelayProcess:
+    """`python -m relay serve` on 127.0.0.1 port 0, with one support person for the bench."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self.output: list[str] = []
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str, password: str | None = None) -> None:
+        env = {**os.environ, **({"RELAY_PASSWORD": password} if password else {})}
+        result = subprocess.run(
+            [sys.executable, "-m", "relay", *args, "--data", str(self.data)], cwd=ROOT, env=env,
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"relay {' '.join(args)} failed: {result.stderr.strip()}")
+
+    def start(self, technicians: tuple[str, ...] = (TECHNICIAN,)) -> RelayProcess:
+        self.data.mkdir(parents=True, exist_ok=True)
+        for technician in technicians:
+            self.cli("add-technician", technician, "--name", technician.title(),
+                     password=PASSWORD)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1", "--port", "0",
+             "--data", str(self.data)],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                self.port = int(match.group(1))
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        stop(self.process)
+        raise RuntimeError("the relay did not start:\n" + "".join(self.output[-20:]))
+
+    def _drain(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            del self.output[:-200]
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def start_agent(desktop: Desktop, relay: RelayProcess) -> subprocess.Popen:
+    """The customer's program from source, as a customer would run it, on `desktop`."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "agent.py"), "--relay", relay.ws_url,
+         "--technician", TECHNICIAN],
+        cwd=ROOT, env={**desktop.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr"},
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+async def login(url: str, user: str = TECHNICIAN, password: str = PASSWORD,
+                token: str = "") -> tuple[object, str]:
+    """A viewer websocket after hello/welcome; returns it and the login token."""
+    from websockets.asyncio.client import connect
+
+    ws = await connect(f"{url}/ws/viewer", max_size=p.MAX_MESSAGE_BYTES, compression=None,
+                       open_timeout=10)
+    hello = p.ViewerHello("viewer", p.PROTOCOL_VERSION, user if not token else "",
+                          password if not token else "", token)
+    await ws.send(p.encode_control(hello))
+    while True:
+        message = p.decode_control(await asyncio.wait_for(ws.recv(), 30))
+        if isinstance(message, p.Welcome):
+            return ws, message.token
+        if isinstance(message, p.Error):
+            raise RuntimeError(f"login refused: {message.message}")
+
+
+class SpotlightViewer(Viewer):
+    """A scripted support person: accepts the first waiting session and watches it."""
+
+    def __init__(self) -> None:
+        self.updates = UpdateCounter()
+        self.first_update = asyncio.Event()
+        self.session = ""
+        self.controlling = asyncio.Event()
+        self.frames = 0
+        self.kinds = {p.FRAME_JPEG: 0, p.FRAME_PNG: 0}
+        self._ws = None
+        self._task: asyncio.Task | None = None
+        self._rects = 0
+        self.ended = asyncio.Event()
+
+    async def connect(self, url: str, timeout_s: float = 30) -> None:
+        self._ws, _ = await login(url)
+        deadline = time.monotonic() + timeout_s
+        while not self.session:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError("no agent session appeared in the queue")
+            message = p.decode_control(await asyncio.wait_for(self._ws.recv(), left))
+            if isinstance(message, p.Queue):
+                waiting = [e for e in message.sessions if e.state == "waiting"]
+                if waiting:
+                    self.session = waiting[0].session
+        await self._ws.send(p.encode_control(p.Accept(self.session)))
+        await self._ws.send(p.encode_control(p.TakeControl(self.session)))
+        self._task = asyncio.create_task(self._read_loop())
+
+    def bytes_received(self) -> int:
+        return tcp_bytes_received(self._ws.transport.get_extra_info("socket"))
+
+    async def press(self, key: str) -> None:
+        code, name = KEYS[key]
+        for down in (True, False):
+            await self._ws.send(p.encode_control(p.Key(self.session, code, name, down)))
+
+    async def _read_loop(self) -> None:
+        async for data in self._ws:
+            if isinstance(data, str):
+                message = p.decode_control(data)
+                if isinstance(message, p.Control):
+                    (self.controlling.set if message.granted else self.controlling.clear)()
+                elif isinstance(message, p.Ended):
+                    self.ended.set()
+                continue
+            frame = p.decode_frame(data)
+            Image.open(io.BytesIO(frame.image)).load()  # decode, as the viewer must
+            self.frames += 1
+            self.kinds[frame.kind] += 1
+            self._rects += 1
+            if frame.last:
+                await self._ws.send(p.encode_control(p.Ack(self.session, frame.seq)))
+                self.updates.done(self._rects)
+                self._rects = 0
+                self.first_update.set()
+
+    async def close(self) -> None:
+        if self._ws is None:
+            return
+        with contextlib.suppress(Exception):
+            if self.session:
+                await self._ws.send(p.encode_control(p.End(self.session, "benchmark done")))
+                await asyncio.wait_for(self.ended.wait(), 5)
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._ws.close()

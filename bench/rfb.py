@@ -1,0 +1,254 @@
+"""The classic peer: x11vnc, and a scripted RFB 3.8 client that keeps asking for updates.
+
+The client asks for Tight (then CopyRect, ZRLE, Raw), JPEG at a chosen quality with 4:4:4
+chroma, and always has exactly one incremental FramebufferUpdateRequest outstanding: the next
+one is sent as soon as the previous update has been fully received. It parses every
+rectangle far enough to know where it ends (zlib data is skipped by its length, never
+inflated), which is all that counting updates and bytes needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import queue
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+from PIL import Image
+
+from bench.desktop import Desktop, require, stop
+from bench.measure import UpdateCounter, Viewer, tcp_bytes_received
+
+# Encodings (RFC 6143 and the RFB community registry).
+RAW, COPYRECT, TIGHT, ZRLE = 0, 1, 7, 16
+QUALITY_LEVEL_0 = -32
+COMPRESS_LEVEL_0 = -256
+FINE_QUALITY_0 = -512  # TurboVNC's fine-grained JPEG quality, 1..100
+SUBSAMP_1X = -768  # 4:4:4
+RICH_CURSOR, POINTER_POS, LAST_RECT, DESKTOP_SIZE = -239, -232, -224, -223
+
+KEYSYMS = {"a": 0x61, "BackSpace": 0xFF08}
+_RECT = struct.Struct(">HHHHi")
+# 32 bits per pixel, depth 24, little-endian, true colour, 8 bits per channel.
+_PIXEL_FORMAT = struct.pack(">BBBBHHHBBBxxx", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
+
+
+class RfbError(Exception):
+    """The server said something this client does not understand."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_x11vnc(desktop: Desktop) -> tuple[subprocess.Popen, int]:
+    """x11vnc on `desktop`, loopback only, no password; returns the process and its port."""
+    require("x11vnc")
+    process = subprocess.Popen(
+        ["x11vnc", "-display", desktop.display, "-localhost", "-rfbport", str(_free_port()),
+         "-nopw", "-forever", "-shared", "-noipv6", "-nolookup"],
+        env=desktop.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def drain() -> None:  # keep reading, so x11vnc never blocks on a full pipe
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + 20
+    output: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if not line:
+            break
+        output.append(line)
+        if line.startswith("PORT="):
+            return process, int(line.split("=", 1)[1])
+    stop(process)
+    raise RfbError("x11vnc did not start:\n" + "".join(output[-20:]))
+
+
+class RfbViewer(Viewer):
+    """A scripted RFB client measuring what a VNC viewer would receive."""
+
+    def __init__(self, jpeg_quality: int) -> None:
+        self.jpeg_quality = jpeg_quality
+        self.updates = UpdateCounter()
+        self.width = self.height = 0
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task | None = None
+        self.first_update = asyncio.Event()
+
+    async def connect(self, port: int) -> None:
+        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", port)
+        sock = self._writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await self._handshake()
+        self._task = asyncio.create_task(self._read_loop())
+
+    def bytes_received(self) -> int:
+        assert self._writer is not None
+        return tcp_bytes_received(self._writer.get_extra_info("socket"))
+
+    async def press(self, key: str) -> None:
+        assert self._writer is not None
+        for down in (1, 0):
+            self._writer.write(struct.pack(">BBxxI", 4, down, KEYSYMS[key]))
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._writer:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+
+    # --- protocol -------------------------------------------------------------------------
+
+    async def _read(self, n: int) -> bytes:
+        assert self._reader is not None
+        return await self._reader.readexactly(n)
+
+    async def _handshake(self) -> None:
+        assert self._writer is not None
+        version = await self._read(12)
+        if not version.startswith(b"RFB 003."):
+            raise RfbError(f"not an RFB server: {version!r}")
+        self._writer.write(b"RFB 003.008\n")
+        (count,) = await self._read(1)
+        if count == 0:
+            (length,) = struct.unpack(">I", await self._read(4))
+            raise RfbError((await self._read(length)).decode(errors="replace"))
+        if 1 not in await self._read(count):
+            raise RfbError("the server wants a password (start x11vnc with -nopw)")
+        self._writer.write(b"\x01")
+        (result,) = struct.unpack(">I", await self._read(4))
+        if result != 0:
+            raise RfbError("security handshake failed")
+        self._writer.write(b"\x01")  # ClientInit: shared
+        self.width, self.height = struct.unpack(">HH", await self._read(4))
+        await self._read(16)
+        (name_length,) = struct.unpack(">I", await self._read(4))
+        await self._read(name_length)
+        encodings = [
+            TIGHT, COPYRECT, ZRLE, RAW,
+            FINE_QUALITY_0 + self.jpeg_quality, SUBSAMP_1X,
+            QUALITY_LEVEL_0 + min(9, max(0, round(self.jpeg_quality / 10) - 1)),
+            COMPRESS_LEVEL_0 + 6, RICH_CURSOR, POINTER_POS, LAST_RECT, DESKTOP_SIZE,
+        ]
+        self._writer.write(b"\x00\x00\x00\x00" + _PIXEL_FORMAT)
+        self._writer.write(struct.pack(f">BxH{len(encodings)}i", 2, len(encodings), *encodings))
+        self._request(incremental=False)
+        await self._writer.drain()
+
+    def _request(self, incremental: bool) -> None:
+        assert self._writer is not None
+        self._writer.write(struct.pack(">BBHHHH", 3, incremental, 0, 0, self.width, self.height))
+
+    async def _read_loop(self) -> None:
+        while True:
+            (kind,) = await self._read(1)
+            if kind == 0:
+                await self._framebuffer_update()
+            elif kind == 1:
+                _, _, count = struct.unpack(">xHH", await self._read(5))
+                await self._read(count * 6)
+            elif kind == 2:
+                pass  # bell
+            elif kind == 3:
+                (length,) = struct.unpack(">xxxI", await self._read(7))
+                await self._read(length)
+            else:
+                raise RfbError(f"unexpected server message type {kind}")
+
+    async def _framebuffer_update(self) -> None:
+        (count,) = struct.unpack(">xH", await self._read(3))
+        real = 0
+        n = 0
+        while count == 0xFFFF or n < count:
+            _, _, w, h, encoding = _RECT.unpack(await self._read(_RECT.size))
+            n += 1
+            if encoding == LAST_RECT:
+                break
+            if encoding == DESKTOP_SIZE:
+                self.width, self.height = w, h
+                continue
+            if encoding == POINTER_POS:
+                continue
+            if encoding == RICH_CURSOR:
+                await self._read(w * h * 4 + (w + 7) // 8 * h)
+                continue
+            real += 1
+            await self._rectangle(w, h, encoding)
+        self._request(incremental=True)
+        assert self._writer is not None
+        await self._writer.drain()
+        if real:
+            self.updates.done(real)
+            self.first_update.set()
+
+    async def _rectangle(self, w: int, h: int, encoding: int) -> None:
+        if encoding == RAW:
+            await self._read(w * h * 4)
+        elif encoding == COPYRECT:
+            await self._read(4)
+        elif encoding == ZRLE:
+            (length,) = struct.unpack(">I", await self._read(4))
+            await self._read(length)
+        elif encoding == TIGHT:
+            await self._tight(w, h)
+        else:
+            raise RfbError(f"unexpected encoding {encoding}")
+
+    async def _compact_length(self) -> int:
+        length = 0
+        for shift in (0, 7, 14):
+            (byte,) = await self._read(1)
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80 or shift == 14:
+                break
+        return length
+
+    async def _tight(self, w: int, h: int) -> None:
+        (control,) = await self._read(1)
+        method = control >> 4
+        if method == 8:  # fill: one TPIXEL (3 bytes at depth 24)
+            await self._read(3)
+            return
+        if method == 9:  # JPEG: decoded, as a viewer must before asking for more
+            data = await self._read(await self._compact_length())
+            Image.open(io.BytesIO(data)).load()
+            return
+        if method & 0x08:
+            raise RfbError(f"unknown Tight compression {method}")
+        filter_id = (await self._read(1))[0] if control & 0x40 else 0
+        if filter_id == 1:  # palette
+            colours = (await self._read(1))[0] + 1
+            await self._read(colours * 3)
+            size = (w + 7) // 8 * h if colours == 2 else w * h
+        elif filter_id in (0, 2):  # copy, gradient: TPIXELs
+            size = w * h * 3
+        else:
+            raise RfbError(f"unknown Tight filter {filter_id}")
+        if size < 12:
+            await self._read(size)
+        else:
+            await self._read(await self._compact_length())

@@ -1,0 +1,297 @@
+"""Run every workload against x11vnc and against our relay + agent; print and write the tables.
+
+    python -m bench.run [--seconds 6] [--presses 60] [--workloads idle,typing,scrolling,motion]
+                        [--out bench/RESULTS.md] [--relay-load | --no-relay-load]
+
+bench/run.sh installs what this needs and calls it; see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import agent
+from bench import desktop as d
+from bench.measure import Viewer, key_latencies, percentile
+from bench.ours import RelayProcess, SpotlightViewer, start_agent
+from bench.rfb import RfbViewer, start_x11vnc
+
+ROOT = Path(__file__).resolve().parent.parent
+JPEG_QUALITY = agent.JPEG_QUALITIES[0]  # x11vnc gets the agent's best quality, at 4:4:4
+WARM_UP_S = 1.5
+SAMPLE_S = 0.1
+
+
+@dataclass
+class Result:
+    """One peer on one workload."""
+
+    peer: str
+    workload: str
+    seconds: float = 0.0
+    bytes_per_s: float = 0.0
+    updates_per_s: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> % of one core
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+async def measure(viewer: Viewer, meters: dict[str, d.Meter], seconds: float,
+                  result: Result) -> None:
+    bytes0, updates0 = viewer.bytes_received(), viewer.updates.count
+    for meter in meters.values():
+        meter.start()
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        await asyncio.sleep(SAMPLE_S)
+        for meter in meters.values():
+            meter.rss_kb()
+    elapsed = time.perf_counter() - start
+    result.seconds = elapsed
+    result.bytes_per_s = (viewer.bytes_received() - bytes0) / elapsed
+    result.updates_per_s = (viewer.updates.count - updates0) / elapsed
+    for name, meter in meters.items():
+        result.cpu[name] = meter.cpu_percent()
+        result.peak_rss_mb[name] = meter.hwm_kb() / 1024
+
+
+async def run_x11vnc(screen: d.Desktop, workload: str, args: argparse.Namespace) -> Result:
+    result = Result("x11vnc", workload)
+    process, port = start_x11vnc(screen)
+    viewer = RfbViewer(JPEG_QUALITY)
+    try:
+        await viewer.connect(port)
+        await asyncio.wait_for(viewer.first_update.wait(), 20)
+        await asyncio.sleep(WARM_UP_S)
+        await measure(viewer, {"x11vnc": d.Meter(process.pid)}, args.seconds, result)
+        if workload == "idle" and args.presses:
+            result.latencies_ms = [s * 1000 for s in await key_latencies(viewer, args.presses)]
+    finally:
+        await viewer.close()
+        d.stop(process)
+    return result
+
+
+async def run_ours(screen: d.Desktop, relay: RelayProcess, workload: str,
+                   args: argparse.Namespace) -> Result:
+    result = Result("ours", workload)
+    process = start_agent(screen, relay)
+    viewer = SpotlightViewer()
+    try:
+        await viewer.connect(relay.ws_url)
+        await asyncio.wait_for(viewer.first_update.wait(), 20)
+        await asyncio.wait_for(viewer.controlling.wait(), 10)
+        await asyncio.sleep(WARM_UP_S)
+        meters = {"agent": d.Meter(process.pid), "relay": d.Meter(relay.process.pid)}
+        await measure(viewer, meters, args.seconds, result)
+        if workload == "idle" and args.presses:
+            result.latencies_ms = [s * 1000 for s in await key_latencies(viewer, args.presses)]
+        result.note = f"{viewer.kinds[1]} JPEG / {viewer.kinds[2]} PNG rectangles"
+    finally:
+        await viewer.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        d.stop(process)
+    return result
+
+
+async def run_workloads(args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
+    screen = d.Desktop().start()
+    data = Path(tempfile.mkdtemp(prefix="bench-relay-"))
+    relay = RelayProcess(data).start()
+    try:
+        if "motion" in args.workloads:
+            d.motion_clip(args.clip_seconds)  # made before anything is measured
+        for name in args.workloads:
+            workload = d.WORKLOADS[name](screen, args.clip_seconds)
+            workload.start()
+            try:
+                await asyncio.sleep(1.0)
+                for runner in ("x11vnc", "ours"):
+                    print(f"  {name}: {runner} ...", file=sys.stderr, flush=True)
+                    if runner == "x11vnc":
+                        results.append(await run_x11vnc(screen, name, args))
+                    else:
+                        results.append(await run_ours(screen, relay, name, args))
+            finally:
+                workload.stop()
+    finally:
+        relay.stop()
+        screen.close()
+        subprocess.run(["rm", "-rf", str(data)], check=False)
+    return results
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    if math.isnan(ours) or math.isnan(theirs):
+        return "n/a"
+    if theirs == 0:
+        return "equal (both 0)" if ours == 0 else "n/a (x11vnc 0)"
+    return f"{ours / theirs:.2f}x"
+
+
+def _num(value: float, digits: int = 1) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def workload_table(x: Result, o: Result) -> list[str]:
+    rows = [
+        ("wire KB/s (received by the viewer)", x.bytes_per_s / 1000, o.bytes_per_s / 1000, 1),
+        ("updates/s", x.updates_per_s, o.updates_per_s, 1),
+        ("server CPU, % of one core (x11vnc / agent)", x.cpu["x11vnc"], o.cpu["agent"], 1),
+        ("server peak RSS, MB (x11vnc / agent)", x.peak_rss_mb["x11vnc"],
+         o.peak_rss_mb["agent"], 1),
+    ]
+    lines = ["| metric | x11vnc | ours | ours / x11vnc |", "|---|---:|---:|---:|"]
+    for label, theirs, ours, digits in rows:
+        lines.append(f"| {label} | {_num(theirs, digits)} | {_num(ours, digits)} | "
+                     f"{_ratio(ours, theirs)} |")
+    lines.append(f"| relay CPU, % of one core | - | {_num(o.cpu['relay'])} | - |")
+    lines.append(f"| relay RSS, MB | - | {_num(o.peak_rss_mb['relay'])} | - |")
+    if x.latencies_ms or o.latencies_ms:
+        for p in (50, 99):
+            theirs, ours = percentile(x.latencies_ms, p), percentile(o.latencies_ms, p)
+            lines.append(f"| keypress to screen p{p}, ms | {_num(theirs)} | {_num(ours)} | "
+                         f"{_ratio(ours, theirs)} |")
+    return lines
+
+
+def targets(results: dict[tuple[str, str], Result]) -> list[str]:
+    """Each target of issue 6 that this run measured, met or missed."""
+    checks: list[tuple[str, bool, str]] = []
+
+    def get(peer: str, workload: str) -> Result | None:
+        return results.get((peer, workload))
+
+    if (o := get("ours", "idle")) and (x := get("x11vnc", "idle")):
+        checks.append(("idle: no updates, only keep-alives", o.updates_per_s == 0,
+                       f"{o.updates_per_s:.2f} updates/s, {o.bytes_per_s:.0f} B/s"))
+        if o.latencies_ms:
+            p50, p99 = percentile(o.latencies_ms, 50), percentile(o.latencies_ms, 99)
+            checks.append(("keypress to screen p50 <= 20 ms", p50 <= 20, f"{p50:.1f} ms"))
+            checks.append(("keypress to screen p99 <= 35 ms", p99 <= 35, f"{p99:.1f} ms"))
+    if (o := get("ours", "typing")) and (x := get("x11vnc", "typing")):
+        checks.append(("typing: bytes/s <= x11vnc", o.bytes_per_s <= x.bytes_per_s,
+                       f"{o.bytes_per_s / 1000:.1f} vs {x.bytes_per_s / 1000:.1f} KB/s"))
+        checks.append(("typing: agent < 5% of one core", o.cpu["agent"] < 5,
+                       f"{o.cpu['agent']:.1f}%"))
+    if (o := get("ours", "scrolling")) and (x := get("x11vnc", "scrolling")):
+        checks.append(("scrolling: bytes/s <= x11vnc", o.bytes_per_s <= x.bytes_per_s,
+                       f"{o.bytes_per_s / 1000:.1f} vs {x.bytes_per_s / 1000:.1f} KB/s"))
+    if (o := get("ours", "motion")) and (x := get("x11vnc", "motion")):
+        checks.append(("motion: >= 30 updates/s (of 60)", o.updates_per_s >= 30,
+                       f"{o.updates_per_s:.1f} updates/s"))
+        checks.append(("motion: bytes/s < x11vnc", o.bytes_per_s < x.bytes_per_s,
+                       f"{o.bytes_per_s / 1000:.0f} vs {x.bytes_per_s / 1000:.0f} KB/s"))
+        checks.append(("motion: agent < 40% of one core", o.cpu["agent"] < 40,
+                       f"{o.cpu['agent']:.1f}%"))
+    lines = ["| target | result | measured |", "|---|---|---|"]
+    lines += [f"| {name} | {'met' if ok else '**missed**'} | {got} |" for name, ok, got in checks]
+    return lines
+
+
+def machine_info() -> list[str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    x11vnc = subprocess.run(["x11vnc", "-version"], capture_output=True, text=True,
+                            check=False).stdout.strip().splitlines()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True, check=False).stdout.strip()
+    return [
+        f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- commit: {commit or 'unknown'}",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; memory {memory_gb:.0f} GiB",
+        f"- load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}",
+        f"- OS: {platform.platform()}; Python {platform.python_version()}",
+        f"- x11vnc: {x11vnc[0] if x11vnc else 'unknown'}",
+    ]
+
+
+def report(results: list[Result], args: argparse.Namespace, load_lines: list[str],
+           machine: list[str]) -> str:
+    by_key = {(r.peer, r.workload): r for r in results}
+    out = [
+        "# Benchmark results", "",
+        "Written by `bench/run.sh` (see bench/README.md); every number below comes from that "
+        "run. The machine is shared, so trust ratios over absolute figures.", "",
+        "## Machine", "", *machine, "",
+        "## Set-up", "",
+        f"- Xvfb {d.WIDTH}x{d.HEIGHT}x24; each figure measured over {args.seconds:g} s after "
+        f"{WARM_UP_S:g} s of warm-up; keypress latency over {args.presses} presses.",
+        f"- x11vnc at its defaults, scripted RFB 3.8 client asking for Tight (JPEG quality "
+        f"{JPEG_QUALITY}, 4:4:4, zlib level 6), CopyRect, ZRLE; one incremental request "
+        "outstanding at a time.",
+        "- ours: `python -m relay serve` and `python agent.py` from source, a scripted viewer "
+        "that decodes every rectangle with Pillow and acknowledges each update.",
+        "- wire bytes are the TCP payload bytes the viewer's socket received (kernel "
+        "`tcp_info`), so protocol framing counts for both.", "",
+    ]
+    for name in args.workloads:
+        x, o = by_key.get(("x11vnc", name)), by_key.get(("ours", name))
+        if not (x and o):
+            continue
+        out += [f"## {name}: {d.WORKLOADS[name].description}", "", *workload_table(x, o), ""]
+        if o.note:
+            out += [f"Our agent sent {o.note}.", ""]
+    out += ["## Targets of issue 6", "", *targets(by_key), ""]
+    if load_lines:
+        out += load_lines
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark our agent and relay against x11vnc.")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per run")
+    parser.add_argument("--presses", type=int, default=60, help="key presses for latency")
+    parser.add_argument("--workloads", default="idle,typing,scrolling,motion",
+                        help="comma-separated: idle,typing,scrolling,motion")
+    parser.add_argument("--clip-seconds", type=float, default=d.CLIP_SECONDS)
+    parser.add_argument("--relay-load", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run bench/relay_load.py")
+    parser.add_argument("--load-seconds", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, help="write the report here (bench/RESULTS.md)")
+    args = parser.parse_args(argv)
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    unknown = [w for w in args.workloads if w not in d.WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload {unknown[0]!r}")
+    d.require("Xvfb", "xterm", "xdotool", "x11vnc", "ffmpeg", "ffplay")
+    machine = machine_info()
+    results = asyncio.run(run_workloads(args))
+    load_lines: list[str] = []
+    if args.relay_load:
+        from bench import relay_load
+
+        print("  relay load ...", file=sys.stderr, flush=True)
+        load_lines = relay_load.report_lines(asyncio.run(relay_load.run(args.load_seconds)))
+    text = report(results, args, load_lines, machine)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
