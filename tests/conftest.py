@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -103,8 +105,6 @@ class RelayProcess:
             if match:
                 self.scheme, self.port = match.group(1), int(match.group(2))
                 # Keep draining the output so the relay never blocks on a full pipe.
-                import threading
-
                 threading.Thread(target=self._drain, daemon=True).start()
                 return self
         self.process.kill()
@@ -138,12 +138,20 @@ class RelayProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._close_output()
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, like a crash or a pulled plug."""
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._close_output()
+
+    def _close_output(self) -> None:
+        # The drain thread ends at EOF; closing our end too keeps warnings-as-errors quiet.
+        if self.process and self.process.stdout and not self.process.stdout.closed:
+            with contextlib.suppress(ValueError, OSError):
+                self.process.stdout.close()
 
 
 @pytest.fixture
