@@ -404,6 +404,10 @@ def test_accept_tells_the_agent_and_opens_the_screen(open_viewer, agents):
     viewer.page.wait_for_function(
         "() => document.querySelector('[data-testid=session-timer]').textContent !== '0:00:00'")
     assert viewer.by("queue").is_hidden()
+    agents(machine="NEXT-IN-LINE")  # someone else starts waiting meanwhile
+    pill = viewer.page.locator("#session-waiting")
+    pill.wait_for(state="visible")
+    assert pill.text_content() == "1 waiting"
 
 
 def test_updates_are_drawn_in_order_and_acknowledged(open_viewer, agents):

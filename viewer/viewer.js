@@ -43,6 +43,9 @@ function notice(text) {
 
 function updateTitle() {
     const waiting = queue.entries.filter((e) => e.state === "waiting").length;
+    // In a session the queue is out of sight: say that others are waiting.
+    $("session-waiting").textContent = `${waiting} waiting`;
+    $("session-waiting").hidden = waiting === 0;
     if (session) document.title = `${session.machine} – Spotlight Remote Support`;
     else if (waiting) document.title = `(${waiting}) waiting – Spotlight Remote Support`;
     else document.title = "Spotlight Remote Support";
