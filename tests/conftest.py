@@ -79,6 +79,7 @@ class RelayProcess:
     port: int = 0
     scheme: str = "http"
     output: list[str] = field(default_factory=list)
+    _drainer: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def http_url(self) -> str:
@@ -105,7 +106,8 @@ class RelayProcess:
             if match:
                 self.scheme, self.port = match.group(1), int(match.group(2))
                 # Keep draining the output so the relay never blocks on a full pipe.
-                threading.Thread(target=self._drain, daemon=True).start()
+                self._drainer = threading.Thread(target=self._drain, daemon=True)
+                self._drainer.start()
                 return self
         self.process.kill()
         pytest.fail("relay did not start:\n" + "".join(self.output))
@@ -148,7 +150,10 @@ class RelayProcess:
         self._close_output()
 
     def _close_output(self) -> None:
-        # The drain thread ends at EOF; closing our end too keeps warnings-as-errors quiet.
+        # The drain thread ends at EOF (the relay has exited); closing our end after it keeps
+        # warnings-as-errors quiet about an unclosed pipe.
+        if self._drainer is not None:
+            self._drainer.join(timeout=10)
         if self.process and self.process.stdout and not self.process.stdout.closed:
             with contextlib.suppress(ValueError, OSError):
                 self.process.stdout.close()
