@@ -57,6 +57,7 @@ JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us
 QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quality again
 PNG_MAX_SAMPLED_COLOURS = 48  # "text/UI" when a sample of a strip has no more colours
 CLOSE_TIMEOUT_S = 0.5  # telling the relay on Close never takes longer than this
+TRAY_HIDE_TIMEOUT_S = 1.0
 CONNECT_TIMEOUT_S = 10
 RECONNECT_DELAYS_S = (0.5, 1, 2, 4, 5)  # capped backoff, each with +-30% jitter
 RECONNECT_GRACE_S = 60
@@ -287,11 +288,17 @@ class PystrayTray:
 
     def hide(self) -> None:
         if self._icon is not None:
-            with contextlib.suppress(Exception):
-                self._icon.visible = False  # gone at once; stop() can take seconds on win32
-            with contextlib.suppress(Exception):
-                self._icon.stop()
-            self._icon = None
+            icon, self._icon = self._icon, None
+
+            def remove() -> None:
+                with contextlib.suppress(Exception):
+                    icon.visible = False
+                    icon.stop()
+
+            # Removing the icon took 2 s under Wine: wait at most TRAY_HIDE_TIMEOUT_S.
+            remover = threading.Thread(target=remove, daemon=True)
+            remover.start()
+            remover.join(TRAY_HIDE_TIMEOUT_S)
 
 
 class LogTray:
@@ -760,7 +767,8 @@ class Agent:
                 return outcome
             if not self.resume:
                 return Outcome(EXIT_FAILED, "The connection to the support server was lost.")
-            lost_at = self.clock() if lost_at is None else lost_at
+            if self.state != "reconnecting":  # lost again after a resume: a new grace period
+                lost_at = self.clock()
             self.state = "reconnecting"
             self.tray.show("reconnecting", f"Reconnecting to {self.name}", "")
         return Outcome(EXIT_OK)
@@ -877,7 +885,7 @@ class Agent:
         if isinstance(msg, p.Registered):
             self.session, self.resume, self.name = msg.session, msg.resume, msg.technician_name
             first = self.state == "connecting"
-            if self.state in ("connecting", "pending") or self.state == "reconnecting":
+            if self.state != "active":
                 self.state = "pending"
                 self.tray.show("pending", f"Waiting for {self.name}",
                                "Connection active" if first else "")
