@@ -129,9 +129,7 @@ class MssScreen:
     def __init__(self) -> None:
         import mss
 
-        self._mss = mss
-
-        self._sct = mss.MSS()
+        self._mss, self._sct = mss, mss.MSS()
 
     def monitors(self) -> tuple[p.Screen, ...]:
         self._sct.close()  # a fresh instance re-reads the monitor layout
@@ -985,6 +983,7 @@ class Agent:
                 continue
             pixels = self.screen.grab(area)
             full = self._full or sent is None or sent.shape != pixels.shape
+            self._full = False  # a refresh while this update is encoded asks for another
             rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
                 changed_rects(sent, pixels)
             if not rects:
@@ -998,7 +997,6 @@ class Agent:
             self.in_flight[seq] = self.clock()
             if full:
                 sent = pixels.copy()
-                self._full = False
             else:
                 for rx, ry, rw, rh in rects:
                     sent[ry:ry + rh, rx:rx + rw] = pixels[ry:ry + rh, rx:rx + rw]
