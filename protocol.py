@@ -647,7 +647,7 @@ def check_hello(message: Message, role: str) -> None:
     """Raise ProtocolError unless ``message`` is a hello of ``role`` at our protocol version."""
     expected = _HELLO_BY_ROLE[role]
     if not isinstance(message, expected):
-        _fail(f"the first message must be a {role} hello")
+        _fail(f"the first message must be hello with role {role}")
     if message.version != PROTOCOL_VERSION:  # type: ignore[attr-defined]
         _fail(
             f"protocol version {message.version} is not supported; "  # type: ignore[attr-defined]
@@ -683,7 +683,7 @@ class Frame:
     image: bytes
 
     def __post_init__(self) -> None:
-        if self.kind not in FRAME_KINDS:
+        if type(self.kind) is not int or self.kind not in FRAME_KINDS:
             _fail(f"unknown frame kind {self.kind}")
         _check_int("flags", self.flags, 0, 255)
         if self.flags & ~_FLAGS_ALL:

@@ -508,7 +508,7 @@ export function decodeControl(data) {
 /** Throws ProtocolError unless `message` is a hello of `role` at PROTOCOL_VERSION. */
 export function checkHello(message, role) {
     if (message?.type !== "hello" || message.role !== role) {
-        fail(`the first message must be a ${role} hello`);
+        fail(`the first message must be hello with role ${role}`);
     }
     if (message.version !== PROTOCOL_VERSION) {
         fail(`protocol version ${message.version} is not supported; ` +
