@@ -286,6 +286,22 @@ class Motion(Workload):
         self.desktop.xdotool("search", "--sync", "--onlyvisible", "--name", "bench-motion")
 
 
+def screen_changes_per_s(desktop: Desktop, seconds: float = 2.0) -> float:
+    """How often the middle of the screen changes: the most updates/s any peer could send."""
+    import mss
+
+    probe = {"left": WIDTH // 2 - 128, "top": HEIGHT // 2 - 128, "width": 256, "height": 256}
+    changes, previous = 0, b""
+    with mss.MSS(display=desktop.display) as grabber:
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            raw = bytes(grabber.grab(probe).raw)
+            if raw != previous:
+                changes, previous = changes + 1, raw
+            time.sleep(0.004)
+    return max(0, changes - 1) / seconds
+
+
 WORKLOADS: dict[str, type[Workload]] = {
     w.name: w for w in (Idle, Typing, Scrolling, Motion)
 }

@@ -26,7 +26,7 @@ import agent
 from bench import desktop as d
 from bench.measure import Viewer, key_latencies, percentile
 from bench.ours import RelayProcess, SpotlightViewer, start_agent
-from bench.rfb import RfbViewer, start_x11vnc
+from bench.rfb import X11VNC_TUNING, RfbViewer, start_x11vnc
 
 ROOT = Path(__file__).resolve().parent.parent
 JPEG_QUALITY = agent.JPEG_QUALITIES[0]  # x11vnc gets the agent's best quality, at 4:4:4
@@ -70,7 +70,7 @@ async def measure(viewer: Viewer, meters: dict[str, d.Meter], seconds: float,
 
 async def run_x11vnc(screen: d.Desktop, workload: str, args: argparse.Namespace) -> Result:
     result = Result("x11vnc", workload)
-    process, port = start_x11vnc(screen)
+    process, port = start_x11vnc(screen, tuple(args.x11vnc_args.split()))
     viewer = RfbViewer(JPEG_QUALITY)
     try:
         await viewer.connect(port)
@@ -108,8 +108,9 @@ async def run_ours(screen: d.Desktop, relay: RelayProcess, workload: str,
     return result
 
 
-async def run_workloads(args: argparse.Namespace) -> list[Result]:
+async def run_workloads(args: argparse.Namespace) -> tuple[list[Result], dict[str, float]]:
     results: list[Result] = []
+    source_rates: dict[str, float] = {}
     screen = d.Desktop().start()
     data = Path(tempfile.mkdtemp(prefix="bench-relay-"))
     relay = RelayProcess(data).start()
@@ -121,6 +122,8 @@ async def run_workloads(args: argparse.Namespace) -> list[Result]:
             workload.start()
             try:
                 await asyncio.sleep(1.0)
+                if name == "motion":
+                    source_rates[name] = d.screen_changes_per_s(screen)
                 for runner in ("x11vnc", "ours"):
                     print(f"  {name}: {runner} ...", file=sys.stderr, flush=True)
                     if runner == "x11vnc":
@@ -133,7 +136,7 @@ async def run_workloads(args: argparse.Namespace) -> list[Result]:
         relay.stop()
         screen.close()
         subprocess.run(["rm", "-rf", str(data)], check=False)
-    return results
+    return results, source_rates
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -229,8 +232,8 @@ def machine_info() -> list[str]:
     ]
 
 
-def report(results: list[Result], args: argparse.Namespace, load_lines: list[str],
-           machine: list[str]) -> str:
+def report(results: list[Result], source_rates: dict[str, float], args: argparse.Namespace,
+           load_lines: list[str], machine: list[str]) -> str:
     by_key = {(r.peer, r.workload): r for r in results}
     out = [
         "# Benchmark results", "",
@@ -240,9 +243,10 @@ def report(results: list[Result], args: argparse.Namespace, load_lines: list[str
         "## Set-up", "",
         f"- Xvfb {d.WIDTH}x{d.HEIGHT}x24; each figure measured over {args.seconds:g} s after "
         f"{WARM_UP_S:g} s of warm-up; keypress latency over {args.presses} presses.",
-        f"- x11vnc at its defaults, scripted RFB 3.8 client asking for Tight (JPEG quality "
-        f"{JPEG_QUALITY}, 4:4:4, zlib level 6), CopyRect, ZRLE; one incremental request "
-        "outstanding at a time.",
+        f"- x11vnc with `{args.x11vnc_args or '(defaults)'}` (at its defaults it naps and "
+        "sends ~5 updates/s of full motion), a scripted RFB 3.8 client asking for Tight "
+        f"(JPEG quality {JPEG_QUALITY}, 4:4:4, zlib level 6), CopyRect, ZRLE; one incremental "
+        "request outstanding at a time.",
         "- ours: `python -m relay serve` and `python agent.py` from source, a scripted viewer "
         "that decodes every rectangle with Pillow and acknowledges each update.",
         "- wire bytes are the TCP payload bytes the viewer's socket received (kernel "
@@ -255,6 +259,10 @@ def report(results: list[Result], args: argparse.Namespace, load_lines: list[str
         out += [f"## {name}: {d.WORKLOADS[name].description}", "", *workload_table(x, o), ""]
         if o.note:
             out += [f"Our agent sent {o.note}.", ""]
+        if name in source_rates:
+            out += [f"The workload itself changed the screen {source_rates[name]:.1f} times a "
+                    "second (sampled with mss before the runs): no peer can send more updates "
+                    "than that.", ""]
     out += ["## Targets of issue 6", "", *targets(by_key), ""]
     if load_lines:
         out += load_lines
@@ -271,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relay-load", action=argparse.BooleanOptionalAction, default=True,
                         help="also run bench/relay_load.py")
     parser.add_argument("--load-seconds", type=float, default=5.0)
+    parser.add_argument("--sessions", type=int, default=100, help="sessions in the load test")
+    parser.add_argument("--x11vnc-args", default=" ".join(X11VNC_TUNING),
+                        help="extra x11vnc options ('' for its defaults)")
     parser.add_argument("--out", type=Path, help="write the report here (bench/RESULTS.md)")
     args = parser.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]
@@ -279,14 +290,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown workload {unknown[0]!r}")
     d.require("Xvfb", "xterm", "xdotool", "x11vnc", "ffmpeg", "ffplay")
     machine = machine_info()
-    results = asyncio.run(run_workloads(args))
+    results, source_rates = asyncio.run(run_workloads(args))
     load_lines: list[str] = []
     if args.relay_load:
         from bench import relay_load
 
         print("  relay load ...", file=sys.stderr, flush=True)
-        load_lines = relay_load.report_lines(asyncio.run(relay_load.run(args.load_seconds)))
-    text = report(results, args, load_lines, machine)
+        load = asyncio.run(relay_load.run(args.load_seconds, args.sessions))
+        load_lines = relay_load.report_lines(load)
+    text = report(results, source_rates, args, load_lines, machine)
     print(text)
     if args.out:
         args.out.write_text(text)
