@@ -9,6 +9,12 @@ SIGTERM/Ctrl+C, which take the same path) ends the session.
 
     python agent.py [--relay URL] [--technician ID] [--config FILE]
 
+Configuration (support.json next to the exe or script, else the one baked into the exe;
+support.example.json shows it): {"company", "relay": "wss://host[:port][/prefix]",
+"people": [{"id", "name"}], "ca_cert": "" | PEM text | a file name next to the config}.
+With --relay and --technician no configuration is needed (source runs and tests).
+Exit codes: 0 ended normally or cancelled, 1 refused/unreachable/lost, 2 configuration.
+
 Environment (for tests and diagnosis): SPOTLIGHT_TRAY=pystray|log (default pystray; "log"
 writes the tray's states to the log instead of showing an icon), SPOTLIGHT_DIALOGS=
 win32|tk|stderr (default: the platform's), SPOTLIGHT_LOG=debug for a verbose log.
@@ -880,6 +886,8 @@ class Agent:
             log.warning("input %s%r failed: %r", getattr(action, "__name__", "?"), args, e)
 
     def _handle(self, msg: p.Message) -> Outcome | None:
+        if self.state == "ended":  # final: nothing revives an ended session
+            return None
         if isinstance(msg, p.Registered):
             self.session, self.resume, self.name = msg.session, msg.resume, msg.technician_name
             first = self.state == "connecting"

@@ -661,3 +661,56 @@ def test_missing_configuration_gives_a_message_and_exit_code_2(tmp_path) -> None
     assert result.returncode == 2
     assert "cannot be read" in result.stderr and "Traceback" not in result.stderr
     assert json.loads((ROOT / "support.example.json").read_text())["people"]
+
+
+# --- the session rules under random message sequences -------------------------------------
+
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+OTHER = "other-session-123456789"
+_messages = st.one_of(
+    st.builds(p.Registered, st.just(SESSION), st.just("David"), st.just(60), st.just(RESUME)),
+    st.builds(p.Accepted, st.sampled_from([SESSION, OTHER]), st.just("David"), st.just("pc"),
+              st.just("anna"), st.just((p.Screen(0, 0, 320, 200), p.Screen(0, 0, 320, 200)))),
+    st.builds(p.Control, st.sampled_from([SESSION, OTHER]), st.booleans()),
+    st.builds(p.PointerMove, st.sampled_from([SESSION, OTHER]), st.integers(0, 3),
+              st.integers(0, 400), st.integers(0, 300)),
+    st.builds(p.Button, st.just(SESSION), st.just(1), st.integers(0, 330), st.integers(0, 210),
+              st.sampled_from(p.BUTTONS), st.booleans()),
+    st.builds(p.Key, st.sampled_from([SESSION, OTHER]),
+              st.sampled_from(["KeyA", "ShiftLeft", "F24", "Bogus"]), st.just(""),
+              st.booleans()),
+    st.builds(p.Text, st.just(SESSION), st.text(max_size=5).filter(
+        lambda t: all(c >= " " or c in "\n\t" for c in t))),
+    st.builds(p.Refresh, st.just(SESSION), st.integers(0, 3)),
+    st.builds(p.Ack, st.just(SESSION), st.integers(0, 5)),
+    st.builds(p.Ended, st.just(SESSION), st.sampled_from(p.ENDED_BY), st.just("x")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_messages, max_size=30))
+@example([p.Registered(SESSION, "David", 60, RESUME), p.Ended(SESSION, "relay", "x"),
+          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors()),
+          p.Control(SESSION, True), p.PointerMove(SESSION, 1, 1, 1)])
+def test_no_input_is_injected_without_an_active_session_and_control(messages) -> None:
+    """Any message sequence: injection only while active with control, every press released
+    when control goes, nothing at all after the end."""
+    user_input = FakeInput()
+    runner = agent.Agent(url="ws://127.0.0.1:1/ws/agent", technician="david",
+                         screen=FakeScreen(), input=user_input, tray=FakeTray(),
+                         machine="pc", user="anna", clock=Clock())
+    runner.screens = FakeScreen().monitors()
+    ended = False
+    for message in messages:
+        before = len(user_input.events)
+        allowed = runner.state == "active" and runner.control and not ended
+        outcome = runner._handle(message)
+        injected = [e for e in user_input.events[before:] if e[-1] is not False]
+        assert allowed or not injected, (message, injected)
+        if not runner.control:
+            assert user_input.held == set()
+        if outcome is not None:
+            ended = True
+            assert user_input.held == set() and runner.state == "ended"
