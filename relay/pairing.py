@@ -19,8 +19,9 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
   "detached" (listed again in the owner's queue) for ``grace`` seconds, in which only the
   owner can rejoin by sending ``accept`` again; then it ends ("viewer-lost"). An agent whose
   link drops abnormally leaves the session for ``grace`` seconds, in which the agent can
-  come back with its single-use resume secret; then it ends ("agent-lost"). A waiting
-  session whose agent drops ends at once.
+  come back with its single-use resume secret; then it ends ("agent-lost"). A resume that
+  arrives while the old link still looks alive replaces it (the agent noticed the cut
+  first). A waiting session whose agent drops ends at once.
 - Input rate: a token bucket per viewer (``MAX_INPUT_EVENTS_PER_S`` sustained,
   ``INPUT_BURST`` at once). Input beyond it is dropped (the viewer is told
   ``error{code: "rate-limited"}`` at most once a second); input is never reordered.
@@ -216,6 +217,12 @@ class Pairing:
 
     def _resume(self, agent: Peer, hello: protocol.AgentHello, now: float) -> bool:
         session = self._by_resume.pop(hello.resume, None)
+        if (session is not None and session.agent is not None and session.state == ACTIVE
+                and session.technician == hello.technician and self.grace > 0):
+            # The agent saw its link break before the relay did (the relay's keepalive has
+            # not timed out yet): the secret proves it is the same agent, so the old link
+            # is the stale one.
+            self._replace_agent_link(session, now)
         if (session is None or session.agent is not None or session.agent_lost_at is None
                 or now - session.agent_lost_at >= self.grace
                 or session.technician != hello.technician):
@@ -279,6 +286,15 @@ class Pairing:
         self._drop_control(session, now)
         if session.viewer is not None:
             session.viewer.send(AGENT_RECONNECTING)
+
+    def _replace_agent_link(self, session: Session, now: float) -> None:
+        old = session.agent
+        assert old is not None
+        self.agents.pop(old, None)
+        session.agent, session.agent_lost_at = None, now
+        old.close(1000, "replaced by a resumed link")
+        self.ledger.event(session.id, "agent-gap", "the customer's link was replaced", now)
+        self._drop_control(session, now)
 
     def agent_stalled(self, agent: Peer, now: float) -> None:
         """The agent stopped reading its input: end the session rather than queue input."""

@@ -52,7 +52,11 @@ log = logging.getLogger("relay")
 VIEWER_DIR = Path(__file__).resolve().parent.parent / "viewer"
 AGENT_PATH = "/ws/agent"
 VIEWER_PATH = "/ws/viewer"
-HELLO_TIMEOUT_S = 10.0
+HANDSHAKE_TIMEOUT_S = 10.0  # TCP accepted -> websocket upgrade done (slow-loris bound)
+HELLO_TIMEOUT_S = 10.0  # upgrade done -> hello received
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 20.0  # no pong by then: the network went silent, a resumable cut
+CLOSE_TIMEOUT_S = 5.0
 TICK_S = 1.0
 HEARTBEAT_S = 5.0
 MAX_PENDING_FRAME_BYTES = 2 * protocol.MAX_FRAME_BYTES
@@ -104,6 +108,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="SECONDS", help="how long a session waits to be accepted")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, metavar="SECONDS",
                         help="how long a session survives a lost viewer or agent link")
+    # Tuning for tests (a network cut detected in a second, stalled handshakes dropped fast).
+    parser.add_argument("--ping-interval", type=float, default=PING_INTERVAL_S,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--ping-timeout", type=float, default=PING_TIMEOUT_S,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--handshake-timeout", type=float, default=HANDSHAKE_TIMEOUT_S,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--hello-timeout", type=float, default=HELLO_TIMEOUT_S,
+                        help=argparse.SUPPRESS)
 
 
 # --- files ----------------------------------------------------------------------------
@@ -308,6 +321,7 @@ class Relay:
         self.pairing = Pairing(LoggedLedger(self.ledger), wait_timeout=args.wait_timeout,
                                grace=args.grace)
         self.tls = args.cert is not None
+        self.hello_timeout: float = args.hello_timeout
         self.origins = {o.rstrip("/").lower() for o in args.origin}
         self.files = {**viewer_files(args.viewer_dir), **download_files(args.downloads)}
         self.download_page = download_page(download_files(args.downloads))
@@ -389,16 +403,17 @@ class Relay:
 
     async def _hello(self, ws: ServerConnection, link: Link) -> protocol.Message | None:
         try:
-            first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_S)
+            first = await asyncio.wait_for(ws.recv(), self.hello_timeout)
         except TimeoutError:
-            self._protocol_error(link, f"no hello within {HELLO_TIMEOUT_S:.0f} seconds")
+            self._protocol_error(link, f"no hello within {self.hello_timeout:g} seconds")
             return None
         except ConnectionClosed as closed:
             log.info("%s left before its hello (%s)", link, _closed_text(closed))
             return None
         try:
             if not isinstance(first, str):
-                raise protocol.ProtocolError(f"the first message must be a {link.role} hello")
+                raise protocol.ProtocolError(
+                    f"the first message must be hello with role {link.role}")
             message = protocol.decode_control(first)
             protocol.check_hello(message, link.role)
         except protocol.ProtocolError as error:
@@ -432,7 +447,7 @@ class Relay:
         except protocol.ProtocolError as error:
             self._protocol_error(link, str(error))
         except ConnectionClosed as closed:
-            resumable = ws.close_code in (1006, 1011)
+            resumable = _network_cut(closed)
             log.info("%s: link lost (%s)", link, _closed_text(closed))
         finally:
             self.pairing.agent_gone(link, time.time(), resumable=resumable)
@@ -471,6 +486,8 @@ class Relay:
         if hello.user and hello.password:
             delay = self.accounts.login_delay(hello.user, now)
             if delay:
+                self.ledger.event(None, "login-throttled", f"user {hello.user!r} from "
+                                  f"{link.address} waits {delay:g} s", now)
                 await asyncio.sleep(delay)
             technician = await asyncio.to_thread(self.accounts.verify, hello.user,
                                                  hello.password)
@@ -545,6 +562,13 @@ def _address(connection: ServerConnection) -> str:
     return str(remote[0]) if remote else "?"
 
 
+def _network_cut(closed: ConnectionClosed) -> bool:
+    """True if the link went silent (a keepalive ping timed out on either end: 1011), the
+    kind of loss an agent comes back from. A socket closed without a close frame means its
+    process died (the OS closed it): that session ends at once."""
+    return any(frame is not None and frame.code == 1011 for frame in (closed.sent, closed.rcvd))
+
+
 def _closed_text(closed: ConnectionClosed) -> str:
     frame = closed.rcvd or closed.sent
     return f"code {frame.code}" if frame else "no close frame"
@@ -592,7 +616,8 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext | None,
         relay.handler, args.host, args.port,
         process_request=relay.process_request, process_response=relay.process_response,
         max_size=protocol.MAX_MESSAGE_BYTES, max_queue=8, compression=None,
-        open_timeout=10, ping_interval=20, ping_timeout=20, ssl=context,
+        open_timeout=args.handshake_timeout, ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout, close_timeout=CLOSE_TIMEOUT_S, ssl=context,
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         host = f"[{args.host}]" if ":" in args.host else args.host

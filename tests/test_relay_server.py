@@ -318,9 +318,9 @@ def test_message_over_the_size_limit_closes_with_1009(relay, endpoint):
 
 @pytest.mark.parametrize(("endpoint", "first", "expected"), [
     ("agent", "{not json", "not valid JSON"),
-    ("agent", b"\x01\x02", "agent hello"),
-    ("agent", viewer_hello(), "agent hello"),
-    ("viewer", agent_hello(), "viewer hello"),
+    ("agent", b"\x01\x02", "hello with role agent"),
+    ("agent", viewer_hello(), "hello with role agent"),
+    ("viewer", agent_hello(), "hello with role viewer"),
     ("agent", agent_hello().replace('"version": 1', '"version": 99'), "version 99"),
     ("viewer", message("teleport", session="x"), "unknown message type"),
     ("agent", message("hello", role="agent", version=1), "missing field"),
