@@ -332,11 +332,15 @@ class Relay:
 
     async def process_request(self, connection: ServerConnection,
                               request: Request) -> Response | None:
+        if getattr(request, "method", "GET") != "GET":  # the files and upgrades are GET only
+            return response(405, b"Method not allowed\n", "text/plain; charset=utf-8",
+                            (("Allow", "GET"),))
         path = request.path.split("?", 1)[0]
         if path in (AGENT_PATH, VIEWER_PATH):
             refusal = self._check_origin(request, path)
             if refusal:
-                log.info("refused %s %s from %s: %s", path, request.headers.get("Origin", ""),
+                origins = ", ".join(request.headers.get_all("Origin"))
+                log.info("refused %s %s from %s: %s", path, _printable(origins, 200),
                          _address(connection), refusal)
                 return plain(403, f"Forbidden: {refusal}\n")
             return None
