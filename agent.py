@@ -65,6 +65,7 @@ PNG_MAX_SAMPLED_COLOURS = 48  # "text/UI" when a sample of a strip has no more c
 CLOSE_TIMEOUT_S = 0.5  # telling the relay on Close never takes longer than this
 TRAY_HIDE_TIMEOUT_S = 1.0
 CONNECT_TIMEOUT_S = 10
+KEEPALIVE_S = 10  # a silent link is noticed within 2x this, well inside the relay's grace
 RECONNECT_DELAYS_S = (0.5, 1, 2, 4, 5)  # capped backoff, each with +-30% jitter
 RECONNECT_GRACE_S = 60
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -783,7 +784,8 @@ class Agent:
         return await connect(
             self.url, ssl=self.ssl_context if self.url.startswith("wss:") else None,
             max_size=p.MAX_MESSAGE_BYTES, compression=None, open_timeout=CONNECT_TIMEOUT_S,
-            close_timeout=CLOSE_TIMEOUT_S, user_agent_header=f"{APP_NAME} agent")
+            close_timeout=CLOSE_TIMEOUT_S, ping_interval=KEEPALIVE_S, ping_timeout=KEEPALIVE_S,
+            user_agent_header=f"{APP_NAME} agent")
 
     async def _until_closed(self, coro: Any) -> Any:
         """Run ``coro`` unless Close comes first (then cancel it and return None)."""
@@ -889,16 +891,17 @@ class Agent:
         if self.state == "ended":  # final: nothing revives an ended session
             return None
         if isinstance(msg, p.Registered):
+            resumed = self.state == "reconnecting" and msg.session == self.session
             self.session, self.resume, self.name = msg.session, msg.resume, msg.technician_name
-            first = self.state == "connecting"
-            if self.state != "active":
+            if not resumed and self.state != "active":  # resumed: `accepted` follows
+                first = self.state == "connecting"
                 self.state = "pending"
                 self.tray.show("pending", f"Waiting for {self.name}",
                                "Connection active" if first else "")
         elif isinstance(msg, p.Accepted) and msg.session == self.session:
             if self.state != "active":
-                self.tray.show("active", f"{msg.technician_name} is connected",
-                               f"{msg.technician_name} is connected")
+                text = f"{msg.technician_name} is connected"
+                self.tray.show("active", text, text if self.state == "pending" else "")
             self.state, self.name = "active", msg.technician_name
             self._restart_stream()
         elif isinstance(msg, p.Control) and msg.session == self.session:

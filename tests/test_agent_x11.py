@@ -7,6 +7,7 @@ that the tray menu's Close calls (pystray's X11 backend has no menu to click).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -238,6 +239,91 @@ def test_close_ends_the_session_as_the_customer_and_exits(xvfb, relay, tmp_path)
     ended_by = rows[0].index("ended_by")
     assert [row[ended_by] for row in rows[1:]] == ["customer"]
     assert "Traceback" not in agent_log(tmp_path)
+
+
+class CuttableLink:
+    """A TCP proxy on 127.0.0.1:0 in front of the relay. ``cut`` resets the agent's side and
+    leaves the relay's side open and silent: the agent notices the drop first, as after a
+    Wi-Fi loss, while the relay still holds the stale link."""
+
+    def __init__(self, port: int) -> None:
+        self.target, self.links, self.stale = port, [], []
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def _run(self, ready: threading.Event) -> None:
+        async def serve():
+            self.server = await asyncio.start_server(self._pipe, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+            ready.set()
+        self.loop.run_until_complete(serve())
+        self.loop.run_forever()
+        tasks = asyncio.all_tasks(self.loop)
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self.loop.close()
+
+    async def _pipe(self, reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        pair = (writer, up_writer)
+        self.links.append(pair)
+
+        async def copy(src, dst):
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            if pair in self.links:
+                dst.close()
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+    def cut(self) -> None:
+        def cut_now():
+            for agent_side, relay_side in self.links:
+                relay_side.transport.pause_reading()
+                self.stale.append(relay_side)
+                agent_side.transport.abort()
+            self.links.clear()
+        self.loop.call_soon_threadsafe(cut_now)
+
+    def close(self) -> None:
+        def close_now():
+            for writer in [*self.stale, *(w for pair in self.links for w in pair)]:
+                writer.transport.abort()
+            self.server.close()
+            self.loop.stop()
+        self.loop.call_soon_threadsafe(close_now)
+        self.thread.join(10)
+
+
+def test_a_cut_link_resumes_the_same_session(xvfb, relay, tmp_path) -> None:
+    """The agent's link is cut mid-session: it resumes with its secret and the viewer gets
+    a full image again in the same session; Close then ends it as the customer."""
+    link = CuttableLink(relay.port)
+    agent = start_agent(type("R", (), {"ws_url": f"ws://127.0.0.1:{link.port}"}), tmp_path)
+    try:
+        async def scenario():
+            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
+                await viewer.accept_first()
+                await viewer.settle()
+                link.cut()
+                while not (frame := await viewer.recv()) or not isinstance(frame, p.Frame) \
+                        or not frame.flags & p.FLAG_FULL:
+                    pass
+                agent.send_signal(signal.SIGTERM)
+                ended = await viewer.control(p.Ended)
+                assert (ended.session, ended.by) == (viewer.session, "customer")
+        run(scenario())
+        assert agent.wait(timeout=15) == 0
+    finally:
+        stop(agent)
+        link.close()
+    log = agent_log(tmp_path)
+    assert "tray: reconnecting" in log and "Traceback" not in log
 
 
 def test_unknown_support_person_is_refused_with_a_message(xvfb, relay, tmp_path) -> None:
