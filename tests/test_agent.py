@@ -317,6 +317,47 @@ def test_out_of_range_unknown_and_foreign_input_is_dropped() -> None:
     run(scenario())
 
 
+def test_input_on_a_second_monitor_lands_at_its_desktop_offset() -> None:
+    """Coordinates are relative to the named monitor; the agent adds its desktop origin."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            user_input = FakeInput()
+            screen = FakeScreen([(0, 0, 320, 200), (320, 40, 256, 128)])
+            task = asyncio.create_task(
+                make_agent(relay, screen=screen, user_input=user_input).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            await peer.send(p.Control(SESSION, True))
+            await peer.send(p.PointerMove(SESSION, 2, 10, 20))
+            await peer.send(p.PointerMove(SESSION, 0, 500, 150))
+            await peer.send(p.PointerMove(SESSION, 2, 256, 1))  # past monitor 2's right edge
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+        assert user_input.events == [("move", 330, 60), ("move", 500, 150)]
+    run(scenario())
+
+
+def test_a_changed_monitor_layout_is_announced_and_sent_whole() -> None:
+    """A new monitor layout: screens{...} to the viewer, then a full image."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen = FakeScreen()
+            task = asyncio.create_task(make_agent(relay, screen=screen).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            first = await peer.update()
+            await peer.send(p.Ack(SESSION, first[0].seq))
+            screen.layout = [p.Screen(0, 0, 160, 100)]
+            frames = await peer.update()
+            assert p.Screens((p.Screen(0, 0, 160, 100), p.Screen(0, 0, 160, 100))) \
+                in peer.controls
+            assert frames[0].flags & p.FLAG_FULL
+            assert sum(f.width * f.height for f in frames) == 160 * 100
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+    run(scenario())
+
+
 def test_input_rate_is_capped_at_the_burst_when_time_stands_still() -> None:
     """With the clock frozen only INPUT_BURST events get through."""
     async def scenario():
