@@ -379,11 +379,16 @@ class Win32Dialogs:
 
 
 class TkDialogs:
+    """Linux. When Tk cannot open the display, the text goes to stderr instead."""
+
     def message(self, title: str, text: str, error: bool = False) -> None:
         import tkinter
         from tkinter import messagebox
 
-        root = tkinter.Tk()
+        try:
+            root = tkinter.Tk()
+        except tkinter.TclError:
+            return StderrDialogs().message(title, text, error)
         root.withdraw()
         (messagebox.showerror if error else messagebox.showinfo)(title, text, parent=root)
         root.destroy()
@@ -392,7 +397,10 @@ class TkDialogs:
         import tkinter
 
         chosen: list[str] = []
-        root = tkinter.Tk()
+        try:
+            root = tkinter.Tk()
+        except tkinter.TclError:
+            return StderrDialogs().pick(company, people)
         root.title(company)
         tkinter.Label(root, text=company, font=("TkDefaultFont", 14, "bold")).pack(padx=24,
                                                                                     pady=(16, 4))

@@ -693,6 +693,19 @@ def test_invalid_configuration_gives_a_message_and_exit_code_2(tmp_path, content
     assert "configuration" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_picker_without_a_usable_display_explains_and_exits(tmp_path) -> None:
+    """Two people, a DISPLAY that cannot be opened: a message naming --technician, exit 0."""
+    config = tmp_path / "support.json"
+    config.write_text(json.dumps({"company": "X", "relay": "ws://127.0.0.1:1", "people": [
+        {"id": "a", "name": "A"}, {"id": "b", "name": "B"}]}))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "agent.py"), "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+        env={"DISPLAY": ":65000", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0
+    assert "--technician (a, b)" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_missing_configuration_gives_a_message_and_exit_code_2(tmp_path) -> None:
     """No support.json and no --relay/--technician: a clear message, exit code 2."""
     result = subprocess.run(
