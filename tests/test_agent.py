@@ -618,6 +618,19 @@ def test_untrusted_relay_certificate_is_refused_with_a_clear_message(pki, server
     assert "certificate is not trusted" in outcome.message and why in outcome.message
 
 
+def test_quality_drops_when_acks_hold_updates_back_and_recovers_slowly() -> None:
+    """Held back by flow control: the next update is one JPEG step cheaper; many smooth
+    updates later the quality climbs back."""
+    runner = make_agent(type("R", (), {"url": "ws://127.0.0.1:1"}))
+    for step in (1, 2):
+        runner.smooth_updates = -1  # what the streamer sets when MAX_UPDATES_IN_FLIGHT wait
+        runner._adapt_quality()
+        assert runner.quality_step == step
+    for _ in range(agent.QUALITY_UP_AFTER_UPDATES):
+        runner._adapt_quality()
+    assert runner.quality_step == 1
+
+
 # --- pure helpers ----------------------------------------------------------------------
 
 
