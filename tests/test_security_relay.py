@@ -55,7 +55,7 @@ from test_relay_server import (
     start_viewer,
     viewer_hello,
 )
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 import protocol
 from relay import server
@@ -380,3 +380,502 @@ def test_secrets_of_other_kinds_are_not_viewer_logins(relay):
             assert (await closed_code(ws))[0] == 1008
 
     run(scenario())
+
+
+# --- 6. Logins ------------------------------------------------------------------------
+# Also: test_accounts.py::test_password_hash_is_argon2id_at_or_above_owasp_minimum,
+# test_unknown_user_costs_the_same_hashing_as_a_wrong_password,
+# test_throttle_applies_to_the_account_whatever_the_source, test_parallel_attempts_each_wait_longer;
+# test_relay_server.py::test_wrong_user_and_wrong_password_get_the_same_answer.
+
+OWASP_ARGON2ID = {"m": 19456, "t": 2, "p": 1}  # OWASP Password Storage Cheat Sheet minimum
+
+
+def test_stored_hashes_are_argon2id_at_or_above_owasp_minimum(relay):
+    """Every hash add-technician stored is argon2id with m >= 19 MiB, t >= 2, p >= 1."""
+    with contextlib.closing(sqlite3.connect(relay.data / DB_FILE)) as db:
+        hashes = [row[0] for row in db.execute("SELECT password_hash FROM technicians")]
+    assert len(hashes) == 2
+    for stored in hashes:
+        _, variant, version, params, _salt, _digest = stored.split("$")
+        assert (variant, version) == ("argon2id", "v=19")
+        cost = {k: int(v) for k, v in (kv.split("=") for kv in params.split(","))}
+        assert all(cost[k] >= OWASP_ARGON2ID[k] for k in OWASP_ARGON2ID), cost
+    assert (ARGON2_MEMORY_KIB, ARGON2_TIME_COST, ARGON2_PARALLELISM) >= (19456, 2, 1)
+
+
+async def login_attempt(relay, user: str, password: str, source: str = "127.0.0.1"
+                        ) -> tuple[dict, float]:
+    """One password login from a source address: the answer and how long it took."""
+    ws = await open_ws(relay.ws_url + "/ws/viewer", local_addr=(source, 0))
+    started = time.perf_counter()
+    await ws.send(viewer_hello(user, password))
+    reply = await receive(ws)
+    elapsed = time.perf_counter() - started
+    await ws.close()
+    return reply, elapsed
+
+
+def test_wrong_user_and_wrong_password_take_the_same_time(relay):
+    """Interleaved attempts: the medians of an unknown user and a wrong password agree
+    within a factor of two (both do the full argon2 work), and the answers are identical."""
+    rounds = 10
+
+    async def scenario():
+        unknown, wrong, answers = [], [], set()
+        for i in range(rounds):
+            reply, elapsed = await login_attempt(relay, f"nobody{i}", "wrong-password")
+            unknown.append(elapsed)
+            answers.add(json.dumps(reply))
+            reply, elapsed = await login_attempt(relay, "david", "wrong-password")
+            wrong.append(elapsed)
+            answers.add(json.dumps(reply))
+            reply, _ = await login_attempt(relay, "david", "david-pw")  # no throttling
+            assert reply["type"] == "welcome"
+        return unknown, wrong, answers
+
+    unknown, wrong, answers = run(scenario())
+    assert [json.loads(a) for a in answers] == [
+        {"type": "error", "code": "login-failed", "message": "Wrong user name or password."}]
+    ratio = statistics.median(unknown) / statistics.median(wrong)
+    assert 0.5 <= ratio <= 2.0, (ratio, unknown, wrong)
+    assert "login-throttled" not in [e[2] for e in relay_events(relay)]
+
+
+def test_failures_from_many_addresses_throttle_the_one_account(relay):
+    """Five wrong passwords for david, each from another 127.0.0.x: the sixth attempt, from
+    yet another address, waits; petur's account is not slowed by david's failures."""
+    free = 5  # relay.accounts.FREE_FAILURES
+
+    async def scenario():
+        for i in range(free):
+            reply, _ = await login_attempt(relay, "david", "wrong-password", f"127.0.0.{i + 2}")
+            assert reply["code"] == "login-failed"
+        reply, elapsed = await login_attempt(relay, "david", "david-pw", "127.0.0.20")
+        assert reply["type"] == "welcome"  # right password: answered, only later
+        other, _ = await login_attempt(relay, "petur", "petur-pw", "127.0.0.21")
+        assert other["type"] == "welcome"
+        return elapsed
+
+    elapsed = run(scenario())
+    assert elapsed >= 1.0  # a lower bound only: the throttle's first step is one second
+    events = relay_events(relay)
+    failed_from = {e[3].rsplit(" ", 1)[1] for e in events if e[2] == "login-failed"}
+    assert failed_from == {f"127.0.0.{i + 2}" for i in range(free)}
+    throttled = [e[3] for e in events if e[2] == "login-throttled"]
+    assert throttled == ["user 'david' from 127.0.0.20 waits 1 s"]
+
+
+@pytest.mark.parametrize("change", ["disable-technician", "set-password"])
+def test_account_change_closes_live_viewers_within_two_seconds(relay, change):
+    """disable-technician or set-password: david's two live viewers are told login-expired
+    and closed within 2 s of the command; petur's viewer is untouched; the token is dead."""
+
+    async def scenario():
+        first, welcome, _ = await start_viewer(relay.ws_url)
+        second, _, _ = await start_viewer(relay.ws_url)
+        petur, _, _ = await start_viewer(relay.ws_url, "petur")
+        result = await asyncio.to_thread(relay.cli, change, "david", password="new-password-1")
+        assert result.returncode == 0, result.stderr
+        changed = time.monotonic()
+        for viewer in (first, second):
+            assert (await next_of(viewer, "error"))["code"] == "login-expired"
+            assert (await closed_code(viewer))[0] == 1008
+        took = time.monotonic() - changed
+        await petur.send(message("ping", t=2))
+        assert await next_of(petur, "pong") == {"type": "pong", "t": 2}
+        late = await open_ws(relay.ws_url + "/ws/viewer")
+        await late.send(viewer_hello(token=welcome["token"]))
+        assert (await receive(late))["code"] == "login-expired"
+        return took
+
+    assert run(scenario()) <= 2.0
+
+
+# --- 7. Bounded resources -------------------------------------------------------------
+# Also: test_relay_server.py::test_message_over_the_size_limit_closes_with_1009,
+# test_viewer_that_stops_reading_neither_stalls_the_agent_nor_queues_frames;
+# test_pairing.py::test_waiting_sessions_per_address_are_capped,
+# test_input_is_rate_limited_in_order.
+
+MIB = 1024 * 1024
+
+
+def test_oversized_messages_close_1009_and_memory_stays_flat(relay):
+    """Twenty messages one byte over the limit, on both endpoints: each closed with 1009,
+    and the relay's resident memory grows by less than 24 MiB over them."""
+    oversized = b"\0" * (protocol.MAX_MESSAGE_BYTES + 1)
+
+    async def attempt(endpoint: str) -> int | None:
+        if endpoint == "agent":
+            ws, _ = await start_agent(relay.ws_url)
+        else:
+            ws, _, _ = await start_viewer(relay.ws_url)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(oversized)
+        return (await closed_code(ws))[0]
+
+    async def scenario():
+        for endpoint in ("agent", "viewer"):  # warm up the allocator
+            assert await attempt(endpoint) == 1009
+        before = rss_bytes(relay.process.pid)
+        for endpoint in ("agent", "viewer") * 10:
+            assert await attempt(endpoint) == 1009
+        return before, rss_bytes(relay.process.pid)
+
+    before, after = run(scenario())
+    assert after - before < 24 * MIB, (before, after)
+    no_traceback(relay)
+
+
+@pytest.mark.parametrize("endpoint", ["agent", "viewer"])
+def test_compression_is_never_negotiated(relay, endpoint):
+    """A client offering permessage-deflate gets an upgrade without any extension."""
+    reply = raw_http(relay.port, upgrade_request(
+        relay.port, f"/ws/{endpoint}",
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+        "Sec-WebSocket-Extensions: permessage-deflate"), read_all=False)
+    head = reply.split(b"\r\n\r\n", 1)[0].lower()
+    assert status_of(reply) == 101
+    assert b"sec-websocket-extensions" not in head
+
+
+def test_compressed_frame_is_refused(relay):
+    """A frame with the compression bit (RSV1) set anyway closes the connection with 1002."""
+
+    async def scenario():
+        ws = await open_ws(relay.ws_url + "/ws/agent")
+        masked = bytes(b ^ m for b, m in zip(b"{}", b"\0\0\0\0", strict=False))
+        ws.transport.write(bytes([0xC1, 0x82]) + b"\0\0\0\0" + masked)  # FIN|RSV1, text
+        return (await closed_code(ws))[0]
+
+    assert run(scenario()) == 1002
+    no_traceback(relay)
+
+
+@dataclass
+class StallCrowd:
+    """Raw TCP clients that open and then stall: half a request line and nothing, a request
+    dribbled a byte at a time, or a finished upgrade and no hello. Runs in a thread."""
+
+    port: int
+    stalled: int
+    dribbling: int
+    silent_upgrades: int
+    closed_at: dict[int, float] = field(default_factory=dict)
+    opened_at: float = 0.0
+    ready: threading.Event = field(default_factory=threading.Event)
+    error: list[BaseException] = field(default_factory=list)
+
+    def run(self, deadline_s: float) -> None:
+        try:
+            self._run(deadline_s)
+        except BaseException as error:  # reported by the test
+            self.error.append(error)
+            self.ready.set()
+
+    def _run(self, deadline_s: float) -> None:
+        selector = selectors.DefaultSelector()
+        sockets: list[socket.socket] = []
+        dribble = upgrade_request(self.port, "/ws/agent")
+        try:
+            for i in range(self.stalled + self.dribbling + self.silent_upgrades):
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT_S)
+                if i < self.stalled:
+                    sock.sendall(b"GET /ws/agent HT")
+                elif i >= self.stalled + self.dribbling:
+                    sock.sendall(upgrade_request(self.port, "/ws/agent"))
+                    reply = b""
+                    while b"\r\n\r\n" not in reply:
+                        reply += sock.recv(4096)
+                    assert status_of(reply) == 101
+                sock.setblocking(False)
+                sockets.append(sock)
+                selector.register(sock, selectors.EVENT_READ, i)
+            self.opened_at = time.monotonic()
+            self.ready.set()
+            sent = 0
+            end = self.opened_at + deadline_s
+            while len(self.closed_at) < len(sockets) and time.monotonic() < end:
+                for key, _ in selector.select(timeout=0.5):
+                    if self._closed(key.fileobj):  # type: ignore[arg-type]
+                        self.closed_at[key.data] = time.monotonic()
+                        selector.unregister(key.fileobj)
+                if sent < len(dribble) - 4:  # never the final CRLF CRLF
+                    for i in range(self.stalled, self.stalled + self.dribbling):
+                        if i not in self.closed_at:
+                            with contextlib.suppress(OSError):
+                                sockets[i].send(dribble[sent:sent + 1])
+                    sent += 1
+        finally:
+            selector.close()
+            for sock in sockets:
+                sock.close()
+
+    @staticmethod
+    def _closed(sock: socket.socket) -> bool:
+        """EOF, a reset, an HTTP error answer or a websocket close frame (opcode 8)."""
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return not data or data.startswith(b"HTTP/1.1 4") or b"\x88" in data[:2] or (
+            b'"code":"protocol"' in data)
+
+
+def test_500_stalled_connections_are_closed_while_a_real_session_works(relay_factory):
+    """500 connections that stall or dribble before or after the upgrade are all closed
+    within the handshake/hello timeout (3 s here) plus a margin, while a real agent and
+    viewer connect, accept, stream and type."""
+    timeout_s = 3.0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096 <= hard or (soft < 4096 and hard == resource.RLIM_INFINITY):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))  # the relay inherits it
+    relay = relay_factory("--handshake-timeout", str(timeout_s), "--hello-timeout",
+                          str(timeout_s))
+    relay.add_technician("david", "David", "david-pw")
+    limits = Path(f"/proc/{relay.process.pid}/limits").read_text()
+    open_files = int(next(line for line in limits.splitlines()
+                          if line.startswith("Max open files")).split()[3])
+    assert open_files >= 1200, f"the relay may open only {open_files} files"
+    crowd = StallCrowd(relay.port, stalled=200, dribbling=150, silent_upgrades=150)
+    worker = threading.Thread(target=crowd.run, args=(timeout_s + 20,), daemon=True)
+    worker.start()
+
+    async def scenario():
+        await asyncio.to_thread(crowd.ready.wait, WAIT_S * 2)
+        assert not crowd.error, crowd.error
+        agent, viewer, session = await active_session(relay)
+        update = frame(1, 20_000)
+        await agent.send(update)
+        while await receive(viewer) != update:
+            pass
+        await viewer.send(message("take_control", session=session))
+        await next_of(agent, "control")
+        await viewer.send(message("key", session=session, code="KeyA", key="a", down=True))
+        assert (await next_of(agent, "key"))["code"] == "KeyA"
+
+    run(scenario())
+    worker.join(timeout_s + 40)
+    assert not crowd.error, crowd.error
+    assert len(crowd.closed_at) == 500, f"{500 - len(crowd.closed_at)} still open"
+    slowest = max(crowd.closed_at.values()) - crowd.opened_at
+    assert slowest <= timeout_s + 10, slowest
+    no_traceback(relay)
+
+
+def test_viewer_that_never_reads_does_not_grow_relay_memory(relay):
+    """200 MiB of frames for a viewer that reads nothing: the agent is still read and the
+    relay's resident memory grows by less than 48 MiB."""
+
+    async def scenario():
+        agent, registered = await start_agent(relay.ws_url)
+        session = registered["session"]
+        viewer, _, _ = await start_viewer(relay.ws_url, max_queue=1)
+        await viewer.send(message("accept", session=session))
+        await next_of(viewer, "accepted")
+        await next_of(agent, "accepted")
+        before = rss_bytes(relay.process.pid)
+        for seq in range(200):
+            await agent.send(frame(seq, MIB, monitor=1))
+        await asyncio.wait_for(await agent.ping(), WAIT_S)  # the relay still reads the agent
+        return before, rss_bytes(relay.process.pid)
+
+    before, after = run(scenario())
+    assert after - before < 48 * MIB, (before, after)
+
+
+def test_waiting_sessions_per_address_are_capped_over_the_wire(relay):
+    """Three waiting sessions from 127.0.0.2; the fourth is refused too-many-waiting; another
+    address is not affected; when one ends, 127.0.0.2 may register again."""
+    cap = protocol.MAX_WAITING_PER_ADDRESS
+
+    async def register(source: str):
+        ws = await open_ws(relay.ws_url + "/ws/agent", local_addr=(source, 0))
+        await ws.send(agent_hello())
+        return ws, await receive(ws)
+
+    async def scenario():
+        agents = [await register("127.0.0.2") for _ in range(cap)]
+        assert all(reply["type"] == "registered" for _, reply in agents)
+        refused, reply = await register("127.0.0.2")
+        assert reply["code"] == "too-many-waiting"
+        assert (await closed_code(refused))[0] == 1008
+        assert (await register("127.0.0.3"))[1]["type"] == "registered"
+        await agents[0][0].send(message("close", reason=""))
+        await closed_code(agents[0][0])
+        assert (await register("127.0.0.2"))[1]["type"] == "registered"
+
+    run(scenario())
+
+
+def test_input_rate_is_capped_without_reordering(relay):
+    """2000 text events at once: fewer reach the agent, in their order, and the viewer is
+    told rate-limited."""
+    count = 2000
+
+    async def scenario():
+        agent, viewer, session = await active_session(relay)
+        await viewer.send(message("take_control", session=session))
+        await next_of(agent, "control")
+        for i in range(count):
+            await viewer.send(message("text", session=session, text=str(i)))
+        await viewer.send(message("ack", session=session, seq=1))  # marks the end
+        delivered = []
+        while (data := await receive(agent))["type"] != "ack":
+            if data["type"] == "text":
+                delivered.append(int(data["text"]))
+        assert (await next_of(viewer, "error"))["code"] == "rate-limited"
+        return delivered
+
+    delivered = run(scenario())
+    assert protocol.INPUT_BURST <= len(delivered) < count
+    assert delivered == sorted(delivered) and delivered[:protocol.INPUT_BURST] == list(
+        range(protocol.INPUT_BURST))
+
+
+# --- 8. Agent data is hostile data (relay side) ---------------------------------------
+
+HOSTILE_HELLOS = {
+    "escape sequence in machine": ({"machine": "PC\x1b[31mred"}, "machine contains control"),
+    "newline in user": ({"user": "anna\nroot"}, "user contains control"),
+    "NUL in machine": ({"machine": "PC\x00"}, "machine contains control"),
+    "right-to-left override": ({"user": "anna\u202egpj.exe"}, "user contains control"),
+    "over-long machine": ({"machine": "M" * 65}, "machine is longer than 64"),
+    "huge user": ({"user": "U" * 60_000}, "longer than 64"),
+    "machine is a number": ({"machine": 5}, "machine must be a string"),
+    "user is a list": ({"user": ["anna"]}, "user must be a string"),
+    "machine is null": ({"machine": None}, "machine must be a string"),
+    "user is an object": ({"user": {"x": 1}}, "user must be a string"),
+    "screen too wide": ({"screens": [{"x": 0, "y": 0, "width": 32768, "height": 800}] * 2},
+                        "screen width must be between"),
+    "screen astronomically tall": (
+        {"screens": [{"x": 0, "y": 0, "width": 800, "height": 10**30}] * 2},
+        "screen height must be between"),
+    "negative width": ({"screens": [{"x": 0, "y": 0, "width": -1, "height": 800}] * 2},
+                       "screen width must be between"),
+    "fractional size": ({"screens": [{"x": 0, "y": 0, "width": 1.5, "height": 800}] * 2},
+                        "screen width must be an integer"),
+    "size as text": ({"screens": [{"x": 0, "y": 0, "width": "1280", "height": 800}] * 2},
+                     "screen width must be an integer"),
+    "too many monitors": ({"screens": [SCREENS[0]] * 18}, "1 to 16 monitors"),
+    "thousands of monitors": ({"screens": [SCREENS[0]] * 5000}, "too long"),
+    "no monitor": ({"screens": [SCREENS[0]]}, "1 to 16 monitors"),
+    "screens not a list": ({"screens": "all"}, "screens must be a list"),
+    "extra field in a screen": ({"screens": [{**SCREENS[0], "dpi": 96}] * 2},
+                                "x, y, width and height"),
+    "technician path": ({"technician": "../david"}, "technician must be"),
+    "technician upper case": ({"technician": "DAVID"}, "technician must be"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_HELLOS))
+def test_hostile_agent_hello_is_refused_with_a_clear_error(relay, case):
+    """Control characters, over-long or mistyped names, absurd sizes, too many monitors:
+    an error naming the field, close 1008, no session and no ledger row."""
+    changes, expected = HOSTILE_HELLOS[case]
+
+    async def scenario():
+        ws = await open_ws(relay.ws_url + "/ws/agent")
+        fields = {**json.loads(agent_hello()), **changes}
+        await ws.send(json.dumps(fields))
+        reply = await receive(ws)
+        assert reply["type"] == "error" and reply["code"] == "protocol", reply
+        assert expected in reply["message"], reply["message"]
+        code, reason = await closed_code(ws)
+        assert code == 1008 and reason.isprintable()
+        viewer, _, queue = await start_viewer(relay.ws_url)
+        assert queue["sessions"] == []
+
+    run(scenario())
+    assert ledger_csv(relay) == []
+    no_traceback(relay)
+
+
+@pytest.mark.parametrize(("case", "data"), [
+    ("monitor layout with too many monitors", message("screens", screens=[SCREENS[0]] * 18)),
+    ("cursor far outside", message("cursor", monitor=1, x=10**9, y=0)),
+    ("frame header lying about its length", frame(1, 1000)[:-1]),
+    ("frame header too short", b"\x01\x01"),
+])
+def test_hostile_agent_message_mid_session_ends_it_cleanly(relay, case, data):
+    """After acceptance, a malformed agent message closes the agent with 1008 and ends the
+    session (agent-lost) without reaching the viewer."""
+
+    async def scenario():
+        agent, viewer, session = await active_session(relay)
+        await agent.send(data)
+        assert (await next_of(agent, "error"))["code"] == "protocol"
+        assert (await closed_code(agent))[0] == 1008
+        seen = []
+        while not isinstance(got := await receive(viewer), dict) or got["type"] != "ended":
+            seen.append(got)
+        assert got == {"type": "ended", "session": session, "by": "relay",
+                       "reason": "agent-lost"}
+        assert all(isinstance(m, dict) and m["type"] in ("queue", "error") for m in seen), seen
+
+    run(scenario())
+    no_traceback(relay)
+
+
+# --- 9. TLS (relay side) ---------------------------------------------------------------
+# Also: test_relay_server.py::test_tls_serves_wss_and_https.
+
+
+def old_tls_client() -> ssl.SSLContext:
+    """A client that offers only TLS 1.0/1.1. OpenSSL 3's default security level forbids
+    them even to offer, so this client lowers it (@SECLEVEL=0) on purpose; the control
+    server below proves it really can speak TLS 1.1."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1/TLSv1_1 are deprecated
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+    return context
+
+
+def tls_version_against(port: int, client: ssl.SSLContext) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock, \
+            client.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+        return tls.version() or ""
+
+
+def test_tls_relay_refuses_tls_1_1_and_speaks_1_2_and_1_3(relay_factory, tmp_path):
+    """--cert/--key: a TLS 1.0/1.1-only client fails the handshake (while a permissive
+    server accepts the same client); TLS 1.2 and 1.3 clients get through."""
+    cert, key = make_certificate(tmp_path)
+    relay = relay_factory("--cert", str(cert), "--key", str(key))
+    with pytest.raises(ssl.SSLError):
+        tls_version_against(relay.port, old_tls_client())
+
+    permissive = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        permissive.minimum_version = ssl.TLSVersion.TLSv1
+    permissive.set_ciphers("DEFAULT:@SECLEVEL=0")
+    permissive.load_cert_chain(cert, key)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def serve_one():
+            conn, _ = listener.accept()
+            with contextlib.suppress(OSError), permissive.wrap_socket(conn, server_side=True):
+                pass
+        control = threading.Thread(target=serve_one)
+        control.start()
+        assert tls_version_against(listener.getsockname()[1], old_tls_client()) == "TLSv1.1"
+        control.join(WAIT_S)
+
+    for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
+        client = ssl.create_default_context(cafile=str(cert))
+        client.minimum_version = client.maximum_version = version
+        assert tls_version_against(relay.port, client) == name
+
+
+def test_tls_context_has_a_tls_1_2_minimum(tmp_path):
+    """The relay's server context itself sets TLS 1.2 as the minimum version."""
+    cert, key = make_certificate(tmp_path)
+    assert server.tls_context(cert, key).minimum_version == ssl.TLSVersion.TLSv1_2
