@@ -83,17 +83,24 @@ class ScriptedViewer:
                 return message
             seen.append(message)
 
-    async def accept_waiting(self, timeout: float = 60) -> p.Queue:
-        """Wait for a waiting (pending) session in the queue, accept it and take control."""
+    async def wait_for_pending(self, timeout: float = 60) -> p.Waiting:
+        """The first session waiting (pending) in this support person's queue."""
         queue = await self.expect(
             p.Queue, lambda q: any(s.state == "waiting" for s in q.sessions), timeout)
-        self.session = next(s.session for s in queue.sessions if s.state == "waiting")
-        await self.send(p.Accept(self.session))
+        return next(s for s in queue.sessions if s.state == "waiting")
+
+    async def accept_waiting(self, timeout: float = 60) -> None:
+        """Wait for a pending session, accept it and take control."""
+        await self.accept((await self.wait_for_pending(timeout)).session)
+
+    async def accept(self, session: str) -> None:
+        """Accept ``session`` and take control of it."""
+        self.session = session
+        await self.send(p.Accept(session))
         accepted = await self.expect(p.Accepted, lambda m: m.session == self.session)
         self.screens = accepted.screens
         await self.send(p.TakeControl(self.session))
         await self.expect(p.Control, lambda m: m.session == self.session and m.granted)
-        return queue
 
     async def click(self, x: int, y: int) -> None:
         monitor = max(self.monitor, 0)
