@@ -10,13 +10,17 @@ file.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
 import time
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PyInstaller.archive.readers import CArchiveReader
 from test_build_linux import (
     BACKGROUND_NAME,
     Output,
@@ -104,14 +108,38 @@ def exe_processes() -> list[int]:
     return found
 
 
-@pytest.mark.timeout(1800)  # a build from nothing (prefix, Python, packages) takes minutes
-def test_windows_exe_under_wine_connects_streams_takes_input_and_ends(
-        xvfb, relay, tmp_path, capsys):
-    """The Wine-built exe is accepted, streams the screen, types and clicks, and exits on end."""
+VERSION_PROBE = """\
+import json, sys, pefile
+pe = pefile.PE(sys.argv[1])
+strings = {}
+for info in getattr(pe, "FileInfo", []):
+    for entry in info:
+        for table in getattr(entry, "StringTable", []):
+            strings.update({k.decode(): v.decode() for k, v in table.entries.items()})
+icon = pefile.RESOURCE_TYPE["RT_GROUP_ICON"]
+groups = [e for e in pe.DIRECTORY_ENTRY_RESOURCE.entries if e.id == icon]
+print(json.dumps({"strings": strings, "icon_groups": len(groups),
+                  "gui": pe.OPTIONAL_HEADER.Subsystem == 2}))
+"""
+
+
+@pytest.fixture(scope="module")
+def wine_run_env(xvfb) -> Iterator[dict[str, str]]:
+    """Builds the exe (cached toolchain) and makes a clean run prefix; the Wine environment."""
     require_tools("wine", "wineserver", "wineboot", "xdotool", "xsetroot")
     build_windows_exe()
     env = wine_env(xvfb.name)
     make_run_prefix(env)
+    yield env
+    subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
+                   capture_output=True, timeout=60)
+
+
+@pytest.mark.timeout(1800)  # a build from nothing (prefix, Python, packages) takes minutes
+def test_windows_exe_under_wine_connects_streams_takes_input_and_ends(
+        wine_run_env, relay, tmp_path, capsys):
+    """The Wine-built exe is accepted, streams the screen, types and clicks, and exits on end."""
+    env = wine_run_env
     subprocess.run(["xsetroot", "-solid", BACKGROUND_NAME], check=True, timeout=10)
 
     reader, typed = tmp_path / "reader.py", tmp_path / "typed.txt"
@@ -179,3 +207,24 @@ async def _drive_exe(relay, exe: subprocess.Popen, output: Output, started: floa
         return connected_s
     finally:
         await viewer.close()
+
+
+@pytest.mark.timeout(1800)
+def test_windows_exe_is_windowed_with_icon_version_and_baked_configuration(
+        wine_run_env, tmp_path):
+    """The exe is a GUI program with an icon, version information and support.json inside."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(VERSION_PROBE, encoding="utf-8")
+    output = wine(wine_run_env, "wine", windows_path(WINDOWS_PYTHON), windows_path(probe),
+                  windows_path(EXE))
+    facts = json.loads(output.strip().splitlines()[-1])
+    config = json.loads((ROOT / "support.example.json").read_text(encoding="utf-8"))
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert facts["gui"] and facts["icon_groups"] >= 1, facts
+    assert facts["strings"]["CompanyName"] == config["company"]
+    assert facts["strings"]["ProductName"] == "Spotlight Remote Support"
+    assert facts["strings"]["ProductVersion"] == version["project"]["version"]
+
+    archive = CArchiveReader(str(EXE))
+    assert json.loads(archive.extract("support.json")) == config
+    assert {"icons\\tray-pending.png", "icons\\tray-active.png"} <= set(archive.toc)
