@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --config) [ $# -ge 2 ] || die "--config needs a file"; CONFIG="$2"; shift 2 ;;
     --config=*) CONFIG="${1#--config=}"; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (usage: packaging/build-windows.sh [--config FILE])" ;;
   esac
 done
@@ -57,6 +57,8 @@ fi
 HOST_PYTHON="$ROOT/.venv/bin/python"
 [ -x "$HOST_PYTHON" ] || HOST_PYTHON="$(command -v python3)" \
   || die "no python3 on this machine"
+"$HOST_PYTHON" -c 'import json, sys; json.load(open(sys.argv[1], encoding="utf-8"))' \
+  "$CONFIG" 2>/dev/null || die "$CONFIG is not valid JSON"
 
 # --- the Wine environment ----------------------------------------------------------------
 export WINEPREFIX="$PREFIX" WINEARCH=win64 WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
