@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import io
 import ipaddress
 import json
 import logging
@@ -41,6 +40,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,20 +48,23 @@ from typing import Any, Protocol
 import numpy as np
 
 import protocol as p
+import screen_codec as codec
 
 # --- constants -------------------------------------------------------------------------
 
 APP_NAME = "Spotlight Remote Support"
 CONFIG_NAME = "support.json"
-TILE_PX = 64  # changed-tile grid
-STRIP_ROWS = 128  # large rectangles are encoded in strips, each choosing PNG or JPEG
 POLL_INTERVAL_S = 1 / 30
+MOTION_POLL_INTERVAL_S = 1 / 60  # while every recent poll found a change (video, animation)
+MOTION_AFTER_CHANGES = 3  # consecutive polls with a change that mean "motion"
+IDLE_POLL_INTERVAL_S = 0.1  # once nothing has changed for IDLE_AFTER_S (and no input came)
+IDLE_AFTER_S = 2.0
 FAST_POLL_INTERVAL_S = 0.010  # right after input, so the support person sees it at once
 FAST_POLL_WINDOW_S = 0.300
+ENCODER_THREADS = 2  # strips of a large update are encoded in parallel
 LAYOUT_CHECK_INTERVAL_S = 1.0
 JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back
 QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quality again
-PNG_MAX_SAMPLED_COLOURS = 48  # "text/UI" when a sample of a strip has no more colours
 CLOSE_TIMEOUT_S = 0.5  # telling the relay on Close never takes longer than this
 TRAY_HIDE_TIMEOUT_S = 1.0
 CONNECT_TIMEOUT_S = 10
@@ -136,6 +139,8 @@ class MssScreen:
     def __init__(self) -> None:
         import mss
 
+        if sys.platform.startswith("linux"):
+            _reuse_large_buffers()
         self._mss, self._sct = mss, mss.MSS()
 
     def monitors(self) -> tuple[p.Screen, ...]:
@@ -154,6 +159,17 @@ class MssScreen:
 
     def close(self) -> None:
         self._sct.close()
+
+
+def _reuse_large_buffers() -> None:
+    """glibc: take each grab's 8 MB buffer from the heap, not from a fresh mmap that
+    page-faults on every frame (that cost more than the grab itself)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
 
 
 class PynputInput:
@@ -511,77 +527,6 @@ def tray_image(rgb: tuple[int, int, int], size: int = 64) -> Any:
     return image.resize((size, size), Image.Resampling.LANCZOS)
 
 
-def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE_PX) -> list[tuple]:
-    """(x, y, width, height) rectangles covering the tiles where ``new`` differs from ``old``:
-    runs of changed tiles in a row of tiles, merged downwards while the run keeps its span."""
-    height, width = new.shape[:2]
-    o, n = old.view(np.uint32).reshape(height, width), new.view(np.uint32).reshape(height, width)
-    columns = -(-width // tile)
-    rects: list[list[int]] = []
-    open_runs: dict[tuple[int, int], list[int]] = {}
-    for y0 in range(0, height, tile):
-        y1 = min(height, y0 + tile)
-        spans: list[tuple[int, int]] = []
-        if not np.array_equal(n[y0:y1], o[y0:y1]):
-            changed = np.zeros(columns * tile, bool)
-            changed[:width] = (n[y0:y1] != o[y0:y1]).any(axis=0)
-            tiles = changed.reshape(columns, tile).any(axis=1)
-            start = None
-            for i, hit in enumerate([*tiles.tolist(), False]):
-                if hit and start is None:
-                    start = i
-                elif not hit and start is not None:
-                    spans.append((start * tile, min(width, i * tile)))
-                    start = None
-        runs = {}
-        for span in spans:
-            rect = open_runs.get(span)
-            if rect is None:
-                rect = [span[0], y0, span[1] - span[0], 0]
-                rects.append(rect)
-            rect[3] = y1 - rect[1]
-            runs[span] = rect
-        open_runs = runs
-    return [tuple(r) for r in rects]
-
-
-def encode_rect(pixels: np.ndarray, quality: int) -> tuple[int, bytes]:
-    """(frame kind, image bytes) of a BGRX rectangle: an exact palette PNG when it has few
-    colours (text, UI, flat backgrounds), else JPEG without chroma subsampling."""
-    from PIL import Image
-
-    height, width = pixels.shape[:2]
-    pixels = np.ascontiguousarray(pixels)
-    flat = pixels.view(np.uint32).reshape(-1) & 0xFFFFFF
-    buffer = io.BytesIO()
-    sample = flat[:: max(1, flat.size // 4096)]
-    if np.unique(sample).size <= PNG_MAX_SAMPLED_COLOURS:
-        colours, index = np.unique(flat, return_inverse=True)
-        if colours.size <= 256:
-            image = Image.frombuffer("P", (width, height), index.astype(np.uint8).tobytes(),
-                                     "raw", "P", 0, 1)
-            rgb = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], 1)
-            image.putpalette(rgb.astype(np.uint8).tobytes())
-            image.save(buffer, "PNG", compress_level=6)
-            return p.FRAME_PNG, buffer.getvalue()
-    image = Image.frombuffer("RGB", (width, height), pixels.tobytes(), "raw", "BGRX", 0, 1)
-    image.save(buffer, "JPEG", quality=quality, subsampling=0)
-    return p.FRAME_JPEG, buffer.getvalue()
-
-
-def encode_update(pixels: np.ndarray, rects: list[tuple], monitor: int, seq: int,
-                  quality: int, full: bool) -> list[p.Frame]:
-    """The frames of one update: each rectangle in strips, FLAG_LAST on the last one."""
-    parts = [(x, y + dy, w, min(STRIP_ROWS, h - dy))
-             for x, y, w, h in rects for dy in range(0, h, STRIP_ROWS)]
-    frames = []
-    for i, (x, y, w, h) in enumerate(parts):
-        kind, image = encode_rect(pixels[y:y + h, x:x + w], quality)
-        flags = (p.FLAG_LAST if i == len(parts) - 1 else 0) | (p.FLAG_FULL if full else 0)
-        frames.append(p.Frame(kind, flags, monitor, seq, x, y, w, h, image))
-    return frames
-
-
 def to_desktop(screens: tuple[p.Screen, ...], monitor: int, x: int, y: int) -> tuple | None:
     """Desktop coordinates of a point given relative to ``monitor``; None when outside it."""
     if not 0 <= monitor < len(screens):
@@ -923,8 +868,10 @@ class Agent:
                 self.monitor = msg.monitor
                 self._restart_stream()
         elif isinstance(msg, p.Ack) and msg.session == self.session:
+            held_back = len(self.in_flight) >= p.MAX_UPDATES_IN_FLIGHT
             self.in_flight.pop(msg.seq, None)
-            self._wake_up()
+            if held_back:  # otherwise the next poll keeps its cadence
+                self._wake_up()
         elif isinstance(msg, p.Ended):
             self._stop_input()
             self.state = "ended"
@@ -975,50 +922,67 @@ class Agent:
 
     async def _stream(self, ws: Any) -> None:
         """Poll the screen; send what changed while fewer than MAX_UPDATES_IN_FLIGHT wait."""
-        sent: np.ndarray | None = None
+        diff = codec.ScreenDiff()
         cursor = None
-        layout_at = self.clock()
-        while True:
-            fast = self.clock() - self.input_at < FAST_POLL_WINDOW_S
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(),
-                                       FAST_POLL_INTERVAL_S if fast else POLL_INTERVAL_S)
-            if self.clock() - layout_at > LAYOUT_CHECK_INTERVAL_S:
-                layout_at = self.clock()
-                screens = self.screen.monitors()
-                if screens != self.screens:
-                    self.screens = screens
-                    self.monitor = self.monitor if self.monitor < len(screens) else 0
-                    await ws.send(p.encode_control(p.Screens(screens)))
-                    self._restart_stream()
-            area = self.screens[self.monitor]
-            x, y = self.input.position()
-            if (x - area.x, y - area.y) != cursor:
-                cursor = (x - area.x, y - area.y)
-                await ws.send(p.encode_control(p.Cursor(self.monitor, *cursor)))
-            if len(self.in_flight) >= p.MAX_UPDATES_IN_FLIGHT:
-                self.smooth_updates = -1  # held back by the link: the next update is cheaper
-                continue
-            pixels = self.screen.grab(area)
-            full = self._full or sent is None or sent.shape != pixels.shape
-            self._full = False  # a refresh while this update is encoded asks for another
-            rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
-                changed_rects(sent, pixels)
-            if not rects:
-                continue
-            self._adapt_quality()
-            seq, self.seq = self.seq, (self.seq + 1) % 2**32
-            frames = await asyncio.to_thread(encode_update, pixels, rects, self.monitor, seq,
-                                             JPEG_QUALITIES[self.quality_step], full)
-            for frame in frames:
-                await ws.send(p.encode_frame(frame))
-            self.in_flight[seq] = self.clock()
-            if full:
-                sent = pixels.copy()
-            else:
-                for rx, ry, rw, rh in rects:
-                    sent[ry:ry + rh, rx:rx + rw] = pixels[ry:ry + rh, rx:rx + rw]
+        layout_at = polled_at = changed_at = self.clock()
+        changes_in_a_row = 0
+        pool = ThreadPoolExecutor(ENCODER_THREADS, "encoder")
+        try:
+            while True:
+                interval = self._poll_interval(changed_at, changes_in_a_row)
+                self._wake.clear()
+                delay = polled_at + interval - self.clock()
+                if delay > 0:  # a fixed cadence: the time spent encoding counts
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                polled_at = self.clock()
+                if polled_at - layout_at > LAYOUT_CHECK_INTERVAL_S:
+                    layout_at = polled_at
+                    screens = self.screen.monitors()
+                    if screens != self.screens:
+                        self.screens = screens
+                        self.monitor = self.monitor if self.monitor < len(screens) else 0
+                        await ws.send(p.encode_control(p.Screens(screens)))
+                        self._restart_stream()
+                area = self.screens[self.monitor]
+                x, y = self.input.position()
+                if (x - area.x, y - area.y) != cursor:
+                    cursor = (x - area.x, y - area.y)
+                    await ws.send(p.encode_control(p.Cursor(self.monitor, *cursor)))
+                if len(self.in_flight) >= p.MAX_UPDATES_IN_FLIGHT:
+                    self.smooth_updates = -1  # held back by the link: the next update is cheaper
+                    continue
+                pixels = self.screen.grab(area)
+                full = self._full or not diff.matches(pixels)
+                self._full = False  # a refresh while this update is encoded asks for another
+                rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
+                    diff.changes(pixels)
+                if not rects:
+                    changes_in_a_row = 0
+                    continue
+                changes_in_a_row, changed_at = changes_in_a_row + 1, polled_at
+                self._adapt_quality()
+                seq, self.seq = self.seq, (self.seq + 1) % 2**32
+                frames = await asyncio.to_thread(
+                    codec.encode_update, pixels, rects, self.monitor, seq,
+                    JPEG_QUALITIES[self.quality_step], full, pool.map)
+                diff.commit(pixels, rects)
+                for frame in frames:
+                    await ws.send(p.encode_frame(frame))
+                self.in_flight[seq] = self.clock()
+        finally:
+            pool.shutdown(wait=False)
+
+    def _poll_interval(self, changed_at: float, changes_in_a_row: int) -> float:
+        """Fast right after input and during motion, slow once the screen has been still."""
+        now = self.clock()
+        if now - self.input_at < FAST_POLL_WINDOW_S:
+            return FAST_POLL_INTERVAL_S
+        if changes_in_a_row >= MOTION_AFTER_CHANGES:
+            return MOTION_POLL_INTERVAL_S
+        if now - max(changed_at, self.input_at) > IDLE_AFTER_S:
+            return IDLE_POLL_INTERVAL_S
+        return POLL_INTERVAL_S
 
     def _adapt_quality(self) -> None:
         """Lower JPEG quality before frame rate; recover it slowly when the link keeps up."""

@@ -199,7 +199,8 @@ def test_first_update_is_a_full_lossless_image_of_the_screen() -> None:
 
 
 def test_changed_region_is_sent_alone_and_idle_screen_sends_nothing() -> None:
-    """After the full image only changed tiles travel; an unchanged screen sends nothing."""
+    """After the full image only the changed pixels travel; an unchanged screen sends
+    nothing."""
     async def scenario():
         async with ScriptedRelay() as relay:
             screen = FakeScreen()
@@ -214,7 +215,7 @@ def test_changed_region_is_sent_alone_and_idle_screen_sends_nothing() -> None:
             screen.image[70:80, 130:140, :3] = (0, 255, 0)
             second = await peer.update()
             assert not second[0].flags & p.FLAG_FULL
-            assert [(f.x, f.y, f.width, f.height) for f in second] == [(128, 64, 64, 64)]
+            assert [(f.x, f.y, f.width, f.height) for f in second] == [(130, 70, 10, 10)]
             paint(second, canvas)
             assert np.array_equal(canvas, rgb(screen))
             await peer.send(p.Ended(SESSION, "technician", "done"))
@@ -631,36 +632,22 @@ def test_quality_drops_when_acks_hold_updates_back_and_recovers_slowly() -> None
     assert runner.quality_step == 1
 
 
+def test_polling_is_fast_after_input_and_in_motion_and_slow_when_still() -> None:
+    """10 ms right after input, 60 polls/s while the screen keeps changing, 30 while it
+    changes now and then, 10 once it has been still for a while."""
+    now = [100.0]
+    runner = make_agent(type("R", (), {"url": "ws://127.0.0.1:1"}), clock=lambda: now[0])
+    assert runner._poll_interval(changed_at=99.5, changes_in_a_row=1) == agent.POLL_INTERVAL_S
+    assert runner._poll_interval(99.9, agent.MOTION_AFTER_CHANGES) == \
+        agent.MOTION_POLL_INTERVAL_S
+    assert runner._poll_interval(100 - agent.IDLE_AFTER_S - 1, 0) == agent.IDLE_POLL_INTERVAL_S
+    runner.input_at = 99.95
+    assert runner._poll_interval(50.0, 0) == agent.FAST_POLL_INTERVAL_S
+    now[0] = 101.0  # input a second ago: not idle yet, no longer fast
+    assert runner._poll_interval(50.0, 0) == agent.POLL_INTERVAL_S
+
+
 # --- pure helpers ----------------------------------------------------------------------
-
-
-def test_changed_rects_merges_runs_of_tiles() -> None:
-    """Adjacent changed tiles merge into one rectangle, also across rows of tiles."""
-    old = np.zeros((200, 300, 4), np.uint8)
-    new = old.copy()
-    new[10, 70] = new[100, 130] = 1  # tiles (1,0) and (2,1)
-    new[190, 299] = 1  # the partial tile at the right edge
-    assert agent.changed_rects(old, new) == [(64, 0, 64, 64), (128, 64, 64, 64),
-                                             (256, 128, 44, 64)]
-    new = old.copy()
-    new[0:130, 0:100] = 7
-    assert agent.changed_rects(old, new) == [(0, 0, 128, 192)]
-    assert agent.changed_rects(old, old.copy()) == []
-
-
-def test_photo_like_content_is_jpeg_and_flat_content_is_exact_png() -> None:
-    """Noise goes as JPEG 4:4:4; a few colours go as a PNG that decodes to the same pixels."""
-    rng = np.random.default_rng(1)
-    noise = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
-    kind, data = agent.encode_rect(noise, 80)
-    assert kind == p.FRAME_JPEG
-    assert {layer[1:3] for layer in Image.open(io.BytesIO(data)).layer} == {(1, 1)}  # 4:4:4
-    flat = np.zeros((64, 64, 4), np.uint8)
-    flat[::2, :, :3] = (10, 20, 30)
-    kind, data = agent.encode_rect(flat, 80)
-    assert kind == p.FRAME_PNG
-    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    assert np.array_equal(decoded, flat[..., 2::-1])
 
 
 def test_every_key_code_is_valid_on_the_wire() -> None:

@@ -1,0 +1,223 @@
+"""Screen updates without I/O: what changed between two screen images, and the frames that
+carry it to the viewer.
+
+Images are C-contiguous (height, width, 4) uint8 BGRX arrays (mss's layout, and the agent's
+``Screen.grab``). ``ScreenDiff`` holds a copy of what the viewer shows and finds the pixels
+that differ from it: 64x64 tiles compared band by band (memcmp first, numpy only on bands
+that differ), runs of changed tiles merged into rectangles, each cropped to the pixels that
+really changed. ``encode_update`` turns rectangles into ``protocol.Frame`` objects, choosing
+per rectangle (large ones in strips, which may be encoded in parallel threads):
+
+- an exact palette PNG when it has at most 256 colours (text, anti-aliased text, UI, flat
+  backgrounds): lossless, and far smaller than JPEG for such content;
+- JPEG 4:4:4 otherwise (4:2:0 smears coloured text), straight from the BGRX buffer;
+- for small rectangles with many (<= 256) colours, whichever of the two is smaller.
+
+Buffers are reused: the viewer's copy, the diff scratch space, the palette lookup tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import io
+import sys
+import threading
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from PIL import Image
+
+import protocol as p
+
+try:  # libjpeg-turbo from a BGRX buffer, no colour conversion or copy (optional)
+    import simplejpeg
+except ImportError:  # pragma: no cover - Pillow does the same job a little slower
+    simplejpeg = None
+
+TILE_PX = 64  # changed-tile grid
+STRIP_ROWS = 128  # large rectangles go in strips of this many rows (a multiple of 16)
+PALETTE_MAX_COLOURS = 256
+CROP_MAX_TILES = 16  # runs of up to this many tiles are cropped to the changed pixels
+SMALL_RECT_PX = 128 * 128  # both encoders are tried on rectangles up to this size
+BOTH_ENCODERS_MIN_COLOURS = 24  # ... when they have at least this many colours
+PNG_LEVELS = ((64 * 64 * 4, 9), (256 * 256, 6), (1 << 62, 3))  # (up to px, zlib level)
+
+Rect = tuple[int, int, int, int]  # x, y, width, height
+
+
+def _load_memcmp() -> Callable[[int, int, int], int] | None:
+    """The C library's memcmp, to compare bands of two images without allocating."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        if sys.platform == "win32":
+            memcmp = ctypes.cdll.msvcrt.memcmp
+        else:
+            memcmp = ctypes.CDLL(ctypes.util.find_library("c") or None).memcmp
+        memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+        memcmp.restype = ctypes.c_int
+        return memcmp
+    return None
+
+
+_MEMCMP = _load_memcmp()
+
+
+class ScreenDiff:
+    """The image the viewer shows (a reused buffer) and what differs from it."""
+
+    def __init__(self, tile: int = TILE_PX) -> None:
+        self.tile = tile
+        self.shown: np.ndarray | None = None
+
+    def matches(self, pixels: np.ndarray) -> bool:
+        """Whether ``pixels`` can be compared with what is shown (same size, shown at all)."""
+        return self.shown is not None and self.shown.shape == pixels.shape
+
+    def changes(self, pixels: np.ndarray) -> list[Rect]:
+        """Rectangles covering every pixel of ``pixels`` that differs from what is shown."""
+        if not self.matches(pixels):
+            raise ValueError("nothing comparable is shown: send the whole image first")
+        return changed_rects(self.shown, pixels, self.tile)
+
+    def commit(self, pixels: np.ndarray, rects: Iterable[Rect]) -> None:
+        """The viewer now shows ``rects`` of ``pixels`` (copied: ``pixels`` may be reused)."""
+        if not self.matches(pixels):
+            self.shown = np.empty_like(pixels)
+            rects = [(0, 0, pixels.shape[1], pixels.shape[0])]
+        for x, y, w, h in rects:
+            self.shown[y:y + h, x:x + w] = pixels[y:y + h, x:x + w]
+
+    def forget(self) -> None:
+        self.shown = None
+
+
+def _band_equal(old: np.ndarray, new: np.ndarray) -> bool:
+    if _MEMCMP is not None and old.flags.c_contiguous and new.flags.c_contiguous:
+        return _MEMCMP(old.ctypes.data, new.ctypes.data, new.nbytes) == 0
+    return bool(np.array_equal(old, new))
+
+
+def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE_PX) -> list[Rect]:
+    """(x, y, width, height) rectangles covering every pixel where ``new`` differs from
+    ``old``: runs of changed tiles in a row of tiles, merged downwards while the run keeps its
+    tile span, and runs of up to CROP_MAX_TILES tiles cropped to the pixels that changed."""
+    height, width = new.shape[:2]
+    columns = -(-width // tile)
+    o32, n32 = old.view(np.uint32)[..., 0], new.view(np.uint32)[..., 0]
+    rects: list[list[int]] = []  # x0, y0, x1, y1
+    open_runs: dict[tuple[int, int], list[int]] = {}
+    for y0 in range(0, height, tile):
+        y1 = min(height, y0 + tile)
+        runs: dict[tuple[int, int], list[int]] = {}
+        if not _band_equal(old[y0:y1], new[y0:y1]):
+            differs = n32[y0:y1] != o32[y0:y1]
+            cols = np.zeros(columns * tile, bool)
+            cols[:width] = differs.any(axis=0)
+            tiles = cols.reshape(columns, tile).any(axis=1).tolist()
+            start = None
+            for i, hit in enumerate([*tiles, False]):
+                if hit and start is None:
+                    start = i
+                elif not hit and start is not None:
+                    span = (start, i)
+                    box = _crop(differs, cols, start * tile, min(width, i * tile), y0) \
+                        if i - start <= CROP_MAX_TILES else \
+                        [start * tile, y0, min(width, i * tile), y1]
+                    rect = open_runs.get(span)
+                    if rect is None:
+                        rects.append(box)
+                        rect = box
+                    else:  # the run continues downwards: grow it to cover this box too
+                        rect[0], rect[2] = min(rect[0], box[0]), max(rect[2], box[2])
+                        rect[3] = box[3]
+                    runs[span] = rect
+                    start = None
+        open_runs = runs
+    return [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in rects]
+
+
+def _crop(differs: np.ndarray, cols: np.ndarray, x0: int, x1: int, y0: int) -> list[int]:
+    """The bounding box of the changed pixels of one run of tiles, in image coordinates."""
+    xs = np.flatnonzero(cols[x0:x1])
+    ys = np.flatnonzero(differs[:, x0:x1].any(axis=1))
+    return [x0 + int(xs[0]), y0 + int(ys[0]), x0 + int(xs[-1]) + 1, y0 + int(ys[-1]) + 1]
+
+
+# --- encoding ----------------------------------------------------------------------------
+
+_tables = threading.local()  # one 16 MB colour -> palette index table per encoding thread
+
+
+def _palette_table() -> np.ndarray:
+    table = getattr(_tables, "lut", None)
+    if table is None:  # calloc'ed: only the pages that colours touch are ever resident
+        table = _tables.lut = np.zeros(1 << 24, np.uint8)
+    return table
+
+
+def _rgb_image(pixels: np.ndarray, x: int, y: int, w: int, h: int) -> Image.Image:
+    """A Pillow RGB view of one rectangle of a C-contiguous BGRX image (one conversion)."""
+    stride = pixels.shape[1] * 4
+    data = memoryview(pixels).cast("B")[(y * pixels.shape[1] + x) * 4:]
+    return Image.frombuffer("RGB", (w, h), data, "raw", "BGRX", stride, 1)
+
+
+def _png(pixels: np.ndarray, x: int, y: int, w: int, h: int,
+         colours: list[tuple[int, tuple[int, int, int]]]) -> bytes:
+    """An exact palette PNG of a rectangle with at most 256 colours."""
+    keys = np.array([(r << 16) | (g << 8) | b for _, (r, g, b) in colours], np.uint32)
+    table = _palette_table()
+    table[keys] = np.arange(keys.size, dtype=np.uint8)
+    rgb = pixels.view(np.uint32)[y:y + h, x:x + w, 0] & 0xFFFFFF
+    index = np.take(table, rgb).astype(np.uint8, copy=False)
+    image = Image.frombuffer("P", (w, h), index, "raw", "P", 0, 1)
+    palette = np.stack([(keys >> 16) & 255, (keys >> 8) & 255, keys & 255], 1)
+    image.putpalette(palette.astype(np.uint8).tobytes())
+    level = next(level for most, level in PNG_LEVELS if w * h <= most)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=level)
+    return buffer.getvalue()
+
+
+def _jpeg(pixels: np.ndarray, x: int, y: int, w: int, h: int, quality: int) -> bytes:
+    """JPEG without chroma subsampling, from the BGRX pixels."""
+    if simplejpeg is not None:
+        return simplejpeg.encode_jpeg(pixels[y:y + h, x:x + w], quality=quality,
+                                      colorspace="BGRX", colorsubsampling="444")
+    buffer = io.BytesIO()
+    _rgb_image(pixels, x, y, w, h).save(buffer, "JPEG", quality=quality, subsampling=0)
+    return buffer.getvalue()
+
+
+def encode_rect(pixels: np.ndarray, rect: Rect, quality: int) -> tuple[int, bytes]:
+    """(frame kind, image bytes) of one rectangle of a C-contiguous BGRX image."""
+    x, y, w, h = rect
+    colours = _rgb_image(pixels, x, y, w, h).getcolors(PALETTE_MAX_COLOURS)
+    if colours is None:
+        return p.FRAME_JPEG, _jpeg(pixels, x, y, w, h, quality)
+    png = _png(pixels, x, y, w, h, colours)
+    if w * h <= SMALL_RECT_PX and len(colours) >= BOTH_ENCODERS_MIN_COLOURS:
+        jpeg = _jpeg(pixels, x, y, w, h, quality)
+        if len(jpeg) < len(png):
+            return p.FRAME_JPEG, jpeg
+    return p.FRAME_PNG, png
+
+
+def strips(rects: Iterable[Rect], rows: int = STRIP_ROWS) -> list[Rect]:
+    """The rectangles cut into strips of at most ``rows`` rows, in order."""
+    return [(x, y + dy, w, min(rows, h - dy)) for x, y, w, h in rects for dy in range(0, h, rows)]
+
+
+def encode_update(pixels: np.ndarray, rects: Iterable[Rect], monitor: int, seq: int,
+                  quality: int, full: bool, mapper: Callable = map) -> list[p.Frame]:
+    """The frames of one update, FLAG_LAST on the last; ``mapper`` (e.g. a thread pool's
+    map) may encode the strips in parallel: Pillow and simplejpeg release the GIL."""
+    parts = strips(rects)
+    encoded = list((mapper if len(parts) > 1 else map)(
+        lambda rect: encode_rect(pixels, rect, quality), parts))
+    frames = []
+    for i, ((x, y, w, h), (kind, image)) in enumerate(zip(parts, encoded, strict=True)):
+        flags = (p.FLAG_LAST if i == len(parts) - 1 else 0) | (p.FLAG_FULL if full else 0)
+        frames.append(p.Frame(kind, flags, monitor, seq, x, y, w, h, image))
+    return frames

@@ -1,0 +1,179 @@
+"""screen_codec: changed rectangles, the viewer's copy, and the per-rectangle encoder choice."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import protocol as p
+import screen_codec as codec
+
+
+def bgrx(height: int, width: int, rgb: tuple[int, int, int] = (0x33, 0x66, 0xCC)) -> np.ndarray:
+    image = np.zeros((height, width, 4), np.uint8)
+    image[..., :3] = rgb[::-1]
+    return image
+
+
+def decode(frame_or_data) -> np.ndarray:
+    data = frame_or_data.image if isinstance(frame_or_data, p.Frame) else frame_or_data
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def text_like(height: int, width: int, seed: int = 1) -> np.ndarray:
+    """Anti-aliased dark glyph strokes on white: about 200 grey levels, like xterm text."""
+    rng = np.random.default_rng(seed)
+    grey = np.full((height, width), 255, np.uint8)
+    for _ in range(height * width // 40):
+        y, x = rng.integers(0, height), rng.integers(0, width)
+        grey[y, x:x + 3] = rng.integers(0, 230)
+    image = np.zeros((height, width, 4), np.uint8)
+    image[..., 0] = image[..., 1] = image[..., 2] = grey
+    return image
+
+
+def test_changed_rects_merge_runs_of_tiles_and_crop_to_the_changed_pixels() -> None:
+    """Adjacent changed tiles merge, also across rows of tiles; each rectangle is cut down to
+    the pixels that changed; an unchanged image has none."""
+    old = bgrx(200, 300)
+    new = old.copy()
+    new[10, 70] = new[100, 130] = 1
+    new[190, 299] = 1  # in the partial tile at the right edge
+    assert codec.changed_rects(old, new) == [(70, 10, 1, 1), (130, 100, 1, 1), (299, 190, 1, 1)]
+    new = old.copy()
+    new[5:130, 3:100] = 7
+    assert codec.changed_rects(old, new) == [(3, 5, 97, 125)]
+    assert codec.changed_rects(old, old.copy()) == []
+
+
+def test_wide_runs_are_sent_as_whole_tiles_without_cropping() -> None:
+    """A run longer than CROP_MAX_TILES keeps its tile bounds (cropping costs more than it
+    saves on a screen that changed everywhere)."""
+    width = codec.TILE_PX * (codec.CROP_MAX_TILES + 2)
+    old = bgrx(70, width)
+    new = old.copy()
+    new[3:5, 1:width - 1] = 9
+    assert codec.changed_rects(old, new) == [(0, 0, width, 64)]
+
+
+def test_the_numpy_path_finds_the_same_rectangles_as_memcmp(monkeypatch) -> None:
+    """Without the C library's memcmp (an unusual platform) the result is the same."""
+    old = bgrx(150, 200)
+    new = old.copy()
+    new[70:90, 20:40] = 3
+    expected = codec.changed_rects(old, new)
+    monkeypatch.setattr(codec, "_MEMCMP", None)
+    assert codec.changed_rects(old, new) == expected == [(20, 70, 20, 20)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 129), st.integers(0, 199), st.integers(1, 40),
+                          st.integers(1, 40), st.integers(1, 255)), max_size=6))
+def test_rectangles_cover_every_changed_pixel_and_stay_inside(edits) -> None:
+    """Whatever changed, copying the rectangles over the old image gives the new image."""
+    old = bgrx(130, 200)
+    new = old.copy()
+    for y, x, h, w, v in edits:
+        new[y:y + h, x:x + w, 1] = v
+    patched = old.copy()
+    for x, y, w, h in codec.changed_rects(old, new):
+        assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= 200 and y + h <= 130
+        patched[y:y + h, x:x + w] = new[y:y + h, x:x + w]
+    assert np.array_equal(patched, new)
+
+
+def test_screen_diff_keeps_its_own_copy_of_what_the_viewer_shows() -> None:
+    """After a commit the diff compares with the committed pixels, even if the caller reuses
+    its buffer; a new size or forget() asks for a whole image again."""
+    diff = codec.ScreenDiff()
+    screen = bgrx(128, 128)
+    assert not diff.matches(screen)
+    with pytest.raises(ValueError):
+        diff.changes(screen)
+    diff.commit(screen, [])
+    assert diff.matches(screen) and diff.changes(screen) == []
+    screen[0:4, 0:4] = 0  # the caller's buffer changes; the committed copy does not
+    assert diff.changes(screen) == [(0, 0, 4, 4)]
+    diff.commit(screen, diff.changes(screen))
+    assert diff.changes(screen) == []
+    assert not diff.matches(bgrx(64, 128))
+    diff.forget()
+    assert not diff.matches(screen)
+
+
+def test_photo_like_content_is_jpeg_at_4_4_4() -> None:
+    """Noise (thousands of colours) goes as JPEG without chroma subsampling."""
+    noise = np.random.default_rng(1).integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    kind, data = codec.encode_rect(noise, (0, 0, 64, 64), 80)
+    assert kind == p.FRAME_JPEG
+    assert {layer[1:3] for layer in Image.open(io.BytesIO(data)).layer} == {(1, 1)}
+
+
+def test_anti_aliased_text_is_an_exact_palette_png() -> None:
+    """Text with up to 256 colours (many more than a handful) is lossless, as a palette PNG
+    smaller than the JPEG of the same pixels would be."""
+    text = text_like(300, 400)
+    colours = np.unique(text.view(np.uint32)).size
+    assert 48 < colours <= 256
+    kind, data = codec.encode_rect(text, (0, 0, 400, 300), 85)
+    assert kind == p.FRAME_PNG
+    assert Image.open(io.BytesIO(data)).mode == "P"
+    assert np.array_equal(decode(data), text[..., 2::-1])
+    assert len(data) < len(codec._jpeg(text, 0, 0, 400, 300, 85))
+
+
+def test_a_rectangle_inside_a_larger_image_encodes_only_its_pixels() -> None:
+    """Both encoders read the rectangle in place (row stride of the whole image)."""
+    image = text_like(200, 300, seed=2)
+    kind, data = codec.encode_rect(image, (17, 33, 101, 45), 85)
+    assert kind == p.FRAME_PNG
+    assert np.array_equal(decode(data), image[33:78, 17:118, 2::-1])
+    image[..., :3] = np.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    kind, data = codec.encode_rect(image, (17, 33, 101, 45), 95)
+    assert kind == p.FRAME_JPEG
+    error = np.abs(decode(data).astype(int) - image[33:78, 17:118, 2::-1].astype(int))
+    assert decode(data).shape == (45, 101, 3) and error.mean() < 20
+
+
+def test_a_small_rectangle_goes_in_whichever_format_is_smaller() -> None:
+    """A small smooth picture of 120 colours: PNG at a high JPEG quality, JPEG at a low one,
+    each time the smaller of the two encodings."""
+    y, x = np.mgrid[0:128, 0:128]
+    wave = ((np.sin(x / 9) + np.cos(y / 7)) * 60 + 128).astype(np.uint8) // 2 * 2
+    image = np.zeros((128, 128, 4), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = wave, 255 - wave, wave // 2
+    colours = codec._rgb_image(image, 0, 0, 128, 128).getcolors(256)
+    png = codec._png(image, 0, 0, 128, 128, colours)
+    kinds = []
+    for quality in (95, 35):
+        jpeg = codec._jpeg(image, 0, 0, 128, 128, quality)
+        kind, data = codec.encode_rect(image, (0, 0, 128, 128), quality)
+        assert data == min(png, jpeg, key=len)
+        kinds.append(kind)
+    assert kinds == [p.FRAME_PNG, p.FRAME_JPEG]
+
+
+def test_an_update_is_cut_into_strips_and_only_the_last_frame_is_flagged_last() -> None:
+    """Strips of STRIP_ROWS rows cover each rectangle in order; FLAG_FULL on every frame of
+    a full update; a thread pool gives the same frames as plain map."""
+    image = text_like(300, 200, seed=4)
+    rects = [(0, 0, 200, 300)]
+    frames = codec.encode_update(image, rects, 2, 7, 85, True)
+    assert [(f.y, f.height) for f in frames] == [(0, 128), (128, 128), (256, 44)]
+    assert [f.last for f in frames] == [False, False, True]
+    assert all(f.flags & p.FLAG_FULL and f.monitor == 2 and f.seq == 7 for f in frames)
+    with ThreadPoolExecutor(2) as pool:
+        assert codec.encode_update(image, rects, 2, 7, 85, True, pool.map) == frames
+    canvas = np.zeros((300, 200, 3), np.uint8)
+    for f in frames:
+        canvas[f.y:f.y + f.height, f.x:f.x + f.width] = decode(f)
+    assert np.array_equal(canvas, image[..., 2::-1])
+    partial = codec.encode_update(image, [(5, 6, 7, 8), (50, 60, 10, 10)], 0, 8, 85, False)
+    assert [(f.x, f.y, f.width, f.height, f.last, f.flags & p.FLAG_FULL) for f in partial] == \
+        [(5, 6, 7, 8, False, 0), (50, 60, 10, 10, True, 0)]
