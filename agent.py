@@ -62,6 +62,8 @@ IDLE_AFTER_S = 2.0
 FAST_POLL_INTERVAL_S = 0.010  # right after input, so the support person sees it at once
 FAST_POLL_WINDOW_S = 0.300
 ENCODER_THREADS = 2  # strips of a large update are encoded in parallel
+INLINE_ENCODE_MAX_PX = 128 * 128  # smaller updates (typing) are encoded in the event loop
+CURSOR_INTERVAL_S = 0.045  # the customer's pointer is asked for at most this often
 LAYOUT_CHECK_INTERVAL_S = 1.0
 JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back
 QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quality again
@@ -97,7 +99,7 @@ class Screen(Protocol):
         """mss order: [0] the bounding box of all monitors, then each monitor."""
 
     def grab(self, area: p.Screen) -> np.ndarray:
-        """A C-contiguous (height, width, 4) uint8 BGRX image, valid until the next grab."""
+        """A new C-contiguous (height, width, 4) uint8 BGRX image, the caller's to keep."""
 
     def close(self) -> None: ...
 
@@ -924,7 +926,7 @@ class Agent:
         """Poll the screen; send what changed while fewer than MAX_UPDATES_IN_FLIGHT wait."""
         diff = codec.ScreenDiff()
         cursor = None
-        layout_at = polled_at = changed_at = self.clock()
+        layout_at = polled_at = changed_at = pointer_at = self.clock()
         changes_in_a_row = 0
         pool = ThreadPoolExecutor(ENCODER_THREADS, "encoder")
         try:
@@ -945,10 +947,12 @@ class Agent:
                         await ws.send(p.encode_control(p.Screens(screens)))
                         self._restart_stream()
                 area = self.screens[self.monitor]
-                x, y = self.input.position()
-                if (x - area.x, y - area.y) != cursor:
-                    cursor = (x - area.x, y - area.y)
-                    await ws.send(p.encode_control(p.Cursor(self.monitor, *cursor)))
+                if polled_at - pointer_at >= CURSOR_INTERVAL_S or cursor is None:
+                    pointer_at = polled_at  # (asking X11 for it costs ~0.5 ms of Python)
+                    x, y = self.input.position()
+                    if (x - area.x, y - area.y) != cursor:
+                        cursor = (x - area.x, y - area.y)
+                        await ws.send(p.encode_control(p.Cursor(self.monitor, *cursor)))
                 if len(self.in_flight) >= p.MAX_UPDATES_IN_FLIGHT:
                     self.smooth_updates = -1  # held back by the link: the next update is cheaper
                     continue
@@ -963,10 +967,13 @@ class Agent:
                 changes_in_a_row, changed_at = changes_in_a_row + 1, polled_at
                 self._adapt_quality()
                 seq, self.seq = self.seq, (self.seq + 1) % 2**32
-                frames = await asyncio.to_thread(
-                    codec.encode_update, pixels, rects, self.monitor, seq,
-                    JPEG_QUALITIES[self.quality_step], full, pool.map)
-                diff.commit(pixels, rects)
+                args = (pixels, rects, self.monitor, seq, JPEG_QUALITIES[self.quality_step],
+                        full, pool.map)
+                if sum(w * h for _, _, w, h in rects) <= INLINE_ENCODE_MAX_PX:
+                    frames = codec.encode_update(*args)  # a thread hand-off costs more
+                else:
+                    frames = await asyncio.to_thread(codec.encode_update, *args)
+                diff.commit(pixels, rects, owned=True)
                 for frame in frames:
                     await ws.send(p.encode_frame(frame))
                 self.in_flight[seq] = self.clock()

@@ -64,7 +64,8 @@ _MEMCMP = _load_memcmp()
 
 
 class ScreenDiff:
-    """The image the viewer shows (a reused buffer) and what differs from it."""
+    """The image the viewer shows (its own copy, or an image given away) and what differs
+    from it."""
 
     def __init__(self, tile: int = TILE_PX) -> None:
         self.tile = tile
@@ -80,11 +81,17 @@ class ScreenDiff:
             raise ValueError("nothing comparable is shown: send the whole image first")
         return changed_rects(self.shown, pixels, self.tile)
 
-    def commit(self, pixels: np.ndarray, rects: Iterable[Rect]) -> None:
-        """The viewer now shows ``rects`` of ``pixels`` (copied: ``pixels`` may be reused)."""
+    def commit(self, pixels: np.ndarray, rects: Iterable[Rect], owned: bool = False) -> None:
+        """The viewer now shows ``rects`` of ``pixels``: copied, or for a whole image that
+        the caller will not change (``owned``), kept as it is."""
+        rects = list(rects)
+        whole = [(0, 0, pixels.shape[1], pixels.shape[0])]
+        if owned and rects == whole and pixels.flags.c_contiguous:
+            self.shown = pixels
+            return
         if not self.matches(pixels):
             self.shown = np.empty_like(pixels)
-            rects = [(0, 0, pixels.shape[1], pixels.shape[0])]
+            rects = whole
         for x, y, w, h in rects:
             self.shown[y:y + h, x:x + w] = pixels[y:y + h, x:x + w]
 

@@ -36,7 +36,7 @@ class FakeScreen:
         if self.changing:
             self.image[:8, :8, 0] = self.grabs % 256
         region = self.image[area.y:area.y + area.height, area.x:area.x + area.width]
-        return np.ascontiguousarray(region)
+        return region.copy()  # a new array each time, as Screen.grab promises
 
     def close(self) -> None:
         pass

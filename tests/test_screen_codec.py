@@ -107,6 +107,18 @@ def test_screen_diff_keeps_its_own_copy_of_what_the_viewer_shows() -> None:
     assert not diff.matches(screen)
 
 
+def test_a_whole_image_the_caller_gives_away_is_kept_without_a_copy() -> None:
+    """commit(owned=True) of a whole image keeps that array; partial commits still copy."""
+    diff = codec.ScreenDiff()
+    screen = bgrx(64, 64)
+    diff.commit(screen, [(0, 0, 64, 64)], owned=True)
+    assert diff.shown is screen
+    update = screen.copy()
+    update[1:3, 1:3] = 9
+    diff.commit(update, [(1, 1, 2, 2)], owned=True)
+    assert diff.shown is screen and diff.changes(update) == []
+
+
 def test_photo_like_content_is_jpeg_at_4_4_4() -> None:
     """Noise (thousands of colours) goes as JPEG without chroma subsampling."""
     noise = np.random.default_rng(1).integers(0, 256, (64, 64, 4), dtype=np.uint8)
