@@ -33,18 +33,6 @@ BACKGROUND = (0x33, 0x66, 0xCC)
 QUIET_S = 0.8
 
 
-@pytest.fixture
-def relay(relay):
-    """conftest's relay, with its output pipe closed after it stops (else a ResourceWarning,
-    an error under filterwarnings=error, hits the next test: to be fixed in conftest)."""
-    yield relay
-    relay.stop()
-    for thread in threading.enumerate():
-        if thread.name.endswith("(_drain)"):
-            thread.join(10)
-    relay.process.stdout.close()
-
-
 def need(*tools: str) -> None:
     for tool in tools:
         if shutil.which(tool) is None:
