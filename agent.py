@@ -968,11 +968,11 @@ class Agent:
                 self._adapt_quality()
                 seq, self.seq = self.seq, (self.seq + 1) % 2**32
                 args = (pixels, rects, self.monitor, seq, JPEG_QUALITIES[self.quality_step],
-                        full, pool.map)
+                        full)
                 if sum(w * h for _, _, w, h in rects) <= INLINE_ENCODE_MAX_PX:
                     frames = codec.encode_update(*args)  # a thread hand-off costs more
                 else:
-                    frames = await asyncio.to_thread(codec.encode_update, *args)
+                    frames = await asyncio.to_thread(codec.encode_update, *args, pool.map)
                 diff.commit(pixels, rects, owned=True)
                 for frame in frames:
                     await ws.send(p.encode_frame(frame))

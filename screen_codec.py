@@ -22,8 +22,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import io
+import struct
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -41,6 +43,7 @@ STRIP_ROWS = 128  # large rectangles go in strips of this many rows (a multiple 
 PALETTE_MAX_COLOURS = 256
 CROP_MAX_TILES = 16  # runs of up to this many tiles are cropped to the changed pixels
 SMALL_RECT_PX = 128 * 128  # both encoders are tried on rectangles up to this size
+BOTH_ENCODERS_MIN_PX = 32 * 32  # ... and at least this size (a glyph is always PNG)
 BOTH_ENCODERS_MIN_COLOURS = 24  # ... when they have at least this many colours
 PNG_LEVELS = ((64 * 64 * 4, 9), (256 * 256, 6), (1 << 62, 3))  # (up to px, zlib level)
 
@@ -172,19 +175,40 @@ def _rgb_image(pixels: np.ndarray, x: int, y: int, w: int, h: int) -> Image.Imag
 
 def _png(pixels: np.ndarray, x: int, y: int, w: int, h: int,
          colours: list[tuple[int, tuple[int, int, int]]]) -> bytes:
-    """An exact palette PNG of a rectangle with at most 256 colours."""
+    """An exact palette PNG of a rectangle with at most 256 colours, at the smallest bit
+    depth that holds them (written here: Pillow's PNG writer costs 20x more on small ones)."""
     keys = np.array([(r << 16) | (g << 8) | b for _, (r, g, b) in colours], np.uint32)
     table = _palette_table()
     table[keys] = np.arange(keys.size, dtype=np.uint8)
-    rgb = pixels.view(np.uint32)[y:y + h, x:x + w, 0] & 0xFFFFFF
-    index = np.take(table, rgb).astype(np.uint8, copy=False)
-    image = Image.frombuffer("P", (w, h), index, "raw", "P", 0, 1)
+    index = np.take(table, pixels.view(np.uint32)[y:y + h, x:x + w, 0] & 0xFFFFFF)
+    bits = next(bits for bits in (1, 2, 4, 8) if keys.size <= 1 << bits)
+    rows = np.zeros((h, 1 + -(-w * bits // 8)), np.uint8)  # each row: filter type 0, data
+    rows[:, 1:] = _pack(index, bits)
     palette = np.stack([(keys >> 16) & 255, (keys >> 8) & 255, keys & 255], 1)
-    image.putpalette(palette.astype(np.uint8).tobytes())
     level = next(level for most, level in PNG_LEVELS if w * h <= most)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=level)
-    return buffer.getvalue()
+    return b"".join((
+        b"\x89PNG\r\n\x1a\n",
+        _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bits, 3, 0, 0, 0)),
+        _chunk(b"PLTE", palette.astype(np.uint8).tobytes()),
+        _chunk(b"IDAT", zlib.compress(rows.tobytes(), level)),
+        _chunk(b"IEND", b"")))
+
+
+def _pack(index: np.ndarray, bits: int) -> np.ndarray:
+    """Rows of palette indexes packed ``8 // bits`` to a byte, leftmost pixel highest."""
+    if bits == 8:
+        return index
+    per = 8 // bits
+    height, width = index.shape
+    padded = np.zeros((height, -(-width // per) * per), np.uint8)
+    padded[:, :width] = index
+    shifts = (np.arange(per - 1, -1, -1) * bits).astype(np.uint8)
+    return np.bitwise_or.reduce(padded.reshape(height, -1, per) << shifts, axis=2)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + \
+        struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _jpeg(pixels: np.ndarray, x: int, y: int, w: int, h: int, quality: int) -> bytes:
@@ -204,7 +228,8 @@ def encode_rect(pixels: np.ndarray, rect: Rect, quality: int) -> tuple[int, byte
     if colours is None:
         return p.FRAME_JPEG, _jpeg(pixels, x, y, w, h, quality)
     png = _png(pixels, x, y, w, h, colours)
-    if w * h <= SMALL_RECT_PX and len(colours) >= BOTH_ENCODERS_MIN_COLOURS:
+    if BOTH_ENCODERS_MIN_PX <= w * h <= SMALL_RECT_PX and \
+            len(colours) >= BOTH_ENCODERS_MIN_COLOURS:
         jpeg = _jpeg(pixels, x, y, w, h, quality)
         if len(jpeg) < len(png):
             return p.FRAME_JPEG, jpeg

@@ -140,6 +140,22 @@ def test_anti_aliased_text_is_an_exact_palette_png() -> None:
     assert len(data) < len(codec._jpeg(text, 0, 0, 400, 300, 85))
 
 
+@pytest.mark.parametrize(("colours", "bits"), [(1, 1), (2, 1), (3, 2), (4, 2), (11, 4), (17, 8),
+                                               (256, 8)])
+def test_palette_pngs_use_the_smallest_bit_depth_and_decode_exactly(colours, bits) -> None:
+    """1, 2, 4 or 8 bits per pixel by the number of colours; odd widths pad their rows."""
+    rng = np.random.default_rng(colours)
+    palette = rng.integers(0, 256, (colours, 4), dtype=np.uint8)
+    palette[:, :3] = np.unique(rng.integers(0, 1 << 24, colours * 3, dtype=np.uint32)
+                               )[:colours, None].view(np.uint8)[:, :3]
+    image = palette[np.arange(37 * 29) % colours].reshape(29, 37, 4)
+    image = np.ascontiguousarray(rng.permutation(image.reshape(-1, 4)).reshape(29, 37, 4))
+    kind, data = codec.encode_rect(image, (0, 0, 37, 29), 85)
+    assert kind == p.FRAME_PNG
+    assert data[24] == bits  # IHDR bit depth
+    assert np.array_equal(decode(data), image[..., 2::-1])
+
+
 def test_a_rectangle_inside_a_larger_image_encodes_only_its_pixels() -> None:
     """Both encoders read the rectangle in place (row stride of the whole image)."""
     image = text_like(200, 300, seed=2)
