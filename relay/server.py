@@ -7,7 +7,7 @@ the rules, and let a per-connection ``Link`` write what the rules send, in order
     /ws/agent    agents (no browser Origin accepted)
     /ws/viewer   viewers (Origin must be this relay's own origin or an --origin value)
     /healthz     200 "ok"
-    /download    a page linking to the files of --downloads DIR
+    /download    the customer's page (relay/download.py) linking to --downloads DIR
     /, /<name>   the viewer's files, from an allow-list built at start-up
 
 Flow: frames to a viewer are queued up to MAX_PENDING_FRAME_BYTES; beyond that the unsent
@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import email.utils
-import html
 import http
 import logging
 import re
@@ -44,6 +43,7 @@ from websockets.http11 import Request, Response
 
 import protocol
 from relay.accounts import DB_FILE, Accounts
+from relay.download import DEFAULT_COMPANY, render_download_page
 from relay.ledger import Ledger
 from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S, Pairing
 
@@ -102,6 +102,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "https://support.example.com (repeatable)")
     parser.add_argument("--downloads", type=Path, metavar="DIR",
                         help="folder whose files /download offers (e.g. the agent's exe)")
+    parser.add_argument("--company", default=DEFAULT_COMPANY, metavar="NAME",
+                        help="the company's name on the customer's download page")
     parser.add_argument("--viewer-dir", type=Path, default=VIEWER_DIR, metavar="DIR",
                         help=argparse.SUPPRESS)
     parser.add_argument("--wait-timeout", type=float, default=DEFAULT_WAIT_TIMEOUT_S,
@@ -153,18 +155,6 @@ def download_files(folder: Path | None) -> dict[str, StaticFile]:
             files["/download/" + entry.name] = StaticFile(
                 entry, "application/octet-stream", attachment=True)
     return files
-
-
-def download_page(files: dict[str, StaticFile]) -> bytes:
-    items = "".join(
-        f'<li><a href="{html.escape(url)}" download>{html.escape(f.path.name)}</a></li>\n'
-        for url, f in files.items()
-    ) or "<li>No downloads are offered on this relay.</li>\n"
-    return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<title>Download remote support</title></head>\n<body>\n"
-        "<h1>Download remote support</h1>\n<ul>\n" + items + "</ul>\n</body></html>\n"
-    ).encode()
 
 
 def response(status: int, body: bytes, content_type: str,
@@ -324,7 +314,8 @@ class Relay:
         self.hello_timeout: float = args.hello_timeout
         self.origins = {o.rstrip("/").lower() for o in args.origin}
         self.files = {**viewer_files(args.viewer_dir), **download_files(args.downloads)}
-        self.download_page = download_page(download_files(args.downloads))
+        self.download_page = render_download_page(args.company, {
+            url: f.path.name for url, f in download_files(args.downloads).items()})
         self.links: set[Link] = set()
         self.viewers: set[Link] = set()
 
