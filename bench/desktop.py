@@ -51,12 +51,22 @@ def stop(process: subprocess.Popen | None, timeout_s: float = 5) -> None:
     """Terminate a child (and its process group when it leads one), then kill if needed."""
     if process is None or process.poll() is not None:
         return
+    # A shell loop's running child (xdotool typing on into the next workload's window, where
+    # ffplay took the keys as commands and paused) goes with its process group.
+    try:
+        leads = os.getpgid(process.pid) == process.pid
+    except ProcessLookupError:
+        leads = False
     with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
+        if leads:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL) if leads else process.kill()
         process.wait()
 
 

@@ -1,8 +1,9 @@
 """Our side: the real relay and the real agent (from source), and a scripted viewer.
 
 The scripted viewer speaks protocol.py like viewer/ does: log in, accept the one waiting
-session, take control, decode every rectangle with Pillow, acknowledge each update after its
-FLAG_LAST rectangle. It draws nothing.
+session, take control, decode every rectangle with Pillow, acknowledge each update once its
+FLAG_LAST rectangle and all before it are decoded. Like the browser's createImageBitmap,
+decoding runs in background threads (two) while the socket is read on. It draws nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -27,6 +29,7 @@ from bench.measure import UpdateCounter, Viewer, tcp_bytes_received
 ROOT = Path(__file__).resolve().parent.parent
 TECHNICIAN, PASSWORD = "bench", "bench-password-1"
 KEYS = {"a": ("KeyA", "a"), "BackSpace": ("Backspace", "Backspace")}
+DECODE_THREADS = 2
 _LISTENING = re.compile(r"listening on https?://[^\s:]+:(\d+)", re.IGNORECASE)
 
 
@@ -117,6 +120,10 @@ async def login(url: str, user: str = TECHNICIAN, password: str = PASSWORD,
             raise RuntimeError(f"login refused: {message.message}")
 
 
+def _decode(image: bytes) -> None:
+    Image.open(io.BytesIO(image)).load()  # decode, as the viewer must
+
+
 class SpotlightViewer(Viewer):
     """A scripted support person: accepts the first waiting session and watches it."""
 
@@ -131,6 +138,9 @@ class SpotlightViewer(Viewer):
         self._task: asyncio.Task | None = None
         self._rects = 0
         self.ended = asyncio.Event()
+        self._decoder = ThreadPoolExecutor(DECODE_THREADS, "decode")
+        self._decoding: list[asyncio.Future] = []
+        self._acks: asyncio.Future | None = None  # the latest update's ack, after the earlier
 
     async def connect(self, url: str, timeout_s: float = 30) -> None:
         self._ws, _ = await login(url)
@@ -166,15 +176,25 @@ class SpotlightViewer(Viewer):
                     self.ended.set()
                 continue
             frame = p.decode_frame(data)
-            Image.open(io.BytesIO(frame.image)).load()  # decode, as the viewer must
+            loop = asyncio.get_running_loop()
+            self._decoding.append(loop.run_in_executor(self._decoder, _decode, frame.image))
             self.frames += 1
             self.kinds[frame.kind] += 1
             self._rects += 1
             if frame.last:
-                await self._ws.send(p.encode_control(p.Ack(self.session, frame.seq)))
-                self.updates.done(self._rects)
-                self._rects = 0
-                self.first_update.set()
+                self._acks = asyncio.ensure_future(self._ack_when_decoded(
+                    self._acks, self._decoding, frame.seq, self._rects))
+                self._decoding, self._rects = [], 0
+
+    async def _ack_when_decoded(self, earlier: asyncio.Future | None,
+                                decoding: list[asyncio.Future], seq: int, rects: int) -> None:
+        """Acknowledge update `seq` once it and every earlier update are decoded."""
+        if earlier is not None:
+            await earlier
+        await asyncio.gather(*decoding)
+        await self._ws.send(p.encode_control(p.Ack(self.session, seq)))
+        self.updates.done(rects)
+        self.first_update.set()
 
     async def close(self) -> None:
         if self._ws is None:
@@ -183,9 +203,11 @@ class SpotlightViewer(Viewer):
             if self.session:
                 await self._ws.send(p.encode_control(p.End(self.session, "benchmark done")))
                 await asyncio.wait_for(self.ended.wait(), 5)
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for task in (self._task, self._acks):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._decoder.shutdown(wait=True, cancel_futures=True)
         with contextlib.suppress(Exception):
             await self._ws.close()

@@ -248,7 +248,8 @@ def report(results: list[Result], source_rates: dict[str, float], args: argparse
         f"(JPEG quality {JPEG_QUALITY}, 4:4:4, zlib level 6), CopyRect, ZRLE; one incremental "
         "request outstanding at a time.",
         "- ours: `python -m relay serve` and `python agent.py` from source, a scripted viewer "
-        "that decodes every rectangle with Pillow and acknowledges each update.",
+        "that decodes every rectangle with Pillow (two background threads, as a browser "
+        "decodes off the page's thread) and acknowledges each update once it is decoded.",
         "- wire bytes are the TCP payload bytes the viewer's socket received (kernel "
         "`tcp_info`), so protocol framing counts for both.", "",
     ]
