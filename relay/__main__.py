@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import protocol
-from relay.accounts import DB_FILE, AccountError, Accounts, DataError, check_password
+from relay.accounts import DB_FILE, AccountError, Accounts, check_password
 from relay.ledger import Ledger, LedgerRow, iso_utc, whole_seconds, write_csv
+from relay.store import DataError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_ID = "demo"

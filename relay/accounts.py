@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import os
 import secrets
 import sqlite3
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 import protocol
+from relay.store import Store
 
 DB_FILE = "relay.sqlite3"
 
@@ -56,33 +55,8 @@ CREATE TABLE IF NOT EXISTS login_tokens (
 """
 
 
-class DataError(Exception):
-    """The data folder or its database cannot be used; the text says why."""
-
-
 class AccountError(Exception):
     """A request about an account was refused; the text is meant for the admin."""
-
-
-def open_database(db_path: Path) -> sqlite3.Connection:
-    """Open (creating if needed: folder 0700, file 0600) the relay's SQLite file in WAL mode."""
-    db_path = Path(db_path)
-    try:
-        db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not db_path.exists():
-            os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
-    except OSError as error:
-        raise DataError(f"cannot use the data folder {db_path.parent}: {error}") from None
-    try:
-        connection = sqlite3.connect(
-            db_path, check_same_thread=False, isolation_level=None, timeout=10
-        )
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")  # a finished row survives a power cut
-        connection.execute("PRAGMA foreign_keys=ON")
-    except sqlite3.Error as error:
-        raise DataError(f"cannot open the database {db_path}: {error}") from None
-    return connection
 
 
 @dataclass(frozen=True)
@@ -139,7 +113,7 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class Accounts:
+class Accounts(Store):
     """The support people's accounts stored in the relay's SQLite file."""
 
     # Unknown users are verified against this (same cost as a real hash, and nothing to
@@ -151,28 +125,12 @@ class Accounts:
     )
 
     def __init__(self, db_path: Path) -> None:
-        self._db = open_database(db_path)
-        self._lock = threading.Lock()
+        super().__init__(db_path, _SCHEMA)
         self._hasher = PasswordHasher(
             time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB,
             parallelism=ARGON2_PARALLELISM,
         )
         self._throttles: dict[str, _Throttle] = {}
-        try:
-            with self._lock:
-                self._db.executescript(_SCHEMA)
-        except sqlite3.Error as error:
-            raise DataError(f"cannot use the database {db_path}: {error}") from None
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Accounts:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # --- the admin's commands ---------------------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import math
 import sqlite3
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 import protocol
-from relay.accounts import DataError, open_database
+from relay.store import Store
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -79,27 +78,11 @@ class LedgerRow:
         return max(0.0, self.ended_at - self.accepted_at)
 
 
-class Ledger:
+class Ledger(Store):
     """Sessions and their events in the relay's SQLite file."""
 
     def __init__(self, db_path: Path) -> None:
-        self._db = open_database(db_path)
-        self._lock = threading.Lock()
-        try:
-            with self._lock:
-                self._db.executescript(_SCHEMA)
-        except sqlite3.Error as error:
-            raise DataError(f"cannot use the database {db_path}: {error}") from None
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().__init__(db_path, _SCHEMA)
 
     def _write(self, sql: str, values: tuple) -> int:
         with self._lock:

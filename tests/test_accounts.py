@@ -16,9 +16,9 @@ from relay.accounts import (
     MAX_LOGIN_DELAY_S,
     AccountError,
     Accounts,
-    DataError,
     Technician,
 )
+from relay.store import DataError
 
 PASSWORD = "correct horse battery"
 T0 = 1_800_000_000.0
