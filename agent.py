@@ -2,10 +2,11 @@
 
 The customer picks the support person they are talking to; the agent connects out to the
 relay (``<relay>/ws/agent``), shows a yellow tray icon while it waits and a green one once the
-support person accepted, streams the screen (changed 64x64 tiles merged into rectangles, PNG
-for few-colour content, JPEG 4:4:4 otherwise, at most ``MAX_UPDATES_IN_FLIGHT`` unacknowledged)
-and injects the support person's input while they hold control. Close in the tray menu (or
-SIGTERM/Ctrl+C, which take the same path) ends the session.
+support person accepted, streams the screen (what changed, encoded by screen_codec.py: exact
+palette PNG for up to 256 colours, JPEG 4:4:4 otherwise; at most ``MAX_UPDATES_IN_FLIGHT``
+unacknowledged, polled 10-100 times a second by what is happening) and injects the support
+person's input while they hold control. Close in the tray menu (or SIGTERM/Ctrl+C, which take
+the same path) ends the session.
 
     python agent.py [--relay URL] [--technician ID] [--config FILE]
 
