@@ -58,6 +58,11 @@ CONFIG_NAME = "support.json"
 POLL_INTERVAL_S = 1 / 30
 MOTION_POLL_INTERVAL_S = 1 / 60  # while every recent poll found a change (video, animation)
 MOTION_AFTER_CHANGES = 3  # consecutive polls with a change that mean "motion"
+MOTION_GAP_S = 0.1  # a still poll this soon after a change does not end the run (a video
+#                     changes the screen 24-50 times a second, polled 60 times)
+MOTION_AREA = 0.5  # a run of changes to at least this share of the monitor is "large motion":
+MOTION_JPEG_QUALITY = 75  # ... JPEG 4:2:0 at most this quality (half the work and bytes),
+REFINE_AFTER_S = 0.2  # ... and the area is resent at full quality, 4:4:4, once this still
 IDLE_POLL_INTERVAL_S = 0.1  # once nothing has changed for IDLE_AFTER_S (and no input came)
 IDLE_AFTER_S = 2.0
 FAST_POLL_INTERVAL_S = 0.010  # right after input, so the support person sees it at once
@@ -652,6 +657,44 @@ def make_ssl_context(ca_pem: str) -> ssl.SSLContext:
 # --- the Agent loop --------------------------------------------------------------------
 
 
+class Motion:
+    """What the recent polls found, for the streamer: a run of changes (poll faster), a run
+    of large changes (video, a dragged window: cheaper JPEG), and the area sent that way, to
+    be sent again at full quality once the screen is still. Time is passed in."""
+
+    def __init__(self, screen_px: int, now: float) -> None:
+        self.screen_px = screen_px
+        self.changes = self.large = 0  # polls in a row that found a change / a large one
+        self.changed_at = now
+        self._lossy: list[int] | None = None  # x0, y0, x1, y1 sent at motion quality
+
+    def saw(self, rects: list[codec.Rect], now: float) -> bool:
+        """Count one poll; True when its update may be sent at motion quality."""
+        if not rects:
+            if now - self.changed_at > MOTION_GAP_S:
+                self.changes = self.large = 0
+            return False
+        self.changes, self.changed_at = self.changes + 1, now
+        large = sum(w * h for _, _, w, h in rects) >= MOTION_AREA * self.screen_px
+        self.large = self.large + 1 if large else 0
+        if self.large < MOTION_AFTER_CHANGES:
+            return False
+        box = self._lossy or [1 << 30, 1 << 30, 0, 0]
+        for x, y, w, h in rects:
+            box = [min(box[0], x), min(box[1], y), max(box[2], x + w), max(box[3], y + h)]
+        self._lossy = box
+        return True
+
+    def refinement(self, now: float) -> list[codec.Rect]:
+        """The area sent at motion quality, once the screen has been still REFINE_AFTER_S
+        (then forgotten); nothing otherwise."""
+        if self._lossy is None or now - self.changed_at < REFINE_AFTER_S:
+            return []
+        x0, y0, x1, y1 = self._lossy
+        self._lossy = None
+        return [(x0, y0, x1 - x0, y1 - y0)]
+
+
 class Agent:
     """One customer session: connect, wait, stream, inject, end. Backends, clock and the
     websocket connect function are passed in; nothing here touches the platform."""
@@ -927,12 +970,12 @@ class Agent:
         """Poll the screen; send what changed while fewer than MAX_UPDATES_IN_FLIGHT wait."""
         diff = codec.ScreenDiff()
         cursor = None
-        layout_at = polled_at = changed_at = pointer_at = self.clock()
-        changes_in_a_row = 0
+        layout_at = polled_at = pointer_at = self.clock()
+        motion = Motion(1, polled_at)
         pool = ThreadPoolExecutor(ENCODER_THREADS, "encoder")
         try:
             while True:
-                interval = self._poll_interval(changed_at, changes_in_a_row)
+                interval = self._poll_interval(motion.changed_at, motion.changes)
                 self._wake.clear()
                 delay = polled_at + interval - self.clock()
                 if delay > 0:  # a fixed cadence: the time spent encoding counts
@@ -948,6 +991,7 @@ class Agent:
                         await ws.send(p.encode_control(p.Screens(screens)))
                         self._restart_stream()
                 area = self.screens[self.monitor]
+                motion.screen_px = area.width * area.height
                 if polled_at - pointer_at >= CURSOR_INTERVAL_S or cursor is None:
                     pointer_at = polled_at  # (asking X11 for it costs ~0.5 ms of Python)
                     x, y = self.input.position()
@@ -962,18 +1006,23 @@ class Agent:
                 self._full = False  # a refresh while this update is encoded asks for another
                 rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
                     diff.changes(pixels)
-                if not rects:
-                    changes_in_a_row = 0
-                    continue
-                changes_in_a_row, changed_at = changes_in_a_row + 1, polled_at
+                lossy = motion.saw(rects, polled_at)
+                if not rects:  # still: what motion sent cheaply is sent again at full quality
+                    rects = motion.refinement(polled_at)
+                    if not rects:
+                        continue
                 self._adapt_quality()
+                quality = JPEG_QUALITIES[self.quality_step]
                 seq, self.seq = self.seq, (self.seq + 1) % 2**32
-                args = (pixels, rects, self.monitor, seq, JPEG_QUALITIES[self.quality_step],
-                        full)
+                args = (pixels, rects, self.monitor, seq,
+                        min(quality, MOTION_JPEG_QUALITY) if lossy else quality, full)
+                subsampling = "420" if lossy else "444"
                 if sum(w * h for _, _, w, h in rects) <= INLINE_ENCODE_MAX_PX:
-                    frames = codec.encode_update(*args)  # a thread hand-off costs more
+                    # a thread hand-off costs more
+                    frames = codec.encode_update(*args, map, subsampling)
                 else:
-                    frames = await asyncio.to_thread(codec.encode_update, *args, pool.map)
+                    frames = await asyncio.to_thread(codec.encode_update, *args, pool.map,
+                                                     subsampling)
                 diff.commit(pixels, rects, owned=True)
                 for frame in frames:
                     await ws.send(p.encode_frame(frame))

@@ -10,7 +10,9 @@ per rectangle (large ones in strips, which may be encoded in parallel threads):
 
 - an exact palette PNG when it has at most 256 colours (text, anti-aliased text, UI, flat
   backgrounds): lossless, and far smaller than JPEG for such content;
-- JPEG 4:4:4 otherwise (4:2:0 smears coloured text), straight from the BGRX buffer;
+- JPEG 4:4:4 otherwise (4:2:0 smears coloured text), straight from the BGRX buffer; the
+  caller may ask for 4:2:0 (half the encoding work and bytes) while most of the screen is in
+  motion, and resend the area at 4:4:4 once it is still;
 - for small rectangles with many (<= 256) colours, whichever of the two is smaller.
 
 Buffers are reused: the viewer's copy, the diff scratch space, the palette lookup tables.
@@ -211,26 +213,34 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
         struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _jpeg(pixels: np.ndarray, x: int, y: int, w: int, h: int, quality: int) -> bytes:
-    """JPEG without chroma subsampling, from the BGRX pixels."""
+SUBSAMPLINGS = {"444": 0, "420": 2}  # simplejpeg's name -> Pillow's number
+
+
+def _jpeg(pixels: np.ndarray, x: int, y: int, w: int, h: int, quality: int,
+          subsampling: str = "444") -> bytes:
+    """JPEG from the BGRX pixels, without chroma subsampling unless asked for 4:2:0."""
     if simplejpeg is not None:
         return simplejpeg.encode_jpeg(pixels[y:y + h, x:x + w], quality=quality,
-                                      colorspace="BGRX", colorsubsampling="444")
+                                      colorspace="BGRX", colorsubsampling=subsampling)
     buffer = io.BytesIO()
-    _rgb_image(pixels, x, y, w, h).save(buffer, "JPEG", quality=quality, subsampling=0)
+    _rgb_image(pixels, x, y, w, h).save(buffer, "JPEG", quality=quality,
+                                        subsampling=SUBSAMPLINGS[subsampling])
     return buffer.getvalue()
 
 
-def encode_rect(pixels: np.ndarray, rect: Rect, quality: int) -> tuple[int, bytes]:
+def encode_rect(pixels: np.ndarray, rect: Rect, quality: int,
+                subsampling: str = "444") -> tuple[int, bytes]:
     """(frame kind, image bytes) of one rectangle of a C-contiguous BGRX image."""
+    if subsampling not in SUBSAMPLINGS:
+        raise ValueError(f"unknown chroma subsampling {subsampling!r}")
     x, y, w, h = rect
     colours = _rgb_image(pixels, x, y, w, h).getcolors(PALETTE_MAX_COLOURS)
     if colours is None:
-        return p.FRAME_JPEG, _jpeg(pixels, x, y, w, h, quality)
+        return p.FRAME_JPEG, _jpeg(pixels, x, y, w, h, quality, subsampling)
     png = _png(pixels, x, y, w, h, colours)
     if BOTH_ENCODERS_MIN_PX <= w * h <= SMALL_RECT_PX and \
             len(colours) >= BOTH_ENCODERS_MIN_COLOURS:
-        jpeg = _jpeg(pixels, x, y, w, h, quality)
+        jpeg = _jpeg(pixels, x, y, w, h, quality, subsampling)
         if len(jpeg) < len(png):
             return p.FRAME_JPEG, jpeg
     return p.FRAME_PNG, png
@@ -242,12 +252,13 @@ def strips(rects: Iterable[Rect], rows: int = STRIP_ROWS) -> list[Rect]:
 
 
 def encode_update(pixels: np.ndarray, rects: Iterable[Rect], monitor: int, seq: int,
-                  quality: int, full: bool, mapper: Callable = map) -> list[p.Frame]:
+                  quality: int, full: bool, mapper: Callable = map,
+                  subsampling: str = "444") -> list[p.Frame]:
     """The frames of one update, FLAG_LAST on the last; ``mapper`` (e.g. a thread pool's
     map) may encode the strips in parallel: Pillow and simplejpeg release the GIL."""
     parts = strips(rects)
     encoded = list((mapper if len(parts) > 1 else map)(
-        lambda rect: encode_rect(pixels, rect, quality), parts))
+        lambda rect: encode_rect(pixels, rect, quality, subsampling), parts))
     frames = []
     for i, ((x, y, w, h), (kind, image)) in enumerate(zip(parts, encoded, strict=True)):
         flags = (p.FLAG_LAST if i == len(parts) - 1 else 0) | (p.FLAG_FULL if full else 0)

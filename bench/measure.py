@@ -99,3 +99,40 @@ async def key_latencies(viewer: Viewer, presses: int, timeout_s: float = 2.0) ->
         done = await viewer.updates.wait_beyond(before, timeout_s)
         latencies.append((done - sent) if done is not None else timeout_s)
     return latencies
+
+
+# --- what quality the JPEGs had ---------------------------------------------------------------
+
+# The IJG luminance quantisation table (JPEG Annex K); libjpeg scales it by the quality.
+_IJG_LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40,
+             57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24,
+             35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98,
+             112, 100, 103, 99)
+_SAMPLINGS = {(1, 1): "4:4:4", (2, 1): "4:2:2", (2, 2): "4:2:0"}
+
+
+def _luma_sum(quality: int) -> int:
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return sum(max(1, min(255, (q * scale + 50) // 100)) for q in _IJG_LUMA)
+
+
+_LUMA_SUMS = {q: _luma_sum(q) for q in range(1, 101)}
+
+
+def jpeg_settings(image) -> tuple[str, int]:
+    """(chroma subsampling, libjpeg quality) of an opened Pillow JPEG, from its header: the
+    quality is the one whose scaled IJG luminance table is closest to the image's."""
+    sampling = _SAMPLINGS.get(tuple(image.layer[0][1:3]), "other")
+    table = image.quantization.get(0, ())
+    total = sum(table)
+    quality = min(_LUMA_SUMS, key=lambda q: (abs(_LUMA_SUMS[q] - total), -q))
+    return sampling, quality
+
+
+def census_text(census: dict[tuple[str, int], int]) -> str:
+    """'4:2:0 q75 (93%), 4:4:4 q85 (7%)' for the JPEGs counted in `census`."""
+    total = sum(census.values())
+    if not total:
+        return "no JPEG"
+    parts = sorted(census.items(), key=lambda item: -item[1])
+    return ", ".join(f"{s} q{q} ({n / total:.0%})" for (s, q), n in parts)

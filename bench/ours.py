@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from PIL import Image
 
 import protocol as p
 from bench.desktop import Desktop, stop
-from bench.measure import UpdateCounter, Viewer, tcp_bytes_received
+from bench.measure import UpdateCounter, Viewer, jpeg_settings, tcp_bytes_received
 
 ROOT = Path(__file__).resolve().parent.parent
 TECHNICIAN, PASSWORD = "bench", "bench-password-1"
@@ -120,8 +121,11 @@ async def login(url: str, user: str = TECHNICIAN, password: str = PASSWORD,
             raise RuntimeError(f"login refused: {message.message}")
 
 
-def _decode(image: bytes) -> None:
-    Image.open(io.BytesIO(image)).load()  # decode, as the viewer must
+def _decode(image: bytes) -> tuple[str, int] | None:
+    """Decode, as the viewer must; a JPEG's subsampling and quality."""
+    picture = Image.open(io.BytesIO(image))
+    picture.load()
+    return jpeg_settings(picture) if picture.format == "JPEG" else None
 
 
 class SpotlightViewer(Viewer):
@@ -134,6 +138,7 @@ class SpotlightViewer(Viewer):
         self.controlling = asyncio.Event()
         self.frames = 0
         self.kinds = {p.FRAME_JPEG: 0, p.FRAME_PNG: 0}
+        self.jpegs: Counter[tuple[str, int]] = Counter()  # (subsampling, quality) -> count
         self._ws = None
         self._task: asyncio.Task | None = None
         self._rects = 0
@@ -191,7 +196,9 @@ class SpotlightViewer(Viewer):
         """Acknowledge update `seq` once it and every earlier update are decoded."""
         if earlier is not None:
             await earlier
-        await asyncio.gather(*decoding)
+        for settings in await asyncio.gather(*decoding):
+            if settings is not None:
+                self.jpegs[settings] += 1
         await self._ws.send(p.encode_control(p.Ack(self.session, seq)))
         self.updates.done(rects)
         self.first_update.set()

@@ -18,11 +18,12 @@ import struct
 import subprocess
 import threading
 import time
+from collections import Counter
 
 from PIL import Image
 
 from bench.desktop import Desktop, require, stop
-from bench.measure import UpdateCounter, Viewer, tcp_bytes_received
+from bench.measure import UpdateCounter, Viewer, jpeg_settings, tcp_bytes_received
 
 # Encodings (RFC 6143 and the RFB community registry).
 RAW, COPYRECT, TIGHT, ZRLE = 0, 1, 7, 16
@@ -99,6 +100,7 @@ class RfbViewer(Viewer):
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task | None = None
         self.first_update = asyncio.Event()
+        self.jpegs: Counter[tuple[str, int]] = Counter()  # (subsampling, quality) -> count
 
     async def connect(self, port: int) -> None:
         self._reader, self._writer = await asyncio.open_connection("127.0.0.1", port)
@@ -241,7 +243,9 @@ class RfbViewer(Viewer):
             return
         if method == 9:  # JPEG: decoded, as a viewer must before asking for more
             data = await self._read(await self._compact_length())
-            Image.open(io.BytesIO(data)).load()
+            picture = Image.open(io.BytesIO(data))
+            picture.load()
+            self.jpegs[jpeg_settings(picture)] += 1
             return
         if method & 0x08:
             raise RfbError(f"unknown Tight compression {method}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import agent
 from bench import desktop as d
-from bench.measure import Viewer, key_latencies, percentile
+from bench.measure import Viewer, census_text, key_latencies, percentile
 from bench.ours import RelayProcess, SpotlightViewer, start_agent
 from bench.rfb import X11VNC_TUNING, RfbViewer, start_x11vnc
 
@@ -47,6 +47,7 @@ class Result:
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     note: str = ""
+    jpegs: dict[tuple[str, int], int] = field(default_factory=dict)  # (subsampling, q) -> n
 
 
 async def measure(viewer: Viewer, meters: dict[str, d.Meter], seconds: float,
@@ -79,6 +80,7 @@ async def run_x11vnc(screen: d.Desktop, workload: str, args: argparse.Namespace)
         await measure(viewer, {"x11vnc": d.Meter(process.pid)}, args.seconds, result)
         if workload == "idle" and args.presses:
             result.latencies_ms = [s * 1000 for s in await key_latencies(viewer, args.presses)]
+        result.jpegs = dict(viewer.jpegs)
     finally:
         await viewer.close()
         d.stop(process)
@@ -100,6 +102,7 @@ async def run_ours(screen: d.Desktop, relay: RelayProcess, workload: str,
         if workload == "idle" and args.presses:
             result.latencies_ms = [s * 1000 for s in await key_latencies(viewer, args.presses)]
         result.note = f"{viewer.kinds[1]} JPEG / {viewer.kinds[2]} PNG rectangles"
+        result.jpegs = dict(viewer.jpegs)
     finally:
         await viewer.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -173,6 +176,59 @@ def workload_table(x: Result, o: Result) -> list[str]:
             theirs, ours = percentile(x.latencies_ms, p), percentile(o.latencies_ms, p)
             lines.append(f"| keypress to screen p{p}, ms | {_num(theirs)} | {_num(ours)} | "
                          f"{_ratio(ours, theirs)} |")
+    return lines
+
+
+def clip_quality(settings: set[tuple[str, int]], clip_seconds: float, frames: int = 3
+                 ) -> dict[tuple[str, int], tuple[float, float]]:
+    """PSNR (RGB, and luma only) of motion clip frames JPEG-encoded at each (subsampling,
+    quality), with libjpeg-turbo as both peers use it: how much each peer's setting loses."""
+    import numpy as np
+    import simplejpeg
+
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(d.motion_clip(clip_seconds)), "-frames:v", str(frames),
+         "-f", "rawvideo", "-pix_fmt", "bgr0", "-"], capture_output=True, check=True).stdout
+    images = np.frombuffer(raw, np.uint8).reshape(-1, d.HEIGHT, d.WIDTH, 4)
+    weights = np.array([0.114, 0.587, 0.299], np.float32)  # B, G, R -> luma
+
+    def psnr(error: np.ndarray) -> float:
+        mse = float(np.mean(error ** 2))
+        return 10 * math.log10(255 ** 2 / mse) if mse else float("inf")
+
+    out = {}
+    for sampling, quality in sorted(settings):
+        if sampling not in ("4:4:4", "4:2:0"):
+            continue
+        rgb, luma = [], []
+        for image in images:
+            data = simplejpeg.encode_jpeg(image, quality, "BGRX", sampling.replace(":", ""))
+            error = simplejpeg.decode_jpeg(data, "BGRX")[..., :3].astype(np.float32) - \
+                image[..., :3]
+            rgb.append(psnr(error))
+            luma.append(psnr(error @ weights))
+        out[(sampling, quality)] = (sum(rgb) / len(rgb), sum(luma) / len(luma))
+    return out
+
+
+def quality_lines(x: Result, o: Result, motion: bool, clip_seconds: float) -> list[str]:
+    """What the JPEGs each peer sent were, and for motion what that costs in PSNR."""
+    lines = [f"JPEG rectangles as received (subsampling and quality read from their headers): "
+             f"x11vnc {census_text(x.jpegs)}; ours {census_text(o.jpegs)}.", ""]
+    if motion and (x.jpegs or o.jpegs):
+        with contextlib.suppress(Exception):  # a report without PSNR beats no report
+            settings = {k for r in (x, o) for k, n in r.jpegs.items()
+                        if n >= 0.05 * sum(r.jpegs.values())}
+            table = clip_quality(settings, clip_seconds)
+            lines += ["PSNR of motion clip frames encoded at those settings (libjpeg-turbo, as "
+                      "both use; higher is closer to the captured frame):", "",
+                      "| JPEG setting | used by | PSNR RGB dB | PSNR luma dB |",
+                      "|---|---|---:|---:|"]
+            for key, (rgb, luma) in table.items():
+                users = " and ".join(name for name, r in (("x11vnc", x), ("ours", o))
+                                     if key in r.jpegs)
+                lines.append(f"| {key[0]} q{key[1]} | {users} | {rgb:.1f} | {luma:.1f} |")
+            lines.append("")
     return lines
 
 
@@ -260,6 +316,7 @@ def report(results: list[Result], source_rates: dict[str, float], args: argparse
         out += [f"## {name}: {d.WORKLOADS[name].description}", "", *workload_table(x, o), ""]
         if o.note:
             out += [f"Our agent sent {o.note}.", ""]
+        out += quality_lines(x, o, name == "motion", args.clip_seconds)
         if name in source_rates:
             out += [f"The workload itself changed the screen {source_rates[name]:.1f} times a "
                     "second (sampled with mss before the runs): no peer can send more updates "

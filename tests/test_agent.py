@@ -647,6 +647,59 @@ def test_polling_is_fast_after_input_and_in_motion_and_slow_when_still() -> None
     assert runner._poll_interval(50.0, 0) == agent.POLL_INTERVAL_S
 
 
+def test_large_motion_goes_cheaper_after_a_run_and_is_refined_once_still() -> None:
+    """Most of the monitor changing poll after poll switches to motion quality after
+    MOTION_AFTER_CHANGES polls (a still poll inside MOTION_GAP_S does not break the run); once
+    still for REFINE_AFTER_S the area sent that way is handed back once, for full quality."""
+    motion = agent.Motion(100 * 100, now=0.0)
+    big, small = [(0, 0, 100, 60)], [(5, 5, 10, 10)]
+    assert [motion.saw(big, t) for t in (0.01, 0.02)] == [False, False]
+    assert motion.saw([], 0.02 + agent.MOTION_GAP_S / 2) is False
+    assert motion.saw([(0, 20, 100, 80)], 0.05) is True
+    assert motion.changes == 3
+    assert motion.refinement(0.05 + agent.REFINE_AFTER_S / 2) == []
+    assert motion.saw(small, 0.06) is False  # small changes end large motion at once
+    assert motion.refinement(0.06 + agent.REFINE_AFTER_S) == [(0, 20, 100, 80)]  # lossy only
+    assert motion.refinement(10.0) == []
+    motion.saw([], 0.06 + agent.MOTION_GAP_S * 2)
+    assert motion.changes == motion.large == 0
+
+
+def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly() -> None:
+    """A screen that changes everywhere on every poll is sent as JPEG 4:2:0 after a few
+    updates; when it stops, the area follows once more at full quality, so the viewer ends up
+    with the exact screen."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen = FakeScreen()
+            task = asyncio.create_task(make_agent(relay, screen=screen).run())
+            peer = await relay.next()
+            await peer.accept(await peer.register())
+            canvas = np.zeros((200, 320, 3), np.uint8)
+            noise = np.random.default_rng(3).integers(0, 256, (200, 320, 3), dtype=np.uint8)
+            sampling = []
+            for n in range(agent.MOTION_AFTER_CHANGES + 3):
+                screen.image[..., :3] = np.roll(noise, n * 7, axis=1)
+                frames = await peer.update()
+                paint(frames, canvas)
+                await peer.send(p.Ack(SESSION, frames[0].seq))
+                sampling.append({Image.open(io.BytesIO(f.image)).layer[0][1:3]
+                                 for f in frames if f.kind == p.FRAME_JPEG})
+            assert sampling[0] == {(1, 1)} and sampling[-1] == {(2, 2)}
+            screen.image[..., :3] = 40  # still, and few colours: the refinement is lossless
+            frames = await peer.update()  # the last change
+            paint(frames, canvas)
+            await peer.send(p.Ack(SESSION, frames[0].seq))
+            refined = await peer.update()
+            assert [(f.x, f.y) for f in refined][0] == (0, 0)
+            assert sum(f.width * f.height for f in refined) == 320 * 200
+            paint(refined, canvas)
+            assert np.array_equal(canvas, rgb(screen))
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+    run(scenario())
+
+
 # --- pure helpers ----------------------------------------------------------------------
 
 

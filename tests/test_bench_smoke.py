@@ -60,6 +60,7 @@ def test_benchmark_prints_tables_for_both_peers_and_the_relay(tmp_path):
     assert _number(updates[1]) > 0 and _number(updates[2]) > 0, updates
     cpu = _row(motion, "server CPU")
     assert _number(cpu[1]) >= 0 and _number(cpu[2]) > 0, cpu
+    assert any(line.startswith("JPEG rectangles as received") for line in motion), motion
     rss = _row(motion, "server peak RSS")
     assert _number(rss[1]) > 1 and _number(rss[2]) > 1, rss
 

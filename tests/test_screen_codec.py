@@ -127,6 +127,20 @@ def test_photo_like_content_is_jpeg_at_4_4_4() -> None:
     assert {layer[1:3] for layer in Image.open(io.BytesIO(data)).layer} == {(1, 1)}
 
 
+def test_jpeg_is_4_2_0_only_when_asked_and_unknown_subsampling_is_refused() -> None:
+    """Motion may ask for 4:2:0 (luma sampled twice as densely as chroma); a subsampling
+    that does not exist is a ValueError, not a silently different image."""
+    noise = np.random.default_rng(2).integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    kind, data = codec.encode_rect(noise, (0, 0, 64, 64), 75, "420")
+    assert kind == p.FRAME_JPEG
+    assert [layer[1:3] for layer in Image.open(io.BytesIO(data)).layer] == \
+        [(2, 2), (1, 1), (1, 1)]
+    frames = codec.encode_update(noise, [(0, 0, 64, 64)], 0, 1, 75, False, subsampling="420")
+    assert Image.open(io.BytesIO(frames[0].image)).layer[0][1:3] == (2, 2)
+    with pytest.raises(ValueError, match="subsampling"):
+        codec.encode_rect(noise, (0, 0, 64, 64), 75, "411")
+
+
 def test_anti_aliased_text_is_an_exact_palette_png() -> None:
     """Text with up to 256 colours (many more than a handful) is lossless, as a palette PNG
     smaller than the JPEG of the same pixels would be."""
