@@ -715,7 +715,8 @@ def encode_frame(frame: Frame) -> bytes:
 
 
 def decode_frame_header(data: bytes | bytearray | memoryview) -> tuple[int, ...]:
-    """The header fields of a binary update, checked only for shape (the relay's fast path)."""
+    """The header fields of a binary update, checked without looking at the image (the relay's
+    fast path): every field the relay acts on (kind, flags, monitor) is in range."""
     if len(data) < FRAME_HEADER.size:
         _fail("binary message is shorter than the frame header")
     fields = FRAME_HEADER.unpack_from(data)
@@ -723,6 +724,11 @@ def decode_frame_header(data: bytes | bytearray | memoryview) -> tuple[int, ...]
         _fail("frame image length does not match the message length")
     if fields[3] != 0:
         _fail("frame header reserved byte must be 0")
+    if fields[0] not in FRAME_KINDS:
+        _fail(f"unknown frame kind {fields[0]}")
+    if fields[1] & ~_FLAGS_ALL:
+        _fail("unknown frame flags")
+    _check_monitor(fields[2])
     return fields
 
 

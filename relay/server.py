@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import email.utils
 import http
 import logging
@@ -248,25 +247,35 @@ class Link:
         return not self._items
 
     async def run(self) -> None:
-        """Write queued messages until closed; a peer that went away just ends it."""
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                if self._items:
-                    kind, data = self._items.popleft()
-                    if kind == "frame":
-                        self._frame_bytes -= len(data)
-                    else:
-                        self._control_bytes -= len(data)
-                    await self.ws.send(data)
-                elif self._closing is not None:
-                    await self.ws.close(*self._closing)
-                    return
-                elif self._dropped_monitors:
-                    monitors, self._dropped_monitors = self._dropped_monitors, set()
-                    self._on_caught_up(self, monitors.pop() if len(monitors) == 1 else 0)
+        """Write queued messages until closed; a peer that went away just ends it. Anything
+        else failing here is a relay bug: logged, and the link closed rather than left mute."""
+        try:
+            await self._write_until_closed()
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("the writer of a %s link from %s failed; closing it",
+                          self.role, self.address)
+            self.ws.transport.abort()
+
+    async def _write_until_closed(self) -> None:
+        while True:
+            if self._items:
+                kind, data = self._items.popleft()
+                if kind == "frame":
+                    self._frame_bytes -= len(data)
                 else:
-                    self._wake.clear()
-                    await self._wake.wait()
+                    self._control_bytes -= len(data)
+                await self.ws.send(data)
+            elif self._closing is not None:
+                await self.ws.close(*self._closing)
+                return
+            elif self._dropped_monitors:
+                monitors, self._dropped_monitors = self._dropped_monitors, set()
+                self._on_caught_up(self, monitors.pop() if len(monitors) == 1 else 0)
+            else:
+                self._wake.clear()
+                await self._wake.wait()
 
 
 # --- the relay --------------------------------------------------------------------------
@@ -334,6 +343,11 @@ class Relay:
                 log.info("refused %s %s from %s: %s", path, _printable(origins, 200),
                          _address(connection), refusal)
                 return plain(403, f"Forbidden: {refusal}\n")
+            if path == VIEWER_PATH:
+                # Viewers send only control text: a smaller limit keeps a connection that is
+                # not logged in yet (and may be waiting out the login throttle) from parking
+                # up to max_queue frame-sized messages in the relay's memory.
+                connection.protocol.max_message_size = protocol.MAX_CONTROL_BYTES
             return None
         if path == "/healthz":
             return plain(200, "ok\n")

@@ -59,7 +59,13 @@ from websockets.exceptions import ConnectionClosed
 
 import protocol
 from relay import server
-from relay.accounts import ARGON2_MEMORY_KIB, ARGON2_PARALLELISM, ARGON2_TIME_COST, DB_FILE
+from relay.accounts import (
+    ARGON2_MEMORY_KIB,
+    ARGON2_PARALLELISM,
+    ARGON2_TIME_COST,
+    DB_FILE,
+    FREE_FAILURES,
+)
 from relay.pairing import Pairing
 
 MADE_UP = "madeUpSessionId0000000"
@@ -528,6 +534,35 @@ def test_oversized_messages_close_1009_and_memory_stays_flat(relay):
     no_traceback(relay)
 
 
+def test_viewers_waiting_out_the_login_throttle_cannot_park_large_messages(relay):
+    """A viewer may send only control-sized messages, even before login: connections that
+    wait out the login throttle and send frame-sized data are closed with 1009 at once, and
+    the relay's memory stays flat."""
+    big = b"\0" * (protocol.MAX_CONTROL_BYTES + 1)
+
+    async def scenario():
+        for _ in range(FREE_FAILURES):  # from here on, logins of "nobody" wait
+            ws = await open_ws(relay.ws_url + "/ws/viewer")
+            await ws.send(viewer_hello("nobody", password="wrong-password"))
+            await closed_code(ws)
+        before = rss_bytes(relay.process.pid)
+        parked = []
+        for _ in range(8):
+            ws = await open_ws(relay.ws_url + "/ws/viewer")
+            await ws.send(viewer_hello("nobody", password="wrong-password"))  # throttled
+            with contextlib.suppress(ConnectionClosed):
+                for _ in range(8):
+                    await ws.send(big)
+            parked.append(ws)
+        codes = [(await closed_code(ws))[0] for ws in parked]
+        return codes, before, rss_bytes(relay.process.pid)
+
+    codes, before, after = run(scenario())
+    assert codes == [1009] * 8
+    assert after - before < 24 * MIB, (before, after)
+    no_traceback(relay)
+
+
 @pytest.mark.parametrize("endpoint", ["agent", "viewer"])
 def test_compression_is_never_negotiated(relay, endpoint):
     """A client offering permessage-deflate gets an upgrade without any extension."""
@@ -799,6 +834,9 @@ def test_hostile_agent_hello_is_refused_with_a_clear_error(relay, case):
     ("cursor far outside", message("cursor", monitor=1, x=10**9, y=0)),
     ("frame header lying about its length", frame(1, 1000)[:-1]),
     ("frame header too short", b"\x01\x01"),
+    ("frame for monitor 200", frame(1, 1000)[:2] + b"\xc8" + frame(1, 1000)[3:]),
+    ("frame of an unknown kind", b"\x09" + frame(1, 1000)[1:]),
+    ("frame with unknown flags", frame(1, 1000)[:1] + b"\x81" + frame(1, 1000)[2:]),
 ])
 def test_hostile_agent_message_mid_session_ends_it_cleanly(relay, case, data):
     """After acceptance, a malformed agent message closes the agent with 1008 and ends the

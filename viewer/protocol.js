@@ -582,6 +582,10 @@ export function decodeFrameHeader(data) {
         fail("frame image length does not match the message length");
     }
     if (fields[3] !== 0) fail("frame header reserved byte must be 0");
+    // Every field the relay acts on is checked here too, in the same order as protocol.py.
+    if (!FRAME_KINDS.includes(fields[0])) fail(`unknown frame kind ${fields[0]}`);
+    if (fields[1] & ~(FLAG_LAST | FLAG_FULL)) fail("unknown frame flags");
+    if (fields[2] > MAX_SCREENS - 1) fail(`monitor must be between 0 and ${MAX_SCREENS - 1}`);
     return fields;
 }
 
