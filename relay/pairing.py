@@ -25,6 +25,7 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
 - Input rate: a token bucket per viewer (``MAX_INPUT_EVENTS_PER_S`` sustained,
   ``INPUT_BURST`` at once). Input beyond it is dropped (the viewer is told
   ``error{code: "rate-limited"}`` at most once a second); input is never reordered.
+  Key and button releases are always forwarded and never charged.
 - A viewer connection watches at most one session: binary frames carry no session id.
 """
 
@@ -406,7 +407,10 @@ class Pairing:
 
     def _input(self, viewer: Peer, state: ViewerState, message: protocol.Message,
                now: float) -> None:
-        if not state.bucket.take(now):
+        # A release is never dropped (it could leave a key held on the customer's PC) and
+        # never charged: there cannot be more releases than the presses charged before.
+        release = isinstance(message, (protocol.Key, protocol.Button)) and not message.down
+        if not release and not state.bucket.take(now):
             if now >= state.rate_notice_at:
                 state.rate_notice_at = now + 1.0
                 viewer.send(RATE_LIMITED)

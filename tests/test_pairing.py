@@ -234,6 +234,22 @@ def test_input_is_rate_limited_in_order(pairing):
     assert agent.last() == protocol.Text(session, "later")
 
 
+def test_rate_limit_never_drops_key_or_button_releases(pairing):
+    """Over the limit, presses are dropped but every release reaches the agent, in order."""
+    agent, viewer, session = active(pairing, control=True)
+    sent = []
+    for i in range(2 * protocol.INPUT_BURST + 40):
+        sent.append(protocol.Key(session, "KeyA", str(i), i % 2 == 0))
+    sent.append(protocol.Button(session, 1, 5, 5, "left", False))
+    for message in sent:
+        pairing.viewer_message(viewer, message, T0 + 3)
+    delivered = [m for m in agent.sent if isinstance(m, (protocol.Key, protocol.Button))]
+    assert [m for m in delivered if not m.down] == [m for m in sent if not m.down]
+    assert len([m for m in delivered if m.down]) == protocol.INPUT_BURST
+    positions = [sent.index(m) for m in delivered]
+    assert positions == sorted(positions)  # the order is kept
+
+
 def test_waiting_session_expires(pairing, ledger):
     """A session nobody accepts ends by relay, reason expired, after wait_timeout."""
     agent, session = register(pairing)
