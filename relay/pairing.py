@@ -19,7 +19,8 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
   "detached" (listed again in the owner's queue) for ``grace`` seconds, in which only the
   owner can rejoin by sending ``accept`` again; then it ends ("viewer-lost"). An agent whose
   link drops abnormally leaves the session for ``grace`` seconds, in which the agent can
-  come back with its single-use resume secret; then it ends ("agent-lost"). A resume that
+  come back with its single-use resume secret; then it ends ("agent-lost"). Both are billed
+  only to the moment the link was lost, not through the grace window. A resume that
   arrives while the old link still looks alive replaces it (the agent noticed the cut
   first). A waiting session whose agent drops ends at once.
 - Input rate: a token bucket per viewer (``MAX_INPUT_EVENTS_PER_S`` sustained,
@@ -470,10 +471,10 @@ class Pairing:
             if session.state == WAITING and now - session.requested_at >= self.wait_timeout:
                 self._end(session, "relay", "expired", now)
             elif session.agent_lost_at is not None and now - session.agent_lost_at >= self.grace:
-                self._end(session, "relay", "agent-lost", now)
+                self._end(session, "relay", "agent-lost", now, at=session.agent_lost_at)
             elif (session.viewer_lost_at is not None and session.viewer is None
                   and now - session.viewer_lost_at >= self.grace):
-                self._end(session, "relay", "viewer-lost", now)
+                self._end(session, "relay", "viewer-lost", now, at=session.viewer_lost_at)
 
     def shutdown(self, now: float) -> None:
         """The relay is stopping: end every live session and tell both sides."""
@@ -489,13 +490,16 @@ class Pairing:
             if peer is not None:
                 peer.send(Control(session.id, False))
 
-    def _end(self, session: Session, by: str, reason: str, now: float) -> None:
+    def _end(self, session: Session, by: str, reason: str, now: float,
+             at: float | None = None) -> None:
+        """End the session now; the ledger records it as ended ``at`` (default now): a
+        session nobody came back to is billed only to the moment its link was lost."""
         if session.state == ENDED:
             return
         listed = session.state == WAITING or session.viewer is None
         session.state = ENDED
         session.control = False
-        self.ledger.ended(session.id, by, reason, now)
+        self.ledger.ended(session.id, by, reason, now if at is None else at)
         ended = Ended(session.id, by, reason)
         if session.viewer is not None:
             session.viewer.send(ended)

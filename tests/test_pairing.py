@@ -334,6 +334,18 @@ def test_detached_session_ends_after_grace(pairing):
     assert protocol.Ended(session, "relay", "viewer-lost") in agent.sent
 
 
+def test_sessions_nobody_came_back_to_end_when_the_link_was_lost(pairing, ledger):
+    """agent-lost and viewer-lost are recorded at the loss, not after the grace window."""
+    agent, viewer, session = active(pairing)
+    pairing.agent_gone(agent, T0 + 10, resumable=True)
+    pairing.tick(T0 + 71)
+    assert ("ended", session, "relay", "agent-lost", T0 + 10) in ledger.calls
+    _agent2, viewer2, session2 = active(pairing)
+    pairing.viewer_gone(viewer2, T0 + 20)
+    pairing.tick(T0 + 81)
+    assert ("ended", session2, "relay", "viewer-lost", T0 + 20) in ledger.calls
+
+
 def test_one_viewer_per_session(pairing):
     """A second window of the same support person cannot open an attached session."""
     _, _viewer, session = active(pairing)
