@@ -58,8 +58,8 @@ CONFIG_NAME = "support.json"
 POLL_INTERVAL_S = 1 / 30
 MOTION_POLL_INTERVAL_S = 1 / 60  # while every recent poll found a change (video, animation)
 MOTION_AFTER_CHANGES = 3  # consecutive polls with a change that mean "motion"
-MOTION_GAP_S = 0.1  # a still poll this soon after a change does not end the run (a video
-#                     changes the screen 24-50 times a second, polled 60 times)
+MOTION_GAP_S = 0.05  # a still poll this soon after a large change does not end its run (a
+#                      video changes the screen 24-50 times a second, polled 60 times)
 MOTION_AREA = 0.5  # a run of changes to at least this share of the monitor is "large motion":
 MOTION_JPEG_QUALITY = 75  # ... JPEG 4:2:0 at most this quality (half the work and bytes),
 REFINE_AFTER_S = 0.2  # ... and the area is resent at full quality, 4:4:4, once this still
@@ -70,6 +70,8 @@ FAST_POLL_WINDOW_S = 0.300
 ENCODER_THREADS = 2  # strips of a large update are encoded in parallel
 INLINE_ENCODE_MAX_PX = 128 * 128  # smaller updates (typing) are encoded in the event loop
 CURSOR_INTERVAL_S = 0.045  # the customer's pointer is asked for at most this often
+CURSOR_RESTING_INTERVAL_S = 0.1  # ... and this often once it has not moved for CURSOR_REST_S
+CURSOR_REST_S = 1.0
 LAYOUT_CHECK_INTERVAL_S = 1.0
 JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back
 QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quality again
@@ -150,14 +152,18 @@ class MssScreen:
         if sys.platform.startswith("linux"):
             _reuse_large_buffers()
         self._mss, self._sct = mss, mss.MSS()
+        self._retired: list[Any] = []  # replaced instances, closed once no view uses them
+        self._shm_views = sys.platform.startswith("linux")
 
     def monitors(self) -> tuple[p.Screen, ...]:
-        self._sct.close()  # a fresh instance re-reads the monitor layout
-        self._sct = self._mss.MSS()
-        return tuple(
-            p.Screen(m["left"], m["top"], m["width"], m["height"])
-            for m in self._sct.monitors[: p.MAX_SCREENS]
-        )
+        with self._mss.MSS() as fresh:  # a fresh instance re-reads the monitor layout
+            layout = fresh.monitors[: p.MAX_SCREENS]
+        if layout != self._sct.monitors[: p.MAX_SCREENS]:
+            self._retired.append(self._sct)  # a view of its buffer may still be in use
+            self._sct = self._mss.MSS()
+        for old in list(self._retired):
+            self._close(old)
+        return tuple(p.Screen(m["left"], m["top"], m["width"], m["height"]) for m in layout)
 
     def grab(self, area: p.Screen) -> np.ndarray:
         shot = self._sct.grab(
@@ -165,8 +171,49 @@ class MssScreen:
         )
         return np.frombuffer(shot.raw, np.uint8).reshape(shot.height, shot.width, 4)
 
+    def grab_view(self, area: p.Screen) -> np.ndarray:
+        """The pixels without a copy where the platform allows (X11 MIT-SHM: a read-only view
+        of mss's shared buffer, valid until the next grab), else a new array as grab()."""
+        if self._shm_views:
+            try:
+                view = self._shm_view(area)
+                if view is not None:
+                    return view
+            except Exception as e:  # an mss without this layout: copy as before
+                log.info("capture without a copy is not available: %r", e)
+                self._shm_views = False
+        return self.grab(area)
+
+    def _shm_view(self, area: p.Screen) -> np.ndarray | None:
+        from mss.linux import xcb
+        from mss.linux.xshmgetimage import ShmStatus
+
+        impl = self._sct._impl
+        if getattr(impl, "shm_status", None) is not ShmStatus.AVAILABLE:
+            return None  # until mss's own first grab has shown that MIT-SHM works
+        size = area.width * area.height * 4
+        if size > impl._bufsize:
+            return None
+        with self._sct._lock:
+            reply = xcb.shm_get_image(
+                impl.conn, impl.drawable, area.x, area.y, area.width, area.height,
+                0xFFFFFFFF, xcb.ImageFormat.ZPixmap, impl._shmseg, 0)
+        if reply.depth != impl.drawable_depth or reply.visual != impl.drawable_visual_id:
+            raise RuntimeError("the X server answered in another pixel format")
+        return np.frombuffer(impl._buf, np.uint8, size).reshape(area.height, area.width, 4)
+
+    def _close(self, sct: Any) -> None:
+        try:
+            sct.close()
+        except BufferError:  # a view of its buffer is still alive: try again next time
+            return
+        self._retired.remove(sct)
+
     def close(self) -> None:
-        self._sct.close()
+        for old in list(self._retired):
+            self._close(old)
+        with contextlib.suppress(BufferError):
+            self._sct.close()
 
 
 def _reuse_large_buffers() -> None:
@@ -659,20 +706,27 @@ def make_ssl_context(ca_pem: str) -> ssl.SSLContext:
 
 class Motion:
     """What the recent polls found, for the streamer: a run of changes (poll faster), a run
-    of large changes (video, a dragged window: cheaper JPEG), and the area sent that way, to
-    be sent again at full quality once the screen is still. Time is passed in."""
+    of large changes (video, a dragged window: poll faster, cheaper JPEG), and the area sent
+    that way, to be sent again at full quality once the screen is still. Time is passed in."""
+
+    @property
+    def run(self) -> int:
+        """Polls in a row that count as motion, for the poll interval."""
+        return max(self.changes, self.large)
 
     def __init__(self, screen_px: int, now: float) -> None:
         self.screen_px = screen_px
-        self.changes = self.large = 0  # polls in a row that found a change / a large one
+        self.changes = 0  # polls in a row that found a change
+        self.large = 0  # ... a large one (still polls within MOTION_GAP_S do not count)
         self.changed_at = now
         self._lossy: list[int] | None = None  # x0, y0, x1, y1 sent at motion quality
 
     def saw(self, rects: list[codec.Rect], now: float) -> bool:
         """Count one poll; True when its update may be sent at motion quality."""
         if not rects:
+            self.changes = 0
             if now - self.changed_at > MOTION_GAP_S:
-                self.changes = self.large = 0
+                self.large = 0
             return False
         self.changes, self.changed_at = self.changes + 1, now
         large = sum(w * h for _, _, w, h in rects) >= MOTION_AREA * self.screen_px
@@ -970,17 +1024,24 @@ class Agent:
         """Poll the screen; send what changed while fewer than MAX_UPDATES_IN_FLIGHT wait."""
         diff = codec.ScreenDiff()
         cursor = None
-        layout_at = polled_at = pointer_at = self.clock()
+        layout_at = polled_at = pointer_at = moved_at = self.clock()
         motion = Motion(1, polled_at)
+        # A Screen may offer grab_view: no copy, read-only and valid until the next grab. The
+        # viewer's copy (diff.shown) takes what changed, and updates are encoded from it.
+        grab = getattr(self.screen, "grab_view", self.screen.grab)
         pool = ThreadPoolExecutor(ENCODER_THREADS, "encoder")
         try:
             while True:
-                interval = self._poll_interval(motion.changed_at, motion.changes)
+                interval = self._poll_interval(motion.changed_at, motion.run)
                 self._wake.clear()
                 delay = polled_at + interval - self.clock()
                 if delay > 0:  # a fixed cadence: the time spent encoding counts
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
+                    # (a timer that sets the event: wait_for would make a task every poll)
+                    timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        timer.cancel()
                 polled_at = self.clock()
                 if polled_at - layout_at > LAYOUT_CHECK_INTERVAL_S:
                     layout_at = polled_at
@@ -992,29 +1053,32 @@ class Agent:
                         self._restart_stream()
                 area = self.screens[self.monitor]
                 motion.screen_px = area.width * area.height
-                if polled_at - pointer_at >= CURSOR_INTERVAL_S or cursor is None:
-                    pointer_at = polled_at  # (asking X11 for it costs ~0.5 ms of Python)
+                resting = polled_at - moved_at > CURSOR_REST_S
+                if cursor is None or polled_at - pointer_at >= (
+                        CURSOR_RESTING_INTERVAL_S if resting else CURSOR_INTERVAL_S):
+                    pointer_at = polled_at  # (asking X11 for it costs ~0.3 ms of Python)
                     x, y = self.input.position()
                     if (x - area.x, y - area.y) != cursor:
-                        cursor = (x - area.x, y - area.y)
+                        cursor, moved_at = (x - area.x, y - area.y), polled_at
                         await ws.send(p.encode_control(p.Cursor(self.monitor, *cursor)))
                 if len(self.in_flight) >= p.MAX_UPDATES_IN_FLIGHT:
                     self.smooth_updates = -1  # held back by the link: the next update is cheaper
                     continue
-                pixels = self.screen.grab(area)
+                pixels = grab(area)
                 full = self._full or not diff.matches(pixels)
                 self._full = False  # a refresh while this update is encoded asks for another
                 rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
-                    diff.changes(pixels)
+                    diff.changes(pixels, codec.SAMPLE_ROWS)
                 lossy = motion.saw(rects, polled_at)
                 if not rects:  # still: what motion sent cheaply is sent again at full quality
                     rects = motion.refinement(polled_at)
                     if not rects:
                         continue
+                diff.commit(pixels, rects, owned=pixels.flags.writeable)  # a view is not
                 self._adapt_quality()
                 quality = JPEG_QUALITIES[self.quality_step]
                 seq, self.seq = self.seq, (self.seq + 1) % 2**32
-                args = (pixels, rects, self.monitor, seq,
+                args = (diff.shown, rects, self.monitor, seq,
                         min(quality, MOTION_JPEG_QUALITY) if lossy else quality, full)
                 subsampling = "420" if lossy else "444"
                 if sum(w * h for _, _, w, h in rects) <= INLINE_ENCODE_MAX_PX:
@@ -1023,7 +1087,6 @@ class Agent:
                 else:
                     frames = await asyncio.to_thread(codec.encode_update, *args, pool.map,
                                                      subsampling)
-                diff.commit(pixels, rects, owned=True)
                 for frame in frames:
                     await ws.send(p.encode_frame(frame))
                 self.in_flight[seq] = self.clock()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -649,20 +651,21 @@ def test_polling_is_fast_after_input_and_in_motion_and_slow_when_still() -> None
 
 def test_large_motion_goes_cheaper_after_a_run_and_is_refined_once_still() -> None:
     """Most of the monitor changing poll after poll switches to motion quality after
-    MOTION_AFTER_CHANGES polls (a still poll inside MOTION_GAP_S does not break the run); once
+    MOTION_AFTER_CHANGES polls (a still poll inside MOTION_GAP_S breaks only a run of small
+    changes, such as typing, not a run of large ones); once
     still for REFINE_AFTER_S the area sent that way is handed back once, for full quality."""
     motion = agent.Motion(100 * 100, now=0.0)
     big, small = [(0, 0, 100, 60)], [(5, 5, 10, 10)]
     assert [motion.saw(big, t) for t in (0.01, 0.02)] == [False, False]
     assert motion.saw([], 0.02 + agent.MOTION_GAP_S / 2) is False
     assert motion.saw([(0, 20, 100, 80)], 0.05) is True
-    assert motion.changes == 3
+    assert (motion.changes, motion.large, motion.run) == (1, 3, 3)
     assert motion.refinement(0.05 + agent.REFINE_AFTER_S / 2) == []
     assert motion.saw(small, 0.06) is False  # small changes end large motion at once
     assert motion.refinement(0.06 + agent.REFINE_AFTER_S) == [(0, 20, 100, 80)]  # lossy only
     assert motion.refinement(10.0) == []
     motion.saw([], 0.06 + agent.MOTION_GAP_S * 2)
-    assert motion.changes == motion.large == 0
+    assert motion.run == 0
 
 
 def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly() -> None:
@@ -691,7 +694,7 @@ def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly() -> None:
             paint(frames, canvas)
             await peer.send(p.Ack(SESSION, frames[0].seq))
             refined = await peer.update()
-            assert [(f.x, f.y) for f in refined][0] == (0, 0)
+            assert (refined[0].x, refined[0].y) == (0, 0)
             assert sum(f.width * f.height for f in refined) == 320 * 200
             paint(refined, canvas)
             assert np.array_equal(canvas, rgb(screen))
@@ -821,3 +824,25 @@ def test_no_input_is_injected_without_an_active_session_and_control(messages) ->
         if outcome is not None:
             ended = True
             assert user_input.held == set() and runner.state == "ended"
+
+
+@pytest.mark.x11
+def test_mss_view_without_a_copy_matches_a_grab_and_follows_the_screen(xvfb) -> None:
+    """On X11 grab_view gives the same pixels as grab, read-only, and the next grab_view sees
+    what changed; re-reading the layout while a view is held does not fail."""
+    if shutil.which("xsetroot") is None:
+        pytest.fail("this test paints the screen with xsetroot (Debian: x11-xserver-utils)")
+    screen = agent.MssScreen()
+    try:
+        area = screen.monitors()[0]
+        first = screen.grab(area)
+        view = screen.grab_view(area)
+        assert not view.flags.writeable and np.array_equal(view, first)
+        before = view.copy()
+        subprocess.run(["xsetroot", "-solid", "#12ab34"], env=os.environ, check=True)
+        assert screen.monitors()[0] == area  # with `view` alive
+        after = screen.grab_view(area)
+        assert not np.array_equal(after, before)
+        assert np.array_equal(after, screen.grab(area))
+    finally:
+        screen.close()

@@ -107,6 +107,39 @@ def test_screen_diff_keeps_its_own_copy_of_what_the_viewer_shows() -> None:
     assert not diff.matches(screen)
 
 
+def test_a_sampled_compare_finds_tall_changes_at_once_and_thin_ones_within_its_step() -> None:
+    """Reading one row in SAMPLE_ROWS: a change that tall is found on the first call, exactly
+    as a full compare finds it; a one-row change within SAMPLE_ROWS calls; none falsely."""
+    diff = codec.ScreenDiff()
+    screen = bgrx(200, 301)  # an odd width compares 4-byte words
+    diff.commit(screen, [])
+    assert [diff.changes(screen, codec.SAMPLE_ROWS) for _ in range(5)] == [[]] * 5
+    tall = screen.copy()
+    tall[70:70 + codec.SAMPLE_ROWS, 10:19] = 255
+    assert diff.changes(tall, codec.SAMPLE_ROWS) == diff.changes(tall) == [(10, 70, 9, 4)]
+    thin = screen.copy()
+    thin[131, 290:301] = 1
+    found = [diff.changes(thin, codec.SAMPLE_ROWS) for _ in range(codec.SAMPLE_ROWS)]
+    assert [(290, 131, 11, 1)] in found
+    assert sum(map(len, found)) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 129), st.integers(0, 199), st.integers(1, 40),
+                          st.integers(1, 40), st.integers(1, 255)), max_size=6))
+def test_sampled_polls_converge_on_the_exact_image(edits) -> None:
+    """Committing what SAMPLE_ROWS sampled compares find leaves the exact new image."""
+    old = bgrx(130, 200)
+    new = old.copy()
+    for y, x, h, w, value in edits:
+        new[y:y + h, x:x + w, 1] = value
+    diff = codec.ScreenDiff()
+    diff.commit(old, [])
+    for _ in range(codec.SAMPLE_ROWS):
+        diff.commit(new, diff.changes(new, codec.SAMPLE_ROWS))
+    assert np.array_equal(diff.shown, new)
+
+
 def test_a_whole_image_the_caller_gives_away_is_kept_without_a_copy() -> None:
     """commit(owned=True) of a whole image keeps that array; partial commits still copy."""
     diff = codec.ScreenDiff()
