@@ -24,6 +24,7 @@ import asyncio
 import email.utils
 import http
 import logging
+import math
 import re
 import signal
 import ssl
@@ -90,6 +91,25 @@ LOGIN_FAILED = protocol.Error("login-failed", "Wrong user name or password.")
 LOGIN_EXPIRED = protocol.Error("login-expired", "Your login has expired. Please log in again.")
 
 
+def _seconds(value: str, *, zero: bool) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a {'non-negative' if zero else 'positive'} number of seconds")
+    return seconds
+
+
+def positive_seconds(value: str) -> float:
+    return _seconds(value, zero=False)
+
+
+def non_negative_seconds(value: str) -> float:
+    return _seconds(value, zero=True)
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
@@ -105,9 +125,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the company's name on the customer's download page")
     parser.add_argument("--viewer-dir", type=Path, default=VIEWER_DIR, metavar="DIR",
                         help=argparse.SUPPRESS)
-    parser.add_argument("--wait-timeout", type=float, default=DEFAULT_WAIT_TIMEOUT_S,
+    parser.add_argument("--wait-timeout", type=positive_seconds, default=DEFAULT_WAIT_TIMEOUT_S,
                         metavar="SECONDS", help="how long a session waits to be accepted")
-    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, metavar="SECONDS",
+    parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE_S, metavar="SECONDS",
                         help="how long a session survives a lost viewer or agent link")
     # Tuning for tests (a network cut detected in a second, stalled handshakes dropped fast).
     parser.add_argument("--ping-interval", type=float, default=PING_INTERVAL_S,

@@ -262,6 +262,19 @@ def test_ledger_bad_since_is_a_usage_error(data: Path, store: Callable, since: s
     assert "ISO date" in one_error_line(result)
 
 
+@pytest.mark.parametrize("option, value", [
+    ("--wait-timeout", "-1"), ("--wait-timeout", "0"), ("--wait-timeout", "nan"),
+    ("--wait-timeout", "inf"), ("--wait-timeout", "soon"), ("--grace", "-5"),
+    ("--grace", "nan"), ("--grace", "-inf"),
+])
+def test_serve_refuses_times_that_are_not_positive_finite_seconds(data: Path, option: str,
+                                                                  value: str):
+    """A negative, zero (except --grace), infinite or non-number time is a usage error."""
+    result = relay_cli(data, "serve", "--port", "0", f"{option}={value}")
+    assert result.returncode == 2
+    assert "number of seconds" in one_error_line(result)
+
+
 def read_until(fd: int, text: bytes, seen: bytearray) -> None:
     """Read from a pty until `text` arrives (60 s limit so a bug cannot hang the suite)."""
     deadline = time.monotonic() + 60
