@@ -18,7 +18,7 @@ from pathlib import Path
 
 import protocol
 from relay.accounts import DB_FILE, AccountError, Accounts, check_password
-from relay.ledger import Ledger, LedgerRow, iso_utc, whole_seconds, write_csv
+from relay.ledger import Ledger, LedgerRow, iso_utc, write_csv
 from relay.store import DataError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,8 +154,7 @@ def ledger_table(rows: list[LedgerRow]) -> list[tuple[str, ...]]:
     def when(at: float | None) -> str:
         return iso_utc(at).replace("T", " ").removesuffix("Z")
 
-    def duration(seconds: float) -> str:
-        whole = whole_seconds(seconds)
+    def duration(whole: int) -> str:
         return f"{whole // 3600}:{whole // 60 % 60:02}:{whole % 60:02}"
 
     table = [("SESSION", "TECHNICIAN", "MACHINE", "USER", "REQUESTED (UTC)", "ACCEPTED",
@@ -163,8 +162,8 @@ def ledger_table(rows: list[LedgerRow]) -> list[tuple[str, ...]]:
     for row in rows:
         table.append((row.session[:8], row.technician, row.machine, row.user,
                       when(row.requested_at), when(row.accepted_at), when(row.ended_at),
-                      duration(row.billable_s), row.ended_by or "", row.end_reason or ""))
-    table.append(("total", "", "", "", "", "", "", duration(sum(r.billable_s for r in rows)),
+                      duration(row.billable_whole_s), row.ended_by or "", row.end_reason or ""))
+    table.append(("total", "", "", "", "", "", "", duration(sum(r.billable_whole_s for r in rows)),
                   "", ""))
     return table
 

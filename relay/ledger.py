@@ -77,6 +77,14 @@ class LedgerRow:
             return 0.0
         return max(0.0, self.ended_at - self.accepted_at)
 
+    @property
+    def billable_whole_s(self) -> int:
+        """Billable seconds as printed: ended minus accepted of the whole-second times shown
+        (iso_utc), so the columns of one line always agree."""
+        if self.accepted_at is None or self.ended_at is None:
+            return 0
+        return max(0, math.floor(self.ended_at) - math.floor(self.accepted_at))
+
 
 class Ledger(Store):
     """Sessions and their events in the relay's SQLite file."""
@@ -206,11 +214,6 @@ def iso_utc(at: float | None) -> str:
     return datetime.fromtimestamp(math.floor(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def whole_seconds(seconds: float) -> int:
-    """Rounded half up (600.5 s bills as 601), unlike round()'s half to even."""
-    return math.floor(seconds + 0.5)
-
-
 def _spreadsheet_safe(text: str) -> str:
     # Machine and user names come from the customer's PC: a name such as "=HYPERLINK(...)"
     # must stay text when the billing CSV is opened in a spreadsheet.
@@ -219,14 +222,14 @@ def _spreadsheet_safe(text: str) -> str:
 
 def write_csv(rows: Iterable[LedgerRow], out: TextIO) -> None:
     """One line per session: times ISO 8601 UTC ("Z", empty when absent), billable seconds
-    rounded to an integer; "\\n" line ends; machine and user names that a spreadsheet would
-    take for a formula get a leading apostrophe."""
+    the difference of the whole seconds shown; "\\n" line ends; machine and user names
+    that a spreadsheet would take for a formula get a leading apostrophe."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for row in rows:
         writer.writerow((
             row.session, row.technician, _spreadsheet_safe(row.machine),
             _spreadsheet_safe(row.user), row.address, iso_utc(row.requested_at),
-            iso_utc(row.accepted_at), iso_utc(row.ended_at), whole_seconds(row.billable_s),
+            iso_utc(row.accepted_at), iso_utc(row.ended_at), row.billable_whole_s,
             row.ended_by or "", row.end_reason or "",
         ))

@@ -199,7 +199,7 @@ def test_sigkill_mid_session_loses_no_finished_row(db: Path):
 
 
 def test_csv_format_is_exact(ledger: Ledger):
-    """Header, ISO 8601 UTC times, integer billable seconds, empty cells when absent."""
+    """Header, ISO 8601 UTC times, billable seconds = ended - accepted as printed, empty cells."""
     request(ledger, SESSION, T0)
     ledger.accepted(SESSION, T0 + 30.4)
     ledger.ended(SESSION, "customer", "customer-closed", T0 + 630.9)
@@ -210,7 +210,7 @@ def test_csv_format_is_exact(ledger: Ledger):
         "session,technician,machine,user,address,requested_at,accepted_at,ended_at,"
         "billable_seconds,ended_by,end_reason\n"
         f"{SESSION},david,FRONT-DESK,anna,203.0.113.7,2026-11-26T00:20:00Z,"
-        "2026-11-26T00:20:30Z,2026-11-26T00:30:30Z,601,customer,customer-closed\n"
+        "2026-11-26T00:20:30Z,2026-11-26T00:30:30Z,600,customer,customer-closed\n"
         f"{OTHER},david,FRONT-DESK,anna,203.0.113.7,2026-11-26T02:20:00Z,,,0,,\n"
     )
 
