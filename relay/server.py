@@ -127,7 +127,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help=argparse.SUPPRESS)
     parser.add_argument("--wait-timeout", type=positive_seconds, default=DEFAULT_WAIT_TIMEOUT_S,
                         metavar="SECONDS", help="how long a session waits to be accepted")
-    parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE_S, metavar="SECONDS",
+    parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE_S,
+                        metavar="SECONDS",
                         help="how long a session survives a lost viewer or agent link")
     # Tuning for tests (a network cut detected in a second, stalled handshakes dropped fast).
     parser.add_argument("--ping-interval", type=float, default=PING_INTERVAL_S,

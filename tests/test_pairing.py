@@ -336,7 +336,7 @@ def test_detached_session_ends_after_grace(pairing):
 
 def test_sessions_nobody_came_back_to_end_when_the_link_was_lost(pairing, ledger):
     """agent-lost and viewer-lost are recorded at the loss, not after the grace window."""
-    agent, viewer, session = active(pairing)
+    agent, _viewer, session = active(pairing)
     pairing.agent_gone(agent, T0 + 10, resumable=True)
     pairing.tick(T0 + 71)
     assert ("ended", session, "relay", "agent-lost", T0 + 10) in ledger.calls
