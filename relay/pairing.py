@@ -186,7 +186,7 @@ class Pairing:
                     technician: Technician | None, now: float) -> bool:
         """Register (or resume) the agent's session; False if refused (the agent is closed)."""
         if hello.resume:
-            return self._resume(agent, hello, now)
+            return self._resume(agent, hello, technician, now)
         if technician is None or not technician.enabled or technician.id != hello.technician:
             self._refuse_agent(agent, TECHNICIAN_UNKNOWN, now,
                                f"agent asked for unknown technician {hello.technician}")
@@ -217,8 +217,15 @@ class Pairing:
         agent.send(error)
         agent.close(1008, error.code)
 
-    def _resume(self, agent: Peer, hello: protocol.AgentHello, now: float) -> bool:
+    def _resume(self, agent: Peer, hello: protocol.AgentHello, technician: Technician | None,
+                now: float) -> bool:
         session = self._by_resume.pop(hello.resume, None)
+        if (session is not None and session.technician == hello.technician
+                and (technician is None or not technician.enabled)):
+            # The owner was disabled (or removed) meanwhile: the session may not go on.
+            self._end(session, "relay", "technician-disabled", now, at=session.agent_lost_at)
+            self._refuse_agent(agent, RESUME_FAILED, now, "agent resume refused: owner disabled")
+            return False
         if (session is not None and session.agent is not None and session.state == ACTIVE
                 and session.technician == hello.technician and self.grace > 0):
             # The agent saw its link break before the relay did (the relay's keepalive has

@@ -295,16 +295,31 @@ def test_active_agent_drop_can_resume_within_grace_once(pairing, ledger):
     assert viewer.of(protocol.Control)[-1].granted is False
     pairing.viewer_message(viewer, key(session), T0 + 11)
     again = FakePeer()
-    assert pairing.agent_hello(again, hello(resume=secret), None, T0 + 20)
+    assert pairing.agent_hello(again, hello(resume=secret), DAVID, T0 + 20)
     registered = again.of(protocol.Registered)[0]
     assert registered.session == session and registered.resume != secret
     assert again.of(protocol.Accepted) and not again.of(protocol.Key)
     pairing.agent_gone(again, T0 + 30, resumable=True)
     thief = FakePeer()
-    assert not pairing.agent_hello(thief, hello(resume=secret), None, T0 + 31)
+    assert not pairing.agent_hello(thief, hello(resume=secret), DAVID, T0 + 31)
     assert thief.last().code == "resume-failed"
     pairing.tick(T0 + 30 + 60)
     assert protocol.Ended(session, "relay", "agent-lost") in viewer.sent
+
+
+def test_resume_is_refused_and_the_session_ended_when_the_owner_is_disabled(pairing, ledger):
+    """An agent coming back to a disabled support person's session is refused; it ends."""
+    agent, viewer, session = active(pairing)
+    secret = agent.of(protocol.Registered)[0].resume
+    pairing.agent_gone(agent, T0 + 10, resumable=True)
+    again = FakePeer()
+    disabled = FakeTechnician("david", "David", enabled=False)
+    assert not pairing.agent_hello(again, hello(resume=secret), disabled, T0 + 20)
+    assert again.last().code == "resume-failed" and again.closed[0] == 1008
+    assert session not in pairing.sessions
+    assert protocol.Ended(session, "relay", "technician-disabled") in viewer.sent
+    assert ("ended", session, "relay", "technician-disabled", T0 + 10) in ledger.calls
+    pairing.check_invariants()
 
 
 def test_viewer_detach_keeps_session_for_owner_to_rejoin(pairing, ledger):
