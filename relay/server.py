@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import email.utils
 import http
+import ipaddress
 import logging
 import math
 import re
@@ -110,6 +111,13 @@ def non_negative_seconds(value: str) -> float:
     return _seconds(value, zero=True)
 
 
+def ip_address(value: str) -> str:
+    address = _ip(value)
+    if address is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address")
+    return str(address)
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
@@ -119,6 +127,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--origin", action="append", default=[], metavar="URL",
                         help="another origin allowed to open the viewer's websocket, e.g. "
                              "https://support.example.com (repeatable)")
+    parser.add_argument("--trusted-proxy", action="append", default=[], type=ip_address,
+                        metavar="ADDR",
+                        help="a reverse proxy's address: connections from it are taken to "
+                             "come from the last X-Forwarded-For address (repeatable)")
     parser.add_argument("--downloads", type=Path, metavar="DIR",
                         help="folder whose files /download offers (e.g. the agent's exe)")
     parser.add_argument("--company", default=DEFAULT_COMPANY, metavar="NAME",
@@ -343,6 +355,7 @@ class Relay:
         self.tls = args.cert is not None
         self.hello_timeout: float = args.hello_timeout
         self.origins = {o.rstrip("/").lower() for o in args.origin}
+        self.trusted_proxies = {_ip(address) for address in args.trusted_proxy}
         self.files = {**viewer_files(args.viewer_dir), **download_files(args.downloads)}
         self.download_page = render_download_page(args.company, {
             url: f.path.name for url, f in download_files(args.downloads).items()})
@@ -362,7 +375,7 @@ class Relay:
             if refusal:
                 origins = ", ".join(request.headers.get_all("Origin"))
                 log.info("refused %s %s from %s: %s", path, _printable(origins, 200),
-                         _address(connection), refusal)
+                         self._client_address(connection, request), refusal)
                 return plain(403, f"Forbidden: {refusal}\n")
             if path == VIEWER_PATH:
                 # Viewers send only control text: a smaller limit keeps a connection that is
@@ -401,6 +414,17 @@ class Relay:
             return "origin not allowed"
         return ""
 
+    def _client_address(self, connection: ServerConnection, request: Request) -> str:
+        """The TCP peer's address or, when the peer is a --trusted-proxy, the last
+        X-Forwarded-For entry (the address that proxy saw), if it is a valid IP address."""
+        peer = _address(connection)
+        if self.trusted_proxies and _ip(peer) in self.trusted_proxies:
+            forwarded = ",".join(request.headers.get_all("X-Forwarded-For"))
+            client = _ip(forwarded.rsplit(",", 1)[-1].strip())
+            if client is not None:
+                return str(client)
+        return peer
+
     def process_response(self, connection: ServerConnection, request: Request,
                          response: Response) -> None:
         for name, value in SECURITY_HEADERS:
@@ -412,7 +436,8 @@ class Relay:
 
     async def handler(self, ws: ServerConnection) -> None:
         role = "agent" if ws.request.path.split("?", 1)[0] == AGENT_PATH else "viewer"
-        link = Link(ws, role, _address(ws), self._overflowed, self._caught_up)
+        address = self._client_address(ws, ws.request)
+        link = Link(ws, role, address, self._overflowed, self._caught_up)
         self.links.add(link)
         writer = asyncio.create_task(link.run())
         try:
@@ -590,6 +615,17 @@ class Relay:
 def _address(connection: ServerConnection) -> str:
     remote = connection.remote_address
     return str(remote[0]) if remote else "?"
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address in ``text`` (an IPv4-mapped IPv6 address as IPv4), or None."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _network_cut(closed: ConnectionClosed) -> bool:

@@ -275,6 +275,13 @@ def test_serve_refuses_times_that_are_not_positive_finite_seconds(data: Path, op
     assert "number of seconds" in one_error_line(result)
 
 
+def test_serve_refuses_a_trusted_proxy_that_is_not_an_ip_address(data: Path):
+    """--trusted-proxy takes IP addresses only: a host name is a usage error."""
+    result = relay_cli(data, "serve", "--port", "0", "--trusted-proxy", "proxy.example.com")
+    assert result.returncode == 2
+    assert "not an IP address" in one_error_line(result)
+
+
 def read_until(fd: int, text: bytes, seen: bytearray) -> None:
     """Read from a pty until `text` arrives (60 s limit so a bug cannot hang the suite)."""
     deadline = time.monotonic() + 60

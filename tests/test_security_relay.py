@@ -746,6 +746,32 @@ def test_waiting_sessions_per_address_are_capped_over_the_wire(relay):
     run(scenario())
 
 
+def test_trusted_proxy_forwarded_address_is_the_client_address(relay_factory):
+    """Behind --trusted-proxy the cap and the ledger use the last X-Forwarded-For address;
+    from any other peer, or when it is not an IP address, the header is ignored."""
+    relay = relay_factory("--trusted-proxy", "127.0.0.1")
+    relay.add_technician("david", "David", "david-pw")
+    cap = protocol.MAX_WAITING_PER_ADDRESS
+
+    async def register(source: str, forwarded: str):
+        ws = await open_ws(relay.ws_url + "/ws/agent", local_addr=(source, 0),
+                           additional_headers={"X-Forwarded-For": forwarded})
+        await ws.send(agent_hello())
+        return (await receive(ws)).get("type", "")
+
+    async def scenario():
+        for _ in range(cap):
+            assert await register("127.0.0.1", "10.9.9.9, 198.51.100.1") == "registered"
+        assert await register("127.0.0.1", "10.9.9.9, 198.51.100.1") == "error"
+        assert await register("127.0.0.1", "198.51.100.2") == "registered"
+        assert await register("127.0.0.2", "198.51.100.3") == "registered"
+        assert await register("127.0.0.1", "not-an-address") == "registered"
+
+    run(scenario())
+    addresses = [row["address"] for row in ledger_csv(relay)]
+    assert addresses == ["198.51.100.1"] * cap + ["198.51.100.2", "127.0.0.2", "127.0.0.1"]
+
+
 def test_input_rate_is_capped_without_reordering(relay):
     """2000 text events at once: fewer reach the agent, in their order, and the viewer is
     told rate-limited."""
