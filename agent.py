@@ -189,8 +189,10 @@ class MssScreen:
         from mss.linux.xshmgetimage import ShmStatus
 
         impl = self._sct._impl
+        if getattr(impl, "shm_status", None) is ShmStatus.UNKNOWN:  # mss finds out on a grab:
+            self._sct.grab({"left": area.x, "top": area.y, "width": 1, "height": 1})  # 1 px
         if getattr(impl, "shm_status", None) is not ShmStatus.AVAILABLE:
-            return None  # until mss's own first grab has shown that MIT-SHM works
+            return None
         size = area.width * area.height * 4
         if size > impl._bufsize:
             return None

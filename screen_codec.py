@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import io
+import mmap
 import struct
 import sys
 import threading
@@ -194,8 +195,11 @@ _tables = threading.local()  # one 16 MB colour -> palette index table per encod
 
 def _palette_table() -> np.ndarray:
     table = getattr(_tables, "lut", None)
-    if table is None:  # calloc'ed: only the pages that colours touch are ever resident
-        table = _tables.lut = np.zeros(1 << 24, np.uint8)
+    if table is None:
+        # Anonymous mmap: only the pages that colours touch ever become resident. (np.zeros
+        # is calloc, which memsets all 16 MB when the memory comes from a malloc heap, as it
+        # does in threads or with a raised M_MMAP_THRESHOLD: 16 MB resident per thread.)
+        table = _tables.lut = np.frombuffer(mmap.mmap(-1, 1 << 24), np.uint8)
     return table
 
 
