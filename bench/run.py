@@ -321,6 +321,11 @@ def report(results: list[Result], source_rates: dict[str, float], args: argparse
             out += [f"The workload itself changed the screen {source_rates[name]:.1f} times a "
                     "second (sampled with mss before the runs): no peer can send more updates "
                     "than that.", ""]
+            if o.updates_per_s > 0:
+                per_update = o.cpu["agent"] * 10 / o.updates_per_s  # % of a core -> ms/s
+                out += [f"Our agent used {per_update:.1f} ms of CPU per update: on the two "
+                        f"cores it could send about {2000 / per_update:.0f} updates/s of such "
+                        "a screen, CPU-wise, if the screen changed that often.", ""]
     out += ["## Targets of issue 6", "", *targets(by_key), ""]
     if load_lines:
         out += load_lines

@@ -73,4 +73,7 @@ def test_benchmark_prints_tables_for_both_peers_and_the_relay(tmp_path):
     throughput = _row(load, "throughput")
     assert _number(throughput[2]) > 0 and _number(throughput[3]) > 0, throughput
     assert any(line.startswith("| 4 sessions typing + 1 viewer that never reads") for line in load)
+    # the sessions phase is in the load table and in the relay probe's table (vs the echo)
+    assert sum(line.startswith("| 4 sessions typing: 10 updates/s") for line in load) == 2, load
+    assert any("echo baseline" in line for line in load), load
     assert "## Targets of issue 6" in text
