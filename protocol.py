@@ -22,7 +22,8 @@ message and forwards it unchanged):
     welcome          R -> V           technician, name, token
     queue            R -> V           sessions: [{session, machine, user, waited_s, state}]
     accept           V -> R           session
-    accepted         R -> A, R -> V   session, technician_name, machine, user, screens
+    accepted         R -> A, R -> V   session, technician_name, machine, user, screens,
+                                      elapsed_s (seconds since acceptance; 0 when fresh)
     take_control     V -> R           session
     release_control  V -> R           session
     control          R -> A, R -> V   session, granted
@@ -349,6 +350,7 @@ class Accepted(Message):
     machine: str
     user: str
     screens: tuple[Screen, ...]
+    elapsed_s: float = 0.0  # since the session was first accepted (the billable time so far)
 
     def check(self) -> None:
         _check_session(self.session)
@@ -356,6 +358,8 @@ class Accepted(Message):
         _check_str("machine", self.machine, MAX_NAME_CHARS)
         _check_str("user", self.user, MAX_NAME_CHARS)
         _check_screens(self.screens)
+        if type(self.elapsed_s) not in (int, float) or not 0 <= self.elapsed_s < 1e9:
+            _fail("elapsed_s must be a number of seconds")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
 - active: one viewer. Frames flow agent -> viewer; input flows viewer -> agent only while
   the viewer holds control. A viewer that goes away releases control and leaves the session
   "detached" (listed again in the owner's queue) for ``grace`` seconds, in which only the
-  owner can rejoin by sending ``accept`` again; then it ends ("viewer-lost"). An agent whose
+  owner can rejoin by sending ``accept`` again (a viewer with the same login token as the
+  attached one replaces that link at once: the tab reconnected before its old link timed
+  out); then it ends ("viewer-lost"). An agent whose
   link drops abnormally leaves the session for ``grace`` seconds, in which the agent can
   come back with its single-use resume secret; then it ends ("agent-lost"). Both are billed
   only to the moment the link was lost, not through the grace window. A resume that
@@ -80,6 +82,7 @@ RATE_LIMITED = Error("rate-limited", "Too much input at once: some input was dro
 BUSY = Error("busy", "You are already watching a session in this window: end it first.")
 OPEN_ELSEWHERE = Error("open-elsewhere", "This session is open in another window.")
 NOT_WATCHING = Error("not-watching", "Accept the session before taking control.")
+REPLACED_CLOSE_CODE = 4001  # a viewer link replaced by the same tab's newer one: don't retry
 AGENT_RECONNECTING = Error(
     "agent-reconnecting", "The customer's connection dropped; waiting for it to come back."
 )
@@ -152,9 +155,12 @@ class Session:
     control: bool = False
     agent_lost_at: float | None = None
     viewer_lost_at: float | None = None
+    accepted_at: float | None = None
 
-    def accepted_message(self) -> Accepted:
-        return Accepted(self.id, self.technician_name, self.machine, self.user, self.screens)
+    def accepted_message(self, now: float) -> Accepted:
+        elapsed = 0.0 if self.accepted_at is None else max(0.0, now - self.accepted_at)
+        return Accepted(self.id, self.technician_name, self.machine, self.user, self.screens,
+                        elapsed)
 
 
 @dataclass(eq=False)
@@ -165,6 +171,7 @@ class ViewerState:
     told_no_control: bool = False
     rate_notice_at: float = 0.0
     refusals_recorded: int = 0
+    login: str = ""  # the login token: the same one again is the same browser tab
 
 
 @dataclass
@@ -247,7 +254,7 @@ class Pairing:
         self.ledger.event(session.id, "agent-resumed", f"from {agent.address}", now)
         agent.send(Registered(session.id, session.technician_name,
                               int(min(self.wait_timeout, 86400)), session.resume))
-        agent.send(session.accepted_message())
+        agent.send(session.accepted_message(now))
         if session.screens != hello.screens:
             session.screens = hello.screens
             if session.viewer is not None:
@@ -313,11 +320,14 @@ class Pairing:
 
     # --- viewers --------------------------------------------------------------------------
 
-    def viewer_joined(self, viewer: Peer, technician: Technician, now: float) -> None:
-        """A logged-in viewer: remember whose it is and send its queue."""
+    def viewer_joined(self, viewer: Peer, technician: Technician, now: float,
+                      login: str = "") -> None:
+        """A logged-in viewer (``login``: its login token): remember whose it is and send
+        its queue."""
         self.viewers[viewer] = ViewerState(
             technician.id,
             TokenBucket(protocol.MAX_INPUT_EVENTS_PER_S, protocol.INPUT_BURST, now),
+            login=login,
         )
         viewer.send(self.queue_for(technician.id, now))
 
@@ -356,26 +366,33 @@ class Pairing:
     def _accept(self, viewer: Peer, state: ViewerState, session: Session,
                 message: Accept, now: float) -> None:
         if session.viewer is viewer:
-            viewer.send(session.accepted_message())
+            viewer.send(session.accepted_message(now))
             return
         if session.viewer is not None:
-            viewer.send(OPEN_ELSEWHERE)
-            return
+            old = self.viewers.get(session.viewer)
+            if not state.login or old is None or old.login != state.login:
+                viewer.send(OPEN_ELSEWHERE)
+                return
+            # The same tab reconnected (same login) while its old link still looks alive
+            # (a silent network change): the old link is the stale one.
+            stale = session.viewer
+            self.viewer_gone(stale, now)
+            stale.close(REPLACED_CLOSE_CODE, "replaced by a newer connection")
         if state.session is not None:
             viewer.send(BUSY)
             return
         session.viewer, state.session = viewer, session
         if session.state == WAITING:
-            session.state = ACTIVE
+            session.state, session.accepted_at = ACTIVE, now
             self.ledger.accepted(session.id, now)
             if session.agent is not None:
-                session.agent.send(session.accepted_message())
+                session.agent.send(session.accepted_message(now))
         else:
             session.viewer_lost_at = None
             self.ledger.event(session.id, "viewer-rejoined", f"from {viewer.address}", now)
             if session.agent is not None:
                 session.agent.send(Refresh(session.id, 0))
-        viewer.send(session.accepted_message())
+        viewer.send(session.accepted_message(now))
         if session.agent is None:
             viewer.send(AGENT_RECONNECTING)
         self._push_queue(session.technician, now)

@@ -515,7 +515,7 @@ class Relay:
             return
         self.viewers.add(link)
         link.send(protocol.Welcome(technician.id, technician.name, link.token))
-        self.pairing.viewer_joined(link, technician, time.time())
+        self.pairing.viewer_joined(link, technician, time.time(), link.token)
         try:
             async for data in ws:
                 if not isinstance(data, str):

@@ -339,6 +339,22 @@ def test_viewer_detach_keeps_session_for_owner_to_rejoin(pairing, ledger):
     assert not agent.of(protocol.Key)
 
 
+def test_accepted_carries_the_time_since_the_first_acceptance(pairing):
+    """A fresh accept says elapsed_s 0; a rejoin and a resume say how long it has run."""
+    agent, viewer, session = active(pairing)  # accepted at T0 + 1
+    assert viewer.of(protocol.Accepted)[0].elapsed_s == 0
+    assert agent.of(protocol.Accepted)[0].elapsed_s == 0
+    pairing.viewer_gone(viewer, T0 + 10)
+    again = viewer_of(pairing, now=T0 + 30)
+    pairing.viewer_message(again, protocol.Accept(session), T0 + 31.5)
+    assert again.of(protocol.Accepted)[0].elapsed_s == 30.5
+    secret = agent.of(protocol.Registered)[0].resume
+    pairing.agent_gone(agent, T0 + 40, resumable=True)
+    resumed = FakePeer()
+    assert pairing.agent_hello(resumed, hello(resume=secret), DAVID, T0 + 42)
+    assert resumed.of(protocol.Accepted)[0].elapsed_s == 41
+
+
 def test_detached_session_ends_after_grace(pairing):
     """Nobody rejoins within grace -> ended by relay, viewer-lost; agent told and closed."""
     agent, viewer, session = active(pairing)
@@ -367,6 +383,31 @@ def test_one_viewer_per_session(pairing):
     other = viewer_of(pairing)
     pairing.viewer_message(other, protocol.Accept(session), T0 + 2)
     assert other.last().code == "open-elsewhere"
+
+
+def test_same_login_reconnecting_replaces_its_silently_dead_viewer_link(pairing, ledger):
+    """accept from a new link with the old link's login token closes the old link and
+    attaches the new one; another login still gets open-elsewhere."""
+    agent, _ = register(pairing)
+    session = agent.of(protocol.Registered)[0].session
+    old = FakePeer()
+    pairing.viewer_joined(old, DAVID, T0, "login-1")
+    pairing.viewer_message(old, protocol.Accept(session), T0 + 1)
+    pairing.viewer_message(old, protocol.TakeControl(session), T0 + 2)
+    other = FakePeer()
+    pairing.viewer_joined(other, DAVID, T0 + 3, "login-2")
+    pairing.viewer_message(other, protocol.Accept(session), T0 + 3)
+    assert other.last().code == "open-elsewhere"
+    new = FakePeer()
+    pairing.viewer_joined(new, DAVID, T0 + 5, "login-1")
+    pairing.viewer_message(new, protocol.Accept(session), T0 + 5)
+    assert old.closed is not None and old.closed[0] == 4001
+    assert new.of(protocol.Accepted)[0].elapsed_s == 4
+    assert pairing.sessions[session].viewer is new and not pairing.sessions[session].control
+    assert agent.of(protocol.Control)[-1].granted is False
+    pairing.viewer_gone(old, T0 + 30)  # the old link's ping timeout comes later: no effect
+    assert pairing.sessions[session].viewer is new
+    pairing.check_invariants()
 
 
 def test_agent_cannot_send_viewer_messages(pairing):

@@ -8,6 +8,7 @@ import {
 const TOKEN_KEY = "spotlight.token";
 const PING_INTERVAL_MS = 2000;
 const RECONNECT_DELAYS_S = [1, 2, 4, 8, 10];
+const REPLACED_CLOSE_CODE = 4001;  // relay/pairing.py: a newer link of this login took over
 
 // Errors after which reconnecting cannot help: the person has to sign in again.
 // ("rate-limited" before the welcome is the login throttle; after it, input was too fast.)
@@ -134,6 +135,12 @@ export class Connection {
             this.welcomed = false;
             this.socket = null;
             if (fatal || this._stopped) return;
+            if (event.code === REPLACED_CLOSE_CODE) {
+                // This tab's login reconnected on another socket (a duplicated tab): stop
+                // here rather than take the session back and forth.
+                this._finish("This session was opened in another window.");
+                return;
+            }
             if (!wasWelcomed && credentials.password) {
                 // Never retry a password on its own: say why and let the person decide.
                 const why = event.reason || "The relay could not be reached.";

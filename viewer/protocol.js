@@ -297,13 +297,22 @@ const BY_TYPE = new Map([
         if (m.sessions.length > MAX_QUEUE_ENTRIES) fail("too many queue entries");
     }),
     sessionMessage("accept"),
-    messageSpec("accepted", ["session", "technician_name", "machine", "user", "screens"], (m) => {
-        checkSession(m.session);
-        checkStr("technician_name", m.technician_name, MAX_NAME_CHARS);
-        checkStr("machine", m.machine, MAX_NAME_CHARS);
-        checkStr("user", m.user, MAX_NAME_CHARS);
-        checkScreens(m.screens);
-    }),
+    messageSpec(
+        "accepted", ["session", "technician_name", "machine", "user", "screens", "elapsed_s"],
+        (m) => {
+            checkSession(m.session);
+            checkStr("technician_name", m.technician_name, MAX_NAME_CHARS);
+            checkStr("machine", m.machine, MAX_NAME_CHARS);
+            checkStr("user", m.user, MAX_NAME_CHARS);
+            checkScreens(m.screens);
+            const elapsed = pyNumber(m.elapsed_s);
+            if (elapsed === undefined || !(elapsed >= 0 && elapsed < 1e9)) {
+                fail("elapsed_s must be a number of seconds");
+            }
+            m.elapsed_s = elapsed;
+        },
+        { elapsed_s: 0 },
+    ),
     sessionMessage("take_control"),
     sessionMessage("release_control"),
     messageSpec("control", ["session", "granted"], (m) => {

@@ -23,7 +23,8 @@ const queue = new QueueList(
 // The open session: {id, machine, user, acceptedAt, attached, control: "off"|"asking"|"on"}
 let session = null;
 let pendingAccept = null;   // the session id we asked to accept, until the relay answers
-let rejoin = loadRejoin();  // {id, acceptedAt, asked}: the session to rejoin after a reconnect
+let rejoin = loadRejoin();  // {id, asked}: the session to rejoin after a reconnect
+let rejoining = null;       // the session id of a rejoin accept sent blindly, until answered
 let drawnUpdates = 0;
 let lastBytes = 0;
 
@@ -169,6 +170,15 @@ connection.onframe = (frame) => {
 
 function onError(error) {
     const text = error.message || "The relay refused the request.";
+    if (rejoining && ["no-such-session", "open-elsewhere"].includes(error.code)) {
+        // The answer to a rejoin of a session the queue no longer listed.
+        rejoining = null;
+        const words = error.code === "open-elsewhere" ? "This session is open in another window."
+            : "The session ended while the connection was lost.";
+        if (session) closeSession(words);
+        else forgetRejoin();
+        return;
+    }
     if (error.code === "no-such-session") {
         // Also the late answer to an ack sent just before the session ended: say nothing then.
         if (pendingAccept) {
@@ -219,14 +229,16 @@ function accept(id) {
 
 function openSession(accepted) {
     pendingAccept = null;
+    rejoining = null;
     const same = session?.id === accepted.session;
-    // Rejoining (after a reload or a lost connection) keeps the billable clock running.
-    const acceptedAt = rejoin?.id === accepted.session ? rejoin.acceptedAt : Date.now();
+    // The relay says how long the session has run, so the timer matches the billed time
+    // after a reload, a reconnect or a rejoin from another tab.
+    const acceptedAt = Date.now() - accepted.elapsed_s * 1000;
     session = {
         id: accepted.session, machine: accepted.machine, user: accepted.user,
         acceptedAt, attached: true, control: "off",
     };
-    rejoin = { id: session.id, acceptedAt, asked: false };
+    rejoin = { id: session.id, asked: false };
     saveRejoin();
     if (!same) display.reset(accepted.screens);
     else display.setScreens(accepted.screens);
@@ -271,11 +283,12 @@ $("control-toggle").addEventListener("click", () => {
 
 function endSession() {
     if (!session) return;
+    // Release held keys and buttons while the session still exists to take them.
+    input.disable();
     const sent = connection.send({
         type: "end", session: session.id, reason: "ended by the support person",
     });
     if (!sent) $("status").textContent = "Not connected: the session cannot be ended yet.";
-    input.disable();
 }
 
 $("end-session").addEventListener("click", endSession);
@@ -302,16 +315,15 @@ function sendForSession(message) {
     connection.send({ ...message, session: session.id });
 }
 
-// After a reload or a lost connection, the relay lists our session as "detached".
+// After a reload or a lost connection, the relay lists our session as "detached". If it
+// is not listed, the relay may still hold our old, silently dead link: ask anyway, and the
+// answer (accepted, no-such-session or open-elsewhere) decides.
 function rejoinIfDetached(entries) {
     if (!rejoin || rejoin.asked || session?.attached) return;
     const entry = entries.find((e) => e.session === rejoin.id);
-    if (entry?.state === "detached") {
-        rejoin.asked = connection.send({ type: "accept", session: entry.session });
-    } else if (!entry) {
-        if (session) closeSession("The session ended while the connection was lost.");
-        else forgetRejoin();
-    }
+    if (entry && entry.state !== "detached") return;
+    rejoin.asked = connection.send({ type: "accept", session: rejoin.id });
+    rejoining = !entry && rejoin.asked ? rejoin.id : null;
 }
 
 function loadRejoin() {
