@@ -21,6 +21,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import protocol
+from relay.accounts import DB_FILE
+from relay.ledger import Ledger
 
 pytestmark = pytest.mark.browser
 
@@ -624,6 +626,12 @@ def test_reload_mid_session_rejoins_the_same_session(open_viewer, agents):
 # --- ending ---------------------------------------------------------------------------------
 
 
+def relay_events(relay) -> list[tuple]:
+    """(at, session, kind, detail) of everything the relay recorded besides the sessions."""
+    with Ledger(relay.data / DB_FILE) as ledger:
+        return ledger.events()
+
+
 def test_support_person_ends_the_session(open_viewer, agents):
     """End session tells the agent (by technician) and returns to the queue."""
     viewer, agent = accepted_session(open_viewer, agents)
@@ -632,6 +640,25 @@ def test_support_person_ends_the_session(open_viewer, agents):
     assert ended.by == "technician"
     viewer.by("queue").wait_for(state="visible")
     assert viewer.by("screen").is_hidden()
+
+
+def test_ending_while_a_key_is_held_releases_it_first_and_records_no_refusal(
+        open_viewer, agents, relay):
+    """End session with a key held: the customer gets the release before the end, and the
+    relay records no refused message (a release after the end would be one)."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    viewer.take_control(agent)
+    viewer.page.keyboard.down("ShiftLeft")
+    assert agent.expect(protocol.Key).down is True
+    viewer.by("end-session").click()
+    released = agent.expect(protocol.Key)
+    assert (released.code, released.down) == ("ShiftLeft", False)
+    agent.expect(protocol.Ended)
+    viewer.by("queue").wait_for(state="visible")
+    viewer.page.keyboard.up("ShiftLeft")
+    kinds = [m["type"] for m in viewer.sent]
+    assert "key" not in kinds[kinds.index("end"):]
+    assert not [e for e in relay_events(relay) if e[2] == "refused"]
 
 
 def test_customer_ending_the_session_is_announced(open_viewer, agents):
