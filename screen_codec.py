@@ -91,13 +91,17 @@ class ScreenDiff:
         differs, and the bands next to them, are compared in full (a quarter of the memory read
         for an unchanged screen, which is most polls): anything at least that many rows tall is
         found at once, and a thinner change by one of the next ``sample_rows - 1`` calls, which
-        read the other rows.
+        read the other rows. When the sampled rows differ in every band and every column
+        (video), the answer is the whole image, without comparing all of it.
         """
         if not self.matches(pixels):
             raise ValueError("nothing comparable is shown: send the whole image first")
         bands = self._sampled_bands(pixels, sample_rows) if sample_rows > 1 else None
         if bands is not None and not bands:
             return []
+        if bands is not None and len(bands) >= -(-pixels.shape[0] // self.tile) and \
+                self._scratch.any(axis=0).all():  # every band and column: the whole image
+            return [(0, 0, pixels.shape[1], pixels.shape[0])]
         return changed_rects(self.shown, pixels, self.tile, bands)
 
     def _sampled_bands(self, pixels: np.ndarray, step: int) -> set[int]:
@@ -288,10 +292,11 @@ def strips(rects: Iterable[Rect], rows: int = STRIP_ROWS) -> list[Rect]:
 
 def encode_update(pixels: np.ndarray, rects: Iterable[Rect], monitor: int, seq: int,
                   quality: int, full: bool, mapper: Callable = map,
-                  subsampling: str = "444") -> list[p.Frame]:
+                  subsampling: str = "444", rows: int = STRIP_ROWS) -> list[p.Frame]:
     """The frames of one update, FLAG_LAST on the last; ``mapper`` (e.g. a thread pool's
-    map) may encode the strips in parallel: Pillow and simplejpeg release the GIL."""
-    parts = strips(rects)
+    map) may encode the strips (of ``rows`` rows) in parallel: Pillow and simplejpeg release
+    the GIL."""
+    parts = strips(rects, rows)
     encoded = list((mapper if len(parts) > 1 else map)(
         lambda rect: encode_rect(pixels, rect, quality, subsampling), parts))
     frames = []

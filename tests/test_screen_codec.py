@@ -124,6 +124,27 @@ def test_a_sampled_compare_finds_tall_changes_at_once_and_thin_ones_within_its_s
     assert sum(map(len, found)) == 1
 
 
+def test_a_screen_changed_everywhere_is_answered_whole_without_a_full_compare() -> None:
+    """Video: when the sampled rows differ in every band and column, the rectangle is the
+    whole image; a change that spares some columns still gets exact rectangles."""
+    diff = codec.ScreenDiff()
+    screen = bgrx(200, 300)
+    diff.commit(screen, [])
+    video = screen.copy()
+    video[..., 1] += 1
+    assert diff.changes(video, codec.SAMPLE_ROWS) == [(0, 0, 300, 200)]
+    window = screen.copy()
+    window[:, 40:260, 1] += 1
+    assert diff.changes(window, codec.SAMPLE_ROWS) == [(40, 0, 220, 200)]
+
+
+def test_strip_height_can_be_chosen_per_update() -> None:
+    """Motion sends one strip per encoder thread: rows= sets the strip height."""
+    noise = np.random.default_rng(4).integers(0, 256, (200, 64, 4), dtype=np.uint8)
+    frames = codec.encode_update(noise, [(0, 0, 64, 200)], 0, 1, 75, True, rows=112)
+    assert [(f.y, f.height) for f in frames] == [(0, 112), (112, 88)]
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 129), st.integers(0, 199), st.integers(1, 40),
                           st.integers(1, 40), st.integers(1, 255)), max_size=6))
