@@ -88,11 +88,12 @@ class ScreenDiff:
         """Rectangles covering every pixel of ``pixels`` that differs from what is shown.
 
         With ``sample_rows`` > 1 only bands of tiles where one of every ``sample_rows`` rows
-        differs, and the bands next to them, are compared in full (a quarter of the memory read
-        for an unchanged screen, which is most polls): anything at least that many rows tall is
-        found at once, and a thinner change by one of the next ``sample_rows - 1`` calls, which
-        read the other rows. When the sampled rows differ in every band and every column
-        (video), the answer is the whole image, without comparing all of it.
+        differs (and a neighbour where such a row is near the edge) are compared in full (a
+        quarter of the memory read for an unchanged screen, which is most polls): anything at
+        least that many rows tall is found at once, and a thinner change by one of the next
+        ``sample_rows - 1`` calls, which read the other rows. When the sampled rows differ in
+        every band and every column (video), the answer is the whole image, without comparing
+        all of it.
         """
         if not self.matches(pixels):
             raise ValueError("nothing comparable is shown: send the whole image first")
@@ -110,9 +111,15 @@ class ScreenDiff:
         if self._scratch is None or self._scratch.shape != new.shape:
             self._scratch = np.empty(new.shape, bool)
         rows = np.flatnonzero(np.not_equal(old, new, out=self._scratch).any(axis=1))
-        bands = set(((rows * step + self._phase) // self.tile).tolist())
-        # ... and their neighbours: a change that crosses into one goes in the same update
-        return bands | {b + 1 for b in bands} | {b - 1 for b in bands if b}
+        ys = rows * step + self._phase
+        bands = set((ys // self.tile).tolist())
+        # ... and a neighbour when a changed sampled row is near its edge: a change that crosses
+        # into it (by fewer rows than sampled) goes in the same update
+        edge = ys % self.tile
+        below = ys[(edge >= self.tile - step) & (ys + step < pixels.shape[0])]
+        bands.update((below // self.tile + 1).tolist())
+        bands.update((ys[(edge < step) & (ys >= self.tile)] // self.tile - 1).tolist())
+        return bands
 
     def commit(self, pixels: np.ndarray, rects: Iterable[Rect], owned: bool = False) -> None:
         """The viewer now shows ``rects`` of ``pixels``: copied, or for a whole image that

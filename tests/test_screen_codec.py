@@ -117,6 +117,10 @@ def test_a_sampled_compare_finds_tall_changes_at_once_and_thin_ones_within_its_s
     tall = screen.copy()
     tall[70:70 + codec.SAMPLE_ROWS, 10:19] = 255
     assert diff.changes(tall, codec.SAMPLE_ROWS) == diff.changes(tall) == [(10, 70, 9, 4)]
+    across = screen.copy()  # a glyph across two bands of tiles: one rectangle, one update
+    across[codec.TILE_PX - 2:codec.TILE_PX + 9, 100:109] = 0
+    assert diff.changes(across, codec.SAMPLE_ROWS) == diff.changes(across) == \
+        [(100, codec.TILE_PX - 2, 9, 11)]
     thin = screen.copy()
     thin[131, 290:301] = 1
     found = [diff.changes(thin, codec.SAMPLE_ROWS) for _ in range(codec.SAMPLE_ROWS)]
