@@ -232,7 +232,6 @@ class Link:
         self._control_bytes = 0
         self._dropped_monitors: set[int] = set()
         self._closing: tuple[int, str] | None = None
-        self.frames_dropped = 0
 
     def __repr__(self) -> str:
         return f"{self.role} {self.address}"
@@ -256,7 +255,6 @@ class Link:
             self._items = deque(item for item in self._items if item[0] != "frame")
             self._frame_bytes = 0
             self._dropped_monitors.add(monitor)
-            self.frames_dropped += 1
             return
         self._items.append(("frame", data))
         self._frame_bytes += len(data)
@@ -360,7 +358,6 @@ class Relay:
         self.download_page = render_download_page(args.company, {
             url: f.path.name for url, f in download_files(args.downloads).items()})
         self.links: set[Link] = set()
-        self.viewers: set[Link] = set()
 
     # --- HTTP -------------------------------------------------------------------------
 
@@ -449,7 +446,6 @@ class Relay:
                     await self._viewer(ws, link, hello)  # type: ignore[arg-type]
         finally:
             self.links.discard(link)
-            self.viewers.discard(link)
             link.close(1000, "")
             try:
                 await asyncio.wait_for(writer, timeout=15)
@@ -513,7 +509,6 @@ class Relay:
         technician = await self._login(link, hello)
         if technician is None:
             return
-        self.viewers.add(link)
         link.send(protocol.Welcome(technician.id, technician.name, link.token))
         self.pairing.viewer_joined(link, technician, time.time(), link.token)
         try:
@@ -532,7 +527,6 @@ class Relay:
         except ConnectionClosed as closed:
             log.info("%s: link lost (%s)", link, _closed_text(closed))
         finally:
-            self.viewers.discard(link)
             self.pairing.viewer_gone(link, time.time())
         log.info("%s: %s gone", link, technician.id)
 
@@ -574,7 +568,6 @@ class Relay:
         if link.role == "agent":
             self.pairing.agent_stalled(link, now)
         else:
-            self.viewers.discard(link)
             self.pairing.viewer_gone(link, now)
 
     def _caught_up(self, link: Link, monitor: int) -> None:
@@ -590,10 +583,9 @@ class Relay:
             now = time.time()
             try:
                 self.pairing.tick(now)
-                for link in list(self.viewers):
+                for link in list(self.pairing.viewers):  # logged-in viewer links
                     if self.accounts.check_token(link.token, now) is None:
                         log.info("%s: login of %s no longer valid", link, link.technician)
-                        self.viewers.discard(link)
                         self.pairing.viewer_gone(link, now)
                         link.send(LOGIN_EXPIRED)
                         link.close(1008, LOGIN_EXPIRED.code)
