@@ -1,10 +1,11 @@
 """The classic peer: x11vnc, and a scripted RFB 3.8 client that keeps asking for updates.
 
-The client asks for Tight (then CopyRect, ZRLE, Raw), JPEG at a chosen quality with 4:4:4
-chroma, and always has exactly one incremental FramebufferUpdateRequest outstanding: the next
-one is sent as soon as the previous update has been fully received. It parses every
-rectangle far enough to know where it ends (zlib data is skipped by its length, never
-inflated), which is all that counting updates and bytes needs.
+The client asks for Tight (then CopyRect, ZRLE, Raw), JPEG at a chosen quality level (and
+TurboVNC's fine quality and subsampling, which x11vnc ignores), and always has exactly one
+incremental FramebufferUpdateRequest outstanding: the next one is sent as soon as the previous
+update has been fully received. It parses every rectangle far enough to know where it ends
+(zlib data is skipped by its length, never inflated), which is all that counting updates and
+bytes needs.
 """
 
 from __future__ import annotations
@@ -30,8 +31,17 @@ RAW, COPYRECT, TIGHT, ZRLE = 0, 1, 7, 16
 QUALITY_LEVEL_0 = -32
 COMPRESS_LEVEL_0 = -256
 FINE_QUALITY_0 = -512  # TurboVNC's fine-grained JPEG quality, 1..100
-SUBSAMP_1X = -768  # 4:4:4
+SUBSAMP_1X = -768  # TurboVNC's chroma subsampling: 1X (4:4:4), 4X (4:2:0), 2X (4:2:2), gray
+SUBSAMP = {"4:4:4": SUBSAMP_1X, "4:2:0": SUBSAMP_1X - 1, "4:2:2": SUBSAMP_1X - 2,
+           "gray": SUBSAMP_1X - 3}
 RICH_CURSOR, POINTER_POS, LAST_RECT, DESKTOP_SIZE = -239, -232, -224, -223
+
+# What x11vnc 0.9.16 (libvncserver 0.9.14, Debian 12) sends for each Tight quality level,
+# read from the JPEG headers it sent (bench/RESULTS.md repeats the census every run). It
+# ignores TurboVNC's fine quality and subsampling pseudo-encodings: a level is all it honours.
+X11VNC_TIGHT_LEVELS = {0: ("4:2:0", 15), 1: ("4:2:0", 29), 2: ("4:2:0", 41), 3: ("4:2:2", 42),
+                       4: ("4:2:2", 62), 5: ("4:2:2", 77), 6: ("4:4:4", 79), 7: ("4:4:4", 86),
+                       8: ("4:4:4", 92), 9: ("4:4:4", 100)}
 
 KEYSYMS = {"a": 0x61, "BackSpace": 0xFF08}
 _RECT = struct.Struct(">HHHHi")
@@ -92,8 +102,14 @@ def start_x11vnc(desktop: Desktop, tuning: tuple[str, ...] = X11VNC_TUNING
 class RfbViewer(Viewer):
     """A scripted RFB client measuring what a VNC viewer would receive."""
 
-    def __init__(self, jpeg_quality: int) -> None:
-        self.jpeg_quality = jpeg_quality
+    def __init__(self, quality_level: int, fine_quality: int | None = None,
+                 subsampling: str | None = None) -> None:
+        """Ask for Tight JPEG at `quality_level` (0..9, the standard pseudo-encodings), and,
+        when given, TurboVNC's fine quality (1..100) and subsampling ("4:4:4", "4:2:0", ...)
+        pseudo-encodings; the server honours what it knows (see request_for)."""
+        self.quality_level = quality_level
+        self.fine_quality = fine_quality
+        self.subsampling = subsampling
         self.updates = UpdateCounter()
         self.width = self.height = 0
         self._reader: asyncio.StreamReader | None = None
@@ -156,12 +172,13 @@ class RfbViewer(Viewer):
         await self._read(16)
         (name_length,) = struct.unpack(">I", await self._read(4))
         await self._read(name_length)
-        encodings = [
-            TIGHT, COPYRECT, ZRLE, RAW,
-            FINE_QUALITY_0 + self.jpeg_quality, SUBSAMP_1X,
-            QUALITY_LEVEL_0 + min(9, max(0, round(self.jpeg_quality / 10) - 1)),
-            COMPRESS_LEVEL_0 + 6, RICH_CURSOR, POINTER_POS, LAST_RECT, DESKTOP_SIZE,
-        ]
+        encodings = [TIGHT, COPYRECT, ZRLE, RAW]
+        if self.fine_quality is not None:
+            encodings.append(FINE_QUALITY_0 + self.fine_quality)
+        if self.subsampling is not None:
+            encodings.append(SUBSAMP[self.subsampling])
+        encodings += [QUALITY_LEVEL_0 + self.quality_level, COMPRESS_LEVEL_0 + 6,
+                      RICH_CURSOR, POINTER_POS, LAST_RECT, DESKTOP_SIZE]
         self._writer.write(b"\x00\x00\x00\x00" + _PIXEL_FORMAT)
         self._writer.write(struct.pack(f">BxH{len(encodings)}i", 2, len(encodings), *encodings))
         self._request(incremental=False)

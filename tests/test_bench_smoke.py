@@ -63,6 +63,14 @@ def test_benchmark_prints_tables_for_both_peers_and_the_relay(tmp_path):
     assert any(line.startswith("JPEG rectangles as received") for line in motion), motion
     rss = _row(motion, "server peak RSS")
     assert _number(rss[1]) > 1 and _number(rss[2]) > 1, rss
+    # x11vnc also ran at the quality levels either side of our motion JPEG, each with its PSNR
+    for run in ("x11vnc level 5", "x11vnc level 4", "ours"):
+        row = _row(motion, f"{run} |")
+        assert _number(row[4]) > 0, row  # updates/s
+        assert all(_number(db) > 10 for db in row[2].split(" / ")), row  # PSNR RGB / luma
+    targets = _section(text, "Targets of issue 6")
+    assert any(line.startswith("| motion: bytes/s < x11vnc at comparable quality")
+               for line in targets), targets
 
     idle = _section(text, "idle")
     for p in ("p50", "p99"):
