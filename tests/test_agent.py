@@ -127,6 +127,19 @@ def make_agent(relay, screen=None, user_input=None, tray=None, clock=None,
     return runner
 
 
+async def started_agent(relay, **agent_args) -> tuple[asyncio.Task, Peer]:
+    """An agent running against the scripted relay, and the relay's side of its connection."""
+    task = asyncio.create_task(make_agent(relay, **agent_args).run())
+    return task, await relay.next()
+
+
+async def accepted_agent(relay, **agent_args) -> tuple[asyncio.Task, Peer]:
+    """The same, registered and accepted by the support person."""
+    task, peer = await started_agent(relay, **agent_args)
+    await peer.accept(await peer.register())
+    return task, peer
+
+
 def paint(frames: list[p.Frame], canvas: np.ndarray) -> None:
     """Draw decoded frames onto an RGB canvas, as the viewer does."""
     for frame in frames:
@@ -148,8 +161,7 @@ def test_pending_yellow_then_accepted_green_then_ended_by_technician() -> None:
     async def scenario():
         async with ScriptedRelay() as relay:
             tray = FakeTray()
-            task = asyncio.create_task(make_agent(relay, tray=tray).run())
-            peer = await relay.next()
+            task, peer = await started_agent(relay, tray=tray)
             hello = await peer.register()
             assert (hello.technician, hello.machine, hello.user) == ("david", "pc-1", "anna")
             assert relay.paths == ["/ws/agent"]
@@ -169,8 +181,7 @@ def test_nothing_is_captured_or_sent_before_acceptance() -> None:
     async def scenario():
         async with ScriptedRelay() as relay:
             screen = FakeScreen()
-            task = asyncio.create_task(make_agent(relay, screen=screen).run())
-            peer = await relay.next()
+            task, peer = await started_agent(relay, screen=screen)
             await peer.register()
             assert await peer.silent() == []
             assert screen.grabs == 0
@@ -186,9 +197,7 @@ def test_first_update_is_a_full_lossless_image_of_the_screen() -> None:
         async with ScriptedRelay() as relay:
             screen = FakeScreen()
             screen.image[50:60, 10:200, :3] = 255  # a white bar: still few colours
-            task = asyncio.create_task(make_agent(relay, screen=screen).run())
-            peer = await relay.next()
-            await peer.accept(await peer.register())
+            task, peer = await accepted_agent(relay, screen=screen)
             frames = await peer.update()
             canvas = np.zeros((200, 320, 3), np.uint8)
             paint(frames, canvas)
@@ -206,9 +215,7 @@ def test_changed_region_is_sent_alone_and_idle_screen_sends_nothing() -> None:
     async def scenario():
         async with ScriptedRelay() as relay:
             screen = FakeScreen()
-            task = asyncio.create_task(make_agent(relay, screen=screen).run())
-            peer = await relay.next()
-            await peer.accept(await peer.register())
+            task, peer = await accepted_agent(relay, screen=screen)
             canvas = np.zeros((200, 320, 3), np.uint8)
             first = await peer.update()
             paint(first, canvas)
@@ -231,9 +238,7 @@ def test_never_more_than_max_updates_in_flight() -> None:
         async with ScriptedRelay() as relay:
             screen = FakeScreen()
             screen.changing = True
-            task = asyncio.create_task(make_agent(relay, screen=screen).run())
-            peer = await relay.next()
-            await peer.accept(await peer.register())
+            task, peer = await accepted_agent(relay, screen=screen)
             seqs = [(await peer.update())[0].seq for _ in range(p.MAX_UPDATES_IN_FLIGHT)]
             assert [m for m in await peer.silent() if isinstance(m, p.Frame)] == []
             await peer.send(p.Ack(SESSION, seqs[0]))
@@ -250,8 +255,7 @@ def test_refresh_selects_a_monitor_and_sends_it_whole() -> None:
         async with ScriptedRelay() as relay:
             screen = FakeScreen([(0, 0, 320, 200), (320, 0, 256, 128)])
             screen.image[:128, 320:, :3] = (0, 0, 255)
-            task = asyncio.create_task(make_agent(relay, screen=screen).run())
-            peer = await relay.next()
+            task, peer = await started_agent(relay, screen=screen)
             hello = await peer.register()
             assert [s.width for s in hello.screens] == [576, 320, 256]
             await peer.accept(hello)
@@ -275,8 +279,7 @@ def test_input_is_injected_only_while_control_is_granted() -> None:
     async def scenario():
         async with ScriptedRelay() as relay:
             user_input = FakeInput()
-            task = asyncio.create_task(make_agent(relay, user_input=user_input).run())
-            peer = await relay.next()
+            task, peer = await started_agent(relay, user_input=user_input)
             hello = await peer.register()
             await peer.send(p.PointerMove(SESSION, 1, 5, 5))  # pending: not yet accepted
             await peer.accept(hello)
@@ -304,9 +307,7 @@ def test_out_of_range_unknown_and_foreign_input_is_dropped() -> None:
     async def scenario():
         async with ScriptedRelay() as relay:
             user_input = FakeInput()
-            task = asyncio.create_task(make_agent(relay, user_input=user_input).run())
-            peer = await relay.next()
-            await peer.accept(await peer.register())
+            task, peer = await accepted_agent(relay, user_input=user_input)
             await peer.send(p.Control(SESSION, True))
             await peer.send(p.PointerMove(SESSION, 1, 320, 10))  # one past the right edge
             await peer.send(p.PointerMove(SESSION, 1, 10, 200))
@@ -345,9 +346,7 @@ def test_a_changed_monitor_layout_is_announced_and_sent_whole() -> None:
     async def scenario():
         async with ScriptedRelay() as relay:
             screen = FakeScreen()
-            task = asyncio.create_task(make_agent(relay, screen=screen).run())
-            peer = await relay.next()
-            await peer.accept(await peer.register())
+            task, peer = await accepted_agent(relay, screen=screen)
             first = await peer.update()
             await peer.send(p.Ack(SESSION, first[0].seq))
             screen.layout = [p.Screen(0, 0, 160, 100)]
@@ -384,9 +383,7 @@ def test_close_from_tray_releases_keys_and_tells_the_relay() -> None:
     async def scenario():
         async with ScriptedRelay() as relay:
             user_input, tray = FakeInput(), FakeTray()
-            task = asyncio.create_task(make_agent(relay, user_input=user_input, tray=tray).run())
-            peer = await relay.next()
-            await peer.accept(await peer.register())
+            task, peer = await accepted_agent(relay, user_input=user_input, tray=tray)
             await peer.send(p.Control(SESSION, True))
             await peer.send(p.Key(SESSION, "ControlLeft", "Control", True))
             while "key:ControlLeft" not in user_input.held:
@@ -425,8 +422,7 @@ def test_refusal_by_the_relay_is_shown_and_ends() -> None:
     async def scenario():
         async with ScriptedRelay() as relay:
             tray = FakeTray()
-            task = asyncio.create_task(make_agent(relay, tray=tray).run())
-            peer = await relay.next()
+            task, peer = await started_agent(relay, tray=tray)
             await peer.hello()
             await peer.send(p.Error("unknown-technician", "No support person is called david"))
             outcome = await task
@@ -440,8 +436,7 @@ def test_connection_lost_before_registration_ends_with_a_message() -> None:
     """The relay drops the connection before registering: exit with "lost"."""
     async def scenario():
         async with ScriptedRelay() as relay:
-            task = asyncio.create_task(make_agent(relay).run())
-            peer = await relay.next()
+            task, peer = await started_agent(relay)
             await peer.hello()
             await peer.ws.close()
             outcome = await task
@@ -454,8 +449,7 @@ def test_lost_connection_resumes_with_the_secret_and_shows_reconnecting() -> Non
     async def scenario():
         async with ScriptedRelay() as relay:
             tray, user_input = FakeTray(), FakeInput()
-            task = asyncio.create_task(make_agent(relay, tray=tray, user_input=user_input).run())
-            peer = await relay.next()
+            task, peer = await started_agent(relay, tray=tray, user_input=user_input)
             hello = await peer.register()
             await peer.accept(hello)
             await peer.send(p.Control(SESSION, True))
@@ -481,9 +475,7 @@ def test_deliberate_close_by_the_relay_ends_with_its_reason() -> None:
     """A close frame with a reason (not a broken link) ends the session; no reconnect."""
     async def scenario():
         async with ScriptedRelay() as relay:
-            task = asyncio.create_task(make_agent(relay).run())
-            peer = await relay.next()
-            await peer.accept(await peer.register())
+            task, peer = await accepted_agent(relay)
             await peer.ws.close(1008, "session replaced")
             outcome = await task
             assert relay.connections.empty()
@@ -498,9 +490,7 @@ def test_capture_failure_ends_the_session_with_a_message() -> None:
         async with ScriptedRelay() as relay:
             screen = FakeScreen()
             screen.broken = True
-            task = asyncio.create_task(make_agent(relay, screen=screen).run())
-            peer = await relay.next()
-            await peer.accept(await peer.register())
+            task, peer = await accepted_agent(relay, screen=screen)
             message = await peer.recv()
             while isinstance(message, p.Cursor):
                 message = await peer.recv()
@@ -529,9 +519,7 @@ def test_malformed_message_from_the_relay_closes_without_injecting() -> None:
         async def scenario(bad=bad):
             async with ScriptedRelay() as relay:
                 user_input = FakeInput()
-                task = asyncio.create_task(make_agent(relay, user_input=user_input).run())
-                peer = await relay.next()
-                await peer.accept(await peer.register())
+                task, peer = await accepted_agent(relay, user_input=user_input)
                 await peer.send(p.Control(SESSION, True))
                 await peer.ws.send(bad)
                 outcome = await task
@@ -547,9 +535,7 @@ def test_pointer_position_is_sent_as_cursor_relative_to_the_monitor() -> None:
         async with ScriptedRelay() as relay:
             user_input = FakeInput()
             user_input.pointer = (30, 40)
-            task = asyncio.create_task(make_agent(relay, user_input=user_input).run())
-            peer = await relay.next()
-            await peer.accept(await peer.register())
+            task, peer = await accepted_agent(relay, user_input=user_input)
             await peer.update()
             user_input.pointer = (31, 45)
             while p.Cursor(0, 31, 45) not in peer.controls:
@@ -675,9 +661,7 @@ def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly() -> None:
     async def scenario():
         async with ScriptedRelay() as relay:
             screen = FakeScreen()
-            task = asyncio.create_task(make_agent(relay, screen=screen).run())
-            peer = await relay.next()
-            await peer.accept(await peer.register())
+            task, peer = await accepted_agent(relay, screen=screen)
             canvas = np.zeros((200, 320, 3), np.uint8)
             noise = np.random.default_rng(3).integers(0, 256, (200, 320, 3), dtype=np.uint8)
             sampling = []
