@@ -128,23 +128,6 @@ async def closed_code(ws: ClientConnection) -> tuple[int | None, str | None]:
     return ws.close_code, ws.close_reason
 
 
-@pytest.fixture
-def relay_factory(relay_factory):
-    """The shared factory, also closing each relay's output pipe (else a ResourceWarning)."""
-    started = []
-
-    def start(*extra_args: str, data: Path | None = None):
-        running = relay_factory(*extra_args, data=data)
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        running.stop()
-        if running.process is not None and running.process.stdout is not None:
-            running.process.stdout.close()
-
-
 def ledger_csv(relay) -> list[dict[str, str]]:
     result = relay.cli("ledger", "--csv")
     assert result.returncode == 0, result.stderr
@@ -583,18 +566,25 @@ def test_sigterm_ends_live_sessions_and_tells_both_sides(relay):
     assert (row["ended_by"], row["end_reason"]) == ("relay", "relay-shutdown")
 
 
+async def session_with_a_viewer_that_stops_reading(
+        relay) -> tuple[ClientConnection, ClientConnection, str]:
+    """An accepted session whose viewer's client buffers one message and then reads nothing
+    more until the test reads it: (agent, viewer, session)."""
+    agent, registered = await start_agent(relay.ws_url)
+    session = registered["session"]
+    viewer, _, _ = await start_viewer(relay.ws_url, max_queue=1)
+    await viewer.send(message("accept", session=session))
+    await next_of(viewer, "accepted")
+    await next_of(agent, "accepted")
+    return agent, viewer, session
+
+
 def test_viewer_that_stops_reading_neither_stalls_the_agent_nor_queues_frames(relay):
     """Frames for a viewer that does not read are dropped, the agent keeps being read,
     and once the viewer reads again the agent is asked for a refresh."""
 
     async def scenario():
-        agent, registered = await start_agent(relay.ws_url)
-        session = registered["session"]
-        viewer, _, _ = await start_viewer(relay.ws_url, max_queue=1)
-        await viewer.send(message("accept", session=session))
-        await next_of(viewer, "accepted")
-        await next_of(agent, "accepted")
-        # The viewer now reads nothing: its client buffers one message and then stops.
+        agent, viewer, session = await session_with_a_viewer_that_stops_reading(relay)
         for seq in range(60):
             await agent.send(frame(seq, 1_000_000, monitor=1))
         pong = await agent.ping()

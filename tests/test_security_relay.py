@@ -51,6 +51,7 @@ from test_relay_server import (
     receive,
     relay_events,
     run,
+    session_with_a_viewer_that_stops_reading,
     start_agent,
     start_viewer,
     viewer_hello,
@@ -706,12 +707,7 @@ def test_viewer_that_never_reads_does_not_grow_relay_memory(relay):
     relay's resident memory grows by less than 48 MiB."""
 
     async def scenario():
-        agent, registered = await start_agent(relay.ws_url)
-        session = registered["session"]
-        viewer, _, _ = await start_viewer(relay.ws_url, max_queue=1)
-        await viewer.send(message("accept", session=session))
-        await next_of(viewer, "accepted")
-        await next_of(agent, "accepted")
+        agent, _, _ = await session_with_a_viewer_that_stops_reading(relay)
         before = rss_bytes(relay.process.pid)
         for seq in range(200):
             await agent.send(frame(seq, MIB, monitor=1))
