@@ -36,6 +36,23 @@ class ScriptedViewer:
         await viewer.next("welcome")
         return viewer
 
+    @classmethod
+    async def accepted(cls, relay) -> ScriptedViewer:
+        """Logged in, and has accepted the customer waiting for it."""
+        viewer = await cls.login(relay)
+        await viewer.waiting_session()
+        await viewer.send(p.Accept(viewer.session))
+        await viewer.next("accepted")
+        return viewer
+
+    @classmethod
+    async def in_control(cls, relay) -> ScriptedViewer:
+        """Accepted, and has taken control."""
+        viewer = await cls.accepted(relay)
+        await viewer.send(p.TakeControl(viewer.session))
+        await viewer.next("control")
+        return viewer
+
     async def send(self, message: p.Message) -> None:
         await self.ws.send(p.encode_control(message))
 
@@ -177,12 +194,7 @@ def test_close_stops_capture_and_input_before_the_relay_is_told(relay) -> None:
         log: list[str] = []
         tray = FakeTray()
         runner, task = start_agent(relay, OrderedScreen(log), OrderedInput(log), tray)
-        viewer = await ScriptedViewer.login(relay)
-        await viewer.waiting_session()
-        await viewer.send(p.Accept(viewer.session))
-        await viewer.next("accepted")
-        await viewer.send(p.TakeControl(viewer.session))
-        await viewer.next("control")
+        viewer = await ScriptedViewer.in_control(relay)
         await viewer.send(p.Key(viewer.session, "ShiftLeft", "Shift", True))
         await agent_sees(runner, lambda r: "key ShiftLeft down" in log)
         tray.click_close()
@@ -206,12 +218,7 @@ def test_close_with_the_relay_unreachable_still_stops_within_a_second(relay) -> 
     async def scenario():
         user_input, tray = FakeInput(), FakeTray()
         runner, task = start_agent(relay, user_input=user_input, tray=tray)
-        viewer = await ScriptedViewer.login(relay)
-        await viewer.waiting_session()
-        await viewer.send(p.Accept(viewer.session))
-        await viewer.next("accepted")
-        await viewer.send(p.TakeControl(viewer.session))
-        await viewer.next("control")
+        viewer = await ScriptedViewer.in_control(relay)
         await agent_sees(runner, lambda r: r.control)
         relay.process.send_signal(signal.SIGSTOP)
         try:
@@ -231,10 +238,7 @@ def test_an_ended_session_cannot_be_resumed_with_its_secret(relay) -> None:
     """After the customer's Close, the agent's own resume secret opens nothing."""
     async def scenario():
         runner, task = start_agent(relay)
-        viewer = await ScriptedViewer.login(relay)
-        await viewer.waiting_session()
-        await viewer.send(p.Accept(viewer.session))
-        await viewer.next("accepted")
+        viewer = await ScriptedViewer.accepted(relay)
         await agent_sees(runner, lambda r: r.state == "active")
         secret = runner.resume
         runner.request_close()
