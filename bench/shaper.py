@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import os
 import re
 import socket
 import subprocess
@@ -30,7 +31,7 @@ from pathlib import Path
 SEGMENT_BYTES = 1448  # a TCP payload on a 1500-byte Ethernet MTU with timestamps
 READ_BYTES = 16 * 1024
 SOCKET_BUFFER_BYTES = 64 * 1024  # the proxy's own kernel buffers: the backlog stays upstream
-_LISTENING = re.compile(r"shaper listening on 127\.0\.0\.1:(\d+)")
+_LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
 
 @dataclass(frozen=True)
@@ -157,19 +158,28 @@ async def serve(shape: LinkShape, target: tuple[str, int], port: int = 0) -> Non
         await server.serve_forever()
 
 
-class ShaperProcess:
-    """The shaper in its own process (its timers must not wait behind a viewer's work)."""
+def netem_available() -> bool:
+    """Whether bench/netem.py can run here: root, a TUN device, the ip command."""
+    import shutil
 
-    def __init__(self, shape: LinkShape, target_port: int) -> None:
-        self.shape, self.target_port = shape, target_port
+    return os.geteuid() == 0 and os.path.exists("/dev/net/tun") and bool(shutil.which("ip"))
+
+
+class LinkProcess:
+    """The link in its own process (its timers must not wait behind a viewer's work): this
+    shaper, or with loss bench/netem.py (which can drop packets, and needs root)."""
+
+    def __init__(self, shape: LinkShape, target_port: int, loss: float = 0.0) -> None:
+        self.shape, self.target_port, self.loss = shape, target_port, loss
         self.process: subprocess.Popen | None = None
         self.port = 0
 
-    def start(self) -> ShaperProcess:
+    def start(self) -> LinkProcess:
+        module = ["bench.netem", "--loss", str(self.loss)] if self.loss else ["bench.shaper"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.shaper", "--target", f"127.0.0.1:{self.target_port}",
+            [sys.executable, "-m", *module, "--target", f"127.0.0.1:{self.target_port}",
              "--rate-kbit", str(self.shape.rate_kbit), "--rtt-ms", str(self.shape.rtt_ms),
-             "--queue-ms", str(self.shape.queue_ms)],
+             *(() if self.loss else ("--queue-ms", str(self.shape.queue_ms)))],
             cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert self.process.stdout is not None
@@ -177,7 +187,7 @@ class ShaperProcess:
         match = _LISTENING.search(line)
         if not match:
             self.stop()
-            raise RuntimeError(f"the shaper did not start: {line!r}")
+            raise RuntimeError(f"the link did not start: {line!r}")
         self.port = int(match.group(1))
         return self
 

@@ -27,7 +27,7 @@ from bench import desktop as d
 from bench.measure import DrawnRect, Viewer, census_text, percentile
 from bench.ours import RelayProcess, SpotlightViewer, start_agent
 from bench.rfb import X11VNC_TUNING, RfbViewer, start_x11vnc
-from bench.shaper import LinkShape, ShaperProcess
+from bench.shaper import LinkProcess, LinkShape, netem_available
 
 VIDEO_W, VIDEO_H, VIDEO_FPS = 800, 450, 30
 VIDEO_BOX = (d.WIDTH - VIDEO_W, d.HEIGHT - VIDEO_H, VIDEO_W, VIDEO_H)
@@ -40,7 +40,13 @@ FIRST_IMAGE_TIMEOUT_S = 60.0
 class Link:
     name: str
     shape: LinkShape
-    loss: float  # the loss rate; the TCP proxy cannot apply it (see README)
+    loss: float  # per packet each way: bench/netem.py applies it (root only), the shaper cannot
+
+    def applied_loss(self) -> float:
+        return self.loss if netem_available() else 0.0
+
+    def emulator(self) -> str:
+        return "bench/netem.py" if self.applied_loss() else "bench/shaper.py"
 
 
 LINKS = (
@@ -184,7 +190,7 @@ async def run_x11vnc(screen: d.Desktop, box: tuple[int, int, int, int], link: Li
                      level: int, presses: int, seconds: float) -> SlowResult:
     result = SlowResult(f"x11vnc level {level}", link)
     process, port = start_x11vnc(screen, X11VNC_TUNING)
-    shaper = ShaperProcess(link.shape, port)
+    shaper = LinkProcess(link.shape, port, link.applied_loss())
     viewer = RfbViewer(level)
     try:
         shaper.start()
@@ -200,7 +206,7 @@ async def run_x11vnc(screen: d.Desktop, box: tuple[int, int, int, int], link: Li
 async def run_ours(screen: d.Desktop, relay: RelayProcess, box: tuple[int, int, int, int],
                    link: Link, presses: int, seconds: float) -> SlowResult:
     result = SlowResult("ours", link)
-    shaper = ShaperProcess(link.shape, relay.port).start()
+    shaper = LinkProcess(link.shape, relay.port, link.applied_loss()).start()
     process = start_agent(screen, relay, f"ws://127.0.0.1:{shaper.port}")
     viewer = SpotlightViewer()
     try:
@@ -253,16 +259,23 @@ def report_lines(results: list[SlowResult]) -> list[str]:
              "the first finished rectangle that overlaps the xterm (a press with no echo in "
              f"{KEY_TIMEOUT_S:g} s counts as {KEY_TIMEOUT_S:g} s). First image: from asking "
              "(ours: Accept; x11vnc: the first FramebufferUpdateRequest) to the first complete "
-             "update. The link is bench/shaper.py (a shaping TCP proxy: rate as serialisation "
-             "time, half the round trip each way, a 100 ms bottleneck queue) between the agent "
-             "and the relay, and between x11vnc and its client. It cannot drop packets: the "
-             "issue's 1% loss is not applied.", ""]
+             "update. The link sits between the agent and the relay, and between x11vnc and its "
+             "client: bench/shaper.py (a shaping TCP proxy: rate as serialisation time, half "
+             "the round trip each way, a 100 ms bottleneck queue; it cannot drop packets), or "
+             "for a lossy link bench/netem.py (netem's rules on IP packets between two TUN "
+             "devices in two network namespaces; needs root).", ""]
     for link in dict.fromkeys(r.link for r in results):
         rtt = link.shape.rtt_ms
         p50_target, p95_target = rtt + 30, 2 * rtt + 30
         runs = [r for r in results if r.link == link]
-        lines += [f"### {link.name}" + (f" (the issue's {link.loss:.0%} loss not applied)"
-                                        if link.loss else ""), "",
+        if link.applied_loss():
+            title = f"{link.name}, {link.loss:.0%} loss ({link.emulator()})"
+        elif link.loss:
+            title = (f"{link.name} ({link.emulator()}: the issue's {link.loss:.0%} loss is not "
+                     "applied, bench/netem.py needs root)")
+        else:
+            title = f"{link.name} ({link.emulator()})"
+        lines += [f"### {title}", "",
                   f"| peer | key to screen p50 ms (target <= {p50_target:g}) | "
                   f"p95 ms (target <= {p95_target:g}) | first full image s | "
                   "video updates/s | video JPEG | wire KB/s |",
