@@ -155,6 +155,8 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def _join(r1, w1, r2, w2) -> None:
     try:
         await asyncio.gather(_copy(r1, w2), _copy(r2, w1))
+    except asyncio.CancelledError:
+        pass  # the emulator is stopping: end this connection quietly
     finally:
         w1.close()
         w2.close()
@@ -170,7 +172,7 @@ async def serve(shape: LinkShape, loss: float, target: tuple[str, int], spaces: 
     async def exit_side(reader, writer) -> None:  # side B -> the target on the host
         try:
             up_reader, up_writer = await asyncio.open_connection(*target)
-        except OSError:
+        except (OSError, asyncio.CancelledError):
             writer.close()
             return
         await _join(reader, writer, up_reader, up_writer)
@@ -188,7 +190,7 @@ async def serve(shape: LinkShape, loss: float, target: tuple[str, int], spaces: 
         sock.setblocking(False)
         try:
             await loop.sock_connect(sock, (ADDRESS["b"], far_port))
-        except OSError:
+        except (OSError, asyncio.CancelledError):
             sock.close()
             writer.close()
             return
@@ -198,8 +200,12 @@ async def serve(shape: LinkShape, loss: float, target: tuple[str, int], spaces: 
     near = await asyncio.start_server(entry, "127.0.0.1", 0)
     print(f"netem listening on 127.0.0.1:{near.sockets[0].getsockname()[1]} -> "
           f"{target[0]}:{target[1]} ({shape.describe()}, {loss:.1%} loss)", flush=True)
+    # SIGTERM (the bench's stop) ends the loop normally, so main() removes the namespaces.
+    stopping = loop.create_future()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda: stopping.done() or stopping.set_result(None))
     async with far, near:
-        await asyncio.Future()
+        await stopping
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,12 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--loss is a fraction of packets, 0 <= loss < 1")
     if os.geteuid() != 0:
         parser.error("the emulator makes network namespaces and TUN devices: run it as root")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so the namespaces are removed
     spaces = Namespaces(f"bench-a-{os.getpid()}", f"bench-b-{os.getpid()}")
     try:
         spaces.open()
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(shape, args.loss, target, spaces, args.seed))
+        asyncio.run(serve(shape, args.loss, target, spaces, args.seed))
     finally:
         spaces.close()
     return 0
