@@ -62,15 +62,21 @@
     // Workers get the same hook first: bench/browser.py defines __benchHookSource (this
     // file's text) before it, and runs the page with CSP bypassed so a blob worker may start.
     const NativeWorker = window.Worker;
+    const blobUrl = (text) => URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
+    let hookModule = "";
     window.Worker = function (url, options) {
-        const absolute = new URL(url, location.href).href;
-        const load = options && options.type === "module"
-            // a dynamic import runs after the hook (a static one would be hoisted above it)
-            ? `import(${JSON.stringify(absolute)});`
-            : `importScripts(${JSON.stringify(absolute)});`;
+        const absolute = JSON.stringify(new URL(url, location.href).href);
         // eslint-disable-next-line no-undef
-        const blob = new Blob([`${__benchHookSource}\n${load}`], { type: "text/javascript" });
-        return new NativeWorker(URL.createObjectURL(blob), options);
+        const hook = __benchHookSource;
+        let source;
+        if (options && options.type === "module") {
+            // Static imports run in order, both before the worker takes its first message.
+            hookModule = hookModule || blobUrl(hook);
+            source = `import ${JSON.stringify(hookModule)};\nimport ${absolute};`;
+        } else {
+            source = `${hook}\nimportScripts(${absolute});`;
+        }
+        return new NativeWorker(blobUrl(source), options);
     };
     window.Worker.prototype = NativeWorker.prototype;
 })();

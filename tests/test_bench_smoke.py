@@ -44,7 +44,7 @@ def test_benchmark_prints_tables_for_both_peers_and_the_relay(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "bench.run", "--seconds", "1", "--presses", "3",
          "--workloads", "idle,motion", "--clip-seconds", "0.2", "--load-seconds", "0.5",
-         "--sessions", "4", "--out", str(out)],
+         "--sessions", "4", "--no-slow-links", "--no-browser", "--no-memory", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=280, stdin=subprocess.DEVNULL,
         check=False,
     )
