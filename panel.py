@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import os
 import queue
 import sys
@@ -39,7 +40,7 @@ UI_POLL_MS = 40  # how often the Tk thread looks for calls from other threads
 START_TIMEOUT_S = 10.0  # a window that cannot appear within this falls back to the log
 MARGIN_PX = 24  # from the screen's right edge, and above the taskbar's usual place
 TASKBAR_PX = 56
-PANEL_WIDTH_PX = 470  # the receipt line fits on one line
+PANEL_WIDTH_PX = 490  # the receipt line fits on one line
 CODE_DIGITS = 6
 
 # Tray icon per state: yellow while waiting and green once accepted, as the customer was
@@ -87,10 +88,12 @@ class SessionFacts:
 
 @dataclass(frozen=True)
 class Button:
+    """A push button. Its label is also the name a screen reader says (Win32 buttons are
+    named by their text), with Alt+key as the keyboard shortcut."""
+
     action: str  # a PanelActions callback without "on_": pause, resume, end, retry, dismiss
     label: str
     key: str  # Alt+key presses it; its letter is underlined in the label
-    name: str  # what a screen reader says
     enabled: bool = True
 
     @property
@@ -129,21 +132,14 @@ class PanelView:
         return next((b for b in self.buttons if b.key == key and b.enabled), None)
 
 
-def _buttons(state: str, person: str) -> tuple[Button, ...]:
-    end = Button("end", "End session", "e", "End session (Alt+E): stop sharing now",
-                 state != "ended")
-    if state == "paused":
-        toggle = Button("resume", "Resume", "p", f"Resume (Alt+P): let {person} see your "
-                        "screen again")
-    else:
-        toggle = Button("pause", "Pause", "p", f"Pause (Alt+P): hide your screen from {person}",
-                        state in ("accepted", "control"))
-    close = Button("dismiss", "Close", "c", "Close this window (Alt+C)")
+def _buttons(state: str) -> tuple[Button, ...]:
     if state == "error":
-        return (Button("retry", "Retry", "r", "Retry (Alt+R): connect again"), close)
+        return (Button("retry", "Retry", "r"), Button("dismiss", "Close", "c"))
     if state == "ended":
-        return (close,)
-    return (toggle, end)
+        return (Button("dismiss", "Close", "c"),)
+    toggle = Button("resume", "Resume", "p") if state == "paused" else \
+        Button("pause", "Pause", "p", state in ("accepted", "control"))
+    return (toggle, Button("end", "End session", "e"))
 
 
 def view(facts: SessionFacts) -> PanelView:
@@ -151,7 +147,7 @@ def view(facts: SessionFacts) -> PanelView:
     f = facts
     company, person, state = f.company, f.person, f.state
     meter = f"Session time {clock_text(f.elapsed_s)}"
-    if state in ("connecting", "waiting", "error"):
+    if state in ("connecting", "waiting"):
         meter += f" (starts when {person} accepts)"
     elif f.paused_s and state != "ended":
         meter += f" · paused {clock_text(f.paused_s)}, not billed"
@@ -201,7 +197,7 @@ def view(facts: SessionFacts) -> PanelView:
     return PanelView(
         state=state, title=f"{company} support: {title}", headline=headline, detail=detail,
         code=code, meter=meter, phone=phone, progress=state in ("connecting", "reconnecting"),
-        buttons=_buttons(state, person), close_action=close_action,
+        buttons=_buttons(state), close_action=close_action,
         dismiss_after_s=dismiss_after, tray_state=tray, tooltip=tooltip)
 
 
@@ -303,7 +299,7 @@ def _hourglass(draw: Any, c: float, u: float) -> None:
 
 
 def _eye(draw: Any, c: float, u: float) -> None:
-    w, h = 22 * u, 14 * u
+    w, h = 19 * u, 13 * u
     draw.ellipse((c - w, c - h, c + w, c + h), fill=PAPER, outline=INK, width=int(4 * u))
     draw.ellipse((c - 8 * u, c - 8 * u, c + 8 * u, c + 8 * u), fill=INK)
 
@@ -321,11 +317,15 @@ def _bars(draw: Any, c: float, u: float) -> None:
 
 
 def _circling(draw: Any, c: float, u: float) -> None:
-    r, w = 18 * u, int(8 * u)
-    draw.arc((c - r, c - r, c + r, c + r), 300, 240, fill=INK, width=w)
-    # the arrowhead at the arc's open end (the top), pointing clockwise
-    draw.polygon([(c - 2 * u, c - r - 11 * u), (c - 2 * u, c - r + 11 * u),
-                  (c + 12 * u, c - r)], fill=INK)
+    r, w, end = 17 * u, int(8 * u), 290  # degrees clockwise from 3 o'clock, y down
+    draw.arc((c - r, c - r, c + r, c + r), 345, end, fill=INK, width=w)
+    # the arrowhead where the arc stops short of 2 o'clock, pointing on clockwise
+    a = math.radians(end)
+    out, along = (math.cos(a), math.sin(a)), (-math.sin(a), math.cos(a))
+    at = (c + r * out[0], c + r * out[1])
+    draw.polygon([(at[0] + 11 * u * out[0], at[1] + 11 * u * out[1]),
+                  (at[0] - 11 * u * out[0], at[1] - 11 * u * out[1]),
+                  (at[0] + 13 * u * along[0], at[1] + 13 * u * along[1])], fill=INK)
 
 
 _SYMBOLS: dict[str, Callable[[Any, float, float], None]] = {
@@ -437,14 +437,11 @@ class _UiThread:
             gc.collect()  # Tcl objects caught in cycles must die on this thread, not later
 
 
-class TkPanel:
-    """Linux, from source: a Tk window kept on top (Tk sets _NET_WM_STATE_ABOVE for
-    -topmost), draggable by its body, Alt+P / Alt+E / Alt+R / Alt+C press its buttons."""
+class _ThreadedPanel:
+    """A Panel whose window lives on its own UI thread; every public method is thread-safe."""
 
-    def __init__(self, actions: PanelActions) -> None:
-        import tkinter  # noqa: F401 (fail here, in the caller's thread, when it is missing)
-
-        self._ui = _UiThread(lambda ui: _TkWindow(ui, actions), "session panel")
+    def __init__(self, make_window: Callable[[_UiThread], Any]) -> None:
+        self._ui = _UiThread(make_window, "session panel")
 
     def show(self, view: PanelView) -> None:
         self._ui.call("show", view)
@@ -454,6 +451,29 @@ class TkPanel:
 
     def close(self) -> None:
         self._ui.stop()
+
+
+class TkPanel(_ThreadedPanel):
+    """Linux, from source: a Tk window kept on top (Tk sets _NET_WM_STATE_ABOVE for
+    -topmost), draggable by its body, Alt+P / Alt+E / Alt+R / Alt+C press its buttons."""
+
+    def __init__(self, actions: PanelActions) -> None:
+        import tkinter  # noqa: F401 (fail here, in the caller's thread, when it is missing)
+
+        super().__init__(lambda ui: _TkWindow(ui, actions))
+
+
+class Win32Panel(_ThreadedPanel):
+    """Windows (the exe, whose embeddable Python has no tkinter): a native window through
+    ctypes, WS_EX_TOPMOST, dragged by its body, the same Alt+ shortcuts through an
+    accelerator table, buttons named by their text for screen readers."""
+
+    def __init__(self, actions: PanelActions) -> None:
+        import ctypes
+
+        if not hasattr(ctypes, "WinDLL"):
+            raise PanelError("the Win32 panel needs Windows")
+        super().__init__(lambda ui: _Win32Window(ui, actions))
 
 
 class _TkWindow:
@@ -466,7 +486,7 @@ class _TkWindow:
         self._ui, self._actions, self._ttk = ui, actions, ttk
         self._view: PanelView | None = None
         self._dragged = False  # once the customer moved it, it stays where they put it
-        self._grab = (0, 0)
+        self._grab: tuple[int, int] | None = None
         root = self._root = tk.Tk(className="SpotlightPanel")
         root.withdraw()  # mapped by the first view, placed and on top before it shows
         root.resizable(False, False)
@@ -491,9 +511,8 @@ class _TkWindow:
         self._row = ttk.Frame(frame)
         self._buttons: list[Any] = []
         self._dismiss_timer: str | None = None
-        for widget in (frame, self._headline, self._detail, self._code, self._meter):
-            widget.bind("<ButtonPress-1>", self._drag_start)
-            widget.bind("<B1-Motion>", self._drag)
+        root.bind("<ButtonPress-1>", self._drag_start)  # the toplevel's tag: every widget
+        root.bind("<B1-Motion>", self._drag)
         for key in "perc":  # either case: Caps Lock must not break the shortcuts
             for keysym in (key, key.upper()):
                 root.bind(f"<Alt-KeyPress-{keysym}>", lambda _e, k=key: self._press_key(k))
@@ -573,12 +592,299 @@ class _TkWindow:
         self._root.attributes("-topmost", True)
 
     def _drag_start(self, event: Any) -> None:
-        self._grab = (event.x_root - self._root.winfo_x(), event.y_root - self._root.winfo_y())
+        if getattr(event.widget, "winfo_class", str)() == "TButton":
+            self._grab = None  # a press on a button is a click, not a drag
+        else:
+            self._grab = (event.x_root - self._root.winfo_x(),
+                          event.y_root - self._root.winfo_y())
 
     def _drag(self, event: Any) -> None:
+        if self._grab is None:
+            return
         self._dragged = True
         dx, dy = self._grab
         self._root.geometry(f"+{event.x_root - dx}+{event.y_root - dy}")
+
+
+# Win32 messages and styles used by _Win32Window (winuser.h)
+WM_DESTROY, WM_CLOSE, WM_SETFONT, WM_NCHITTEST, WM_COMMAND = 0x02, 0x10, 0x30, 0x84, 0x111
+WM_TIMER, WM_EXITSIZEMOVE, WM_APP, PBM_SETPOS = 0x113, 0x232, 0x8000, 0x402
+WS_CHILD, WS_VISIBLE, WS_CAPTION, WS_SYSMENU = 0x40000000, 0x10000000, 0xC00000, 0x80000
+WS_MINIMIZEBOX, WS_TABSTOP, WS_EX_TOPMOST, WS_EX_CONTROLPARENT = 0x20000, 0x10000, 0x8, 0x10000
+SS_NOPREFIX, DT_CALCRECT, DT_WORDBREAK, DT_NOPREFIX = 0x80, 0x400, 0x10, 0x800
+HTCLIENT, HTCAPTION, SW_HIDE, SW_SHOWNOACTIVATE, SW_RESTORE = 1, 2, 0, 4, 9
+SWP_NOACTIVATE, HWND_TOPMOST, SPI_GETWORKAREA, COLOR_BTNFACE = 0x10, -1, 0x30, 15
+FALT, FVIRTKEY, ICC_PROGRESS_CLASS, IDC_ARROW = 0x10, 0x01, 0x20, 32512
+PROGRESS_TIMER, DISMISS_TIMER, PROGRESS_STEP_MS = 1, 2, 50
+ACTIONS = ("pause", "resume", "end", "retry", "dismiss")  # button ids 101...
+KEYS = "perc"  # accelerator ids 201...
+
+
+class _Win32Window:
+    """The Win32 side of Win32Panel: every method runs on the panel's thread."""
+
+    def __init__(self, ui: _UiThread, actions: PanelActions) -> None:
+        import ctypes
+        from ctypes import wintypes as w
+
+        self._ui, self._actions, self._c, self._w = ui, actions, ctypes, w
+        self._view: PanelView | None = None
+        self._dragged = False
+        self._progress_at = 0
+        u32, gdi = self._u32, self._gdi = _win32_api(ctypes, w)
+        instance = ctypes.WinDLL("kernel32").GetModuleHandleW(None)
+        self._proc = _WNDPROC(ctypes, w)(self._window_proc)  # kept: Windows calls it
+        self._class = f"SpotlightPanel{id(self)}"
+        wc = _WNDCLASSEXW(ctypes, w)(
+            lpfnWndProc=self._proc, hInstance=instance, lpszClassName=self._class,
+            hCursor=u32.LoadCursorW(None, ctypes.c_void_p(IDC_ARROW)),
+            hbrBackground=ctypes.c_void_p(COLOR_BTNFACE + 1))
+        wc.cbSize = ctypes.sizeof(wc)
+        if not u32.RegisterClassExW(ctypes.byref(wc)):
+            raise ctypes.WinError(ctypes.get_last_error())
+        self._style = WS_CAPTION | WS_SYSMENU | WS_MINIMIZEBOX
+        self._ex_style = WS_EX_TOPMOST | WS_EX_CONTROLPARENT
+        self._hwnd = u32.CreateWindowExW(self._ex_style, self._class, "", self._style,
+                                         0, 0, 100, 100, None, None, instance, None)
+        if not self._hwnd:
+            raise ctypes.WinError(ctypes.get_last_error())
+        dpi_for = getattr(u32, "GetDpiForWindow", None)
+        self._scale = (dpi_for(self._hwnd) or 96) / 96 if dpi_for else 1.0
+
+        def font(points: int, bold: bool = False) -> Any:
+            px = -round(points * 96 * self._scale / 72)
+            return gdi.CreateFontW(px, 0, 0, 0, 700 if bold else 400, 0, 0, 0, 1, 0, 0, 5, 0,
+                                   "Segoe UI")
+
+        self._fonts = [font(10), font(11, True), font(20, True)]
+        body, bold, big = self._fonts
+
+        def child(cls: str, style: int, ident: int, use: Any) -> Any:
+            hwnd = u32.CreateWindowExW(0, cls, "", WS_CHILD | style, 0, 0, 10, 10, self._hwnd,
+                                       ctypes.c_void_p(ident), instance, None)
+            u32.SendMessageW(hwnd, WM_SETFONT, use, 1)
+            return hwnd
+
+        comctl = ctypes.WinDLL("comctl32")
+        icc = (ctypes.c_uint32 * 2)(8, ICC_PROGRESS_CLASS)  # INITCOMMONCONTROLSEX
+        comctl.InitCommonControlsEx(ctypes.byref(icc))
+        self._texts = {name: (child("STATIC", SS_NOPREFIX, 0, f), f) for name, f in (
+            ("headline", bold), ("detail", body), ("code", big), ("phone", body),
+            ("meter", body))}
+        self._progress = child("msctls_progress32", 0, 0, body)
+        self._buttons = {a: child("BUTTON", WS_TABSTOP, 101 + i, body)
+                         for i, a in enumerate(ACTIONS)}
+        accel = _ACCEL(ctypes, w)
+        table = (accel * len(KEYS))(*[accel(FALT | FVIRTKEY, ord(k.upper()), 201 + i)
+                                      for i, k in enumerate(KEYS)])
+        self._accel = u32.CreateAcceleratorTableW(table, len(KEYS))
+
+    def wake(self) -> None:
+        self._u32.PostMessageW(self._hwnd, WM_APP, 0, 0)  # thread-safe
+
+    def loop(self) -> None:
+        c, u32 = self._c, self._u32
+        msg = self._w.MSG()
+        try:
+            while u32.GetMessageW(c.byref(msg), None, 0, 0) > 0:
+                if u32.TranslateAcceleratorW(self._hwnd, self._accel, c.byref(msg)):
+                    continue
+                if u32.IsDialogMessageW(self._hwnd, c.byref(msg)):  # Tab between buttons
+                    continue
+                u32.TranslateMessage(c.byref(msg))
+                u32.DispatchMessageW(c.byref(msg))
+        finally:
+            u32.DestroyAcceleratorTable(self._accel)
+            for f in self._fonts:
+                self._gdi.DeleteObject(f)
+            u32.UnregisterClassW(self._class, None)
+
+    def close(self) -> None:
+        self._u32.DestroyWindow(self._hwnd)  # WM_DESTROY ends the loop
+
+    def to_front(self) -> None:
+        self._u32.ShowWindow(self._hwnd, SW_RESTORE)
+        self._u32.SetForegroundWindow(self._hwnd)
+
+    def show(self, v: PanelView) -> None:
+        first, self._view, u32 = self._view is None, v, self._u32
+        u32.SetWindowTextW(self._hwnd, v.title)
+        s = self._scale
+        pad, gap, inner = round(14 * s), round(6 * s), round((PANEL_WIDTH_PX - 28) * s)
+        y = pad
+        for name, text in (("headline", v.headline), ("detail", v.detail), ("code", v.code),
+                           ("progress", "-" if v.progress else ""), ("phone", v.phone),
+                           ("meter", v.meter)):
+            if name == "progress":
+                hwnd, height = self._progress, round(14 * s)
+            else:
+                hwnd, f = self._texts[name]
+                u32.SetWindowTextW(hwnd, text)
+                height = self._text_height(text, f, inner)
+            u32.ShowWindow(hwnd, SW_SHOWNOACTIVATE if text else SW_HIDE)
+            if text:
+                u32.MoveWindow(hwnd, pad, y, inner, height, True)
+                y += height + gap
+        u32.KillTimer(self._hwnd, PROGRESS_TIMER)
+        if v.progress:
+            u32.SetTimer(self._hwnd, PROGRESS_TIMER, PROGRESS_STEP_MS, None)
+        y += gap
+        x, width, height = pad, round(110 * s), round(30 * s)
+        shown = {b.action: b for b in v.buttons}
+        for action, hwnd in self._buttons.items():
+            b = shown.get(action)
+            u32.ShowWindow(hwnd, SW_SHOWNOACTIVATE if b else SW_HIDE)
+            if b is not None:
+                u32.SetWindowTextW(hwnd, b.win32_text)
+                u32.EnableWindow(hwnd, b.enabled)
+                u32.MoveWindow(hwnd, x, y, width, height, True)
+                x += width + round(8 * s)
+        self._place(inner + 2 * pad, y + height + pad)
+        u32.KillTimer(self._hwnd, DISMISS_TIMER)
+        if v.dismiss_after_s is not None:
+            u32.SetTimer(self._hwnd, DISMISS_TIMER, int(v.dismiss_after_s * 1000), None)
+        if first:
+            u32.ShowWindow(self._hwnd, SW_SHOWNOACTIVATE)  # never takes the customer's focus
+
+    def _text_height(self, text: str, font: Any, width: int) -> int:
+        c, u32, gdi = self._c, self._u32, self._gdi
+        rect = self._w.RECT(0, 0, width, 0)
+        dc = u32.GetDC(self._hwnd)
+        old = gdi.SelectObject(dc, font)
+        u32.DrawTextW(dc, text or " ", -1, c.byref(rect),
+                      DT_CALCRECT | DT_WORDBREAK | DT_NOPREFIX)
+        gdi.SelectObject(dc, old)
+        u32.ReleaseDC(self._hwnd, dc)
+        return rect.bottom - rect.top
+
+    def _place(self, client_w: int, client_h: int) -> None:
+        """Size the window to its content; bottom right of the work area until dragged."""
+        c, u32 = self._c, self._u32
+        rect = self._w.RECT(0, 0, client_w, client_h)
+        u32.AdjustWindowRectEx(c.byref(rect), self._style, False, self._ex_style)
+        width, height = rect.right - rect.left, rect.bottom - rect.top
+        now = self._w.RECT()
+        u32.GetWindowRect(self._hwnd, c.byref(now))
+        x, y = now.left, now.top
+        if not self._dragged:
+            area = self._w.RECT()
+            u32.SystemParametersInfoW(SPI_GETWORKAREA, 0, c.byref(area), 0)
+            margin = round(MARGIN_PX * self._scale)
+            x, y = area.right - width - margin, area.bottom - height - margin
+        u32.SetWindowPos(self._hwnd, c.c_void_p(HWND_TOPMOST), x, y, width, height,
+                         SWP_NOACTIVATE)
+
+    def _window_proc(self, hwnd: Any, msg: int, wparam: int, lparam: int) -> int:
+        try:
+            if msg == WM_NCHITTEST:  # the body drags the window, as its title bar does
+                hit = self._u32.DefWindowProcW(hwnd, msg, wparam, lparam)
+                return HTCAPTION if hit == HTCLIENT else hit
+            if msg == WM_EXITSIZEMOVE:
+                self._dragged = True
+            elif msg == WM_APP:
+                self._ui.drain()
+                return 0
+            elif msg == WM_COMMAND:
+                self._command(wparam & 0xFFFF)
+                return 0
+            elif msg == WM_TIMER:
+                self._timer(wparam)
+                return 0
+            elif msg == WM_CLOSE:  # the close box: End during a session, Close after it
+                if self._view is not None:
+                    self._actions.run(self._view.close_action)
+                return 0
+            elif msg == WM_DESTROY:
+                self._u32.PostQuitMessage(0)
+                return 0
+        except Exception:  # an exception must not cross back into Windows
+            log.exception("panel: message %#x failed", msg)
+        return self._u32.DefWindowProcW(hwnd, msg, wparam, lparam)
+
+    def _command(self, ident: int) -> None:
+        v = self._view
+        if v is None:
+            return
+        if 201 <= ident < 201 + len(KEYS):
+            button = v.button(KEYS[ident - 201])
+        else:
+            action = ACTIONS[ident - 101] if 101 <= ident < 101 + len(ACTIONS) else ""
+            button = next((b for b in v.buttons if b.action == action and b.enabled), None)
+        if button is not None:
+            self._actions.run(button.action)
+
+    def _timer(self, ident: int) -> None:
+        if ident == PROGRESS_TIMER:  # comctl32 v5 has no marquee: a bar that keeps filling
+            self._progress_at = (self._progress_at + 4) % 104
+            self._u32.SendMessageW(self._progress, PBM_SETPOS, self._progress_at, 0)
+        elif ident == DISMISS_TIMER:
+            self._u32.KillTimer(self._hwnd, DISMISS_TIMER)
+            self._actions.run("dismiss")
+
+
+def _WNDPROC(c: Any, w: Any) -> Any:
+    return c.WINFUNCTYPE(c.c_ssize_t, w.HWND, w.UINT, w.WPARAM, w.LPARAM)
+
+
+def _WNDCLASSEXW(c: Any, w: Any) -> Any:
+    class WNDCLASSEXW(c.Structure):
+        _fields_ = [("cbSize", w.UINT), ("style", w.UINT), ("lpfnWndProc", _WNDPROC(c, w)),
+                    ("cbClsExtra", c.c_int), ("cbWndExtra", c.c_int),
+                    ("hInstance", w.HINSTANCE), ("hIcon", w.HICON), ("hCursor", w.HANDLE),
+                    ("hbrBackground", w.HBRUSH), ("lpszMenuName", w.LPCWSTR),
+                    ("lpszClassName", w.LPCWSTR), ("hIconSm", w.HICON)]
+
+    return WNDCLASSEXW
+
+
+def _ACCEL(c: Any, w: Any) -> Any:
+    class ACCEL(c.Structure):
+        _fields_ = [("fVirt", w.BYTE), ("key", w.WORD), ("cmd", w.WORD)]
+
+    return ACCEL
+
+
+def _win32_api(c: Any, w: Any) -> tuple[Any, Any]:
+    """user32 and gdi32 with argument types: handles are 64-bit, ctypes' default is int."""
+    u32, gdi = c.WinDLL("user32", use_last_error=True), c.WinDLL("gdi32")
+    ptr, i, msg, rect = c.c_void_p, c.c_int, c.POINTER(w.MSG), c.POINTER(w.RECT)
+    wm = [w.HWND, w.UINT, w.WPARAM, w.LPARAM]
+    for lib, name, args, result in [
+        (u32, "RegisterClassExW", [ptr], w.ATOM),
+        (u32, "UnregisterClassW", [w.LPCWSTR, w.HINSTANCE], w.BOOL),
+        (u32, "CreateWindowExW", [w.DWORD, w.LPCWSTR, w.LPCWSTR, w.DWORD, i, i, i, i, w.HWND,
+                                  ptr, w.HINSTANCE, ptr], w.HWND),
+        (u32, "DefWindowProcW", wm, c.c_ssize_t), (u32, "SendMessageW", wm, c.c_ssize_t),
+        (u32, "PostMessageW", wm, w.BOOL), (u32, "GetMessageW", [msg, w.HWND, w.UINT, w.UINT],
+                                            w.BOOL),
+        (u32, "TranslateAcceleratorW", [w.HWND, w.HANDLE, msg], i),
+        (u32, "IsDialogMessageW", [w.HWND, msg], w.BOOL),
+        (u32, "TranslateMessage", [msg], w.BOOL), (u32, "DispatchMessageW", [msg], c.c_ssize_t),
+        (u32, "CreateAcceleratorTableW", [ptr, i], w.HANDLE),
+        (u32, "DestroyAcceleratorTable", [w.HANDLE], w.BOOL),
+        (u32, "SetWindowTextW", [w.HWND, w.LPCWSTR], w.BOOL),
+        (u32, "ShowWindow", [w.HWND, i], w.BOOL), (u32, "EnableWindow", [w.HWND, w.BOOL], w.BOOL),
+        (u32, "MoveWindow", [w.HWND, i, i, i, i, w.BOOL], w.BOOL),
+        (u32, "SetWindowPos", [w.HWND, ptr, i, i, i, i, w.UINT], w.BOOL),
+        (u32, "GetWindowRect", [w.HWND, rect], w.BOOL),
+        (u32, "AdjustWindowRectEx", [rect, w.DWORD, w.BOOL, w.DWORD], w.BOOL),
+        (u32, "SystemParametersInfoW", [w.UINT, w.UINT, ptr, w.UINT], w.BOOL),
+        (u32, "SetTimer", [w.HWND, c.c_size_t, w.UINT, ptr], c.c_size_t),
+        (u32, "KillTimer", [w.HWND, c.c_size_t], w.BOOL),
+        (u32, "DestroyWindow", [w.HWND], w.BOOL), (u32, "PostQuitMessage", [i], None),
+        (u32, "LoadCursorW", [w.HINSTANCE, ptr], w.HANDLE),
+        (u32, "SetForegroundWindow", [w.HWND], w.BOOL),
+        (u32, "GetDC", [w.HWND], w.HDC), (u32, "ReleaseDC", [w.HWND, w.HDC], i),
+        (u32, "DrawTextW", [w.HDC, w.LPCWSTR, i, rect, w.UINT], i),
+        (gdi, "CreateFontW", [i] * 5 + [w.DWORD] * 8 + [w.LPCWSTR], w.HFONT),
+        (gdi, "SelectObject", [w.HDC, w.HGDIOBJ], w.HGDIOBJ),
+        (gdi, "DeleteObject", [w.HGDIOBJ], w.BOOL),
+    ]:
+        function = getattr(lib, name)
+        function.argtypes, function.restype = args, result
+    with contextlib.suppress(AttributeError):  # Windows 10 1607 and later
+        u32.GetDpiForWindow.argtypes, u32.GetDpiForWindow.restype = [w.HWND], w.UINT
+    return u32, gdi
 
 
 def make_panel(actions: PanelActions) -> Panel:
@@ -591,8 +897,6 @@ def make_panel(actions: PanelActions) -> Panel:
         return LogPanel()
     try:
         if choice == "win32" or (not choice and sys.platform == "win32"):
-            from panel_win32 import Win32Panel
-
             return Win32Panel(actions)
         if choice == "tk" or (not choice and os.environ.get("DISPLAY")):
             return TkPanel(actions)
