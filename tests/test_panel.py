@@ -271,6 +271,14 @@ def test_tray_icons_stay_yellow_while_waiting_and_green_once_accepted(size: int)
     assert {panel.TRAY_COLOURS[s] for s in ("active", "control", "paused")} == {(40, 170, 70)}
 
 
+def test_icon_files_are_the_drawn_icons() -> None:
+    """icons/tray-<state>.png are what panel.tray_icon draws (icons/make_icons.py)."""
+    for state in panel.TRAY_STATES:
+        with Image.open(ROOT / "icons" / f"tray-{state}.png") as stored:
+            assert np.array_equal(np.asarray(stored.convert("RGBA")),
+                                  np.asarray(panel.tray_icon(state, 64))), state
+
+
 def test_unknown_tray_state_is_refused() -> None:
     """A misspelt state raises instead of drawing a wrong icon."""
     with pytest.raises(ValueError, match="tray state"):
