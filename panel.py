@@ -537,7 +537,6 @@ class _TkWindow:
 
     def show(self, v: PanelView) -> None:
         first, self._view, root = self._view is None, v, self._root
-        root.title(v.title)
         for label, text in ((self._headline, v.headline), (self._detail, v.detail),
                             (self._code, v.code), (self._phone, v.phone),
                             (self._meter, v.meter)):
@@ -565,6 +564,8 @@ class _TkWindow:
             root.geometry(f"+{max(0, x)}+{max(0, y)}")
         if first:
             root.deiconify()
+        root.update_idletasks()
+        root.title(v.title)  # last: whoever finds the window by its title finds it drawn
 
     def _show_buttons(self, buttons: tuple[Button, ...]) -> None:
         for widget in self._buttons:
@@ -615,6 +616,7 @@ SS_NOPREFIX, DT_CALCRECT, DT_WORDBREAK, DT_NOPREFIX = 0x80, 0x400, 0x10, 0x800
 HTCLIENT, HTCAPTION, SW_HIDE, SW_SHOWNOACTIVATE, SW_RESTORE = 1, 2, 0, 4, 9
 SWP_NOACTIVATE, HWND_TOPMOST, SPI_GETWORKAREA, COLOR_BTNFACE = 0x10, -1, 0x30, 15
 FALT, FVIRTKEY, ICC_PROGRESS_CLASS, IDC_ARROW = 0x10, 0x01, 0x20, 32512
+RDW_INVALIDATE, RDW_UPDATENOW, RDW_ALLCHILDREN = 0x1, 0x100, 0x80
 PROGRESS_TIMER, DISMISS_TIMER, PROGRESS_STEP_MS = 1, 2, 50
 ACTIONS = ("pause", "resume", "end", "retry", "dismiss")  # button ids 101...
 KEYS = "perc"  # accelerator ids 201...
@@ -630,6 +632,7 @@ class _Win32Window:
         self._ui, self._actions, self._c, self._w = ui, actions, ctypes, w
         self._view: PanelView | None = None
         self._dragged = False
+        self._placed_at = (0, 0)
         self._progress_at = 0
         u32, gdi = self._u32, self._gdi = _win32_api(ctypes, w)
         instance = ctypes.WinDLL("kernel32").GetModuleHandleW(None)
@@ -708,7 +711,6 @@ class _Win32Window:
 
     def show(self, v: PanelView) -> None:
         first, self._view, u32 = self._view is None, v, self._u32
-        u32.SetWindowTextW(self._hwnd, v.title)
         s = self._scale
         pad, gap, inner = round(14 * s), round(6 * s), round((PANEL_WIDTH_PX - 28) * s)
         y = pad
@@ -745,6 +747,9 @@ class _Win32Window:
             u32.SetTimer(self._hwnd, DISMISS_TIMER, int(v.dismiss_after_s * 1000), None)
         if first:
             u32.ShowWindow(self._hwnd, SW_SHOWNOACTIVATE)  # never takes the customer's focus
+        u32.RedrawWindow(self._hwnd, None, None, RDW_INVALIDATE | RDW_UPDATENOW | RDW_ALLCHILDREN)
+        # the title last: whoever finds the window by its title finds it drawn
+        u32.SetWindowTextW(self._hwnd, v.title)
 
     def _text_height(self, text: str, font: Any, width: int) -> int:
         c, u32, gdi = self._c, self._u32, self._gdi
@@ -773,6 +778,14 @@ class _Win32Window:
             x, y = area.right - width - margin, area.bottom - height - margin
         u32.SetWindowPos(self._hwnd, c.c_void_p(HWND_TOPMOST), x, y, width, height,
                          SWP_NOACTIVATE)
+        self._placed_at = (x, y)
+
+    def _moved(self) -> bool:
+        """Whether the window is elsewhere than where _place put it (a click on the body
+        starts a move that may go nowhere)."""
+        now = self._w.RECT()
+        self._u32.GetWindowRect(self._hwnd, self._c.byref(now))
+        return (now.left, now.top) != self._placed_at
 
     def _window_proc(self, hwnd: Any, msg: int, wparam: int, lparam: int) -> int:
         try:
@@ -780,7 +793,7 @@ class _Win32Window:
                 hit = self._u32.DefWindowProcW(hwnd, msg, wparam, lparam)
                 return HTCAPTION if hit == HTCLIENT else hit
             if msg == WM_EXITSIZEMOVE:
-                self._dragged = True
+                self._dragged = self._dragged or self._moved()
             elif msg == WM_APP:
                 self._ui.drain()
                 return 0
@@ -874,6 +887,7 @@ def _win32_api(c: Any, w: Any) -> tuple[Any, Any]:
         (u32, "DestroyWindow", [w.HWND], w.BOOL), (u32, "PostQuitMessage", [i], None),
         (u32, "LoadCursorW", [w.HINSTANCE, ptr], w.HANDLE),
         (u32, "SetForegroundWindow", [w.HWND], w.BOOL),
+        (u32, "RedrawWindow", [w.HWND, ptr, ptr, w.UINT], w.BOOL),
         (u32, "GetDC", [w.HWND], w.HDC), (u32, "ReleaseDC", [w.HWND, w.HDC], i),
         (u32, "DrawTextW", [w.HDC, w.LPCWSTR, i, rect, w.UINT], i),
         (gdi, "CreateFontW", [i] * 5 + [w.DWORD] * 8 + [w.LPCWSTR], w.HFONT),

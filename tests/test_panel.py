@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -367,8 +368,6 @@ class Pressed:
 
 
 def threading_name() -> str:
-    import threading
-
     return threading.current_thread().name
 
 
@@ -477,3 +476,161 @@ def test_tk_panel_draws_every_state_on_a_1280x800_screen(tk_panel) -> None:
         image.save(SHOTS / f"tk-{state}.png")
         ink = np.count_nonzero(np.asarray(image.convert("L")) < 100)
         assert ink > 400, f"{state}: hardly any text drawn ({ink} dark pixels)"
+
+
+# --- the real Win32 panel under Wine -----------------------------------------------------
+
+WINE_CACHE = Path(os.environ.get("SPOTLIGHT_WINE_CACHE") or ROOT / ".cache" / "wine")
+WIN32_DRIVER = r"""
+import ctypes, sys
+from datetime import datetime
+sys.path.insert(0, sys.argv[1])
+import panel
+
+def say(text):
+    print(text, flush=True)
+
+actions = panel.PanelActions(**{f"on_{n}": (lambda n=n: say(f"action {n}"))
+                                for n in ("pause", "resume", "end", "retry", "dismiss")})
+window = panel.make_panel(actions)
+say(f"backend {type(window).__name__}")
+extra = {"waiting": {"code": "482913"}, "paused": {"elapsed_s": 750, "paused_s": 65},
+         "control": {"elapsed_s": 750}, "accepted": {"elapsed_s": 75},
+         "reconnecting": {"elapsed_s": 800},
+         "error": {"message": "Could not reach the support server.", "phone": "269 998 1389"},
+         "ended": {"elapsed_s": 750, "ended_at": datetime(2026, 12, 1, 14, 32),
+                   "reference": "123"}}
+for line in sys.stdin:
+    state = line.strip()
+    if state == "quit":
+        break
+    v = panel.view(panel.SessionFacts(state, "Spotlight", "David", **extra.get(state, {})))
+    window.show(v)
+    user32 = ctypes.WinDLL("user32")
+    user32.FindWindowW.restype = ctypes.c_void_p
+    user32.GetWindowLongW.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    hwnd = None
+    while not hwnd:  # the panel's thread sets the title; the test's timeout bounds this
+        hwnd = user32.FindWindowW(None, v.title)
+    topmost = bool(user32.GetWindowLongW(hwnd, -20) & 0x8)  # GWL_EXSTYLE, WS_EX_TOPMOST
+    say(f"shown topmost={topmost} {v.title}")
+window.close()
+say("closed")
+"""
+
+
+@pytest.fixture(scope="module")
+def wine_python(xvfb):
+    """The Windows build's python.exe (made by packaging/build-windows.sh when missing) and
+    the environment of a Wine prefix of its own to run it in."""
+    need("wine", "wineserver", "wineboot", "xdotool")
+    python = WINE_CACHE / "python" / "python.exe"
+    if not (WINE_CACHE / "python" / ".spotlight-ready").is_file():
+        result = subprocess.run(["bash", str(ROOT / "packaging" / "build-windows.sh")],
+                                cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, timeout=1500)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    prefix = WINE_CACHE / "panel-prefix"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
+    env.update(WINEPREFIX=str(prefix), WINEARCH="win64", WINEDEBUG="-all",
+               WINEDLLOVERRIDES="mscoree,mshtml=", DISPLAY=xvfb.name, SPOTLIGHT_PANEL="win32")
+    if not (prefix / ".spotlight-ready").is_file():
+        for command in (["wineboot", "--init"],
+                        ["wine", "reg", "add", "HKCU\\Software\\Wine", "/v", "Version", "/d",
+                         "win10", "/f"],
+                        ["wineserver", "-w"]):
+            subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=300, check=True)
+        (prefix / ".spotlight-ready").touch()
+    yield python, env
+    subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
+                   capture_output=True, timeout=60)
+
+
+def windows_path(path: Path) -> str:
+    return "Z:" + str(path.resolve()).replace("/", "\\")
+
+
+class WineDriver:
+    """WIN32_DRIVER under Wine: states in on stdin, what happened out on stdout. Wine's
+    output goes through a pipe (never a file) and its stdin stays open."""
+
+    def __init__(self, python: Path, env: dict, tmp_path: Path) -> None:
+        script = tmp_path / "win32_panel_driver.py"
+        script.write_text(WIN32_DRIVER, encoding="utf-8")
+        self.process = subprocess.Popen(
+            ["wine", str(python), windows_path(script), windows_path(ROOT)], env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=60)
+        self.reader.join(timeout=60)  # it ends at the pipe's end, then the pipes can close
+        self.process.stdin.close()
+        self.process.stdout.close()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def next(self) -> str:
+        line = self.lines.get(timeout=60)
+        assert line is not None, "the Windows Python ended early"
+        return line
+
+    def show(self, state: str) -> str:
+        """Show ``state``; the window's title, once the window has it."""
+        self.process.stdin.write(state + "\n")
+        self.process.stdin.flush()
+        line = self.next()
+        assert line.startswith("shown topmost=True "), line
+        return line.split(" ", 2)[2]
+
+
+@pytest.mark.wine
+@pytest.mark.x11
+@pytest.mark.timeout(1800)  # a Windows toolchain made from nothing takes minutes
+def test_win32_panel_under_wine_is_topmost_found_by_title_and_keys_work(wine_python,
+                                                                        tmp_path) -> None:
+    """The ctypes window in the Windows build's Python: WS_EX_TOPMOST, the title follows
+    the state, Alt+P pauses/resumes and Alt+E ends; screenshots of every state."""
+    python, env = wine_python
+    driver = WineDriver(python, env, tmp_path)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        assert driver.next() == "backend Win32Panel"
+        for state, keys, expected in [
+            ("waiting", ["alt+p", "alt+e"], "end"),  # Pause is disabled while waiting
+            ("accepted", ["alt+p"], "pause"), ("paused", ["alt+p"], "resume"),
+            ("control", ["alt+e"], "end"), ("connecting", [], ""), ("reconnecting", [], ""),
+            ("error", ["alt+r"], "retry"), ("ended", ["alt+c"], "dismiss"),
+        ]:
+            title = driver.show(state)
+            wid = find(title)
+            if state == "waiting":
+                assert "482913" in title
+            x, y = geometry(wid)
+            size = dict(v.split("=") for v in xdotool("getwindowgeometry", "--shell",
+                                                      wid).split())
+            with mss.MSS() as sct:
+                shot = sct.grab({"left": x, "top": y, "width": int(size["WIDTH"]),
+                                 "height": int(size["HEIGHT"])})
+            Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX").save(
+                SHOTS / f"win32-{state}.png")
+            if keys:
+                xdotool("mousemove", "--sync", "--window", wid, "20", "20")
+                xdotool("click", "1")  # Wine gives a window the keyboard once clicked
+                for key in keys:
+                    xdotool("key", "--clearmodifiers", key)
+                assert driver.next() == f"action {expected}"
+        driver.process.stdin.write("quit\n")
+        driver.process.stdin.flush()
+        assert driver.next() == "closed"
+        assert driver.process.wait(timeout=60) == 0
+    finally:
+        driver.close()
