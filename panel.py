@@ -38,8 +38,8 @@ STATES = ("connecting", "error", "waiting", "accepted", "control", "paused", "re
 RECEIPT_SHOWN_S = 10.0  # a normal end: the receipt closes itself after this
 UI_POLL_MS = 40  # how often the Tk thread looks for calls from other threads
 START_TIMEOUT_S = 10.0  # a window that cannot appear within this falls back to the log
-MARGIN_PX = 24  # from the screen's right edge, and above the taskbar's usual place
-TASKBAR_PX = 56
+MARGIN_PX = 24  # from the screen's right edge and the work area's bottom
+TASKBAR_PX = 56  # Tk knows no work area: room left at the bottom for a panel or dock
 PANEL_WIDTH_PX = 490  # the receipt line fits on one line
 CODE_DIGITS = 6
 
@@ -370,10 +370,18 @@ class Panel(Protocol):
 
 
 class LogPanel:
-    """SPOTLIGHT_PANEL=log, or no display: each view written to the log."""
+    """SPOTLIGHT_PANEL=log, or no display: each view written to the log (a view that
+    differs only by its meter is not, or a ticking meter would write a line a second)."""
+
+    def __init__(self) -> None:
+        self._last: tuple = ()
 
     def show(self, view: PanelView) -> None:
-        log.info("panel: %s | %s | %s | %s", view.state, view.title, view.headline, view.meter)
+        said = (view.state, view.title, view.headline, view.detail, view.code)
+        if said != self._last:
+            self._last = said
+            log.info("panel: %s | %s | %s | %s", view.state, view.title, view.headline,
+                     view.meter)
 
     def to_front(self) -> None:
         pass
@@ -390,13 +398,13 @@ class _UiThread:
         self._make, self._what = make_window, what
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         self._ready = threading.Event()
-        self._failure: BaseException | None = None
+        self._failure = ""
         self._window: Any = None
         self._thread = threading.Thread(target=self._run, name=what, daemon=True)
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S):
             raise PanelError(f"the {what} did not appear within {START_TIMEOUT_S:.0f} s")
-        if self._failure is not None:
+        if self._failure:
             raise PanelError(f"the {what} cannot be shown here: {self._failure}")
 
     def call(self, name: str, *args: Any) -> None:
@@ -424,7 +432,10 @@ class _UiThread:
         try:
             self._window = self._make(self)
         except Exception as e:  # no display, no library: the caller falls back to the log
-            self._failure = e
+            # only the words leave this thread: the traceback's frames hold Tcl objects
+            self._failure = str(e) or type(e).__name__
+            del e
+            gc.collect()
             self._ready.set()
             return
         self._ready.set()

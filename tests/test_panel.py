@@ -300,6 +300,33 @@ def test_import_panel_needs_no_display_and_loads_no_gui_library() -> None:
     assert result.stdout.split() == ["[]", "LogPanel"]
 
 
+@pytest.mark.parametrize(("choice", "outcome"), [
+    ("", "LogPanel"), ("tk", "PanelError: the tk panel cannot be shown: the session panel "
+                            "cannot be shown here: couldn't connect to display"),
+])
+def test_tk_panel_without_a_reachable_display(choice: str, outcome: str) -> None:
+    """DISPLAY names no X server: the default falls back to the log; asked for by name, a
+    clear PanelError (and no Tcl crash at exit)."""
+    env = {**os.environ, "DISPLAY": ":1999", "SPOTLIGHT_PANEL": choice}
+    code = ("import panel\ntry:\n    print(type(panel.make_panel(panel.PanelActions()))"
+            ".__name__)\nexcept panel.PanelError as e:\n    print(f'PanelError: {e}')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(outcome), result.stdout
+
+
+def test_log_panel_does_not_repeat_a_view_that_only_ticked(caplog) -> None:
+    """A meter ticking every second is not a log line every second."""
+    log_panel = panel.LogPanel()
+    with caplog.at_level("INFO", logger="agent.panel"):
+        for second in range(5):
+            log_panel.show(view(facts("accepted", elapsed_s=second)))
+        log_panel.show(view(facts("paused", elapsed_s=5)))
+    assert [r.getMessage().split(" | ")[0] for r in caplog.records] == [
+        "panel: accepted", "panel: paused"]
+
+
 def test_panel_choice_log_and_a_wrong_choice(monkeypatch) -> None:
     """SPOTLIGHT_PANEL=log gives the log backend; an unknown value is a clear error."""
     monkeypatch.setenv("SPOTLIGHT_PANEL", "log")
