@@ -3,6 +3,7 @@ backend choice, and the real Tk window on Xvfb (found by its title, driven by xd
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import queue
@@ -437,6 +438,18 @@ def test_tk_panel_found_by_title_keys_call_pause_resume_and_end(tk_panel) -> Non
     assert find("mouse and keyboard") == wid
     press(wid, "alt+e")
     assert pressed.next()[0] == "end"
+
+
+@pytest.mark.x11
+def test_tk_panel_retry_after_an_error_and_the_receipt_dismisses_itself(tk_panel) -> None:
+    """Alt+R retries after an error; the receipt calls on_dismiss once its time is up."""
+    window, pressed = tk_panel
+    window.show(view(facts("error")))
+    press(find("not connected"), "alt+r")
+    assert pressed.next()[0] == "retry"
+    receipt = view(facts("ended", elapsed_s=60, ended_at=ENDED_AT, reference="7"))
+    window.show(dataclasses.replace(receipt, dismiss_after_s=0.2))
+    assert pressed.next()[0] == "dismiss"
 
 
 @pytest.mark.x11
