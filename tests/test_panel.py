@@ -389,14 +389,11 @@ class Pressed:
         self.calls: queue.Queue = queue.Queue()
         names = ("pause", "resume", "end", "retry", "dismiss")
         self.actions = panel.PanelActions(**{
-            f"on_{n}": (lambda n=n: self.calls.put((n, threading_name()))) for n in names})
+            f"on_{n}": (lambda n=n: self.calls.put((n, threading.current_thread().name)))
+            for n in names})
 
     def next(self) -> tuple[str, str]:
         return self.calls.get(timeout=20)
-
-
-def threading_name() -> str:
-    return threading.current_thread().name
 
 
 @pytest.fixture
