@@ -407,9 +407,14 @@ def tk_panel(xvfb, monkeypatch):
     window.close()
 
 
-def press(window_id: str, keys: str) -> None:
-    # without a window manager X focus follows the pointer: point at the panel, then type
-    xdotool("mousemove", "--sync", "--window", window_id, "8", "8")
+def press(window_id: str, keys: str, click: bool = False) -> None:
+    """Type ``keys`` into the window (there is no window manager to give it the focus;
+    a Wine window takes the keyboard only once clicked). No --sync on the pointer move:
+    xdotool waits 16 s for a move to where the pointer already is."""
+    if click:
+        xdotool("mousemove", "--window", window_id, "20", "20", "click", "1")
+    else:
+        xdotool("windowfocus", "--sync", window_id)
     xdotool("key", "--clearmodifiers", keys)
 
 
@@ -659,11 +664,9 @@ def test_win32_panel_under_wine_is_topmost_found_by_title_and_keys_work(wine_pyt
                                  "height": int(size["HEIGHT"])})
             Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX").save(
                 SHOTS / f"win32-{state}.png")
+            for key in keys:
+                press(wid, key, click=True)
             if keys:
-                xdotool("mousemove", "--sync", "--window", wid, "20", "20")
-                xdotool("click", "1")  # Wine gives a window the keyboard once clicked
-                for key in keys:
-                    xdotool("key", "--clearmodifiers", key)
                 assert driver.next() == f"action {expected}"
         driver.process.stdin.write("quit\n")
         driver.process.stdin.flush()
