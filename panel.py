@@ -70,6 +70,7 @@ class SessionFacts:
     elapsed_s: float = 0.0  # billed seconds so far: from acceptance, paused time excluded
     paused_s: float = 0.0
     message: str = ""  # a plain sentence: what failed (error) or why it ended (ended)
+    failed: bool = False  # ended by a refusal or a lost link: the sentence stays until read
     phone: str = ""  # the company's phone number from the configuration, "" if none
     ended_at: datetime | None = None  # local time the session ended
     reference: str = ""  # the ledger row's reference, "" when the relay did not say
@@ -192,7 +193,7 @@ def view(facts: SessionFacts) -> PanelView:
         if f.paused_s:
             parts.append(f"Paused time ({duration_text(f.paused_s)}) was not billed.")
         detail = " ".join(parts) or "To connect again, run the program again."
-        dismiss_after = None if f.message else RECEIPT_SHOWN_S  # a problem stays until read
+        dismiss_after = None if f.failed else RECEIPT_SHOWN_S
         tooltip = headline
     return PanelView(
         state=state, title=f"{company} support: {title}", headline=headline, detail=detail,

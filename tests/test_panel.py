@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 import panel
+import protocol as p
 from panel import SessionFacts, view
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,10 +123,20 @@ def test_ended_shows_the_receipt_line_and_closes_itself_after_a_few_seconds() ->
 
 def test_ended_with_a_problem_keeps_the_sentence_until_dismissed() -> None:
     """A lost link or refusal: the plain sentence stays until the customer closes it."""
-    sentence = "The connection was lost. To get help again, run the program again."
-    v = view(facts("ended", elapsed_s=30, ended_at=ENDED_AT, message=sentence))
+    sentence = p.customer_words("agent-lost")
+    v = view(facts("ended", elapsed_s=30, ended_at=ENDED_AT, message=sentence, failed=True))
     assert v.detail == sentence and v.dismiss_after_s is None
     assert v.headline == "Session with David ended 14:32 · 30 s"
+
+
+@pytest.mark.parametrize("reason", sorted(p.WORDING))
+def test_every_reason_reads_as_the_protocols_plain_sentence(reason: str) -> None:
+    """The customer's sentence of protocol.WORDING is shown as it is, never the code."""
+    sentence = p.customer_words(reason)
+    for state in ("error", "ended"):
+        v = view(facts(state, message=sentence, failed=True))
+        shown = " ".join((v.title, v.headline, v.detail, v.phone, v.tooltip))
+        assert sentence in shown and reason not in shown.replace(sentence, "")
 
 
 def test_ended_after_a_pause_says_the_paused_time_was_not_billed() -> None:
