@@ -646,6 +646,7 @@ class WineDriver:
 
 
 @pytest.mark.wine
+@pytest.mark.build  # builds the Windows toolchain (packaging/build-windows.sh) when missing
 @pytest.mark.x11
 @pytest.mark.timeout(1800)  # a Windows toolchain made from nothing takes minutes
 def test_win32_panel_under_wine_is_topmost_found_by_title_and_keys_work(wine_python,
