@@ -27,6 +27,7 @@ from bench.ours import RelayProcess, SpotlightViewer, start_agent
 from bench.rfb import X11VNC_TUNING, RfbViewer, start_x11vnc
 
 X11VNC_LEVEL = 7  # 4:4:4 q86, as the main runs
+SHOW_PANEL = {"SPOTLIGHT_PANEL": "tk"}  # the customer's panel (panel.py) on the Xvfb, counted
 SOAK_SAMPLE_S = 1.0
 SOAK_SETTLE_FRACTION = 0.1
 PEAK_WORKLOADS = ("typing", "motion")
@@ -57,7 +58,7 @@ async def session(peer: str, screen: d.Desktop, relay: RelayProcess):
     """A running server (agent or x11vnc) with its scripted viewer; yields its Meter."""
     viewer: Viewer
     if peer == "ours":
-        process = start_agent(screen, relay)
+        process = start_agent(screen, relay, env=SHOW_PANEL)
         viewer = SpotlightViewer()
         connect = viewer.connect(relay.ws_url)
     else:

@@ -92,13 +92,16 @@ class RelayProcess:
         stop(self.process)
 
 
-def start_agent(desktop: Desktop, relay: RelayProcess, url: str = "") -> subprocess.Popen:
+def start_agent(desktop: Desktop, relay: RelayProcess, url: str = "",
+                env: dict[str, str] | None = None) -> subprocess.Popen:
     """The customer's program from source, as a customer would run it, on `desktop`;
-    `url` reaches the relay some other way (a slow link in front of it)."""
+    `url` reaches the relay some other way (a slow link in front of it), `env` adds to its
+    environment."""
     return subprocess.Popen(
         [sys.executable, str(ROOT / "agent.py"), "--relay", url or relay.ws_url,
          "--technician", TECHNICIAN],
-        cwd=ROOT, env={**desktop.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr"},
+        cwd=ROOT, env={**desktop.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr",
+                       **(env or {})},
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
