@@ -143,7 +143,8 @@ async def issue_14_sections(screen: d.Desktop, relay: RelayProcess,
         from bench import slow_link
 
         lines += slow_link.report_lines(await slow_link.run(
-            screen, relay, args.slow_presses, args.slow_seconds, args.slow_levels))
+            screen, relay, args.slow_presses, args.slow_seconds, args.slow_levels,
+            args.slow_without_video))
     if args.browser:
         from bench import browser
 
@@ -483,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
                           help="seconds of video watched per slow-link run")
     issue_14.add_argument("--slow-levels", type=slow_link_levels, default=(3, 7),
                           help="x11vnc Tight quality levels on the slow links")
+    issue_14.add_argument("--slow-without-video", action=argparse.BooleanOptionalAction,
+                          default=True, help="also each link once the video has stopped")
     issue_14.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True,
                           help="Chromium: our viewer, noVNC and the echo floor")
     issue_14.add_argument("--browser-presses", type=int, default=40)
