@@ -9,7 +9,10 @@ import contextlib
 import io
 import json
 import queue
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -654,3 +657,84 @@ def test_console_at_1920x1080_keeps_full_size_toolbars(open_viewer, agents):
     box = viewer.page.locator("#signout-dialog").bounding_box()
     assert abs(box["x"] + box["width"] / 2 - 960) <= 2
     viewer.screenshot("confirm-1920")
+
+
+# --- end to end: the real agent on Xvfb typing into a real xterm -----------------------------
+
+
+def wait_until(what: str, check: Callable, timeout_s: float = WAIT_S):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def xterm_cat(xvfb, tmp_path) -> Iterator[tuple[Path, tuple[int, int, int, int]]]:
+    """An xterm running `cat > FILE`, and where its window is on the X screen."""
+    for tool in ("xterm", "xdotool"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: run ./dev test, which installs it")
+    env = {**xvfb.env(), "LC_ALL": "C.UTF-8"}
+    typed = tmp_path / "typed.txt"
+    process = subprocess.Popen(
+        ["xterm", "-geometry", "50x8+300+200", "-title", "spotlight-console-keys",
+         "-e", "sh", "-c", f"exec cat > '{typed}'"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    window = subprocess.run(
+        ["xdotool", "search", "--sync", "--name", "spotlight-console-keys"], env=env,
+        capture_output=True, text=True, timeout=30, check=True).stdout.split()[0]
+    wait_until("the xterm's cat", typed.exists)
+    shape = subprocess.run(["xdotool", "getwindowgeometry", "--shell", window], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    values = dict(line.split("=", 1) for line in shape.split())
+    yield typed, tuple(int(values[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def real_agent(xvfb, relay, tmp_path) -> Iterator[subprocess.Popen]:
+    """agent.py from source on the Xvfb screen, choosing david, its tray as log lines."""
+    env = {**xvfb.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr"}
+    with (tmp_path / "agent.log").open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "agent.py", "--relay", relay.ws_url, "--technician", "david"],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    yield process
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.x11
+def test_capital_typed_without_shift_reaches_a_real_xterm_as_a_capital(
+        open_viewer, xterm_cat, real_agent, tmp_path):
+    """A capital D keydown without Shift in the page types "D" in the customer's xterm:
+    "David" arrives as typed, and no Shift is left held for the next line."""
+    typed, (wx, wy, ww, wh) = xterm_cat
+    viewer = open_viewer().signed_in()
+    item = viewer.page.locator("[data-testid=queue-item]").first
+    item.get_by_test_id("accept").click()
+    viewer.wait_true("document.querySelector('[data-testid=screen]').width === 1280")
+    viewer.by("control-toggle").click()
+    viewer.wait_true("document.querySelector('[data-testid=control-toggle]').textContent"
+                     " === 'Release control'")
+    box = viewer.by("screen").bounding_box()
+    scale = box["width"] / 1280
+    # No window manager: X keyboard focus follows the pointer, so click into the xterm.
+    viewer.page.mouse.click(box["x"] + (wx + ww / 2) * scale, box["y"] + (wy + wh / 2) * scale)
+    viewer.page.keyboard.press("D")     # key "D", code KeyD, shiftKey false
+    viewer.page.keyboard.type("avid")
+    viewer.page.keyboard.press("Enter")
+    viewer.page.keyboard.type("ok")
+    viewer.page.keyboard.press("Enter")
+    wait_until("the typed lines in the file", lambda: typed.read_text() == "David\nok\n")
+    assert "Traceback" not in (tmp_path / "agent.log").read_text()
