@@ -327,6 +327,7 @@ def test_queue_tells_two_starts_of_one_computer_apart_by_waiting_time(open_viewe
     assert texts[0] != texts[1], texts
     assert all(t.startswith("Waiting ") for t in texts)
     assert waited.get_attribute("title").startswith("Since ")
+    viewer.screenshot("queue")
 
 
 # --- the arrival chime --------------------------------------------------------------------
@@ -372,6 +373,7 @@ def test_blocked_sound_shows_a_click_to_turn_on_control_that_works(open_viewer, 
     button = viewer.by("sound-on")
     button.wait_for(state="visible")
     assert "Click to turn on sound" in button.text_content()
+    viewer.screenshot("sound-blocked")
     silent = agents(machine="CALLER-1")
     viewer.item(silent.session).wait_for(state="visible")
     assert viewer.page.evaluate("window.tones") == 0
@@ -553,6 +555,10 @@ def test_characters_the_key_alone_would_not_give_travel_as_text(open_viewer, age
     assert inputs_until_marker(viewer, agent) == [("é",)]
     key_event(viewer, "keydown", key="\\", code="IntlRo")   # a key the agent has no name for
     assert inputs_until_marker(viewer, agent) == [("\\",)]
+    for kind in ("keydown", "keyup"):                       # a dead key, then its accent
+        key_event(viewer, kind, key="Dead", code="BracketLeft")
+    key_event(viewer, "keydown", key="ê", code="KeyE")
+    assert inputs_until_marker(viewer, agent) == [("ê",)]
     page.keyboard.press("Control+KeyD")
     assert inputs_until_marker(viewer, agent) == [
         ("ControlLeft", True), ("KeyD", True), ("KeyD", False), ("ControlLeft", False)]
