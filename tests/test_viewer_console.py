@@ -261,13 +261,16 @@ def key_event(viewer: Viewer, kind: str, **init) -> None:
 
 
 def test_end_session_asks_first_and_esc_keeps_the_session(open_viewer, agents):
-    """End session opens a confirmation: Esc keeps the session, Enter ends it."""
-    viewer, agent = in_session(open_viewer, agents, machine="ACCOUNTS-7")
+    """End session opens a confirmation naming the computer (as text): Esc keeps the
+    session, Enter ends it."""
+    viewer, agent = in_session(open_viewer, agents, machine="<b>ACCOUNTS-7</b>")
     viewer.by("end-session").click()
     confirm = viewer.by("confirm-end")
     confirm.wait_for(state="visible")
     assert viewer.focused() == "confirm-end"
-    assert viewer.page.get_by_role("dialog").get_by_text("ACCOUNTS-7").count() == 1
+    title = viewer.page.locator("#end-title")
+    assert title.text_content() == "End the session with <b>ACCOUNTS-7</b>?"
+    assert title.locator("b").count() == 0
     viewer.page.keyboard.press("Escape")
     confirm.wait_for(state="hidden")
     assert viewer.focused() == "end-session"    # back where the person was

@@ -304,7 +304,9 @@ function openSession(accepted) {
     $("session-machine").textContent = accepted.machine || "Unnamed computer";
     $("session-user").textContent = accepted.user || "Unknown user";
     $("screen-hint").hidden = display.hasImage;
-    $("end-title").textContent = `End the session with ${session.machine || "this computer"}?`;
+    const machine = session.machine || "this computer";
+    $("end-title").textContent = `End the session with ${machine}?`;
+    $("signout-title").textContent = `Sign out and end the session with ${machine}?`;
     showLinkDown("");
     setControl("off", { sendReleases: false });
     notice("");
