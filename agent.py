@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import agent_session as core
+import agent_ui
 import protocol as p
 from agent_config import (
     CONFIG_NAME,
@@ -74,6 +75,7 @@ CONNECT_TIMEOUT_S = 10
 KEEPALIVE_S = 10  # a silent link is noticed within 2x this, well inside the relay's grace
 RECONNECT_JITTER = 0.3  # each reconnect delay +-30%, so agents cut together do not return so
 DUMMY_SCREEN = p.Screen(0, 0, 1024, 768)
+TRAY_COLOURS, tray_image = agent_ui.TRAY_COLOURS, agent_ui.tray_image  # for icons/make_icons.py
 log = logging.getLogger("agent")
 
 
@@ -551,6 +553,8 @@ class Agent:
                         log.warning("bad message from the relay: %s", e)
                         actions = session.bad_message(str(e))
                     else:
+                        if isinstance(message, (p.Error, p.Ended)):
+                            log.info("the relay says %s", p.encode_control(message))
                         actions = session.receive(message, self.clock())
                 done = await self._do(ws, actions)
             return done
