@@ -947,3 +947,25 @@ def test_mss_view_without_a_copy_matches_a_grab_and_follows_the_screen(xvfb) -> 
         assert np.array_equal(after, screen.grab(area))
     finally:
         screen.close()
+
+
+@pytest.mark.build
+def test_a_build_refuses_a_configuration_the_agent_would_refuse(tmp_path) -> None:
+    """build.spec (through PyInstaller) and packaging/build-linux.sh stop with the agent's own
+    detail before building anything from a configuration the program would refuse."""
+    bad = tmp_path / "acme.json"
+    bad.write_text(json.dumps({**GOOD, "relay": "http://help.acme.example"}))
+    spec = subprocess.run(
+        [sys.executable, "-m", "PyInstaller", "--noconfirm", "--distpath", str(tmp_path / "d"),
+         "--workpath", str(tmp_path / "w"), str(ROOT / "build.spec")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SPOTLIGHT_CONFIG": str(bad)})
+    assert spec.returncode != 0
+    assert "build.spec: the agent would refuse this configuration: the unencrypted address" \
+        in spec.stderr
+    assert not list((tmp_path / "d").glob("*"))  # nothing built
+    script = subprocess.run([str(ROOT / "packaging" / "build-linux.sh"), "--config", str(bad)],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHON": sys.executable})
+    assert script.returncode == 1
+    assert f"{bad}: the unencrypted address" in script.stderr
