@@ -969,3 +969,42 @@ def test_a_build_refuses_a_configuration_the_agent_would_refuse(tmp_path) -> Non
                             env={**os.environ, "PYTHON": sys.executable})
     assert script.returncode == 1
     assert f"{bad}: the unencrypted address" in script.stderr
+
+
+def test_backends_are_chosen_in_one_place_with_an_environment_override(monkeypatch) -> None:
+    """SPOTLIGHT_SCREEN / SPOTLIGHT_INPUT pick the dummy backends (no display needed); the
+    default input on this platform is the X11 one."""
+    monkeypatch.setenv("SPOTLIGHT_SCREEN", "dummy")
+    monkeypatch.setenv("SPOTLIGHT_INPUT", "dummy")
+    assert isinstance(agent.make_screen(), agent.DummyScreen)
+    assert isinstance(agent.make_input(), agent.DummyInput)
+    monkeypatch.setenv("SPOTLIGHT_INPUT", "")
+    monkeypatch.setattr(agent, "X11Input", lambda: "x11")
+    assert agent.make_input() == "x11"
+
+
+def test_the_program_runs_headless_on_the_dummy_backends() -> None:
+    """python agent.py with the dummy screen and input and the log tray, no DISPLAY: it says
+    hello with the dummy monitor, streams it once accepted, logs injected keys, and exits 0
+    when the support person ends the session."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "agent.py"), "--relay", relay.url,
+                "--technician", "david", stdin=subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env={"PATH": "/usr/bin:/bin", "SPOTLIGHT_SCREEN": "dummy",
+                     "SPOTLIGHT_INPUT": "dummy", "SPOTLIGHT_TRAY": "log"})
+            peer = await relay.next()
+            hello = await peer.register()
+            assert hello.screens == (agent.DUMMY_SCREEN, agent.DUMMY_SCREEN)
+            await peer.accept(hello)
+            frames = await peer.update()
+            await peer.send(p.Control(SESSION, True))
+            await peer.send(p.Key(SESSION, "KeyA", "a", True))
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            log = (await asyncio.wait_for(process.stderr.read(), 30)).decode()
+            return frames, await process.wait(), log
+    frames, code, log = run(scenario())
+    assert sum(f.width * f.height for f in frames) == 1024 * 768
+    assert code == 0 and "input: key KeyA down" in log and "Traceback" not in log
