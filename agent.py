@@ -462,7 +462,7 @@ class Agent:
         self._streamer: asyncio.Future | None = None
         self._pacer: Any = None  # the streamer's screen_codec.Pacer
         self._full = True
-        self._failure = ""  # set when capture fails: the session ends with this message
+        self._capture_failed = False  # the streamer failed: the session ends
 
     def request_close(self) -> None:
         """The customer chose Close (any thread: tray menu, signal handler)."""
@@ -542,14 +542,13 @@ class Agent:
             while done is None:
                 data = await self._until_closed(ws.recv())
                 if data is None:  # Close, or the streamer failed
-                    actions = session.capture_failed(self._failure) if self._failure else \
-                        session.close()
+                    actions = session.capture_failed() if self._capture_failed else session.close()
                 elif not isinstance(data, str):
                     actions = session.bad_message("the relay sent binary data")
                 else:
                     try:
                         message = p.decode_control(data)
-                    except p.ProtocolError as e:
+                    except p.RemoteProtocolError as e:  # (a LocalProtocolError is a bug of ours)
                         log.warning("bad message from the relay: %s", e)
                         actions = session.bad_message(str(e))
                     else:
@@ -627,7 +626,7 @@ class Agent:
         if task.cancelled() or isinstance(task.exception(), (ConnectionClosed, type(None))):
             return
         log.error("screen capture failed", exc_info=task.exception())
-        self._failure = str(task.exception())
+        self._capture_failed = True
         self._closed.set()
 
     async def _stream(self, ws: Any) -> None:

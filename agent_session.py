@@ -14,11 +14,11 @@ returns, in order:
     receive(refresh) / layout(screens)         (Send(screens)), Stream(full)
     receive(ack) that frees a held-back update Stream(not full)
     receive(ended / error)                     Inject ups, StopStream, End
-    bad_message(text)                          Inject ups, StopStream, End(close 1008)
+    bad_message(text)                          Inject ups, StopStream, End(CLOSE_POLICY)
     link_lost(close code)                      Inject ups, StopStream, Tray(reconnecting),
                                                Reconnect, or End when it cannot resume
     connect_failed / untrusted                 Reconnect(after a delay) or End
-    close() / capture_failed(why)              Inject ups, StopStream, End(farewell: close)
+    close() / capture_failed()                 Inject ups, StopStream, End(farewell: close)
 
 States: connecting -> waiting -> accepted <-> in_control -> ended, and from any live state
 reconnecting -> (waiting | accepted) when the link is lost in a way that may resume. Input is
@@ -40,27 +40,15 @@ LIVE = (WAITING, ACCEPTED, IN_CONTROL)
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 RECONNECT_DELAYS_S = (0.5, 1, 2, 4, 5)  # capped backoff (the loop adds +-30% jitter)
 RECONNECT_GRACE_S = 60  # how long after the link was lost connecting again is worth trying
-RESUMABLE_CLOSE_CODES = (1001, 1011, 1012, 1013)  # going away, internal, restart, try again
-LOST = "The connection to the support server was lost."
-ENDED_SENTENCES = {  # why the relay ended a session, for the customer
-    "expired": "The support person did not answer in time, so the request was closed.",
-    "agent-lost": "The connection to the support server was lost, so the session ended.",
-    "viewer-lost": "The support person's connection was lost, so the session ended.",
-    "technician-disabled": "The support person can no longer help, so the session ended.",
-    "relay-restart": "The support server restarted, so the session ended.",
-}
-ENDED_DEFAULT = "The support session has ended."
+LOST = "The connection to the support server was lost. Please run this program again."
+CAPTURE_FAILED = ("The screen could not be captured, so the session has ended. Please run this "
+                  "program again.")
 
 
 def can_resume(close_code: int | None) -> bool:
-    """Whether a link lost with this close code (None: no close frame at all, a broken link)
-    may be resumed with the secret: after a broken link or a relay restart, never after a
-    deliberate close."""
-    return close_code is None or close_code in RESUMABLE_CLOSE_CODES
-
-
-def customer_words(reason: str) -> str:
-    return ENDED_SENTENCES.get(reason, ENDED_DEFAULT)
+    """Whether the agent may resume after its link closed with ``close_code`` (None: no close
+    frame at all): protocol.can_resume, the one rule, as the agent sees it."""
+    return p.can_resume(close_code, "agent")
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -120,7 +108,7 @@ class End:
 
     outcome: Outcome
     farewell: p.Message | None = None
-    close_code: int = 1000
+    close_code: int = p.CLOSE_NORMAL
     close_reason: str = ""
 
 
@@ -256,7 +244,8 @@ class Session:
             return []
         actions = [*self._release(), StopStream()]
         if not (self.session and self.resume and can_resume(close_code)):
-            return [*actions, *self._end(Outcome(EXIT_FAILED, LOST))]
+            why = p.customer_words(reason) if reason in p.WORDING else LOST
+            return [*actions, *self._end(Outcome(EXIT_FAILED, why))]
         if self._state != RECONNECTING:  # lost again after a resume: a new grace period
             self._lost_at, self._before_loss = now, self._state
         self._become(RECONNECTING)
@@ -287,7 +276,7 @@ class Session:
         return [*self._release(), StopStream(), *self._end(
             Outcome(EXIT_FAILED, "The support server sent something this program does not "
                                  "understand; the session was ended."),
-            close_code=1008, close_reason=error[:120])]
+            close_code=p.CLOSE_POLICY, close_reason=error[:120])]
 
     # --- the customer ---
 
@@ -296,10 +285,11 @@ class Session:
         return [*self._release(), StopStream(),
                 *self._end(Outcome(EXIT_OK), farewell=p.Close("customer-closed"))]
 
-    def capture_failed(self, why: str) -> list[Action]:
+    def capture_failed(self) -> list[Action]:
+        """Capturing the screen failed (the loop logs why): the relay and the customer are
+        told the session ended."""
         return [*self._release(), StopStream(), *self._end(
-            Outcome(EXIT_FAILED, f"The screen could not be captured ({why})."),
-            farewell=p.Close("agent-error"))]
+            Outcome(EXIT_FAILED, CAPTURE_FAILED), farewell=p.Close("agent-error"))]
 
     def layout(self, screens: tuple[p.Screen, ...]) -> list[Action]:
         """The monitor layout is now ``screens``: tell the viewer, send a whole image."""
@@ -322,10 +312,10 @@ class Session:
             by_a_person = msg.by in ("customer", "technician")
             return [*self._release(), StopStream(), *self._end(
                 Outcome(EXIT_OK) if by_a_person else
-                Outcome(EXIT_FAILED, customer_words(msg.reason)))]
-        if isinstance(msg, p.Error):
-            return [*self._release(), StopStream(),
-                    *self._end(Outcome(EXIT_FAILED, msg.message))]
+                Outcome(EXIT_FAILED, p.customer_words(msg.reason)))]
+        if isinstance(msg, p.Error):  # by code; a code this side does not know: its message
+            why = p.customer_words(msg.code, msg.message)
+            return [*self._release(), StopStream(), *self._end(Outcome(EXIT_FAILED, why))]
         if isinstance(msg, p.Registered):
             return self._registered(msg)
         if getattr(msg, "session", None) != self.session:
@@ -399,8 +389,8 @@ class Session:
             self._become(ACCEPTED)
         return actions
 
-    def _end(self, outcome: Outcome, farewell: p.Message | None = None, close_code: int = 1000,
-             close_reason: str = "") -> list[Action]:
+    def _end(self, outcome: Outcome, farewell: p.Message | None = None,
+             close_code: int = p.CLOSE_NORMAL, close_reason: str = "") -> list[Action]:
         if self._state == ENDED:
             return []
         self._become(ENDED, outcome.message)

@@ -71,8 +71,11 @@ TABLE = [
     # (name, start, event, actions, state after)
     ("registered shows yellow with the balloon", CONNECTING, receive(REGISTERED),
      [Tray("pending", "Waiting for David", "Connection active")], WAITING),
-    ("a refusal ends with the relay's sentence", CONNECTING,
-     receive(p.Error("unknown-technician", "Nobody called david works here.")),
+    ("a refusal ends with the sentence for its code", CONNECTING,
+     receive(p.refusal("technician-unknown", "agent")),
+     [StopStream(), End(Outcome(1, p.customer_words("technician-unknown")))], ENDED),
+    ("a refusal this side has no words for ends with the relay's sentence", CONNECTING,
+     receive(p.Error("from-a-newer-relay", "Nobody called david works here.")),
      [StopStream(), End(Outcome(1, "Nobody called david works here."))], ENDED),
     ("the link lost before registration cannot resume", CONNECTING,
      lambda s: s.link_lost(None, "", NOW), [StopStream(), End(LOST)], ENDED),
@@ -111,7 +114,7 @@ TABLE = [
      [*UPS, StopStream(), End(Outcome(core.EXIT_OK))], ENDED),
     ("ended by the relay: a sentence, never the code", IN_CONTROL,
      receive(p.Ended(SESSION, "relay", "expired")),
-     [StopStream(), End(Outcome(1, core.customer_words("expired")))], ENDED),
+     [StopStream(), End(Outcome(1, p.customer_words("expired")))], ENDED),
     ("a refresh selects the monitor and asks for a whole image", ACCEPTED,
      receive(p.Refresh(SESSION, 2)), [Stream(full=True)], ACCEPTED),
     ("a refresh of an unknown monitor is ignored", ACCEPTED, receive(p.Refresh(SESSION, 9)), [],
@@ -125,6 +128,9 @@ TABLE = [
      [StopStream(), End(LOST)], ENDED),
     ("a normal close without an end may not resume", ACCEPTED,
      lambda s: s.link_lost(1000, "", NOW), [StopStream(), End(LOST)], ENDED),
+    ("a close whose reason is a known code ends in that code's words", ACCEPTED,
+     lambda s: s.link_lost(p.CLOSE_POLICY, "resume-failed", NOW),
+     [StopStream(), End(Outcome(1, p.customer_words("resume-failed")))], ENDED),
     ("resumed: accepted follows, nothing yet", RECONNECTING, receive(REGISTERED), [],
      RECONNECTING),
     ("resumed and accepted: green again without a balloon", RECONNECTING, receive(ACCEPT),
@@ -136,14 +142,13 @@ TABLE = [
     ("Close while reconnecting ends at once", RECONNECTING, lambda s: s.close(),
      [StopStream(), End(Outcome(core.EXIT_OK), p.Close("customer-closed"))], ENDED),
     ("a capture failure tells the relay and the customer", ACCEPTED,
-     lambda s: s.capture_failed("no display"),
-     [StopStream(), End(Outcome(1, "The screen could not be captured (no display)."),
-                        p.Close("agent-error"))], ENDED),
+     lambda s: s.capture_failed(),
+     [StopStream(), End(Outcome(1, core.CAPTURE_FAILED), p.Close("agent-error"))], ENDED),
     ("a bad message closes with 1008 and its reason", IN_CONTROL,
      lambda s: held(s).bad_message("unknown type"),
      [*UPS, StopStream(), End(Outcome(1, "The support server sent something this program "
                                          "does not understand; the session was ended."),
-                              None, 1008, "unknown type")], ENDED),
+                              None, p.CLOSE_POLICY, "unknown type")], ENDED),
     ("an untrusted certificate is never retried", RECONNECTING, lambda s: s.untrusted("expired"),
      [StopStream(), End(Outcome(1, "The support server's certificate is not trusted "
                                    "(expired). Please call your support company before "
@@ -248,13 +253,17 @@ def test_the_view_follows_the_session_and_says_how_it_ended() -> None:
         session.receive(message, NOW)
     assert views == [core.View(WAITING, "David"), core.View(ACCEPTED, "David"),
                      core.View(IN_CONTROL, "David"), core.View(ACCEPTED, "David"),
-                     core.View(ENDED, "David", core.customer_words("expired"))]
+                     core.View(ENDED, "David", p.customer_words("expired"))]
     assert session.view == views[-1]
 
 
 @pytest.mark.parametrize(("code", "resumable"), [
-    (None, True), (1001, True), (1011, True), (1012, True), (1013, True),
-    (1000, False), (1008, False), (1009, False), (4001, False)])
+    (None, True), (p.CLOSE_GOING_AWAY, True), (p.CLOSE_INTERNAL, True), (p.CLOSE_RESTART, True),
+    (p.CLOSE_TRY_AGAIN, True), (p.CLOSE_NORMAL, False), (p.CLOSE_POLICY, False),
+    (p.CLOSE_TOO_BIG, False), (p.CLOSE_REPLACED, False)])
 def test_only_a_broken_link_or_a_relay_going_away_may_resume(code, resumable) -> None:
-    """The resume rule over close codes (None: no close frame at all)."""
+    """The agent resumes by protocol's one rule (None: no close frame at all): after a broken
+    link or a relay going away, never after a deliberate close."""
+    session = session_in(ACCEPTED)
     assert core.can_resume(code) is resumable
+    assert (session.link_lost(code, "", NOW)[-1] == Reconnect(0)) is resumable
