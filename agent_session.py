@@ -36,7 +36,6 @@ import protocol as p
 
 CONNECTING, WAITING, ACCEPTED, IN_CONTROL = "connecting", "waiting", "accepted", "in_control"
 RECONNECTING, ENDED = "reconnecting", "ended"
-LIVE = (WAITING, ACCEPTED, IN_CONTROL)
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 RECONNECT_DELAYS_S = (0.5, 1, 2, 4, 5)  # capped backoff (the loop adds +-30% jitter)
 RECONNECT_GRACE_S = 60  # how long after the link was lost connecting again is worth trying
