@@ -506,9 +506,9 @@ class Agent:
                     if ws is None:
                         continue
                     done = await self._serve(ws)
-            if isinstance(done, core.End):
-                return done.outcome
-            delay = done.delay_s if isinstance(done, core.Reconnect) else 0.0
+            if not isinstance(done, core.Reconnect):  # (None: the core had ended already)
+                return done.outcome if done is not None else Outcome(EXIT_FAILED, core.LOST)
+            delay = done.delay_s
 
     async def _connect(self) -> Any:
         from websockets.asyncio.client import connect
