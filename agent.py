@@ -75,7 +75,7 @@ CONNECT_TIMEOUT_S = 10
 KEEPALIVE_S = 10  # a silent link is noticed within 2x this, well inside the relay's grace
 RECONNECT_JITTER = 0.3  # each reconnect delay +-30%: agents cut off together come back spread
 DUMMY_SCREEN = p.Screen(0, 0, 1024, 768)
-TRAY_COLOURS, tray_image = agent_ui.TRAY_COLOURS, agent_ui.tray_image  # for icons/make_icons.py
+tray_image = agent_ui.tray_image  # icons/make_icons.py draws the exe icon with it
 log = logging.getLogger("agent")
 
 
