@@ -57,8 +57,9 @@ fi
 HOST_PYTHON="$ROOT/.venv/bin/python"
 [ -x "$HOST_PYTHON" ] || HOST_PYTHON="$(command -v python3)" \
   || die "no python3 on this machine"
-"$HOST_PYTHON" -c 'import json, sys; json.load(open(sys.argv[1], encoding="utf-8"))' \
-  "$CONFIG" 2>/dev/null || die "$CONFIG is not valid JSON"
+# The agent's own check (standard library only): fail now, not after the Wine set-up.
+"$HOST_PYTHON" agent.py --check-config "$CONFIG" >/dev/null \
+  || die "the agent would refuse $CONFIG (the line above says why)"
 
 # --- the Wine environment ----------------------------------------------------------------
 export WINEPREFIX="$PREFIX" WINEARCH=win64 WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
