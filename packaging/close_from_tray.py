@@ -34,6 +34,7 @@ MENU_CLASS = "#32768"  # the window class of every popup menu
 MN_GETHMENU = 0x01E1
 MF_BYPOSITION = 0x400
 MOUSEEVENTF_LEFTDOWN, MOUSEEVENTF_LEFTUP = 0x0002, 0x0004
+VK_END, VK_RETURN, KEYEVENTF_KEYUP = 0x23, 0x0D, 0x0002
 
 
 class TrayError(Exception):
@@ -90,7 +91,7 @@ def thread_of(api, hwnd: int) -> int:
 
 
 def open_menu(api, timeout: float) -> tuple[int, int]:
-    """Open the tray icon's menu; (menu window, HMENU)."""
+    """Open the tray icon's menu; (menu window, its HMENU or 0 when it cannot be had)."""
     deadline = time.monotonic() + timeout
     trays: list[int] = []
     while not trays:
@@ -107,16 +108,14 @@ def open_menu(api, timeout: float) -> tuple[int, int]:
     while time.monotonic() < deadline:
         for menu in top_windows(api, MENU_CLASS):
             if api.IsWindowVisible(menu) and thread_of(api, menu) in threads:
-                hmenu = api.SendMessageW(menu, MN_GETHMENU, 0, 0)
-                if hmenu:
-                    return menu, hmenu
+                return menu, api.SendMessageW(menu, MN_GETHMENU, 0, 0)
         time.sleep(0.1)
     raise TrayError(f"the tray icon's menu did not open in {timeout:.0f} s")
 
 
 def menu_items(api, hmenu: int) -> list[str]:
-    items = []
-    for index in range(api.GetMenuItemCount(hmenu)):
+    items: list[str] = []
+    for index in range(api.GetMenuItemCount(hmenu) if hmenu else 0):
         buffer = ctypes.create_unicode_buffer(256)
         api.GetMenuStringW(hmenu, index, buffer, 256, MF_BYPOSITION)
         items.append(buffer.value)
@@ -145,6 +144,14 @@ def close_from_tray(item: str = "Close", timeout: float = 20) -> str:
     set_dpi_aware(api)
     _, hmenu = open_menu(api, timeout)
     items = menu_items(api, hmenu)
+    if not items:
+        # Wine keeps menus inside their process: another one cannot read them. "Close" is
+        # the last item of agent.py's menu; the keyboard chooses it in the open menu.
+        for key in (VK_END, VK_RETURN):
+            api.keybd_event(key, 0, 0, 0)
+            api.keybd_event(key, 0, KEYEVENTF_KEYUP, 0)
+        return "chose the tray menu's last item (Close) with End and Enter: its items " \
+               "cannot be read from another process here"
     if item not in items:
         raise TrayError(f"the tray menu has no {item!r}: {items}")
     x, y = click_item(api, hmenu, items.index(item))

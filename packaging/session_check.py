@@ -15,7 +15,7 @@ failure stops it with exit code 1.
    PowerShell on Windows, an xterm running cat on X11;
 3. the agent for that support person; the viewer accepts it and takes control;
 4. the updates the viewer drew match a screenshot taken now (both saved in --out);
-5. a click sent at the receiver's centre moves the pointer there;
+5. a click sent to the receiver's window moves the pointer there (and focuses it);
 6. "hi" and Enter typed through the viewer arrive in the receiver's file;
 7. the customer's Close ends the session (the tray icon's menu on Windows, clicked by
    packaging/close_from_tray.py; SIGTERM on X11, which takes the same path in the agent), the
@@ -77,8 +77,8 @@ class Receiver:
     def _start(self) -> subprocess.Popen:
         raise NotImplementedError
 
-    def centre(self) -> tuple[int, int]:
-        """Desktop coordinates of the middle of the receiver's window."""
+    def click_point(self) -> tuple[int, int]:
+        """Desktop coordinates where a click focuses the receiver's window."""
         raise NotImplementedError
 
     def lines(self) -> list[str]:
@@ -102,7 +102,9 @@ class PowerShellReceiver(Receiver):
             ["powershell.exe", "-NoLogo", "-NoProfile", "-Command", script],
             creationflags=subprocess.CREATE_NEW_CONSOLE, stdin=subprocess.DEVNULL)
 
-    def centre(self) -> tuple[int, int]:
+    def click_point(self) -> tuple[int, int]:
+        """The middle of the title bar: a click in the text would start the console's
+        QuickEdit selection, which swallows the next key."""
         import ctypes
         from ctypes import wintypes
 
@@ -114,9 +116,10 @@ class PowerShellReceiver(Receiver):
             time.sleep(0.2)
         # A new console may reach past the edge of a small screen: put it where a click lands.
         user32.MoveWindow(window, 100, 100, 640, 320, True)
-        rect = wintypes.RECT()
+        rect, client = wintypes.RECT(), wintypes.POINT(0, 0)
         user32.GetWindowRect(window, ctypes.byref(rect))
-        return (rect.left + rect.right) // 2, (rect.top + rect.bottom) // 2
+        user32.ClientToScreen(window, ctypes.byref(client))
+        return (rect.left + rect.right) // 2, (rect.top + client.y) // 2
 
 
 class XtermReceiver(Receiver):
@@ -128,7 +131,8 @@ class XtermReceiver(Receiver):
              'echo ready > "$0"; exec cat >> "$0"', str(self.path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def centre(self) -> tuple[int, int]:
+    def click_point(self) -> tuple[int, int]:
+        """The middle of the xterm (no window manager: the focus follows the pointer)."""
         from test_build_linux import window_geometry
 
         found = subprocess.run(["xdotool", "search", "--sync", "--name", RECEIVER_TITLE],
@@ -193,7 +197,7 @@ async def drive(relay: RelayProcess, agent: subprocess.Popen, receiver: Receiver
         step(f"the {viewer.updates} updates drawn match a screenshot (mean difference "
              f"{difference:.1f} per channel; drawn.png and screenshot.png in {out})")
 
-        x, y = receiver.centre()
+        x, y = receiver.click_point()
         area = viewer.screens[viewer.monitor]
         await viewer.click(x - area.x, y - area.y)
         if pointer_location() != (x, y):

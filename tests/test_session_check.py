@@ -3,8 +3,8 @@
 Everything but its two Windows-only parts runs here: the relay, the scripted viewer, the
 comparison of drawn updates with a screenshot, the click and the typed keys (into an xterm
 instead of a PowerShell window) and the customer's Close (SIGTERM, which takes the agent's
-Close path, instead of the tray menu; tests/test_wine.py clicks the tray menu's Close of the
-Windows exe with packaging/close_from_tray.py).
+Close path, instead of the tray menu; tests/test_wine.py ends the Windows exe's session through
+its tray menu with packaging/close_from_tray.py).
 """
 
 from __future__ import annotations
