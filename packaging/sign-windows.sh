@@ -34,6 +34,7 @@ done
 PFX="${args[0]}" IN="${args[1]}" OUT="${args[2]:-${args[1]}}"
 [ -f "$PFX" ] || die "certificate file not found: $PFX"
 [ -f "$IN" ] || die "exe not found: $IN"
+[ -d "$(dirname "$OUT")" ] || die "no folder for the signed exe: $(dirname "$OUT")"
 [ -n "${SIGN_PASSWORD+set}" ] || die "set SIGN_PASSWORD to the password of $PFX"
 case "$TIMESTAMP" in
   ""|http://*|https://*) ;;
