@@ -145,8 +145,9 @@ def close_from_tray(item: str = "Close", timeout: float = 20) -> str:
     _, hmenu = open_menu(api, timeout)
     items = menu_items(api, hmenu)
     if not items:
-        # Wine keeps menus inside their process: another one cannot read them. "Close" is
-        # the last item of agent.py's menu; the keyboard chooses it in the open menu.
+        # Under Wine another process reads no items from the menu (its handle is no use
+        # outside the agent). "Close" is the last item of agent.py's menu: the keyboard
+        # chooses it in the open menu.
         for key in (VK_END, VK_RETURN):
             api.keybd_event(key, 0, 0, 0)
             api.keybd_event(key, 0, KEYEVENTF_KEYUP, 0)
