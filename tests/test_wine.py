@@ -161,7 +161,8 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
     return pfx, pem
 
 
-def sign(pfx: Path, exe: Path, out: Path, password: str = SIGN_PASSWORD):
+def sign(pfx: Path, exe: Path, out: Path,
+         password: str = SIGN_PASSWORD) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(ROOT / "packaging" / "sign-windows.sh"), str(pfx), str(exe), str(out)],
         env={**os.environ, "SIGN_PASSWORD": password}, capture_output=True, text=True,
