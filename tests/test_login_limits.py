@@ -1,0 +1,190 @@
+"""relay.login_limits: which password attempts get checked, as pure rules with time passed in."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay import login_limits
+from relay.login_limits import (
+    ADDRESS_BURST,
+    ADDRESS_REFILL_S,
+    BUSY,
+    BY_ACCOUNT,
+    BY_ADDRESS,
+    FORGET_FAILURES_S,
+    FREE_FAILURES,
+    MAX_LOGIN_DELAY_S,
+    MAX_LOGINS_IN_FLIGHT,
+    LoginLimits,
+    account_delay,
+    address_key,
+    retry_words,
+)
+
+T0 = 1_800_000_000.0
+
+
+def fail(limits: LoginLimits, account: str, now: float, address: str = "203.0.113.1") -> None:
+    """One admitted attempt that failed."""
+    assert limits.admit(address, account, now) is None
+    limits.done(address, account, False, now)
+
+
+def fail_until_refused(limits: LoginLimits, account: str, now: float) -> float:
+    """Fail from fresh addresses until the account refuses; the refusal's wait."""
+    for i in range(FREE_FAILURES + 1):
+        address = f"198.51.100.{i}"
+        refusal = limits.admit(address, account, now)
+        if refusal is not None:
+            return refusal.retry_after_s
+        limits.done(address, account, False, now)
+    pytest.fail("the account never refused")
+
+
+def test_account_delay_doubles_from_one_second_to_the_cap():
+    """Free failures first, then 1, 2, 4, 8, 16 and 30 s between attempts."""
+    delays = [account_delay(count) for count in range(FREE_FAILURES + 7)]
+    assert delays[:FREE_FAILURES] == [0.0] * FREE_FAILURES
+    assert delays[FREE_FAILURES:] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+@pytest.mark.parametrize("count", [1_030, 1_100, 10**6, 10**30])
+def test_account_delay_is_bounded_whatever_the_failure_count(count: int):
+    """The lockout bug: ~1,030 failures overflowed 2.0 ** (count - 5); now it stays 30 s."""
+    assert account_delay(count) == MAX_LOGIN_DELAY_S
+
+
+def test_a_thousand_spaced_failures_leave_the_right_password_a_bounded_wait():
+    """1,100 failures, each as soon as allowed: every refusal asks for at most 30 s, and the
+    right password (from another address) is admitted after that wait."""
+    limits, now = LoginLimits(), T0
+    for i in range(1_100):
+        address = f"10.{i // 250}.{i % 250}.1"
+        refusal = limits.admit(address, "david", now)
+        if refusal is not None:
+            assert refusal.reason == BY_ACCOUNT
+            assert 0 < refusal.retry_after_s <= MAX_LOGIN_DELAY_S
+            now += refusal.retry_after_s
+            assert limits.admit(address, "david", now) is None
+        limits.done(address, "david", False, now)
+    refusal = limits.admit("192.0.2.7", "david", now)
+    assert refusal is not None and refusal.retry_after_s <= MAX_LOGIN_DELAY_S
+    now += refusal.retry_after_s
+    assert limits.admit("192.0.2.7", "david", now) is None
+    limits.done("192.0.2.7", "david", True, now)
+    assert limits.admit("192.0.2.7", "david", now) is None  # the count started over
+
+
+def test_guesses_sent_in_parallel_are_admitted_one_per_step():
+    """After the free failures, 50 guesses at the same moment: one is checked, 49 refused."""
+    limits = LoginLimits()
+    wait = fail_until_refused(limits, "david", T0)
+    assert wait == 1.0
+    now = T0 + wait
+    answers = [limits.admit(f"192.0.2.{i}", "david", now) for i in range(50)]
+    assert sum(answer is None for answer in answers) == 1
+    refused = [answer for answer in answers if answer is not None]
+    assert {r.reason for r in refused} == {BY_ACCOUNT}
+    assert all(r.retry_after_s == 2.0 for r in refused)  # the checked one counts as a failure
+
+
+def test_failures_count_against_the_account_whatever_the_address():
+    """Each failure from a different address; the account still refuses; others do not."""
+    limits = LoginLimits()
+    assert fail_until_refused(limits, "david", T0) > 0
+    assert limits.admit("192.0.2.99", "petur", T0) is None
+
+
+def test_unknown_accounts_are_limited_exactly_like_real_ones():
+    """Made-up ids get the same answers as a real one: nothing to enumerate by."""
+    answers = []
+    for account in ("david", "ghost"):
+        limits = LoginLimits()
+        answers.append([fail_until_refused(limits, account, T0 + s) for s in (0, 0.5, 3)])
+    assert answers[0] == answers[1]
+
+
+def test_one_address_with_many_made_up_accounts_gets_its_burst_then_refusals():
+    """1,500 made-up accounts from one address: ADDRESS_BURST are checked, the rest are
+    refused at once with a wait under ADDRESS_REFILL_S; another address is untouched."""
+    limits = LoginLimits()
+    answers = []
+    for i in range(1_500):
+        answer = limits.admit("203.0.113.66", f"made-up-{i}", T0)
+        if answer is None:
+            limits.done("203.0.113.66", f"made-up-{i}", False, T0)
+        answers.append(answer)
+    assert answers[:ADDRESS_BURST] == [None] * ADDRESS_BURST
+    refused = answers[ADDRESS_BURST:]
+    assert all(r is not None and r.reason == BY_ADDRESS for r in refused)
+    assert all(0 < r.retry_after_s <= ADDRESS_REFILL_S for r in refused)
+    assert [r.first for r in refused[:3]] == [True, False, False]  # one log line per flood
+    assert limits.admit("198.51.100.5", "david", T0) is None
+
+
+def test_an_address_earns_one_attempt_per_refill_interval():
+    """An emptied bucket admits again after ADDRESS_REFILL_S, once."""
+    limits = LoginLimits()
+    for i in range(ADDRESS_BURST):
+        fail(limits, f"made-up-{i}", T0)
+    later = T0 + ADDRESS_REFILL_S
+    fail(limits, "made-up-x", later)
+    assert limits.admit("203.0.113.1", "made-up-y", later).reason == BY_ADDRESS
+
+
+def test_successful_logins_never_use_up_their_address():
+    """Many good logins from one office address in a row are all admitted."""
+    limits = LoginLimits()
+    for _ in range(ADDRESS_BURST * 3):
+        assert limits.admit("203.0.113.1", "david", T0) is None
+        limits.done("203.0.113.1", "david", True, T0)
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9"),
+    ("::ffff:192.0.2.1", "192.0.2.1"),
+])
+def test_addresses_of_one_ipv6_64_share_one_bucket(first: str, second: str):
+    """One /64 is one subscriber: its addresses share a bucket; IPv4-mapped is plain IPv4."""
+    assert address_key(first) == address_key(second)
+    limits = LoginLimits()
+    for i in range(ADDRESS_BURST):
+        fail(limits, f"made-up-{i}", T0, first)
+    assert limits.admit(second, "made-up-x", T0).reason == BY_ADDRESS
+    assert limits.admit("2001:db8:1:3::1", "made-up-x", T0) is None
+
+
+def test_checks_in_flight_are_capped_overall_and_a_finished_one_frees_a_place():
+    """MAX_LOGINS_IN_FLIGHT unfinished checks from many addresses: the next is refused as
+    busy for a second; once one finishes, the next is admitted."""
+    limits = LoginLimits()
+    for i in range(MAX_LOGINS_IN_FLIGHT):
+        assert limits.admit(f"10.0.0.{i}", f"user{i}", T0) is None
+    refusal = limits.admit("10.0.1.1", "david", T0)
+    assert refusal.reason == BUSY and retry_words(refusal.retry_after_s) == 1
+    limits.done("10.0.0.0", "user0", False, T0)
+    assert limits.admit("10.0.1.1", "david", T0) is None
+
+
+def test_a_quiet_account_starts_over():
+    """A quarter of an hour without failures clears the account's count."""
+    limits = LoginLimits()
+    fail_until_refused(limits, "david", T0)
+    assert limits.admit("192.0.2.1", "david", T0 + FORGET_FAILURES_S + 1) is None
+
+
+def test_memory_stays_bounded_under_endless_made_up_names(monkeypatch: pytest.MonkeyPatch):
+    """More addresses and accounts than MAX_TRACKED: the tables never grow past it."""
+    monkeypatch.setattr(login_limits, "MAX_TRACKED", 500)
+    limits = LoginLimits()
+    for i in range(2_000):
+        address = f"10.{i // 250}.{i % 250}.9"
+        assert limits.admit(address, f"made-up-{i}", T0 + i) is None
+        limits.done(address, f"made-up-{i}", False, T0 + i)
+        assert len(limits._addresses) <= 500 and len(limits._accounts) <= 500
+
+
+@pytest.mark.parametrize(("seconds", "words"), [(0.01, 1), (1.0, 1), (1.2, 2), (29.5, 30)])
+def test_waits_are_told_in_whole_seconds_never_zero(seconds: float, words: int):
+    """The person is told to wait a whole number of seconds, at least one."""
+    assert retry_words(seconds) == words
