@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import json
+import re
+import time
 
+import pytest
+from websockets.asyncio.client import connect
+
+import protocol
 from relay import login_limits
+from relay.accounts import DB_FILE
+from relay.ledger import Ledger
 from relay.login_limits import (
     ADDRESS_BURST,
     ADDRESS_REFILL_S,
@@ -188,3 +197,76 @@ def test_memory_stays_bounded_under_endless_made_up_names(monkeypatch: pytest.Mo
 def test_waits_are_told_in_whole_seconds_never_zero(seconds: float, words: int):
     """The person is told to wait a whole number of seconds, at least one."""
     assert retry_words(seconds) == words
+
+
+# --- through a real relay ----------------------------------------------------------------
+
+WAIT_S = 60  # generous: a hang fails the test instead of blocking the suite
+
+
+async def login_from(relay, source: str, user: str, password: str) -> tuple[dict, int | None]:
+    """One password login from a 127.0.0.x source address: the answer and the close code."""
+    async with asyncio.timeout(WAIT_S):
+        async with connect(relay.ws_url + "/ws/viewer", local_addr=(source, 0),
+                           compression=None, open_timeout=WAIT_S) as ws:
+            await ws.send(json.dumps({"type": "hello", "role": "viewer",
+                                      "version": protocol.PROTOCOL_VERSION,
+                                      "user": user, "password": password}))
+            answer = json.loads(await ws.recv())
+            await ws.close()
+            return answer, ws.close_code
+
+
+def ledger_events(relay, kind: str) -> list[str]:
+    with Ledger(relay.data / DB_FILE) as ledger:
+        return [detail for _, _, found, detail in ledger.events() if found == kind]
+
+
+def test_a_guessing_flood_from_one_address_is_refused_fast_and_a_real_login_gets_in(relay):
+    """200 guesses at made-up accounts from 127.0.0.2, all at once, while david logs in from
+    127.0.0.1: david is welcomed; at most the address's burst of guesses is checked (one
+    ledger row each), every other guess is answered too-many-attempts with the seconds to
+    wait, and the refusals make one ledger row per burst, not one each."""
+    guesses = 200
+
+    async def scenario():
+        flood = [asyncio.create_task(login_from(relay, "127.0.0.2", f"made-up-{i}", "guess-pw"))
+                 for i in range(guesses)]
+        started = time.monotonic()
+        real, _ = await login_from(relay, "127.0.0.1", "david", "david-pw")
+        return real, await asyncio.gather(*flood), time.monotonic() - started
+
+    real, answers, took = asyncio.run(scenario())
+    assert real["type"] == "welcome"
+    codes = [answer["code"] for answer, _ in answers]
+    refills = int(took / ADDRESS_REFILL_S) + 1
+    assert codes.count("login-failed") <= ADDRESS_BURST + refills
+    assert codes.count("too-many-attempts") >= guesses - ADDRESS_BURST - refills
+    assert set(codes) == {"login-failed", "too-many-attempts"}
+    assert {code for _, code in answers} == {1008}
+    wait = next(a["message"] for a, _ in answers if a["code"] == "too-many-attempts")
+    assert re.fullmatch(r"Too many sign-in attempts\. Try again in [12] s\.", wait), wait
+    assert len(ledger_events(relay, "login-failed")) == codes.count("login-failed")
+    assert 1 <= len(ledger_events(relay, "login-throttled")) <= refills + 1
+
+
+def test_a_locked_account_answers_the_right_password_with_the_wait(relay):
+    """Five wrong passwords for david from five addresses: the right one, from a sixth, is
+    answered at once with too-many-attempts and the wait (not closed unanswered); petur's
+    account is untouched."""
+
+    async def scenario():
+        for i in range(FREE_FAILURES):
+            answer, _ = await login_from(relay, f"127.0.0.{i + 2}", "david", "wrong-password")
+            assert answer["code"] == "login-failed"
+        locked = await login_from(relay, "127.0.0.20", "david", "david-pw")
+        other, _ = await login_from(relay, "127.0.0.21", "petur", "petur-pw")
+        return locked, other
+
+    (answer, code), other = asyncio.run(scenario())
+    assert answer == {"type": "error", "code": "too-many-attempts",
+                      "message": "Too many sign-in attempts. Try again in 1 s."}
+    assert code == 1008
+    assert other["type"] == "welcome"
+    assert ledger_events(relay, "login-throttled") == [
+        "user 'david' from 127.0.0.20: account limit, 1 s"]
