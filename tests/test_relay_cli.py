@@ -217,8 +217,8 @@ def test_ledger_csv_is_exactly_write_csv_output(data: Path, store: Callable):
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected.getvalue()
     assert result.stdout.splitlines()[1].endswith(
-        ",2026-11-26T00:20:00Z,2026-11-26T00:20:30Z,2026-11-26T00:30:30Z,600,customer,"
-        "customer-closed")
+        ',"2026-11-26T00:20:00Z","2026-11-26T00:20:30Z","2026-11-26T00:30:30Z","600",'
+        '"customer","customer-closed"')
 
 
 def test_ledger_filters_by_since_and_technician(data: Path, store: Callable):
@@ -228,7 +228,7 @@ def test_ledger_filters_by_since_and_technician(data: Path, store: Callable):
     def sessions(*args: str) -> list[str]:
         result = relay_cli(data, "ledger", "--csv", *args)
         assert result.returncode == 0, result.stderr
-        return [line[:1] for line in result.stdout.splitlines()[1:]]
+        return [line[1:2] for line in result.stdout.splitlines()[1:]]  # after the quote
 
     assert sessions() == ["A", "B"]
     assert sessions("--since", "2026-11-27") == ["B"]
