@@ -183,13 +183,18 @@ class Ledger(Store):
 
     # --- reading ------------------------------------------------------------------------
 
-    def rows(self, since: float | None = None, technician: str | None = None) -> list[LedgerRow]:
-        """Sessions requested at or after `since`, of one technician if given, oldest first."""
+    def rows(self, since: float | None = None, technician: str | None = None,
+             until: float | None = None) -> list[LedgerRow]:
+        """Sessions requested at or after `since` and before `until`, of one technician if
+        given, oldest first."""
         sql = f"SELECT {_COLUMNS} FROM sessions WHERE 1 = 1"  # noqa: S608 (constants)
         values: list = []
         if since is not None:
             sql += " AND requested_at >= ?"
             values.append(since)
+        if until is not None:
+            sql += " AND requested_at < ?"
+            values.append(until)
         if technician is not None:
             sql += " AND technician = ?"
             values.append(technician)
