@@ -1,13 +1,14 @@
 """Support people's accounts: argon2id password hashes, logins and viewer tokens.
 
-Synchronous and thread-safe (one sqlite3 connection behind a lock); the server runs
-``login`` through ``asyncio.to_thread`` because hashing is deliberately slow, and
-relay.login_limits decides which password attempts get hashed at all. Times are passed in
+Thread-safe (one sqlite3 connection behind a lock) and synchronous, except ``login``: a
+coroutine for the server, which asks relay.login_limits whether a password attempt is
+hashed at all before handing the deliberately slow hashing to a thread. Times are passed in
 as UTC epoch seconds, never read from a clock here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import secrets
@@ -209,13 +210,16 @@ class Accounts(Store):
 
     # --- logging in ---------------------------------------------------------------------
 
-    def login(self, user: str, password: str, token: str, address: str, now: float) -> Login:
+    async def login(self, user: str, password: str, token: str, address: str,
+                    now: float) -> Login:
         """A viewer's login by user and password (when both are given) or else by token.
 
-        Never raises for a refusal: the answer says which one. Password attempts go through
-        relay.login_limits first (a refusal costs no hashing); a token is issued only for
-        the account generation whose password was verified, so a login racing
-        set-password or disable gets no token that outlives the change.
+        Never raises for a refusal: the answer says which one. A password attempt is first
+        admitted or refused by relay.login_limits, here on the event loop, so a refused one
+        costs no hashing and no place in the thread pool's queue; the admitted check runs
+        in a thread. A token is issued only for the account generation whose password was
+        verified, so a login racing set-password or disable gets no token that outlives
+        the change.
         """
         if not (user and password):
             technician = self.check_token(token, now)
@@ -224,17 +228,19 @@ class Accounts(Store):
             refusal = self._limits.admit(address, user, now)
         if refusal is not None:
             return Login(code=TOO_MANY_ATTEMPTS, limited=refusal)
-        technician, new_token = None, None
+        found: tuple[Technician, str] | None = None
         try:
-            technician = self.verify(user, password)
-            if technician is not None:
-                new_token = self._stamp_token(technician, now, TOKEN_TTL_S)
+            found = await asyncio.to_thread(self._password_login, user, password, now)
         finally:
             with self._lock:
-                self._limits.done(address, user, new_token is not None, now)
-        if technician is None or new_token is None:
-            return Login(code=LOGIN_FAILED)
-        return Login(technician, new_token)
+                self._limits.done(address, user, found is not None, now)
+        return Login(code=LOGIN_FAILED) if found is None else Login(*found)
+
+    def _password_login(self, user: str, password: str, now: float
+                        ) -> tuple[Technician, str] | None:
+        technician = self.verify(user, password)
+        token = self._stamp_token(technician, now, TOKEN_TTL_S) if technician else None
+        return (technician, token) if technician and token else None
 
     def verify(self, technician_id: str, password: str) -> Technician | None:
         """The account if the password is right and it is enabled, else None. Its

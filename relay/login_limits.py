@@ -6,16 +6,23 @@ of argon2 on purpose, so every attempt the rules admit is work an attacker makes
 do. Each call to ``admit`` that returns None must be followed by one call to ``done``.
 
 - Per address (IPv6: per /64, which one subscriber gets whole): a token bucket of
-  ADDRESS_BURST attempts refilled one per ADDRESS_REFILL_S; a successful login gives its
-  token back, so a real support person is never limited by their own logins. One address
-  trying endless made-up accounts gets a quick "try again in N s" instead of argon2 work.
+  ADDRESS_BURST attempts refilled one per ADDRESS_REFILL_S, and at most ADDRESS_IN_FLIGHT
+  of its checks unfinished at once; a successful login gives its token back, so a real
+  support person is never limited by their own logins. One address trying endless made-up
+  accounts gets a quick "try again in N s" instead of argon2 work, and never has more than
+  ADDRESS_IN_FLIGHT checks ahead of anyone else's.
 - Per account (whatever the address, made-up ids alike so that nothing tells them apart):
   FREE_FAILURES failures, then one attempt per 1, 2, 4 ... up to MAX_LOGIN_DELAY_S seconds.
   Attempts still being checked count as failures, so guesses sent in parallel do not slip
   through together. The delay's exponent is bounded: a thousand failures cannot overflow it.
 - Overall: at most MAX_LOGINS_IN_FLIGHT checks admitted and unfinished at once; beyond that
-  a login is refused for BUSY_RETRY_S. With a small argon2 semaphore behind it, a real
-  login waits behind at most that many checks, never behind a flood's whole backlog.
+  a login is refused for BUSY_RETRY_S. Admission happens before any check is queued, so
+  with a small argon2 semaphore behind it a real login waits behind at most that many
+  checks, never behind a flood's whole backlog. The overall cap does not refuse an account
+  from one of the KNOWN_ADDRESSES it last logged in from (OWASP's "device cookie" idea,
+  by address): a flood from many addresses then delays a support person at their usual
+  desk by a few checks instead of turning them away. Those addresses still get the
+  address and account limits, so they buy no extra guesses.
 
 A refusal is answered at once with the seconds to wait; nothing here sleeps.
 """
@@ -28,11 +35,13 @@ from dataclasses import dataclass
 
 ADDRESS_BURST = 30
 ADDRESS_REFILL_S = 2.0
+ADDRESS_IN_FLIGHT = 2
 FREE_FAILURES = 5
 MAX_LOGIN_DELAY_S = 30.0
 MAX_DELAY_DOUBLINGS = 5  # 2**5 = 32 > MAX_LOGIN_DELAY_S: more doublings change nothing
 FORGET_FAILURES_S = 15 * 60  # a quiet account starts over
-MAX_LOGINS_IN_FLIGHT = 16
+MAX_LOGINS_IN_FLIGHT = 8
+KNOWN_ADDRESSES = 8  # per account: where it last logged in successfully
 BUSY_RETRY_S = 1.0
 MAX_TRACKED = 50_000  # addresses and accounts remembered; bounds memory under a flood
 
@@ -55,6 +64,7 @@ class Refusal:
 class _Bucket:
     tokens: float
     at: float
+    in_flight: int = 0
     refused: bool = False
 
 
@@ -93,16 +103,20 @@ class LoginLimits:
     def __init__(self) -> None:
         self._addresses: dict[str, _Bucket] = {}
         self._accounts: dict[str, _Account] = {}
+        self._known: dict[str, list[str]] = {}  # account -> address keys, newest last
         self.in_flight = 0
         self._busy_refused = False
 
     def admit(self, address: str, account: str, now: float) -> Refusal | None:
         """None to go ahead and check the password (then call ``done``), else a Refusal."""
-        bucket = self._bucket(address_key(address), now)
-        if bucket.tokens < 1.0:
+        key = address_key(address)
+        bucket = self._bucket(key, now)
+        if bucket.tokens < 1.0 or bucket.in_flight >= ADDRESS_IN_FLIGHT:
+            refill_s = max(0.0, 1.0 - bucket.tokens) * ADDRESS_REFILL_S
+            busy_s = BUSY_RETRY_S if bucket.in_flight >= ADDRESS_IN_FLIGHT else 0.0
             first, bucket.refused = not bucket.refused, True
-            return Refusal(BY_ADDRESS, (1.0 - bucket.tokens) * ADDRESS_REFILL_S, first)
-        if self.in_flight >= MAX_LOGINS_IN_FLIGHT:
+            return Refusal(BY_ADDRESS, max(refill_s, busy_s), first)
+        if self.in_flight >= MAX_LOGINS_IN_FLIGHT and key not in self._known.get(account, ()):
             first, self._busy_refused = not self._busy_refused, True
             return Refusal(BUSY, BUSY_RETRY_S, first)
         state = self._account(account, now)
@@ -111,6 +125,7 @@ class LoginLimits:
             first, state.refused = not state.refused, True
             return Refusal(BY_ACCOUNT, ready_at - now, first)
         bucket.tokens -= 1.0
+        bucket.in_flight += 1
         bucket.refused = state.refused = self._busy_refused = False
         state.in_flight += 1
         state.last_admitted = now
@@ -121,17 +136,29 @@ class LoginLimits:
         """An admitted attempt's outcome: a success clears the account's failures and gives
         the address its token back; a failure counts against the account."""
         self.in_flight = max(0, self.in_flight - 1)
+        key = address_key(address)
+        bucket = self._bucket(key, now)
+        bucket.in_flight = max(0, bucket.in_flight - 1)
         state = self._account(account, now)
         state.in_flight = max(0, state.in_flight - 1)
         if succeeded:
             state.failures = 0
             if not state.in_flight:
                 del self._accounts[account]
-            bucket = self._bucket(address_key(address), now)
             bucket.tokens = min(float(ADDRESS_BURST), bucket.tokens + 1.0)
+            self._remember(account, key)
         else:
             state.failures += 1
             state.last_failure = now
+
+    def _remember(self, account: str, key: str) -> None:
+        if account not in self._known and len(self._known) >= MAX_TRACKED:
+            del self._known[next(iter(self._known))]
+        known = self._known.setdefault(account, [])
+        if key in known:
+            known.remove(key)
+        known.append(key)
+        del known[:-KNOWN_ADDRESSES]
 
     def _bucket(self, key: str, now: float) -> _Bucket:
         bucket = self._addresses.get(key)
@@ -158,7 +185,7 @@ class LoginLimits:
         # A bucket that has refilled is the same as no bucket: those go first.
         full_after_s = ADDRESS_BURST * ADDRESS_REFILL_S
         for key, bucket in list(self._addresses.items()):
-            if now - bucket.at >= full_after_s:
+            if now - bucket.at >= full_after_s and not bucket.in_flight:
                 del self._addresses[key]
         _drop_oldest(self._addresses)
 

@@ -533,8 +533,8 @@ class Relay:
 
     async def _login(self, link: Link, hello: protocol.ViewerHello) -> Any:
         now = time.time()
-        result = await asyncio.to_thread(self.accounts.login, hello.user, hello.password,
-                                         hello.token, link.address, now)
+        result = await self.accounts.login(hello.user, hello.password, hello.token,
+                                           link.address, now)
         if result.technician is not None:
             link.token = result.token
             link.technician = result.technician.id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -233,7 +234,7 @@ def test_changes_from_another_process_revoke_tokens(accounts: Accounts, db: Path
 
 def password_login(accounts: Accounts, password: str = PASSWORD, user: str = "david",
                    address: str = "203.0.113.1", now: float = T0) -> Login:
-    return accounts.login(user, password, "", address, now)
+    return asyncio.run(accounts.login(user, password, "", address, now))
 
 
 def test_password_login_gives_the_account_and_a_working_token(accounts: Accounts):
@@ -247,10 +248,10 @@ def test_password_login_gives_the_account_and_a_working_token(accounts: Accounts
 def test_token_login_gives_the_account_back_with_the_same_token(accounts: Accounts):
     """A live token logs in as its account; an unknown one is LOGIN_EXPIRED."""
     token = accounts.issue_token("david", T0)
-    assert accounts.login("", "", token, "203.0.113.1", T0) == Login(
+    assert asyncio.run(accounts.login("", "", token, "203.0.113.1", T0)) == Login(
         accounts.get("david"), token)
-    assert accounts.login("", "", "made-up-token-value-1234", "203.0.113.1", T0).code == (
-        LOGIN_EXPIRED)
+    made_up = accounts.login("", "", "made-up-token-value-1234", "203.0.113.1", T0)
+    assert asyncio.run(made_up).code == LOGIN_EXPIRED
 
 
 @pytest.mark.parametrize(("user", "password"), [

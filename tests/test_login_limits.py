@@ -16,6 +16,7 @@ from relay.accounts import DB_FILE
 from relay.ledger import Ledger
 from relay.login_limits import (
     ADDRESS_BURST,
+    ADDRESS_IN_FLIGHT,
     ADDRESS_REFILL_S,
     BUSY,
     BY_ACCOUNT,
@@ -163,6 +164,20 @@ def test_addresses_of_one_ipv6_64_share_one_bucket(first: str, second: str):
     assert limits.admit("2001:db8:1:3::1", "made-up-x", T0) is None
 
 
+def test_one_address_has_at_most_two_checks_unfinished_at_once():
+    """A third attempt from an address whose two checks are still running is refused for a
+    second (so a flood never queues argon2 work ahead of others); one finishing frees it."""
+    limits = LoginLimits()
+    assert ADDRESS_IN_FLIGHT == 2
+    assert limits.admit("203.0.113.9", "made-up-1", T0) is None
+    assert limits.admit("203.0.113.9", "made-up-2", T0) is None
+    refusal = limits.admit("203.0.113.9", "made-up-3", T0)
+    assert (refusal.reason, refusal.retry_after_s) == (BY_ADDRESS, 1.0)
+    assert limits.admit("198.51.100.9", "made-up-3", T0) is None
+    limits.done("203.0.113.9", "made-up-1", False, T0)
+    assert limits.admit("203.0.113.9", "made-up-3", T0) is None
+
+
 def test_checks_in_flight_are_capped_overall_and_a_finished_one_frees_a_place():
     """MAX_LOGINS_IN_FLIGHT unfinished checks from many addresses: the next is refused as
     busy for a second; once one finishes, the next is admitted."""
@@ -173,6 +188,19 @@ def test_checks_in_flight_are_capped_overall_and_a_finished_one_frees_a_place():
     assert refusal.reason == BUSY and retry_words(refusal.retry_after_s) == 1
     limits.done("10.0.0.0", "user0", False, T0)
     assert limits.admit("10.0.1.1", "david", T0) is None
+
+
+def test_a_busy_relay_still_admits_an_account_from_where_it_last_logged_in():
+    """With every place taken by checks from many addresses, david from his usual address
+    is admitted; from a new address he is told to wait, like everyone else."""
+    limits = LoginLimits()
+    assert limits.admit("203.0.113.5", "david", T0) is None
+    limits.done("203.0.113.5", "david", True, T0)
+    for i in range(MAX_LOGINS_IN_FLIGHT):
+        assert limits.admit(f"10.0.0.{i}", f"user{i}", T0) is None
+    assert limits.admit("198.51.100.5", "david", T0).reason == BUSY
+    assert limits.admit("203.0.113.5", "david", T0) is None
+    assert limits.admit("203.0.113.5", "petur", T0).reason == BUSY
 
 
 def test_a_quiet_account_starts_over():
