@@ -298,3 +298,47 @@ def test_a_locked_account_answers_the_right_password_with_the_wait(relay):
     assert other["type"] == "welcome"
     assert ledger_events(relay, "login-throttled") == [
         "user 'david' from 127.0.0.20: account limit, 1 s"]
+
+
+def lock_account(relay, user: str, failures: int) -> None:
+    """`failures` wrong passwords from 127.0.0.2, each as soon as the limits allow, so that
+    the account's next attempt waits account_delay(failures) seconds from the last one."""
+    from websockets.sync.client import connect as connect_sync
+
+    done = 0
+    while done < failures:
+        with connect_sync(relay.ws_url + "/ws/viewer", open_timeout=WAIT_S) as ws:
+            ws.send(json.dumps({"type": "hello", "role": "viewer",
+                                "version": protocol.PROTOCOL_VERSION,
+                                "user": user, "password": "wrong-password"}))
+            answer = json.loads(ws.recv(timeout=WAIT_S))
+        if answer["code"] == "too-many-attempts":
+            time.sleep(int(re.search(r"in (\d+) s", answer["message"]).group(1)))
+        else:
+            assert answer["code"] == "login-failed"
+            done += 1
+
+
+@pytest.mark.browser
+def test_the_viewer_shows_the_wait_when_the_login_is_refused(relay):
+    """In Chromium: a locked account's right password shows the relay's sentence with the
+    seconds to wait on the login form (not the bare code, not a dropped connection)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
+                                             args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(WAIT_S * 1000)
+            page.goto(relay.http_url + "/")
+            page.get_by_test_id("login-user").fill("david")
+            page.get_by_test_id("login-password").fill("david-pw")
+            lock_account(relay, "david", FREE_FAILURES + 2)  # the next one waits 4 s
+            page.get_by_test_id("login-submit").click()
+            error = page.locator("#login-error")
+            error.wait_for(state="visible")
+            shown = error.text_content()
+        finally:
+            browser.close()
+    assert re.fullmatch(r"Too many sign-in attempts\. Try again in [1-4] s\.", shown), shown

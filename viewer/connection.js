@@ -11,8 +11,9 @@ const RECONNECT_DELAYS_S = [1, 2, 4, 8, 10];
 const REPLACED_CLOSE_CODE = 4001;  // relay/pairing.py: a newer link of this login took over
 
 // Errors after which reconnecting cannot help: the person has to sign in again.
-// ("rate-limited" before the welcome is the login throttle; after it, input was too fast.)
-const FATAL_CODES = new Set(["login-failed", "login-expired"]);
+// ("rate-limited" before the welcome is the login throttle; after it, input was too fast.
+// "too-many-attempts" is the relay's login limits; its message says how long to wait.)
+const FATAL_CODES = new Set(["login-failed", "login-expired", "too-many-attempts"]);
 
 export function viewerSocketUrl(location) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
