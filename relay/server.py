@@ -89,8 +89,8 @@ SECURITY_HEADERS = (
 )
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
-LOGIN_FAILED = protocol.Error("login-failed", "Wrong user name or password.")
-LOGIN_EXPIRED = protocol.Error("login-expired", "Your login has expired. Please log in again.")
+LOGIN_FAILED = protocol.refusal("login-failed", "viewer")
+LOGIN_EXPIRED = protocol.refusal("login-expired", "viewer")
 
 
 def _seconds(value: str, *, zero: bool) -> float:
@@ -270,7 +270,7 @@ class Link:
         log.info("%s is not reading: closing it", self)
         self._items.clear()
         self._frame_bytes = self._control_bytes = 0
-        self._closing = (1008, "not reading fast enough")
+        self._closing = (protocol.CLOSE_POLICY, "not reading fast enough")
         # Later: the rules may be in the middle of the call that sent this message.
         asyncio.get_running_loop().call_soon(self._on_overflow, self)
 
@@ -447,7 +447,7 @@ class Relay:
                     await self._viewer(ws, link, hello)  # type: ignore[arg-type]
         finally:
             self.links.discard(link)
-            link.close(1000, "")
+            link.close(protocol.CLOSE_NORMAL, "")
             try:
                 await asyncio.wait_for(writer, timeout=15)
             except TimeoutError:
@@ -464,11 +464,11 @@ class Relay:
             return None
         try:
             if not isinstance(first, str):
-                raise protocol.ProtocolError(
+                raise protocol.RemoteProtocolError(
                     f"the first message must be hello with role {link.role}")
             message = protocol.decode_control(first)
             protocol.check_hello(message, link.role)
-        except protocol.ProtocolError as error:
+        except protocol.RemoteProtocolError as error:
             self._protocol_error(link, str(error))
             return None
         return message
@@ -476,7 +476,7 @@ class Relay:
     def _protocol_error(self, link: Link, text: str) -> None:
         log.info("%s: protocol error: %s", link, _printable(text, 200))
         link.send(protocol.Error("protocol", _printable(text, 500)))
-        link.close(1008, text)
+        link.close(protocol.CLOSE_POLICY, text)
 
     async def _agent(self, ws: ServerConnection, link: Link, hello: protocol.AgentHello) -> None:
         technician = self.accounts.get(hello.technician)
@@ -496,7 +496,7 @@ class Relay:
                 else:
                     fields = protocol.decode_frame_header(data)
                     self.pairing.agent_frame(link, data, fields[2], now)
-        except protocol.ProtocolError as error:
+        except protocol.RemoteProtocolError as error:
             self._protocol_error(link, str(error))
         except ConnectionClosed as closed:
             resumable = _network_cut(closed)
@@ -515,15 +515,15 @@ class Relay:
         try:
             async for data in ws:
                 if not isinstance(data, str):
-                    raise protocol.ProtocolError("a viewer may not send binary messages")
+                    raise protocol.RemoteProtocolError("a viewer may not send binary messages")
                 message = protocol.decode_control(data)
                 if isinstance(message, protocol.Logout):
                     self.accounts.revoke_token(link.token)
                     log.info("%s: %s logged out", link, technician.id)
-                    link.close(1000, "logged out")
+                    link.close(protocol.CLOSE_NORMAL, "logged out")
                     break
                 self.pairing.viewer_message(link, message, time.time())
-        except protocol.ProtocolError as error:
+        except protocol.RemoteProtocolError as error:
             self._protocol_error(link, str(error))
         except ConnectionClosed as closed:
             log.info("%s: link lost (%s)", link, _closed_text(closed))
@@ -548,6 +548,7 @@ class Relay:
                                   f"{link.address}: {limited.reason} limit, {wait_s} s", now)
                 log.info("%s: login of %r refused (%s limit)", link, hello.user,
                          limited.reason)
+            # The table's sentence cannot know the wait: the viewer shows this message.
             refusal = protocol.Error(
                 TOO_MANY_ATTEMPTS, f"Too many sign-in attempts. Try again in {wait_s} s.")
         elif result.code == LOGIN_FAILED.code:
@@ -559,7 +560,7 @@ class Relay:
             log.info("%s: login token refused", link)
             refusal = LOGIN_EXPIRED
         link.send(refusal)
-        link.close(1008, refusal.code)
+        link.close(protocol.CLOSE_POLICY, refusal.code)
         return None
 
     def _overflowed(self, link: Link) -> None:
@@ -587,7 +588,7 @@ class Relay:
                         log.info("%s: login of %s no longer valid", link, link.technician)
                         self.pairing.viewer_gone(link, now)
                         link.send(LOGIN_EXPIRED)
-                        link.close(1008, LOGIN_EXPIRED.code)
+                        link.close(protocol.CLOSE_POLICY, LOGIN_EXPIRED.code)
                 if now - last_heartbeat >= HEARTBEAT_S:
                     self.ledger.heartbeat(now)
                     last_heartbeat = now
@@ -620,10 +621,11 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _network_cut(closed: ConnectionClosed) -> bool:
-    """True if the link went silent (a keepalive ping timed out on either end: 1011), the
-    kind of loss an agent comes back from. A socket closed without a close frame means its
-    process died (the OS closed it): that session ends at once."""
-    return any(frame is not None and frame.code == 1011 for frame in (closed.sent, closed.rcvd))
+    """True if the agent's session may wait for it to come back (protocol.can_resume, as the
+    relay sees it: a link that went silent ends in a keepalive timeout, 1011; a socket closed
+    without a close frame means the customer's program died, and its session ends at once)."""
+    frame = closed.rcvd or closed.sent
+    return protocol.can_resume(frame.code if frame else None, "relay")
 
 
 def _closed_text(closed: ConnectionClosed) -> str:

@@ -69,7 +69,8 @@ from relay.accounts import (
 from relay.pairing import Pairing
 
 MADE_UP = "madeUpSessionId0000000"
-REFUSAL = {"type": "error", "code": "no-such-session", "message": "No such session"}
+REFUSAL = {"type": "error", "code": "no-such-session",
+           "message": "That session is no longer available."}
 
 settings.register_profile(
     "relay-ci", max_examples=300, deadline=None,
@@ -442,7 +443,8 @@ def test_wrong_user_and_wrong_password_take_the_same_time(relay):
 
     unknown, wrong, answers = run(scenario())
     assert [json.loads(a) for a in answers] == [
-        {"type": "error", "code": "login-failed", "message": "Wrong user name or password."}]
+        {"type": "error", "code": "login-failed",
+         "message": "The user name or password is not correct."}]
     ratio = statistics.median(unknown) / statistics.median(wrong)
     assert 0.5 <= ratio <= 2.0, (ratio, unknown, wrong)
     assert "login-throttled" not in [e[2] for e in relay_events(relay)]
