@@ -7,6 +7,7 @@ import io
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -537,3 +538,15 @@ def test_every_option_has_help_and_help_shows_the_defaults(data: Path):
     for shown in ("(default: 8765)", "(default: 127.0.0.1)", "(default: data)",
                   "(default: 600.0)", "(default: 60.0)"):
         assert shown in " ".join(result.stdout.split()), shown
+
+
+def test_serving_on_a_port_already_taken_is_one_line(data: Path):
+    """Another program holds the port: one line naming the address, exit 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = relay_cli(data, "serve", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("WARNING:")]
+    assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], result.stderr
