@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 ADDRESS_BURST = 30
 ADDRESS_REFILL_S = 2.0
-ADDRESS_IN_FLIGHT = 2
+ADDRESS_IN_FLIGHT = 1  # so one address never holds more than one of the argon2 workers
 FREE_FAILURES = 5
 MAX_LOGIN_DELAY_S = 30.0
 MAX_DELAY_DOUBLINGS = 5  # 2**5 = 32 > MAX_LOGIN_DELAY_S: more doublings change nothing
@@ -57,7 +57,8 @@ class Refusal:
 
     reason: str  # BY_ADDRESS | BY_ACCOUNT | BUSY
     retry_after_s: float
-    first: bool  # the first refusal since this address or account was last admitted
+    first: bool  # the first of a flood: since the address was last idle or logged in, the
+    #               account last quiet or logged in, or the relay last had no check running
 
 
 @dataclass
@@ -126,7 +127,6 @@ class LoginLimits:
             return Refusal(BY_ACCOUNT, ready_at - now, first)
         bucket.tokens -= 1.0
         bucket.in_flight += 1
-        bucket.refused = state.refused = self._busy_refused = False
         state.in_flight += 1
         state.last_admitted = now
         self.in_flight += 1
@@ -136,6 +136,8 @@ class LoginLimits:
         """An admitted attempt's outcome: a success clears the account's failures and gives
         the address its token back; a failure counts against the account."""
         self.in_flight = max(0, self.in_flight - 1)
+        if not self.in_flight:
+            self._busy_refused = False
         key = address_key(address)
         bucket = self._bucket(key, now)
         bucket.in_flight = max(0, bucket.in_flight - 1)
@@ -146,6 +148,7 @@ class LoginLimits:
             if not state.in_flight:
                 del self._accounts[account]
             bucket.tokens = min(float(ADDRESS_BURST), bucket.tokens + 1.0)
+            bucket.refused = False
             self._remember(account, key)
         else:
             state.failures += 1
@@ -169,6 +172,8 @@ class LoginLimits:
         elapsed = max(0.0, now - bucket.at)
         bucket.tokens = min(float(ADDRESS_BURST), bucket.tokens + elapsed / ADDRESS_REFILL_S)
         bucket.at = max(bucket.at, now)
+        if bucket.tokens == ADDRESS_BURST and not bucket.in_flight:
+            bucket.refused = False  # idle long enough to be a new flood, if it comes back
         return bucket
 
     def _account(self, account: str, now: float) -> _Account:
@@ -179,6 +184,7 @@ class LoginLimits:
             state = self._accounts[account] = _Account()
         if state.failures and now - state.last_failure > FORGET_FAILURES_S:
             state.failures = 0
+            state.refused = False
         return state
 
     def _forget_addresses(self, now: float) -> None:

@@ -544,16 +544,19 @@ class Relay:
             limited = result.limited
             wait_s = retry_words(limited.retry_after_s)
             if limited.first:  # one row per flood, not one per refused attempt
-                self.ledger.event(None, "login-throttled", f"user {hello.user!r} from "
-                                  f"{link.address}: {limited.reason} limit, {wait_s} s", now)
+                await asyncio.to_thread(
+                    self.ledger.event, None, "login-throttled", f"user {hello.user!r} from "
+                    f"{link.address}: {limited.reason} limit, {wait_s} s", now)
                 log.info("%s: login of %r refused (%s limit)", link, hello.user,
                          limited.reason)
             # The table's sentence cannot know the wait: the viewer shows this message.
             refusal = protocol.Error(
                 TOO_MANY_ATTEMPTS, f"Too many sign-in attempts. Try again in {wait_s} s.")
         elif result.code == LOGIN_FAILED.code:
-            self.ledger.event(None, "login-failed", f"user {hello.user!r} from "
-                              f"{link.address}", time.time())
+            # Off the event loop: each row is a synchronous (fsync) write, and a flood's
+            # admitted checks must not stall every other connection's handshake.
+            await asyncio.to_thread(self.ledger.event, None, "login-failed",
+                                    f"user {hello.user!r} from {link.address}", time.time())
             log.info("%s: login failed for %r", link, hello.user)
             refusal = LOGIN_FAILED
         else:
