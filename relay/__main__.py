@@ -178,10 +178,16 @@ def accounts_of(args: argparse.Namespace, *, create: bool = False) -> Accounts:
 
 
 def cmd_add_technician(args: argparse.Namespace) -> int:
+    fresh = not (args.data / DB_FILE).exists()
+    if not fresh:
+        with accounts_of(args) as accounts:
+            if accounts.get(args.id) is not None:  # say so before asking for a password
+                raise AccountError(f"technician {args.id!r} already exists")
+    password = read_password(args.id)  # before creating anything: a refusal leaves no trace
     with accounts_of(args, create=True) as accounts:
-        if accounts.get(args.id) is not None:  # say so before asking for a password
-            raise AccountError(f"technician {args.id!r} already exists")
-        technician = accounts.add(args.id, args.name, read_password(args.id))
+        technician = accounts.add(args.id, args.name, password)
+    if fresh:  # a mistyped --data shows up here, not later as a relay nobody can log in to
+        print(f"Created the data folder {args.data}")
     print(f"Added technician {technician.id} ({technician.name})")
     return 0
 

@@ -67,14 +67,19 @@ def store(data: Path) -> Iterator[Callable]:
 
 
 def test_add_technician_with_password_from_env_and_list(data: Path, store: Callable):
-    """RELAY_PASSWORD sets the password; list-technicians shows id, name and enabled."""
+    """RELAY_PASSWORD sets the password; list-technicians shows id, name and enabled; the
+    first one says it created the data folder, the next does not."""
     result = relay_cli(data, "add-technician", "david", "--name", "David Jones",
                        password="david-password")
     assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"Created the data folder {data}",
+                                          "Added technician david (David Jones)"]
+    again = relay_cli(data, "add-technician", "anna", "--name", "Anna", password="anna-pass")
+    assert again.stdout.splitlines() == ["Added technician anna (Anna)"]
     listed = relay_cli(data, "list-technicians")
     assert listed.returncode == 0
     assert listed.stdout.splitlines()[0].split() == ["ID", "NAME", "ENABLED"]
-    assert listed.stdout.splitlines()[1].split() == ["david", "David", "Jones", "yes"]
+    assert listed.stdout.splitlines()[2].split() == ["david", "David", "Jones", "yes"]
     assert store().verify("david", "david-password") is not None
 
 
@@ -93,13 +98,13 @@ def test_add_technician_reads_the_password_from_stdin(data: Path, store: Callabl
     ("\n", "no password given"),
     ("short\n", "too short"),
 ])
-def test_add_technician_refuses_missing_or_short_passwords(data: Path, store: Callable, stdin: str,
+def test_add_technician_refuses_missing_or_short_passwords(data: Path, stdin: str,
                                                            message: str):
     """An empty or too short password is refused with one clear line and exit 1."""
     result = relay_cli(data, "add-technician", "anna", "--name", "Anna", stdin=stdin)
     assert result.returncode == 1
     assert message in one_error_line(result)
-    assert store().get("anna") is None
+    assert not data.exists()  # refused before anything was created
 
 
 def test_add_technician_refuses_a_password_that_is_not_utf8(data: Path):
