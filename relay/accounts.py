@@ -137,7 +137,10 @@ class Accounts(Store):
             time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB,
             parallelism=ARGON2_PARALLELISM,
         )
-        self._limits = LoginLimits()  # used under self._lock
+        self._limits = LoginLimits()
+        # Its own lock, not the database's: an admission on the event loop must never wait
+        # for another thread's fsync'd write.
+        self._limits_lock = threading.Lock()
         # Bounds the argon2 work running at once, so checks admitted in a burst wait here in
         # turn instead of all slowing each other (and a real login) down together.
         self._argon2 = threading.BoundedSemaphore(ARGON2_WORKERS)
@@ -224,7 +227,7 @@ class Accounts(Store):
         if not (user and password):
             technician = self.check_token(token, now)
             return Login(technician, token) if technician else Login(code=LOGIN_EXPIRED)
-        with self._lock:
+        with self._limits_lock:
             refusal = self._limits.admit(address, user, now)
         if refusal is not None:
             return Login(code=TOO_MANY_ATTEMPTS, limited=refusal)
@@ -232,7 +235,7 @@ class Accounts(Store):
         try:
             found = await asyncio.to_thread(self._password_login, user, password, now)
         finally:
-            with self._lock:
+            with self._limits_lock:
                 self._limits.done(address, user, found is not None, now)
         return Login(code=LOGIN_FAILED) if found is None else Login(*found)
 
