@@ -15,14 +15,16 @@ do. Each call to ``admit`` that returns None must be followed by one call to ``d
   FREE_FAILURES failures, then one attempt per 1, 2, 4 ... up to MAX_LOGIN_DELAY_S seconds.
   Attempts still being checked count as failures, so guesses sent in parallel do not slip
   through together. The delay's exponent is bounded: a thousand failures cannot overflow it.
+  An account's attempts from one of the KNOWN_ADDRESSES it last logged in from are counted
+  apart, with the same schedule (OWASP's "device cookie" defence against lockout, by
+  address): guesses from elsewhere cannot lock a support person out at their usual desk,
+  and a guesser sharing that desk's address is slowed down just the same.
 - Overall: at most MAX_LOGINS_IN_FLIGHT checks admitted and unfinished at once; beyond that
   a login is refused for BUSY_RETRY_S. Admission happens before any check is queued, so
   with a small argon2 semaphore behind it a real login waits behind at most that many
-  checks, never behind a flood's whole backlog. The overall cap does not refuse an account
-  from one of the KNOWN_ADDRESSES it last logged in from (OWASP's "device cookie" idea,
-  by address): a flood from many addresses then delays a support person at their usual
-  desk by a few checks instead of turning them away. Those addresses still get the
-  address and account limits, so they buy no extra guesses.
+  checks, never behind a flood's whole backlog. Nor does the overall cap refuse an account
+  from one of its known addresses: a flood from many addresses then delays a support
+  person at their usual desk by a few checks instead of turning them away.
 
 A refusal is answered at once with the seconds to wait; nothing here sleeps.
 """
@@ -67,6 +69,7 @@ class _Bucket:
     at: float
     in_flight: int = 0
     refused: bool = False
+    checking: str = ""  # the account count its check runs under (ADDRESS_IN_FLIGHT is 1)
 
 
 @dataclass
@@ -120,13 +123,15 @@ class LoginLimits:
         if self.in_flight >= MAX_LOGINS_IN_FLIGHT and key not in self._known.get(account, ()):
             first, self._busy_refused = not self._busy_refused, True
             return Refusal(BUSY, BUSY_RETRY_S, first)
-        state = self._account(account, now)
+        counted_as = self._counted_as(account, key)
+        state = self._account(counted_as, now)
         ready_at = state.last_admitted + account_delay(state.failures + state.in_flight)
         if now < ready_at:
             first, state.refused = not state.refused, True
             return Refusal(BY_ACCOUNT, ready_at - now, first)
         bucket.tokens -= 1.0
         bucket.in_flight += 1
+        bucket.checking = counted_as
         state.in_flight += 1
         state.last_admitted = now
         self.in_flight += 1
@@ -141,18 +146,24 @@ class LoginLimits:
         key = address_key(address)
         bucket = self._bucket(key, now)
         bucket.in_flight = max(0, bucket.in_flight - 1)
-        state = self._account(account, now)
+        counted_as, bucket.checking = bucket.checking or self._counted_as(account, key), ""
+        state = self._account(counted_as, now)
         state.in_flight = max(0, state.in_flight - 1)
         if succeeded:
             state.failures = 0
             if not state.in_flight:
-                del self._accounts[account]
+                del self._accounts[counted_as]
             bucket.tokens = min(float(ADDRESS_BURST), bucket.tokens + 1.0)
             bucket.refused = False
             self._remember(account, key)
         else:
             state.failures += 1
             state.last_failure = now
+
+    def _counted_as(self, account: str, key: str) -> str:
+        """Whose failure count an attempt on `account` from address `key` goes to."""
+        # "\n" cannot be in a user name (protocol: printable), so no name can pose as this.
+        return f"{account}\n{key}" if key in self._known.get(account, ()) else account
 
     def _remember(self, account: str, key: str) -> None:
         if account not in self._known and len(self._known) >= MAX_TRACKED:

@@ -208,6 +208,34 @@ def test_checks_in_flight_are_capped_overall_and_a_finished_one_frees_a_place():
     assert limits.admit("10.0.1.1", "david", T0) is None
 
 
+def test_guesses_from_elsewhere_cannot_lock_a_support_person_out_at_their_desk():
+    """David logged in from 203.0.113.5 before; a thousand guesses at his account from
+    other addresses lock it for them, yet he is admitted from his desk at once; failures
+    from his desk's address are slowed down on their own count, the same way."""
+    limits = LoginLimits()
+    assert limits.admit("203.0.113.5", "david", T0) is None
+    limits.done("203.0.113.5", "david", True, T0)
+    now = T0 + 60
+    for i in range(1_000):
+        address = f"10.{i // 250}.{i % 250}.1"
+        if limits.admit(address, "david", now) is None:
+            limits.done(address, "david", False, now)
+    assert limits.admit("10.9.9.9", "david", now).reason == BY_ACCOUNT
+    assert limits.admit("203.0.113.5", "david", now) is None
+    limits.done("203.0.113.5", "david", False, now)
+    assert fail_until_known_refused(limits, now) == 1.0
+
+
+def fail_until_known_refused(limits: LoginLimits, now: float) -> float:
+    for _ in range(FREE_FAILURES + 1):
+        refusal = limits.admit("203.0.113.5", "david", now)
+        if refusal is not None:
+            assert refusal.reason == BY_ACCOUNT
+            return refusal.retry_after_s
+        limits.done("203.0.113.5", "david", False, now)
+    pytest.fail("the desk's own count never refused")
+
+
 def test_a_busy_relay_still_admits_an_account_from_where_it_last_logged_in():
     """With every place taken by checks from many addresses, david from his usual address
     is admitted; from a new address he is told to wait, like everyone else."""
