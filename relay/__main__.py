@@ -187,7 +187,7 @@ def cmd_add_technician(args: argparse.Namespace) -> int:
     with accounts_of(args, create=True) as accounts:
         technician = accounts.add(args.id, args.name, password)
     if fresh:  # a mistyped --data shows up here, not later as a relay nobody can log in to
-        print(f"Created the data folder {args.data}")
+        print(f"Created a new relay database in {args.data}")
     print(f"Added technician {technician.id} ({technician.name})")
     return 0
 
@@ -303,8 +303,8 @@ def check_before_serving(args: argparse.Namespace) -> None:
     with accounts_of(args, create=True) as accounts:
         enabled = [t for t in accounts.list() if t.enabled]
     if fresh:
-        warn(f"created a new, empty data folder {args.data}; if you meant an existing one, "
-             "check --data")
+        warn(f"created a new, empty relay database in {args.data}; if you meant an existing "
+             "one, check --data")
     if not enabled:
         warn(f"nobody can log in: {args.data} has no enabled support person; add one with "
              f"python -m relay add-technician ID --name NAME --data {args.data}")

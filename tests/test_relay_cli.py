@@ -72,7 +72,7 @@ def test_add_technician_with_password_from_env_and_list(data: Path, store: Calla
     result = relay_cli(data, "add-technician", "david", "--name", "David Jones",
                        password="david-password")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [f"Created the data folder {data}",
+    assert result.stdout.splitlines() == [f"Created a new relay database in {data}",
                                           "Added technician david (David Jones)"]
     again = relay_cli(data, "add-technician", "anna", "--name", "Anna", password="anna-pass")
     assert again.stdout.splitlines() == ["Added technician anna (Anna)"]
@@ -490,7 +490,7 @@ def test_serving_a_new_or_empty_data_folder_warns_loudly(relay_factory, tmp_path
     first.add_technician("david", "David", "david-password")
     first.stop()
     output = "".join(first.output)
-    assert f"WARNING: created a new, empty data folder {data}" in output
+    assert f"WARNING: created a new, empty relay database in {data}" in output
     assert "WARNING: nobody can log in" in output
     assert "add-technician ID --name NAME" in output
     again = relay_factory(data=data)
