@@ -8,6 +8,9 @@ import re
 import time
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from websockets.asyncio.client import connect
 
 import protocol
@@ -395,3 +398,49 @@ def test_the_viewer_shows_the_wait_when_the_login_is_refused(relay):
         finally:
             browser.close()
     assert re.fullmatch(r"Too many sign-in attempts\. Try again in [1-4] s\.", shown), shown
+
+
+class LimitsMachine(RuleBasedStateMachine):
+    """Random admits and outcomes from a few addresses on a few accounts, time moving on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits = LoginLimits()
+        self.now = T0
+        self.running: list[tuple[str, str]] = []  # admitted checks not yet done
+
+    @rule(address=st.sampled_from(["10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:db8::2"]),
+          account=st.sampled_from(["david", "petur", "ghost"]))
+    def attempt(self, address: str, account: str) -> None:
+        refusal = self.limits.admit(address, account, self.now)
+        if refusal is None:
+            self.running.append((address, account))
+        else:
+            assert 0 < refusal.retry_after_s <= MAX_LOGIN_DELAY_S
+            assert refusal.reason in (BY_ADDRESS, BY_ACCOUNT, BUSY)
+
+    @precondition(lambda self: self.running)
+    @rule(which=st.integers(min_value=0), succeeded=st.booleans())
+    def finish(self, which: int, succeeded: bool) -> None:
+        address, account = self.running.pop(which % len(self.running))
+        self.limits.done(address, account, succeeded, self.now)
+
+    @rule(seconds=st.sampled_from([0.1, 1.0, 7.5, 31.0, FORGET_FAILURES_S + 1.0]))
+    def wait(self, seconds: float) -> None:
+        self.now += seconds
+
+    @invariant()
+    def checks_are_counted_exactly(self) -> None:
+        assert self.limits.in_flight == len(self.running)
+        keys = [address_key(address) for address, _ in self.running]
+        assert max([keys.count(key) for key in keys], default=0) <= ADDRESS_IN_FLIGHT
+
+    @invariant()
+    def nothing_is_held_once_all_checks_are_done(self) -> None:
+        if not self.running:
+            assert all(not b.in_flight for b in self.limits._addresses.values())
+            assert all(not a.in_flight for a in self.limits._accounts.values())
+
+
+TestLimitsMachine = LimitsMachine.TestCase
+TestLimitsMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
