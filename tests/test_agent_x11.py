@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -22,15 +21,14 @@ from pathlib import Path
 import mss
 import numpy as np
 import pytest
-from PIL import Image
-from websockets.asyncio.client import connect
 
 import protocol as p
+from tests.helpers.desktop import BACKGROUND, grab_screen
+from tests.helpers.relay import ledger_csv
+from tests.helpers.viewer import ScriptedViewer
 
 pytestmark = pytest.mark.x11
 ROOT = Path(__file__).resolve().parent.parent
-BACKGROUND = (0x33, 0x66, 0xCC)
-QUIET_S = 0.8
 
 
 def need(*tools: str) -> None:
@@ -66,81 +64,8 @@ def stop(process: subprocess.Popen) -> int:
         raise
 
 
-class Viewer:
-    """A scripted support person: logs in, accepts, takes control, decodes and acks."""
-
-    def __init__(self, relay, width: int, height: int) -> None:
-        self.relay = relay
-        self.canvas = np.zeros((height, width, 3), np.uint8)
-        self.session = ""
-        self.controls: list[p.Message] = []
-        self.login = ("david", "david-pw")
-
-    async def __aenter__(self) -> Viewer:
-        self.ws = await connect(f"{self.relay.ws_url}/ws/viewer", origin=self.relay.http_url,
-                                max_size=p.MAX_MESSAGE_BYTES, compression=None)
-        await self.send(p.ViewerHello("viewer", p.PROTOCOL_VERSION, *self.login))
-        assert isinstance(await self.control(p.Welcome), p.Welcome)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.ws.close()
-
-    async def send(self, message: p.Message) -> None:
-        await self.ws.send(p.encode_control(message))
-
-    async def recv(self, timeout: float = 20):
-        data = await asyncio.wait_for(self.ws.recv(), timeout)
-        if isinstance(data, bytes):
-            frame = p.decode_frame(data)
-            image = np.asarray(Image.open(io.BytesIO(frame.image)).convert("RGB"))
-            self.canvas[frame.y:frame.y + frame.height, frame.x:frame.x + frame.width] = image
-            if frame.last:
-                await self.send(p.Ack(self.session, frame.seq))
-            return frame
-        return p.decode_control(data)
-
-    async def control(self, kind: type, timeout: float = 20) -> p.Message:
-        """The next control message of ``kind`` (frames are drawn and acked meanwhile)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            message = await self.recv(max(0.1, deadline - time.monotonic()))
-            if isinstance(message, kind):
-                return message
-            if not isinstance(message, p.Frame):
-                self.controls.append(message)
-
-    async def accept_first(self) -> p.Accepted:
-        while not self.session:
-            queue = await self.control(p.Queue)
-            if queue.sessions:
-                self.session = queue.sessions[0].session
-        await self.send(p.Accept(self.session))
-        return await self.control(p.Accepted)
-
-    async def take_control(self) -> None:
-        await self.send(p.TakeControl(self.session))
-        while not (await self.control(p.Control)).granted:
-            pass
-
-    async def settle(self) -> None:
-        """Draw the first whole update, then updates until none has come for QUIET_S (on a
-        loaded machine the first may take longer than that)."""
-        while not isinstance(frame := await self.recv(), p.Frame) or not frame.last:
-            pass
-        with pytest.raises(TimeoutError):
-            while True:
-                await self.recv(QUIET_S)
-
-
 def typed(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.exists() else ""
-
-
-def grab_screen() -> np.ndarray:
-    with mss.MSS() as sct:
-        shot = sct.grab(sct.monitors[1])
-        return np.asarray(Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX"))
 
 
 def run(coro):
@@ -156,14 +81,15 @@ def test_screen_reaches_the_viewer_and_matches_the_x_screen(xvfb, relay, tmp_pat
     agent = start_agent(relay, tmp_path)
     try:
         async def scenario():
-            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
-                accepted = await viewer.accept_first()
+            async with await ScriptedViewer.login(relay) as viewer:
+                accepted = await viewer.accept_waiting()
                 assert accepted.screens[1] == p.Screen(0, 0, xvfb.width, xvfb.height)
                 await viewer.settle()
-                reference = grab_screen()
-                assert tuple(viewer.canvas[5, 5]) == BACKGROUND
-                assert tuple(viewer.canvas[-5, -5]) == BACKGROUND
-                difference = np.abs(viewer.canvas.astype(int) - reference.astype(int))
+                reference = np.asarray(grab_screen(accepted.screens[1]))
+                drawn = viewer.pixels()
+                assert tuple(drawn[5, 5]) == BACKGROUND
+                assert tuple(drawn[-5, -5]) == BACKGROUND
+                difference = np.abs(drawn.astype(int) - reference.astype(int))
                 assert difference.mean() < 1.0, difference.mean()
         run(scenario())
     finally:
@@ -185,8 +111,8 @@ def test_keys_and_text_arrive_in_xterm_and_clicks_land(xvfb, relay, tmp_path) ->
     agent = start_agent(relay, tmp_path)
     try:
         async def scenario():
-            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
-                await viewer.accept_first()
+            async with await ScriptedViewer.login(relay) as viewer:
+                await viewer.accept_waiting()
                 await viewer.take_control()
                 s = viewer.session
                 for down in (True, False):
@@ -216,19 +142,15 @@ def test_close_ends_the_session_as_the_customer_and_exits(xvfb, relay, tmp_path)
     agent = start_agent(relay, tmp_path)
 
     async def scenario():
-        async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
-            await viewer.accept_first()
+        async with await ScriptedViewer.login(relay) as viewer:
+            await viewer.accept_waiting()
             await viewer.take_control()
             agent.send_signal(signal.SIGTERM)
-            ended = await viewer.control(p.Ended)
+            ended = await viewer.expect(p.Ended)
             assert ended.by == "customer"
     run(scenario())
     assert agent.wait(timeout=15) == 0
-    ledger = relay.cli("ledger", "--csv")
-    assert ledger.returncode == 0, ledger.stderr
-    rows = [line.split(",") for line in ledger.stdout.splitlines()]
-    ended_by = rows[0].index("ended_by")
-    assert [row[ended_by] for row in rows[1:]] == ["customer"]
+    assert [row["ended_by"] for row in ledger_csv(relay)] == ["customer"]
     assert "Traceback" not in agent_log(tmp_path)
 
 
@@ -298,15 +220,13 @@ def test_a_cut_link_resumes_the_same_session(xvfb, relay, tmp_path) -> None:
     agent = start_agent(type("R", (), {"ws_url": f"ws://127.0.0.1:{link.port}"}), tmp_path)
     try:
         async def scenario():
-            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
-                await viewer.accept_first()
+            async with await ScriptedViewer.login(relay) as viewer:
+                await viewer.accept_waiting()
                 await viewer.settle()
                 link.cut()
-                while not (frame := await viewer.recv()) or not isinstance(frame, p.Frame) \
-                        or not frame.flags & p.FLAG_FULL:
-                    pass
+                await viewer.expect(p.Frame, lambda frame: frame.flags & p.FLAG_FULL)
                 agent.send_signal(signal.SIGTERM)
-                ended = await viewer.control(p.Ended)
+                ended = await viewer.expect(p.Ended)
                 assert (ended.session, ended.by) == (viewer.session, "customer")
         run(scenario())
         assert agent.wait(timeout=15) == 0
@@ -360,10 +280,8 @@ def test_picker_window_connects_to_the_person_clicked(xvfb, relay, tmp_path) -> 
         subprocess.run(["xdotool", "key", "Tab", "Tab", "space"], check=True)
 
         async def scenario():
-            viewer = Viewer(relay, xvfb.width, xvfb.height)
-            viewer.login = ("petur", "petur-pw")
-            async with viewer:
-                accepted = await viewer.accept_first()
+            async with await ScriptedViewer.login(relay, "petur") as viewer:
+                accepted = await viewer.accept_waiting()
                 assert accepted.technician_name == "Petur"
         run(scenario())
     finally:
@@ -402,7 +320,8 @@ class TrayManager:
         self.d.sync()
         self.docked = threading.Event()
         self.running = True
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._server = threading.Thread(target=self._serve, daemon=True)
+        self._server.start()
 
     def _serve(self) -> None:
         while self.running:
@@ -422,7 +341,8 @@ class TrayManager:
 
     def close(self) -> None:
         self.running = False
-        time.sleep(0.1)
+        self._server.join(timeout=10)  # no event is read from the display while it closes
+        assert not self._server.is_alive(), "the tray manager's thread did not stop"
         self.window.destroy()
         self.d.close()
 
@@ -440,14 +360,11 @@ def test_pystray_icon_turns_from_yellow_to_green_and_disappears(xvfb, relay, tmp
     agent = start_agent(relay, tmp_path, tray="pystray")
     try:
         async def scenario():
-            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
-                while not viewer.session:
-                    queue = await viewer.control(p.Queue)
-                    viewer.session = queue.sessions[0].session if queue.sessions else ""
+            async with await ScriptedViewer.login(relay) as viewer:
+                pending = await viewer.wait_for_pending()
                 assert manager.docked.wait(20)
                 await wait_for_colour((242, 190, 0))
-                await viewer.send(p.Accept(viewer.session))
-                await viewer.control(p.Accepted)
+                await viewer.accept(pending.session)
                 await wait_for_colour((40, 170, 70))
         run(scenario())
         assert stop(agent) == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_viewer_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

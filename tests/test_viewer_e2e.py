@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_viewer_browser import WAIT_S, Viewer, browser  # noqa: F401 (fixture)
+
+from tests.helpers.browser import WAIT_S, Viewer
 
 pytestmark = [pytest.mark.x11, pytest.mark.browser]
 
@@ -92,7 +93,7 @@ def real_agent(xvfb, relay, tmp_path):
 
 
 def test_support_person_sees_types_into_and_ends_a_real_agent_session(
-        browser, relay, xvfb, xterm_cat, real_agent):  # noqa: F811 (fixture)
+        browser, relay, xvfb, xterm_cat, real_agent):
     """Login, accept, the X screen on the canvas, typing into xterm, end, and the ledger row."""
     typed, (wx, wy, ww, wh) = xterm_cat
     viewer = Viewer(browser, relay).signed_in()
