@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email.utils
-import http
 import ipaddress
 import logging
 import math
-import re
 import signal
 import ssl
 import sys
@@ -38,15 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 import protocol
 from relay.accounts import DB_FILE, Accounts
-from relay.download import DEFAULT_COMPANY, render_download_page
+from relay.download import DEFAULT_COMPANY
 from relay.ledger import Ledger
 from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S, Pairing
+from relay.static import SECURITY_HEADERS, StaticSite, plain, response
 
 log = logging.getLogger("relay")
 
@@ -65,31 +62,30 @@ MAX_PENDING_CONTROL_BYTES = 512 * 1024
 MAX_PENDING_MESSAGES = 4096
 SHUTDOWN_DRAIN_S = 2.0
 
-CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".wav": "audio/wav",
-}
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "media-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'"
-)
-SECURITY_HEADERS = (
-    ("Content-Security-Policy", CSP),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("X-Frame-Options", "DENY"),
-    ("Cache-Control", "no-store"),
-)
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
 LOGIN_FAILED = protocol.Error("login-failed", "Wrong user name or password.")
 LOGIN_EXPIRED = protocol.Error("login-expired", "Your login has expired. Please log in again.")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Everything `serve` needs, whatever built it (relay/__main__.py from the command line)."""
+
+    data: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    cert: Path | None = None
+    key: Path | None = None
+    origins: tuple[str, ...] = ()  # other origins allowed to open the viewer's websocket
+    trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For is believed
+    downloads: Path | None = None
+    company: str = DEFAULT_COMPANY
+    viewer_dir: Path = VIEWER_DIR
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S
+    grace: float = DEFAULT_GRACE_S
+    ping_interval: float = PING_INTERVAL_S
+    ping_timeout: float = PING_TIMEOUT_S
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_S
+    hello_timeout: float = HELLO_TIMEOUT_S
 
 
 def _seconds(value: str, *, zero: bool) -> float:
@@ -151,58 +147,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help=argparse.SUPPRESS)
     parser.add_argument("--hello-timeout", type=float, default=HELLO_TIMEOUT_S,
                         help=argparse.SUPPRESS)
-
-
-# --- files ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StaticFile:
-    path: Path
-    content_type: str
-    attachment: bool = False
-
-
-def viewer_files(folder: Path) -> dict[str, StaticFile]:
-    """URL path -> file, from the folder's listing now; nothing built from a URL later."""
-    files: dict[str, StaticFile] = {}
-    if not folder.is_dir():
-        return files
-    for entry in sorted(folder.iterdir()):
-        content_type = CONTENT_TYPES.get(entry.suffix)
-        if (content_type and _SAFE_NAME.fullmatch(entry.name) and entry.is_file()
-                and not entry.is_symlink()):
-            files["/" + entry.name] = StaticFile(entry, content_type)
-    if "/index.html" in files:
-        files["/"] = files["/index.html"]
-    return files
-
-
-def download_files(folder: Path | None) -> dict[str, StaticFile]:
-    files: dict[str, StaticFile] = {}
-    if folder is None or not folder.is_dir():
-        return files
-    for entry in sorted(folder.iterdir()):
-        if _SAFE_NAME.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
-            files["/download/" + entry.name] = StaticFile(
-                entry, "application/octet-stream", attachment=True)
-    return files
-
-
-def response(status: int, body: bytes, content_type: str,
-             extra: tuple[tuple[str, str], ...] = ()) -> Response:
-    headers = Headers([
-        ("Date", email.utils.formatdate(usegmt=True)),
-        ("Connection", "close"),
-        ("Content-Length", str(len(body))),
-        ("Content-Type", content_type),
-        *extra,
-    ])
-    return Response(status, http.HTTPStatus(status).phrase, headers, body)
-
-
-def plain(status: int, text: str) -> Response:
-    return response(status, text.encode(), "text/plain; charset=utf-8")
 
 
 # --- one connection's writer ------------------------------------------------------------
@@ -344,19 +288,16 @@ class LoggedLedger:
 class Relay:
     """Accounts, ledger and session rules behind the websocket and HTTP handlers."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        data: Path = args.data
-        self.accounts = Accounts(data / DB_FILE)
-        self.ledger = Ledger(data / DB_FILE)
-        self.pairing = Pairing(LoggedLedger(self.ledger), wait_timeout=args.wait_timeout,
-                               grace=args.grace)
-        self.tls = args.cert is not None
-        self.hello_timeout: float = args.hello_timeout
-        self.origins = {o.rstrip("/").lower() for o in args.origin}
-        self.trusted_proxies = {_ip(address) for address in args.trusted_proxy}
-        self.files = {**viewer_files(args.viewer_dir), **download_files(args.downloads)}
-        self.download_page = render_download_page(args.company, {
-            url: f.path.name for url, f in download_files(args.downloads).items()})
+    def __init__(self, config: RelayConfig) -> None:
+        self.accounts = Accounts(config.data / DB_FILE)
+        self.ledger = Ledger(config.data / DB_FILE)
+        self.pairing = Pairing(LoggedLedger(self.ledger), wait_timeout=config.wait_timeout,
+                               grace=config.grace)
+        self.tls = config.cert is not None
+        self.hello_timeout = config.hello_timeout
+        self.origins = {o.rstrip("/").lower() for o in config.origins}
+        self.trusted_proxies = {_ip(address) for address in config.trusted_proxies}
+        self.site = StaticSite(config.viewer_dir, config.downloads, config.company)
         self.links: set[Link] = set()
 
     # --- HTTP -------------------------------------------------------------------------
@@ -380,21 +321,7 @@ class Relay:
                 # up to max_queue frame-sized messages in the relay's memory.
                 connection.protocol.max_message_size = protocol.MAX_CONTROL_BYTES
             return None
-        if path == "/healthz":
-            return plain(200, "ok\n")
-        if path == "/download":
-            return response(200, self.download_page, "text/html; charset=utf-8")
-        found = self.files.get(path)
-        if found is None:
-            return plain(404, "Not found\n")
-        try:
-            body = await asyncio.to_thread(found.path.read_bytes)
-        except OSError:
-            return plain(404, "Not found\n")
-        extra: tuple[tuple[str, str], ...] = ()
-        if found.attachment:
-            extra = (("Content-Disposition", f'attachment; filename="{found.path.name}"'),)
-        return response(200, body, found.content_type, extra)
+        return await self.site.answer(path)
 
     def _check_origin(self, request: Request, path: str) -> str:
         """Why this upgrade is refused, or "" to let it through."""
@@ -639,29 +566,29 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-def run(args: argparse.Namespace, *, on_ready: Callable[[str], None] | None = None) -> int:
+def run(config: RelayConfig, *, on_ready: Callable[[str], None] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; print the readiness line once bound. Returns the exit code."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    if (args.cert is None) != (args.key is None):
+    if (config.cert is None) != (config.key is None):
         print("error: --cert and --key go together", file=sys.stderr)
         return 2
     try:
-        context = tls_context(args.cert, args.key) if args.cert else None
+        context = tls_context(config.cert, config.key) if config.cert else None
     except (OSError, ssl.SSLError) as error:
         print(f"error: cannot use the TLS certificate or key: {error}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_serve(args, context, on_ready))
+        return asyncio.run(_serve(config, context, on_ready))
     except OSError as error:
-        print(f"error: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        print(f"error: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
         return 1
 
 
-async def _serve(args: argparse.Namespace, context: ssl.SSLContext | None,
+async def _serve(config: RelayConfig, context: ssl.SSLContext | None,
                  on_ready: Callable[[str], None] | None) -> int:
-    relay = Relay(args)
+    relay = Relay(config)
     recovered = relay.ledger.recover()
     if recovered:
         log.info("closed %d session(s) left open by the last run (relay-restart)", recovered)
@@ -671,14 +598,14 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext | None,
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with serve(
-        relay.handler, args.host, args.port,
+        relay.handler, config.host, config.port,
         process_request=relay.process_request, process_response=relay.process_response,
         max_size=protocol.MAX_MESSAGE_BYTES, max_queue=8, compression=None,
-        open_timeout=args.handshake_timeout, ping_interval=args.ping_interval,
-        ping_timeout=args.ping_timeout, close_timeout=CLOSE_TIMEOUT_S, ssl=context,
+        open_timeout=config.handshake_timeout, ping_interval=config.ping_interval,
+        ping_timeout=config.ping_timeout, close_timeout=CLOSE_TIMEOUT_S, ssl=context,
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        host = f"[{args.host}]" if ":" in args.host else args.host
+        host = f"[{config.host}]" if ":" in config.host else config.host
         url = f"{'https' if context else 'http'}://{host}:{port}"
         print(f"Relay listening on {url}", flush=True)
         if on_ready is not None:
