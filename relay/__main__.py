@@ -187,7 +187,7 @@ def serve_config(args: argparse.Namespace):  # -> server.RelayConfig (server imp
         downloads=args.downloads, company=args.company, viewer_dir=args.viewer_dir,
         wait_timeout=args.wait_timeout, grace=args.grace, ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout, handshake_timeout=args.handshake_timeout,
-        hello_timeout=args.hello_timeout,
+        hello_timeout=args.hello_timeout, max_unauthenticated=args.max_unauthenticated,
     )
 
 
