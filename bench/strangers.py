@@ -76,7 +76,7 @@ def memory(relay: RelayProcess, connections: int) -> dict[str, float]:
     meter = Meter(relay.process.pid)
     figures = {"at rest": settle(meter)}
     idle = [upgrade(relay.port, n) for n in range(connections)]
-    figures["idle upgraded"] = sum(s is not None for s in idle)
+    figures["strangers let in (of the idle)"] = sum(s is not None for s in idle)
     figures[f"with {connections} idle"] = settle(meter)
     for sock in idle:
         if sock is not None:
@@ -121,6 +121,12 @@ def ledger_rows(data: Path) -> int:
         return len(ledger.rows()) + len(ledger.events())
 
 
+def show(figures: dict[str, float]) -> None:
+    for name, value in figures.items():
+        shown = f"{value:8.1f}" if isinstance(value, float) else f"{value:8d}"
+        print(f"  {name:32} {shown}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=500)
@@ -130,13 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         relay = RelayProcess(Path(folder) / "data").start()
         try:
             figures = memory(relay, args.connections)
-            print("Relay resident memory (MB):")
-            for name, value in figures.items():
-                print(f"  {name:32} {value:8.1f}")
+            print("Relay resident memory (MB), and how many strangers got in:")
+            show(figures)
             print(f"Refused hellos ({ADDRESSES_FOR_HELLOS} addresses, made-up support people):")
-            for name, value in asyncio.run(refused_hellos(relay, args.hellos)).items():
-                print(f"  {name:32} {value:8.1f}" if isinstance(value, float)
-                      else f"  {name:32} {value:8d}")
+            show(asyncio.run(refused_hellos(relay, args.hellos)))
         finally:
             relay.stop()
     return 0
