@@ -1,9 +1,9 @@
 """The wire format shared by the agent, the relay and (mirrored in viewer/protocol.js) the viewer.
 
 Standard library only, no I/O: bytes and text in, message objects out, and back.
-``decode_control`` and ``decode_frame`` raise only ``ProtocolError`` on bad input; building a
-message object with bad values raises ``ProtocolError`` too, because most messages are built
-from what a peer sent.
+``decode_control``, ``decode_frame`` and ``check_hello`` raise only ``RemoteProtocolError``
+on bad input (the peer's fault); building a message object with bad values in our own code
+raises ``LocalProtocolError`` (ours). Both are ``ProtocolError``.
 
 Every connection opens with a ``hello`` naming its role and ``PROTOCOL_VERSION``. Control
 messages are JSON text frames with a ``type`` key; screen updates are binary frames
@@ -45,6 +45,11 @@ message and forwards it unchanged):
     error            R -> A, R -> V   code, message     (a refusal; the relay may then close)
     <binary>         A -> R -> V      FRAME_HEADER + image: one rectangle of update `seq`
 
+Every `error` code and `ended` reason has one plain sentence for the customer and one for
+the support person in ``WORDING``; ``refusal(code, to)`` builds the `error`. Close codes are
+the ``CLOSE_*`` constants, and ``can_resume`` is the one rule for which link losses a session
+survives.
+
 Screens follow mss: ``screens[0]`` is the bounding box of all monitors, ``screens[1:]`` the
 monitors. Coordinates in frames and input are relative to the top-left of the chosen monitor.
 """
@@ -52,11 +57,15 @@ monitors. Coordinates in frames and input are relative to the top-left of the ch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+_T = TypeVar("_T")
 
 PROTOCOL_VERSION = 1
 
@@ -89,14 +98,39 @@ _KEY_CODE = re.compile(r"[A-Za-z0-9]{1,32}")
 
 
 class ProtocolError(Exception):
-    """The peer sent something this protocol does not allow; the text says what."""
+    """Something this protocol does not allow; the text says what. Catch the subclass that
+    says whose fault it was: only a ``RemoteProtocolError`` closes the link with
+    ``CLOSE_POLICY`` and blames the peer."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something this protocol does not allow (everything the decoders and
+    ``check_hello`` raise)."""
+
+
+class LocalProtocolError(ProtocolError):
+    """Our own code built a message this protocol does not allow: a bug on this side, never
+    the peer's (constructing a message or frame with bad values raises this)."""
 
 
 # --- field validation -------------------------------------------------------------------
 
 
 def _fail(message: str) -> None:
-    raise ProtocolError(message)
+    raise LocalProtocolError(message)
+
+
+def _from_peer(decode: Callable[..., _T]) -> Callable[..., _T]:
+    """``decode`` reads what a peer sent: any value it refuses is the peer's error."""
+
+    @functools.wraps(decode)
+    def checked(*args: Any) -> _T:
+        try:
+            return decode(*args)
+        except LocalProtocolError as error:
+            raise RemoteProtocolError(str(error)) from None
+
+    return checked
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
@@ -575,6 +609,169 @@ class Error(Message):
         _check_str("message", self.message, 500)
 
 
+# --- refusals, endings and close codes ---------------------------------------------------
+#
+# One table for every `error` code and every `ended` reason, with the sentence each audience
+# reads: the customer (the agent's windows) and the support person (the viewer). Peers show
+# these by code; the raw code never reaches a person. viewer/protocol.js mirrors the table and
+# tests/vectors.json pins both.
+
+
+class Wording(NamedTuple):
+    customer: str
+    technician: str
+
+
+WORDING: dict[str, Wording] = {
+    # ended reasons
+    "customer-closed": Wording(
+        "You ended the session.",
+        "The customer ended the session."),
+    "technician-ended": Wording(
+        "The support person ended the session.",
+        "You ended the session."),
+    "agent-lost": Wording(
+        "The connection to the support server was lost, so the session has ended. "
+        "To get help again, run this program again.",
+        "The customer's connection was lost and did not come back, so the session has ended."),
+    "viewer-lost": Wording(
+        "The support person's connection was lost, so the session has ended. "
+        "Please call them if you still need help.",
+        "Your connection was lost for too long, so the session has ended."),
+    "agent-stalled": Wording(
+        "Your internet connection was too slow to keep the session going, so it has ended. "
+        "Please run this program again.",
+        "The customer's connection could not keep up, so the session has ended."),
+    "agent-error": Wording(
+        "This program ran into a problem and ended the session. Please run it again.",
+        "The customer's program ran into a problem and ended the session."),
+    "technician-disabled": Wording(
+        "The support person you chose can no longer take sessions. "
+        "Please call your support company.",
+        "Your account was disabled, so the session has ended."),
+    "expired": Wording(
+        "Nobody accepted the request in time, so it was cancelled. "
+        "Please call your support person and run this program again.",
+        "The customer waited too long without being accepted, so the request was cancelled."),
+    "relay-shutdown": Wording(
+        "The support server was stopped, so the session has ended. "
+        "Please run this program again in a few minutes.",
+        "The relay was stopped, so the session has ended."),
+    "relay-restart": Wording(
+        "The support server restarted, so the session has ended. "
+        "Please run this program again.",
+        "The relay restarted, so the session has ended."),
+    # error codes (refusals)
+    "protocol": Wording(
+        "This program and the support server do not understand each other. "
+        "Please download the program again.",
+        "The relay refused a message from this page. Please reload the page."),
+    "login-failed": Wording(
+        "Signing in failed.",
+        "The user name or password is not correct."),
+    "login-expired": Wording(
+        "Signing in has expired.",
+        "Your sign-in has expired or was revoked. Please sign in again."),
+    "too-many-attempts": Wording(
+        "Too many attempts. Please wait a minute and try again.",
+        "Too many sign-in attempts. Please wait a minute and try again."),
+    "no-such-session": Wording(
+        "This support session no longer exists. Please run this program again.",
+        "That session is no longer available."),
+    "technician-unknown": Wording(
+        "That support person is not available. "
+        "Please check the name with the person you are talking to.",
+        "There is no such support person."),
+    "too-many-waiting": Wording(
+        "Too many support requests are waiting from your network. "
+        "Please try again in a few minutes.",
+        "Too many customers are waiting from one network."),
+    "resume-failed": Wording(
+        "The session could not be resumed. Please run this program again.",
+        "The customer's program could not rejoin the session."),
+    "no-control": Wording(
+        "The support person does not control your computer.",
+        "Take control of the session before using the mouse and keyboard."),
+    "rate-limited": Wording(
+        "Too much input arrived at once, and some of it was dropped.",
+        "Too much input at once: some of it was dropped."),
+    "busy": Wording(
+        "The support person is busy with another session.",
+        "You are already watching a session in this window: end it first."),
+    "open-elsewhere": Wording(
+        "The support person opened this session in another window.",
+        "This session is open in another window."),
+    "not-watching": Wording(
+        "The support person has not accepted the session yet.",
+        "Accept the session before taking control."),
+    "agent-reconnecting": Wording(
+        "Reconnecting to the support server.",
+        "The customer's connection dropped; waiting for it to come back."),
+}
+UNKNOWN_WORDING = Wording(
+    "The support server ended the connection. Please run this program again.",
+    "The relay refused the request.")
+
+
+def customer_words(code: str, fallback: str = "") -> str:
+    """The customer's sentence for an `error` code or an `ended` reason; for a code this
+    side does not know (a newer relay), ``fallback`` (the error's own message) or a generic
+    sentence."""
+    return WORDING[code].customer if code in WORDING else fallback or UNKNOWN_WORDING.customer
+
+
+def technician_words(code: str, fallback: str = "") -> str:
+    """The support person's sentence for an `error` code or an `ended` reason (``fallback``
+    as for ``customer_words``)."""
+    return WORDING[code].technician if code in WORDING else (
+        fallback or UNKNOWN_WORDING.technician)
+
+
+def refusal(code: str, to: str) -> Error:
+    """The `error` message for ``code`` sent to a peer of role ``to`` ("agent": the
+    customer's sentence; "viewer": the support person's)."""
+    if code not in WORDING:
+        raise LocalProtocolError(f"no wording for error code {code!r}")
+    if to not in ROLES:
+        raise LocalProtocolError(f"role must be one of {', '.join(ROLES)}")
+    words = WORDING[code]
+    return Error(code, words.customer if to == "agent" else words.technician)
+
+
+# WebSocket close codes the relay and the agent send. websockets reports a link that closed
+# without any close frame as 1006 (never sent); `can_resume` takes None for it.
+CLOSE_NORMAL = 1000  # deliberate: this link's session is over
+CLOSE_GOING_AWAY = 1001  # the peer's process is stopping
+CLOSE_POLICY = 1008  # refused: a message the peer sent, or its login
+CLOSE_TOO_BIG = 1009  # a message over MAX_MESSAGE_BYTES
+CLOSE_INTERNAL = 1011  # a bug on the sender's side; also websockets' keepalive timeout
+CLOSE_RESTART = 1012  # the relay restarts: come back
+CLOSE_TRY_AGAIN = 1013  # the relay is overloaded: come back later
+CLOSE_REPLACED = 4001  # a viewer link replaced by the same login's newer one: don't retry
+RESUMABLE_CLOSE_CODES = frozenset({CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_RESTART,
+                                   CLOSE_TRY_AGAIN})
+OBSERVERS = ("agent", "relay")
+
+
+def can_resume(code: int | None, observer: str) -> bool:
+    """May a live session survive its agent link closing with ``code`` (None: no close frame
+    at all), as seen by ``observer``?
+
+    A close code in RESUMABLE_CLOSE_CODES means the link was lost or its peer is coming
+    back: the agent reconnects with its resume secret and the relay keeps the session for the
+    grace window. No close frame means the peer's operating system closed the socket. Seen
+    by the agent, that is a relay that died or a middlebox that dropped the link: another
+    relay may hold the session, so it tries. Seen by the relay, it is the customer's program
+    that died (a network cut goes silent and ends in a keepalive timeout, 1011 instead): the
+    session ends at once. Every other code is a deliberate end.
+    """
+    if observer not in OBSERVERS:
+        raise LocalProtocolError(f"observer must be one of {', '.join(OBSERVERS)}")
+    if code is None:
+        return observer == "agent"
+    return code in RESUMABLE_CLOSE_CODES
+
+
 _BY_TYPE: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
@@ -594,8 +791,10 @@ def encode_control(message: Message) -> str:
     return json.dumps(message.to_json(), separators=(",", ":"), ensure_ascii=False)
 
 
+@_from_peer
 def decode_control(data: str | bytes) -> Message:
-    """Parse one JSON text message; raise ProtocolError if it is not exactly a valid message."""
+    """Parse one JSON text message; raise RemoteProtocolError unless it is exactly a valid
+    message."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         try:
             data = bytes(data).decode("utf-8")
@@ -657,8 +856,10 @@ def _construct(cls: type[Message], fields: dict[str, Any]) -> Message:
     return cls(**fields)
 
 
+@_from_peer
 def check_hello(message: Message, role: str) -> None:
-    """Raise ProtocolError unless ``message`` is a hello of ``role`` at our protocol version."""
+    """Raise RemoteProtocolError unless ``message`` is a hello of ``role`` at our protocol
+    version."""
     expected = _HELLO_BY_ROLE[role]
     if not isinstance(message, expected):
         _fail(f"the first message must be hello with role {role}")
@@ -728,6 +929,7 @@ def encode_frame(frame: Frame) -> bytes:
     return header + bytes(frame.image)
 
 
+@_from_peer
 def decode_frame_header(data: bytes | bytearray | memoryview) -> tuple[int, ...]:
     """The header fields of a binary update, checked without looking at the image (the relay's
     fast path): every field the relay acts on (kind, flags, monitor) is in range."""
@@ -746,8 +948,9 @@ def decode_frame_header(data: bytes | bytearray | memoryview) -> tuple[int, ...]
     return fields
 
 
+@_from_peer
 def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
-    """Parse and fully validate one binary update; raise ProtocolError if it is malformed."""
+    """Parse and fully validate one binary update; raise RemoteProtocolError if it is malformed."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         _fail("a frame must be bytes")
     kind, flags, monitor, _, seq, x, y, width, height, _ = decode_frame_header(data)

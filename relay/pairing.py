@@ -75,26 +75,17 @@ DEFAULT_WAIT_TIMEOUT_S = 600.0
 DEFAULT_GRACE_S = 60.0
 MAX_REFUSALS_RECORDED = 100  # per viewer connection: a flood of refusals must not flood the ledger
 
-REFUSED = Error("no-such-session", "No such session")
-TECHNICIAN_UNKNOWN = Error(
-    "technician-unknown",
-    "That support person is not available. "
-    "Please check the name with the person you are talking to.",
-)
-TOO_MANY_WAITING = Error(
-    "too-many-waiting",
-    "Too many support requests are waiting from this network. Please try again later.",
-)
-RESUME_FAILED = Error("resume-failed", "The session could not be resumed. Please start again.")
-NO_CONTROL = Error("no-control", "Input is not forwarded: take control of an active session first.")
-RATE_LIMITED = Error("rate-limited", "Too much input at once: some input was dropped.")
-BUSY = Error("busy", "You are already watching a session in this window: end it first.")
-OPEN_ELSEWHERE = Error("open-elsewhere", "This session is open in another window.")
-NOT_WATCHING = Error("not-watching", "Accept the session before taking control.")
-REPLACED_CLOSE_CODE = 4001  # a viewer link replaced by the same tab's newer one: don't retry
-AGENT_RECONNECTING = Error(
-    "agent-reconnecting", "The customer's connection dropped; waiting for it to come back."
-)
+# Refusals: the code and the sentence come from protocol.WORDING (one table for all sides).
+REFUSED = protocol.refusal("no-such-session", "viewer")
+TECHNICIAN_UNKNOWN = protocol.refusal("technician-unknown", "agent")
+TOO_MANY_WAITING = protocol.refusal("too-many-waiting", "agent")
+RESUME_FAILED = protocol.refusal("resume-failed", "agent")
+NO_CONTROL = protocol.refusal("no-control", "viewer")
+RATE_LIMITED = protocol.refusal("rate-limited", "viewer")
+BUSY = protocol.refusal("busy", "viewer")
+OPEN_ELSEWHERE = protocol.refusal("open-elsewhere", "viewer")
+NOT_WATCHING = protocol.refusal("not-watching", "viewer")
+AGENT_RECONNECTING = protocol.refusal("agent-reconnecting", "viewer")
 
 
 class Peer(Protocol):
@@ -240,7 +231,7 @@ class Pairing:
     def _refuse_agent(self, agent: Peer, error: Error, now: float, detail: str) -> None:
         self.record_refusal(f"{detail} (from {agent.address})", now)
         agent.send(error)
-        agent.close(1008, error.code)
+        agent.close(protocol.CLOSE_POLICY, error.code)
 
     def record_refusal(self, detail: str, now: float) -> None:
         """A refused hello, in the ledger while the budget lasts, else only counted."""
@@ -302,17 +293,17 @@ class Pairing:
             if session.state == ACTIVE and session.viewer is not None:
                 session.viewer.send(message)
         else:
-            raise protocol.ProtocolError(f"an agent may not send {message.TYPE}")
+            raise protocol.RemoteProtocolError(f"an agent may not send {message.TYPE}")
 
     def agent_frame(self, agent: Peer, data: bytes, now: float) -> bool:
         """A binary screen update; forwarded only to the accepted viewer, within the update
-        window. True if forwarded; ProtocolError if malformed or outside the screen."""
+        window. True if forwarded; RemoteProtocolError if malformed or outside the screen."""
         _, flags, monitor, _, seq, x, y, width, height, _ = protocol.decode_frame_header(data)
         session = self.agents.get(agent)
         if session is None:
             return False
         if not protocol.frame_fits(session.screens, monitor, x, y, width, height):
-            raise protocol.ProtocolError(
+            raise protocol.RemoteProtocolError(
                 f"frame rectangle {width}x{height}+{x}+{y} is outside monitor {monitor}")
         if session.state != ACTIVE or session.viewer is None:
             return False
@@ -348,7 +339,7 @@ class Pairing:
         assert old is not None
         self.agents.pop(old, None)
         session.agent, session.agent_lost_at = None, now
-        old.close(1000, "replaced by a resumed link")
+        old.close(protocol.CLOSE_NORMAL, "replaced by a resumed link")
         self.ledger.event(session.id, "agent-gap", "the customer's link was replaced", now)
         self._drop_control(session, now)
 
@@ -384,7 +375,7 @@ class Pairing:
             return
         handler = self._SESSION_HANDLERS.get(type(message))
         if handler is None:
-            raise protocol.ProtocolError(f"a viewer may not send {message.TYPE}")
+            raise protocol.RemoteProtocolError(f"a viewer may not send {message.TYPE}")
         session_id: Any = getattr(message, "session", "")
         session = self._owned(viewer, state, session_id, message.TYPE, now)
         if session is not None:
@@ -417,7 +408,7 @@ class Pairing:
             # (a silent network change): the old link is the stale one.
             stale = session.viewer
             self.viewer_gone(stale, now)
-            stale.close(REPLACED_CLOSE_CODE, "replaced by a newer connection")
+            stale.close(protocol.CLOSE_REPLACED, "replaced by a newer connection")
         if state.session is not None:
             viewer.send(BUSY)
             return
@@ -588,7 +579,7 @@ class Pairing:
                 state.session = None
         if session.agent is not None:
             session.agent.send(ended)
-            session.agent.close(1000, "session ended")
+            session.agent.close(protocol.CLOSE_NORMAL, "session ended")
             self.agents.pop(session.agent, None)
         session.viewer = session.agent = None
         self.sessions.pop(session.id, None)

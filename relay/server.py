@@ -77,12 +77,9 @@ QUEUED_MESSAGE_OVERHEAD_BYTES = 128
 QUEUE_INTERVAL_S = 0.25  # at most four queue updates a second to one viewer
 SHUTDOWN_DRAIN_S = 2.0
 
-TOO_MANY_HELLOS = protocol.Error(
-    "too-many-requests",
-    "Too many connection attempts came from your network. Please wait a minute and try again.",
-)
-LOGIN_FAILED = protocol.Error("login-failed", "Wrong user name or password.")
-LOGIN_EXPIRED = protocol.Error("login-expired", "Your login has expired. Please log in again.")
+TOO_MANY_HELLOS = protocol.refusal("too-many-attempts", "agent")
+LOGIN_FAILED = protocol.refusal("login-failed", "viewer")
+LOGIN_EXPIRED = protocol.refusal("login-expired", "viewer")
 
 
 @dataclass(frozen=True)
@@ -249,7 +246,7 @@ class Link:
         self._items.clear()
         self._queue, self._queue_ready = None, False
         self._frame_bytes = self._control_bytes = 0
-        self._closing = (1008, "not reading fast enough")
+        self._closing = (protocol.CLOSE_POLICY, "not reading fast enough")
         # Later: the rules may be in the middle of the call that sent this message.
         asyncio.get_running_loop().call_soon(self._on_overflow, self)
 
@@ -426,7 +423,7 @@ class Relay:
         refusal = self.unauthenticated.refusal(address)  # upgrades that raced past the check
         if refusal:
             self.note_refusal("refused %s %s: %s", role, address, refusal)
-            await ws.close(1013, refusal)
+            await ws.close(protocol.CLOSE_TRY_AGAIN, refusal)
             return
         link = Link(ws, role, address, self._overflowed, self._caught_up)
         self.links.add(link)
@@ -443,7 +440,7 @@ class Relay:
         finally:
             self._known(link)
             self.links.discard(link)
-            link.close(1000, "")
+            link.close(protocol.CLOSE_NORMAL, "")
             try:
                 await asyncio.wait_for(writer, timeout=15)
             except TimeoutError:
@@ -466,11 +463,11 @@ class Relay:
             return None
         try:
             if not isinstance(first, str):
-                raise protocol.ProtocolError(
+                raise protocol.RemoteProtocolError(
                     f"the first message must be hello with role {link.role}")
             message = protocol.decode_control(first)
             protocol.check_hello(message, link.role)
-        except protocol.ProtocolError as error:
+        except protocol.RemoteProtocolError as error:
             self._protocol_error(link, str(error))
             return None
         return message
@@ -481,7 +478,7 @@ class Relay:
         else:
             log.info("%s: protocol error: %s", link, _printable(text, 200))
         link.send(protocol.Error("protocol", _printable(text, 500)))
-        link.close(1008, text)
+        link.close(protocol.CLOSE_POLICY, text)
 
     async def _agent(self, ws: ServerConnection, link: Link, hello: protocol.AgentHello) -> None:
         now = time.time()
@@ -492,7 +489,7 @@ class Relay:
             self.pairing.record_refusal(f"agent hello throttled (from {link.address})", now)
             self.note_refusal("%s: hello throttled, may try again in %d s", link, wait)
             link.send(TOO_MANY_HELLOS)
-            link.close(1008, TOO_MANY_HELLOS.code)
+            link.close(protocol.CLOSE_POLICY, TOO_MANY_HELLOS.code)
             return
         technician = self.accounts.get(hello.technician)
         if not self.pairing.agent_hello(link, hello, technician, now):
@@ -512,7 +509,7 @@ class Relay:
                     self.pairing.agent_message(link, protocol.decode_control(data), now)
                 else:
                     self.pairing.agent_frame(link, data, now)
-        except protocol.ProtocolError as error:
+        except protocol.RemoteProtocolError as error:
             self._protocol_error(link, str(error))
         except ConnectionClosed as closed:
             resumable = _network_cut(closed)
@@ -534,15 +531,15 @@ class Relay:
         try:
             async for data in ws:
                 if not isinstance(data, str):
-                    raise protocol.ProtocolError("a viewer may not send binary messages")
+                    raise protocol.RemoteProtocolError("a viewer may not send binary messages")
                 message = protocol.decode_control(data)
                 if isinstance(message, protocol.Logout):
                     self.accounts.revoke_token(link.token)
                     log.info("%s: %s logged out", link, technician.id)
-                    link.close(1000, "logged out")
+                    link.close(protocol.CLOSE_NORMAL, "logged out")
                     break
                 self.pairing.viewer_message(link, message, time.time())
-        except protocol.ProtocolError as error:
+        except protocol.RemoteProtocolError as error:
             self._protocol_error(link, str(error))
         except ConnectionClosed as closed:
             log.info("%s: link lost (%s)", link, _closed_text(closed))
@@ -567,7 +564,7 @@ class Relay:
                                   f"{link.address}", now)
                 log.info("%s: login failed for %r", link, hello.user)
                 link.send(LOGIN_FAILED)
-                link.close(1008, LOGIN_FAILED.code)
+                link.close(protocol.CLOSE_POLICY, LOGIN_FAILED.code)
                 return None
             self.accounts.record_success(hello.user, now)
             link.token = self.accounts.issue_token(technician.id, now)
@@ -576,7 +573,7 @@ class Relay:
             if technician is None:
                 log.info("%s: login token refused", link)
                 link.send(LOGIN_EXPIRED)
-                link.close(1008, LOGIN_EXPIRED.code)
+                link.close(protocol.CLOSE_POLICY, LOGIN_EXPIRED.code)
                 return None
             link.token = hello.token
         link.technician = technician.id
@@ -608,7 +605,7 @@ class Relay:
                         log.info("%s: login of %s no longer valid", link, link.technician)
                         self.pairing.viewer_gone(link, now)
                         link.send(LOGIN_EXPIRED)
-                        link.close(1008, LOGIN_EXPIRED.code)
+                        link.close(protocol.CLOSE_POLICY, LOGIN_EXPIRED.code)
                 left_out = self.refusal_lines.summary(now)
                 if left_out:
                     log.info("%d more refusals of connections were not logged one by one in "
@@ -645,10 +642,11 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _network_cut(closed: ConnectionClosed) -> bool:
-    """True if the link went silent (a keepalive ping timed out on either end: 1011), the
-    kind of loss an agent comes back from. A socket closed without a close frame means its
-    process died (the OS closed it): that session ends at once."""
-    return any(frame is not None and frame.code == 1011 for frame in (closed.sent, closed.rcvd))
+    """True if the agent's session may wait for it to come back (protocol.can_resume, as the
+    relay sees it: a link that went silent ends in a keepalive timeout, 1011; a socket closed
+    without a close frame means the customer's program died, and its session ends at once)."""
+    frame = closed.rcvd or closed.sent
+    return protocol.can_resume(frame.code if frame else None, "relay")
 
 
 def _closed_text(closed: ConnectionClosed) -> str:

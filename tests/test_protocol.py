@@ -8,6 +8,7 @@ compared with the exact text or bytes. Binary vectors are also fed in every shor
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,12 @@ import protocol
 from protocol import (
     FRAME_HEADER,
     PROTOCOL_VERSION,
+    Error,
     Frame,
+    LocalProtocolError,
     Message,
     ProtocolError,
+    RemoteProtocolError,
     Screen,
     Waiting,
     check_hello,
@@ -102,7 +106,7 @@ def test_vector_names_are_unique() -> None:
     """Each vector can be found by its name."""
     for group in VECTORS.values():
         if isinstance(group, list) and group and isinstance(group[0], dict):
-            names = _ids(group)
+            names = [v.get("name", v.get("code")) for v in group]
             assert len(names) == len(set(names))
 
 
@@ -143,11 +147,11 @@ def test_control_vector_fed_byte_by_byte_is_refused_until_complete(
     """Every proper prefix of the UTF-8 text (and of the text) is refused; the whole decodes."""
     data = vector["json"].rstrip().encode("utf-8")
     for end in range(len(data)):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(RemoteProtocolError):
             decode_control(data[:end])
     text = vector["json"].rstrip()
     for end in range(len(text)):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(RemoteProtocolError):
             decode_control(text[:end])
     assert decode_control(data) == decode_control(vector["json"])
 
@@ -156,7 +160,7 @@ def test_control_vector_fed_byte_by_byte_is_refused_until_complete(
 @pytest.mark.parametrize("junk", ["x", "}", "{}", "\x00", ",", "0"])
 def test_control_vector_with_trailing_junk_is_refused(vector: dict[str, Any], junk: str) -> None:
     """Anything but whitespace after the JSON object makes the message invalid JSON."""
-    with pytest.raises(ProtocolError, match="not valid JSON"):
+    with pytest.raises(RemoteProtocolError, match="not valid JSON"):
         decode_control(vector["json"] + junk)
 
 
@@ -169,7 +173,7 @@ def test_control_vector_with_surrounding_whitespace_still_decodes(vector: dict[s
 @pytest.mark.parametrize("vector", VECTORS["invalid_control"], ids=_ids(VECTORS["invalid_control"]))
 def test_invalid_control_is_refused_with_its_message(vector: dict[str, Any]) -> None:
     """Each invalid input raises ProtocolError (nothing else) with the expected words."""
-    with pytest.raises(ProtocolError) as refused:
+    with pytest.raises(RemoteProtocolError) as refused:
         decode_control(invalid_input(vector))
     assert vector["error"] in str(refused.value)
 
@@ -177,7 +181,7 @@ def test_invalid_control_is_refused_with_its_message(vector: dict[str, Any]) -> 
 @pytest.mark.parametrize("vector", VECTORS["invalid_objects"], ids=_ids(VECTORS["invalid_objects"]))
 def test_invalid_object_is_refused_when_built(vector: dict[str, Any]) -> None:
     """A message object with a bad value cannot be built, so it can never be encoded."""
-    with pytest.raises(ProtocolError) as refused:
+    with pytest.raises(LocalProtocolError) as refused:
         build(vector["fields"])
     assert vector["error"] in str(refused.value)
 
@@ -185,7 +189,7 @@ def test_invalid_object_is_refused_when_built(vector: dict[str, Any]) -> None:
 def test_decode_control_refuses_what_is_not_text() -> None:
     """Neither None, a number nor a list is a control message."""
     for value in (None, 5, ["{}"], {"type": "logout"}):
-        with pytest.raises(ProtocolError, match="control message must be text"):
+        with pytest.raises(RemoteProtocolError, match="control message must be text"):
             decode_control(value)  # type: ignore[arg-type]
 
 
@@ -206,7 +210,8 @@ def test_check_hello_accepts_a_hello_of_the_expected_role_and_version(role: str)
 @pytest.mark.parametrize(("sent", "expected"), [("agent", "viewer"), ("viewer", "agent")])
 def test_check_hello_refuses_the_other_role(sent: str, expected: str) -> None:
     """An agent hello on the viewer path (and the reverse) is refused, naming the role."""
-    with pytest.raises(ProtocolError, match=f"first message must be hello with role {expected}"):
+    expected_words = f"first message must be hello with role {expected}"
+    with pytest.raises(RemoteProtocolError, match=expected_words):
         check_hello(_hello(sent), expected)
 
 
@@ -215,7 +220,7 @@ def test_check_hello_refuses_a_message_that_is_not_a_hello(role: str) -> None:
     """Any other message first (here an accept, a ping) is refused."""
     for vector in CONTROL:
         if vector["fields"]["type"] in ("accept", "ping"):
-            with pytest.raises(ProtocolError, match=f"must be hello with role {role}"):
+            with pytest.raises(RemoteProtocolError, match=f"must be hello with role {role}"):
                 check_hello(decode_control(vector["json"]), role)
 
 
@@ -225,7 +230,7 @@ def test_check_hello_refuses_another_version(role: str, version: int) -> None:
     """A hello at another protocol version is refused, naming both versions."""
     fields = {**_hello(role).to_json(), "version": version}
     message = decode_control(json.dumps(fields))
-    with pytest.raises(ProtocolError) as refused:
+    with pytest.raises(RemoteProtocolError) as refused:
         check_hello(message, role)
     assert str(refused.value) == (
         f"protocol version {version} is not supported; "
@@ -276,9 +281,9 @@ def test_frame_vector_truncated_at_every_length_is_refused(vector: dict[str, Any
     """Fed byte by byte, every prefix is refused by decode and by the header fast path."""
     data = frame_bytes(vector)
     for end in range(len(data)):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(RemoteProtocolError):
             decode_frame(data[:end])
-        with pytest.raises(ProtocolError):
+        with pytest.raises(RemoteProtocolError):
             decode_frame_header(data[:end])
     assert decode_frame(data) == frame_of(vector["fields"])
 
@@ -289,7 +294,7 @@ def test_largest_frame_truncated_is_refused() -> None:
     data = frame_bytes(vector)
     for end in (0, 1, FRAME_HEADER.size - 1, FRAME_HEADER.size, FRAME_HEADER.size + 3,
                 len(data) // 2, len(data) - 1):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(RemoteProtocolError):
             decode_frame(data[:end])
 
 
@@ -297,16 +302,16 @@ def test_largest_frame_truncated_is_refused() -> None:
 @pytest.mark.parametrize("junk", [b"\x00", b"trailing", b"\xff\xd8\xff"])
 def test_frame_vector_with_trailing_bytes_is_refused(vector: dict[str, Any], junk: bytes) -> None:
     """Bytes after the image the header announced make the message malformed."""
-    with pytest.raises(ProtocolError, match="image length does not match"):
+    with pytest.raises(RemoteProtocolError, match="image length does not match"):
         decode_frame(frame_bytes(vector) + junk)
-    with pytest.raises(ProtocolError, match="image length does not match"):
+    with pytest.raises(RemoteProtocolError, match="image length does not match"):
         decode_frame_header(frame_bytes(vector) + junk)
 
 
 @pytest.mark.parametrize("vector", VECTORS["invalid_frames"], ids=_ids(VECTORS["invalid_frames"]))
 def test_invalid_frame_is_refused_with_its_message(vector: dict[str, Any]) -> None:
     """Each malformed binary message raises ProtocolError with the expected words."""
-    with pytest.raises(ProtocolError) as refused:
+    with pytest.raises(RemoteProtocolError) as refused:
         decode_frame(frame_bytes(vector))
     assert vector["error"] in str(refused.value)
 
@@ -316,7 +321,7 @@ def test_invalid_frame_is_refused_with_its_message(vector: dict[str, Any]) -> No
 )
 def test_invalid_frame_fields_are_refused_when_built(vector: dict[str, Any]) -> None:
     """A frame with a bad header value or mismatched image cannot be built or encoded."""
-    with pytest.raises(ProtocolError) as refused:
+    with pytest.raises(LocalProtocolError) as refused:
         frame_of(vector["fields"])
     assert vector["error"] in str(refused.value)
 
@@ -324,5 +329,93 @@ def test_invalid_frame_fields_are_refused_when_built(vector: dict[str, Any]) -> 
 def test_decode_frame_refuses_what_is_not_bytes() -> None:
     """Text, None or a list of ints is not a frame."""
     for value in ("\x01" * 30, None, [1] * 30):
-        with pytest.raises(ProtocolError):
+        with pytest.raises(RemoteProtocolError):
             decode_frame(value)  # type: ignore[arg-type]
+
+
+# --- refusals, endings and close codes -------------------------------------------------
+
+WORDING_VECTORS = VECTORS["wording"]
+RELAY = Path(__file__).parent.parent / "relay"
+
+
+def test_wording_vectors_are_the_wording_table() -> None:
+    """vectors.json pins every code's two sentences, in the table's order, and no more."""
+    assert [v["code"] for v in WORDING_VECTORS] == list(protocol.WORDING)
+    for v in WORDING_VECTORS:
+        assert protocol.WORDING[v["code"]] == (v["customer"], v["technician"])
+
+
+@pytest.mark.parametrize("vector", WORDING_VECTORS, ids=[v["code"] for v in WORDING_VECTORS])
+def test_each_code_has_a_plain_sentence_for_each_audience(vector: dict[str, Any]) -> None:
+    """Each sentence is a sentence (capital, full stop) that never shows a raw code."""
+    codes = {code for code in protocol.WORDING if "-" in code}  # "busy" is also a word
+    for audience in ("customer", "technician"):
+        text = getattr(protocol, f"{audience}_words")(vector["code"])
+        assert text == vector[audience]
+        assert text[0].isupper() and text.endswith("."), text
+        assert not codes & set(text.rstrip(".").replace(",", " ").split()), text
+
+
+def test_an_unknown_code_gets_a_generic_sentence() -> None:
+    """A code this side does not know (a newer relay) still reads as a plain sentence."""
+    unknown = VECTORS["unknown_wording"]
+    assert protocol.customer_words(unknown["code"]) == unknown["customer"]
+    assert protocol.technician_words(unknown["code"]) == unknown["technician"]
+    assert protocol.customer_words(unknown["code"], "Its own sentence.") == "Its own sentence."
+    assert protocol.technician_words("busy", "Ignored.") == protocol.WORDING["busy"].technician
+
+
+def test_every_code_the_relay_sends_or_records_has_wording() -> None:
+    """Each refusal and each end reason written in relay/ is in the table: none can reach a
+    person as a bare code."""
+    source = "\n".join(path.read_text(encoding="utf-8") for path in RELAY.glob("*.py"))
+    refusals = set(re.findall(r'refusal\(\s*"([a-z-]+)"', source))
+    endings = set(re.findall(r'_end\(\s*session,\s*"[a-z]+",\s*"([a-z-]+)"', source))
+    recorded = set(re.findall(r"end_reason = '([a-z-]+)'", source))
+    assert refusals and endings and recorded
+    assert refusals | endings | recorded <= set(protocol.WORDING)
+
+
+def test_refusal_carries_the_sentence_for_the_peer_it_is_sent_to() -> None:
+    """An agent gets the customer's sentence, a viewer the support person's."""
+    assert protocol.refusal("resume-failed", "agent") == Error(
+        "resume-failed", protocol.WORDING["resume-failed"].customer)
+    assert protocol.refusal("busy", "viewer") == Error(
+        "busy", protocol.WORDING["busy"].technician)
+
+
+def test_refusal_of_an_unknown_code_or_role_is_our_bug() -> None:
+    """Building a refusal the table does not know is local misuse, never the peer's fault."""
+    with pytest.raises(LocalProtocolError):
+        protocol.refusal("made-up-code", "viewer")
+    with pytest.raises(LocalProtocolError):
+        protocol.refusal("busy", "relay")
+
+
+@pytest.mark.parametrize("vector", VECTORS["close_codes"], ids=_ids(VECTORS["close_codes"]))
+def test_close_code_vector_says_whether_the_session_can_resume(vector: dict[str, Any]) -> None:
+    """The one resume rule, for both observers, as vectors.json pins it."""
+    assert protocol.can_resume(vector["code"], vector["observer"]) is vector["resumable"]
+
+
+def test_a_deliberate_close_never_resumes_and_a_keepalive_timeout_always_does() -> None:
+    """1000 (the session is over) and 1008 (refused) end it; 1011 (silent link) resumes."""
+    for observer in protocol.OBSERVERS:
+        assert not protocol.can_resume(protocol.CLOSE_NORMAL, observer)
+        assert not protocol.can_resume(protocol.CLOSE_POLICY, observer)
+        assert protocol.can_resume(protocol.CLOSE_INTERNAL, observer)
+    with pytest.raises(LocalProtocolError):
+        protocol.can_resume(1000, "viewer")
+
+
+def test_building_a_bad_message_is_local_and_decoding_one_is_remote() -> None:
+    """Our own bad message raises LocalProtocolError; the same values from a peer raise
+    RemoteProtocolError; both are ProtocolError."""
+    with pytest.raises(LocalProtocolError):
+        protocol.Ack("Fq3kZ8pL2mN7xR4tW9yB1c", -1)
+    with pytest.raises(RemoteProtocolError) as refused:
+        decode_control('{"type":"ack","session":"Fq3kZ8pL2mN7xR4tW9yB1c","seq":-1}')
+    assert not isinstance(refused.value, LocalProtocolError)
+    assert issubclass(LocalProtocolError, ProtocolError)
+    assert issubclass(RemoteProtocolError, ProtocolError)

@@ -1,4 +1,5 @@
-"""Property tests: protocol.py decodes anything into a message or a ProtocolError, nothing else.
+"""Property tests: protocol.py decodes anything into a message or a RemoteProtocolError, nothing
+else.
 
 The CI budget is small and fixed (profile "protocol-ci", 300 examples a test). For a longer
 hunt run, for example:
@@ -28,7 +29,7 @@ from protocol import (
     MAX_SCREENS,
     Frame,
     Message,
-    ProtocolError,
+    RemoteProtocolError,
     Screen,
     Waiting,
     decode_control,
@@ -56,10 +57,10 @@ FIELD_NAMES = sorted({name for f in GOLDEN for name in f} | {"x", "y", "width", 
 
 
 def decodes_or_refuses(data: Any) -> Message | None:
-    """Decode ``data``; a ProtocolError is fine, any other exception fails the test."""
+    """Decode ``data``; a RemoteProtocolError is fine, any other exception fails the test."""
     try:
         message = decode_control(data)
-    except ProtocolError:
+    except RemoteProtocolError:
         return None
     # Whatever decodes must encode again to text that decodes to the same message.
     assert decode_control(encode_control(message)) == message
@@ -72,22 +73,22 @@ def decodes_or_refuses(data: Any) -> Message | None:
 @FUZZ
 @given(st.binary(max_size=2048))
 def test_random_bytes_decode_to_a_message_or_a_protocol_error(data: bytes) -> None:
-    """Random bytes, as a control message and as a frame, raise only ProtocolError."""
+    """Random bytes, as a control message and as a frame, raise only RemoteProtocolError."""
     decodes_or_refuses(data)
     try:
         decode_frame(data)
-    except ProtocolError:
+    except RemoteProtocolError:
         pass
     try:
         decode_frame_header(data)
-    except ProtocolError:
+    except RemoteProtocolError:
         pass
 
 
 @FUZZ
 @given(st.text(max_size=2048))
 def test_random_text_decodes_to_a_message_or_a_protocol_error(text: str) -> None:
-    """Random text raises only ProtocolError."""
+    """Random text raises only RemoteProtocolError."""
     decodes_or_refuses(text)
 
 
@@ -98,12 +99,12 @@ def test_random_frame_headers_decode_to_a_frame_or_a_protocol_error(
     golden: bytes, header: bytes,
 ) -> None:
     """Any 20 header bytes before a golden image, with its length right, give a Frame or a
-    ProtocolError."""
+    RemoteProtocolError."""
     image = golden[FRAME_HEADER.size:]
     data = header[:-4] + struct.pack("!I", len(image)) + image
     try:
         frame = decode_frame(data)
-    except ProtocolError:
+    except RemoteProtocolError:
         return
     assert encode_frame(frame) == data
 
@@ -141,7 +142,7 @@ def dumps(value: Any) -> str:
 def test_random_json_object_with_a_real_type_decodes_or_is_refused(
     kind: str, role: Any, fields: dict[str, Any],
 ) -> None:
-    """An object with a known type and random fields and values raises only ProtocolError."""
+    """An object with a known type and random fields and values raises only RemoteProtocolError."""
     message = {"type": kind, **fields}
     if kind == "hello":
         message.setdefault("role", role)
@@ -194,7 +195,7 @@ def test_mutated_golden_messages_decode_or_are_refused(
     golden: dict[str, Any], data: st.DataObject,
 ) -> None:
     """Golden messages with fields dropped, retyped, huge, NaN or nested raise only
-    ProtocolError."""
+    RemoteProtocolError."""
     mutated = golden
     for _ in range(data.draw(st.integers(1, 3))):
         if not isinstance(mutated, dict) or not mutated:

@@ -186,7 +186,38 @@ async ({vectors, floats}) => {
       WAITING_STATES: p.WAITING_STATES, INPUT_TYPES: p.INPUT_TYPES,
       FRAME_HEADER_BYTES: p.FRAME_HEADER_BYTES, FRAME_JPEG: p.FRAME_JPEG, FRAME_PNG: p.FRAME_PNG,
       FRAME_KINDS: p.FRAME_KINDS, FLAG_LAST: p.FLAG_LAST, FLAG_FULL: p.FLAG_FULL,
+      CLOSE_NORMAL: p.CLOSE_NORMAL, CLOSE_GOING_AWAY: p.CLOSE_GOING_AWAY,
+      CLOSE_POLICY: p.CLOSE_POLICY, CLOSE_TOO_BIG: p.CLOSE_TOO_BIG,
+      CLOSE_INTERNAL: p.CLOSE_INTERNAL, CLOSE_RESTART: p.CLOSE_RESTART,
+      CLOSE_TRY_AGAIN: p.CLOSE_TRY_AGAIN, CLOSE_REPLACED: p.CLOSE_REPLACED,
+      RESUMABLE_CLOSE_CODES: p.RESUMABLE_CLOSE_CODES, OBSERVERS: p.OBSERVERS,
     },
+    wording: vectors.wording.map((v) => ({
+      code: v.code, customer: p.customerWords(v.code), technician: p.technicianWords(v.code),
+    })),
+    wordingCodes: Object.keys(p.WORDING),
+    unknownWording: {
+      customer: p.customerWords(vectors.unknown_wording.code),
+      technician: p.technicianWords(vectors.unknown_wording.code),
+      prototypeName: p.technicianWords("constructor"),
+      fallback: p.customerWords(vectors.unknown_wording.code, "Its own sentence."),
+      knownIgnoresFallback: p.technicianWords("busy", "Ignored.") === p.WORDING.busy.technician,
+    },
+    closeCodes: vectors.close_codes.map((v) => ({
+      name: v.name, result: attempt(() => p.canResume(v.code, v.observer)),
+    })),
+    errorKinds: [
+      () => p.decodeControl("x"), () => p.decodeFrame(new Uint8Array(3)),
+      () => p.checkHello({ type: "accept" }, "viewer"),
+      () => p.encodeControl({ type: "ping", t: NaN }), () => p.canResume(1000, "viewer"),
+    ].map((f) => {
+      try {
+        f();
+        return "no error";
+      } catch (e) {
+        return [e.name, e instanceof p.ProtocolError, e instanceof Error];
+      }
+    }),
     error_class: (() => {
       const e = new p.ProtocolError("x");
       return { is_error: e instanceof Error, name: e.name, message: e.message };
@@ -289,6 +320,8 @@ def test_js_constants_equal_protocol_py(results: dict[str, Any]) -> None:
             getattr(protocol, name))
         if name == "INPUT_TYPES":
             expected = [cls.TYPE for cls in protocol.INPUT_TYPES]
+        if name == "RESUMABLE_CLOSE_CODES":
+            value, expected = sorted(value), sorted(expected)
         assert value == (list(expected) if isinstance(expected, tuple) else expected), name
     assert results["constants"]["PROTOCOL_VERSION"] == PROTOCOL_VERSION
 
@@ -567,3 +600,38 @@ def test_js_and_python_agree_on_mutated_messages(page: Any) -> None:
             differences.append((text, python, js))
     assert differences == []
     assert sum("ok" in _python_outcome(t) for t in corpus) > 50  # not only refusals
+
+
+# --- refusals, endings and close codes -------------------------------------------------
+
+
+def test_js_wording_is_the_wording_of_protocol_py(results: dict[str, Any]) -> None:
+    """protocol.js has every code of protocol.py's table, with the same two sentences."""
+    import protocol
+
+    assert results["wordingCodes"] == list(protocol.WORDING)
+    assert results["wording"] == VECTORS["wording"]
+
+
+def test_js_gives_an_unknown_code_the_generic_sentences(results: dict[str, Any]) -> None:
+    """An unknown code, even one named like an Object property, reads as the generic words."""
+    unknown = VECTORS["unknown_wording"]
+    assert results["unknownWording"] == {
+        "customer": unknown["customer"], "technician": unknown["technician"],
+        "prototypeName": unknown["technician"], "fallback": "Its own sentence.",
+        "knownIgnoresFallback": True}
+
+
+def test_js_can_resume_agrees_with_protocol_py(results: dict[str, Any]) -> None:
+    """The one resume rule gives the vectors' answer in JavaScript too."""
+    expected = [{"name": v["name"], "result": {"ok": v["resumable"]}}
+                for v in VECTORS["close_codes"]]
+    assert results["closeCodes"] == expected
+
+
+def test_js_blames_the_peer_only_for_what_it_decodes(results: dict[str, Any]) -> None:
+    """Decoders throw RemoteProtocolError; building a bad message throws LocalProtocolError."""
+    assert results["errorKinds"] == [
+        ["RemoteProtocolError", True, True], ["RemoteProtocolError", True, True],
+        ["RemoteProtocolError", True, True], ["LocalProtocolError", True, True],
+        ["LocalProtocolError", True, True]]

@@ -233,7 +233,7 @@ def test_other_support_person_is_refused_exactly_like_a_made_up_session(relay, a
             await petur.send(attempt(made_up))
             fake = await receive(petur)
             assert real == fake == {"type": "error", "code": "no-such-session",
-                                    "message": "No such session"}
+                                    "message": "That session is no longer available."}
         # Nothing reached the agent: the next thing it gets is what david sends now.
         if accepted:
             await david.send(message("ack", session=session, seq=7))
@@ -369,7 +369,7 @@ def test_wrong_user_and_wrong_password_get_the_same_answer(relay):
     unknown, wrong = run(scenario())
     assert unknown == wrong
     assert unknown[0] == {"type": "error", "code": "login-failed",
-                          "message": "Wrong user name or password."}
+                          "message": "The user name or password is not correct."}
     assert unknown[1][0] == 1008
 
 
@@ -387,7 +387,7 @@ def test_token_login_and_logout_revokes_it(relay):
         await late.send(viewer_hello(token=welcome["token"]))
         assert await receive(late) == {
             "type": "error", "code": "login-expired",
-            "message": "Your login has expired. Please log in again."}
+            "message": "Your sign-in has expired or was revoked. Please sign in again."}
         assert (await closed_code(late))[0] == 1008
 
     run(scenario())

@@ -72,7 +72,8 @@ from relay.accounts import (
 from relay.pairing import Pairing
 
 MADE_UP = "madeUpSessionId0000000"
-REFUSAL = {"type": "error", "code": "no-such-session", "message": "No such session"}
+REFUSAL = {"type": "error", "code": "no-such-session",
+           "message": "That session is no longer available."}
 
 settings.register_profile(
     "relay-ci", max_examples=300, deadline=None,
@@ -450,7 +451,8 @@ def test_wrong_user_and_wrong_password_take_the_same_time(relay):
 
     unknown, wrong, answers = run(scenario())
     assert [json.loads(a) for a in answers] == [
-        {"type": "error", "code": "login-failed", "message": "Wrong user name or password."}]
+        {"type": "error", "code": "login-failed",
+         "message": "The user name or password is not correct."}]
     ratio = statistics.median(unknown) / statistics.median(wrong)
     assert 0.5 <= ratio <= 2.0, (ratio, unknown, wrong)
     assert "login-throttled" not in [e[2] for e in relay_events(relay)]
@@ -952,7 +954,7 @@ def test_hellos_are_throttled_per_address_but_answered_at_once(relay):
             _, reply = await agent_from(relay, "127.0.0.12", f"guess{i}")
             codes.append(reply.get("code"))
         _, reply = await agent_from(relay, "127.0.0.12", "david")
-        assert reply["code"] == "too-many-requests" and "try again" in reply["message"]
+        assert reply["code"] == "too-many-attempts" and "try again" in reply["message"]
         _, elsewhere = await agent_from(relay, "127.0.0.13", "david")
         _, unknown = await agent_from(relay, "127.0.0.13", "nobody")
         return codes, elsewhere, unknown
@@ -961,7 +963,7 @@ def test_hellos_are_throttled_per_address_but_answered_at_once(relay):
     burst = limits.HELLO_BURST
     # The bucket refills while the guesses run: a few more may get through, never most.
     assert codes[:burst] == ["technician-unknown"] * burst
-    assert codes.count("too-many-requests") >= guesses - burst - 10
+    assert codes.count("too-many-attempts") >= guesses - burst - 10
     assert elsewhere["type"] == "registered"
     assert unknown["code"] == "technician-unknown" and "not available" in unknown["message"]
     no_traceback(relay)

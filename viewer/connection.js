@@ -2,17 +2,16 @@
 // No DOM here: the page listens to the callbacks and sends plain message objects.
 
 import {
-    PROTOCOL_VERSION, ProtocolError, encodeControl, decodeControl, decodeFrame,
+    CLOSE_REPLACED, PROTOCOL_VERSION, ProtocolError, encodeControl, decodeControl, decodeFrame,
+    technicianWords,
 } from "./protocol.js";
 
 const TOKEN_KEY = "spotlight.token";
 const PING_INTERVAL_MS = 2000;
 const RECONNECT_DELAYS_S = [1, 2, 4, 8, 10];
-const REPLACED_CLOSE_CODE = 4001;  // relay/pairing.py: a newer link of this login took over
 
 // Errors after which reconnecting cannot help: the person has to sign in again.
-// ("rate-limited" before the welcome is the login throttle; after it, input was too fast.)
-const FATAL_CODES = new Set(["login-failed", "login-expired"]);
+const FATAL_CODES = new Set(["login-failed", "login-expired", "too-many-attempts"]);
 
 export function viewerSocketUrl(location) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -135,7 +134,7 @@ export class Connection {
             this.welcomed = false;
             this.socket = null;
             if (fatal || this._stopped) return;
-            if (event.code === REPLACED_CLOSE_CODE) {
+            if (event.code === CLOSE_REPLACED) {
                 // This tab's login reconnected on another socket (a duplicated tab): stop
                 // here rather than take the session back and forth.
                 this._finish("This session was opened in another window.");
@@ -143,7 +142,8 @@ export class Connection {
             }
             if (!wasWelcomed && credentials.password) {
                 // Never retry a password on its own: say why and let the person decide.
-                const why = event.reason || "The relay could not be reached.";
+                const why = event.reason ? technicianWords(event.reason)
+                    : "The relay could not be reached.";
                 this._finish(why);
                 return;
             }
@@ -174,9 +174,8 @@ export class Connection {
             this.rttMs = Math.max(0, performance.now() - message.t);
             return false;
         }
-        const signInRefused = message.code === "rate-limited" && !this.welcomed;
-        if (message.type === "error" && (FATAL_CODES.has(message.code) || signInRefused)) {
-            this._finish(signInMessage(message));
+        if (message.type === "error" && FATAL_CODES.has(message.code)) {
+            this._finish(technicianWords(message.code));
             return true;
         }
         this.onmessage(message);
@@ -245,19 +244,5 @@ export class Connection {
         this._closeSocket();
         this.onstate("Signed out", "down");
         this.onsignedout(reason);
-    }
-}
-
-function signInMessage(error) {
-    switch (error.code) {
-        case "login-failed":
-            // Deliberately the same words whichever half was wrong.
-            return "The user name or password is not correct.";
-        case "login-expired":
-            return "Your sign-in has expired or was revoked. Please sign in again.";
-        case "rate-limited":
-            return "Too many attempts. Please wait a minute and try again.";
-        default:
-            return error.message;
     }
 }

@@ -1,6 +1,6 @@
 // The wire format, mirrored from protocol.py (its table says who sends which message).
 // No DOM and no I/O: text and bytes in, plain objects out, and back. Decoding throws only
-// ProtocolError, with protocol.py's messages; encoding validates with the same rules and
+// RemoteProtocolError, with protocol.py's messages; encoding validates with the same rules and
 // writes exactly the text protocol.encode_control writes. tests/test_protocol_js.py runs
 // tests/vectors.json through this module in Chromium.
 //
@@ -62,8 +62,36 @@ export class ProtocolError extends Error {
     }
 }
 
+/** The peer sent something this protocol does not allow (what the decoders throw). */
+export class RemoteProtocolError extends ProtocolError {
+    constructor(message) {
+        super(message);
+        this.name = "RemoteProtocolError";
+    }
+}
+
+/** Our own code built a message this protocol does not allow: a bug on this side. */
+export class LocalProtocolError extends ProtocolError {
+    constructor(message) {
+        super(message);
+        this.name = "LocalProtocolError";
+    }
+}
+
 function fail(message) {
-    throw new ProtocolError(message);
+    throw new LocalProtocolError(message);
+}
+
+// `decode` reads what a peer sent: any value it refuses is the peer's error.
+function fromPeer(decode) {
+    return (...args) => {
+        try {
+            return decode(...args);
+        } catch (error) {
+            if (error instanceof LocalProtocolError) throw new RemoteProtocolError(error.message);
+            throw error;
+        }
+    };
 }
 
 // --- Python's view of values --------------------------------------------------------
@@ -491,8 +519,8 @@ function constantIn(text) {
     return undefined;
 }
 
-/** Parse one JSON text message into {type, ...fields}; throws ProtocolError if invalid. */
-export function decodeControl(data) {
+/** Parse one JSON text message into {type, ...fields}; throws RemoteProtocolError if invalid. */
+export const decodeControl = fromPeer(function decodeControl(data) {
     if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) {
         try {
             data = UTF8.decode(data);
@@ -515,10 +543,10 @@ export function decodeControl(data) {
     const fields = withoutType(parsed);
     return construct(specOf(Object.hasOwn(parsed, "type") ? parsed.type : undefined, fields),
         fields);
-}
+});
 
-/** Throws ProtocolError unless `message` is a hello of `role` at PROTOCOL_VERSION. */
-export function checkHello(message, role) {
+/** Throws RemoteProtocolError unless `message` is a hello of `role` at PROTOCOL_VERSION. */
+export const checkHello = fromPeer(function checkHello(message, role) {
     if (message?.type !== "hello" || message.role !== role) {
         fail(`the first message must be hello with role ${role}`);
     }
@@ -526,6 +554,147 @@ export function checkHello(message, role) {
         fail(`protocol version ${message.version} is not supported; ` +
             `this relay speaks version ${PROTOCOL_VERSION}`);
     }
+});
+
+// --- refusals, endings and close codes (protocol.py's WORDING, CLOSE_*, can_resume) ---
+
+// One plain sentence per `error` code and `ended` reason for each audience: the page shows
+// these by code, never the code itself.
+export const WORDING = Object.freeze({
+    "customer-closed": Object.freeze({
+        customer: "You ended the session.",
+        technician: "The customer ended the session.",
+    }),
+    "technician-ended": Object.freeze({
+        customer: "The support person ended the session.",
+        technician: "You ended the session.",
+    }),
+    "agent-lost": Object.freeze({
+        customer: "The connection to the support server was lost, so the session has ended. To get help again, run this program again.",
+        technician: "The customer's connection was lost and did not come back, so the session has ended.",
+    }),
+    "viewer-lost": Object.freeze({
+        customer: "The support person's connection was lost, so the session has ended. Please call them if you still need help.",
+        technician: "Your connection was lost for too long, so the session has ended.",
+    }),
+    "agent-stalled": Object.freeze({
+        customer: "Your internet connection was too slow to keep the session going, so it has ended. Please run this program again.",
+        technician: "The customer's connection could not keep up, so the session has ended.",
+    }),
+    "agent-error": Object.freeze({
+        customer: "This program ran into a problem and ended the session. Please run it again.",
+        technician: "The customer's program ran into a problem and ended the session.",
+    }),
+    "technician-disabled": Object.freeze({
+        customer: "The support person you chose can no longer take sessions. Please call your support company.",
+        technician: "Your account was disabled, so the session has ended.",
+    }),
+    "expired": Object.freeze({
+        customer: "Nobody accepted the request in time, so it was cancelled. Please call your support person and run this program again.",
+        technician: "The customer waited too long without being accepted, so the request was cancelled.",
+    }),
+    "relay-shutdown": Object.freeze({
+        customer: "The support server was stopped, so the session has ended. Please run this program again in a few minutes.",
+        technician: "The relay was stopped, so the session has ended.",
+    }),
+    "relay-restart": Object.freeze({
+        customer: "The support server restarted, so the session has ended. Please run this program again.",
+        technician: "The relay restarted, so the session has ended.",
+    }),
+    "protocol": Object.freeze({
+        customer: "This program and the support server do not understand each other. Please download the program again.",
+        technician: "The relay refused a message from this page. Please reload the page.",
+    }),
+    "login-failed": Object.freeze({
+        customer: "Signing in failed.",
+        technician: "The user name or password is not correct.",
+    }),
+    "login-expired": Object.freeze({
+        customer: "Signing in has expired.",
+        technician: "Your sign-in has expired or was revoked. Please sign in again.",
+    }),
+    "too-many-attempts": Object.freeze({
+        customer: "Too many attempts. Please wait a minute and try again.",
+        technician: "Too many sign-in attempts. Please wait a minute and try again.",
+    }),
+    "no-such-session": Object.freeze({
+        customer: "This support session no longer exists. Please run this program again.",
+        technician: "That session is no longer available.",
+    }),
+    "technician-unknown": Object.freeze({
+        customer: "That support person is not available. Please check the name with the person you are talking to.",
+        technician: "There is no such support person.",
+    }),
+    "too-many-waiting": Object.freeze({
+        customer: "Too many support requests are waiting from your network. Please try again in a few minutes.",
+        technician: "Too many customers are waiting from one network.",
+    }),
+    "resume-failed": Object.freeze({
+        customer: "The session could not be resumed. Please run this program again.",
+        technician: "The customer's program could not rejoin the session.",
+    }),
+    "no-control": Object.freeze({
+        customer: "The support person does not control your computer.",
+        technician: "Take control of the session before using the mouse and keyboard.",
+    }),
+    "rate-limited": Object.freeze({
+        customer: "Too much input arrived at once, and some of it was dropped.",
+        technician: "Too much input at once: some of it was dropped.",
+    }),
+    "busy": Object.freeze({
+        customer: "The support person is busy with another session.",
+        technician: "You are already watching a session in this window: end it first.",
+    }),
+    "open-elsewhere": Object.freeze({
+        customer: "The support person opened this session in another window.",
+        technician: "This session is open in another window.",
+    }),
+    "not-watching": Object.freeze({
+        customer: "The support person has not accepted the session yet.",
+        technician: "Accept the session before taking control.",
+    }),
+    "agent-reconnecting": Object.freeze({
+        customer: "Reconnecting to the support server.",
+        technician: "The customer's connection dropped; waiting for it to come back.",
+    }),
+});
+export const UNKNOWN_WORDING = Object.freeze({
+    customer: "The support server ended the connection. Please run this program again.",
+    technician: "The relay refused the request.",
+});
+
+/** The customer's sentence for an `error` code or an `ended` reason; for a code this side
+ *  does not know (a newer relay), `fallback` (the error's own message) or a generic one. */
+export function customerWords(code, fallback = "") {
+    if (Object.hasOwn(WORDING, code)) return WORDING[code].customer;
+    return fallback || UNKNOWN_WORDING.customer;
+}
+
+/** The support person's sentence for an `error` code or an `ended` reason (`fallback` as
+ *  for customerWords). */
+export function technicianWords(code, fallback = "") {
+    if (Object.hasOwn(WORDING, code)) return WORDING[code].technician;
+    return fallback || UNKNOWN_WORDING.technician;
+}
+
+export const CLOSE_NORMAL = 1000;
+export const CLOSE_GOING_AWAY = 1001;
+export const CLOSE_POLICY = 1008;
+export const CLOSE_TOO_BIG = 1009;
+export const CLOSE_INTERNAL = 1011;
+export const CLOSE_RESTART = 1012;
+export const CLOSE_TRY_AGAIN = 1013;
+export const CLOSE_REPLACED = 4001; // a viewer link replaced by the same login's newer one
+export const RESUMABLE_CLOSE_CODES = Object.freeze(
+    [CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_TRY_AGAIN]);
+export const OBSERVERS = Object.freeze(["agent", "relay"]);
+
+/** Whether a session survives its agent link closing with `code` (null: no close frame),
+ *  as seen by `observer`: protocol.can_resume explains the rule. */
+export function canResume(code, observer) {
+    if (!OBSERVERS.includes(observer)) fail(`observer must be one of ${OBSERVERS.join(", ")}`);
+    if (code === null || code === undefined) return observer === "agent";
+    return RESUMABLE_CLOSE_CODES.includes(code);
 }
 
 // --- screen updates (binary) --------------------------------------------------------
@@ -580,7 +749,7 @@ export function encodeFrame(frame) {
 
 /** The header fields [kind, flags, monitor, 0, seq, x, y, width, height, image length],
  *  checked only for shape (as protocol.decode_frame_header). */
-export function decodeFrameHeader(data) {
+export const decodeFrameHeader = fromPeer(function decodeFrameHeader(data) {
     const bytes = asBytes(data);
     if (bytes === undefined) fail("a frame must be bytes");
     if (bytes.length < FRAME_HEADER_BYTES) fail("binary message is shorter than the frame header");
@@ -599,10 +768,10 @@ export function decodeFrameHeader(data) {
     if (fields[1] & ~(FLAG_LAST | FLAG_FULL)) fail("unknown frame flags");
     if (fields[2] > MAX_SCREENS - 1) fail(`monitor must be between 0 and ${MAX_SCREENS - 1}`);
     return fields;
-}
+});
 
 /** Parse and fully validate one binary update. `image` is a view into `data`, not a copy. */
-export function decodeFrame(data) {
+export const decodeFrame = fromPeer(function decodeFrame(data) {
     const [kind, flags, monitor, , seq, x, y, width, height] = decodeFrameHeader(data);
     const frame = {
         kind, flags, monitor, seq, x, y, width, height,
@@ -610,4 +779,4 @@ export function decodeFrame(data) {
     };
     checkFrame(frame);
     return frame;
-}
+});

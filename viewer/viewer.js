@@ -2,7 +2,7 @@
 // (connection.js), the screen (display.js), the keyboard and pointer (input.js) and the
 // queue (queue.js). Everything an agent sends reaches the DOM through textContent only.
 
-import { FLAG_LAST } from "./protocol.js";
+import { FLAG_LAST, technicianWords } from "./protocol.js";
 import { Connection, storedToken, viewerSocketUrl } from "./connection.js";
 import { Display } from "./display.js";
 import { Input } from "./input.js";
@@ -169,11 +169,11 @@ connection.onframe = (frame) => {
 };
 
 function onError(error) {
-    const text = error.message || "The relay refused the request.";
+    const text = technicianWords(error.code, error.message);
     if (rejoining && ["no-such-session", "open-elsewhere"].includes(error.code)) {
         // The answer to a rejoin of a session the queue no longer listed.
         rejoining = null;
-        const words = error.code === "open-elsewhere" ? "This session is open in another window."
+        const words = error.code === "open-elsewhere" ? technicianWords(error.code)
             : "The session ended while the connection was lost.";
         if (session) closeSession(words);
         else forgetRejoin();
@@ -209,9 +209,9 @@ function toast(text) {
 }
 
 function endedWords(ended) {
-    if (ended.by === "customer") return "The customer ended the session";
+    if (ended.by === "customer") return technicianWords("customer-closed");
     if (ended.by === "technician") return `You ended the session with ${session.machine}.`;
-    return ended.reason ? `The session ended: ${ended.reason}` : "The session ended.";
+    return technicianWords(ended.reason);
 }
 
 // --- the session -----------------------------------------------------------------------
