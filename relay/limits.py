@@ -15,6 +15,7 @@ question the server asks per connection or per line it would write:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ REFUSAL_LINES_PER_WINDOW = 20
 REFUSAL_WINDOW_S = 60.0
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every waiting session at every hello
 def subnet(address: str) -> str:
     """The /24 (IPv4) or /64 (IPv6) network of ``address``; anything else is its own."""
     try:
@@ -109,12 +111,16 @@ class HelloThrottle:
         return 0.0 if bucket is None else max(0.0, (1 - bucket.tokens) / self.rate)
 
     def _forget_full(self, now: float) -> None:
-        # A bucket that has refilled says nothing a fresh one would not; if every bucket is
-        # still draining (a flood from very many addresses), forget the oldest half.
-        refilled = [a for a, b in self._buckets.items()
-                    if b.tokens + (now - b.at) * self.rate >= self.burst]
-        for address in refilled or sorted(self._buckets, key=lambda a: self._buckets[a].at)[
-                : len(self._buckets) // 2]:
+        # A bucket that has refilled says nothing a fresh one would not. If every bucket is
+        # still draining (a flood from very many addresses), forget the fuller half: the
+        # emptiest buckets are the addresses hammering hardest, and they stay remembered.
+        def tokens(address: str) -> float:
+            bucket = self._buckets[address]
+            return bucket.tokens + max(0.0, now - bucket.at) * self.rate
+
+        refilled = [a for a in self._buckets if tokens(a) >= self.burst]
+        fullest = sorted(self._buckets, key=tokens, reverse=True)
+        for address in refilled or fullest[: max(1, len(fullest) // 2)]:
             del self._buckets[address]
 
 

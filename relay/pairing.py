@@ -276,6 +276,7 @@ class Pairing:
                 session.viewer.send(Screens(hello.screens))
         if session.viewer is not None:
             agent.send(Refresh(session.id, 0))
+            session.window.restart_sent()
         return True
 
     def agent_message(self, agent: Peer, message: protocol.Message, now: float) -> None:
