@@ -1,5 +1,5 @@
 """Screen updates without I/O: what changed between two screen images, and the frames that
-carry it to the viewer.
+carry it to the viewer, and when to look (``Pacer``).
 
 Images are C-contiguous (height, width, 4) uint8 BGRX arrays (mss's layout, and the agent's
 ``Screen.grab``). ``ScreenDiff`` holds a copy of what the viewer shows and finds the pixels
@@ -14,6 +14,12 @@ per rectangle (large ones in strips, which may be encoded in parallel threads):
   caller may ask for 4:2:0 (half the encoding work and bytes) while most of the screen is in
   motion, and resend the area at 4:4:4 once it is still;
 - for small rectangles with many (<= 256) colours, whichever of the two is smaller.
+
+No frame is larger than MAX_FRAME_BYTES: strips are cut by pixels (wide monitors get fewer
+rows), and a strip whose image still came out too large is halved and encoded again.
+
+``Pacer`` decides when the streamer polls and how it encodes (quality, subsampling, strip
+height) from what recent polls found, input, and flow control holding updates back.
 
 Buffers are reused: the viewer's copy, the diff scratch space, the palette lookup tables.
 """
@@ -30,6 +36,7 @@ import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -50,6 +57,9 @@ SMALL_RECT_PX = 128 * 128  # both encoders are tried on rectangles up to this si
 BOTH_ENCODERS_MIN_PX = 32 * 32  # ... and at least this size (a glyph is always PNG)
 BOTH_ENCODERS_MIN_COLOURS = 24  # ... when they have at least this many colours
 PNG_LEVELS = ((64 * 64 * 4, 9), (256 * 256, 6), (1 << 62, 3))  # (up to px, zlib level)
+# Strips are planned at this many bytes a pixel (JPEG of noise: 1.6 at quality 85 4:4:4, 4.1
+# at 100), so that one rarely has to be encoded again in halves to stay under MAX_FRAME_BYTES.
+EXPECTED_BYTES_PER_PX = 2.0
 
 Rect = tuple[int, int, int, int]  # x, y, width, height
 
@@ -292,22 +302,188 @@ def encode_rect(pixels: np.ndarray, rect: Rect, quality: int,
     return p.FRAME_PNG, png
 
 
-def strips(rects: Iterable[Rect], rows: int = STRIP_ROWS) -> list[Rect]:
-    """The rectangles cut into strips of at most ``rows`` rows, in order."""
-    return [(x, y + dy, w, min(rows, h - dy)) for x, y, w, h in rects for dy in range(0, h, rows)]
+def strips(rects: Iterable[Rect], rows: int = STRIP_ROWS,
+           max_px: int | None = None) -> list[Rect]:
+    """The rectangles cut into strips of at most ``rows`` rows, in order; with ``max_px``
+    also of at most that many pixels (fewer rows for a wide rectangle: a multiple of 16, JPEG's
+    MCU height, where the limit allows)."""
+    parts = []
+    for x, y, w, h in rects:
+        step = rows
+        if max_px is not None and w * step > max_px:
+            step = max(1, max_px // w)
+            step = step // 16 * 16 or step
+        parts += [(x, y + dy, w, min(step, h - dy)) for dy in range(0, h, step)]
+    return parts
+
+
+def encode_within(pixels: np.ndarray, rect: Rect, quality: int, subsampling: str,
+                  max_bytes: int) -> list[tuple[Rect, int, bytes]]:
+    """(rectangle, frame kind, image bytes) covering ``rect``, each image at most
+    ``max_bytes``: a rectangle whose image came out larger is halved and encoded again."""
+    kind, image = encode_rect(pixels, rect, quality, subsampling)
+    if len(image) <= max_bytes:
+        return [(rect, kind, image)]
+    x, y, w, h = rect
+    if h > 1:
+        top = -(-h // 2 // 16) * 16 if h > 32 else h // 2  # MCU rows where there are enough
+        halves = [(x, y, w, top), (x, y + top, w, h - top)]
+    elif w > 1:
+        halves = [(x, y, w // 2, 1), (x + w // 2, y, w - w // 2, 1)]
+    else:
+        raise ValueError(f"one pixel does not fit in {max_bytes} bytes")
+    return [part for half in halves
+            for part in encode_within(pixels, half, quality, subsampling, max_bytes)]
 
 
 def encode_update(pixels: np.ndarray, rects: Iterable[Rect], monitor: int, seq: int,
                   quality: int, full: bool, mapper: Callable = map,
-                  subsampling: str = "444", rows: int = STRIP_ROWS) -> list[p.Frame]:
-    """The frames of one update, FLAG_LAST on the last; ``mapper`` (e.g. a thread pool's
-    map) may encode the strips (of ``rows`` rows) in parallel: Pillow and simplejpeg release
-    the GIL."""
-    parts = strips(rects, rows)
-    encoded = list((mapper if len(parts) > 1 else map)(
-        lambda rect: encode_rect(pixels, rect, quality, subsampling), parts))
+                  subsampling: str = "444", rows: int = STRIP_ROWS,
+                  max_frame_bytes: int = p.MAX_FRAME_BYTES) -> list[p.Frame]:
+    """The frames of one update, FLAG_LAST on the last, none larger than ``max_frame_bytes``
+    (header included); ``mapper`` (e.g. a thread pool's map) may encode the strips (of at most
+    ``rows`` rows, fewer for wide ones) in parallel: Pillow and simplejpeg release the GIL."""
+    budget = max_frame_bytes - p.FRAME_HEADER.size
+    parts = strips(rects, rows, max(1, int(budget / EXPECTED_BYTES_PER_PX)))
+    encoded = [piece for pieces in (mapper if len(parts) > 1 else map)(
+        lambda rect: encode_within(pixels, rect, quality, subsampling, budget), parts)
+        for piece in pieces]
     frames = []
-    for i, ((x, y, w, h), (kind, image)) in enumerate(zip(parts, encoded, strict=True)):
-        flags = (p.FLAG_LAST if i == len(parts) - 1 else 0) | (p.FLAG_FULL if full else 0)
+    for i, ((x, y, w, h), kind, image) in enumerate(encoded):
+        flags = (p.FLAG_LAST if i == len(encoded) - 1 else 0) | (p.FLAG_FULL if full else 0)
         frames.append(p.Frame(kind, flags, monitor, seq, x, y, w, h, image))
     return frames
+
+
+# --- pacing ------------------------------------------------------------------------------
+
+POLL_INTERVAL_S = 1 / 30
+MOTION_POLL_INTERVAL_S = 1 / 60  # while every recent poll found a change (video, animation)
+MOTION_AFTER_CHANGES = 3  # consecutive polls with a change that mean "motion"
+MOTION_GAP_S = 0.05  # a still poll this soon after a large change does not end its run (a
+#                      video changes the screen 24-50 times a second, polled 60 times)
+MOTION_AREA = 0.5  # a run of changes to at least this share of the monitor is "large motion":
+MOTION_JPEG_QUALITY = 75  # ... JPEG 4:2:0 at most this quality (half the work and bytes),
+REFINE_AFTER_S = 0.2  # ... and the area is resent at full quality, 4:4:4, once this still
+IDLE_POLL_INTERVAL_S = 0.1  # once nothing has changed for IDLE_AFTER_S (and no input came)
+IDLE_AFTER_S = 2.0
+FAST_POLL_INTERVAL_S = 0.010  # right after input, so the support person sees it at once
+FAST_POLL_WINDOW_S = 0.300
+JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back
+QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quality again
+
+
+class Motion:
+    """What the recent polls found: a run of changes (poll faster), a run of large changes
+    (video, a dragged window: poll faster, cheaper JPEG), and the area sent that way, to be
+    sent again at full quality once the screen is still. Time is passed in."""
+
+    @property
+    def run(self) -> int:
+        """Polls in a row that count as motion, for the poll interval."""
+        return max(self.changes, self.large)
+
+    def __init__(self, screen_px: int, now: float) -> None:
+        self.screen_px = screen_px
+        self.changes = 0  # polls in a row that found a change
+        self.large = 0  # ... a large one (still polls within MOTION_GAP_S do not count)
+        self.changed_at = now
+        self._lossy: list[int] | None = None  # x0, y0, x1, y1 sent at motion quality
+
+    def saw(self, rects: list[Rect], now: float) -> bool:
+        """Count one poll; True when its update may be sent at motion quality."""
+        if not rects:
+            self.changes = 0
+            if now - self.changed_at > MOTION_GAP_S:
+                self.large = 0
+            return False
+        self.changes, self.changed_at = self.changes + 1, now
+        large = sum(w * h for _, _, w, h in rects) >= MOTION_AREA * self.screen_px
+        self.large = self.large + 1 if large else 0
+        if self.large < MOTION_AFTER_CHANGES:
+            return False
+        box = self._lossy or [1 << 30, 1 << 30, 0, 0]
+        for x, y, w, h in rects:
+            box = [min(box[0], x), min(box[1], y), max(box[2], x + w), max(box[3], y + h)]
+        self._lossy = box
+        return True
+
+    def refinement(self, now: float) -> list[Rect]:
+        """The area sent at motion quality, once the screen has been still REFINE_AFTER_S
+        (then forgotten); nothing otherwise."""
+        if self._lossy is None or now - self.changed_at < REFINE_AFTER_S:
+            return []
+        x0, y0, x1, y1 = self._lossy
+        self._lossy = None
+        return [(x0, y0, x1 - x0, y1 - y0)]
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How to encode one update: which rectangles, at what JPEG quality and subsampling, in
+    strips of how many rows."""
+
+    rects: list[Rect]
+    quality: int
+    subsampling: str
+    rows: int
+
+
+class Pacer:
+    """When to poll the screen and how to encode what changed (the streamer asks; time is
+    passed in). Fast right after input and during motion, slow once the screen is still;
+    JPEG quality lowered before frame rate while flow control holds updates back, and
+    recovered slowly; large motion sent cheaply at 4:2:0, then refined at full quality."""
+
+    def __init__(self, now: float, threads: int = 2) -> None:
+        self.motion = Motion(1, now)
+        self.threads = threads  # encoder threads: in motion, one strip each
+        self.input_at = -1e9
+        self.quality_step = 0
+        self.smooth_updates = 0
+
+    def input(self, now: float) -> None:
+        """The support person's input was injected: the screen will change, look soon."""
+        self.input_at = now
+
+    def held_back(self) -> None:
+        """Flow control stopped an update: the next one is a JPEG step cheaper."""
+        self.smooth_updates = -1
+
+    def interval(self, now: float) -> float:
+        """The time from one poll to the next."""
+        if now - self.input_at < FAST_POLL_WINDOW_S:
+            return FAST_POLL_INTERVAL_S
+        if self.motion.run >= MOTION_AFTER_CHANGES:
+            return MOTION_POLL_INTERVAL_S
+        if now - max(self.motion.changed_at, self.input_at) > IDLE_AFTER_S:
+            return IDLE_POLL_INTERVAL_S
+        return POLL_INTERVAL_S
+
+    def plan(self, rects: list[Rect], screen_px: int, now: float) -> Encoding | None:
+        """How to send what this poll found (``rects`` of a monitor of ``screen_px`` pixels);
+        None when there is nothing to send."""
+        self.motion.screen_px = screen_px
+        lossy = self.motion.saw(rects, now)
+        if not rects:  # still: what motion sent cheaply is sent again at full quality
+            rects = self.motion.refinement(now)
+            if not rects:
+                return None
+        self._adapt_quality()
+        quality = JPEG_QUALITIES[self.quality_step]
+        if not lossy:
+            return Encoding(rects, quality, "444", STRIP_ROWS)
+        # in motion one strip per encoder thread (a tenth less CPU than 128-row strips, and
+        # fewer frames to send and decode); rows a multiple of 16 (JPEG's MCU)
+        share = -(-max(h for _, _, _, h in rects) // self.threads)
+        return Encoding(rects, min(quality, MOTION_JPEG_QUALITY), "420", -(-share // 16) * 16)
+
+    def _adapt_quality(self) -> None:
+        if self.smooth_updates < 0:
+            self.quality_step = min(len(JPEG_QUALITIES) - 1, self.quality_step + 1)
+            self.smooth_updates = 0
+        else:
+            self.smooth_updates += 1
+            if self.smooth_updates >= QUALITY_UP_AFTER_UPDATES and self.quality_step > 0:
+                self.quality_step -= 1
+                self.smooth_updates = 0

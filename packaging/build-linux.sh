@@ -29,6 +29,9 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 "$PYTHON" -c "import PyInstaller" 2>/dev/null \
   || die "PyInstaller is missing in $PYTHON: pip install -e '.[agent,dev]'"
 
+"$PYTHON" agent.py --check-config "$CONFIG" >/dev/null \
+  || die "the agent would refuse $CONFIG (the line above says why)"
+
 say "building dist/linux/spotlight-support with $(basename "$CONFIG") baked in"
 rm -f dist/linux/spotlight-support
 SPOTLIGHT_CONFIG="$(readlink -f "$CONFIG")" "$PYTHON" -m PyInstaller --noconfirm \

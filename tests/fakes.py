@@ -38,6 +38,11 @@ class FakeScreen:
         region = self.image[area.y:area.y + area.height, area.x:area.x + area.width]
         return region.copy()  # a new array each time, as Screen.grab promises
 
+    def grab_view(self, area: p.Screen) -> np.ndarray:
+        view = self.grab(area)
+        view.flags.writeable = False  # as a real view: the streamer must copy what it keeps
+        return view
+
     def close(self) -> None:
         pass
 

@@ -19,13 +19,15 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 import agent
+import agent_config
+import agent_session as core
 import protocol as p
+import screen_codec as codec
 from tests.fakes import FakeInput, FakeScreen, FakeTray
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = "session-0123456789abcdef"
 RESUME = "resume-0123456789abcdef"
-QUIET_S = 0.4  # how long "nothing arrives" is watched for
 
 
 class ScriptedRelay:
@@ -95,13 +97,27 @@ class Peer:
             else:
                 self.controls.append(message)
 
-    async def silent(self) -> list:
-        """Everything that arrives within QUIET_S (expected: nothing of interest)."""
+    async def until_closed(self) -> list:
+        """Everything that arrives until the agent closes the connection."""
         got = []
-        with pytest.raises(TimeoutError):
+        with pytest.raises(ConnectionClosed):
             while True:
-                got.append(await self.recv(QUIET_S))
+                got.append(await self.recv())
         return got
+
+    async def refreshed(self) -> list[p.Frame]:
+        """A marker round trip: refresh, and the first update that arrives after it (any
+        update the agent sent before handling the refresh comes first)."""
+        await self.send(p.Refresh(SESSION, 0))
+        return await self.update()
+
+
+async def polls(screen: FakeScreen, count: int) -> None:
+    """Until the streamer has grabbed the screen ``count`` more times: the polls before the
+    last of them have sent whatever they were going to send."""
+    target = screen.grabs + count
+    while screen.grabs < target:
+        await asyncio.sleep(0.005)
 
 
 class Clock:
@@ -117,10 +133,10 @@ class Clock:
 def make_agent(relay, screen=None, user_input=None, tray=None, clock=None,
                ca_pem: str = "") -> agent.Agent:
     tray = tray or FakeTray()
-    runner = agent.Agent(url=agent.agent_url(relay.url), technician="david",
+    runner = agent.Agent(url=agent_config.agent_url(relay.url), technician="david",
                          screen=screen or FakeScreen(), input=user_input or FakeInput(),
                          tray=tray, machine="pc-1", user="anna",
-                         ssl_context=agent.make_ssl_context(ca_pem),
+                         ssl_context=agent_config.make_ssl_context(ca_pem),
                          **({"clock": clock} if clock else {}))
     if isinstance(tray, FakeTray):
         tray.on_close = runner.request_close
@@ -177,17 +193,19 @@ def test_pending_yellow_then_accepted_green_then_ended_by_technician() -> None:
 
 
 def test_nothing_is_captured_or_sent_before_acceptance() -> None:
-    """While pending the agent grabs no screen and sends nothing but its hello."""
+    """While pending the agent grabs no screen and sends nothing but its hello: the end of the
+    session is the marker (all it sent before, it sent before closing)."""
     async def scenario():
         async with ScriptedRelay() as relay:
             screen = FakeScreen()
             task, peer = await started_agent(relay, screen=screen)
             await peer.register()
-            assert await peer.silent() == []
-            assert screen.grabs == 0
             await peer.send(p.Ended(SESSION, "relay", "expired"))
+            assert await peer.until_closed() == []
+            assert screen.grabs == 0
             outcome = await task
-        assert outcome.code == agent.EXIT_FAILED and "expired" in outcome.message
+        assert outcome == agent.Outcome(agent.EXIT_FAILED, p.customer_words("expired"))
+        assert "expired" not in outcome.message  # a sentence, not the code
     run(scenario())
 
 
@@ -209,6 +227,28 @@ def test_first_update_is_a_full_lossless_image_of_the_screen() -> None:
     run(scenario())
 
 
+def test_four_1080p_monitors_of_noise_stream_within_the_frame_limit() -> None:
+    """Four 1080p monitors side by side, all noise: the whole desktop (monitor 0) arrives as
+    frames none larger than MAX_FRAME_BYTES (the relay's websocket refuses larger), and
+    reassembles to the screen."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen = FakeScreen([(i * 1920, 0, 1920, 1080) for i in range(4)])
+            screen.image[...] = np.random.default_rng(4).integers(0, 256, screen.image.shape,
+                                                                  dtype=np.uint8)
+            task, peer = await accepted_agent(relay, screen=screen)
+            frames = await peer.update()
+            canvas = np.zeros((1080, 7680, 3), np.uint8)
+            covered = sum(f.width * f.height for f in frames)
+            assert all(len(p.encode_frame(f)) <= p.MAX_FRAME_BYTES for f in frames)
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+        assert covered == 7680 * 1080 and frames[0].flags & p.FLAG_FULL
+        paint(frames, canvas)
+        assert np.abs(canvas.astype(int) - rgb(screen)).mean() < 16  # JPEG of noise: close
+    run(scenario())
+
+
 def test_changed_region_is_sent_alone_and_idle_screen_sends_nothing() -> None:
     """After the full image only the changed pixels travel; an unchanged screen sends
     nothing."""
@@ -220,7 +260,10 @@ def test_changed_region_is_sent_alone_and_idle_screen_sends_nothing() -> None:
             first = await peer.update()
             paint(first, canvas)
             await peer.send(p.Ack(SESSION, first[0].seq))
-            assert [m for m in await peer.silent() if isinstance(m, p.Frame)] == []
+            await polls(screen, 3)  # the streamer looked at the unchanged screen twice
+            marker = await peer.refreshed()
+            assert marker[0].flags & p.FLAG_FULL and marker[0].seq == first[0].seq + 1
+            await peer.send(p.Ack(SESSION, marker[0].seq))
             screen.image[70:80, 130:140, :3] = (0, 255, 0)
             second = await peer.update()
             assert not second[0].flags & p.FLAG_FULL
@@ -240,10 +283,12 @@ def test_never_more_than_max_updates_in_flight() -> None:
             screen.changing = True
             task, peer = await accepted_agent(relay, screen=screen)
             seqs = [(await peer.update())[0].seq for _ in range(p.MAX_UPDATES_IN_FLIGHT)]
-            assert [m for m in await peer.silent() if isinstance(m, p.Frame)] == []
             await peer.send(p.Ack(SESSION, seqs[0]))
             assert (await peer.update())[0].seq == seqs[-1] + 1
-            assert [m for m in await peer.silent() if isinstance(m, p.Frame)] == []
+            # the marker: a refresh answers with a full image; an update sent without an ack
+            # before it would arrive first
+            marker = await peer.refreshed()
+            assert marker[0].flags & p.FLAG_FULL and marker[0].seq == seqs[-1] + 2
             await peer.send(p.Ended(SESSION, "technician", "done"))
             await task
     run(scenario())
@@ -418,16 +463,16 @@ def test_close_while_the_relay_does_not_answer_still_ends() -> None:
 
 
 def test_refusal_by_the_relay_is_shown_and_ends() -> None:
-    """error{unknown support person}: no tray icon, the relay's words reach the customer."""
+    """error{technician-unknown}: no tray icon, the customer reads that code's sentence."""
     async def scenario():
         async with ScriptedRelay() as relay:
             tray = FakeTray()
             task, peer = await started_agent(relay, tray=tray)
             await peer.hello()
-            await peer.send(p.Error("unknown-technician", "No support person is called david"))
+            await peer.send(p.refusal("technician-unknown", "agent"))
             outcome = await task
         assert outcome.code == agent.EXIT_FAILED
-        assert "No support person is called david" in outcome.message
+        assert outcome.message == p.customer_words("technician-unknown")
         assert tray.shown == []
     run(scenario())
 
@@ -471,8 +516,9 @@ def test_lost_connection_resumes_with_the_secret_and_shows_reconnecting() -> Non
     run(scenario())
 
 
-def test_deliberate_close_by_the_relay_ends_with_its_reason() -> None:
-    """A close frame with a reason (not a broken link) ends the session; no reconnect."""
+def test_deliberate_close_by_the_relay_ends_in_plain_words_without_reconnecting() -> None:
+    """A close frame (not a broken link) ends the session, no reconnect; the customer reads a
+    plain sentence, never the close frame's technical reason."""
     async def scenario():
         async with ScriptedRelay() as relay:
             task, peer = await accepted_agent(relay)
@@ -480,8 +526,7 @@ def test_deliberate_close_by_the_relay_ends_with_its_reason() -> None:
             outcome = await task
             assert relay.connections.empty()
         return outcome
-    outcome = run(scenario())
-    assert outcome.code == agent.EXIT_FAILED and "session replaced" in outcome.message
+    assert run(scenario()) == agent.Outcome(agent.EXIT_FAILED, core.LOST)
 
 
 def test_capture_failure_ends_the_session_with_a_message() -> None:
@@ -496,8 +541,7 @@ def test_capture_failure_ends_the_session_with_a_message() -> None:
                 message = await peer.recv()
             assert message == p.Close("agent-error")
             return await task
-    outcome = run(scenario())
-    assert outcome.code == agent.EXIT_FAILED and "could not be captured" in outcome.message
+    assert run(scenario()) == agent.Outcome(agent.EXIT_FAILED, core.CAPTURE_FAILED)
 
 
 def test_unreachable_relay_gives_a_clear_message() -> None:
@@ -607,53 +651,6 @@ def test_untrusted_relay_certificate_is_refused_with_a_clear_message(pki, server
     assert "certificate is not trusted" in outcome.message and why in outcome.message
 
 
-def test_quality_drops_when_acks_hold_updates_back_and_recovers_slowly() -> None:
-    """Held back by flow control: the next update is one JPEG step cheaper; many smooth
-    updates later the quality climbs back."""
-    runner = make_agent(type("R", (), {"url": "ws://127.0.0.1:1"}))
-    for step in (1, 2):
-        runner.smooth_updates = -1  # what the streamer sets when MAX_UPDATES_IN_FLIGHT wait
-        runner._adapt_quality()
-        assert runner.quality_step == step
-    for _ in range(agent.QUALITY_UP_AFTER_UPDATES):
-        runner._adapt_quality()
-    assert runner.quality_step == 1
-
-
-def test_polling_is_fast_after_input_and_in_motion_and_slow_when_still() -> None:
-    """10 ms right after input, 60 polls/s while the screen keeps changing, 30 while it
-    changes now and then, 10 once it has been still for a while."""
-    now = [100.0]
-    runner = make_agent(type("R", (), {"url": "ws://127.0.0.1:1"}), clock=lambda: now[0])
-    assert runner._poll_interval(changed_at=99.5, changes_in_a_row=1) == agent.POLL_INTERVAL_S
-    assert runner._poll_interval(99.9, agent.MOTION_AFTER_CHANGES) == \
-        agent.MOTION_POLL_INTERVAL_S
-    assert runner._poll_interval(100 - agent.IDLE_AFTER_S - 1, 0) == agent.IDLE_POLL_INTERVAL_S
-    runner.input_at = 99.95
-    assert runner._poll_interval(50.0, 0) == agent.FAST_POLL_INTERVAL_S
-    now[0] = 101.0  # input a second ago: not idle yet, no longer fast
-    assert runner._poll_interval(50.0, 0) == agent.POLL_INTERVAL_S
-
-
-def test_large_motion_goes_cheaper_after_a_run_and_is_refined_once_still() -> None:
-    """Most of the monitor changing poll after poll switches to motion quality after
-    MOTION_AFTER_CHANGES polls (a still poll inside MOTION_GAP_S breaks only a run of small
-    changes, such as typing, not a run of large ones); once
-    still for REFINE_AFTER_S the area sent that way is handed back once, for full quality."""
-    motion = agent.Motion(100 * 100, now=0.0)
-    big, small = [(0, 0, 100, 60)], [(5, 5, 10, 10)]
-    assert [motion.saw(big, t) for t in (0.01, 0.02)] == [False, False]
-    assert motion.saw([], 0.02 + agent.MOTION_GAP_S / 2) is False
-    assert motion.saw([(0, 20, 100, 80)], 0.05) is True
-    assert (motion.changes, motion.large, motion.run) == (1, 3, 3)
-    assert motion.refinement(0.05 + agent.REFINE_AFTER_S / 2) == []
-    assert motion.saw(small, 0.06) is False  # small changes end large motion at once
-    assert motion.refinement(0.06 + agent.REFINE_AFTER_S) == [(0, 20, 100, 80)]  # lossy only
-    assert motion.refinement(10.0) == []
-    motion.saw([], 0.06 + agent.MOTION_GAP_S * 2)
-    assert motion.run == 0
-
-
 def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly() -> None:
     """A screen that changes everywhere on every poll is sent as JPEG 4:2:0 after a few
     updates; when it stops, the area follows once more at full quality, so the viewer ends up
@@ -665,7 +662,7 @@ def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly() -> None:
             canvas = np.zeros((200, 320, 3), np.uint8)
             noise = np.random.default_rng(3).integers(0, 256, (200, 320, 3), dtype=np.uint8)
             sampling = []
-            for n in range(agent.MOTION_AFTER_CHANGES + 3):
+            for n in range(codec.MOTION_AFTER_CHANGES + 3):
                 screen.image[..., :3] = np.roll(noise, n * 7, axis=1)
                 frames = await peer.update()
                 paint(frames, canvas)
@@ -699,38 +696,127 @@ def test_every_key_code_is_valid_on_the_wire() -> None:
         assert code in agent.KEY_TABLE
 
 
+# --- configuration ---------------------------------------------------------------------
+
+AGENT_MODULES = ("agent.py", "agent_config.py", "agent_session.py", "agent_ui.py",
+                 "protocol.py", "screen_codec.py")
+NEW_COPY = ("This program cannot connect because its settings are damaged or missing: please "
+            "ask the company that sent you this program for a new copy.")
+
+
 @pytest.mark.parametrize("url", ["ws://example.com", "ws://10.0.0.1:80", "ftp://x", "x"])
 def test_unencrypted_or_unknown_relay_addresses_are_refused(url: str) -> None:
     """ws:// only to localhost; anything that is not a websocket URL is refused."""
-    with pytest.raises(agent.ConfigError):
-        agent.agent_url(url)
+    with pytest.raises(agent_config.ConfigError):
+        agent_config.agent_url(url)
 
 
 def test_relay_urls_map_to_the_agent_endpoint() -> None:
     """https/wss/localhost ws map to <relay>/ws/agent."""
-    assert agent.agent_url("https://help.example.com/") == "wss://help.example.com/ws/agent"
-    assert agent.agent_url("wss://h.example:8443/r") == "wss://h.example:8443/r/ws/agent"
-    assert agent.agent_url("ws://[::1]:5/") == "ws://[::1]:5/ws/agent"
+    assert agent_config.agent_url("https://help.example.com/") == \
+        "wss://help.example.com/ws/agent"
+    assert agent_config.agent_url("wss://h.example:8443/r") == "wss://h.example:8443/r/ws/agent"
+    assert agent_config.agent_url("ws://[::1]:5/") == "ws://[::1]:5/ws/agent"
 
 
 def test_example_configuration_is_valid() -> None:
-    """support.example.json parses, and a pinned CA file name is read relative to it."""
-    config = agent.load_config(ROOT / "support.example.json")
+    """support.example.json parses."""
+    config = agent_config.load_config(ROOT / "support.example.json")
     assert config.people and config.company
 
 
-@pytest.mark.parametrize("content", ["{", "[]", '{"company": "X", "relay": "wss://x", '
+GOOD = {"company": "Acme IT", "relay": "wss://help.acme.example",
+        "people": [{"id": "david", "name": "David"}]}
+BAD_PEM = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize(("change", "wrong"), [
+    ({"company": None}, '"company"'),
+    ({"company": "x" * 101}, '"company"'),
+    ({"relay": None}, '"relay"'),
+    ({"relay": "http://help.acme.example"}, "unencrypted"),
+    ({"relay": "ftp://help.acme.example"}, "must start with wss://"),
+    ({"people": []}, '"people" must list'),
+    ({"people": [{"id": f"p{i}", "name": "P"} for i in range(51)]}, '"people" must list'),
+    ({"people": [{"id": "david"}]}, '"name"'),
+    ({"people": [{"id": "david", "name": "Da\nvid"}]}, '"name"'),
+    ({"people": [{"id": "Bad Id", "name": "B"}]}, "support person id 'Bad Id'"),
+    ({"people": [{"id": "d", "name": "D"}, {"id": "d", "name": "E"}]}, "same"),
+    ({"ca_cert": 5}, '"ca_cert" must be PEM text or a file name'),
+    ({"ca_cert": "missing.pem"}, "missing.pem cannot be read"),
+    ({"ca_cert": BAD_PEM}, "not a usable PEM certificate"),
+    ({"phone": 2699981389}, '"phone"'),
+    ({"phone": "x" * 41}, '"phone"'),
+])
+def test_parse_config_names_what_is_wrong(tmp_path, change, wrong) -> None:
+    """Each wrong field is refused with a detail naming it (for the builder and the log)."""
+    data = {**GOOD, **change}
+    with pytest.raises(agent_config.ConfigError) as refused:
+        agent_config.parse_config({k: v for k, v in data.items() if v is not None}, tmp_path)
+    assert wrong in str(refused.value)
+
+
+def test_parse_config_reads_a_pinned_ca_by_file_name_next_to_it_or_as_text(tmp_path,
+                                                                          pki) -> None:
+    """ca_cert as a file name is read from the configuration's folder; PEM text is kept;
+    the optional phone number is kept; no ca_cert means the system's store."""
+    pem = (pki / "ca.pem").read_text()
+    (tmp_path / "acme-ca.pem").write_text(pem)
+    assert agent_config.parse_config(GOOD, tmp_path) == agent_config.Config(
+        "Acme IT", "wss://help.acme.example", (("david", "David"),))
+    by_name = agent_config.parse_config({**GOOD, "ca_cert": "acme-ca.pem"}, tmp_path)
+    as_text = agent_config.parse_config({**GOOD, "ca_cert": pem, "phone": "269 998 1389"},
+                                        ROOT)
+    assert by_name.ca_cert == as_text.ca_cert == pem
+    assert as_text.phone == "269 998 1389"
+    (tmp_path / "support.json").write_text(json.dumps({**GOOD, "ca_cert": "acme-ca.pem"}))
+    assert agent_config.load_config(tmp_path / "support.json").ca_cert == pem
+
+
+def test_the_customer_is_told_whom_to_call_when_the_phone_could_be_read() -> None:
+    """A wrong configuration that holds a phone number names the company and the number; one
+    without (or unreadable) asks for a new copy; neither repeats the parser's detail."""
+    with pytest.raises(agent_config.ConfigError) as with_phone:
+        agent_config.parse_config({**GOOD, "relay": "ftp://x", "phone": "269 998 1389"}, ROOT)
+    assert with_phone.value.customer == ("This program cannot connect because its settings are "
+                                         "wrong: please call Acme IT on 269 998 1389.")
+    with pytest.raises(agent_config.ConfigError) as without:
+        agent_config.parse_config({**GOOD, "relay": "ftp://x"}, ROOT)
+    assert without.value.customer == NEW_COPY
+
+
+def run_agent(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(cwd / "agent.py"), *args], cwd=cwd, capture_output=True,
+        text=True, timeout=60, env={"SPOTLIGHT_DIALOGS": "stderr", "PATH": "/usr/bin:/bin",
+                                    **env})
+
+
+@pytest.mark.parametrize("content", ["{", "[]", "\xff", '{"company": "X", "relay": "wss://x", '
                                      '"people": [{"id": "Bad Id", "name": "B"}]}'])
-def test_invalid_configuration_gives_a_message_and_exit_code_2(tmp_path, content) -> None:
-    """A broken support.json: a clear message (stderr here), exit code 2, no traceback."""
+def test_invalid_configuration_gives_one_plain_sentence_and_exit_code_2(tmp_path,
+                                                                        content) -> None:
+    """A broken support.json: one plain sentence for the customer (not the parser's
+    "Expecting value: line 1 column 2"), exit code 2, no traceback; the detail is logged."""
     config = tmp_path / "support.json"
-    config.write_text(content)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "agent.py"), "--config", str(config)],
-        capture_output=True, text=True, timeout=60,
-        env={"SPOTLIGHT_DIALOGS": "stderr", "PATH": "/usr/bin:/bin"})
+    config.write_bytes(content.encode("latin-1"))
+    result = run_agent("--config", str(config))
     assert result.returncode == 2
-    assert "configuration" in result.stderr and "Traceback" not in result.stderr
+    title = "X" if content.startswith('{"') else agent.APP_NAME
+    assert f"\n{title}: {NEW_COPY}\n" in "\n" + result.stderr
+    assert "configuration:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_wrong_configuration_with_a_phone_number_says_whom_to_call(tmp_path) -> None:
+    """A readable support.json with a wrong field and a phone: the customer is told to call
+    the company on that number."""
+    config = tmp_path / "support.json"
+    config.write_text(json.dumps({**GOOD, "relay": "http://help.acme.example",
+                                  "phone": "269 998 1389"}))
+    result = run_agent("--config", str(config))
+    assert result.returncode == 2
+    assert ("Acme IT: This program cannot connect because its settings are wrong: please call "
+            "Acme IT on 269 998 1389.") in result.stderr
 
 
 def test_picker_without_a_usable_display_explains_and_exits(tmp_path) -> None:
@@ -747,14 +833,27 @@ def test_picker_without_a_usable_display_explains_and_exits(tmp_path) -> None:
 
 
 def test_missing_configuration_gives_a_message_and_exit_code_2(tmp_path) -> None:
-    """No support.json and no --relay/--technician: a clear message, exit code 2."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "agent.py"), "--config", str(tmp_path / "nope.json")],
-        capture_output=True, text=True, timeout=60,
-        env={"SPOTLIGHT_DIALOGS": "stderr", "PATH": "/usr/bin:/bin"})
-    assert result.returncode == 2
-    assert "cannot be read" in result.stderr and "Traceback" not in result.stderr
-    assert json.loads((ROOT / "support.example.json").read_text())["people"]
+    """The program alone, with no support.json beside it and no --relay/--technician: the
+    plain sentence, exit code 2, and the log says none was found."""
+    for name in AGENT_MODULES:
+        shutil.copy(ROOT / name, tmp_path / name)
+    result = run_agent(cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert NEW_COPY in result.stderr and "Traceback" not in result.stderr
+    assert "no support.json next to the program" in result.stderr
+
+
+def test_check_config_accepts_what_the_program_accepts_and_names_what_is_wrong(tmp_path) -> None:
+    """--check-config: exit 0 and a summary for a good file; exit 2 and the exact detail for
+    a bad one; it needs no display, and reads no other configuration."""
+    good = run_agent("--check-config", str(ROOT / "support.example.json"))
+    assert good.returncode == 0 and ": ok (" in good.stdout, good.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**GOOD, "people": [{"id": "Bad Id", "name": "B"}]}))
+    refused = run_agent("--check-config", str(bad))
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (f"{bad}: support person id 'Bad Id': technician must be "
+                                      "1-32 characters of a-z, 0-9, '.', '_' or '-'")
 
 
 # --- the session rules under random message sequences -------------------------------------
@@ -783,31 +882,48 @@ _messages = st.one_of(
 )
 
 
+LINK_LOST = "link lost"  # a broken link (no close frame) among the messages
+
+
+def carry_out(user_input: FakeInput, actions: list) -> None:
+    for action in actions:
+        if isinstance(action, core.Inject):
+            getattr(user_input, action.method)(*action.args)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_messages, max_size=30))
+@given(st.lists(st.one_of(_messages, st.just(LINK_LOST)), max_size=30))
 @example([p.Registered(SESSION, "David", 60, RESUME), p.Ended(SESSION, "relay", "x"),
           p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors()),
           p.Control(SESSION, True), p.PointerMove(SESSION, 1, 1, 1)])
+@example([p.Registered(SESSION, "David", 60, RESUME),
+          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors()),
+          p.Control(SESSION, True), p.Key(SESSION, "KeyA", "", True), LINK_LOST,
+          p.Registered(SESSION, "David", 60, RESUME), p.Key(SESSION, "KeyA", "", True)])
 def test_no_input_is_injected_without_an_active_session_and_control(messages) -> None:
-    """Any message sequence: injection only while active with control, every press released
-    when control goes, nothing at all after the end."""
+    """Any message sequence, with broken links among it, through the session core: injection
+    only while in control, every press released when control goes, nothing after the end."""
     user_input = FakeInput()
-    runner = agent.Agent(url="ws://127.0.0.1:1/ws/agent", technician="david",
-                         screen=FakeScreen(), input=user_input, tray=FakeTray(),
-                         machine="pc", user="anna", clock=Clock())
-    runner.screens = FakeScreen().monitors()
+    session = core.Session("david", "pc", "anna", agent.KEY_TABLE)
+    carry_out(user_input, session.connected(FakeScreen().monitors()))
     ended = False
-    for message in messages:
+    for now, message in enumerate(messages):
         before = len(user_input.events)
-        allowed = runner.state == "active" and runner.control and not ended
-        outcome = runner._handle(message)
+        allowed = session.state == core.IN_CONTROL and not ended
+        if message == LINK_LOST:
+            actions = session.link_lost(None, "", float(now))
+            if any(isinstance(a, core.Reconnect) for a in actions):
+                actions += session.connected(FakeScreen().monitors())
+        else:
+            actions = session.receive(message, float(now))
+        carry_out(user_input, actions)
         injected = [e for e in user_input.events[before:] if e[-1] is not False]
         assert allowed or not injected, (message, injected)
-        if not runner.control:
+        if session.state != core.IN_CONTROL:
             assert user_input.held == set()
-        if outcome is not None:
+        if any(isinstance(a, core.End) for a in actions):
             ended = True
-            assert user_input.held == set() and runner.state == "ended"
+            assert user_input.held == set() and session.state == core.ENDED
 
 
 @pytest.mark.x11
@@ -830,3 +946,64 @@ def test_mss_view_without_a_copy_matches_a_grab_and_follows_the_screen(xvfb) -> 
         assert np.array_equal(after, screen.grab(area))
     finally:
         screen.close()
+
+
+@pytest.mark.build
+def test_a_build_refuses_a_configuration_the_agent_would_refuse(tmp_path) -> None:
+    """build.spec (through PyInstaller) and packaging/build-linux.sh stop with the agent's own
+    detail before building anything from a configuration the program would refuse."""
+    bad = tmp_path / "acme.json"
+    bad.write_text(json.dumps({**GOOD, "relay": "http://help.acme.example"}))
+    spec = subprocess.run(
+        [sys.executable, "-m", "PyInstaller", "--noconfirm", "--distpath", str(tmp_path / "d"),
+         "--workpath", str(tmp_path / "w"), str(ROOT / "build.spec")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SPOTLIGHT_CONFIG": str(bad)})
+    assert spec.returncode != 0
+    assert "build.spec: the agent would refuse this configuration: the unencrypted address" \
+        in spec.stderr
+    assert not list((tmp_path / "d").glob("*"))  # nothing built
+    script = subprocess.run([str(ROOT / "packaging" / "build-linux.sh"), "--config", str(bad)],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHON": sys.executable})
+    assert script.returncode == 1
+    assert f"{bad}: the unencrypted address" in script.stderr
+
+
+def test_backends_are_chosen_in_one_place_with_an_environment_override(monkeypatch) -> None:
+    """SPOTLIGHT_SCREEN / SPOTLIGHT_INPUT pick the dummy backends (no display needed); the
+    default input on this platform is the X11 one."""
+    monkeypatch.setenv("SPOTLIGHT_SCREEN", "dummy")
+    monkeypatch.setenv("SPOTLIGHT_INPUT", "dummy")
+    assert isinstance(agent.make_screen(), agent.DummyScreen)
+    assert isinstance(agent.make_input(), agent.DummyInput)
+    monkeypatch.setenv("SPOTLIGHT_INPUT", "")
+    monkeypatch.setattr(agent, "X11Input", lambda: "x11")
+    assert agent.make_input() == "x11"
+
+
+def test_the_program_runs_headless_on_the_dummy_backends() -> None:
+    """python agent.py with the dummy screen and input and the log tray, no DISPLAY: it says
+    hello with the dummy monitor, streams it once accepted, logs injected keys, and exits 0
+    when the support person ends the session."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "agent.py"), "--relay", relay.url,
+                "--technician", "david", stdin=subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env={"PATH": "/usr/bin:/bin", "SPOTLIGHT_SCREEN": "dummy",
+                     "SPOTLIGHT_INPUT": "dummy", "SPOTLIGHT_TRAY": "log"})
+            peer = await relay.next()
+            hello = await peer.register()
+            assert hello.screens == (agent.DUMMY_SCREEN, agent.DUMMY_SCREEN)
+            await peer.accept(hello)
+            frames = await peer.update()
+            await peer.send(p.Control(SESSION, True))
+            await peer.send(p.Key(SESSION, "KeyA", "a", True))
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            log = (await asyncio.wait_for(process.stderr.read(), 30)).decode()
+            return frames, await process.wait(), log
+    frames, code, log = run(scenario())
+    assert sum(f.width * f.height for f in frames) == 1024 * 768
+    assert code == 0 and "input: key KeyA down" in log and "Traceback" not in log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -277,3 +278,115 @@ def test_an_update_is_cut_into_strips_and_only_the_last_frame_is_flagged_last() 
     partial = codec.encode_update(image, [(5, 6, 7, 8), (50, 60, 10, 10)], 0, 8, 85, False)
     assert [(f.x, f.y, f.width, f.height, f.last, f.flags & p.FLAG_FULL) for f in partial] == \
         [(5, 6, 7, 8, False, 0), (50, 60, 10, 10, True, 0)]
+
+
+# --- frames bounded by bytes ---------------------------------------------------------------
+
+
+def noise(height: int, width: int, seed: int = 5) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 4), dtype=np.uint8)
+
+
+def test_wide_rectangles_get_fewer_rows_per_strip() -> None:
+    """With a pixel limit a strip of a wide rectangle has fewer rows (a multiple of 16), and
+    the strips still cover the rectangle in order."""
+    parts = codec.strips([(0, 0, 7680, 1080)], 544, max_px=7680 * 100)
+    assert {h for _, _, _, h in parts[:-1]} == {96}
+    assert sum(h for _, _, _, h in parts) == 1080 and parts[0][1] == 0
+    assert all(a[1] + a[3] == b[1] for a, b in itertools.pairwise(parts))
+
+
+@pytest.mark.parametrize("subsampling", ["444", "420"])
+def test_no_frame_exceeds_the_byte_limit_whatever_the_strip_height(subsampling) -> None:
+    """Noise asked for in one strip of 256 rows, with a 40 KB frame limit: every frame fits
+    (strips too large after encoding are halved and encoded again), and together they still
+    decode to the image."""
+    image = noise(256, 320)
+    limit = 40_000
+    frames = codec.encode_update(image, [(0, 0, 320, 256)], 0, 1, 85, True,
+                                 subsampling=subsampling, rows=256, max_frame_bytes=limit)
+    assert len(frames) > 2
+    assert all(len(p.encode_frame(f)) <= limit for f in frames)
+    assert [f.last for f in frames] == [False] * (len(frames) - 1) + [True]
+    covered = np.zeros((256, 320), int)
+    for f in frames:
+        covered[f.y:f.y + f.height, f.x:f.x + f.width] += 1
+        assert decode(f).shape == (f.height, f.width, 3)
+    assert (covered == 1).all()
+
+
+def test_four_1080p_monitors_of_noise_fit_in_frames() -> None:
+    """The bounding box of four 1080p monitors side by side, all noise, at the best quality and
+    in motion's tall strips: every frame is within MAX_FRAME_BYTES."""
+    image = noise(1080, 7680)
+    with ThreadPoolExecutor(2) as pool:
+        for subsampling, rows in (("444", codec.STRIP_ROWS), ("420", 1080)):
+            frames = codec.encode_update(image, [(0, 0, 7680, 1080)], 0, 1,
+                                         codec.JPEG_QUALITIES[0], True, pool.map,
+                                         subsampling, rows)
+            assert max(len(p.encode_frame(f)) for f in frames) <= p.MAX_FRAME_BYTES
+            assert sum(f.width * f.height for f in frames) == 7680 * 1080
+
+
+# --- pacing ----------------------------------------------------------------------------------
+
+
+def test_quality_drops_when_acks_hold_updates_back_and_recovers_slowly() -> None:
+    """Held back by flow control: the next update is one JPEG step cheaper; many smooth
+    updates later the quality climbs back."""
+    pacer = codec.Pacer(now=0.0)
+    change = [(0, 0, 10, 10)]
+    for step in (1, 2):
+        pacer.held_back()
+        assert pacer.plan(change, 100 * 100, 1.0).quality == codec.JPEG_QUALITIES[step]
+    for _ in range(codec.QUALITY_UP_AFTER_UPDATES - 1):
+        assert pacer.plan(change, 100 * 100, 1.0).quality == codec.JPEG_QUALITIES[2]
+    assert pacer.plan(change, 100 * 100, 1.0).quality == codec.JPEG_QUALITIES[1]
+
+
+def test_polling_is_fast_after_input_and_in_motion_and_slow_when_still() -> None:
+    """10 ms right after input, 60 polls/s while the screen keeps changing, 30 while it
+    changes now and then, 10 once it has been still for a while."""
+    pacer = codec.Pacer(now=99.5)
+    assert pacer.interval(100.0) == codec.POLL_INTERVAL_S
+    for t in (100.0, 100.02, 100.04):
+        pacer.plan([(0, 0, 5, 5)], 100 * 100, t)
+    assert pacer.interval(100.05) == codec.MOTION_POLL_INTERVAL_S
+    pacer.plan([], 100 * 100, 100.06)
+    assert pacer.interval(100.07) == codec.POLL_INTERVAL_S
+    assert pacer.interval(100.05 + codec.IDLE_AFTER_S + 1) == codec.IDLE_POLL_INTERVAL_S
+    pacer.input(200.0)
+    assert pacer.interval(200.05) == codec.FAST_POLL_INTERVAL_S
+    assert pacer.interval(201.0) == codec.POLL_INTERVAL_S  # input a second ago: not idle yet
+
+
+def test_large_motion_goes_cheaper_after_a_run_and_is_refined_once_still() -> None:
+    """Most of the monitor changing poll after poll switches to motion quality after
+    MOTION_AFTER_CHANGES polls (a still poll inside MOTION_GAP_S breaks only a run of small
+    changes, such as typing, not a run of large ones); once
+    still for REFINE_AFTER_S the area sent that way is handed back once, for full quality."""
+    motion = codec.Motion(100 * 100, now=0.0)
+    big, small = [(0, 0, 100, 60)], [(5, 5, 10, 10)]
+    assert [motion.saw(big, t) for t in (0.01, 0.02)] == [False, False]
+    assert motion.saw([], 0.02 + codec.MOTION_GAP_S / 2) is False
+    assert motion.saw([(0, 20, 100, 80)], 0.05) is True
+    assert (motion.changes, motion.large, motion.run) == (1, 3, 3)
+    assert motion.refinement(0.05 + codec.REFINE_AFTER_S / 2) == []
+    assert motion.saw(small, 0.06) is False  # small changes end large motion at once
+    assert motion.refinement(0.06 + codec.REFINE_AFTER_S) == [(0, 20, 100, 80)]  # lossy only
+    assert motion.refinement(10.0) == []
+    motion.saw([], 0.06 + codec.MOTION_GAP_S * 2)
+    assert motion.run == 0
+
+
+def test_large_motion_is_planned_at_4_2_0_in_one_strip_per_thread_then_refined() -> None:
+    """In large motion the plan is JPEG 4:2:0 at most MOTION_JPEG_QUALITY in one strip per
+    encoder thread (rows a multiple of 16); still again, the area comes back at 4:4:4."""
+    pacer = codec.Pacer(now=0.0, threads=2)
+    whole = [(0, 0, 100, 100)]
+    plans = [pacer.plan(whole, 100 * 100, t) for t in (0.01, 0.02, 0.03)]
+    assert [x.subsampling for x in plans] == ["444", "444", "420"]
+    assert plans[-1].quality == codec.MOTION_JPEG_QUALITY and plans[-1].rows == 64
+    assert pacer.plan([], 100 * 100, 0.04) is None
+    refined = pacer.plan([], 100 * 100, 0.04 + codec.REFINE_AFTER_S)
+    assert (refined.rects, refined.subsampling) == (whole, "444")

@@ -15,6 +15,8 @@ import time
 from websockets.asyncio.client import connect
 
 import agent
+import agent_config
+import agent_session as core
 import protocol as p
 from tests.fakes import FakeInput, FakeScreen, FakeTray
 
@@ -96,7 +98,7 @@ class ScriptedViewer:
 
 def start_agent(relay, screen=None, user_input=None, tray=None):
     tray = tray or FakeTray()
-    runner = agent.Agent(url=agent.agent_url(relay.ws_url), technician="david",
+    runner = agent.Agent(url=agent_config.agent_url(relay.ws_url), technician="david",
                          screen=screen or FakeScreen(), input=user_input or FakeInput(),
                          tray=tray, machine="pc-1", user="anna")
     tray.on_close = runner.request_close
@@ -131,13 +133,13 @@ def test_input_outside_control_of_an_active_session_is_never_injected(relay) -> 
 
         await viewer.send(p.TakeControl(viewer.session))
         await viewer.next("control")
-        await agent_sees(runner, lambda r: r.control)
+        await agent_sees(runner, lambda r: r.session.state == core.IN_CONTROL)
         assert tray.states[-1] == "active"  # green while anything can be injected
         await viewer.send(p.Key(viewer.session, "KeyA", "a", True))
         await agent_sees(runner, lambda r: user_input.events)
         await viewer.send(p.ReleaseControl(viewer.session))
         await viewer.next("control")
-        await agent_sees(runner, lambda r: not r.control)
+        await agent_sees(runner, lambda r: r.session.state != core.IN_CONTROL)
         injected = list(user_input.events)
         assert injected == [("key", "KeyA", True), ("key", "KeyA", False)]  # released too
 
@@ -145,9 +147,9 @@ def test_input_outside_control_of_an_active_session_is_never_injected(relay) -> 
         await viewer.round_trip()
         await viewer.send(p.TakeControl(viewer.session))
         await viewer.next("control")
-        await agent_sees(runner, lambda r: r.control)
+        await agent_sees(runner, lambda r: r.session.state == core.IN_CONTROL)
         await viewer.close()  # the viewer's tab goes away while in control
-        await agent_sees(runner, lambda r: not r.control)
+        await agent_sees(runner, lambda r: r.session.state != core.IN_CONTROL)
 
         again = await ScriptedViewer.login(relay)  # rejoins within the grace window
         again.session = viewer.session
@@ -219,7 +221,7 @@ def test_close_with_the_relay_unreachable_still_stops_within_a_second(relay) -> 
         user_input, tray = FakeInput(), FakeTray()
         runner, task = start_agent(relay, user_input=user_input, tray=tray)
         viewer = await ScriptedViewer.in_control(relay)
-        await agent_sees(runner, lambda r: r.control)
+        await agent_sees(runner, lambda r: r.session.state == core.IN_CONTROL)
         relay.process.send_signal(signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -229,7 +231,8 @@ def test_close_with_the_relay_unreachable_still_stops_within_a_second(relay) -> 
         finally:
             relay.process.send_signal(signal.SIGCONT)
         viewer.ws.transport.abort()
-        assert outcome.code == agent.EXIT_OK and tray.hidden and not runner.control
+        assert outcome.code == agent.EXIT_OK and tray.hidden
+        assert runner.session.state == core.ENDED
         assert took < 1.0, f"Close took {took:.2f} s with the relay unreachable"
     run(scenario())
 
@@ -239,8 +242,8 @@ def test_an_ended_session_cannot_be_resumed_with_its_secret(relay) -> None:
     async def scenario():
         runner, task = start_agent(relay)
         viewer = await ScriptedViewer.accepted(relay)
-        await agent_sees(runner, lambda r: r.state == "active")
-        secret = runner.resume
+        await agent_sees(runner, lambda r: r.session.state == core.ACCEPTED)
+        secret = runner.session.resume
         runner.request_close()
         await viewer.next("ended")
         await asyncio.wait_for(task, WAIT_S)

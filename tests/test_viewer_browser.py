@@ -722,6 +722,7 @@ def test_support_person_ends_the_session(open_viewer, agents):
     """End session tells the agent (by technician) and returns to the queue."""
     viewer, agent = accepted_session(open_viewer, agents)
     viewer.by("end-session").click()
+    viewer.by("confirm-end").click()
     ended = agent.expect(protocol.Ended)
     assert ended.by == "technician"
     viewer.by("queue").wait_for(state="visible")
@@ -737,10 +738,12 @@ def test_ending_while_a_key_is_held_releases_it_first_and_records_no_refusal(
     viewer.page.keyboard.down("ShiftLeft")
     assert agent.expect(protocol.Key).down is True
     # A click on the button would move the focus first, which releases held keys by itself;
-    # a click that leaves the focus on the screen (an access key, a script) must too.
+    # a click that leaves the focus on the screen (an access key, a script) must too (the
+    # confirmation it opens takes the focus; ending then releases whatever is still held).
     viewer.page.evaluate("() => document.querySelector('[data-testid=end-session]').click()")
     released = agent.expect(protocol.Key)
     assert (released.code, released.down) == ("ShiftLeft", False)
+    viewer.by("confirm-end").click()
     agent.expect(protocol.Ended)
     viewer.by("queue").wait_for(state="visible")
     viewer.page.keyboard.up("ShiftLeft")

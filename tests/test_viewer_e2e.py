@@ -131,6 +131,7 @@ def test_support_person_sees_types_into_and_ends_a_real_agent_session(
     viewer.page.screenshot(path=str(ARTIFACTS / "viewer-session.png"))
 
     viewer.by("end-session").click()
+    viewer.by("confirm-end").click()
     viewer.by("queue").wait_for(state="visible")
     assert real_agent.wait(timeout=WAIT_S) == 0
     viewer.close()

@@ -9,6 +9,58 @@ const POINTER_INTERVAL_MS = 17;
 const WHEEL_NOTCH_PX = 100;     // one wheel click in Chromium and Firefox pixel mode
 const KEY_CODE = /^[A-Za-z0-9]{1,32}$/;
 const BUTTON_NAMES = ["left", "middle", "right"];
+const MODIFIER_CODES = new Set([
+    "ShiftLeft", "ShiftRight", "ControlLeft", "ControlRight", "AltLeft", "AltRight",
+    "MetaLeft", "MetaRight",
+]);
+
+// The key that leaves the screen while in control (Esc belongs to the customer); README and
+// the page's help line name it. Remote Desktop uses the same chord for its connection bar.
+export const LEAVE_KEYS = "Ctrl+Alt+Home";
+const isLeaveKey = (e) => e.code === "Home" && e.ctrlKey && e.altKey && !e.metaKey;
+
+// What a physical key types on the US layout the agent's key table assumes, without and
+// with Shift. A `key` that disagrees (a capital without Shift from an on-screen keyboard,
+// a character of another layout or an input method) is sent as text instead, so the
+// customer gets the character that was typed rather than the one printed on the key.
+const US_LAYOUT = (() => {
+    const table = new Map();
+    for (let i = 0; i < 26; i += 1) {
+        const lower = String.fromCharCode(97 + i);
+        table.set(`Key${lower.toUpperCase()}`, [lower, lower.toUpperCase()]);
+    }
+    const shifted = ")!@#$%^&*(";
+    for (let i = 0; i < 10; i += 1) {
+        table.set(`Digit${i}`, [String(i), shifted[i]]);
+        table.set(`Numpad${i}`, [String(i), String(i)]);
+    }
+    const pairs = {
+        Space: "  ", Minus: "-_", Equal: "=+", BracketLeft: "[{", BracketRight: "]}",
+        Backslash: "\\|", Semicolon: ";:", Quote: "'\"", Backquote: "`~", Comma: ",<",
+        Period: ".>", Slash: "/?", NumpadDecimal: "..", NumpadDivide: "//",
+        NumpadMultiply: "**", NumpadSubtract: "--", NumpadAdd: "++",
+    };
+    for (const [code, [plain, shift]] of Object.entries(pairs)) table.set(code, [plain, shift]);
+    return table;
+})();
+
+// Whether this keydown's character should travel as text rather than as a physical key.
+export function typesAsText(event) {
+    const chars = Array.from(event.key);
+    if (chars.length !== 1 || chars[0] < " " || chars[0] === "\u007f") return false;
+    // Chords are shortcuts (Ctrl+C, Alt+F): the customer's programs want the key, not text.
+    // AltGr reports Ctrl+Alt on Windows, but what it produced is a character.
+    const altGraph = event.getModifierState?.("AltGraph");
+    if ((event.ctrlKey || event.altKey || event.metaKey) && !altGraph) return false;
+    const typed = US_LAYOUT.get(event.code);
+    if (!typed) return true;
+    const shift = event.shiftKey;
+    if (event.key === typed[shift ? 1 : 0]) return false;
+    // CapsLock turns letters around; the customer's CapsLock follows the physical key.
+    const letter = /^Key[A-Z]$/.test(event.code);
+    const caps = letter && event.getModifierState?.("CapsLock");
+    return !(caps && event.key === typed[shift ? 0 : 1]);
+}
 
 // Keys a browser cannot capture, sent as presses in order and releases in reverse.
 export const SPECIAL_KEYS = {
@@ -24,6 +76,7 @@ export class Input {
         this.canvas = canvas;
         this.display = display;
         this.send = send;
+        this.onleave = () => {};        // the leave key was pressed: the page moves the focus
         this.enabled = false;
         this._keys = new Map();         // code -> key, for every key we sent down
         this._buttons = new Set();
@@ -108,15 +161,26 @@ export class Input {
     }
 
     _onKey(event, down) {
+        if (down && isLeaveKey(event)) {
+            // Also when only watching, so one key always reaches the toolbar (in full screen
+            // it shows itself when it gets the focus).
+            event.preventDefault();
+            this.releaseAll();
+            this.onleave();
+            return;
+        }
         if (!this.enabled || event.isComposing) return;
         event.preventDefault();
         event.stopPropagation();
         const { code } = event;
-        if (!KEY_CODE.test(code)) {
-            // No physical key (a virtual keyboard): send the character it typed, if any.
-            if (down && Array.from(event.key).length === 1) this.typeText(event.key);
+        if (!KEY_CODE.test(code) || (down && typesAsText(event))) {
+            // No physical key (a virtual keyboard) or a character the key alone would not
+            // give: send the character as typed.
+            if (down && Array.from(event.key).length === 1) this._typeAsText(event.key);
             return;
         }
+        // A dead key only prepares the next character, which then arrives as text.
+        if (event.key === "Dead") return;
         if (down) {
             const key = Array.from(event.key).slice(0, 32).join("");
             this._keys.delete(code);    // keep the map in press order
@@ -127,6 +191,18 @@ export class Input {
             this._keys.delete(code);
             this._send({ type: "key", code, key, down: false });
         }
+    }
+
+    // Held modifiers would change what the customer's side types (Shift turns "é" into "É"):
+    // lift them around the text, then press them again, so the next physical key is
+    // modified as the support person still holds it and nothing stays held afterwards.
+    _typeAsText(char) {
+        const held = [...this._keys].filter(([code]) => MODIFIER_CODES.has(code));
+        for (const [code, key] of [...held].reverse()) {
+            this._send({ type: "key", code, key, down: false });
+        }
+        this.typeText(char);
+        for (const [code, key] of held) this._send({ type: "key", code, key, down: true });
     }
 
     _onButton(event, down) {

@@ -4,7 +4,8 @@
 const ALERT_TITLE = "A customer is waiting";
 
 export class QueueList {
-    constructor({ list, template, count, empty, more }, onAccept) {
+    // onSound(blocked) hears whether the browser keeps the chime silent until a click.
+    constructor({ list, template, count, empty, more }, onAccept, onSound = () => {}) {
         this.list = list;
         this.more = more;
         this.template = template;
@@ -15,7 +16,8 @@ export class QueueList {
         this.moreCount = 0;         // waiting, but not listed
         this._rows = new Map();     // session -> {row, entry, receivedAt}
         this._seen = null;          // ids already announced; null until the first list
-        this._chime = new Chime();
+        this._chime = new Chime(onSound);
+        this._chime.prepare();
     }
 
     // A fresh list from the relay: the newest entries, and how many older ones wait unlisted
@@ -105,7 +107,11 @@ export class QueueList {
     _fillWaited(item, now) {
         const seconds = item.entry.waited_s + (now - item.receivedAt) / 1000;
         const words = item.entry.state === "detached" ? "Disconnected" : "Waiting";
-        item.row.querySelector(".waited").textContent = `${words} ${clock(seconds)}`;
+        const waited = item.row.querySelector(".waited");
+        waited.textContent = `${words} ${clock(seconds)}`;
+        // The clock time they started, which tells two starts of one computer apart at a glance.
+        const since = new Date(Date.now() - seconds * 1000);
+        waited.title = `Since ${since.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
     }
 
     _announce(entries) {
@@ -145,17 +151,26 @@ export function clock(totalSeconds, withHours = false) {
     return `${minutes}:${seconds}`;
 }
 
-// A short two-note tone made with WebAudio; browsers allow it after the first click.
+// A short two-note tone made with WebAudio. The context is made when the page loads: a
+// browser that lets this page play sound (its autoplay policy, or the person's earlier
+// use of the site) starts it running, so the chime works after a reload; otherwise it
+// stays suspended until a click, and onchange(true) lets the page ask for one.
 class Chime {
-    constructor() {
+    constructor(onchange) {
         this.context = null;
+        this.onchange = onchange;
+    }
+
+    prepare() {
+        const Context = window.AudioContext || window.webkitAudioContext;
+        if (!Context) return;   // no WebAudio: nothing a click could turn on
+        this.context = new Context();
+        this.context.onstatechange = () => this.onchange(this.context.state !== "running");
+        this.onchange(this.context.state !== "running");
     }
 
     unlock() {
-        const Context = window.AudioContext || window.webkitAudioContext;
-        if (!Context) return;
-        if (!this.context) this.context = new Context();
-        if (this.context.state === "suspended") this.context.resume().catch(() => {});
+        if (this.context?.state === "suspended") this.context.resume().catch(() => {});
     }
 
     play() {

@@ -11,6 +11,7 @@ import { QueueList, clock } from "./queue.js";
 const SESSION_KEY = "spotlight.session";
 const $ = (id) => document.getElementById(id);
 
+let soundBlocked = false;   // the browser keeps the arrival chime silent until a click
 const connection = new Connection(viewerSocketUrl(window.location));
 const display = new Display($("screen"), $("viewport"), $("stage"), $("remote-pointer"));
 const input = new Input($("screen"), display, (message) => sendForSession(message));
@@ -18,6 +19,7 @@ const queue = new QueueList(
     { list: $("queue"), template: $("queue-item-template"), count: $("queue-count"),
       empty: $("queue-empty"), more: $("queue-more") },
     (session) => accept(session),
+    (blocked) => showSound(blocked),
 );
 
 // The open session: {id, machine, user, acceptedAt, attached, control: "off"|"asking"|"on"}
@@ -80,14 +82,68 @@ function resetLoginButton() {
 }
 
 $("logout").addEventListener("click", () => {
+    if (session) confirmThen("signout-dialog", signOut);
+    else signOut();
+});
+
+function signOut() {
     if (session) endSession();
     connection.logout();
-});
+}
+
+// --- confirmations ---------------------------------------------------------------------
+
+// A modal dialog: the rest of the page is inert, the confirm button has the focus (Enter
+// confirms), Esc cancels, and Tab cycles between its buttons. `action` runs on confirm only.
+function confirmThen(id, action) {
+    const dialog = $(id);
+    if (dialog.open) return;
+    dialog.returnValue = "";
+    dialog.onclose = () => {
+        dialog.onclose = null;
+        if (dialog.returnValue === "confirm") action();
+    };
+    dialog.showModal();
+}
+
+function closeDialogs() {
+    for (const dialog of document.querySelectorAll("dialog.confirm")) {
+        if (dialog.open) dialog.close("");
+    }
+}
+
+for (const dialog of document.querySelectorAll("dialog.confirm")) {
+    dialog.addEventListener("keydown", (event) => {
+        if (event.key !== "Tab") return;
+        const buttons = [...dialog.querySelectorAll("button")];
+        const edge = event.shiftKey ? buttons[0] : buttons.at(-1);
+        if (document.activeElement !== edge) return;
+        event.preventDefault();
+        (event.shiftKey ? buttons.at(-1) : buttons[0]).focus();
+    });
+}
+
+// --- sound -----------------------------------------------------------------------------
+
+// The browser may keep a reloaded page silent until a click: then say so, and let any
+// click or key on the page (or this button) turn the chime on.
+function showSound(blocked) {
+    soundBlocked = blocked;
+    $("sound-on").hidden = !blocked || !connection.welcomed;
+}
+
+$("sound-on").addEventListener("click", () => queue.unlockSound());
+for (const type of ["pointerdown", "keydown"]) {
+    document.addEventListener(type, () => {
+        if (soundBlocked) queue.unlockSound();
+    }, { capture: true });
+}
 
 connection.onstate = (words, kind) => {
     const status = $("status");
     status.textContent = words;
     status.dataset.kind = kind;
+    showLinkDown(session && kind !== "ok" ? words : "");
     if (kind === "ok") return;
     if (rejoin) rejoin.asked = false;
     if (session) {
@@ -102,6 +158,7 @@ connection.onwelcome = (welcome) => {
     $("signed-in").textContent = welcome.name || welcome.technician;
     $("signed-in").hidden = false;
     $("logout").hidden = false;
+    showSound(soundBlocked);
     if (!session) show("queue");
 };
 
@@ -113,6 +170,7 @@ connection.onsignedout = (reason) => {
     notice("");
     $("signed-in").hidden = true;
     $("logout").hidden = true;
+    showSound(soundBlocked);
     $("login-password").value = "";
     loginError(reason);
     show("login");
@@ -246,10 +304,21 @@ function openSession(accepted) {
     $("session-machine").textContent = accepted.machine || "Unnamed computer";
     $("session-user").textContent = accepted.user || "Unknown user";
     $("screen-hint").hidden = display.hasImage;
+    const machine = session.machine || "this computer";
+    $("end-title").textContent = `End the session with ${machine}?`;
+    $("signout-title").textContent = `Sign out and end the session with ${machine}?`;
+    showLinkDown("");
     setControl("off", { sendReleases: false });
     notice("");
     show("session");
     tick();
+}
+
+// While the link to the relay is down the last picture stays on the canvas: say that it is
+// frozen, and that nothing typed reaches the customer, until the link is back.
+function showLinkDown(words) {
+    $("link-down").hidden = !words;
+    $("link-down-state").textContent = words;
 }
 
 function setControl(state, { sendReleases = true } = {}) {
@@ -291,7 +360,7 @@ function endSession() {
     if (!sent) $("status").textContent = "Not connected: the session cannot be ended yet.";
 }
 
-$("end-session").addEventListener("click", endSession);
+$("end-session").addEventListener("click", () => confirmThen("end-dialog", endSession));
 
 function closeSession(words) {
     leaveSession();
@@ -306,6 +375,9 @@ function leaveSession() {
     session = null;
     display.reset([]);
     closeKeysMenu();
+    closeDialogs();
+    showLinkDown("");
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     for (const entry of queue.entries) queue.setBusy(entry.session, false);
 }
 
@@ -393,24 +465,88 @@ for (const [id, mode] of [["scale-fit", "fit"], ["scale-actual", "actual"]]) {
     });
 }
 
-function closeKeysMenu() {
+// The special-keys menu follows the menu button pattern: Enter, Space or Down opens it on
+// the first item and Up on the last; in it Up/Down move (wrapping), Home/End jump, Enter
+// presses, Esc closes it back onto the button and Tab closes it on the way out.
+const menuItems = () => [...$("keys-list").querySelectorAll("[role=menuitem]")];
+
+function closeKeysMenu({ focusButton = false } = {}) {
     $("keys-list").hidden = true;
     $("special-keys").setAttribute("aria-expanded", "false");
+    if (focusButton) $("special-keys").focus();
+}
+
+function openKeysMenu(index) {
+    $("keys-list").hidden = false;
+    $("special-keys").setAttribute("aria-expanded", "true");
+    const items = menuItems();
+    items.at(index).focus();
 }
 
 $("special-keys").addEventListener("click", (event) => {
     event.stopPropagation();
-    const open = $("keys-list").hidden;
-    $("keys-list").hidden = !open;
-    $("special-keys").setAttribute("aria-expanded", String(open));
+    if ($("keys-list").hidden) openKeysMenu(0);
+    else closeKeysMenu();
+});
+
+$("special-keys").addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+    event.preventDefault();
+    openKeysMenu(event.key === "ArrowUp" ? -1 : 0);
+});
+
+$("keys-list").addEventListener("keydown", (event) => {
+    const items = menuItems();
+    const at = items.indexOf(document.activeElement);
+    const moves = {
+        ArrowDown: (at + 1) % items.length,
+        ArrowUp: (at - 1 + items.length) % items.length,
+        Home: 0,
+        End: items.length - 1,
+    };
+    if (event.key in moves) {
+        event.preventDefault();
+        items[moves[event.key]].focus();
+    } else if (event.key === "Escape") {
+        event.preventDefault();
+        event.stopPropagation();
+        closeKeysMenu({ focusButton: true });
+    } else if (event.key === "Tab") {
+        closeKeysMenu();
+    }
 });
 
 $("keys-list").addEventListener("click", (event) => {
     const item = event.target.closest("button[data-keys]");
-    if (!item || item.disabled) return;
+    if (!item || item.getAttribute("aria-disabled") === "true") return;
     input.pressSequence(item.dataset.keys);
     closeKeysMenu();
     $("screen").focus({ preventScroll: true });
+});
+
+// --- leaving the screen and full screen ------------------------------------------------
+
+// Ctrl+Alt+Home (input.js): out of the screen onto the toolbar, which shows itself in full
+// screen because it has the focus.
+input.onleave = () => $("control-toggle").focus();
+
+$("fullscreen").addEventListener("click", () => {
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+    else $("session-view").requestFullscreen({ navigationUI: "hide" }).catch(() => {});
+});
+
+document.addEventListener("fullscreenchange", () => {
+    const on = document.fullscreenElement === $("session-view");
+    $("fullscreen").textContent = on ? "Exit full screen" : "Full screen";
+    $("fullscreen").setAttribute("aria-pressed", String(on));
+    // Keyboard Lock: in full screen the browser hands Esc, Alt+Tab and the Windows key to
+    // the page, so they reach the customer (holding Esc still leaves full screen).
+    if (on) {
+        navigator.keyboard?.lock?.().catch(() => {});
+        $("screen").focus({ preventScroll: true });
+    } else {
+        navigator.keyboard?.unlock?.();
+    }
 });
 
 document.addEventListener("click", (event) => {

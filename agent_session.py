@@ -1,0 +1,396 @@
+"""The customer's session without I/O: what the agent does, decided from what it hears.
+
+Standard library and protocol.py only; no asyncio, no clock, no platform. The agent's loop
+(agent.py) feeds a ``Session`` what happens, with the time, and carries out the actions it
+returns, in order:
+
+    event in                                   actions out (typical)
+    -----------------------------------------  -----------------------------------------------
+    connected(screens)                         Send(hello)
+    receive(registered)                        Tray(pending, "Connection active")
+    receive(accepted)                          Tray(active), Stream(full)
+    receive(control granted / released)        (released: Inject key/button ups)
+    receive(input), in control                 Inject(move / button / scroll / key / type)
+    receive(refresh) / layout(screens)         (Send(screens)), Stream(full)
+    receive(ack) that frees a held-back update Stream(not full)
+    receive(ended / error)                     Inject ups, StopStream, End
+    bad_message(text)                          Inject ups, StopStream, End(CLOSE_POLICY)
+    link_lost(close code)                      Inject ups, StopStream, Tray(reconnecting),
+                                               Reconnect, or End when it cannot resume
+    connect_failed / untrusted                 Reconnect(after a delay) or End
+    close() / capture_failed()                 Inject ups, StopStream, End(farewell: close)
+
+States: connecting -> waiting -> accepted <-> in_control -> ended, and from any live state
+reconnecting -> (waiting | accepted) when the link is lost in a way that may resume. Input is
+injected only in ``in_control``; every way out of it releases what the support person holds.
+``ended`` is final. ``view`` is what the customer's windows show; ``on_change`` is called with
+it whenever it changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import protocol as p
+
+CONNECTING, WAITING, ACCEPTED, IN_CONTROL = "connecting", "waiting", "accepted", "in_control"
+RECONNECTING, ENDED = "reconnecting", "ended"
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+RECONNECT_DELAYS_S = (0.5, 1, 2, 4, 5)  # capped backoff (the loop adds +-30% jitter)
+RECONNECT_GRACE_S = 60  # how long after the link was lost connecting again is worth trying
+LOST = "The connection to the support server was lost. Please run this program again."
+CAPTURE_FAILED = ("The screen could not be captured, so the session has ended. Please run this "
+                  "program again.")
+
+
+def can_resume(close_code: int | None) -> bool:
+    """Whether the agent may resume after its link closed with ``close_code`` (None: no close
+    frame at all): protocol.can_resume, the one rule, as the agent sees it."""
+    return p.can_resume(close_code, "agent")
+
+
+# --- actions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: the exit code and, when the customer should know, why."""
+
+    code: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Send:
+    message: p.Message
+
+
+@dataclass(frozen=True)
+class Inject:
+    """Call ``Input.<method>(*args)``."""
+
+    method: str
+    args: tuple
+
+
+@dataclass(frozen=True)
+class Tray:
+    state: str  # pending | active | reconnecting
+    tooltip: str
+    balloon: str = ""
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Stream the screen (start if not streaming); ``full``: a whole image next."""
+
+    full: bool
+
+
+@dataclass(frozen=True)
+class StopStream:
+    """Stop capturing now (before anything else is said to the relay)."""
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """The link is gone but the session may go on: connect again after ``delay_s``."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class End:
+    """Say ``farewell`` (if any) and close the link with ``close_code`` (both within a short
+    time; a link that does not answer is dropped), then exit with ``outcome``."""
+
+    outcome: Outcome
+    farewell: p.Message | None = None
+    close_code: int = p.CLOSE_NORMAL
+    close_reason: str = ""
+
+
+Action = Send | Inject | Tray | Stream | StopStream | Reconnect | End
+
+
+@dataclass(frozen=True)
+class View:
+    """What the customer's windows show about the session."""
+
+    state: str
+    technician_name: str = ""
+    sentence: str = ""  # once ended: what the customer is told
+
+
+# --- rules with time passed in --------------------------------------------------------------
+
+
+class RateLimit:
+    """Token bucket: ``rate`` events a second with bursts of ``burst``; time passed in."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, float(burst), None
+
+    def allow(self, now: float) -> bool:
+        if self.at is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class FlowControl:
+    """Updates sent and not yet acknowledged by the viewer: at most MAX_UPDATES_IN_FLIGHT.
+    (One small interface: a later rule counts bytes and time instead of updates.)"""
+
+    def __init__(self, limit: int = p.MAX_UPDATES_IN_FLIGHT) -> None:
+        self.limit = limit
+        self.seq = 0
+        self.in_flight: dict[int, tuple[int, float]] = {}  # seq -> (bytes, sent at)
+
+    def may_send(self) -> bool:
+        return len(self.in_flight) < self.limit
+
+    def next_seq(self) -> int:
+        seq, self.seq = self.seq, (self.seq + 1) % 2**32
+        return seq
+
+    def sent(self, seq: int, size: int, now: float) -> None:
+        self.in_flight[seq] = (size, now)
+
+    def acked(self, seq: int) -> bool:
+        """Forget ``seq``; True when that lets a held-back update go."""
+        held_back = not self.may_send()
+        self.in_flight.pop(seq, None)
+        return held_back and self.may_send()
+
+    def reset(self) -> None:
+        """A full image comes next: nothing older waits for an acknowledgement."""
+        self.in_flight.clear()
+
+
+def to_desktop(screens: tuple[p.Screen, ...], monitor: int, x: int, y: int) -> tuple | None:
+    """Desktop coordinates of a point given relative to ``monitor``; None when outside it."""
+    if not 0 <= monitor < len(screens):
+        return None
+    area = screens[monitor]
+    if not (0 <= x < area.width and 0 <= y < area.height):
+        return None
+    return area.x + x, area.y + y
+
+
+def clean_name(text: str) -> str:
+    """A host or user name the relay will accept: printable, at most MAX_NAME_CHARS."""
+    return "".join(c for c in text if c.isprintable())[: p.MAX_NAME_CHARS] or "unknown"
+
+
+# --- the session ----------------------------------------------------------------------------
+
+
+class Session:
+    """One customer session, from the first connection to the end, across reconnections."""
+
+    def __init__(self, technician: str, machine: str, user: str, keys: Collection[str],
+                 on_change: Callable[[View], None] | None = None) -> None:
+        self.technician, self.machine, self.user = technician, clean_name(machine), \
+            clean_name(user)
+        self.keys = frozenset(keys)  # the key codes the input backend can press
+        self.on_change = on_change
+        self.session = self.resume = self.name = ""
+        self.screens: tuple[p.Screen, ...] = ()
+        self.monitor = 0
+        self.flow = FlowControl()
+        self.rate = RateLimit(p.MAX_INPUT_EVENTS_PER_S, p.INPUT_BURST)
+        self.held_keys: set[str] = set()
+        self.held_buttons: set[str] = set()
+        self._state = CONNECTING
+        self._before_loss = CONNECTING  # the state the lost link interrupted
+        self._lost_at: float | None = None
+        self._attempt = 0
+        self._sentence = ""
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def view(self) -> View:
+        return View(self._state, self.name, self._sentence)
+
+    def _become(self, state: str, sentence: str = "") -> None:
+        before = self.view
+        self._state, self._sentence = state, sentence or self._sentence
+        if self.on_change is not None and self.view != before:
+            self.on_change(self.view)
+
+    # --- the link ---
+
+    def connected(self, screens: tuple[p.Screen, ...]) -> list[Action]:
+        """A new connection to the relay is open: say hello (with the resume secret, if any)."""
+        self.screens = screens
+        self.monitor = self.monitor if self.monitor < len(screens) else 0
+        self.flow.reset()
+        self._attempt = 0
+        return [Send(p.AgentHello("agent", p.PROTOCOL_VERSION, self.technician, self.machine,
+                                  self.user, screens, self.resume))]
+
+    def link_lost(self, close_code: int | None, reason: str, now: float) -> list[Action]:
+        """The connection closed without an end: resume if the rule allows, else end."""
+        if self._state == ENDED:
+            return []
+        actions = [*self._release(), StopStream()]
+        if not (self.session and self.resume and can_resume(close_code)):
+            why = p.customer_words(reason) if reason in p.WORDING else LOST
+            return [*actions, *self._end(Outcome(EXIT_FAILED, why))]
+        if self._state != RECONNECTING:  # lost again after a resume: a new grace period
+            self._lost_at, self._before_loss = now, self._state
+        self._become(RECONNECTING)
+        return [*actions, Tray("reconnecting", f"Reconnecting to {self.name}"), Reconnect(0)]
+
+    def connect_failed(self, why: str, now: float) -> list[Action]:
+        """Connecting failed (``why``: one phrase); try again while the grace period lasts."""
+        if self._state == ENDED:
+            return []
+        if self._lost_at is None or now - self._lost_at > RECONNECT_GRACE_S:
+            why = "the connection was lost" if self._lost_at is not None else why
+            return self._end(Outcome(EXIT_FAILED, f"Could not reach the support server: "
+                                                  f"{why}."))
+        delay = RECONNECT_DELAYS_S[min(self._attempt, len(RECONNECT_DELAYS_S) - 1)]
+        self._attempt += 1
+        return [Reconnect(delay)]
+
+    def untrusted(self, why: str) -> list[Action]:
+        """The relay's certificate failed verification: never retried."""
+        return [*self._release(), StopStream(), *self._end(Outcome(
+            EXIT_FAILED, f"The support server's certificate is not trusted ({why}). Please "
+                         "call your support company before trying again."))]
+
+    def bad_message(self, error: str) -> list[Action]:
+        """The relay sent something the protocol does not allow."""
+        if self._state == ENDED:
+            return []
+        return [*self._release(), StopStream(), *self._end(
+            Outcome(EXIT_FAILED, "The support server sent something this program does not "
+                                 "understand; the session was ended."),
+            close_code=p.CLOSE_POLICY, close_reason=error[:120])]
+
+    # --- the customer ---
+
+    def close(self) -> list[Action]:
+        """The customer chose Close: input and capture stop first, then the relay is told."""
+        return [*self._release(), StopStream(),
+                *self._end(Outcome(EXIT_OK), farewell=p.Close("customer-closed"))]
+
+    def capture_failed(self) -> list[Action]:
+        """Capturing the screen failed (the loop logs why): the relay and the customer are
+        told the session ended."""
+        return [*self._release(), StopStream(), *self._end(
+            Outcome(EXIT_FAILED, CAPTURE_FAILED), farewell=p.Close("agent-error"))]
+
+    def layout(self, screens: tuple[p.Screen, ...]) -> list[Action]:
+        """The monitor layout is now ``screens``: tell the viewer, send a whole image."""
+        if screens == self.screens or self._state == ENDED:
+            return []
+        self.screens = screens
+        self.monitor = self.monitor if self.monitor < len(screens) else 0
+        self.flow.reset()
+        return [Send(p.Screens(screens)), Stream(full=True)]
+
+    # --- the relay ---
+
+    def receive(self, msg: p.Message, now: float) -> list[Action]:
+        """One control message from the relay."""
+        if self._state == ENDED:  # final: nothing revives an ended session
+            return []
+        if isinstance(msg, p.INPUT_TYPES):
+            return self._input(msg, now)
+        if isinstance(msg, p.Ended):
+            by_a_person = msg.by in ("customer", "technician")
+            return [*self._release(), StopStream(), *self._end(
+                Outcome(EXIT_OK) if by_a_person else
+                Outcome(EXIT_FAILED, p.customer_words(msg.reason)))]
+        if isinstance(msg, p.Error):  # by code; a code this side does not know: its message
+            why = p.customer_words(msg.code, msg.message)
+            return [*self._release(), StopStream(), *self._end(Outcome(EXIT_FAILED, why))]
+        if isinstance(msg, p.Registered):
+            return self._registered(msg)
+        if getattr(msg, "session", None) != self.session:
+            return []
+        if isinstance(msg, p.Accepted):
+            actions: list[Action] = []
+            if self._state not in (ACCEPTED, IN_CONTROL):
+                text = f"{msg.technician_name} is connected"
+                actions.append(Tray("active", text, text if self._state == WAITING else ""))
+                self.name = msg.technician_name
+                self._become(ACCEPTED)
+            self.name = msg.technician_name
+            self.flow.reset()
+            return [*actions, Stream(full=True)]
+        if isinstance(msg, p.Control):
+            if msg.granted and self._state in (ACCEPTED, IN_CONTROL):
+                self._become(IN_CONTROL)
+                return []
+            return self._release()
+        if isinstance(msg, p.Refresh):
+            if msg.monitor >= len(self.screens) or self._state not in (ACCEPTED, IN_CONTROL):
+                return []
+            self.monitor = msg.monitor
+            self.flow.reset()
+            return [Stream(full=True)]
+        if isinstance(msg, p.Ack):
+            return [Stream(full=False)] if self.flow.acked(msg.seq) else []
+        return []
+
+    def _registered(self, msg: p.Registered) -> list[Action]:
+        resumed = self._state == RECONNECTING and msg.session == self.session
+        self.session, self.resume, self.name = msg.session, msg.resume, msg.technician_name
+        if self._state in (ACCEPTED, IN_CONTROL) or (resumed and self._before_loss != WAITING):
+            return []  # resumed: `accepted` follows and says where the session stands
+        first = self._state == CONNECTING
+        self._become(WAITING)
+        return [Tray("pending", f"Waiting for {self.name}", "Connection active" if first else "")]
+
+    def _input(self, msg: p.Message, now: float) -> list[Action]:
+        if self._state != IN_CONTROL or msg.session != self.session:
+            return []
+        if not self.rate.allow(now):
+            return []
+        if isinstance(msg, p.Key):
+            if msg.code not in self.keys:
+                return []
+            (self.held_keys.add if msg.down else self.held_keys.discard)(msg.code)
+            return [Inject("key", (msg.code, msg.down))]
+        if isinstance(msg, p.Text):
+            return [Inject("type", (msg.text,))]
+        point = to_desktop(self.screens, msg.monitor, msg.x, msg.y)
+        if point is None:
+            return []
+        actions = [Inject("move", point)]
+        if isinstance(msg, p.Button):
+            (self.held_buttons.add if msg.down else self.held_buttons.discard)(msg.button)
+            actions.append(Inject("button", (msg.button, msg.down)))
+        elif isinstance(msg, p.Wheel):
+            actions.append(Inject("scroll", (msg.dx, msg.dy)))
+        return actions
+
+    # --- ways out ---
+
+    def _release(self) -> list[Action]:
+        """Leave control: everything held is released; no input until granted again."""
+        actions = [Inject("key", (code, False)) for code in sorted(self.held_keys)]
+        actions += [Inject("button", (name, False)) for name in sorted(self.held_buttons)]
+        self.held_keys.clear()
+        self.held_buttons.clear()
+        if self._state == IN_CONTROL:
+            self._become(ACCEPTED)
+        return actions
+
+    def _end(self, outcome: Outcome, farewell: p.Message | None = None,
+             close_code: int = p.CLOSE_NORMAL, close_reason: str = "") -> list[Action]:
+        if self._state == ENDED:
+            return []
+        self._become(ENDED, outcome.message)
+        return [End(outcome, farewell, close_code, close_reason)]
