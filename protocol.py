@@ -985,7 +985,9 @@ class UpdateWindow:
     (``restart()``) and its next update is a full image (FLAG_FULL). The relay cannot see when
     the agent read the refresh, so it counts on (``restart_sent()``) until that full image
     arrives and only then sets the earlier updates apart, still taking their acks: an agent
-    that keeps the rule is never cut short.
+    that keeps the rule is never cut short. An agent that restarts by itself (a new monitor
+    layout) says so first with ``screens``, in order: the relay sets them apart at once
+    (``restart_seen()``).
 
     Today the rule counts updates; the issue on slow links makes it bytes and time, here.
     """
@@ -1018,6 +1020,14 @@ class UpdateWindow:
 
     # --- the relay --------------------------------------------------------------------
 
+    def restart_seen(self) -> None:
+        """The agent's own stream restarted here (it sent a new monitor layout, then a full
+        image): what was in flight before is set apart at once."""
+        self.earlier.update(dict.fromkeys(self.open))
+        self.restart()
+        while len(self.earlier) > _EARLIER_KEPT:
+            del self.earlier[next(iter(self.earlier))]
+
     def restart_sent(self) -> None:
         # Capped: a refresh the agent ignores (a monitor it no longer has) must not leave
         # credit for ever more restarts.
@@ -1030,10 +1040,7 @@ class UpdateWindow:
         if seq not in self.open:
             if self.restarts_sent and flags & FLAG_FULL:
                 self.restarts_sent -= 1
-                self.earlier.update(dict.fromkeys(self.open))
-                self.restart()
-                while len(self.earlier) > _EARLIER_KEPT:
-                    del self.earlier[next(iter(self.earlier))]
+                self.restart_seen()
             if not self.may_start():
                 return False
             self.started(seq)

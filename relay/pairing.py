@@ -288,6 +288,7 @@ class Pairing:
             self._end(session, "customer", "customer-closed", now)
         elif isinstance(message, Screens):
             session.screens = message.screens
+            session.window.restart_seen()  # the agent starts over with a full image
             if session.state == ACTIVE and session.viewer is not None:
                 session.viewer.send(message)
         elif isinstance(message, Cursor):

@@ -262,6 +262,23 @@ def test_an_agent_keeping_the_window_is_never_cut_short_across_a_refresh(pairing
     assert len(viewer.frames) == len(sent) == 8
 
 
+def test_a_new_monitor_layout_starts_a_new_window(pairing):
+    """An agent whose monitors changed sends `screens`, forgets what was in flight and
+    streams the new layout at once: none of it is cut short, and the old acks still count."""
+    agent, viewer, session = active(pairing)
+    full = protocol.FLAG_LAST | protocol.FLAG_FULL
+    for seq in range(3):
+        assert pairing.agent_frame(agent, frame(seq, full if seq == 0 else protocol.FLAG_LAST),
+                                   T0)
+    wider = (protocol.Screen(0, 0, 1920, 1080), protocol.Screen(0, 0, 1920, 1080))
+    pairing.agent_message(agent, protocol.Screens(wider), T0)
+    assert viewer.last() == protocol.Screens(wider)
+    assert [pairing.agent_frame(agent, frame(seq, full, width=1920, height=1080), T0)
+            for seq in range(3, 6)] == [True] * 3
+    pairing.viewer_message(viewer, protocol.Ack(session, 0), T0)  # an old one, drawn late
+    assert not pairing.agent_frame(agent, frame(6), T0)  # the new window is full
+
+
 def test_a_rectangle_outside_the_announced_monitor_is_a_protocol_error(pairing):
     """A frame beyond its monitor's announced size, or for a monitor the agent does not
     have, is refused as bad data; one update may not carry more than twice its pixels."""
