@@ -661,8 +661,6 @@ async def _serve(config: RelayConfig, context: ssl.SSLContext | None,
         # Connections before their hello may hold at most half the descriptors: the rest
         # stays for sessions, the database and the files served.
         relay.unauthenticated.total = min(relay.unauthenticated.total, open_files // 2)
-        log.info("open files: up to %d; connections before their hello: up to %d",
-                 open_files, relay.unauthenticated.total)
     asyncio.get_running_loop().set_exception_handler(_accept_errors_at_a_bounded_rate(relay))
     recovered = relay.ledger.recover()
     if recovered:
@@ -683,6 +681,8 @@ async def _serve(config: RelayConfig, context: ssl.SSLContext | None,
         host = f"[{config.host}]" if ":" in config.host else config.host
         url = f"{'https' if context else 'http'}://{host}:{port}"
         print(f"Relay listening on {url}", flush=True)
+        log.info("open files: up to %s; connections before their hello: up to %d",
+                 open_files or "unlimited", relay.unauthenticated.total)
         if on_ready is not None:
             on_ready(url)
         ticker = asyncio.create_task(relay.ticker())
