@@ -449,7 +449,7 @@ def test_sigterm_ends_live_sessions_and_tells_both_sides(relay):
 
 def test_viewer_that_stops_reading_neither_stalls_the_agent_nor_queues_frames(relay):
     """Frames for a viewer that does not read are dropped, the agent keeps being read,
-    and once the viewer reads again the agent is asked for a refresh."""
+    and the agent is asked for a refresh, whose full image reaches the viewer."""
 
     async def scenario():
         agent, viewer, session = await session_with_a_viewer_that_stops_reading(relay)
@@ -459,7 +459,7 @@ def test_viewer_that_stops_reading_neither_stalls_the_agent_nor_queues_frames(re
         await asyncio.wait_for(pong, WAIT_S)  # the relay still reads the agent
         # The viewer reads again (all of it, as a real one would); once the relay's queue
         # for it has drained, the relay heals the picture by asking the agent for a refresh.
-        healed = frame(99, 1000)
+        healed = frame(99, 1000, flags=protocol.FLAG_LAST | protocol.FLAG_FULL)
 
         async def read_viewer_until_healed() -> int:
             received = 0

@@ -39,6 +39,7 @@ from tests.helpers.wire import (
     receive,
     run,
     session_with_a_viewer_that_stops_reading,
+    source,
     start_agent,
     start_viewer,
     status_of,
@@ -158,7 +159,10 @@ class StallCrowd:
         dribble = upgrade_request(self.port, "/ws/agent")
         try:
             for i in range(self.stalled + self.dribbling + self.silent_upgrades):
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT_S)
+                # Each from its own address: the per-address cap on connections before their
+                # hello is proven elsewhere; here every one must run into the timeouts.
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT_S,
+                                                source_address=(source(i), 0))
                 if i < self.stalled:
                     sock.sendall(b"GET /ws/agent HT")
                 elif i >= self.stalled + self.dribbling:
@@ -343,7 +347,6 @@ HOSTILE_HELLOS = {
     "NUL in machine": ({"machine": "PC\x00"}, "machine contains control"),
     "right-to-left override": ({"user": "anna\u202egpj.exe"}, "user contains control"),
     "over-long machine": ({"machine": "M" * 65}, "machine is longer than 64"),
-    "huge user": ({"user": "U" * 60_000}, "longer than 64"),
     "machine is a number": ({"machine": 5}, "machine must be a string"),
     "user is a list": ({"user": ["anna"]}, "user must be a string"),
     "machine is null": ({"machine": None}, "machine must be a string"),
@@ -360,7 +363,6 @@ HOSTILE_HELLOS = {
     "size as text": ({"screens": [{"x": 0, "y": 0, "width": "1280", "height": 800}] * 2},
                      "screen width must be an integer"),
     "too many monitors": ({"screens": [SCREENS[0]] * 18}, "1 to 16 monitors"),
-    "thousands of monitors": ({"screens": [SCREENS[0]] * 5000}, "too long"),
     "no monitor": ({"screens": [SCREENS[0]]}, "1 to 16 monitors"),
     "screens not a list": ({"screens": "all"}, "screens must be a list"),
     "extra field in a screen": ({"screens": [{**SCREENS[0], "dpi": 96}] * 2},

@@ -50,10 +50,11 @@ def message(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields})
 
 
-def frame(seq: int, size: int = 1000, monitor: int = 1) -> bytes:
+def frame(seq: int, size: int = 1000, monitor: int = 1,
+          flags: int = protocol.FLAG_LAST) -> bytes:
     image = b"\xff\xd8\xff" + bytes(range(256)) * (size // 256 + 1)
     return protocol.encode_frame(protocol.Frame(
-        protocol.FRAME_JPEG, protocol.FLAG_LAST, monitor, seq, 0, 0, 64, 64, image[:size]))
+        protocol.FRAME_JPEG, flags, monitor, seq, 0, 0, 64, 64, image[:size]))
 
 
 _OPENED: contextvars.ContextVar[list[ClientConnection]] = contextvars.ContextVar("opened")
@@ -150,6 +151,11 @@ async def session_with_a_viewer_that_stops_reading(
     await next_of(viewer, "accepted")
     await next_of(agent, "accepted")
     return agent, viewer, session
+
+
+def source(n: int) -> str:
+    """The n-th of many loopback addresses, 200 to a /24 (127.0.0.x is left to the tests)."""
+    return f"127.0.{1 + n // 200}.{1 + n % 200}"
 
 
 def raw_http(port: int, request: bytes, *, read_all: bool = True) -> bytes:
