@@ -177,11 +177,25 @@ def print_table(table: list[tuple[str, ...]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def serve_config(args: argparse.Namespace):  # -> server.RelayConfig (server imported lazily)
+    """The server's configuration from serve's (or demo's) parsed options."""
+    from relay import server
+
+    return server.RelayConfig(
+        data=args.data, host=args.host, port=args.port, cert=args.cert, key=args.key,
+        origins=tuple(args.origin), trusted_proxies=tuple(args.trusted_proxy),
+        downloads=args.downloads, company=args.company, viewer_dir=args.viewer_dir,
+        wait_timeout=args.wait_timeout, grace=args.grace, ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout, handshake_timeout=args.handshake_timeout,
+        hello_timeout=args.hello_timeout, max_unauthenticated=args.max_unauthenticated,
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from relay import server
 
     accounts_of(args, create=True).close()  # a clear message now if the data folder is unusable
-    return server.run(args)
+    return server.run(serve_config(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -210,7 +224,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   flush=True)
 
     try:
-        return server.run(args, on_ready=on_ready)
+        return server.run(serve_config(args), on_ready=on_ready)
     finally:
         for process in agent:
             stop_process(process)
