@@ -185,7 +185,8 @@ def serve_config(args: argparse.Namespace):  # -> server.RelayConfig (server imp
         data=args.data, host=args.host, port=args.port, cert=args.cert, key=args.key,
         origins=tuple(args.origin), trusted_proxies=tuple(args.trusted_proxy),
         downloads=args.downloads, company=args.company, viewer_dir=args.viewer_dir,
-        wait_timeout=args.wait_timeout, grace=args.grace, ping_interval=args.ping_interval,
+        wait_timeout=args.wait_timeout, grace=args.grace, require_code=args.require_code,
+        ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout, handshake_timeout=args.handshake_timeout,
         hello_timeout=args.hello_timeout, max_unauthenticated=args.max_unauthenticated,
     )

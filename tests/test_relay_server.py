@@ -305,7 +305,8 @@ def test_message_over_the_size_limit_closes_with_1009(relay, endpoint):
     ("agent", b"\x01\x02", "hello with role agent"),
     ("agent", viewer_hello(), "hello with role agent"),
     ("viewer", agent_hello(), "hello with role viewer"),
-    ("agent", agent_hello().replace('"version": 1', '"version": 99'), "version 99"),
+    ("agent", agent_hello().replace(f'"version": {protocol.PROTOCOL_VERSION}', '"version": 99'),
+     "version 99"),
     ("viewer", message("teleport", session="x"), "unknown message type"),
     ("agent", message("hello", role="agent", version=1), "missing field"),
 ])

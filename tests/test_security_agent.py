@@ -33,7 +33,8 @@ class ScriptedViewer:
     async def login(cls, relay) -> ScriptedViewer:
         ws = await connect(relay.ws_url + "/ws/viewer", compression=None,
                            max_size=p.MAX_MESSAGE_BYTES)
-        await ws.send(p.encode_control(p.ViewerHello("viewer", 1, "david", "david-pw")))
+        hello = p.ViewerHello("viewer", p.PROTOCOL_VERSION, "david", "david-pw")
+        await ws.send(p.encode_control(hello))
         viewer = cls(ws)
         await viewer.next("welcome")
         return viewer
@@ -247,7 +248,7 @@ def test_an_ended_session_cannot_be_resumed_with_its_secret(relay) -> None:
         runner.request_close()
         await viewer.next("ended")
         await asyncio.wait_for(task, WAIT_S)
-        hello = p.AgentHello("agent", 1, "david", "pc-1", "anna",
+        hello = p.AgentHello("agent", p.PROTOCOL_VERSION, "david", "pc-1", "anna",
                              FakeScreen().monitors(), secret)
         async with connect(relay.ws_url + "/ws/agent", compression=None) as ws:
             await ws.send(p.encode_control(hello))
