@@ -28,7 +28,6 @@ address. Lines about refusals are written at a bounded rate, with a count of the
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import ipaddress
@@ -49,10 +48,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 import protocol
-from relay.accounts import DB_FILE, Accounts
+from relay.accounts import DB_FILE, TOO_MANY_ATTEMPTS, Accounts
 from relay.download import DEFAULT_COMPANY
 from relay.ledger import Ledger
 from relay.limits import MAX_UNAUTHENTICATED, Budget, HelloThrottle, Unauthenticated
+from relay.login_limits import retry_words
 from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S, Pairing
 from relay.static import SECURITY_HEADERS, StaticSite, plain, response
 
@@ -104,72 +104,6 @@ class RelayConfig:
     handshake_timeout: float = HANDSHAKE_TIMEOUT_S
     hello_timeout: float = HELLO_TIMEOUT_S
     max_unauthenticated: int = MAX_UNAUTHENTICATED  # also held under the open-file limit
-
-
-def _seconds(value: str, *, zero: bool) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a {'non-negative' if zero else 'positive'} number of seconds")
-    return seconds
-
-
-def positive_seconds(value: str) -> float:
-    return _seconds(value, zero=False)
-
-
-def non_negative_seconds(value: str) -> float:
-    return _seconds(value, zero=True)
-
-
-def ip_address(value: str) -> str:
-    address = _ip(value)
-    if address is None:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address")
-    return str(address)
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
-    parser.add_argument("--cert", type=Path, metavar="FILE",
-                        help="TLS certificate chain (PEM): serve wss:// and https://")
-    parser.add_argument("--key", type=Path, metavar="FILE", help="TLS private key (PEM)")
-    parser.add_argument("--origin", action="append", default=[], metavar="URL",
-                        help="another origin allowed to open the viewer's websocket, e.g. "
-                             "https://support.example.com (repeatable)")
-    parser.add_argument("--trusted-proxy", action="append", default=[], type=ip_address,
-                        metavar="ADDR",
-                        help="a reverse proxy's address: connections from it are taken to "
-                             "come from the last X-Forwarded-For address (repeatable)")
-    parser.add_argument("--downloads", type=Path, metavar="DIR",
-                        help="folder whose files /download offers (e.g. the agent's exe)")
-    parser.add_argument("--company", default=DEFAULT_COMPANY, metavar="NAME",
-                        help="the company's name on the customer's download page")
-    parser.add_argument("--viewer-dir", type=Path, default=VIEWER_DIR, metavar="DIR",
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--wait-timeout", type=positive_seconds, default=DEFAULT_WAIT_TIMEOUT_S,
-                        metavar="SECONDS", help="how long a session waits to be accepted")
-    parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE_S,
-                        metavar="SECONDS",
-                        help="how long a session survives a lost viewer or agent link")
-    parser.add_argument("--require-code", action="store_true",
-                        help="support people type the 6-digit code the customer reads out "
-                             "before they can accept the session")
-    # Tuning for tests (a network cut detected in a second, stalled handshakes dropped fast).
-    parser.add_argument("--ping-interval", type=float, default=PING_INTERVAL_S,
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--ping-timeout", type=float, default=PING_TIMEOUT_S,
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--handshake-timeout", type=float, default=HANDSHAKE_TIMEOUT_S,
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--hello-timeout", type=float, default=HELLO_TIMEOUT_S,
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--max-unauthenticated", type=int, default=MAX_UNAUTHENTICATED,
-                        help=argparse.SUPPRESS)
 
 
 # --- one connection's writer ------------------------------------------------------------
@@ -558,36 +492,38 @@ class Relay:
 
     async def _login(self, link: Link, hello: protocol.ViewerHello) -> Any:
         now = time.time()
-        if hello.user and hello.password:
-            delay = self.accounts.login_delay(hello.user, now)
-            if delay:
-                self.ledger.event(None, "login-throttled", f"user {hello.user!r} from "
-                                  f"{link.address} waits {delay:g} s", now)
-                await asyncio.sleep(delay)
-            technician = await asyncio.to_thread(self.accounts.verify, hello.user,
-                                                 hello.password)
-            now = time.time()
-            if technician is None:
-                self.accounts.record_failure(hello.user, now)
-                self.ledger.event(None, "login-failed", f"user {hello.user!r} from "
-                                  f"{link.address}", now)
-                log.info("%s: login failed for %r", link, hello.user)
-                link.send(LOGIN_FAILED)
-                link.close(protocol.CLOSE_POLICY, LOGIN_FAILED.code)
-                return None
-            self.accounts.record_success(hello.user, now)
-            link.token = self.accounts.issue_token(technician.id, now)
+        result = await self.accounts.login(hello.user, hello.password, hello.token,
+                                           link.address, now)
+        if result.technician is not None:
+            link.token = result.token
+            link.technician = result.technician.id
+            log.info("%s: logged in as %s", link, result.technician.id)
+            return result.technician
+        if result.code == TOO_MANY_ATTEMPTS:
+            limited = result.limited
+            wait_s = retry_words(limited.retry_after_s)
+            if limited.first:  # one row per flood, not one per refused attempt
+                await asyncio.to_thread(
+                    self.ledger.event, None, "login-throttled", f"user {hello.user!r} from "
+                    f"{link.address}: {limited.reason} limit, {wait_s} s", now)
+                log.info("%s: login of %r refused (%s limit)", link, hello.user,
+                         limited.reason)
+            # The table's sentence cannot know the wait: the viewer shows this message.
+            refusal = protocol.Error(
+                TOO_MANY_ATTEMPTS, f"Too many sign-in attempts. Try again in {wait_s} s.")
+        elif result.code == LOGIN_FAILED.code:
+            # Off the event loop: each row is a synchronous (fsync) write, and a flood's
+            # admitted checks must not stall every other connection's handshake.
+            await asyncio.to_thread(self.ledger.event, None, "login-failed",
+                                    f"user {hello.user!r} from {link.address}", time.time())
+            log.info("%s: login failed for %r", link, hello.user)
+            refusal = LOGIN_FAILED
         else:
-            technician = self.accounts.check_token(hello.token, now)
-            if technician is None:
-                log.info("%s: login token refused", link)
-                link.send(LOGIN_EXPIRED)
-                link.close(protocol.CLOSE_POLICY, LOGIN_EXPIRED.code)
-                return None
-            link.token = hello.token
-        link.technician = technician.id
-        log.info("%s: logged in as %s", link, technician.id)
-        return technician
+            log.info("%s: login token refused", link)
+            refusal = LOGIN_EXPIRED
+        link.send(refusal)
+        link.close(protocol.CLOSE_POLICY, refusal.code)
+        return None
 
     def _overflowed(self, link: Link) -> None:
         now = time.time()
@@ -731,8 +667,6 @@ async def _serve(config: RelayConfig, context: ssl.SSLContext | None,
         # Connections before their hello may hold at most half the descriptors: the rest
         # stays for sessions, the database and the files served.
         relay.unauthenticated.total = min(relay.unauthenticated.total, open_files // 2)
-        log.info("open files: up to %d; connections before their hello: up to %d",
-                 open_files, relay.unauthenticated.total)
     asyncio.get_running_loop().set_exception_handler(_accept_errors_at_a_bounded_rate(relay))
     recovered = relay.ledger.recover()
     if recovered:
@@ -753,6 +687,8 @@ async def _serve(config: RelayConfig, context: ssl.SSLContext | None,
         host = f"[{config.host}]" if ":" in config.host else config.host
         url = f"{'https' if context else 'http'}://{host}:{port}"
         print(f"Relay listening on {url}", flush=True)
+        log.info("open files: up to %s; connections before their hello: up to %d",
+                 open_files or "unlimited", relay.unauthenticated.total)
         if on_ready is not None:
             on_ready(url)
         ticker = asyncio.create_task(relay.ticker())
