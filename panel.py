@@ -17,6 +17,7 @@ its library only when created, so ``import panel`` works on a machine without a 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import math
@@ -35,7 +36,7 @@ log = logging.getLogger("agent.panel")  # the agent's log handlers see it withou
 
 STATES = ("connecting", "error", "waiting", "accepted", "control", "paused", "reconnecting",
           "ended")
-RECEIPT_SHOWN_S = 10.0  # a normal end: the receipt closes itself after this
+RECEIPT_SHOWN_S = 8.0  # a normal end: the receipt closes itself after this
 UI_POLL_MS = 40  # how often the Tk thread looks for calls from other threads
 START_TIMEOUT_S = 10.0  # a window that cannot appear within this falls back to the log
 MARGIN_PX = 24  # from the screen's right edge and the work area's bottom
@@ -385,10 +386,16 @@ class LogPanel:
                      view.meter)
 
     def to_front(self) -> None:
-        pass
+        log.info("panel: to the front")
 
     def close(self) -> None:
         log.info("panel: closed")
+
+
+def _only_the_meter(before: PanelView | None, after: PanelView) -> bool:
+    """Whether ``after`` differs from ``before`` in the meter's text alone."""
+    return before is not None and before != after and \
+        dataclasses.replace(after, meter=before.meter) == before
 
 
 class _UiThread:
@@ -548,6 +555,10 @@ class _TkWindow:
         self._root.quit()
 
     def show(self, v: PanelView) -> None:
+        if _only_the_meter(self._view, v):  # the meter's tick: buttons and focus stay put
+            self._view = v
+            self._meter.configure(text=v.meter)
+            return
         first, self._view, root = self._view is None, v, self._root
         for label, text in ((self._headline, v.headline), (self._detail, v.detail),
                             (self._code, v.code), (self._phone, v.phone),
@@ -722,6 +733,10 @@ class _Win32Window:
         self._u32.SetForegroundWindow(self._hwnd)
 
     def show(self, v: PanelView) -> None:
+        if _only_the_meter(self._view, v):  # the meter's tick: buttons and focus stay put
+            self._view = v
+            self._u32.SetWindowTextW(self._texts["meter"][0], v.meter)
+            return
         first, self._view, u32 = self._view is None, v, self._u32
         s = self._scale
         pad, gap, inner = round(14 * s), round(6 * s), round((PANEL_WIDTH_PX - 28) * s)

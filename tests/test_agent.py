@@ -23,11 +23,12 @@ import agent_config
 import agent_session as core
 import protocol as p
 import screen_codec as codec
-from tests.fakes import FakeInput, FakeScreen, FakeTray
+from tests.fakes import FakeInput, FakePanel, FakeScreen, FakeTray
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = "session-0123456789abcdef"
 RESUME = "resume-0123456789abcdef"
+CODE = "482913"
 
 
 class ScriptedRelay:
@@ -79,11 +80,13 @@ class Peer:
 
     async def register(self) -> p.AgentHello:
         hello = await self.hello()
-        await self.send(p.Registered(SESSION, "David", 600, RESUME))
+        await self.send(p.Registered(SESSION, "David", 600, RESUME, CODE))
         return hello
 
-    async def accept(self, hello: p.AgentHello) -> None:
-        await self.send(p.Accepted(SESSION, "David", hello.machine, hello.user, hello.screens))
+    async def accept(self, hello: p.AgentHello, elapsed_s: float = 0.0,
+                     paused: bool = False) -> None:
+        await self.send(p.Accepted(SESSION, "David", hello.machine, hello.user, hello.screens,
+                                   CODE, elapsed_s, paused))
 
     async def update(self) -> list[p.Frame]:
         """The frames of the next screen update (control messages are kept in controls)."""
@@ -131,15 +134,16 @@ class Clock:
 
 
 def make_agent(relay, screen=None, user_input=None, tray=None, clock=None,
-               ca_pem: str = "") -> agent.Agent:
+               ca_pem: str = "", window=None) -> agent.Agent:
     tray = tray or FakeTray()
     runner = agent.Agent(url=agent_config.agent_url(relay.url), technician="david",
                          screen=screen or FakeScreen(), input=user_input or FakeInput(),
                          tray=tray, machine="pc-1", user="anna",
                          ssl_context=agent_config.make_ssl_context(ca_pem),
-                         **({"clock": clock} if clock else {}))
+                         window=window, company="Acme IT", person="David",
+                         phone="269 998 1389", **({"clock": clock} if clock else {}))
     if isinstance(tray, FakeTray):
-        tray.on_close = runner.request_close
+        tray.on_close, tray.on_pause = runner.request_close, runner.request_pause
     return runner
 
 
@@ -173,7 +177,8 @@ def run(coro):
 
 
 def test_pending_yellow_then_accepted_green_then_ended_by_technician() -> None:
-    """registered shows yellow "Connection active", accepted green naming them, ended hides."""
+    """registered shows yellow with "Connection active", accepted green naming who sees the
+    screen, ended hides the icon; the tooltips name the state in words."""
     async def scenario():
         async with ScriptedRelay() as relay:
             tray = FakeTray()
@@ -185,8 +190,10 @@ def test_pending_yellow_then_accepted_green_then_ended_by_technician() -> None:
             await peer.update()
             await peer.send(p.Ended(SESSION, "technician", "done"))
             outcome = await task
-        assert tray.shown == [("pending", "Waiting for David", "Connection active"),
-                              ("active", "David is connected", "David is connected")]
+        waiting, seeing = "Waiting for David to accept", "David (Acme IT) can see your screen"
+        assert tray.shown == [("pending", waiting, ""), ("pending", waiting, "Connection active"),
+                              ("active", seeing, ""),
+                              ("active", seeing, "David can see your screen")]
         assert tray.hidden
         assert outcome == agent.Outcome(agent.EXIT_OK)
     run(scenario())
@@ -698,7 +705,7 @@ def test_every_key_code_is_valid_on_the_wire() -> None:
 
 # --- configuration ---------------------------------------------------------------------
 
-AGENT_MODULES = ("agent.py", "agent_config.py", "agent_session.py", "agent_ui.py",
+AGENT_MODULES = ("agent.py", "agent_config.py", "agent_session.py", "agent_ui.py", "panel.py",
                  "protocol.py", "screen_codec.py")
 NEW_COPY = ("This program cannot connect because its settings are damaged or missing: please "
             "ask the company that sent you this program for a new copy.")
@@ -827,7 +834,7 @@ def test_picker_without_a_usable_display_explains_and_exits(tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "agent.py"), "--config", str(config)],
         capture_output=True, text=True, timeout=60,
-        env={"DISPLAY": ":65000", "PATH": "/usr/bin:/bin"})
+        env={"DISPLAY": ":65000", "PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(tmp_path)})
     assert result.returncode == 0
     assert "--technician (a, b)" in result.stderr and "Traceback" not in result.stderr
 
@@ -863,9 +870,11 @@ from hypothesis import strategies as st  # noqa: E402
 
 OTHER = "other-session-123456789"
 _messages = st.one_of(
-    st.builds(p.Registered, st.just(SESSION), st.just("David"), st.just(60), st.just(RESUME)),
+    st.builds(p.Registered, st.just(SESSION), st.just("David"), st.just(60), st.just(RESUME),
+              st.just(CODE)),
     st.builds(p.Accepted, st.sampled_from([SESSION, OTHER]), st.just("David"), st.just("pc"),
-              st.just("anna"), st.just((p.Screen(0, 0, 320, 200), p.Screen(0, 0, 320, 200)))),
+              st.just("anna"), st.just((p.Screen(0, 0, 320, 200), p.Screen(0, 0, 320, 200))),
+              st.just(CODE), st.just(0.0), st.booleans()),
     st.builds(p.Control, st.sampled_from([SESSION, OTHER]), st.booleans()),
     st.builds(p.PointerMove, st.sampled_from([SESSION, OTHER]), st.integers(0, 3),
               st.integers(0, 400), st.integers(0, 300)),
@@ -883,6 +892,7 @@ _messages = st.one_of(
 
 
 LINK_LOST = "link lost"  # a broken link (no close frame) among the messages
+PAUSE, RESUME_SHARING = "pause", "resume"  # the customer's Pause and Resume among them
 
 
 def carry_out(user_input: FakeInput, actions: list) -> None:
@@ -892,17 +902,23 @@ def carry_out(user_input: FakeInput, actions: list) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(_messages, st.just(LINK_LOST)), max_size=30))
-@example([p.Registered(SESSION, "David", 60, RESUME), p.Ended(SESSION, "relay", "x"),
-          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors()),
+@given(st.lists(st.one_of(_messages, st.sampled_from([LINK_LOST, PAUSE, RESUME_SHARING])),
+                max_size=30))
+@example([p.Registered(SESSION, "David", 60, RESUME, CODE), p.Ended(SESSION, "relay", "x"),
+          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors(), CODE),
           p.Control(SESSION, True), p.PointerMove(SESSION, 1, 1, 1)])
-@example([p.Registered(SESSION, "David", 60, RESUME),
-          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors()),
+@example([p.Registered(SESSION, "David", 60, RESUME, CODE),
+          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors(), CODE),
           p.Control(SESSION, True), p.Key(SESSION, "KeyA", "", True), LINK_LOST,
-          p.Registered(SESSION, "David", 60, RESUME), p.Key(SESSION, "KeyA", "", True)])
+          p.Registered(SESSION, "David", 60, RESUME, CODE), p.Key(SESSION, "KeyA", "", True)])
+@example([p.Registered(SESSION, "David", 60, RESUME, CODE),
+          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors(), CODE),
+          p.Control(SESSION, True), p.Key(SESSION, "KeyA", "", True), PAUSE,
+          p.Key(SESSION, "KeyA", "", True), RESUME_SHARING, p.Key(SESSION, "KeyA", "", True)])
 def test_no_input_is_injected_without_an_active_session_and_control(messages) -> None:
-    """Any message sequence, with broken links among it, through the session core: injection
-    only while in control, every press released when control goes, nothing after the end."""
+    """Any message sequence, with broken links and the customer's Pause and Resume among it,
+    through the session core: injection only while in control and not paused, every press
+    released when control goes or a pause comes, nothing after the end."""
     user_input = FakeInput()
     session = core.Session("david", "pc", "anna", agent.KEY_TABLE)
     carry_out(user_input, session.connected(FakeScreen().monitors()))
@@ -914,6 +930,10 @@ def test_no_input_is_injected_without_an_active_session_and_control(messages) ->
             actions = session.link_lost(None, "", float(now))
             if any(isinstance(a, core.Reconnect) for a in actions):
                 actions += session.connected(FakeScreen().monitors())
+        elif message == PAUSE:
+            actions = session.pause(float(now))
+        elif message == RESUME_SHARING:
+            actions = session.unpause(float(now))
         else:
             actions = session.receive(message, float(now))
         carry_out(user_input, actions)
@@ -982,10 +1002,10 @@ def test_backends_are_chosen_in_one_place_with_an_environment_override(monkeypat
     assert agent.make_input() == "x11"
 
 
-def test_the_program_runs_headless_on_the_dummy_backends() -> None:
-    """python agent.py with the dummy screen and input and the log tray, no DISPLAY: it says
-    hello with the dummy monitor, streams it once accepted, logs injected keys, and exits 0
-    when the support person ends the session."""
+def test_the_program_runs_headless_on_the_dummy_backends(tmp_path) -> None:
+    """python agent.py with the dummy screen and input, the log tray and the log panel
+    chosen by name, no DISPLAY: it says hello with the dummy monitor, streams it once
+    accepted, logs injected keys, and exits 0 when the support person ends the session."""
     async def scenario():
         async with ScriptedRelay() as relay:
             process = await asyncio.create_subprocess_exec(
@@ -993,7 +1013,8 @@ def test_the_program_runs_headless_on_the_dummy_backends() -> None:
                 "--technician", "david", stdin=subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 env={"PATH": "/usr/bin:/bin", "SPOTLIGHT_SCREEN": "dummy",
-                     "SPOTLIGHT_INPUT": "dummy", "SPOTLIGHT_TRAY": "log"})
+                     "SPOTLIGHT_INPUT": "dummy", "SPOTLIGHT_TRAY": "log",
+                     "SPOTLIGHT_PANEL": "log", "XDG_RUNTIME_DIR": str(tmp_path)})
             peer = await relay.next()
             hello = await peer.register()
             assert hello.screens == (agent.DUMMY_SCREEN, agent.DUMMY_SCREEN)
