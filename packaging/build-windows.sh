@@ -2,10 +2,15 @@
 # Build the one-file Windows agent, dist/windows/SpotlightSupport.exe, on Debian/Ubuntu under
 # Wine, with the official Windows embeddable CPython taken from the package index.
 #
-#   packaging/build-windows.sh [--config FILE]
+#   packaging/build-windows.sh [--config FILE] [--sign FILE.pfx [--timestamp URL]]
 #
-#   --config FILE   the company configuration baked into the exe as support.json
-#                   (default: support.example.json)
+#   --config FILE     the company configuration baked into the exe as support.json
+#                     (default: support.example.json)
+#   --sign FILE.pfx   sign the exe with Authenticode (osslsigncode) using this code-signing
+#                     certificate; its password is read from the environment variable
+#                     SIGN_PASSWORD (checked before the build starts)
+#   --timestamp URL   with --sign: an RFC 3161 timestamp server, so the signature outlives
+#                     the certificate (also SPOTLIGHT_TIMESTAMP_URL)
 #
 # Everything reusable is cached under .cache/wine/ (or $SPOTLIGHT_WINE_CACHE): the Wine build
 # prefix, the Windows Python and its packages. The first build takes a few minutes; a rebuild
@@ -21,6 +26,8 @@ PREFIX="$CACHE/prefix"        # the Wine prefix the build runs in
 PYDIR="$CACHE/python"         # the Windows CPython (python.exe), usable from any prefix
 DOWNLOADS="$CACHE/downloads"
 CONFIG=support.example.json
+SIGN_PFX=""
+TIMESTAMP="${SPOTLIGHT_TIMESTAMP_URL:-}"
 SYSTEM_PACKAGES=(wine wine64 fonts-wine xvfb xauth)
 
 say() { printf 'build-windows: %s\n' "$*" >&2; }
@@ -30,12 +37,26 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --config) [ $# -ge 2 ] || die "--config needs a file"; CONFIG="$2"; shift 2 ;;
     --config=*) CONFIG="${1#--config=}"; shift ;;
+    --sign) [ $# -ge 2 ] || die "--sign needs a .pfx file"; SIGN_PFX="$2"; shift 2 ;;
+    --sign=*) SIGN_PFX="${1#--sign=}"; shift ;;
+    --timestamp) [ $# -ge 2 ] || die "--timestamp needs a URL"; TIMESTAMP="$2"; shift 2 ;;
+    --timestamp=*) TIMESTAMP="${1#--timestamp=}"; shift ;;
     -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
-    *) die "unknown argument: $1 (usage: packaging/build-windows.sh [--config FILE])" ;;
+    *) die "unknown argument: $1 (usage: packaging/build-windows.sh [--config FILE]" \
+         "[--sign FILE.pfx [--timestamp URL]])" ;;
   esac
 done
 [ -f "$CONFIG" ] || die "configuration file not found: $CONFIG"
 CONFIG="$(readlink -f "$CONFIG")"
+# A signing mistake is found before minutes of building, not after.
+if [ -n "$SIGN_PFX" ]; then
+  [ -f "$SIGN_PFX" ] || die "certificate file not found: $SIGN_PFX"
+  SIGN_PFX="$(readlink -f "$SIGN_PFX")"
+  [ -n "${SIGN_PASSWORD+set}" ] || die "--sign: set SIGN_PASSWORD to the password of $SIGN_PFX"
+  SYSTEM_PACKAGES+=(osslsigncode)
+elif [ -n "$TIMESTAMP" ] && [ -z "${SPOTLIGHT_TIMESTAMP_URL:-}" ]; then
+  die "--timestamp only means something with --sign"
+fi
 
 # --- system packages ---------------------------------------------------------------------
 missing=()
@@ -191,4 +212,8 @@ SPOTLIGHT_CONFIG="$(winpath "$CONFIG")" wine_run "$PYDIR/python.exe" -m PyInstal
   --noconfirm --log-level WARN --distpath 'dist\windows' --workpath 'build\windows' build.spec
 wineserver -w
 [ -f dist/windows/SpotlightSupport.exe ] || die "PyInstaller did not produce the exe"
+if [ -n "$SIGN_PFX" ]; then
+  SPOTLIGHT_TIMESTAMP_URL="$TIMESTAMP" bash packaging/sign-windows.sh "$SIGN_PFX" \
+    dist/windows/SpotlightSupport.exe
+fi
 say "built $ROOT/dist/windows/SpotlightSupport.exe ($(du -h dist/windows/SpotlightSupport.exe | cut -f1))"
