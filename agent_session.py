@@ -391,7 +391,12 @@ class Session:
             if self.granted and self._state == ACCEPTED:
                 self._become(IN_CONTROL)
                 return []
-            return [] if self.granted else self._release()
+            if self.granted:
+                return []
+            actions = self._release()
+            if self._state == IN_CONTROL:
+                self._become(ACCEPTED)
+            return actions
         if isinstance(msg, p.Refresh):
             if msg.monitor >= len(self.screens) or self._state not in (ACCEPTED, IN_CONTROL):
                 return []
@@ -468,15 +473,13 @@ class Session:
 
     def _release(self, keep_control: bool = False) -> list[Action]:
         """Leave control: everything held is released; no input until granted again (a pause
-        keeps the grant, so that Resume gives control back as it was)."""
+        keeps the grant, so that Resume gives control back as it was). The caller moves on
+        to the next state (no passing "accepted" on the way to the end)."""
         actions = [Inject("key", (code, False)) for code in sorted(self.held_keys)]
         actions += [Inject("button", (name, False)) for name in sorted(self.held_buttons)]
         self.held_keys.clear()
         self.held_buttons.clear()
-        if not keep_control:
-            self.granted = False
-            if self._state == IN_CONTROL:
-                self._become(ACCEPTED)
+        self.granted = self.granted and keep_control
         return actions
 
     def _ended(self, msg: p.Ended, now: float) -> list[Action]:

@@ -156,3 +156,26 @@ class FakePanel:
         button = self.last.button(key)
         assert button is not None, f"no enabled Alt+{key} in {self.last.state}"
         threading.Thread(target=self.actions.run, args=(button.action,)).start()
+
+
+class FakeInstance:
+    """The one-program lock (agent_ui.Instance): ``first`` says whether this start is the
+    only one; a refused start records that it asked the other to come to the front."""
+
+    def __init__(self, first: bool = True) -> None:
+        self.first = first
+        self.asked = False
+        self.released: bool | None = None  # None: never acquired
+        self.on_front = None
+
+    def acquire(self, on_front) -> bool:
+        self.on_front = on_front
+        if self.first:
+            self.released = False
+        else:
+            self.asked = True
+        return self.first
+
+    def release(self) -> None:
+        if self.released is not None:
+            self.released = True

@@ -6,10 +6,12 @@ import asyncio
 import io
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +23,10 @@ from websockets.exceptions import ConnectionClosed
 import agent
 import agent_config
 import agent_session as core
+import agent_ui
 import protocol as p
 import screen_codec as codec
-from tests.fakes import FakeInput, FakePanel, FakeScreen, FakeTray
+from tests.fakes import FakeInput, FakeInstance, FakePanel, FakeScreen, FakeTray
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = "session-0123456789abcdef"
@@ -595,6 +598,251 @@ def test_pointer_position_is_sent_as_cursor_relative_to_the_monitor() -> None:
             await task
         assert p.Cursor(0, 30, 40) in peer.controls
     run(scenario())
+
+
+# --- the session panel and the tray's menu ---
+
+
+def panel_agent(relay, **agent_args) -> tuple[agent.Agent, FakePanel, agent.Controls]:
+    """An agent whose panel is a FakePanel wired as main() wires the real one."""
+    controls = agent.Controls()
+    window = FakePanel(controls.panel_actions())
+    runner = controls.agent = make_agent(relay, window=window, **agent_args)
+    return runner, window, controls
+
+
+async def until(check, what: str, timeout: float = 10) -> None:
+    """Until ``check()`` holds (the agent works on its own loop task meanwhile)."""
+    for _ in range(int(timeout / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"never: {what}")
+
+
+async def next_control(peer: Peer, kind: type) -> tuple[p.Message, list]:
+    """The next control message of ``kind``, and every frame and message before it."""
+    before = []
+    while not isinstance(message := await peer.recv(), kind):
+        before.append(message)
+    return message, before
+
+
+def test_the_panel_follows_the_session_from_connecting_to_the_receipt() -> None:
+    """Connecting, waiting with the code grouped and its digits in the title, accepted, in
+    control by name, and the receipt from ended's ledger reference and billed seconds; the
+    tray's tooltip names each state."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            tray = FakeTray()
+            runner, window, _ = panel_agent(relay, tray=tray)
+            task = asyncio.create_task(runner.run())
+            peer = await relay.next()
+            assert window.states == ["connecting"]
+            hello = await peer.register()
+            await until(lambda: window.last.state == "waiting", "waiting")
+            assert window.last.code == "482 913" and "482913" in window.last.title
+            await peer.accept(hello, elapsed_s=700)
+            await peer.update()
+            await peer.send(p.Control(SESSION, True))
+            await until(lambda: window.last.state == "control", "in control")
+            assert window.last.headline == "David is using your mouse and keyboard"
+            assert tray.shown[-1] == ("control", window.last.tooltip, "")
+            await peer.send(p.Ended(SESSION, "technician", "technician-ended", 123, 750))
+            return await task, window
+    outcome, window = run(scenario())
+    assert outcome == agent.Outcome(agent.EXIT_OK)
+    assert window.states == ["connecting", "waiting", "accepted", "control", "ended"]
+    receipt = window.last
+    assert re.fullmatch(r"Session with David ended \d\d:\d\d · 12 min 30 s · ref 123",
+                        receipt.headline), receipt.headline
+    assert receipt.detail == p.customer_words("technician-ended")
+    assert receipt.dismiss_after_s is not None  # a normal end closes itself
+
+
+def test_pause_on_the_panel_stops_input_and_frames_and_the_trays_resume_sends_a_whole_image(
+        ) -> None:
+    """Alt+P: what the support person holds is released, the relay gets pause{true} and no
+    frame or input follows; the meter stands still. Resume in the tray's menu: pause{false},
+    then a whole image, and control is back as it was."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            user_input, tray, clock = FakeInput(), FakeTray(), Clock()
+            runner, window, _ = panel_agent(relay, user_input=user_input, tray=tray,
+                                            clock=clock)
+            task = asyncio.create_task(runner.run())
+            peer = await relay.next()
+            await peer.accept(await peer.register(), elapsed_s=60)
+            await peer.update()
+            await peer.send(p.Control(SESSION, True))
+            await peer.send(p.Key(SESSION, "ShiftLeft", "Shift", True))
+            await until(lambda: "key:ShiftLeft" in user_input.held, "Shift held")
+            clock.now += 5
+            window.press("p")
+            pause, _ = await next_control(peer, p.Pause)
+            assert pause == p.Pause(True) and user_input.held == set()
+            await until(lambda: window.last.state == "paused", "the panel paused")
+            assert tray.shown[-1][0] == "paused" and window.last.meter == "Session time 1:05"
+            events = len(user_input.events)
+            await peer.send(p.Key(SESSION, "KeyA", "a", True))  # paused: never injected
+            await peer.send(p.Refresh(SESSION, 0))  # paused: no image
+            clock.now += 30
+            tray.click_pause(False)
+            resume, between = await next_control(peer, p.Pause)
+            assert resume == p.Pause(False) and between == []  # no frame while paused
+            frames = await peer.update()
+            assert frames[0].flags & p.FLAG_FULL
+            assert user_input.events[events:] == []
+            await peer.send(p.Key(SESSION, "KeyB", "b", True))  # control is back
+            await until(lambda: ("key", "KeyB", True) in user_input.events, "KeyB")
+            assert ("key", "KeyA", True) not in user_input.events
+            assert window.last.state == "control"
+            assert window.last.meter == "Session time 1:05 · paused 0:30, not billed"
+            await peer.send(p.Ended(SESSION, "technician", "technician-ended"))
+            await task
+    run(scenario())
+
+
+def test_end_session_on_the_panel_closes_as_the_customer_with_the_ledgers_receipt() -> None:
+    """Alt+E: close{customer-closed} to the relay, whose `ended` answer gives the receipt
+    its ledger reference; the tray icon goes, the panel stays with the receipt."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            tray = FakeTray()
+            runner, window, _ = panel_agent(relay, tray=tray)
+            task = asyncio.create_task(runner.run())
+            peer = await relay.next()
+            await peer.accept(await peer.register(), elapsed_s=42)
+            await peer.update()
+            window.press("e")
+            close, _ = await next_control(peer, p.Close)
+            assert close == p.Close("customer-closed")
+            await peer.send(p.Ended(SESSION, "customer", "customer-closed", 77, 43))
+            outcome = await task
+        return outcome, window, tray
+    outcome, window, tray = run(scenario())
+    assert outcome == agent.Outcome(agent.EXIT_OK) and tray.hidden
+    assert window.last.state == "ended" and window.last.headline.endswith("· 43 s · ref 77")
+    assert not window.closed  # main() closes it once read or timed out
+
+
+def test_a_refusal_before_acceptance_shows_the_error_with_retry_and_the_phone() -> None:
+    """error{technician-unknown}: the panel says the sentence for its code, offers Retry and
+    the company's phone number, and no tray icon was ever shown."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            tray = FakeTray()
+            runner, window, _ = panel_agent(relay, tray=tray)
+            task = asyncio.create_task(runner.run())
+            peer = await relay.next()
+            await peer.hello()
+            await peer.send(p.refusal("technician-unknown", "agent"))
+            return await task, window, tray
+    outcome, window, tray = run(scenario())
+    assert outcome.code == agent.EXIT_FAILED and tray.shown == []
+    error = window.last
+    assert error.state == "error" and error.headline == p.customer_words("technician-unknown")
+    assert error.phone == "If it keeps failing, call Acme IT: 269 998 1389"
+    assert error.button("r").action == "retry"
+
+
+def test_retry_after_a_connection_error_starts_again_and_close_ends(monkeypatch) -> None:
+    """main's session loop: a refusal shows the error; Retry connects again as a new session
+    on the same panel; End, then the receipt's Close, ends the program with exit 0."""
+    monkeypatch.setenv("SPOTLIGHT_SCREEN", "dummy")
+    monkeypatch.setenv("SPOTLIGHT_INPUT", "dummy")
+    monkeypatch.setenv("SPOTLIGHT_TRAY", "log")
+
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            controls = agent.Controls()
+            window = FakePanel(controls.panel_actions())
+            config = agent_config.Config("Acme IT", relay.url, (("david", "David"),))
+            link = (agent_config.agent_url(relay.url), agent_config.make_ssl_context(""))
+            program = asyncio.create_task(asyncio.to_thread(
+                agent._sessions, config, "david", link, controls, window, None))
+            first = await relay.next()
+            await first.hello()
+            await first.send(p.refusal("too-many-waiting", "agent"))
+            await until(lambda: window.last.state == "error", "the error")
+            window.press("r")
+            again = await relay.next()
+            hello = await again.register()
+            assert hello.resume == ""  # a new session, not a resumed one
+            await until(lambda: window.last.state == "waiting", "waiting again")
+            window.press("e")
+            await next_control(again, p.Close)
+            await again.ws.close()
+            await until(lambda: window.last.state == "ended", "the receipt")
+            window.press("c")
+            return await program
+    assert run(scenario()) == agent.EXIT_OK
+
+
+def test_a_second_start_brings_the_first_to_the_front_and_starts_nothing(tmp_path) -> None:
+    """Two starts on one display for one user: the second asks the first (through the lock
+    file's local socket) to bring its panel to the front, and exits 0 without connecting."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            env = {"PATH": "/usr/bin:/bin", "SPOTLIGHT_SCREEN": "dummy",
+                   "SPOTLIGHT_INPUT": "dummy", "SPOTLIGHT_TRAY": "log",
+                   "SPOTLIGHT_PANEL": "log", "XDG_RUNTIME_DIR": str(tmp_path)}
+            command = [sys.executable, str(ROOT / "agent.py"), "--relay", relay.url,
+                       "--technician", "david"]
+            first = await asyncio.create_subprocess_exec(
+                *command, stdin=subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env)
+            peer = await relay.next()
+            await peer.register()
+            second = await asyncio.create_subprocess_exec(
+                *command, stdin=subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env)
+            second_log = (await asyncio.wait_for(second.stderr.read(), 30)).decode()
+            assert await second.wait() == 0, second_log
+            await peer.send(p.Ended(SESSION, "technician", "technician-ended"))
+            first_log = (await asyncio.wait_for(first.stderr.read(), 30)).decode()
+            assert await first.wait() == 0, first_log
+            assert relay.connections.empty()
+            return first_log, second_log
+    first_log, second_log = run(scenario())
+    assert "already running" in second_log and "panel: to the front" in first_log
+    assert "Traceback" not in first_log + second_log
+
+
+def test_the_lock_is_one_per_user_and_display_and_goes_with_its_holder(tmp_path) -> None:
+    """LinuxInstance: a second holder on the same display is refused and the first is asked
+    to the front; another display has its own; once released, the lock can be taken again,
+    also after a holder that died left its socket file behind."""
+    fronted = threading.Event()
+    first = agent_ui.LinuxInstance(tmp_path, ":7")
+    assert first.acquire(fronted.set)
+    assert not agent_ui.LinuxInstance(tmp_path, ":7").acquire(lambda: None)
+    assert fronted.wait(10)
+    other = agent_ui.LinuxInstance(tmp_path, ":8")
+    assert other.acquire(lambda: None)
+    other.release()
+    first.release()
+    first.socket_path.touch()  # as if a program had died holding it
+    again = agent_ui.LinuxInstance(tmp_path, ":7")
+    assert again.acquire(lambda: None)
+    again.release()
+
+
+def test_the_lock_refuses_a_folder_others_can_write(tmp_path) -> None:
+    """A runtime folder other users can write to could hold another user's trap: refused
+    (main then runs without the lock rather than not at all)."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(OSError, match="not private"):
+        agent_ui.LinuxInstance(shared, ":7").acquire(lambda: None)
+
+
+def test_main_with_the_lock_held_elsewhere_exits_before_choosing_or_connecting() -> None:
+    """main() behind the Instance interface: a fake that says another program runs makes it
+    exit 0 at once (no picker, no panel, no connection: the relay address leads nowhere)."""
+    instance = FakeInstance(first=False)
+    assert agent.main(["--relay", "ws://127.0.0.1:9", "--technician", "david"],
+                      instance=instance) == agent.EXIT_OK
+    assert instance.asked and instance.released is None  # never held: nothing to release
 
 
 # --- TLS with a pinned CA ---
