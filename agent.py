@@ -478,7 +478,7 @@ class Agent:
         self._capture_failed = False  # the streamer failed: the session ends
         self._tray_shown: tuple[str, str] | None = None
         self._ended_at: datetime | None = None
-        self._state_shown = ""  # logged once per state
+        self._said = ("", "")  # the state and headline last logged
         self._show(self.session.view)
 
     def request_close(self) -> None:
@@ -521,9 +521,10 @@ class Agent:
         facts = agent_ui.panel_facts(view, self.clock(), self.company, self.person,
                                      self.phone, self._ended_at)
         shown = panel.view(facts)
-        if shown.state != self._state_shown:
-            self._state_shown = shown.state
-            log.info("session: %s%s", shown.state, f" ({view.sentence})" if view.sentence else "")
+        if (shown.state, shown.headline) != self._said:  # the meter's ticks are not news
+            self._said = (shown.state, shown.headline)
+            log.info("session: %s | %s%s", shown.state, shown.headline,
+                     f" ({view.sentence})" if view.sentence else "")
         self.window.show(shown)
         if shown.tray_state is not None and (shown.tray_state, shown.tooltip) != \
                 self._tray_shown:

@@ -43,6 +43,7 @@ MARGIN_PX = 24  # from the screen's right edge and the work area's bottom
 TASKBAR_PX = 56  # Tk knows no work area: room left at the bottom for a panel or dock
 PANEL_WIDTH_PX = 490  # the receipt line fits on one line
 CODE_DIGITS = 6
+NBSP = "\u00a0"
 
 # Tray icon per state: yellow while waiting and green once accepted, as the customer was
 # promised; grey while the link is down. The symbol, not the hue, tells the states apart.
@@ -191,7 +192,7 @@ def view(facts: SessionFacts) -> PanelView:
     else:  # ended
         title, close_action, headline = f"session with {person} ended", "dismiss", receipt(f)
         parts = [f.message] if f.message else []
-        if f.paused_s:
+        if f.paused_s >= 1:  # a pause shorter than a second is not worth a sentence
             parts.append(f"Paused time ({duration_text(f.paused_s)}) was not billed.")
         detail = " ".join(parts) or "To connect again, run the program again."
         dismiss_after = None if f.failed else RECEIPT_SHOWN_S
@@ -204,12 +205,14 @@ def view(facts: SessionFacts) -> PanelView:
 
 
 def receipt(f: SessionFacts) -> str:
-    """ "Session with David ended 14:32 · 12 min 30 s · ref 123" (parts left out if unknown)."""
+    """ "Session with David ended 14:32 · 12 min 30 s · ref 123" (parts left out if unknown).
+    The duration and the reference are each held together by no-break spaces: a line that
+    must wrap breaks between the parts, never inside "ref 123"."""
     parts = [f"Session with {f.person} ended" + (
         f" {f.ended_at:%H:%M}" if f.ended_at is not None else ""), duration_text(f.elapsed_s)]
     if f.reference:
         parts.append(f"ref {f.reference}")
-    return " · ".join(parts)
+    return " · ".join([parts[0], *(part.replace(" ", NBSP) for part in parts[1:])])
 
 
 def group_code(code: str) -> str:

@@ -655,7 +655,7 @@ def test_the_panel_follows_the_session_from_connecting_to_the_receipt() -> None:
     assert window.states == ["connecting", "waiting", "accepted", "control", "ended"]
     receipt = window.last
     assert re.fullmatch(r"Session with David ended \d\d:\d\d · 12 min 30 s · ref 123",
-                        receipt.headline), receipt.headline
+                        receipt.headline.replace("\xa0", " ")), receipt.headline
     assert receipt.detail == p.customer_words("technician-ended")
     assert receipt.dismiss_after_s is not None  # a normal end closes itself
 
@@ -722,7 +722,7 @@ def test_end_session_on_the_panel_closes_as_the_customer_with_the_ledgers_receip
         return outcome, window, tray
     outcome, window, tray = run(scenario())
     assert outcome == agent.Outcome(agent.EXIT_OK) and tray.hidden
-    assert window.last.state == "ended" and window.last.headline.endswith("· 43 s · ref 77")
+    assert window.last.state == "ended" and window.last.headline.endswith("· 43\xa0s · ref\xa077")
     assert not window.closed  # main() closes it once read or timed out
 
 
@@ -1276,3 +1276,110 @@ def test_the_program_runs_headless_on_the_dummy_backends(tmp_path) -> None:
     frames, code, log = run(scenario())
     assert sum(f.width * f.height for f in frames) == 1024 * 768
     assert code == 0 and "input: key KeyA down" in log and "Traceback" not in log
+
+
+# --- the real program's Tk panel on Xvfb, against the scripted relay ----------------------
+
+SHOTS = ROOT / "test-artifacts" / "panel"
+
+
+def xdotool(*args: str) -> str:
+    return subprocess.run(["xdotool", *args], check=True, timeout=60, capture_output=True,
+                          text=True).stdout
+
+
+def window_titled(part: str) -> str:
+    """The id of the window whose title contains ``part`` (waits for it; no regex chars)."""
+    return xdotool("search", "--sync", "--name", re.escape(part)).split()[0]
+
+
+def title_of(window: str) -> str:
+    return xdotool("getwindowname", window).strip()
+
+
+async def titled(window: str, part: str) -> str:
+    """Until the window's title contains ``part`` (the panel's thread sets it)."""
+    await until(lambda: part in title_of(window), f"a title with {part!r}", timeout=20)
+    return title_of(window)
+
+
+def shoot(window: str, name: str) -> None:
+    """A screenshot of the window into test-artifacts/panel/ for a person to look at."""
+    import mss
+
+    shape = dict(v.split("=") for v in xdotool("getwindowgeometry", "--shell", window).split())
+    box = {k: int(shape[v]) for k, v in (("left", "X"), ("top", "Y"), ("width", "WIDTH"),
+                                         ("height", "HEIGHT"))}
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with mss.MSS() as sct:
+        shot = sct.grab(box)
+    Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX").save(SHOTS / f"{name}.png")
+
+
+def alt(window: str, key: str) -> None:
+    """Alt+``key`` into the panel (no window manager: the focus is given to it first)."""
+    xdotool("windowfocus", "--sync", window)
+    xdotool("key", "--clearmodifiers", f"alt+{key}")
+
+
+@pytest.mark.x11
+def test_the_programs_tk_panel_is_found_by_its_code_and_its_keys_pause_resume_and_end(
+        xvfb, tmp_path) -> None:
+    """python agent.py on Xvfb shows its Tk panel from the start: found by the session code
+    in its title while waiting; Alt+P pauses (pause{true} at the relay, no frame after it)
+    and resumes (pause{false}, a whole image); Alt+E ends as the customer, the receipt shows
+    the ledger's reference, and Alt+C closes it and the program (exit 0). Screenshots of each
+    state in test-artifacts/panel/agent-*.png."""
+    if shutil.which("xdotool") is None:
+        pytest.fail("xdotool is not installed: run ./dev test, which installs it")
+
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            env = {**os.environ, "SPOTLIGHT_SCREEN": "dummy", "SPOTLIGHT_INPUT": "dummy",
+                   "SPOTLIGHT_TRAY": "log", "XDG_RUNTIME_DIR": str(tmp_path)}
+            env.pop("SPOTLIGHT_PANEL", None)
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "agent.py"), "--relay", relay.url,
+                "--technician", "david", stdin=subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, env=env)
+            try:
+                window = await asyncio.to_thread(window_titled, "support: connecting")
+                peer = await relay.next()
+                hello = await peer.register()
+                assert "482913" in await titled(window, "482913")
+                shoot(window, "agent-waiting")
+                await peer.accept(hello, elapsed_s=75)
+                await titled(window, "can see your screen")
+                await peer.update()
+                await peer.send(p.Control(SESSION, True))
+                await titled(window, "mouse and keyboard")
+                shoot(window, "agent-control")
+                await asyncio.to_thread(alt, window, "p")
+                pause, _ = await next_control(peer, p.Pause)
+                assert pause == p.Pause(True)
+                await titled(window, "Paused")
+                shoot(window, "agent-paused")
+                await asyncio.to_thread(alt, window, "p")
+                resume, between = await next_control(peer, p.Pause)
+                assert resume == p.Pause(False) and not any(
+                    isinstance(m, p.Frame) for m in between)
+                assert (await peer.update())[0].flags & p.FLAG_FULL
+                await titled(window, "mouse and keyboard")
+                await asyncio.to_thread(alt, window, "e")
+                close, _ = await next_control(peer, p.Close)
+                assert close == p.Close("customer-closed")
+                await peer.send(p.Ended(SESSION, "customer", "customer-closed", 123, 750))
+                await titled(window, "ended")
+                await asyncio.sleep(0.5)  # only for the picture: the receipt's second draw
+                shoot(window, "agent-ended")
+                await asyncio.to_thread(alt, window, "c")
+                log = (await asyncio.wait_for(process.stderr.read(), 30)).decode()
+                return await asyncio.wait_for(process.wait(), 30), log
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+    code, log = run(scenario())
+    assert code == 0, log
+    assert "session: ended | Session with David ended" in log and "ref\xa0123" in log
+    assert "Traceback" not in log
