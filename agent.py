@@ -1,26 +1,33 @@
 """Spotlight Remote Support: the customer's program.
 
-The customer picks the support person they are talking to; the agent connects out to the
-relay (``<relay>/ws/agent``), shows a yellow tray icon while it waits and a green one once the
-support person accepted, streams the screen (what changed, encoded by screen_codec.py, paced by
-its ``Pacer``, at most ``MAX_UPDATES_IN_FLIGHT`` unacknowledged) and injects the support
-person's input while they hold control. Close in the tray menu (or SIGTERM/Ctrl+C, which take
-the same path) ends the session.
+The customer picks the support person they are talking to; from then until the end a small
+always-on-top session panel (panel.py) says what is happening: connecting, waiting with the
+session code to read out, who sees the screen or uses the mouse and keyboard, the billed
+time, Pause/Resume (Alt+P) and End session (Alt+E), and at the end the receipt or what went
+wrong (with Retry). The agent connects out to the relay (``<relay>/ws/agent``), shows a yellow
+tray icon while it waits and a green one once the support person accepted (each state with
+its own symbol), streams the screen (what changed, encoded by screen_codec.py, paced by its
+``Pacer``, at most ``MAX_UPDATES_IN_FLIGHT`` unacknowledged) and injects the support
+person's input while they hold control and the customer has not paused. End session on the
+panel, Close in the tray menu (or SIGTERM/Ctrl+C) end the session. A second start while one
+runs brings its panel to the front instead (agent_ui's per-user lock).
 
     python agent.py [--relay URL] [--technician ID] [--config FILE]
     python agent.py --check-config FILE     is FILE a configuration this program accepts?
 
 This file is the program's I/O: the real backends (screen, input), the asyncio loop that
 drives the session core (agent_session.py: every rule of the session, no I/O) and main().
-The tray and dialogs are in agent_ui.py, the configuration in agent_config.py (which says
-what support.json holds). With --relay and --technician no configuration is needed (source
-runs and tests). Exit codes: 0 ended normally or cancelled, 1 refused/unreachable/lost,
-2 configuration.
+The tray, the dialogs and what the panel is told are in agent_ui.py, the configuration in
+agent_config.py (which says what support.json holds). With --relay and --technician no
+configuration is needed (source runs and tests). Exit codes: 0 ended normally, cancelled or
+already running, 1 refused/unreachable/lost/no window to show, 2 configuration.
 
 Environment (for tests and diagnosis): SPOTLIGHT_SCREEN=mss|dummy, SPOTLIGHT_INPUT=
 win32|x11|dummy (default: the platform's), SPOTLIGHT_TRAY=pystray|log (default pystray; "log"
-writes the tray's states to the log instead of showing an icon), SPOTLIGHT_DIALOGS=
-win32|tk|stderr (default: the platform's), SPOTLIGHT_LOG=debug for a verbose log.
+writes the tray's states to the log instead of showing an icon), SPOTLIGHT_PANEL=win32|tk|log
+(default: the platform's; "log" writes the panel's states to the log: the only way to share
+the screen without a window saying so, for tests), SPOTLIGHT_DIALOGS=win32|tk|stderr
+(default: the platform's), SPOTLIGHT_LOG=debug for a verbose log.
 """
 
 from __future__ import annotations
