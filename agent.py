@@ -806,10 +806,16 @@ def _describe(error: BaseException) -> str:
 def _setup_logging() -> None:
     level = logging.DEBUG if os.environ.get("SPOTLIGHT_LOG") == "debug" else logging.INFO
     if sys.stderr is not None:
+        # UTF-8 whatever the Windows code page (a log line holds names and "…"); a pipe read
+        # as UTF-8 must not choke on cp1252 bytes, nor the program on a character it lacks
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:  # windowed exe: the only file we ever write, in the temp folder
         path = Path(tempfile.gettempdir()) / "spotlight-agent.log"
-        handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+        # opened at the first line written: a second start that only brings the first to
+        # the front writes nothing, so it does not empty the first one's log
+        handler = logging.FileHandler(path, mode="w", encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     handler.addFilter(_one_line_for_libraries)
     for logger in (log, logging.getLogger("pystray")):
@@ -911,7 +917,9 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
         log.warning("running without the one-program lock: %r", e)
         first = True
     if not first:
-        log.info("the program is already running: its panel was asked to come to the front")
+        if sys.stderr is not None:  # (the windowed exe's log file is the first one's)
+            log.info("the program is already running: its panel was asked to come to the "
+                     "front")
         return EXIT_OK
     try:
         technician = technician or dialogs.pick(config.company, config.people)
