@@ -836,6 +836,18 @@ def test_the_lock_refuses_a_folder_others_can_write(tmp_path) -> None:
         agent_ui.LinuxInstance(shared, ":7").acquire(lambda: None)
 
 
+def test_with_no_window_to_show_the_screen_is_not_shared(tmp_path) -> None:
+    """No display for the panel (and none chosen by name): the program says so in a plain
+    sentence and exits 1 without connecting (nothing listens at the relay's address, and it
+    never says it could not reach it)."""
+    result = run_agent("--relay", "ws://127.0.0.1:9", "--technician", "david",
+                       SPOTLIGHT_SCREEN="dummy", SPOTLIGHT_INPUT="dummy", SPOTLIGHT_TRAY="log",
+                       XDG_RUNTIME_DIR=str(tmp_path))
+    assert result.returncode == 1, result.stderr
+    assert f"{agent.APP_NAME}: {agent.NO_WINDOW}" in result.stderr
+    assert "Could not reach" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_main_with_the_lock_held_elsewhere_exits_before_choosing_or_connecting() -> None:
     """main() behind the Instance interface: a fake that says another program runs makes it
     exit 0 at once (no picker, no panel, no connection: the relay address leads nowhere)."""
