@@ -67,10 +67,37 @@ class UpdateCounter:
         return False
 
 
+@dataclass(frozen=True)
+class DrawnRect:
+    """One rectangle a scripted viewer finished (decoded, or fully received), and when."""
+
+    update: int  # the viewer's count of updates started when this rectangle came
+    x: int
+    y: int
+    width: int
+    height: int
+    jpeg: tuple[str, int] | None  # (subsampling, quality) of a JPEG rectangle
+    at: float  # time.perf_counter()
+
+    def meets(self, box: tuple[int, int, int, int]) -> bool:
+        """Whether this rectangle overlaps `box` (x, y, width, height)."""
+        x, y, w, h = box
+        return (self.x < x + w and x < self.x + self.width
+                and self.y < y + h and y < self.y + self.height)
+
+
 class Viewer:
-    """The interface both scripted viewers implement for the harness."""
+    """The interface both scripted viewers implement for the harness.
+
+    `asked_at` is when the viewer asked for its first image (ours: Accept sent; RFB: the
+    first FramebufferUpdateRequest), `first_update_at` when that first update was complete;
+    each callable in `rect_listeners` gets every DrawnRect as it is finished.
+    """
 
     updates: UpdateCounter
+    asked_at: float = 0.0
+    first_update_at: float = 0.0
+    rect_listeners: list
 
     def bytes_received(self) -> int:
         raise NotImplementedError

@@ -25,7 +25,7 @@ from PIL import Image
 
 import protocol as p
 from bench.desktop import Desktop, stop
-from bench.measure import UpdateCounter, Viewer, jpeg_settings, tcp_bytes_received
+from bench.measure import DrawnRect, UpdateCounter, Viewer, jpeg_settings, tcp_bytes_received
 
 ROOT = Path(__file__).resolve().parent.parent
 TECHNICIAN, PASSWORD = "bench", "bench-password-1"
@@ -92,12 +92,16 @@ class RelayProcess:
         stop(self.process)
 
 
-def start_agent(desktop: Desktop, relay: RelayProcess) -> subprocess.Popen:
-    """The customer's program from source, as a customer would run it, on `desktop`."""
+def start_agent(desktop: Desktop, relay: RelayProcess, url: str = "",
+                env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The customer's program from source, as a customer would run it, on `desktop`;
+    `url` reaches the relay some other way (a slow link in front of it), `env` adds to its
+    environment."""
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "agent.py"), "--relay", relay.ws_url,
+        [sys.executable, str(ROOT / "agent.py"), "--relay", url or relay.ws_url,
          "--technician", TECHNICIAN],
-        cwd=ROOT, env={**desktop.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr"},
+        cwd=ROOT, env={**desktop.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr",
+                       **(env or {})},
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -146,6 +150,8 @@ class SpotlightViewer(Viewer):
         self._decoder = ThreadPoolExecutor(DECODE_THREADS, "decode")
         self._decoding: list[asyncio.Future] = []
         self._acks: asyncio.Future | None = None  # the latest update's ack, after the earlier
+        self.rect_listeners: list = []
+        self._update_no = 0
 
     async def connect(self, url: str, timeout_s: float = 30) -> None:
         self._ws, _ = await login(url)
@@ -159,6 +165,7 @@ class SpotlightViewer(Viewer):
                 waiting = [e for e in message.sessions if e.state == "waiting"]
                 if waiting:
                     self.session = waiting[0].session
+        self.asked_at = time.perf_counter()
         await self._ws.send(p.encode_control(p.Accept(self.session)))
         await self._ws.send(p.encode_control(p.TakeControl(self.session)))
         self._task = asyncio.create_task(self._read_loop())
@@ -182,7 +189,10 @@ class SpotlightViewer(Viewer):
                 continue
             frame = p.decode_frame(data)
             loop = asyncio.get_running_loop()
-            self._decoding.append(loop.run_in_executor(self._decoder, _decode, frame.image))
+            decoding = loop.run_in_executor(self._decoder, _decode, frame.image)
+            if self.rect_listeners:
+                decoding.add_done_callback(self._drawn_callback(frame))
+            self._decoding.append(decoding)
             self.frames += 1
             self.kinds[frame.kind] += 1
             self._rects += 1
@@ -190,6 +200,20 @@ class SpotlightViewer(Viewer):
                 self._acks = asyncio.ensure_future(self._ack_when_decoded(
                     self._acks, self._decoding, frame.seq, self._rects))
                 self._decoding, self._rects = [], 0
+                self._update_no += 1
+
+    def _drawn_callback(self, frame: p.Frame):
+        update = self._update_no
+
+        def drawn(decoding: asyncio.Future) -> None:
+            if decoding.cancelled() or decoding.exception() is not None:
+                return
+            rect = DrawnRect(update, frame.x, frame.y, frame.width, frame.height,
+                             decoding.result(), time.perf_counter())
+            for listener in self.rect_listeners:
+                listener(rect)
+
+        return drawn
 
     async def _ack_when_decoded(self, earlier: asyncio.Future | None,
                                 decoding: list[asyncio.Future], seq: int, rects: int) -> None:
@@ -201,6 +225,8 @@ class SpotlightViewer(Viewer):
                 self.jpegs[settings] += 1
         await self._ws.send(p.encode_control(p.Ack(self.session, seq)))
         self.updates.done(rects)
+        if not self.first_update.is_set():
+            self.first_update_at = time.perf_counter()
         self.first_update.set()
 
     async def close(self) -> None:

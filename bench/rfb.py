@@ -24,7 +24,7 @@ from collections import Counter
 from PIL import Image
 
 from bench.desktop import Desktop, require, stop
-from bench.measure import UpdateCounter, Viewer, jpeg_settings, tcp_bytes_received
+from bench.measure import DrawnRect, UpdateCounter, Viewer, jpeg_settings, tcp_bytes_received
 
 # Encodings (RFC 6143 and the RFB community registry).
 RAW, COPYRECT, TIGHT, ZRLE = 0, 1, 7, 16
@@ -117,6 +117,8 @@ class RfbViewer(Viewer):
         self._task: asyncio.Task | None = None
         self.first_update = asyncio.Event()
         self.jpegs: Counter[tuple[str, int]] = Counter()  # (subsampling, quality) -> count
+        self.rect_listeners: list = []
+        self._update_no = 0
 
     async def connect(self, port: int) -> None:
         self._reader, self._writer = await asyncio.open_connection("127.0.0.1", port)
@@ -182,6 +184,7 @@ class RfbViewer(Viewer):
         self._writer.write(b"\x00\x00\x00\x00" + _PIXEL_FORMAT)
         self._writer.write(struct.pack(f">BxH{len(encodings)}i", 2, len(encodings), *encodings))
         self._request(incremental=False)
+        self.asked_at = time.perf_counter()
         await self._writer.drain()
 
     def _request(self, incremental: bool) -> None:
@@ -209,7 +212,7 @@ class RfbViewer(Viewer):
         real = 0
         n = 0
         while count == 0xFFFF or n < count:
-            _, _, w, h, encoding = _RECT.unpack(await self._read(_RECT.size))
+            x, y, w, h, encoding = _RECT.unpack(await self._read(_RECT.size))
             n += 1
             if encoding == LAST_RECT:
                 break
@@ -222,15 +225,21 @@ class RfbViewer(Viewer):
                 await self._read(w * h * 4 + (w + 7) // 8 * h)
                 continue
             real += 1
-            await self._rectangle(w, h, encoding)
+            jpeg = await self._rectangle(w, h, encoding)
+            for listener in self.rect_listeners:
+                listener(DrawnRect(self._update_no, x, y, w, h, jpeg, time.perf_counter()))
+        self._update_no += 1
         self._request(incremental=True)
         assert self._writer is not None
         await self._writer.drain()
         if real:
             self.updates.done(real)
+            if not self.first_update.is_set():
+                self.first_update_at = time.perf_counter()
             self.first_update.set()
 
-    async def _rectangle(self, w: int, h: int, encoding: int) -> None:
+    async def _rectangle(self, w: int, h: int, encoding: int) -> tuple[str, int] | None:
+        """Read one rectangle; a JPEG's (subsampling, quality)."""
         if encoding == RAW:
             await self._read(w * h * 4)
         elif encoding == COPYRECT:
@@ -239,7 +248,7 @@ class RfbViewer(Viewer):
             (length,) = struct.unpack(">I", await self._read(4))
             await self._read(length)
         elif encoding == TIGHT:
-            await self._tight(w, h)
+            return await self._tight(w, h)
         else:
             raise RfbError(f"unexpected encoding {encoding}")
 
@@ -252,18 +261,19 @@ class RfbViewer(Viewer):
                 break
         return length
 
-    async def _tight(self, w: int, h: int) -> None:
+    async def _tight(self, w: int, h: int) -> tuple[str, int] | None:
         (control,) = await self._read(1)
         method = control >> 4
         if method == 8:  # fill: one TPIXEL (3 bytes at depth 24)
             await self._read(3)
-            return
+            return None
         if method == 9:  # JPEG: decoded, as a viewer must before asking for more
             data = await self._read(await self._compact_length())
             picture = Image.open(io.BytesIO(data))
             picture.load()
-            self.jpegs[jpeg_settings(picture)] += 1
-            return
+            settings = jpeg_settings(picture)
+            self.jpegs[settings] += 1
+            return settings
         if method & 0x08:
             raise RfbError(f"unknown Tight compression {method}")
         filter_id = (await self._read(1))[0] if control & 0x40 else 0
@@ -279,3 +289,4 @@ class RfbViewer(Viewer):
             await self._read(size)
         else:
             await self._read(await self._compact_length())
+        return None

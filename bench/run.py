@@ -2,6 +2,8 @@
 
     python -m bench.run [--seconds 6] [--presses 60] [--workloads idle,typing,scrolling,motion]
                         [--out bench/RESULTS.md] [--relay-load | --no-relay-load]
+                        [--slow-links | --no-slow-links] [--browser | --no-browser]
+                        [--memory | --no-memory] [--soak-minutes 10]
 
 bench/run.sh installs what this needs and calls it; see bench/README.md.
 """
@@ -27,6 +29,7 @@ from bench import desktop as d
 from bench.measure import Viewer, census_text, key_latencies, percentile
 from bench.ours import RelayProcess, SpotlightViewer, start_agent
 from bench.rfb import X11VNC_TIGHT_LEVELS, X11VNC_TUNING, RfbViewer, start_x11vnc
+from bench.slow_link import levels_arg as slow_link_levels
 
 ROOT = Path(__file__).resolve().parent.parent
 JPEG_QUALITY = codec.JPEG_QUALITIES[0]  # x11vnc gets the agent's best quality, at 4:4:4
@@ -131,7 +134,33 @@ async def run_ours(screen: d.Desktop, relay: RelayProcess, workload: str,
     return result
 
 
-async def run_workloads(args: argparse.Namespace) -> tuple[list[Result], dict[str, float]]:
+async def issue_14_sections(screen: d.Desktop, relay: RelayProcess,
+                            args: argparse.Namespace) -> list[str]:
+    """The measurements of issue 14 (slow links, the browser, the agent's memory), each
+    against its baseline, as report sections."""
+    lines: list[str] = []
+    if args.slow_links:
+        from bench import slow_link
+
+        lines += slow_link.report_lines(await slow_link.run(
+            screen, relay, args.slow_presses, args.slow_seconds, args.slow_levels,
+            args.slow_without_video))
+    if args.browser:
+        from bench import browser
+
+        lines += browser.report_lines(*await browser.run(
+            screen, relay, args.browser_presses, args.browser_seconds, args.clip_seconds))
+    if args.memory:
+        from bench import memory
+
+        lines += memory.report_lines(await memory.run(
+            screen, relay, args.memory_seconds, args.soak_minutes, args.soak_workload,
+            args.clip_seconds), args.soak_workload)
+    return lines
+
+
+async def run_workloads(args: argparse.Namespace
+                        ) -> tuple[list[Result], dict[str, float], list[str]]:
     results: list[Result] = []
     source_rates: dict[str, float] = {}
     screen = d.Desktop().start()
@@ -157,11 +186,12 @@ async def run_workloads(args: argparse.Namespace) -> tuple[list[Result], dict[st
                 results.append(await run_ours(screen, relay, name, args))
             finally:
                 workload.stop()
+        sections = await issue_14_sections(screen, relay, args)
     finally:
         relay.stop()
         screen.close()
         subprocess.run(["rm", "-rf", str(data)], check=False)
-    return results, source_rates
+    return results, source_rates, sections
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -381,7 +411,7 @@ def machine_info() -> list[str]:
 
 
 def report(results: list[Result], source_rates: dict[str, float], args: argparse.Namespace,
-           load_lines: list[str], machine: list[str]) -> str:
+           load_lines: list[str], machine: list[str], sections: list[str] = ()) -> str:
     by_key = {(r.peer, r.workload): r for r in results}
     out = [
         "# Benchmark results", "",
@@ -425,6 +455,7 @@ def report(results: list[Result], source_rates: dict[str, float], args: argparse
     out += ["## Targets of issue 6", "", *targets(by_key), ""]
     if load_lines:
         out += load_lines
+    out += sections
     return "\n".join(out) + "\n"
 
 
@@ -445,14 +476,39 @@ def main(argv: list[str] | None = None) -> int:
                         help="for motion, also run x11vnc at the quality levels either side of "
                              "our motion JPEG")
     parser.add_argument("--out", type=Path, help="write the report here (bench/RESULTS.md)")
+    issue_14 = parser.add_argument_group("issue 14: slow links, the browser, the agent's memory")
+    issue_14.add_argument("--slow-links", action=argparse.BooleanOptionalAction, default=True,
+                          help="typing while a video plays, through bench/shaper.py")
+    issue_14.add_argument("--slow-presses", type=int, default=30)
+    issue_14.add_argument("--slow-seconds", type=float, default=6.0,
+                          help="seconds of video watched per slow-link run")
+    issue_14.add_argument("--slow-levels", type=slow_link_levels, default=(3, 7),
+                          help="x11vnc Tight quality levels on the slow links")
+    issue_14.add_argument("--slow-without-video", action=argparse.BooleanOptionalAction,
+                          default=True, help="also each link once the video has stopped")
+    issue_14.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True,
+                          help="Chromium: our viewer, noVNC and the echo floor")
+    issue_14.add_argument("--browser-presses", type=int, default=40)
+    issue_14.add_argument("--browser-seconds", type=float, default=6.0,
+                          help="seconds of full motion measured in the browser")
+    issue_14.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                          help="peak RSS typing and in full motion, ours vs x11vnc")
+    issue_14.add_argument("--memory-seconds", type=float, default=6.0)
+    issue_14.add_argument("--soak-minutes", type=float, default=0.0,
+                          help="also a soak of this many minutes per peer (RSS slope)")
+    issue_14.add_argument("--soak-workload", choices=sorted(d.WORKLOADS), default="typing")
     args = parser.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]
     unknown = [w for w in args.workloads if w not in d.WORKLOADS]
     if unknown:
         parser.error(f"unknown workload {unknown[0]!r}")
     d.require("Xvfb", "xterm", "xdotool", "x11vnc", "ffmpeg", "ffplay")
+    if args.browser:
+        from bench import browser
+
+        browser.require()
     machine = machine_info()
-    results, source_rates = asyncio.run(run_workloads(args))
+    results, source_rates, sections = asyncio.run(run_workloads(args))
     load_lines: list[str] = []
     if args.relay_load:
         from bench import relay_load
@@ -460,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  relay load ...", file=sys.stderr, flush=True)
         load = asyncio.run(relay_load.run(args.load_seconds, args.sessions))
         load_lines = relay_load.report_lines(load)
-    text = report(results, source_rates, args, load_lines, machine)
+    text = report(results, source_rates, args, load_lines, machine, sections)
     print(text)
     if args.out:
         args.out.write_text(text)

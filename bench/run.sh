@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The benchmark in one command: installs what it needs, runs every workload against x11vnc
-# and against our relay + agent, runs the relay load test, and writes bench/RESULTS.md.
+# and against our relay + agent, runs the relay load test, the slow links, the browser
+# (Chromium: our viewer, noVNC, the echo floor) and the agent's memory, and writes
+# bench/RESULTS.md.
 #
-#   bench/run.sh                 the full run (about 3 minutes)
-#   bench/run.sh --seconds 2     any option of `python -m bench.run --help`
+#   bench/run.sh                     the full run (about 12 minutes)
+#   bench/run.sh --soak-minutes 10   also a 10-minute memory soak per peer
+#   bench/run.sh --seconds 2         any option of `python -m bench.run --help`
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 
-PACKAGES=(xvfb xterm xdotool x11vnc ffmpeg)
+PACKAGES=(xvfb xterm xdotool x11vnc ffmpeg chromium fonts-liberation novnc websockify)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,0 +1,82 @@
+// Injected by bench/browser.py into every page before the page's own scripts: it records,
+// in one clock (performance.timeOrigin + performance.now(), shared by pages and workers),
+// each keydown and each draw onto a canvas on the page, so that our viewer, noVNC and the
+// echo page are timed the same way without touching their code.
+//
+// A draw is a drawImage / putImageData / fillRect / transferFromImageBitmap onto a canvas that
+// is in the document (noVNC draws into an off-screen back buffer first: only its copy to the
+// visible canvas counts), or onto any OffscreenCanvas in a worker (a viewer that decodes and
+// draws off the main thread: the worker's draws reach the page through a BroadcastChannel).
+(() => {
+    const now = () => performance.timeOrigin + performance.now();
+    const CHANNEL = "bench-draws";
+
+    function hookContexts(scope, visible, onDraw) {
+        const wrap = (proto, name) => {
+            if (!proto || !proto[name]) return;
+            const original = proto[name];
+            proto[name] = function (...args) {
+                const result = original.apply(this, args);
+                if (visible(this.canvas)) onDraw(now());
+                return result;
+            };
+        };
+        for (const proto of [scope.CanvasRenderingContext2D?.prototype,
+                             scope.OffscreenCanvasRenderingContext2D?.prototype]) {
+            for (const name of ["drawImage", "putImageData", "fillRect"]) wrap(proto, name);
+        }
+        wrap(scope.ImageBitmapRenderingContext?.prototype, "transferFromImageBitmap");
+    }
+
+    if (typeof window === "undefined") {  // in a worker: report draws to the page
+        const channel = new BroadcastChannel(CHANNEL);
+        hookContexts(self, () => true, (t) => channel.postMessage(t));
+        return;
+    }
+
+    const bench = {
+        keyAt: 0, echoAt: 0, lastDraw: 0, draws: 0, frames: 0, drewThisFrame: false,
+        arm() { this.keyAt = 0; this.echoAt = 0; },
+    };
+    window.__bench = bench;
+    const drawn = (t) => {
+        bench.draws += 1;
+        bench.lastDraw = t;
+        bench.drewThisFrame = true;
+        if (bench.keyAt && !bench.echoAt && t >= bench.keyAt) bench.echoAt = t;
+    };
+    hookContexts(window, (canvas) => canvas instanceof OffscreenCanvas || canvas.isConnected,
+                 drawn);
+    new BroadcastChannel(CHANNEL).onmessage = (event) => drawn(event.data);
+    window.addEventListener("keydown", (event) => {
+        if (!bench.keyAt) bench.keyAt = performance.timeOrigin + event.timeStamp;
+    }, true);
+    // A delivered frame: an animation frame in which at least one draw landed.
+    const tick = () => {
+        if (bench.drewThisFrame) bench.frames += 1;
+        bench.drewThisFrame = false;
+        requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+
+    // Workers get the same hook first: bench/browser.py defines __benchHookSource (this
+    // file's text) before it, and runs the page with CSP bypassed so a blob worker may start.
+    const NativeWorker = window.Worker;
+    const blobUrl = (text) => URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
+    let hookModule = "";
+    window.Worker = function (url, options) {
+        const absolute = JSON.stringify(new URL(url, location.href).href);
+        // eslint-disable-next-line no-undef
+        const hook = __benchHookSource;
+        let source;
+        if (options && options.type === "module") {
+            // Static imports run in order, both before the worker takes its first message.
+            hookModule = hookModule || blobUrl(hook);
+            source = `import ${JSON.stringify(hookModule)};\nimport ${absolute};`;
+        } else {
+            source = `${hook}\nimportScripts(${absolute});`;
+        }
+        return new NativeWorker(blobUrl(source), options);
+    };
+    window.Worker.prototype = NativeWorker.prototype;
+})();

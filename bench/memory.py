@@ -1,0 +1,181 @@
+"""The agent's memory against x11vnc's: peak RSS while typing and in full motion, and a soak.
+
+    python -m bench.memory [--seconds 6] [--soak-minutes 10] [--soak-workload typing]
+
+Each peer runs fresh per workload with its scripted viewer on the loopback (ours through the
+relay), so the peak (VmHWM) is that of start-up plus this workload. The soak keeps one
+session going for `--soak-minutes`, samples the resident set (VmRSS) every SOAK_SAMPLE_S and
+reports its least-squares slope in MB/min, leaving out the first SOAK_SETTLE_FRACTION of the
+samples (start-up and the first full images are not growth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import desktop as d
+from bench.measure import Viewer
+from bench.ours import RelayProcess, SpotlightViewer, start_agent
+from bench.rfb import X11VNC_TUNING, RfbViewer, start_x11vnc
+
+X11VNC_LEVEL = 7  # 4:4:4 q86, as the main runs
+SHOW_PANEL = {"SPOTLIGHT_PANEL": "tk"}  # the customer's panel (panel.py) on the Xvfb, counted
+SOAK_SAMPLE_S = 1.0
+SOAK_SETTLE_FRACTION = 0.1
+PEAK_WORKLOADS = ("typing", "motion")
+
+
+@dataclass
+class MemoryResult:
+    peer: str
+    peak_mb: dict[str, float] = field(default_factory=dict)  # workload -> VmHWM
+    soak: list[tuple[float, float]] = field(default_factory=list)  # (minutes, MB)
+
+
+def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (minutes, MB) samples; nan for fewer than two."""
+    if len(samples) < 2:
+        return float("nan")
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_m = sum(m for _, m in samples) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in samples)
+    if spread == 0:
+        return float("nan")
+    return sum((t - mean_t) * (m - mean_m) for t, m in samples) / spread
+
+
+@contextlib.asynccontextmanager
+async def session(peer: str, screen: d.Desktop, relay: RelayProcess):
+    """A running server (agent or x11vnc) with its scripted viewer; yields its Meter."""
+    viewer: Viewer
+    if peer == "ours":
+        process = start_agent(screen, relay, env=SHOW_PANEL)
+        viewer = SpotlightViewer()
+        connect = viewer.connect(relay.ws_url)
+    else:
+        process, port = start_x11vnc(screen, X11VNC_TUNING)
+        viewer = RfbViewer(X11VNC_LEVEL)
+        connect = viewer.connect(port)
+    try:
+        await connect
+        await asyncio.wait_for(viewer.first_update.wait(), 30)
+        yield d.Meter(process.pid)
+    finally:
+        await viewer.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        d.stop(process)
+
+
+async def peak(peer: str, screen: d.Desktop, relay: RelayProcess, seconds: float) -> float:
+    """VmHWM in MB after `seconds` of the running workload."""
+    async with session(peer, screen, relay) as meter:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            meter.rss_kb()
+            await asyncio.sleep(0.1)
+        return meter.hwm_kb() / 1024
+
+
+async def soak(peer: str, screen: d.Desktop, relay: RelayProcess, minutes: float
+               ) -> list[tuple[float, float]]:
+    samples = []
+    async with session(peer, screen, relay) as meter:
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < minutes * 60:
+            samples.append((elapsed / 60, meter.rss_kb() / 1024))
+            await asyncio.sleep(SOAK_SAMPLE_S)
+    return samples
+
+
+async def run(screen: d.Desktop, relay: RelayProcess, seconds: float, soak_minutes: float,
+              soak_workload: str = "typing", clip_seconds: float = d.CLIP_SECONDS
+              ) -> list[MemoryResult]:
+    results = {peer: MemoryResult(peer) for peer in ("x11vnc", "ours")}
+    workloads = list(PEAK_WORKLOADS)
+    if soak_minutes > 0 and soak_workload not in workloads:
+        workloads.append(soak_workload)
+    for name in workloads:
+        workload = d.WORKLOADS[name](screen, clip_seconds)
+        workload.start()
+        try:
+            await asyncio.sleep(1.0)
+            for peer, result in results.items():
+                if name in PEAK_WORKLOADS:
+                    print(f"  memory {name}: {peer} ...", file=sys.stderr, flush=True)
+                    result.peak_mb[name] = await peak(peer, screen, relay, seconds)
+                if soak_minutes > 0 and name == soak_workload:
+                    print(f"  memory soak ({name}, {soak_minutes:g} min): {peer} ...",
+                          file=sys.stderr, flush=True)
+                    result.soak = await soak(peer, screen, relay, soak_minutes)
+        finally:
+            workload.stop()
+    return list(results.values())
+
+
+def report_lines(results: list[MemoryResult], soak_workload: str = "typing") -> list[str]:
+    by_peer = {r.peer: r for r in results}
+    x, o = by_peer["x11vnc"], by_peer["ours"]
+    lines = ["## Agent memory (issue 14)", "",
+             "Peak resident memory (VmHWM: start-up plus the workload) of a fresh agent and a "
+             "fresh x11vnc per workload, each with its scripted viewer on the loopback.", "",
+             "| workload | x11vnc MB | ours MB | target (ours <= 60 MB) |", "|---|---:|---:|---|"]
+    for name in PEAK_WORKLOADS:
+        mine = o.peak_mb.get(name, float("nan"))
+        lines.append(f"| {name} | {x.peak_mb.get(name, float('nan')):.1f} | {mine:.1f} | "
+                     f"{'met' if mine <= 60 else '**missed**'} |")
+    lines.append("")
+    if o.soak or x.soak:
+        lines += [f"Soak ({soak_workload}): VmRSS every {SOAK_SAMPLE_S:g} s; the slope is a "
+                  "least-squares fit leaving out the first "
+                  f"{SOAK_SETTLE_FRACTION:.0%} of the samples.", "",
+                  "| peer | minutes | samples | first MB | last MB | slope MB/min | MB/hour |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in (x, o):
+            if not r.soak:
+                continue
+            settled = r.soak[int(len(r.soak) * SOAK_SETTLE_FRACTION):]
+            slope = slope_mb_per_min(settled)
+            lines.append(f"| {r.peer} | {r.soak[-1][0]:.1f} | {len(r.soak)} | "
+                         f"{r.soak[0][1]:.1f} | {r.soak[-1][1]:.1f} | {slope:.3f} | "
+                         f"{slope * 60:.1f} |")
+        lines.append("")
+    return lines
+
+
+async def _standalone(args: argparse.Namespace) -> list[MemoryResult]:
+    screen = d.Desktop().start()
+    data = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    relay = RelayProcess(data).start()
+    try:
+        return await run(screen, relay, args.seconds, args.soak_minutes, args.soak_workload,
+                         args.clip_seconds)
+    finally:
+        relay.stop()
+        screen.close()
+        subprocess.run(["rm", "-rf", str(data)], check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The agent's memory against x11vnc's.")
+    parser.add_argument("--seconds", type=float, default=6.0, help="per peak run")
+    parser.add_argument("--soak-minutes", type=float, default=10.0, help="0: no soak")
+    parser.add_argument("--soak-workload", choices=sorted(d.WORKLOADS), default="typing")
+    parser.add_argument("--clip-seconds", type=float, default=d.CLIP_SECONDS)
+    args = parser.parse_args(argv)
+    d.require("Xvfb", "xterm", "xdotool", "x11vnc", "ffmpeg", "ffplay")
+    print("\n".join(report_lines(asyncio.run(_standalone(args)), args.soak_workload)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""Typing on a slow link while a video plays: ours against x11vnc, through bench/shaper.py.
+
+    python -m bench.slow_link [--presses 30] [--seconds 6] [--levels 3,7]
+
+An 800x450 video plays in the bottom-right corner while a scripted viewer types into an
+xterm in the top-left. Per link and peer: the first full 1080p image's time, the time from a
+key to the first finished rectangle that overlaps the xterm (p50/p95, against the targets of
+issue 14), how many updates a second touched the video and with which JPEG settings. The
+shaper sits between the agent and the relay (our viewer reaches the relay directly), and
+between x11vnc and its RFB client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import desktop as d
+from bench.measure import DrawnRect, Viewer, census_text, percentile
+from bench.ours import RelayProcess, SpotlightViewer, start_agent
+from bench.rfb import X11VNC_TUNING, RfbViewer, start_x11vnc
+from bench.shaper import LinkProcess, LinkShape, netem_available
+
+VIDEO_W, VIDEO_H, VIDEO_FPS = 800, 450, 30
+VIDEO_BOX = (d.WIDTH - VIDEO_W, d.HEIGHT - VIDEO_H, VIDEO_W, VIDEO_H)
+KEY_TIMEOUT_S = 5.0  # a press with no echo by then counts as this (it shows in p95)
+PRESS_GAP_S = 0.3  # after an echo, so its last rectangles do not answer the next press
+FIRST_IMAGE_TIMEOUT_S = 60.0
+NO_VIDEO = ", no video"  # the label of the runs after the video has stopped
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    shape: LinkShape
+    loss: float  # per packet each way: bench/netem.py applies it (root only), the shaper cannot
+
+    def applied_loss(self) -> float:
+        return self.loss if netem_available() else 0.0
+
+    def emulator(self) -> str:
+        return "bench/netem.py" if self.applied_loss() else "bench/shaper.py"
+
+
+LINKS = (
+    Link("2 Mbit/s, 60 ms RTT", LinkShape(2000, 60), 0.01),
+    Link("512 kbit/s, 150 ms RTT", LinkShape(512, 150), 0.0),
+)
+
+
+@dataclass
+class SlowResult:
+    peer: str
+    link: Link
+    first_image_s: float = float("nan")
+    latencies_ms: list[float] = field(default_factory=list)
+    video_updates_per_s: float = 0.0
+    video_jpegs: Counter = field(default_factory=Counter)
+    bytes_per_s: float = 0.0
+
+
+# --- the workload ---------------------------------------------------------------------------
+
+
+def video_clip(seconds: float = 2.0) -> Path:
+    """An 800x450 VIDEO_FPS Mandelbrot zoom, raw BGRX (so ffplay only copies frames)."""
+    d.require("ffmpeg")
+    d.CACHE.mkdir(exist_ok=True)
+    clip = d.CACHE / f"mandelbrot-{VIDEO_W}x{VIDEO_H}-{VIDEO_FPS}fps-{seconds:g}s.nut"
+    if not clip.exists():
+        partial = clip.with_suffix(".part.nut")
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi",
+             "-i", f"mandelbrot=s={VIDEO_W}x{VIDEO_H}:r={VIDEO_FPS}:start_scale=0.5",
+             "-t", f"{seconds:g}", "-c:v", "rawvideo", "-pix_fmt", "bgr0", str(partial)],
+            check=True, timeout=300)
+        partial.rename(clip)
+    return clip
+
+
+class VideoBesideXterm(d.Workload):
+    """The issue's workload: a video in one corner, an idle xterm (with the focus) elsewhere."""
+
+    name = "video-beside-xterm"
+    description = f"an {VIDEO_W}x{VIDEO_H} video in the bottom-right corner, an xterm top-left"
+
+    def __init__(self, desktop: d.Desktop, clip_seconds: float = 2.0) -> None:
+        super().__init__(desktop, clip_seconds)
+        self.xterm_box = (0, 0, 0, 0)
+
+    def start(self) -> None:
+        d.require("ffplay")
+        self.processes.append(self.desktop.spawn(
+            ["ffplay", "-v", "error", "-an", "-loop", "0", "-noborder",
+             "-left", str(VIDEO_BOX[0]), "-top", str(VIDEO_BOX[1]), "-x", str(VIDEO_W),
+             "-y", str(VIDEO_H), "-window_title", "bench-video", "-vf", "format=bgr0",
+             str(video_clip(self.clip_seconds))]))
+        self.desktop.xdotool("search", "--sync", "--onlyvisible", "--name", "bench-video")
+        self.processes.append(self.desktop.xterm("bench-slow", "80x24+40+40", "cat >/dev/null"))
+        # ffplay (SDL) sets the input focus to its own window: give it to the xterm.
+        window = self.desktop.xdotool("search", "--onlyvisible", "--name", "bench-slow").split()[0]
+        self.desktop.xdotool("windowfocus", "--sync", window)
+        self.xterm_box = window_box(self.desktop, "bench-slow")
+
+    def stop_video(self) -> None:
+        """Stop the video; the xterm keeps the focus."""
+        video = self.processes.pop(0)
+        d.stop(video)
+        if video in self.desktop.children:
+            self.desktop.children.remove(video)
+
+
+def window_box(desktop: d.Desktop, title: str) -> tuple[int, int, int, int]:
+    """(x, y, width, height) of the visible window named `title`."""
+    window = desktop.xdotool("search", "--onlyvisible", "--name", title).split()[0]
+    values = {}
+    for line in desktop.xdotool("getwindowgeometry", "--shell", window).splitlines():
+        key, _, value = line.partition("=")
+        values[key] = int(value) if value.isdigit() else value
+    return values["X"], values["Y"], values["WIDTH"], values["HEIGHT"]
+
+
+# --- measuring one peer -----------------------------------------------------------------------
+
+
+async def echo_latencies(viewer: Viewer, box: tuple[int, int, int, int], presses: int
+                         ) -> list[float]:
+    """Milliseconds from each key sent to the first finished rectangle overlapping `box`.
+
+    The rest of the screen keeps changing (the video), so there is no quiet screen to wait
+    for: only rectangles over the xterm answer a press, and each press waits PRESS_GAP_S after
+    the previous echo so that echo's later rectangles are not taken for the next one's.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future = loop.create_future()
+    sent = 0.0
+
+    def listener(rect: DrawnRect) -> None:
+        if not answer.done() and rect.at >= sent and rect.meets(box):
+            answer.set_result(rect.at)
+
+    viewer.rect_listeners.append(listener)
+    latencies = []
+    try:
+        for n in range(presses):
+            answer = loop.create_future()
+            sent = time.perf_counter()
+            await viewer.press("a" if n % 2 == 0 else "BackSpace")
+            try:
+                latencies.append((await asyncio.wait_for(answer, KEY_TIMEOUT_S) - sent) * 1000)
+            except TimeoutError:
+                latencies.append(KEY_TIMEOUT_S * 1000)
+            await asyncio.sleep(PRESS_GAP_S)
+    finally:
+        viewer.rect_listeners.remove(listener)
+    return latencies
+
+
+async def watch_video(viewer: Viewer, seconds: float, result: SlowResult) -> None:
+    """Updates a second that touched the video, their JPEG settings, and wire bytes/s."""
+    updates: set[int] = set()
+
+    def listener(rect: DrawnRect) -> None:
+        if rect.meets(VIDEO_BOX):
+            updates.add(rect.update)
+            if rect.jpeg:
+                result.video_jpegs[rect.jpeg] += 1
+
+    viewer.rect_listeners.append(listener)
+    bytes0, start = viewer.bytes_received(), time.perf_counter()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        viewer.rect_listeners.remove(listener)
+    elapsed = time.perf_counter() - start
+    result.video_updates_per_s = len(updates) / elapsed
+    result.bytes_per_s = (viewer.bytes_received() - bytes0) / elapsed
+
+
+async def measure_viewer(viewer: Viewer, box: tuple[int, int, int, int], result: SlowResult,
+                         presses: int, seconds: float) -> None:
+    await asyncio.wait_for(viewer.first_update.wait(), FIRST_IMAGE_TIMEOUT_S)
+    result.first_image_s = viewer.first_update_at - viewer.asked_at
+    await asyncio.sleep(1.0)  # past the first image's tail
+    await watch_video(viewer, seconds, result)
+    result.latencies_ms = await echo_latencies(viewer, box, presses)
+
+
+async def run_x11vnc(screen: d.Desktop, box: tuple[int, int, int, int], link: Link,
+                     level: int, presses: int, seconds: float, label: str = "") -> SlowResult:
+    result = SlowResult(f"x11vnc level {level}{label}", link)
+    process, port = start_x11vnc(screen, X11VNC_TUNING)
+    shaper = LinkProcess(link.shape, port, link.applied_loss())
+    viewer = RfbViewer(level)
+    try:
+        shaper.start()
+        await viewer.connect(shaper.port)
+        await measure_viewer(viewer, box, result, presses, seconds)
+    finally:
+        await viewer.close()
+        shaper.stop()
+        d.stop(process)
+    return result
+
+
+async def run_ours(screen: d.Desktop, relay: RelayProcess, box: tuple[int, int, int, int],
+                   link: Link, presses: int, seconds: float, label: str = "") -> SlowResult:
+    result = SlowResult(f"ours{label}", link)
+    shaper = LinkProcess(link.shape, relay.port, link.applied_loss()).start()
+    process = start_agent(screen, relay, f"ws://127.0.0.1:{shaper.port}")
+    viewer = SpotlightViewer()
+    try:
+        await viewer.connect(relay.ws_url)
+        await asyncio.wait_for(viewer.controlling.wait(), FIRST_IMAGE_TIMEOUT_S)
+        await measure_viewer(viewer, box, result, presses, seconds)
+    finally:
+        await viewer.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        d.stop(process)
+        shaper.stop()
+    return result
+
+
+async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: float,
+              levels: tuple[int, ...], without_video: bool = True,
+              links: tuple[Link, ...] = LINKS) -> list[SlowResult]:
+    """Every link, x11vnc at each of `levels` then ours, with the video playing; then, with
+    `without_video`, x11vnc at the highest level and ours again once the video has stopped
+    (what the link alone costs a keystroke)."""
+    workload = VideoBesideXterm(screen)
+    workload.start()
+    results = []
+    box = workload.xterm_box
+    try:
+        await asyncio.sleep(1.0)
+        for link in links:
+            for level in levels:
+                print(f"  slow link {link.name}: x11vnc level {level} ...", file=sys.stderr,
+                      flush=True)
+                results.append(await run_x11vnc(screen, box, link, level, presses, seconds))
+            print(f"  slow link {link.name}: ours ...", file=sys.stderr, flush=True)
+            results.append(await run_ours(screen, relay, box, link, presses, seconds))
+        if without_video and levels:
+            workload.stop_video()
+            for link in links:
+                print(f"  slow link {link.name}{NO_VIDEO}: x11vnc, ours ...", file=sys.stderr,
+                      flush=True)
+                results.append(await run_x11vnc(screen, box, link, max(levels), presses,
+                                                seconds, NO_VIDEO))
+                results.append(await run_ours(screen, relay, box, link, presses, seconds,
+                                              NO_VIDEO))
+    finally:
+        workload.stop()
+    return results
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def _ms(value: float) -> str:
+    return "n/a" if value != value else f"{value:,.0f}"
+
+
+def report_lines(results: list[SlowResult]) -> list[str]:
+    lines = ["## Slow links (issue 14): typing while a video plays", "",
+             f"An {VIDEO_W}x{VIDEO_H} {VIDEO_FPS} fps video plays in the bottom-right corner "
+             "while the scripted viewer types into an xterm (top-left), one key every "
+             f"{PRESS_GAP_S:g} s after the previous echo. Key to screen: from the key sent to "
+             "the first finished rectangle that overlaps the xterm (a press with no echo in "
+             f"{KEY_TIMEOUT_S:g} s counts as {KEY_TIMEOUT_S:g} s). First image: from asking "
+             "(ours: Accept; x11vnc: the first FramebufferUpdateRequest) to the first complete "
+             "update. Rows marked 'no video' ran after the video stopped (x11vnc at the "
+             "highest level asked for). The link sits between the agent and the relay, and "
+             "between x11vnc and its client: bench/shaper.py (a shaping TCP proxy: rate as "
+             "serialisation time, half the round trip each way, a 100 ms bottleneck queue; it "
+             "cannot drop packets), or "
+             "for a lossy link bench/netem.py (netem's rules on IP packets between two TUN "
+             "devices in two network namespaces; needs root).", ""]
+    for link in dict.fromkeys(r.link for r in results):
+        rtt = link.shape.rtt_ms
+        p50_target, p95_target = rtt + 30, 2 * rtt + 30
+        runs = [r for r in results if r.link == link]
+        if link.applied_loss():
+            title = f"{link.name}, {link.loss:.0%} loss ({link.emulator()})"
+        elif link.loss:
+            title = (f"{link.name} ({link.emulator()}: the issue's {link.loss:.0%} loss is not "
+                     "applied, bench/netem.py needs root)")
+        else:
+            title = f"{link.name} ({link.emulator()})"
+        lines += [f"### {title}", "",
+                  f"| peer | key to screen p50 ms (target <= {p50_target:g}) | "
+                  f"p95 ms (target <= {p95_target:g}) | first full image s | "
+                  "video updates/s | video JPEG | wire KB/s |",
+                  "|---|---:|---:|---:|---:|---|---:|"]
+        for r in runs:
+            p50, p95 = percentile(r.latencies_ms, 50), percentile(r.latencies_ms, 95)
+            lines.append(f"| {r.peer} | {_ms(p50)} | {_ms(p95)} | {r.first_image_s:.2f} | "
+                         f"{r.video_updates_per_s:.1f} | {census_text(r.video_jpegs)} | "
+                         f"{r.bytes_per_s / 1000:,.1f} |")
+        lines.append("")
+        ours = next((r for r in runs if r.peer == "ours"), None)
+        if ours is None:
+            continue
+        baselines = [r for r in runs if r.peer.startswith("x11vnc") and NO_VIDEO not in r.peer]
+        checks = [(f"key to screen p50 <= {p50_target:g} ms",
+                   percentile(ours.latencies_ms, 50) <= p50_target,
+                   f"{_ms(percentile(ours.latencies_ms, 50))} ms"),
+                  (f"key to screen p95 <= {p95_target:g} ms",
+                   percentile(ours.latencies_ms, 95) <= p95_target,
+                   f"{_ms(percentile(ours.latencies_ms, 95))} ms")]
+        for other in baselines:
+            checks.append((f"first full image no slower than {other.peer}",
+                           ours.first_image_s <= other.first_image_s,
+                           f"{ours.first_image_s:.2f} vs {other.first_image_s:.2f} s"))
+        lines += ["| target (ours) | result | measured |", "|---|---|---|"]
+        lines += [f"| {name} | {'met' if ok else '**missed**'} | {got} |"
+                  for name, ok, got in checks]
+        lines.append("")
+    return lines
+
+
+async def _standalone(args: argparse.Namespace) -> list[SlowResult]:
+    screen = d.Desktop().start()
+    data = Path(tempfile.mkdtemp(prefix="bench-slow-"))
+    relay = RelayProcess(data).start()
+    try:
+        return await run(screen, relay, args.presses, args.seconds, args.levels,
+                         args.without_video)
+    finally:
+        relay.stop()
+        screen.close()
+        subprocess.run(["rm", "-rf", str(data)], check=False)
+
+
+def levels_arg(text: str) -> tuple[int, ...]:
+    levels = tuple(int(v) for v in text.split(",") if v)
+    if any(not 0 <= v <= 9 for v in levels):
+        raise argparse.ArgumentTypeError("Tight quality levels are 0..9")
+    return levels
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Typing on slow links while a video plays.")
+    parser.add_argument("--presses", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=6.0, help="video watched per run")
+    parser.add_argument("--levels", type=levels_arg, default=(3, 7),
+                        help="x11vnc Tight quality levels to run (comma-separated)")
+    parser.add_argument("--without-video", action=argparse.BooleanOptionalAction,
+                        default=True, help="also run each link once the video has stopped")
+    args = parser.parse_args(argv)
+    d.require("Xvfb", "xterm", "xdotool", "x11vnc", "ffmpeg", "ffplay")
+    print("\n".join(report_lines(asyncio.run(_standalone(args)))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
