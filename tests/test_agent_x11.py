@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import io
 import json
 import os
@@ -142,6 +143,11 @@ class Viewer:
                 await self.recv(QUIET_S)
 
 
+def ledger_rows(text: str) -> list[dict[str, str]]:
+    """The rows of `relay ledger --csv` (a CSV header may be quoted: read it as CSV)."""
+    return list(csv.DictReader(io.StringIO(text)))
+
+
 def typed(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.exists() else ""
 
@@ -235,9 +241,7 @@ def test_close_ends_the_session_as_the_customer_and_exits(xvfb, relay, tmp_path)
     assert agent.wait(timeout=15) == 0
     ledger = relay.cli("ledger", "--csv")
     assert ledger.returncode == 0, ledger.stderr
-    rows = [line.split(",") for line in ledger.stdout.splitlines()]
-    ended_by = rows[0].index("ended_by")
-    assert [row[ended_by] for row in rows[1:]] == ["customer"]
+    assert [row["ended_by"] for row in ledger_rows(ledger.stdout)] == ["customer"]
     assert "Traceback" not in agent_log(tmp_path)
 
 
@@ -579,5 +583,4 @@ def test_the_panel_pauses_resumes_and_ends_a_real_session(xvfb, relay, tmp_path)
     assert "input: key KeyW down" in log and "input: key KeyQ" not in log
     assert "Traceback" not in log
     ledger = relay.cli("ledger", "--csv")
-    rows = [line.split(",") for line in ledger.stdout.splitlines()]
-    assert [row[rows[0].index("ended_by")] for row in rows[1:]] == ["customer"]
+    assert [row["ended_by"] for row in ledger_rows(ledger.stdout)] == ["customer"]
