@@ -18,6 +18,7 @@ import agent_session as core
 import protocol as p
 from tests.fakes import FakeInput, FakeScreen, FakeTray
 from tests.helpers.agent import agent_reaches, start_agent_on_fakes
+from tests.helpers.relay import ledger_csv
 from tests.helpers.viewer import ScriptedViewer
 from tests.helpers.wire import run
 
@@ -40,7 +41,7 @@ def test_input_outside_control_of_an_active_session_is_never_injected(relay) -> 
 
         await viewer.take_control()
         await agent_reaches(runner, lambda r: r.session.state == core.IN_CONTROL)
-        assert tray.states[-1] == "active"  # green while anything can be injected
+        assert tray.states[-1] == "control"  # green, and says so, while input can be injected
         await viewer.send(p.Key(viewer.session, "KeyA", "a", True))
         await agent_reaches(runner, lambda r: user_input.events)
         await viewer.release_control()
@@ -112,9 +113,8 @@ def test_close_stops_capture_and_input_before_the_relay_is_told(relay) -> None:
         assert released < log.index("relay told")
         return ended.session
     session = run(scenario())
-    rows = relay.cli("ledger", "--csv").stdout.splitlines()
-    row = next(r for r in rows if r.startswith(f'"{session}"'))  # every CSV cell is quoted
-    assert row.endswith(',"customer","customer-closed"')
+    row = next(r for r in ledger_csv(relay) if r["session"] == session)
+    assert (row["ended_by"], row["end_reason"]) == ("customer", "customer-closed")
 
 
 def test_an_ended_session_cannot_be_resumed_with_its_secret(relay) -> None:
@@ -127,7 +127,7 @@ def test_an_ended_session_cannot_be_resumed_with_its_secret(relay) -> None:
         runner.request_close()
         await viewer.expect(p.Ended)
         await asyncio.wait_for(task, WAIT_S)
-        hello = p.AgentHello("agent", 1, "david", "pc-1", "anna",
+        hello = p.AgentHello("agent", p.PROTOCOL_VERSION, "david", "pc-1", "anna",
                              FakeScreen().monitors(), secret)
         async with connect(relay.ws_url + "/ws/agent", compression=None) as ws:
             await ws.send(p.encode_control(hello))

@@ -2,7 +2,11 @@
 driven by a scripted viewer (a websockets client speaking protocol.py).
 
 Close is triggered with SIGTERM: agent.py maps SIGTERM/SIGINT to the same request_close()
-that the tray menu's Close calls (pystray's X11 backend has no menu to click)."""
+that the tray menu's Close calls (pystray's X11 backend has no menu to click). Most tests
+run the agent with its panel as log lines (SPOTLIGHT_PANEL=log: its ticking meter would
+change the screen they compare); the panel's own tests run the real Tk panel, found by its
+title and driven with xdotool. Each agent gets its own runtime folder (the one-program
+lock)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +26,7 @@ from pathlib import Path
 import mss
 import numpy as np
 import pytest
+from PIL import Image
 
 import protocol as p
 from tests.helpers.desktop import BACKGROUND, grab_screen
@@ -38,8 +44,10 @@ def need(*tools: str) -> None:
 
 
 def start_agent(relay, tmp_path: Path, *, tray: str = "log", technician: str = "david",
-                extra: tuple[str, ...] = ()) -> subprocess.Popen:
-    env = {**os.environ, "SPOTLIGHT_DIALOGS": "stderr", "SPOTLIGHT_TRAY": tray}
+                extra: tuple[str, ...] = (), panel: str = "log",
+                env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "SPOTLIGHT_DIALOGS": "stderr", "SPOTLIGHT_TRAY": tray,
+           "SPOTLIGHT_PANEL": panel, "XDG_RUNTIME_DIR": str(tmp_path), **(env_extra or {})}
     log = open(tmp_path / "agent.log", "w")
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "agent.py"), "--relay", relay.ws_url,
@@ -257,7 +265,8 @@ def picker_config(relay, tmp_path: Path) -> list[str]:
 
 
 def start_picker(relay, tmp_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "SPOTLIGHT_TRAY": "log"}
+    env = {**os.environ, "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_PANEL": "log",
+           "XDG_RUNTIME_DIR": str(tmp_path)}
     env.pop("SPOTLIGHT_DIALOGS", None)
     log = open(tmp_path / "agent.log", "w")
     process = subprocess.Popen([sys.executable, str(ROOT / "agent.py"),
@@ -383,3 +392,102 @@ async def wait_for_colour(rgb: tuple[int, int, int]) -> None:
             return
         await asyncio.sleep(0.05)
     pytest.fail(f"tray icon colour {seen}, expected {rgb}")
+
+
+# --- the customer's session panel (real Tk, found by its title) ----------------------------
+
+SHOTS = ROOT / "test-artifacts" / "panel"
+
+
+def xdotool(*args: str) -> str:
+    return subprocess.run(["xdotool", *args], check=True, timeout=60, capture_output=True,
+                          text=True).stdout
+
+
+def panel_window(part: str) -> str:
+    """The window whose title contains ``part`` (xdotool waits for it)."""
+    return xdotool("search", "--sync", "--name", re.escape(part)).split()[0]
+
+
+async def titled(window: str, part: str) -> str:
+    """Until the panel's title contains ``part`` (its own thread sets it)."""
+    for _ in range(400):
+        title = xdotool("getwindowname", window).strip()
+        if part in title:
+            return title
+        await asyncio.sleep(0.05)
+    pytest.fail(f"the panel's title never had {part!r}: {title!r}")
+
+
+def alt(window: str, key: str) -> None:
+    """Alt+``key`` into the panel (no window manager: the focus is given to it first)."""
+    xdotool("windowfocus", "--sync", window)
+    xdotool("key", "--clearmodifiers", f"alt+{key}")
+
+
+def shoot(window: str, name: str) -> None:
+    """The panel as it is on screen, into test-artifacts/panel/ for a person to look at."""
+    shape = dict(v.split("=") for v in xdotool("getwindowgeometry", "--shell", window).split())
+    with mss.MSS() as sct:
+        shot = sct.grab({"left": int(shape["X"]), "top": int(shape["Y"]),
+                         "width": int(shape["WIDTH"]), "height": int(shape["HEIGHT"])})
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX").save(SHOTS / f"{name}.png")
+
+
+def test_the_panel_pauses_resumes_and_ends_a_real_session(xvfb, relay, tmp_path) -> None:
+    """The real Tk panel, found by the session code the viewer's queue shows: Alt+P stops
+    frames and input (the viewer gets pause{true}; a key sent meanwhile is never injected),
+    Alt+P again resumes (pause{false}, then a whole image; a key is injected again), Alt+E
+    ends the session with the customer recorded as the one who ended it; screenshots of
+    each state in test-artifacts/panel/x11-*.png."""
+    need("xdotool")
+    agent = start_agent(relay, tmp_path, panel="tk", env_extra={"SPOTLIGHT_INPUT": "dummy"})
+    try:
+        async def scenario():
+            async with await ScriptedViewer.login(relay) as viewer:
+                entries = (await viewer.expect(p.Queue, lambda q: q.sessions)).sessions
+                viewer.session, code = entries[0].session, entries[0].code
+                window = await asyncio.to_thread(panel_window, code)
+                assert "waiting for David" in await titled(window, code)
+                shoot(window, "x11-waiting")
+                await viewer.accept(viewer.session)
+                await viewer.take_control()
+                await titled(window, "mouse and keyboard")
+                shoot(window, "x11-control")
+                s = viewer.session
+                await asyncio.to_thread(alt, window, "p")
+                assert (await viewer.expect(p.Pause)).paused
+                await titled(window, "Paused")
+                for down in (True, False):  # paused: never injected
+                    await viewer.send(p.Key(s, "KeyQ", "q", down))
+                await viewer.send(p.Refresh(s, 0))  # paused: no image
+                await viewer.send(p.Ping(1.0))
+                await viewer.expect(p.Pong)  # the relay has passed all that on
+                shoot(window, "x11-paused")
+                await asyncio.to_thread(alt, window, "p")
+                # nothing drawn while paused: the next update or pause message is the resume
+                resumed = await viewer.expect(object, lambda m: isinstance(m, p.Frame | p.Pause))
+                assert isinstance(resumed, p.Pause) and not resumed.paused, resumed
+                frame = await viewer.expect(p.Frame)
+                assert frame.flags & p.FLAG_FULL
+                await titled(window, "mouse and keyboard")
+                for down in (True, False):
+                    await viewer.send(p.Key(s, "KeyW", "w", down))
+                for _ in range(400):  # control is back: the key is injected (and logged)
+                    if "input: key KeyW up" in agent_log(tmp_path):
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.to_thread(alt, window, "e")
+                ended = await viewer.expect(p.Ended)
+                assert (ended.session, ended.by) == (s, "customer")
+                await titled(window, "ended")
+                shoot(window, "x11-ended")
+        run(scenario())
+        assert agent.wait(timeout=30) == 0  # the receipt closes itself
+    finally:
+        stop(agent)
+    log = agent_log(tmp_path)
+    assert "input: key KeyW down" in log and "input: key KeyQ" not in log
+    assert "Traceback" not in log
+    assert [row["ended_by"] for row in ledger_csv(relay)] == ["customer"]

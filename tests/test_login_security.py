@@ -11,6 +11,7 @@ import sqlite3
 
 import pytest
 
+import protocol
 from relay.accounts import (
     ARGON2_MEMORY_KIB,
     ARGON2_PARALLELISM,
@@ -62,7 +63,8 @@ def test_secrets_of_other_kinds_are_not_viewer_logins(relay):
         for hello in (viewer_hello(token=registered["session"]),
                       viewer_hello(token=registered["resume"]),
                       viewer_hello(token="A" * 43),
-                      json.dumps({"type": "hello", "role": "viewer", "version": 1,
+                      json.dumps({"type": "hello", "role": "viewer",
+                                  "version": protocol.PROTOCOL_VERSION,
                                   "user": "david", "password": ""})):
             ws = await open_ws(relay.ws_url + "/ws/viewer")
             await ws.send(hello)

@@ -212,7 +212,7 @@ def test_fuzz_mutated_messages_keep_the_session_rules(data):
     david, petur = Person("david", "David"), Person("petur", "Petur")
     agents = [RecordingPeer(f"192.0.2.{i}") for i in range(3)]
     for agent in agents:
-        hello = protocol.AgentHello("agent", 1, "david", "PC", "anna",
+        hello = protocol.AgentHello("agent", protocol.PROTOCOL_VERSION, "david", "PC", "anna",
                                     tuple(protocol.Screen(0, 0, 800, 600) for _ in range(2)))
         assert pairing.agent_hello(agent, hello, david, 0.0)
     sessions = sorted(pairing.sessions)
@@ -254,9 +254,12 @@ def ledger_rows(relay) -> list:
 
 
 class RecordingLedger:
-    def requested(self, *args: Any) -> None: ...
+    def requested(self, *args: Any) -> int:
+        return 1
+
     def accepted(self, *args: Any) -> None: ...
     def control(self, *args: Any) -> None: ...
+    def paused(self, *args: Any) -> None: ...
     def ended(self, *args: Any) -> None: ...
     def event(self, *args: Any) -> None: ...
 

@@ -44,6 +44,7 @@ class ScriptedAgent:
         self.socket.send(protocol.encode_control(hello))
         registered = protocol.decode_control(self.socket.recv(timeout=WAIT_S))
         assert isinstance(registered, protocol.Registered), registered
+        self.registered = registered
         self.session = registered.session
         self.inbox: queue.Queue[protocol.Message | None] = queue.Queue()
         self.received: list[protocol.Message] = []

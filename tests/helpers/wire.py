@@ -46,6 +46,11 @@ def viewer_hello(user: str = "david", password: str | None = None, token: str = 
     return json.dumps(fields)
 
 
+def without_receipt(ended: dict) -> dict:
+    """An `ended` message without its receipt (ledger reference, billed seconds)."""
+    return {k: v for k, v in ended.items() if k not in ("ref", "billable_s")}
+
+
 def message(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields})
 
