@@ -6,9 +6,8 @@ the rules, and let a per-connection ``Link`` write what the rules send, in order
 
     /ws/agent    agents (no browser Origin accepted)
     /ws/viewer   viewers (Origin must be this relay's own origin or an --origin value)
-    /healthz     200 "ok"
-    /download    the customer's page (relay/download.py) linking to --downloads DIR
-    /, /<name>   the viewer's files, from an allow-list built at start-up
+    anything else   plain HTTP GET (relay/static.py): the customer's page at /, the
+                    console at /console/, --downloads DIR at /download/<name>, /healthz
 
 Flow: frames to a viewer are queued up to MAX_PENDING_FRAME_BYTES; beyond that the unsent
 frames are dropped and, once the viewer has drained, the agent is asked for a full image
@@ -95,6 +94,7 @@ class RelayConfig:
     trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For is believed
     downloads: Path | None = None
     company: str = DEFAULT_COMPANY
+    phones: tuple[str, ...] = ()  # "David: 269 998 1389", shown on the customer's page
     viewer_dir: Path = VIEWER_DIR
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S
     grace: float = DEFAULT_GRACE_S
@@ -280,7 +280,8 @@ class Relay:
         self.hello_timeout = config.hello_timeout
         self.origins = {o.rstrip("/").lower() for o in config.origins}
         self.trusted_proxies = {_ip(address) for address in config.trusted_proxies}
-        self.site = StaticSite(config.viewer_dir, config.downloads, config.company)
+        self.site = StaticSite(config.viewer_dir, config.downloads, config.company,
+                               config.phones)
         self.links: set[Link] = set()
         self.unauthenticated = Unauthenticated(total=config.max_unauthenticated)
         self.hello_throttle = HelloThrottle()
