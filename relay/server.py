@@ -53,7 +53,7 @@ from relay.ledger import Ledger
 from relay.limits import MAX_UNAUTHENTICATED, Budget, HelloThrottle, Unauthenticated
 from relay.login_limits import retry_words
 from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S, Pairing
-from relay.static import SECURITY_HEADERS, StaticSite, plain, response
+from relay.static import SECURITY_HEADERS, Download, StaticSite, plain, response
 
 log = logging.getLogger("relay")
 
@@ -75,6 +75,7 @@ MAX_PENDING_MESSAGES = 4096
 QUEUED_MESSAGE_OVERHEAD_BYTES = 128
 QUEUE_INTERVAL_S = 0.25  # at most four queue updates a second to one viewer
 SHUTDOWN_DRAIN_S = 2.0
+HSTS = ("Strict-Transport-Security", "max-age=31536000")
 
 TOO_MANY_HELLOS = protocol.refusal("too-many-attempts", "agent")
 LOGIN_FAILED = protocol.refusal("login-failed", "viewer")
@@ -318,7 +319,12 @@ class Relay:
             # stranger must not park frame-sized data (max_queue of them) in our memory.
             connection.protocol.max_message_size = protocol.MAX_HELLO_BYTES
             return None
-        return await self.site.answer(path)
+        answer = await self.site.answer(path)
+        if isinstance(answer, Download):
+            extra = tuple(SECURITY_HEADERS) + ((HSTS,) if self.tls else ())
+            self.site.stream(answer, _take_over(connection), answer.head(extra))
+            return plain(200, "")  # never sent: websockets now sees a closed connection
+        return answer
 
     def _check_origin(self, request: Request, path: str) -> str:
         """Why this upgrade is refused, or "" to let it through."""
@@ -351,7 +357,7 @@ class Relay:
         for name, value in SECURITY_HEADERS:
             response.headers[name] = value
         if self.tls:
-            response.headers["Strict-Transport-Security"] = "max-age=31536000"
+            response.headers[HSTS[0]] = HSTS[1]
 
     # --- websockets -------------------------------------------------------------------
 
@@ -563,6 +569,35 @@ class Relay:
         deadline = time.monotonic() + SHUTDOWN_DRAIN_S
         while time.monotonic() < deadline and not all(link.idle for link in self.links):
             await asyncio.sleep(0.02)
+
+
+class _Released:
+    """What websockets holds instead of a socket handed to a download: its clean-up after
+    a handshake that did not upgrade (abort) must not cut the download."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return True
+
+    def abort(self) -> None:
+        pass
+
+    close = abort
+
+
+def _take_over(connection: ServerConnection) -> Any:
+    """The connection's socket, for a download to write on at its own pace: websockets lets
+    go (it sees a closed connection, so it sends no response of its own), and the handshake's
+    timeout no longer bounds how long a slow customer may take to download."""
+    transport = connection.transport
+    connection.transport = _Released(transport)
+    connection.connection_lost(None)
+    return transport
 
 
 def _address(connection: ServerConnection) -> str:

@@ -3,7 +3,7 @@
     /                      the customer's page (relay/download.py), rendered per request
     /customer.css, /favicon.svg   its stylesheet and icon
     /download/<name>       the files of --downloads, listed per request (a new exe is
-                           offered without a restart) and read in chunks
+                           offered without a restart) and streamed (class Download)
     /console/, /console/<name>    the support staff's console: the files of viewer/
     /healthz               200 "ok"
     redirects (301)        /console -> /console/; /download, /download/ -> /; a console
@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import http
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from websockets.datastructures import Headers
 from websockets.http11 import Response
@@ -53,6 +55,9 @@ SECURITY_HEADERS = (
     ("Cache-Control", "no-store"),
 )
 DOWNLOAD_PREFIX = "/download/"
+CHUNK_BYTES = 64 * 1024  # what a download holds in memory, about (plus the transport's buffer)
+STALL_S = 60.0  # a download whose client reads nothing for this long is cut
+MAX_DOWNLOADS = 256  # streamed at once; more get 503 (each holds a socket and a file)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -60,7 +65,6 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 class StaticFile:
     path: Path
     content_type: str
-    attachment: bool = False
 
 
 def _listed(folder: Path | None) -> list[Path]:
@@ -80,20 +84,23 @@ def viewer_files(folder: Path) -> dict[str, StaticFile]:
 
 def download_files(folder: Path | None) -> dict[str, StaticFile]:
     """URL -> file for each program in --downloads, as the folder is now."""
-    return {DOWNLOAD_PREFIX + entry.name: StaticFile(entry, "application/octet-stream",
-                                                     attachment=True)
+    return {DOWNLOAD_PREFIX + entry.name: StaticFile(entry, "application/octet-stream")
             for entry in _listed(folder)}
+
+
+def _headers(length: int, content_type: str, extra: tuple[tuple[str, str], ...]) -> Headers:
+    return Headers([
+        ("Date", email.utils.formatdate(usegmt=True)),
+        ("Connection", "close"),
+        ("Content-Length", str(length)),
+        ("Content-Type", content_type),
+        *extra,
+    ])
 
 
 def response(status: int, body: bytes, content_type: str,
              extra: tuple[tuple[str, str], ...] = ()) -> Response:
-    headers = Headers([
-        ("Date", email.utils.formatdate(usegmt=True)),
-        ("Connection", "close"),
-        ("Content-Length", str(len(body))),
-        ("Content-Type", content_type),
-        *extra,
-    ])
+    headers = _headers(len(body), content_type, extra)
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
@@ -107,12 +114,77 @@ def redirect(location: str) -> Response:
                     (("Location", location),))
 
 
+class _Writable(asyncio.Protocol):
+    """The socket's side of a download: flow control and loss, nothing read."""
+
+    def __init__(self) -> None:
+        self.gone = False
+        self._ready = asyncio.Event()
+        self._ready.set()
+
+    def pause_writing(self) -> None:
+        self._ready.clear()
+
+    def resume_writing(self) -> None:
+        self._ready.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        self._ready.set()
+
+    def data_received(self, data: bytes) -> None:
+        pass  # a download's client has nothing more to say
+
+    def eof_received(self) -> bool:
+        return True  # a client that half-closes still gets the rest of the file
+
+    async def writable(self) -> None:
+        await asyncio.wait_for(self._ready.wait(), STALL_S)
+
+
+class Download:
+    """A file of --downloads, opened, to be streamed: a 20 MB exe is never held in memory,
+    and a slow customer's download is not bound by the websocket handshake's timeout."""
+
+    def __init__(self, file: BinaryIO, name: str, size: int) -> None:
+        self.file, self.name, self.size = file, name, size
+
+    def head(self, extra: tuple[tuple[str, str], ...]) -> bytes:
+        headers = _headers(self.size, "application/octet-stream", (
+            ("Content-Disposition", f'attachment; filename="{self.name}"'), *extra))
+        return b"HTTP/1.1 200 OK\r\n" + headers.serialize()
+
+    async def send(self, transport: asyncio.Transport, head: bytes) -> None:
+        """Write the head and the file on ``transport``, ours alone now, then close it."""
+        writable = _Writable()
+        transport.set_protocol(writable)
+        left = self.size
+        try:
+            transport.write(head)
+            while left > 0 and not writable.gone:
+                await writable.writable()
+                chunk = await asyncio.to_thread(self.file.read, min(CHUNK_BYTES, left))
+                if not chunk:
+                    break  # the file shrank since: the client must not take it as whole
+                transport.write(chunk)
+                left -= len(chunk)
+        except (TimeoutError, OSError):  # stalled client, unreadable file
+            left = -1
+        finally:
+            self.file.close()
+        if left:
+            transport.abort()  # cut: a short file is never taken for the whole one
+        else:
+            transport.close()  # after what is buffered has been sent
+
+
 class StaticSite:
     """Everything the relay serves over plain HTTP."""
 
     def __init__(self, viewer_dir: Path, downloads: Path | None, company: str,
                  phones: tuple[str, ...] = (), customer_dir: Path = CUSTOMER_DIR) -> None:
         self.downloads = downloads
+        self.streaming: set[asyncio.Task] = set()
         self.company, self.phones = company, phones
         console = viewer_files(viewer_dir)
         self.files = {CONSOLE_URL + name: found for name, found in console.items()}
@@ -130,7 +202,7 @@ class StaticSite:
         for path in self.files:
             self.moved.pop(path, None)
 
-    async def answer(self, path: str) -> Response:
+    async def answer(self, path: str) -> Response | Download:
         """The answer to GET ``path`` (without its query string)."""
         if path == "/healthz":
             return plain(200, "ok\n")
@@ -141,16 +213,31 @@ class StaticSite:
         found = self.files.get(path)
         if found is None and path.startswith(DOWNLOAD_PREFIX):
             found = (await asyncio.to_thread(download_files, self.downloads)).get(path)
+            if found is not None:
+                return await self._download(found.path)
         if found is None:
             return plain(404, "Not found\n")
         try:
             body = await asyncio.to_thread(found.path.read_bytes)
         except OSError:
             return plain(404, "Not found\n")
-        extra: tuple[tuple[str, str], ...] = ()
-        if found.attachment:
-            extra = (("Content-Disposition", f'attachment; filename="{found.path.name}"'),)
-        return response(200, body, found.content_type, extra)
+        return response(200, body, found.content_type)
+
+    async def _download(self, path: Path) -> Response | Download:
+        if len(self.streaming) >= MAX_DOWNLOADS:
+            return response(503, b"Too many downloads at once; try again in a minute\n",
+                            "text/plain; charset=utf-8", (("Retry-After", "30"),))
+        try:
+            file = await asyncio.to_thread(path.open, "rb")
+        except OSError:
+            return plain(404, "Not found\n")
+        # The size of what was opened: a file replaced meanwhile is sent whole, old or new.
+        return Download(file, path.name, os.fstat(file.fileno()).st_size)
+
+    def stream(self, download: Download, transport: asyncio.Transport, head: bytes) -> None:
+        task = asyncio.create_task(download.send(transport, head))
+        self.streaming.add(task)
+        task.add_done_callback(self.streaming.discard)
 
     def _customer_page(self) -> bytes:
         programs = []

@@ -4,8 +4,11 @@ HTTP and in Chromium."""
 from __future__ import annotations
 
 import http.client
+import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,6 +104,30 @@ def test_a_new_exe_is_offered_without_a_restart(relay_factory, tmp_path) -> None
     (folder / "SpotlightSupport.exe").unlink()
     assert 'href="/download/SpotlightSupport.exe"' not in get(relay, "/")[2].decode()
     assert get(relay, "/download/SpotlightSupport.exe")[0] == 404
+
+
+def test_a_slow_download_outlasts_the_handshake_timeout(relay_factory, tmp_path) -> None:
+    """A customer who takes longer to download than the websocket handshake may take still
+    gets the whole file, with its length and the security headers up front."""
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    exe = os.urandom(12 * 1024 * 1024)
+    (folder / "SpotlightSupport.exe").write_bytes(exe)
+    relay = relay_factory("--downloads", str(folder), "--handshake-timeout", "1")
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        client.connect(("127.0.0.1", relay.port))
+        client.sendall(b"GET /download/SpotlightSupport.exe HTTP/1.1\r\nHost: x\r\n\r\n")
+        started, received = time.monotonic(), bytearray()
+        while chunk := client.recv(64 * 1024):
+            received += chunk
+            time.sleep(0.02)  # a slow line: about 3 MB/s at most
+        took = time.monotonic() - started
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert took > 1  # the handshake timeout had passed long before the end
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert f"Content-Length: {len(exe)}".encode() in head and b"X-Frame-Options: DENY" in head
+    assert body == exe
 
 
 @pytest.mark.parametrize(("old", "new"), [
