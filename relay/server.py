@@ -593,7 +593,9 @@ class _Released:
 def _take_over(connection: ServerConnection) -> Any:
     """The connection's socket, for a download to write on at its own pace: websockets lets
     go (it sees a closed connection, so it sends no response of its own), and the handshake's
-    timeout no longer bounds how long a slow customer may take to download."""
+    timeout no longer bounds how long a slow customer may take to download. It leans on how
+    websockets' ServerConnection ends a handshake that did not upgrade (15-17, as pinned);
+    test_a_slow_download_outlasts_the_handshake_timeout fails if that changes."""
     transport = connection.transport
     connection.transport = _Released(transport)
     connection.connection_lost(None)

@@ -168,14 +168,14 @@ class Download:
                     break  # the file shrank since: the client must not take it as whole
                 transport.write(chunk)
                 left -= len(chunk)
-        except (TimeoutError, OSError):  # stalled client, unreadable file
-            left = -1
-        finally:
+        except (TimeoutError, OSError):
+            pass  # a stalled client or an unreadable file: cut below
+        finally:  # also when the relay stops (cancelled)
             self.file.close()
-        if left:
-            transport.abort()  # cut: a short file is never taken for the whole one
-        else:
-            transport.close()  # after what is buffered has been sent
+            if left:
+                transport.abort()  # cut: a short file is never taken for the whole one
+            else:
+                transport.close()  # after what is buffered has been sent
 
 
 class StaticSite:
