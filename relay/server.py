@@ -45,6 +45,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 import protocol
 from relay.accounts import DB_FILE, TOO_MANY_ATTEMPTS, Accounts
@@ -321,8 +322,12 @@ class Relay:
             return None
         answer = await self.site.answer(path)
         if isinstance(answer, Download):
+            transport = _take_over(connection)
+            if transport is None:  # the client left while the file was looked up
+                answer.file.close()
+                return plain(404, "Gone\n")
             extra = tuple(SECURITY_HEADERS) + ((HSTS,) if self.tls else ())
-            self.site.stream(answer, _take_over(connection), answer.head(extra))
+            self.site.stream(answer, transport, answer.head(extra))
             return plain(200, "")  # never sent: websockets now sees a closed connection
         return answer
 
@@ -590,13 +595,15 @@ class _Released:
     close = abort
 
 
-def _take_over(connection: ServerConnection) -> Any:
+def _take_over(connection: ServerConnection) -> Any | None:
     """The connection's socket, for a download to write on at its own pace: websockets lets
     go (it sees a closed connection, so it sends no response of its own), and the handshake's
     timeout no longer bounds how long a slow customer may take to download. It leans on how
     websockets' ServerConnection ends a handshake that did not upgrade (15-17, as pinned);
     test_a_slow_download_outlasts_the_handshake_timeout fails if that changes."""
     transport = connection.transport
+    if connection.protocol.state is not State.CONNECTING or transport.is_closing():
+        return None
     connection.transport = _Released(transport)
     connection.connection_lost(None)
     return transport

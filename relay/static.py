@@ -70,9 +70,13 @@ class StaticFile:
 def _listed(folder: Path | None) -> list[Path]:
     """The folder's regular files with safe names (no symlinks, no dot files: an admin can
     copy a new exe in under a dot name and rename it once complete)."""
-    if folder is None or not folder.is_dir():
+    if folder is None:
         return []
-    return [entry for entry in sorted(folder.iterdir())
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:  # gone or unreadable now: nothing offered, not an error page
+        return []
+    return [entry for entry in entries
             if _SAFE_NAME.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink()]
 
 

@@ -91,7 +91,8 @@ def test_company_and_phone_lines_are_shown_as_text(relay_factory, downloads) -> 
 
 def test_a_new_exe_is_offered_without_a_restart(relay_factory, tmp_path) -> None:
     """A program copied into --downloads while the relay runs is on the page and served at
-    once; one removed is gone from both; a dot-named copy in progress is not offered."""
+    once; one removed is gone from both; a dot-named copy in progress is not offered; a
+    folder that vanished leaves the page saying so, not an error."""
     folder = tmp_path / "downloads"
     folder.mkdir()
     relay = relay_factory("--downloads", str(folder))
@@ -104,6 +105,9 @@ def test_a_new_exe_is_offered_without_a_restart(relay_factory, tmp_path) -> None
     (folder / "SpotlightSupport.exe").unlink()
     assert 'href="/download/SpotlightSupport.exe"' not in get(relay, "/")[2].decode()
     assert get(relay, "/download/SpotlightSupport.exe")[0] == 404
+    folder.rmdir()
+    status, _, page = get(relay, "/")
+    assert status == 200 and "not offered on this server yet" in page.decode()
 
 
 def test_a_slow_download_outlasts_the_handshake_timeout(relay_factory, tmp_path) -> None:
