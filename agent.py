@@ -1,16 +1,10 @@
 """Spotlight Remote Support: the customer's program.
 
-The customer picks the support person they are talking to; from then until the end a small
-always-on-top session panel (panel.py) says what is happening: connecting, waiting with the
-session code to read out, who sees the screen or uses the mouse and keyboard, the billed
-time, Pause/Resume (Alt+P) and End session (Alt+E), and at the end the receipt or what went
-wrong (with Retry). The agent connects out to the relay (``<relay>/ws/agent``), shows a yellow
-tray icon while it waits and a green one once the support person accepted (each state with
-its own symbol), streams the screen (what changed, encoded by screen_codec.py, paced by its
-``Pacer``, at most ``MAX_UPDATES_IN_FLIGHT`` unacknowledged) and injects the support
-person's input while they hold control and the customer has not paused. End session on the
-panel, Close in the tray menu (or SIGTERM/Ctrl+C) end the session. A second start while one
-runs brings its panel to the front instead (agent_ui's per-user lock).
+The customer picks the support person they are talking to; from then until the end the
+session panel (panel.py) says what is happening. The agent connects out to the relay
+(``<relay>/ws/agent``), streams the screen once accepted (what changed, encoded and paced by
+screen_codec.py) and injects the support person's input while they hold control and the
+customer has not paused. A second start while one runs brings its panel to the front.
 
     python agent.py [--relay URL] [--technician ID] [--config FILE]
     python agent.py --check-config FILE     is FILE a configuration this program accepts?
@@ -38,18 +32,15 @@ import contextlib
 import getpass
 import logging
 import os
-import queue
 import random
 import signal
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,10 +54,11 @@ from agent_config import (
     ConfigError,
     agent_url,
     check_config,
+    config_paths,
     load_config,
     make_ssl_context,
 )
-from agent_session import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, Outcome
+from agent_session import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, KEY_TABLE, Outcome
 from agent_ui import APP_NAME, Dialogs, Tray, make_dialogs, make_tray
 from panel import Panel
 
@@ -407,53 +399,6 @@ def set_dpi_aware() -> None:
         ctypes.windll.user32.SetProcessDPIAware()
 
 
-# --- pure helpers ----------------------------------------------------------------------
-
-
-def _key_table() -> dict[str, tuple[int, int]]:
-    """KeyboardEvent.code -> (X11 keysym, Windows virtual key; bit 8 = extended key)."""
-    table = {f"Key{chr(65 + i)}": (97 + i, 65 + i) for i in range(26)}
-    table.update({f"Digit{i}": (48 + i, 48 + i) for i in range(10)})
-    table.update({f"F{i}": (0xFFBD + i, 0x6F + i) for i in range(1, 25)})
-    table.update({f"Numpad{i}": (0xFFB0 + i, 0x60 + i) for i in range(10)})
-    named = {
-        "Enter": (0xFF0D, 0x0D), "Escape": (0xFF1B, 0x1B), "Backspace": (0xFF08, 0x08),
-        "Tab": (0xFF09, 0x09), "Space": (0x20, 0x20), "Minus": (0x2D, 0xBD),
-        "Equal": (0x3D, 0xBB), "BracketLeft": (0x5B, 0xDB), "BracketRight": (0x5D, 0xDD),
-        "Backslash": (0x5C, 0xDC), "IntlBackslash": (0x3C, 0xE2), "Semicolon": (0x3B, 0xBA),
-        "Quote": (0x27, 0xDE), "Backquote": (0x60, 0xC0), "Comma": (0x2C, 0xBC),
-        "Period": (0x2E, 0xBE), "Slash": (0x2F, 0xBF), "CapsLock": (0xFFE5, 0x14),
-        "PrintScreen": (0xFF61, 0x12C), "ScrollLock": (0xFF14, 0x91), "Pause": (0xFF13, 0x13),
-        "Insert": (0xFF63, 0x12D), "Home": (0xFF50, 0x124), "PageUp": (0xFF55, 0x121),
-        "Delete": (0xFFFF, 0x12E), "End": (0xFF57, 0x123), "PageDown": (0xFF56, 0x122),
-        "ArrowRight": (0xFF53, 0x127), "ArrowLeft": (0xFF51, 0x125),
-        "ArrowDown": (0xFF54, 0x128), "ArrowUp": (0xFF52, 0x126), "NumLock": (0xFF7F, 0x190),
-        "NumpadDivide": (0xFFAF, 0x16F), "NumpadMultiply": (0xFFAA, 0x6A),
-        "NumpadSubtract": (0xFFAD, 0x6D), "NumpadAdd": (0xFFAB, 0x6B),
-        "NumpadEnter": (0xFF8D, 0x10D), "NumpadDecimal": (0xFFAE, 0x6E),
-        "ContextMenu": (0xFF67, 0x15D), "ShiftLeft": (0xFFE1, 0xA0), "ShiftRight": (0xFFE2, 0xA1),
-        "ControlLeft": (0xFFE3, 0xA2), "ControlRight": (0xFFE4, 0x1A3), "AltLeft": (0xFFE9, 0xA4),
-        "AltRight": (0xFE03, 0x1A5),  # AltGr: ISO_Level3_Shift / right Alt
-        "MetaLeft": (0xFFEB, 0x15B), "MetaRight": (0xFFEC, 0x15C),
-    }
-    table.update(named)
-    return table
-
-
-KEY_TABLE = _key_table()
-
-
-
-def config_paths() -> list[Path]:
-    """Where support.json is looked for: next to the exe or script, then inside the exe."""
-    if getattr(sys, "frozen", False):
-        paths = [Path(sys.executable).resolve().parent / CONFIG_NAME]
-        if hasattr(sys, "_MEIPASS"):
-            paths.append(Path(sys._MEIPASS) / CONFIG_NAME)
-        return paths
-    return [Path(__file__).resolve().parent / CONFIG_NAME]
-
-
 # --- the Agent loop --------------------------------------------------------------------
 
 
@@ -469,8 +414,9 @@ class Agent:
                  company: str = APP_NAME, person: str = "", phone: str = "") -> None:
         self.url, self.ssl_context = url, ssl_context
         self.screen, self.input, self.tray, self.clock = screen, input, tray, clock
-        self.window = window if window is not None else panel.LogPanel()
-        self.company, self.person, self.phone = company, person or technician, phone
+        self.display = agent_ui.SessionDisplay(
+            window if window is not None else panel.LogPanel(), tray, company,
+            person or technician, phone)
         self.session = core.Session(technician, machine, user, KEY_TABLE,
                                     on_change=self._show)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -483,9 +429,6 @@ class Agent:
         self._pacer: Any = None  # the streamer's screen_codec.Pacer
         self._full = True
         self._capture_failed = False  # the streamer failed: the session ends
-        self._tray_shown: tuple[str, str] | None = None
-        self._ended_at: datetime | None = None
-        self._said = ("", "")  # the state and headline last logged
         self._show(self.session.view)
 
     def request_close(self) -> None:
@@ -522,21 +465,7 @@ class Agent:
             self.tray.hide()
 
     def _show(self, view: core.View) -> None:
-        """The core's view on the panel and in the tray (the tray shows only what changed)."""
-        if view.state == core.ENDED and self._ended_at is None:
-            self._ended_at = datetime.now()
-        facts = agent_ui.panel_facts(view, self.clock(), self.company, self.person,
-                                     self.phone, self._ended_at)
-        shown = panel.view(facts)
-        if (shown.state, shown.headline) != self._said:  # the meter's ticks are not news
-            self._said = (shown.state, shown.headline)
-            log.info("session: %s | %s%s", shown.state, shown.headline,
-                     f" ({view.sentence})" if view.sentence else "")
-        self.window.show(shown)
-        if shown.tray_state is not None and (shown.tray_state, shown.tooltip) != \
-                self._tray_shown:
-            self._tray_shown = (shown.tray_state, shown.tooltip)
-            self.tray.show(shown.tray_state, shown.tooltip, "")
+        self.display.show(view, self.clock())
 
     async def _tick(self) -> None:
         """The panel's meter, once a second while it runs."""
@@ -644,8 +573,7 @@ class Agent:
             elif isinstance(action, core.Inject):
                 self._inject(action)
             elif isinstance(action, core.Balloon):
-                if self._tray_shown is not None:
-                    self.tray.show(*self._tray_shown, action.text)
+                self.display.balloon(action.text)
             elif isinstance(action, core.Stream):
                 self._full = self._full or action.full
                 if self._streamer is None and ws is not None:
@@ -803,86 +731,6 @@ def _describe(error: BaseException) -> str:
 # --- main ------------------------------------------------------------------------------
 
 
-def _setup_logging() -> None:
-    level = logging.DEBUG if os.environ.get("SPOTLIGHT_LOG") == "debug" else logging.INFO
-    if sys.stderr is not None:
-        # UTF-8 whatever the Windows code page (a log line holds names and "…"); a pipe read
-        # as UTF-8 must not choke on cp1252 bytes, nor the program on a character it lacks
-        with contextlib.suppress(AttributeError, ValueError, OSError):
-            sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    else:  # windowed exe: the only file we ever write, in the temp folder
-        path = Path(tempfile.gettempdir()) / "spotlight-agent.log"
-        # opened at the first line written: a second start that only brings the first to
-        # the front writes nothing, so it does not empty the first one's log
-        handler = logging.FileHandler(path, mode="w", encoding="utf-8", delay=True)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    handler.addFilter(_one_line_for_libraries)
-    for logger in (log, logging.getLogger("pystray")):
-        logger.addHandler(handler)
-        logger.propagate = False
-    log.setLevel(level)
-
-
-def _one_line_for_libraries(record: logging.LogRecord) -> bool:
-    """pystray logs a traceback per icon update when X11 has no system tray: one line is
-    enough (the icon is then simply not shown)."""
-    if not record.name.startswith("agent"):
-        record.exc_info, record.exc_text = None, None
-    return True
-
-
-NO_WINDOW = ("This program shows a window for as long as your screen is shared, and it cannot "
-             "show one on this computer, so it will not share your screen.")
-
-
-class Controls:
-    """What the panel's and the tray's buttons reach, from their own threads: the running
-    Agent, and once a session is over the customer's choice (Retry, or Close)."""
-
-    def __init__(self) -> None:
-        self.agent: Agent | None = None
-        self.window: Panel | None = None
-        self.choices: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.quitting = False
-
-    def panel_actions(self) -> panel.PanelActions:
-        return panel.PanelActions(
-            on_pause=lambda: self.pause(True), on_resume=lambda: self.pause(False),
-            on_end=self.end, on_retry=lambda: self.choices.put("retry"),
-            on_dismiss=lambda: self.choices.put("dismiss"))
-
-    def pause(self, paused: bool) -> None:
-        if self.agent is not None:
-            self.agent.request_pause(paused)
-
-    def end(self) -> None:
-        if self.agent is not None:
-            self.agent.request_close()
-
-    def quit(self) -> None:
-        """SIGTERM, Ctrl+C: end the session and exit without waiting for the customer."""
-        self.quitting = True
-        self.end()
-        self.choices.put("dismiss")
-
-    def front(self) -> None:
-        """A second start of the program: the panel comes to the front instead."""
-        if self.window is not None:
-            self.window.to_front()
-
-    def forget_choices(self) -> None:
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self.choices.get_nowait()
-
-    def choice(self) -> str:
-        """Wait for Retry or Close (a short timeout each time, so signals are handled)."""
-        while True:
-            with contextlib.suppress(queue.Empty):
-                return self.choices.get(timeout=0.25)
-
-
 def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = None) -> int:
     """The program; ``instance`` (tests) replaces the per-user one-program lock."""
     parser = argparse.ArgumentParser(description=f"{APP_NAME}: let a support person help you.")
@@ -897,7 +745,7 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
         ok, line = check_config(args.check_config)
         print(line, file=sys.stdout if ok else sys.stderr)
         return EXIT_OK if ok else EXIT_CONFIG
-    _setup_logging()
+    agent_ui.setup_logging(log)
     if sys.platform == "win32":
         set_dpi_aware()
     dialogs = make_dialogs()
@@ -908,7 +756,7 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
         log.error("configuration: %s", e)
         dialogs.message(e.company or APP_NAME, e.customer, error=True)
         return EXIT_CONFIG
-    controls = Controls()
+    controls = agent_ui.Controls()
     # One program at a time (the elevated hand-off, started by this program, skips this).
     instance = instance or agent_ui.make_instance()
     try:
@@ -934,7 +782,7 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
         if window is None or (isinstance(window, panel.LogPanel)
                               and os.environ.get("SPOTLIGHT_PANEL") != "log"):
             log.error("no session panel can be shown: the screen is not shared")
-            dialogs.message(config.company, NO_WINDOW, error=True)
+            dialogs.message(config.company, agent_ui.NO_WINDOW, error=True)
             return EXIT_FAILED
         for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
             if hasattr(signal, name):
@@ -948,7 +796,7 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
 
 
 def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
-              controls: Controls, window: Panel, dialogs: Dialogs) -> int:
+              controls: agent_ui.Controls, window: Panel, dialogs: Dialogs) -> int:
     """Sessions with ``technician`` on ``window`` until one ends without the customer asking
     to Retry (a log panel asks nothing: its sentence goes to a message instead)."""
     controls.window = window

@@ -501,3 +501,39 @@ class Session:
         self._failed = outcome.code != EXIT_OK
         self._become(ENDED, outcome.message or sentence)
         return [End(outcome, farewell, close_code, close_reason)]
+
+
+# --- the keys a support person may press -------------------------------------------------
+
+
+def _key_table() -> dict[str, tuple[int, int]]:
+    """KeyboardEvent.code -> (X11 keysym, Windows virtual key; bit 8 = extended key)."""
+    table = {f"Key{chr(65 + i)}": (97 + i, 65 + i) for i in range(26)}
+    table.update({f"Digit{i}": (48 + i, 48 + i) for i in range(10)})
+    table.update({f"F{i}": (0xFFBD + i, 0x6F + i) for i in range(1, 25)})
+    table.update({f"Numpad{i}": (0xFFB0 + i, 0x60 + i) for i in range(10)})
+    named = {
+        "Enter": (0xFF0D, 0x0D), "Escape": (0xFF1B, 0x1B), "Backspace": (0xFF08, 0x08),
+        "Tab": (0xFF09, 0x09), "Space": (0x20, 0x20), "Minus": (0x2D, 0xBD),
+        "Equal": (0x3D, 0xBB), "BracketLeft": (0x5B, 0xDB), "BracketRight": (0x5D, 0xDD),
+        "Backslash": (0x5C, 0xDC), "IntlBackslash": (0x3C, 0xE2), "Semicolon": (0x3B, 0xBA),
+        "Quote": (0x27, 0xDE), "Backquote": (0x60, 0xC0), "Comma": (0x2C, 0xBC),
+        "Period": (0x2E, 0xBE), "Slash": (0x2F, 0xBF), "CapsLock": (0xFFE5, 0x14),
+        "PrintScreen": (0xFF61, 0x12C), "ScrollLock": (0xFF14, 0x91), "Pause": (0xFF13, 0x13),
+        "Insert": (0xFF63, 0x12D), "Home": (0xFF50, 0x124), "PageUp": (0xFF55, 0x121),
+        "Delete": (0xFFFF, 0x12E), "End": (0xFF57, 0x123), "PageDown": (0xFF56, 0x122),
+        "ArrowRight": (0xFF53, 0x127), "ArrowLeft": (0xFF51, 0x125),
+        "ArrowDown": (0xFF54, 0x128), "ArrowUp": (0xFF52, 0x126), "NumLock": (0xFF7F, 0x190),
+        "NumpadDivide": (0xFFAF, 0x16F), "NumpadMultiply": (0xFFAA, 0x6A),
+        "NumpadSubtract": (0xFFAD, 0x6D), "NumpadAdd": (0xFFAB, 0x6B),
+        "NumpadEnter": (0xFF8D, 0x10D), "NumpadDecimal": (0xFFAE, 0x6E),
+        "ContextMenu": (0xFF67, 0x15D), "ShiftLeft": (0xFFE1, 0xA0), "ShiftRight": (0xFFE2, 0xA1),
+        "ControlLeft": (0xFFE3, 0xA2), "ControlRight": (0xFFE4, 0x1A3), "AltLeft": (0xFFE9, 0xA4),
+        "AltRight": (0xFE03, 0x1A5),  # AltGr: ISO_Level3_Shift / right Alt
+        "MetaLeft": (0xFFEB, 0x15B), "MetaRight": (0xFFEC, 0x15C),
+    }
+    table.update(named)
+    return table
+
+
+KEY_TABLE = _key_table()

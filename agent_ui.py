@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import queue
 import socket
 import sys
 import tempfile
@@ -301,6 +302,119 @@ def panel_facts(view: core.View, now: float, company: str, person: str, phone: s
 
 INSTANCE_NAME = "SpotlightRemoteSupport"
 FRONT_RETRY_S = 2.0  # a first program that holds the lock but is not listening yet
+
+
+class SessionDisplay:
+    """What the customer sees of the session core's view: the panel, and the tray (told only
+    what changed). The meter's ticks are not logged; each new state is."""
+
+    def __init__(self, window: panel.Panel, tray: Tray, company: str, person: str,
+                 phone: str) -> None:
+        self.window, self.tray = window, tray
+        self.company, self.person, self.phone = company, person, phone
+        self._tray_shown: tuple[str, str] | None = None
+        self._ended_at: datetime | None = None
+        self._said = ("", "")  # the state and headline last logged
+
+    def show(self, view: core.View, now: float) -> None:
+        if view.state == core.ENDED and self._ended_at is None:
+            self._ended_at = datetime.now()
+        facts = panel_facts(view, now, self.company, self.person, self.phone, self._ended_at)
+        shown = panel.view(facts)
+        if (shown.state, shown.headline) != self._said:
+            self._said = (shown.state, shown.headline)
+            log.info("session: %s | %s%s", shown.state, shown.headline,
+                     f" ({view.sentence})" if view.sentence else "")
+        self.window.show(shown)
+        if shown.tray_state is not None and (shown.tray_state, shown.tooltip) != \
+                self._tray_shown:
+            self._tray_shown = (shown.tray_state, shown.tooltip)
+            self.tray.show(shown.tray_state, shown.tooltip, "")
+
+    def balloon(self, text: str) -> None:
+        if self._tray_shown is not None:
+            self.tray.show(*self._tray_shown, text)
+
+
+NO_WINDOW = ("This program shows a window for as long as your screen is shared, and it cannot "
+             "show one on this computer, so it will not share your screen.")
+
+
+class Controls:
+    """What the panel's and the tray's buttons reach, from their own threads: the running
+    Agent, and once a session is over the customer's choice (Retry, or Close)."""
+
+    def __init__(self) -> None:
+        self.agent: Any = None  # agent.Agent: request_pause, request_close
+        self.window: panel.Panel | None = None
+        self.choices: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.quitting = False
+
+    def panel_actions(self) -> panel.PanelActions:
+        return panel.PanelActions(
+            on_pause=lambda: self.pause(True), on_resume=lambda: self.pause(False),
+            on_end=self.end, on_retry=lambda: self.choices.put("retry"),
+            on_dismiss=lambda: self.choices.put("dismiss"))
+
+    def pause(self, paused: bool) -> None:
+        if self.agent is not None:
+            self.agent.request_pause(paused)
+
+    def end(self) -> None:
+        if self.agent is not None:
+            self.agent.request_close()
+
+    def quit(self) -> None:
+        """SIGTERM, Ctrl+C: end the session and exit without waiting for the customer."""
+        self.quitting = True
+        self.end()
+        self.choices.put("dismiss")
+
+    def front(self) -> None:
+        """A second start of the program: the panel comes to the front instead."""
+        if self.window is not None:
+            self.window.to_front()
+
+    def forget_choices(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.choices.get_nowait()
+
+    def choice(self) -> str:
+        """Wait for Retry or Close (a short timeout each time, so signals are handled)."""
+        while True:
+            with contextlib.suppress(queue.Empty):
+                return self.choices.get(timeout=0.25)
+
+
+def setup_logging(log: logging.Logger) -> None:
+    """The agent's log: stderr from source, a file in the temp folder from the windowed exe."""
+    level = logging.DEBUG if os.environ.get("SPOTLIGHT_LOG") == "debug" else logging.INFO
+    if sys.stderr is not None:
+        # UTF-8 whatever the Windows code page (a log line holds names and "…"); a pipe read
+        # as UTF-8 must not choke on cp1252 bytes, nor the program on a character it lacks
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:  # windowed exe: the only file we ever write, in the temp folder
+        path = Path(tempfile.gettempdir()) / "spotlight-agent.log"
+        # opened at the first line written: a second start that only brings the first to
+        # the front writes nothing, so it does not empty the first one's log
+        handler = logging.FileHandler(path, mode="w", encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.addFilter(_one_line_for_libraries)
+    for logger in (log, logging.getLogger("pystray")):
+        logger.addHandler(handler)
+        logger.propagate = False
+    log.setLevel(level)
+
+
+def _one_line_for_libraries(record: logging.LogRecord) -> bool:
+    """pystray logs a traceback per icon update when X11 has no system tray: one line is
+    enough (the icon is then simply not shown)."""
+    if not record.name.startswith("agent"):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 class Instance(Protocol):

@@ -603,9 +603,9 @@ def test_pointer_position_is_sent_as_cursor_relative_to_the_monitor() -> None:
 # --- the session panel and the tray's menu ---
 
 
-def panel_agent(relay, **agent_args) -> tuple[agent.Agent, FakePanel, agent.Controls]:
+def panel_agent(relay, **agent_args) -> tuple[agent.Agent, FakePanel, agent_ui.Controls]:
     """An agent whose panel is a FakePanel wired as main() wires the real one."""
-    controls = agent.Controls()
+    controls = agent_ui.Controls()
     window = FakePanel(controls.panel_actions())
     runner = controls.agent = make_agent(relay, window=window, **agent_args)
     return runner, window, controls
@@ -755,7 +755,7 @@ def test_retry_after_a_connection_error_starts_again_and_close_ends(monkeypatch)
 
     async def scenario():
         async with ScriptedRelay() as relay:
-            controls = agent.Controls()
+            controls = agent_ui.Controls()
             window = FakePanel(controls.panel_actions())
             config = agent_config.Config("Acme IT", relay.url, (("david", "David"),))
             link = (agent_config.agent_url(relay.url), agent_config.make_ssl_context(""))
@@ -844,7 +844,7 @@ def test_with_no_window_to_show_the_screen_is_not_shared(tmp_path) -> None:
                        SPOTLIGHT_SCREEN="dummy", SPOTLIGHT_INPUT="dummy", SPOTLIGHT_TRAY="log",
                        XDG_RUNTIME_DIR=str(tmp_path))
     assert result.returncode == 1, result.stderr
-    assert f"{agent.APP_NAME}: {agent.NO_WINDOW}" in result.stderr
+    assert f"{agent.APP_NAME}: {agent_ui.NO_WINDOW}" in result.stderr
     assert "Could not reach" not in result.stderr and "Traceback" not in result.stderr
 
 

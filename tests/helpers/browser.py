@@ -42,7 +42,7 @@ class Viewer:
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.on("console", self._console)
         self.relay = relay
-        self.response = self.page.goto(relay.http_url + "/")
+        self.response = self.page.goto(relay.http_url + "/console/")
 
     def _console(self, message) -> None:
         # A CSP violation or a script error shows up here; a refused websocket would too.
