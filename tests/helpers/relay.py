@@ -65,7 +65,8 @@ class RelayProcess:
                 self._drainer = threading.Thread(target=self._drain, daemon=True)
                 self._drainer.start()
                 return self
-        self.process.kill()
+        # reaped and its pipe closed here, or a warning about them fails a later test
+        self.kill()
         pytest.fail("relay did not start:\n" + "".join(self.output))
 
     def _drain(self) -> None:
