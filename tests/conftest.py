@@ -181,3 +181,47 @@ def relay(relay_factory) -> RelayProcess:
     running.add_technician("david", "David", "david-pw")
     running.add_technician("petur", "Petur", "petur-pw")
     return running
+
+
+# --- PostgreSQL (issue 16): one throwaway server per run, a fresh database per test -------
+
+
+@dataclass
+class Postgres:
+    """A LocalPostgres (deploy/localpg.py) and a way to get an empty database on it."""
+
+    server: object
+    made: int = 0
+
+    def fresh_url(self) -> str:
+        """The URL of a new, empty database on the server."""
+        import asyncpg  # only the tests that use PostgreSQL need the driver
+
+        self.made += 1
+        name = f"test_{os.getpid()}_{self.made}"
+
+        async def create() -> None:
+            connection = await asyncpg.connect(self.server.url)
+            try:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await connection.close()
+
+        import asyncio
+
+        asyncio.run(create())
+        return self.server.url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """PostgreSQL on 127.0.0.1 (run as the postgres user when we are root)."""
+    sys.path.insert(0, str(ROOT / "deploy"))
+    from localpg import LocalPostgres
+
+    try:
+        server = LocalPostgres.start()
+    except (RuntimeError, subprocess.CalledProcessError) as error:
+        pytest.fail(f"PostgreSQL did not start ({error}): run ./dev test, which installs it")
+    yield Postgres(server)
+    server.stop()
