@@ -24,6 +24,13 @@ from relay.store import DataError
 
 SQLITE_SCHEMA_VERSION = 1
 
+try:  # what PostgreSQL raises when it refuses or goes away mid-request
+    import asyncpg
+
+    StoreFailure: tuple[type[Exception], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
+except ImportError:  # a relay installed without PostgreSQL support
+    StoreFailure = ()
+
 
 class Store(Protocol):
     """What the relay and its commands need of the database."""
