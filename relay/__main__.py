@@ -508,6 +508,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder whose files /download offers (e.g. the agent's exe)")
     parser.add_argument("--company", default=DEFAULT_COMPANY, metavar="NAME",
                         help="the company's name on the customer's download page")
+    parser.add_argument("--relay-id", default="relay", type=technician_id, metavar="NAME",
+                        help="this relay's name in a cluster's shared database (each relay "
+                             "its own, the same after a restart)")
     parser.add_argument("--wait-timeout", type=positive_seconds, default=DEFAULT_WAIT_TIMEOUT_S,
                         metavar="SECONDS", help="how long a session waits to be accepted")
     parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE_S,

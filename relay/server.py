@@ -6,7 +6,8 @@ the rules, and let a per-connection ``Link`` write what the rules send, in order
 
     /ws/agent    agents (no browser Origin accepted)
     /ws/viewer   viewers (Origin must be this relay's own origin or an --origin value)
-    /healthz     200 "ok"
+    /healthz     JSON: this relay's id and session count (to loopback and --trusted-proxy
+                 only), 503 when its database cannot be reached
     /download    the customer's page (relay/download.py) linking to --downloads DIR
     /, /<name>   the viewer's files, from an allow-list built at start-up
 
@@ -24,6 +25,7 @@ import asyncio
 import email.utils
 import http
 import ipaddress
+import json
 import logging
 import math
 import re
@@ -43,11 +45,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 import protocol
-from relay.accounts import DB_FILE, TOO_MANY_ATTEMPTS, Accounts
+from relay.accounts import TOO_MANY_ATTEMPTS
 from relay.download import DEFAULT_COMPANY, render_download_page
-from relay.ledger import Ledger
+from relay.location import resolve
 from relay.login_limits import retry_words
 from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S, Pairing
+from relay.recorder import QueuedRecorder
+from relay.store import DataError
+from relay.stores import Store, open_store
 
 log = logging.getLogger("relay")
 
@@ -65,6 +70,7 @@ MAX_PENDING_FRAME_BYTES = 2 * protocol.MAX_FRAME_BYTES
 MAX_PENDING_CONTROL_BYTES = 512 * 1024
 MAX_PENDING_MESSAGES = 4096
 SHUTDOWN_DRAIN_S = 2.0
+SHUTDOWN_FLUSH_S = 10.0  # the last ledger rows' wait for a slow database
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -316,7 +322,7 @@ class Link:
 class LoggedLedger:
     """The ledger, with one log line per session transition the rules record."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: QueuedRecorder) -> None:
         self.ledger = ledger
 
     def requested(self, session: str, technician: str, machine: str, user: str,
@@ -345,10 +351,9 @@ class LoggedLedger:
 class Relay:
     """Accounts, ledger and session rules behind the websocket and HTTP handlers."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        data: Path = args.data
-        self.accounts = Accounts(data / DB_FILE)
-        self.ledger = Ledger(data / DB_FILE)
+    def __init__(self, args: argparse.Namespace, store: Store) -> None:
+        self.store = store  # accounts, ledger and session directory (relay.stores)
+        self.ledger = QueuedRecorder(store)  # the rules' writes, in order, off the loop
         self.pairing = Pairing(LoggedLedger(self.ledger), wait_timeout=args.wait_timeout,
                                grace=args.grace)
         self.tls = args.cert is not None
@@ -359,6 +364,7 @@ class Relay:
         self.download_page = render_download_page(args.company, {
             url: f.path.name for url, f in download_files(args.downloads).items()})
         self.links: set[Link] = set()
+        self._rechecks: set[asyncio.Task] = set()
 
     # --- HTTP -------------------------------------------------------------------------
 
@@ -382,7 +388,7 @@ class Relay:
                 connection.protocol.max_message_size = protocol.MAX_CONTROL_BYTES
             return None
         if path == "/healthz":
-            return plain(200, "ok\n")
+            return await self._health(connection, request)
         if path == "/download":
             return response(200, self.download_page, "text/html; charset=utf-8")
         found = self.files.get(path)
@@ -396,6 +402,19 @@ class Relay:
         if found.attachment:
             extra = (("Content-Disposition", f'attachment; filename="{found.path.name}"'),)
         return response(200, body, found.content_type, extra)
+
+    async def _health(self, connection: ServerConnection, request: Request) -> Response:
+        """For the load balancer and this machine: is the relay of use, and how busy is it.
+        Anyone else gets the same 404 as any unknown path (the count is nobody's business)."""
+        peer = _ip(_address(connection))
+        if peer is None or not (peer.is_loopback or peer in self.trusted_proxies):
+            return plain(404, "Not found\n")
+        reachable = await self.store.ping()
+        body = {"status": "ok" if reachable else "database unreachable",
+                "relay": self.store.relay, "sessions": len(self.pairing.sessions),
+                "viewers": len(self.pairing.viewers), "ledger_queue": self.ledger.pending}
+        return response(200 if reachable else 503, json.dumps(body).encode() + b"\n",
+                        "application/json")
 
     def _check_origin(self, request: Request, path: str) -> str:
         """Why this upgrade is refused, or "" to let it through."""
@@ -479,7 +498,7 @@ class Relay:
         link.close(protocol.CLOSE_POLICY, text)
 
     async def _agent(self, ws: ServerConnection, link: Link, hello: protocol.AgentHello) -> None:
-        technician = self.accounts.get(hello.technician)
+        technician = await self.store.technician(hello.technician)
         if not self.pairing.agent_hello(link, hello, technician, time.time()):
             log.info("%s refused (technician %s, resume %s)", link, hello.technician,
                      bool(hello.resume))
@@ -518,7 +537,7 @@ class Relay:
                     raise protocol.RemoteProtocolError("a viewer may not send binary messages")
                 message = protocol.decode_control(data)
                 if isinstance(message, protocol.Logout):
-                    self.accounts.revoke_token(link.token)
+                    await self.store.revoke_token(link.token)
                     log.info("%s: %s logged out", link, technician.id)
                     link.close(protocol.CLOSE_NORMAL, "logged out")
                     break
@@ -533,8 +552,8 @@ class Relay:
 
     async def _login(self, link: Link, hello: protocol.ViewerHello) -> Any:
         now = time.time()
-        result = await self.accounts.login(hello.user, hello.password, hello.token,
-                                           link.address, now)
+        result = await self.store.login(hello.user, hello.password, hello.token,
+                                        link.address, now)
         if result.technician is not None:
             link.token = result.token
             link.technician = result.technician.id
@@ -544,19 +563,17 @@ class Relay:
             limited = result.limited
             wait_s = retry_words(limited.retry_after_s)
             if limited.first:  # one row per flood, not one per refused attempt
-                await asyncio.to_thread(
-                    self.ledger.event, None, "login-throttled", f"user {hello.user!r} from "
-                    f"{link.address}: {limited.reason} limit, {wait_s} s", now)
+                self.ledger.event(None, "login-throttled", f"user {hello.user!r} from "
+                                  f"{link.address}: {limited.reason} limit, {wait_s} s", now)
                 log.info("%s: login of %r refused (%s limit)", link, hello.user,
                          limited.reason)
             # The table's sentence cannot know the wait: the viewer shows this message.
             refusal = protocol.Error(
                 TOO_MANY_ATTEMPTS, f"Too many sign-in attempts. Try again in {wait_s} s.")
         elif result.code == LOGIN_FAILED.code:
-            # Off the event loop: each row is a synchronous (fsync) write, and a flood's
-            # admitted checks must not stall every other connection's handshake.
-            await asyncio.to_thread(self.ledger.event, None, "login-failed",
-                                    f"user {hello.user!r} from {link.address}", time.time())
+            # Queued for the writer: a flood's rows must not stall any handshake.
+            self.ledger.event(None, "login-failed", f"user {hello.user!r} from {link.address}",
+                              time.time())
             log.info("%s: login failed for %r", link, hello.user)
             refusal = LOGIN_FAILED
         else:
@@ -586,22 +603,40 @@ class Relay:
             now = time.time()
             try:
                 self.pairing.tick(now)
-                for link in list(self.pairing.viewers):  # logged-in viewer links
-                    if self.accounts.check_token(link.token, now) is None:
-                        log.info("%s: login of %s no longer valid", link, link.technician)
-                        self.pairing.viewer_gone(link, now)
-                        link.send(LOGIN_EXPIRED)
-                        link.close(protocol.CLOSE_POLICY, LOGIN_EXPIRED.code)
+                await self.recheck_logins(None)
                 if now - last_heartbeat >= HEARTBEAT_S:
-                    self.ledger.heartbeat(now)
+                    await self.store.heartbeat(now)
                     last_heartbeat = now
             except Exception:
                 log.exception("relay tick failed")
 
+    async def recheck_logins(self, technician: str | None) -> None:
+        """Close the viewers (of ``technician``, or all) whose login is no longer valid."""
+        for link in list(self.pairing.viewers):  # logged-in viewer links
+            if technician is not None and link.technician != technician:
+                continue
+            now = time.time()
+            if await self.store.check_token(link.token, now) is None \
+                    and link in self.pairing.viewers:
+                log.info("%s: login of %s no longer valid", link, link.technician)
+                self.pairing.viewer_gone(link, now)
+                link.send(LOGIN_EXPIRED)
+                link.close(protocol.CLOSE_POLICY, LOGIN_EXPIRED.code)
+
+    def revoked(self, technician: str) -> None:
+        """Another relay or a command disabled the account or changed its password."""
+        task = asyncio.get_running_loop().create_task(self.recheck_logins(technician))
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
+
     async def shutdown(self) -> None:
         """End every live session (relay-shutdown), tell both sides, let the writers drain."""
         self.pairing.shutdown(time.time())
-        self.ledger.heartbeat(time.time())
+        self.ledger.call(self.store.heartbeat, time.time())
+        try:
+            await asyncio.wait_for(self.ledger.flush(), SHUTDOWN_FLUSH_S)
+        except TimeoutError:
+            log.error("stopping with %d ledger writes not done", self.ledger.pending)
         deadline = time.monotonic() + SHUTDOWN_DRAIN_S
         while time.monotonic() < deadline and not all(link.idle for link in self.links):
             await asyncio.sleep(0.02)
@@ -658,6 +693,9 @@ def run(args: argparse.Namespace, *, on_ready: Callable[[str], None] | None = No
         return 1
     try:
         return asyncio.run(_serve(args, context, on_ready))
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"error: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
@@ -665,11 +703,31 @@ def run(args: argparse.Namespace, *, on_ready: Callable[[str], None] | None = No
 
 async def _serve(args: argparse.Namespace, context: ssl.SSLContext | None,
                  on_ready: Callable[[str], None] | None) -> int:
-    relay = Relay(args)
-    recovered = relay.ledger.recover()
+    location = resolve(args.data, getattr(args, "database", None),
+                       getattr(args, "database_file", None))
+    store = await open_store(location, getattr(args, "relay_id", "relay"), create=True)
+    try:
+        return await _serve_with(args, context, on_ready, Relay(args, store))
+    finally:
+        await store.close()
+
+
+async def _serve_with(args: argparse.Namespace, context: ssl.SSLContext | None,
+                      on_ready: Callable[[str], None] | None, relay: Relay) -> int:
+    recovered = await relay.store.recover()
     if recovered:
         log.info("closed %d session(s) left open by the last run (relay-restart)", recovered)
-    relay.ledger.heartbeat(time.time())
+    await relay.store.heartbeat(time.time())
+    writer = asyncio.create_task(relay.ledger.run())
+    try:
+        async with relay.store.revocations(relay.revoked):
+            return await _listen(args, context, on_ready, relay)
+    finally:
+        writer.cancel()
+
+
+async def _listen(args: argparse.Namespace, context: ssl.SSLContext | None,
+                  on_ready: Callable[[str], None] | None, relay: Relay) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

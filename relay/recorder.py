@@ -1,0 +1,90 @@
+"""The ledger as relay.pairing writes it: calls queued in order, written by one task.
+
+The session rules are synchronous and must not wait for a disk or a database; they hand
+each transition to ``QueuedRecorder``, whose one writer task awaits the store (SQLite in
+its own thread, or PostgreSQL) in the order the rules made them. A write the database
+refuses because it is out of reach is tried again, in order, until it is back (bounded);
+``flush`` waits until everything queued so far is written (shutdown, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from relay.stores import Store, StoreFailure
+
+log = logging.getLogger("relay")
+
+RETRY_S = 1.0
+RETRIES = 120  # two minutes of outage; longer, and the row is logged and given up
+
+
+class QueuedRecorder:
+    """relay.pairing.Recorder over an async store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queue: asyncio.Queue[tuple[Callable[..., Awaitable[Any]], tuple]] = \
+            asyncio.Queue()
+        self._unwritten = 0  # queued or being written
+
+    def requested(self, session: str, technician: str, machine: str, user: str,
+                  address: str, at: float) -> None:
+        self._put(self.store.requested, session, technician, machine, user, address, at)
+
+    def accepted(self, session: str, at: float) -> None:
+        self._put(self.store.accepted, session, at)
+
+    def control(self, session: str, taken: bool, at: float) -> None:
+        self._put(self.store.control, session, taken, at)
+
+    def ended(self, session: str, by: str, reason: str, at: float) -> None:
+        self._put(self.store.ended, session, by, reason, at)
+
+    def event(self, session: str | None, kind: str, detail: str, at: float) -> None:
+        self._put(self.store.event, session, kind, detail, at)
+
+    def call(self, write: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Any other store write, in its place in the order (e.g. the session directory)."""
+        self._put(write, *args)
+
+    def _put(self, write: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self._unwritten += 1
+        self._queue.put_nowait((write, args))
+
+    @property
+    def pending(self) -> int:
+        """Writes not done yet (/healthz shows it: a growing number is a slow database)."""
+        return self._unwritten
+
+    async def flush(self) -> None:
+        await self._queue.join()
+
+    async def run(self) -> None:
+        """Write until cancelled."""
+        while True:
+            write, args = await self._queue.get()
+            try:
+                await self._write(write, args)
+            finally:
+                self._unwritten -= 1
+                self._queue.task_done()
+
+    async def _write(self, write: Callable[..., Awaitable[Any]], args: tuple) -> None:
+        for attempt in range(RETRIES + 1):
+            try:
+                await write(*args)
+                return
+            except (*StoreFailure, OSError) as error:
+                if attempt == RETRIES:
+                    log.error("ledger write %s%r lost: %s", write.__name__, args[:2], error)
+                    return
+                if attempt == 0:
+                    log.warning("the database is out of reach (%s); retrying", error)
+                await asyncio.sleep(RETRY_S)
+            except Exception:  # a bug, not an outage: keep writing the rest
+                log.exception("ledger write %s%r failed", write.__name__, args[:2])
+                return
