@@ -326,7 +326,10 @@ def check_before_serving(args: argparse.Namespace) -> None:
     if fresh:
         warn(f"created a new, empty relay database in {args.data}; if you meant an existing "
              "one, check --data")
-    if not enabled:
+    if not enabled and location_of(args).is_postgres:
+        warn("nobody can log in: the database has no enabled support person; add one with "
+             "python -m relay add-technician ID --name NAME (with the same database URL)")
+    elif not enabled:
         warn(f"nobody can log in: {args.data} has no enabled support person; add one with "
              f"python -m relay add-technician ID --name NAME --data {args.data}")
     warn_plain_http(args)

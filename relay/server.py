@@ -406,7 +406,8 @@ class Relay:
     async def _health(self, connection: ServerConnection, request: Request) -> Response:
         """For the load balancer and this machine: is the relay of use, and how busy is it.
         Anyone else gets the same 404 as any unknown path (the count is nobody's business)."""
-        peer = _ip(_address(connection))
+        # The client as a trusted proxy saw it: through HAProxy, a stranger is a stranger.
+        peer = _ip(self._client_address(connection, request))
         if peer is None or not (peer.is_loopback or peer in self.trusted_proxies):
             return plain(404, "Not found\n")
         reachable = await self.store.ping()
