@@ -764,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         config, technician = _config(args, dialogs)
         if technician is None:
             return EXIT_OK
-        url, context = agent_url(config.relay), make_ssl_context(config.ca_cert)
+        url, context = agent_url(config.relay, technician), make_ssl_context(config.ca_cert)
     except ConfigError as e:
         log.error("configuration: %s", e)
         dialogs.message(e.company or APP_NAME, e.customer, error=True)

@@ -38,6 +38,14 @@ class RelayInstance:
     port: int
     process: subprocess.Popen | None = None
     output: list[str] = field(default_factory=list)
+    drainer: threading.Thread | None = None
+
+    def close_output(self) -> None:
+        """After the process ended: the drain thread has met EOF; close our end of the pipe."""
+        if self.drainer is not None:
+            self.drainer.join(timeout=10)
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
 
     @property
     def pid(self) -> int:
@@ -117,9 +125,12 @@ class Cluster:
             relay.output.append(line)
             if _LISTENING.search(line):
                 # Keep reading so the relay never blocks on a full pipe.
-                threading.Thread(target=_drain, args=(relay,), daemon=True).start()
+                relay.drainer = threading.Thread(target=_drain, args=(relay,), daemon=True)
+                relay.drainer.start()
                 return
         relay.process.kill()
+        relay.process.wait()
+        relay.close_output()
         raise RuntimeError(f"{relay.name} did not start:\n{''.join(relay.output)}")
 
     def kill_relay(self, relay: RelayInstance) -> None:
@@ -128,6 +139,7 @@ class Cluster:
             assert relay.process is not None
             relay.process.kill()
             relay.process.wait()
+            relay.close_output()
 
     def haproxy_config(self) -> str:
         text = HAPROXY_CFG.read_text()
@@ -178,8 +190,8 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
+        for relay in self.relays:
+            relay.close_output()
         self.postgres.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -123,6 +123,8 @@ async def migrate(connection: asyncpg.Connection) -> tuple[int, int]:
 class PostgresStore:
     """Accounts, ledger and session directory in PostgreSQL (see relay.stores.Store)."""
 
+    shared = True
+
     def __init__(self, pool: asyncpg.Pool, url: str, relay: str) -> None:
         self._pool, self._url = pool, url
         self.relay = relay  # this relay's name in the heartbeat and the directory

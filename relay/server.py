@@ -4,8 +4,11 @@ The only relay module doing network I/O. Each connection is a short loop around
 relay.pairing (the session rules): read a message, validate it with protocol.py, hand it to
 the rules, and let a per-connection ``Link`` write what the rules send, in order.
 
-    /ws/agent    agents (no browser Origin accepted)
-    /ws/viewer   viewers (Origin must be this relay's own origin or an --origin value)
+    /ws/agent?technician=ID    agents (no browser Origin accepted)
+    /ws/viewer?technician=ID   viewers (Origin must be this relay's own origin or --origin)
+                 ID is the support person's: HAProxy sends all of theirs to one relay. A
+                 hello naming someone else is refused; without ID (an old program) it is
+                 refused only on a shared (PostgreSQL) store, where routing matters.
     /healthz     JSON: this relay's id and session count (to loopback and --trusted-proxy
                  only), 503 when its database cannot be reached
     /download    the customer's page (relay/download.py) linking to --downloads DIR
@@ -33,6 +36,7 @@ import signal
 import ssl
 import sys
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +99,7 @@ SECURITY_HEADERS = (
 )
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
+UPDATE_REQUIRED = {role: protocol.refusal("update-required", role) for role in ("agent", "viewer")}
 LOGIN_FAILED = protocol.refusal("login-failed", "viewer")
 LOGIN_EXPIRED = protocol.refusal("login-expired", "viewer")
 
@@ -231,6 +236,7 @@ class Link:
                  on_caught_up: Callable[[Link, int], None]) -> None:
         self.ws, self.role, self.address = ws, role, address
         self.technician: str | None = None
+        self.route: str | None = None  # the URL's ?technician=
         self.token = ""
         self._on_overflow, self._on_caught_up = on_overflow, on_caught_up
         self._items: deque[tuple[str, Any]] = deque()
@@ -456,6 +462,7 @@ class Relay:
         role = "agent" if ws.request.path.split("?", 1)[0] == AGENT_PATH else "viewer"
         address = self._client_address(ws, ws.request)
         link = Link(ws, role, address, self._overflowed, self._caught_up)
+        link.route = _route(ws.request.path)
         self.links.add(link)
         writer = asyncio.create_task(link.run())
         try:
@@ -488,8 +495,18 @@ class Relay:
                     f"the first message must be hello with role {link.role}")
             message = protocol.decode_control(first)
             protocol.check_hello(message, link.role)
+            named = getattr(message, "technician" if link.role == "agent" else "user", "")
+            if link.route is not None and named and named != link.route:
+                raise protocol.RemoteProtocolError(
+                    "the hello names another support person than the URL's ?technician=")
         except protocol.RemoteProtocolError as error:
             self._protocol_error(link, str(error))
+            return None
+        if link.route is None and self.store.shared:
+            # An old program: on a cluster it may have reached the wrong relay.
+            log.info("%s: refused, no ?technician= in the URL (an old program)", link)
+            link.send(UPDATE_REQUIRED[link.role])
+            link.close(protocol.CLOSE_POLICY, "update-required")
             return None
         return message
 
@@ -555,6 +572,11 @@ class Relay:
         now = time.time()
         result = await self.store.login(hello.user, hello.password, hello.token,
                                         link.address, now)
+        if result.technician is not None and link.route not in (None, result.technician.id):
+            # A token login names nobody in its hello: its account must match the URL's.
+            self._protocol_error(link, "this login is another support person's than the "
+                                       "URL's ?technician=")
+            return None
         if result.technician is not None:
             link.token = result.token
             link.technician = result.technician.id
@@ -657,6 +679,12 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def _route(path: str) -> str | None:
+    """The ?technician= of a websocket URL (what HAProxy routed on), or None."""
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("technician")
+    return values[0] if values else None
 
 
 def _network_cut(closed: ConnectionClosed) -> bool:

@@ -36,6 +36,7 @@ class Store(Protocol):
     """What the relay and its commands need of the database."""
 
     relay: str
+    shared: bool  # other relays use it too (a cluster): connections must say whose they are
 
     async def close(self) -> None: ...
     async def schema_version(self) -> int: ...
@@ -80,6 +81,8 @@ class Store(Protocol):
 class SqliteStore:
     """The SQLite file in --data, through relay.accounts, relay.ledger and relay.directory,
     each call in the store's one thread."""
+
+    shared = False
 
     def __init__(self, path: Path, relay: str = "relay") -> None:
         self.relay = relay
