@@ -26,7 +26,12 @@ CREATE TABLE IF NOT EXISTS session_directory (
     code TEXT NOT NULL DEFAULT '',
     paused_s REAL NOT NULL DEFAULT 0,
     paused_at REAL,
-    control TEXT NOT NULL DEFAULT ''
+    control TEXT NOT NULL DEFAULT '',
+    machine TEXT NOT NULL DEFAULT '',
+    user TEXT NOT NULL DEFAULT '',
+    address TEXT NOT NULL DEFAULT '',
+    requested_at REAL NOT NULL DEFAULT 0,
+    screens TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS session_directory_relay ON session_directory (relay);
 """
@@ -51,6 +56,11 @@ class Entry:
     paused_s: float = 0.0  # seconds paused so far, not billed (issue 12)
     paused_at: float | None = None  # paused since then; None while running
     control: str = ""  # who holds control; "" for nobody
+    machine: str = ""  # what the support person's queue and session show
+    user: str = ""
+    address: str = ""
+    requested_at: float = 0.0
+    screens: str = "[]"  # JSON [[x, y, width, height], ...]: the layout before a resume
 
 
 COLUMNS = tuple(f.name for f in fields(Entry))
@@ -80,6 +90,16 @@ class Directory(Store):
     def remove(self, session: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM session_directory WHERE session = ?", (session,))
+
+    def claim(self, session: str, relay: str, now: float) -> Entry | None:
+        """Move the session to ``relay`` (a resume reached it); the entry as it was."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM session_directory"  # noqa: S608
+                " WHERE session = ?", (session,)).fetchone()
+            self._db.execute("UPDATE session_directory SET relay = ?, heartbeat_at = ?"
+                             " WHERE session = ?", (relay, now, session))
+        return Entry(*row) if row else None
 
     def stale(self, before: float) -> list[Entry]:
         """Sessions whose relay has not vouched for them since ``before``: nobody holds them."""

@@ -39,6 +39,7 @@ from relay.login_limits import LoginLimits
 from relay.store import DataError
 
 REVOKED_CHANNEL = "revoked"
+_DIRECTORY_COLUMNS = ", ".join(f'"{c}"' for c in COLUMNS)  # "user" is a keyword here
 
 # Each step runs once, in order, in one transaction; the version table says how far a
 # database has come. Add steps at the end; never edit one that has shipped.
@@ -95,7 +96,12 @@ MIGRATIONS = (
         code TEXT NOT NULL DEFAULT '',
         paused_s DOUBLE PRECISION NOT NULL DEFAULT 0,
         paused_at DOUBLE PRECISION,
-        control TEXT NOT NULL DEFAULT ''
+        control TEXT NOT NULL DEFAULT '',
+        machine TEXT NOT NULL DEFAULT '',
+        "user" TEXT NOT NULL DEFAULT '',
+        address TEXT NOT NULL DEFAULT '',
+        requested_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+        screens TEXT NOT NULL DEFAULT '[]'
     );
     CREATE INDEX session_directory_relay ON session_directory (relay);
     """,
@@ -353,7 +359,9 @@ class PostgresStore:
         status = await self._execute(
             "UPDATE sessions SET ended_by = $1, end_reason = $2,"
             " ended_at = greatest($3, coalesce(accepted_at, requested_at))"
-            " WHERE session = $4 AND ended_at IS NULL", by, reason, at, session)
+            # Only the relay holding it: a relay that lost it to another must not end it.
+            " WHERE session = $4 AND ended_at IS NULL AND relay = $5", by, reason, at, session,
+            self.relay)
         if not status.endswith(" 0"):
             await self.event(session, "ended", f"{by}: {reason}", at)
 
@@ -412,9 +420,9 @@ class PostgresStore:
 
     async def put(self, entry: Entry) -> None:
         marks = ", ".join(f"${n}" for n in range(1, len(COLUMNS) + 1))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in COLUMNS[1:])
         await self._execute(
-            f"INSERT INTO session_directory ({', '.join(COLUMNS)}) VALUES ({marks})"  # noqa: S608
+            f"INSERT INTO session_directory ({_DIRECTORY_COLUMNS}) VALUES ({marks})"  # noqa: S608
             f" ON CONFLICT (session) DO UPDATE SET {updates}", *astuple(entry))
 
     async def get(self, session: str) -> Entry | None:
@@ -426,6 +434,46 @@ class PostgresStore:
     async def remove(self, session: str) -> None:
         await self._execute("DELETE FROM session_directory WHERE session = $1", session)
 
+    async def claim(self, session: str, relay: str, now: float) -> Entry | None:
+        """Move a live session to ``relay`` (its agent or viewer came back there): the
+        directory row and the ledger row, so the old relay, if it comes back, neither
+        recovers nor ends it. The entry as it was before, or None."""
+        self.queries += 1
+        async with self._pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                f"SELECT {_DIRECTORY_COLUMNS} FROM session_directory"  # noqa: S608
+                " WHERE session = $1 FOR UPDATE", session)
+            if row is None:
+                return None
+            await connection.execute(
+                "UPDATE session_directory SET relay = $2, heartbeat_at = $3 WHERE session = $1",
+                session, relay, now)
+            await connection.execute("UPDATE sessions SET relay = $2 WHERE session = $1",
+                                     session, relay)
+        return Entry(*row)
+
+    async def end_orphan(self, entry: Entry, reason: str) -> bool:
+        """End a session whose relay died and nobody resumed, at that relay's last sign of
+        life for it; False if another relay claimed or ended it meanwhile."""
+        self.queries += 1
+        async with self._pool.acquire() as connection, connection.transaction():
+            gone = await connection.execute(
+                "DELETE FROM session_directory WHERE session = $1 AND relay = $2"
+                " AND heartbeat_at = $3", entry.session, entry.relay, entry.heartbeat_at)
+            if gone.endswith(" 0"):
+                return False
+            closed = await connection.execute(
+                "UPDATE sessions SET ended_by = 'relay', end_reason = $2,"
+                " ended_at = greatest($3, coalesce(accepted_at, requested_at))"
+                " WHERE session = $1 AND ended_at IS NULL", entry.session, reason,
+                entry.heartbeat_at)
+            if not closed.endswith(" 0"):
+                await connection.execute(
+                    "INSERT INTO session_events (at, session, kind, detail)"
+                    " VALUES ($1, $2, 'ended', $3)", entry.heartbeat_at, entry.session,
+                    f"relay: {reason}")
+        return True
+
     async def stale(self, before: float) -> list[Entry]:
         return await self._many("heartbeat_at < $1", before)
 
@@ -435,6 +483,6 @@ class PostgresStore:
 
     async def _many(self, where: str, *values: object) -> list[Entry]:
         rows = await self._fetch(
-            f"SELECT {', '.join(COLUMNS)} FROM session_directory WHERE {where}"  # noqa: S608
+            f"SELECT {_DIRECTORY_COLUMNS} FROM session_directory WHERE {where}"  # noqa: S608
             " ORDER BY session", *values)
         return [Entry(*row) for row in rows]

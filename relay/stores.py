@@ -76,6 +76,8 @@ class Store(Protocol):
     async def by_resume(self, secret: str) -> Entry | None: ...
     async def remove(self, session: str) -> None: ...
     async def stale(self, before: float) -> list[Entry]: ...
+    async def claim(self, session: str, relay: str, now: float) -> Entry | None: ...
+    async def end_orphan(self, entry: Entry, reason: str) -> bool: ...
 
 
 class SqliteStore:
@@ -209,6 +211,19 @@ class SqliteStore:
 
     async def stale(self, before: float) -> list[Entry]:
         return await self._run(self.directory.stale, before)
+
+    async def claim(self, session: str, relay: str, now: float) -> Entry | None:
+        return await self._run(self.directory.claim, session, relay, now)
+
+    async def end_orphan(self, entry: Entry, reason: str) -> bool:
+        return await self._run(self._end_orphan, entry, reason)
+
+    def _end_orphan(self, entry: Entry, reason: str) -> bool:
+        if self.directory.get(entry.session) != entry:
+            return False
+        self.directory.remove(entry.session)
+        self.ledger.ended(entry.session, "relay", reason, entry.heartbeat_at)
+        return True
 
 
 async def open_store(location: Location, relay: str = "relay", *,

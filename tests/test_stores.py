@@ -232,3 +232,36 @@ def test_postgres_unreachable_is_a_clear_error():
         port = probe.getsockname()[1]
     with pytest.raises(DataError, match="cannot reach the database"):
         asyncio.run(PostgresStore.open(f"postgresql://postgres@127.0.0.1:{port}/relay"))
+
+
+def test_a_claimed_session_is_no_longer_the_old_relays(location: Location):
+    """claim moves the session to the new relay; ending it by orphan rules then fails."""
+    async def body(store: Store) -> None:
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0)
+        await store.accepted(SESSION, T0 + 10)
+        old = entry(relay="relay-dead")
+        await store.put(old)
+        assert await store.claim(SESSION, "relay-a", T0 + 70) == old
+        assert (await store.get(SESSION)).relay == "relay-a"
+        assert await store.end_orphan(old, "relay-lost") is False
+        assert (await store.rows())[0].ended_at is None
+        assert await store.claim("O" * 43, "relay-a", T0) is None
+
+    with_store(location, body)
+
+
+def test_an_orphan_ends_relay_lost_at_its_relays_last_sign_of_life(location: Location):
+    """Nobody resumed it: ended by relay, relay-lost, billed to the last heartbeat."""
+    async def body(store: Store) -> None:
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0)
+        await store.accepted(SESSION, T0 + 10)
+        orphan = entry(relay="relay-dead", heartbeat_at=T0 + 100)
+        await store.put(orphan)
+        assert await store.end_orphan(orphan, "relay-lost") is True
+        (row,) = await store.rows()
+        assert (row.ended_at, row.ended_by, row.end_reason, row.billable_s) == (
+            T0 + 100, "relay", "relay-lost", 90)
+        assert await store.get(SESSION) is None
+        assert await store.end_orphan(orphan, "relay-lost") is False
+
+    with_store(location, body)
