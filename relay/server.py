@@ -51,6 +51,7 @@ from websockets.http11 import Request, Response
 import protocol
 from relay.accounts import TOO_MANY_ATTEMPTS
 from relay.download import DEFAULT_COMPANY, render_download_page
+from relay.failover import Failover
 from relay.location import resolve
 from relay.login_limits import retry_words
 from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S, Pairing
@@ -362,6 +363,7 @@ class Relay:
         self.ledger = QueuedRecorder(store)  # the rules' writes, in order, off the loop
         self.pairing = Pairing(LoggedLedger(self.ledger), wait_timeout=args.wait_timeout,
                                grace=args.grace)
+        self.failover = Failover(store, self.pairing, self.ledger)  # the session directory
         self.tls = args.cert is not None
         self.hello_timeout: float = args.hello_timeout
         self.origins = {o.rstrip("/").lower() for o in args.origin}
@@ -517,7 +519,10 @@ class Relay:
 
     async def _agent(self, ws: ServerConnection, link: Link, hello: protocol.AgentHello) -> None:
         technician = await self.store.technician(hello.technician)
-        if not self.pairing.agent_hello(link, hello, technician, time.time()):
+        await self.failover.adopt_for_agent(hello, time.time())  # its relay may have died
+        registered = self.pairing.agent_hello(link, hello, technician, time.time())
+        self.failover.publish(time.time())  # the new resume secret, before anything else
+        if not registered:
             log.info("%s refused (technician %s, resume %s)", link, hello.technician,
                      bool(hello.resume))
             return
@@ -559,7 +564,13 @@ class Relay:
                     log.info("%s: %s logged out", link, technician.id)
                     link.close(protocol.CLOSE_NORMAL, "logged out")
                     break
+                if isinstance(message, protocol.Accept):  # maybe a rejoin after a relay died
+                    await self.failover.adopt_for_viewer(technician.id, message.session,
+                                                         time.time())
                 self.pairing.viewer_message(link, message, time.time())
+                if isinstance(message, (protocol.Accept, protocol.TakeControl,
+                                        protocol.ReleaseControl)):
+                    self.failover.publish(time.time())  # a resume elsewhere needs it now
         except protocol.RemoteProtocolError as error:
             self._protocol_error(link, str(error))
         except ConnectionClosed as closed:
@@ -626,9 +637,11 @@ class Relay:
             now = time.time()
             try:
                 self.pairing.tick(now)
+                self.failover.publish(now)
                 await self.recheck_logins(None)
                 if now - last_heartbeat >= HEARTBEAT_S:
-                    await self.store.heartbeat(now)
+                    self.ledger.call(self.store.heartbeat, now)  # after the directory writes
+                    await self.failover.sweep(now)
                     last_heartbeat = now
             except Exception:
                 log.exception("relay tick failed")

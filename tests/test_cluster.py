@@ -210,3 +210,79 @@ def test_disabling_a_support_person_closes_their_viewers_on_every_relay(cluster)
         return [(await next_of(ws, "error"))["code"] for ws in viewers]
 
     assert run(scenario()) == ["login-expired", "login-expired"]
+
+
+async def directory_control(cluster: Cluster, session: str) -> str | None:
+    """Who holds control of the session as the shared directory has it (None: not there)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(cluster.postgres.url)
+    try:
+        return await connection.fetchval(
+            "SELECT control FROM session_directory WHERE session = $1", session)
+    finally:
+        await connection.close()
+
+
+async def rejoin_agent(cluster: Cluster, resume: str) -> tuple[ClientConnection, dict]:
+    """The agent's reconnect loop: retry (as its backoff does) until the relay answers."""
+    for _ in range(WAIT_S * 2):
+        try:
+            ws = await open_ws(f"{cluster.ws_url}/ws/agent?technician=david")
+        except Exception:  # refused, or HAProxy's 502/503 while no relay is up for david
+            await asyncio.sleep(0.5)
+            continue
+        await ws.send(agent_hello(resume=resume))
+        return ws, await receive(ws)
+    pytest.fail("the agent found no relay to come back to")
+
+
+@pytest.mark.timing
+def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
+    """The viewer and the agent are back in the same session on another relay within 10 s,
+    control released; the ledger has one row, billed from the first acceptance."""
+    async def scenario() -> tuple[str, float, float, float]:
+        agent = await open_ws(f"{cluster.ws_url}/ws/agent?technician=david")
+        await agent.send(agent_hello())
+        registered = await receive(agent)
+        session = registered["session"]
+        viewer = await open_ws(f"{cluster.ws_url}/ws/viewer?technician=david")
+        await viewer.send(viewer_hello())
+        token = (await receive(viewer))["token"]
+        await viewer.send(json.dumps({"type": "accept", "session": session}))
+        await next_of(viewer, "accepted")
+        accepted_at = time.time()
+        await viewer.send(json.dumps({"type": "take_control", "session": session}))
+        assert (await next_of(agent, "control"))["granted"] is True
+        while await directory_control(cluster, session) != "david":  # published
+            await asyncio.sleep(0.1)
+        holder = served_by(cluster.url, "david")
+        killed_at = time.monotonic()
+        cluster.kill_relay(next(r for r in cluster.relays if r.name == holder))
+
+        agent2, again = await rejoin_agent(cluster, registered["resume"])
+        assert (again["type"], again["session"]) == ("registered", session), again
+        assert (await next_of(agent2, "accepted"))["session"] == session
+        viewer2 = await open_ws(f"{cluster.ws_url}/ws/viewer?technician=david")
+        await viewer2.send(viewer_hello(token=token))
+        assert (await receive(viewer2))["type"] == "welcome"
+        await viewer2.send(json.dumps({"type": "accept", "session": session}))
+        rejoined = await next_of(viewer2, "accepted")
+        back_s = time.monotonic() - killed_at
+        assert rejoined["session"] == session
+        assert rejoined["elapsed_s"] >= time.time() - accepted_at - 2  # the same clock
+        await viewer2.send(json.dumps({"type": "take_control", "session": session}))
+        assert (await next_of(agent2, "control"))["granted"] is True  # it had been released
+        await viewer2.send(json.dumps({"type": "end", "session": session, "reason": ""}))
+        await next_of(agent2, "ended")
+        ended_at = time.time()
+        for relay in cluster.relays:  # the killed one back for the next tests
+            if not relay.alive():
+                cluster.start_relay(relay)
+        return session, back_s, accepted_at, ended_at
+
+    session, back_s, accepted_at, ended_at = run(scenario())
+    assert back_s < 10
+    rows = [row for row in ledger(cluster) if row["session"] == session]
+    assert len(rows) == 1 and rows[0]["end_reason"] == "technician-ended"
+    assert abs(int(rows[0]["billable_seconds"]) - (ended_at - accepted_at)) <= 2
