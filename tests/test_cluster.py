@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ SCREENS = [{"x": 0, "y": 0, "width": 640, "height": 480},
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """PostgreSQL, three relays and HAProxy; david and petur can log in."""
-    running = Cluster.start(3, grace=30, extra_args=("--ping-interval", "1",
+    running = Cluster.start(3, grace=6, extra_args=("--ping-interval", "1",
                                                       "--ping-timeout", "2"))
     try:
         running.cli("add-technician", "david", "--name", "David", password="david-pw")
@@ -286,3 +287,39 @@ def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
     rows = [row for row in ledger(cluster) if row["session"] == session]
     assert len(rows) == 1 and rows[0]["end_reason"] == "technician-ended"
     assert abs(int(rows[0]["billable_seconds"]) - (ended_at - accepted_at)) <= 2
+
+
+def test_a_dead_relays_session_nobody_resumes_is_ended_relay_lost_by_a_live_relay(cluster):
+    """Kill the relay and never come back: another relay ends the session (relay-lost),
+    billed to the dead relay's last sign of life, not to when it was noticed."""
+    async def scenario() -> tuple[str, float]:
+        agent = await open_ws(f"{cluster.ws_url}/ws/agent?technician=petur")
+        await agent.send(agent_hello("petur"))
+        session = (await receive(agent))["session"]
+        viewer = await open_ws(f"{cluster.ws_url}/ws/viewer?technician=petur")
+        await viewer.send(viewer_hello("petur"))
+        await viewer.send(json.dumps({"type": "accept", "session": session}))
+        await next_of(viewer, "accepted")
+        while await directory_control(cluster, session) is None:  # published
+            await asyncio.sleep(0.1)
+        holder = next(r for r in cluster.relays if r.name == served_by(cluster.url, "petur"))
+        cluster.kill_relay(holder)
+        killed_at = time.time()
+        for ws in (agent, viewer):  # neither side comes back
+            ws.transport.abort()
+        return session, killed_at
+
+    session, killed_at = run(scenario())
+    try:
+        for _ in range(WAIT_S * 4):  # the grace window, the margin, then a sweep
+            rows = [r for r in ledger(cluster) if r["session"] == session]
+            if rows[0]["ended_at"]:
+                break
+            time.sleep(1)
+        assert (rows[0]["ended_by"], rows[0]["end_reason"]) == ("relay", "relay-lost")
+        ended = datetime.fromisoformat(rows[0]["ended_at"].replace("Z", "+00:00")).timestamp()
+        assert killed_at - 10 <= ended <= killed_at + 1  # at its last heartbeat
+    finally:
+        for relay in cluster.relays:
+            if not relay.alive():
+                cluster.start_relay(relay)
