@@ -668,6 +668,7 @@ class Relay:
     async def shutdown(self) -> None:
         """End every live session (relay-shutdown), tell both sides, let the writers drain."""
         self.pairing.shutdown(time.time())
+        self.failover.publish(time.time())  # ended: out of the directory, nobody resumes them
         self.ledger.call(self.store.heartbeat, time.time())
         try:
             await asyncio.wait_for(self.ledger.flush(), SHUTDOWN_FLUSH_S)
