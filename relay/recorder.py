@@ -30,6 +30,9 @@ class QueuedRecorder:
         self._queue: asyncio.Queue[tuple[Callable[..., Awaitable[Any]], tuple]] = \
             asyncio.Queue()
         self._unwritten = 0  # queued or being written
+        self.queued = 0  # writes queued so far (a mark for ``reached``)
+        self._written = 0  # writes done (or given up) so far
+        self._progress = asyncio.Event()
 
     def requested(self, session: str, technician: str, machine: str, user: str,
                   address: str, at: float) -> None:
@@ -53,12 +56,20 @@ class QueuedRecorder:
 
     def _put(self, write: Callable[..., Awaitable[Any]], *args: Any) -> None:
         self._unwritten += 1
+        self.queued += 1
         self._queue.put_nowait((write, args))
 
     @property
     def pending(self) -> int:
         """Writes not done yet (/healthz shows it: a growing number is a slow database)."""
         return self._unwritten
+
+    async def reached(self, mark: int) -> None:
+        """Wait until the first ``mark`` writes are done: what a peer is told next was
+        recorded first, so a relay killed a moment later bills what its peers saw."""
+        while self._written < mark:
+            self._progress.clear()
+            await self._progress.wait()
 
     async def flush(self) -> None:
         await self._queue.join()
@@ -71,6 +82,8 @@ class QueuedRecorder:
                 await self._write(write, args)
             finally:
                 self._unwritten -= 1
+                self._written += 1
+                self._progress.set()
                 self._queue.task_done()
 
     async def _write(self, write: Callable[..., Awaitable[Any]], args: tuple) -> None:

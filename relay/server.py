@@ -140,6 +140,7 @@ class Link:
         self.stranger = False  # counted in Relay.unauthenticated until its hello is valid
         self.technician: str | None = None
         self.route: str | None = None  # the URL's ?technician=
+        self.ledger: QueuedRecorder | None = None  # its rows go out before our messages do
         self.token = ""
         self._on_overflow, self._on_caught_up = on_overflow, on_caught_up
         self._items: deque[tuple[str, Any]] = deque()
@@ -235,6 +236,8 @@ class Link:
                     self._frame_bytes -= cost
                 else:
                     self._control_bytes -= cost
+                    if self.ledger is not None and self.ledger.pending:
+                        await self.ledger.reached(self.ledger.queued)
                 await self.ws.send(data)
             elif self._closing is not None:
                 await self.ws.close(*self._closing)
@@ -397,6 +400,7 @@ class Relay:
             return
         link = Link(ws, role, address, self._overflowed, self._caught_up)
         link.route = _route(ws.request.path)
+        link.ledger = self.ledger
         self.links.add(link)
         self.unauthenticated.opened(address)
         link.stranger = True
