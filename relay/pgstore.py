@@ -105,7 +105,18 @@ MIGRATIONS = (
     );
     CREATE INDEX session_directory_relay ON session_directory (relay);
     """,
+    # 2: the receipt's reference and the customer's pauses (issue 12). References come in
+    # blocks of 1000 per relay (each relay hands them out at once, without a round trip).
+    """
+    ALTER TABLE sessions ADD COLUMN ref BIGINT UNIQUE;
+    ALTER TABLE sessions ADD COLUMN paused_seconds DOUBLE PRECISION NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN paused_at DOUBLE PRECISION;
+    CREATE SEQUENCE session_refs INCREMENT BY 1000 START WITH 1;
+    """,
 )
+# A pause still open at $1 is added to the paused seconds and closed.
+_CLOSE_PAUSE = ("paused_seconds = paused_seconds + coalesce(greatest(0, $1 - paused_at), 0),"
+                " paused_at = NULL")
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATION_LOCK = 16_2026  # pg_advisory_xact_lock key: one relay migrates at a time
 
@@ -334,14 +345,32 @@ class PostgresStore:
     # --- ledger ---------------------------------------------------------------------------
 
     async def requested(self, session: str, technician: str, machine: str, user: str,
-                        address: str, at: float) -> None:
+                        address: str, at: float, ref: int) -> None:
         try:
             await self._execute(
                 'INSERT INTO sessions (session, technician, machine, "user", address,'
-                " requested_at, relay) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                session, technician, machine, user, address, at, self.relay)
+                " requested_at, relay, ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                session, technician, machine, user, address, at, self.relay, ref or None)
         except asyncpg.UniqueViolationError:
             raise ValueError(f"session {session!r} is already in the ledger") from None
+
+    async def reserve_refs(self, count: int) -> tuple[int, int]:
+        first = await self._pool.fetchval("SELECT nextval('session_refs')")
+        return first, min(count, 1000)
+
+    async def paused(self, session: str, paused: bool, at: float) -> None:
+        if paused:
+            status = await self._execute(
+                "UPDATE sessions SET paused_at = greatest($1, accepted_at) WHERE session = $2"
+                " AND accepted_at IS NOT NULL AND paused_at IS NULL AND ended_at IS NULL",
+                at, session)
+        else:
+            status = await self._execute(
+                f"UPDATE sessions SET {_CLOSE_PAUSE}"  # noqa: S608 (constants)
+                " WHERE session = $2 AND paused_at IS NOT NULL AND ended_at IS NULL",
+                at, session)
+        if not status.endswith(" 0"):
+            await self.event(session, "paused" if paused else "resumed", "", at)
 
     async def accepted(self, session: str, at: float) -> None:
         status = await self._execute(
@@ -357,10 +386,10 @@ class PostgresStore:
         if by not in protocol.ENDED_BY:
             raise ValueError(f"ended by must be one of {', '.join(protocol.ENDED_BY)}")
         status = await self._execute(
-            "UPDATE sessions SET ended_by = $1, end_reason = $2,"
-            " ended_at = greatest($3, coalesce(accepted_at, requested_at))"
+            f"UPDATE sessions SET {_CLOSE_PAUSE}, ended_by = $2, end_reason = $3,"  # noqa: S608
+            " ended_at = greatest($1, coalesce(accepted_at, requested_at))"
             # Only the relay holding it: a relay that lost it to another must not end it.
-            " WHERE session = $4 AND ended_at IS NULL AND relay = $5", by, reason, at, session,
+            " WHERE session = $4 AND ended_at IS NULL AND relay = $5", at, by, reason, session,
             self.relay)
         if not status.endswith(" 0"):
             await self.event(session, "ended", f"{by}: {reason}", at)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ log = logging.getLogger("relay")
 
 RETRY_S = 1.0
 RETRIES = 120  # two minutes of outage; longer, and the row is logged and given up
+REF_BLOCK = 1000  # ledger references reserved at a time (the rules need one at once)
 
 
 class QueuedRecorder:
@@ -33,10 +35,30 @@ class QueuedRecorder:
         self.queued = 0  # writes queued so far (a mark for ``reached``)
         self._written = 0  # writes done (or given up) so far
         self._progress = asyncio.Event()
+        self._refs: deque[int] = deque()
+        self._refilling = False
+
+    async def prepare(self) -> None:
+        """Reserve the first ledger references (call once, before the first session)."""
+        await self._refill()
+
+    async def _refill(self) -> None:
+        first, count = await self.store.reserve_refs(REF_BLOCK)
+        self._refs.extend(range(first, first + count))
+        self._refilling = False
 
     def requested(self, session: str, technician: str, machine: str, user: str,
-                  address: str, at: float) -> None:
-        self._put(self.store.requested, session, technician, machine, user, address, at)
+                  address: str, at: float) -> int:
+        """Queue the row; its ledger reference (the receipt's "ref") at once."""
+        ref = self._refs.popleft() if self._refs else 0
+        if len(self._refs) < REF_BLOCK // 2 and not self._refilling:
+            self._refilling = True
+            self._put(self._refill)
+        self._put(self.store.requested, session, technician, machine, user, address, at, ref)
+        return ref
+
+    def paused(self, session: str, paused: bool, at: float) -> None:
+        self._put(self.store.paused, session, paused, at)
 
     def accepted(self, session: str, at: float) -> None:
         self._put(self.store.accepted, session, at)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,7 @@ from relay.ledger import Ledger, LedgerRow
 from relay.location import Location
 from relay.store import DataError
 
-SQLITE_SCHEMA_VERSION = 1
+SQLITE_SCHEMA_VERSION = 2  # 2: ledger references and paused time (relay.ledger adds them)
 
 try:  # what PostgreSQL raises when it refuses or goes away mid-request
     import asyncpg
@@ -59,7 +60,9 @@ class Store(Protocol):
                     ) -> contextlib.AbstractAsyncContextManager: ...
     # ledger (relay.ledger.Ledger's rules)
     async def requested(self, session: str, technician: str, machine: str, user: str,
-                        address: str, at: float) -> None: ...
+                        address: str, at: float, ref: int) -> None: ...
+    async def reserve_refs(self, count: int) -> tuple[int, int]: ...
+    async def paused(self, session: str, paused: bool, at: float) -> None: ...
     async def accepted(self, session: str, at: float) -> None: ...
     async def control(self, session: str, taken: bool, at: float) -> None: ...
     async def ended(self, session: str, by: str, reason: str, at: float) -> None: ...
@@ -97,6 +100,7 @@ class SqliteStore:
                 "INSERT INTO schema_version SELECT 1"
                 " WHERE NOT EXISTS (SELECT 1 FROM schema_version);")
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
+        self._next_ref = 0
 
     async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -159,8 +163,28 @@ class SqliteStore:
         yield
 
     async def requested(self, session: str, technician: str, machine: str, user: str,
-                        address: str, at: float) -> None:
-        await self._run(self.ledger.requested, session, technician, machine, user, address, at)
+                        address: str, at: float, ref: int) -> None:
+        stored = await self._run(self.ledger.requested, session, technician, machine, user,
+                                 address, at)
+        if ref and stored != ref:  # one relay writes in order: they agree unless a bug
+            logging.getLogger("relay").warning("session %s... got ref %s, told %s",
+                                               session[:8], stored, ref)
+
+    async def reserve_refs(self, count: int) -> tuple[int, int]:
+        """One relay per SQLite file: the next references after those handed out already."""
+        if self._next_ref == 0:
+            self._next_ref = await self._run(self._first_free_ref)
+        first, self._next_ref = self._next_ref, self._next_ref + count
+        return first, count
+
+    def _first_free_ref(self) -> int:
+        with self.ledger._lock:
+            row = self.ledger._db.execute(
+                "SELECT coalesce(max(ref), 0) + 1 FROM sessions").fetchone()
+        return row[0]
+
+    async def paused(self, session: str, paused: bool, at: float) -> None:
+        await self._run(self.ledger.paused, session, paused, at)
 
     async def accepted(self, session: str, at: float) -> None:
         await self._run(self.ledger.accepted, session, at)

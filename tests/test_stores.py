@@ -46,8 +46,8 @@ def entry(**changes: Any) -> Entry:
 
 
 def test_a_new_store_is_at_the_current_schema_version(location: Location):
-    """Opening for the first time creates the tables and records version 1."""
-    assert with_store(location, lambda store: store.schema_version()) == 1
+    """Opening for the first time creates the tables and records the current version."""
+    assert with_store(location, lambda store: store.schema_version()) == 2
 
 
 def test_opening_without_create_refuses_a_missing_sqlite_store(tmp_path: Path):
@@ -112,7 +112,7 @@ def test_disable_and_new_password_revoke_tokens(location: Location, change: str)
 def test_ledger_lifecycle_and_first_end_wins(location: Location):
     """Requested, accepted, control, ended twice: one row, the first end, events in order."""
     async def body(store: Store) -> None:
-        await store.requested(SESSION, "david", "FRONT-DESK", "anna", "203.0.113.7", T0)
+        await store.requested(SESSION, "david", "FRONT-DESK", "anna", "203.0.113.7", T0, 0)
         await store.accepted(SESSION, T0 + 30)
         await store.control(SESSION, True, T0 + 40)
         await store.ended(SESSION, "technician", "technician-ended", T0 + 630)
@@ -124,7 +124,7 @@ def test_ledger_lifecycle_and_first_end_wins(location: Location):
         assert [e[2] for e in await store.events(SESSION)] == [
             "accepted", "control-taken", "ended"]
         with pytest.raises(ValueError, match="already in the ledger"):
-            await store.requested(SESSION, "david", "X", "Y", "203.0.113.7", T0)
+            await store.requested(SESSION, "david", "X", "Y", "203.0.113.7", T0, 0)
         assert await store.rows(technician="petur") == []
         assert await store.rows(since=T0 + 1) == []
         assert len(await store.rows(since=T0, until=T0 + 1)) == 1
@@ -135,7 +135,7 @@ def test_ledger_lifecycle_and_first_end_wins(location: Location):
 def test_recover_closes_what_a_crash_left_open_at_the_last_heartbeat(location: Location):
     """Open sessions end relay-restart at the relay's last heartbeat; its directory empties."""
     async def body(store: Store) -> None:
-        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0)
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
         await store.accepted(SESSION, T0 + 10)
         await store.put(entry())
         await store.heartbeat(T0 + 100)
@@ -237,7 +237,7 @@ def test_postgres_unreachable_is_a_clear_error():
 def test_a_claimed_session_is_no_longer_the_old_relays(location: Location):
     """claim moves the session to the new relay; ending it by orphan rules then fails."""
     async def body(store: Store) -> None:
-        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0)
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
         await store.accepted(SESSION, T0 + 10)
         old = entry(relay="relay-dead")
         await store.put(old)
@@ -253,7 +253,7 @@ def test_a_claimed_session_is_no_longer_the_old_relays(location: Location):
 def test_an_orphan_ends_relay_lost_at_its_relays_last_sign_of_life(location: Location):
     """Nobody resumed it: ended by relay, relay-lost, billed to the last heartbeat."""
     async def body(store: Store) -> None:
-        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0)
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
         await store.accepted(SESSION, T0 + 10)
         orphan = entry(relay="relay-dead", heartbeat_at=T0 + 100)
         await store.put(orphan)
