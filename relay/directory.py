@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS session_directory (
     user TEXT NOT NULL DEFAULT '',
     address TEXT NOT NULL DEFAULT '',
     requested_at REAL NOT NULL DEFAULT 0,
-    screens TEXT NOT NULL DEFAULT '[]'
+    screens TEXT NOT NULL DEFAULT '[]',
+    ref INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS session_directory_relay ON session_directory (relay);
 """
@@ -61,6 +62,7 @@ class Entry:
     address: str = ""
     requested_at: float = 0.0
     screens: str = "[]"  # JSON [[x, y, width, height], ...]: the layout before a resume
+    ref: int = 0  # the ledger's reference (the customer's receipt)
 
 
 COLUMNS = tuple(f.name for f in fields(Entry))

@@ -101,7 +101,8 @@ MIGRATIONS = (
         "user" TEXT NOT NULL DEFAULT '',
         address TEXT NOT NULL DEFAULT '',
         requested_at DOUBLE PRECISION NOT NULL DEFAULT 0,
-        screens TEXT NOT NULL DEFAULT '[]'
+        screens TEXT NOT NULL DEFAULT '[]',
+        ref BIGINT NOT NULL DEFAULT 0
     );
     CREATE INDEX session_directory_relay ON session_directory (relay);
     """,

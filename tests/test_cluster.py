@@ -282,7 +282,12 @@ def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
                 cluster.start_relay(relay)
         return session, back_s, accepted_at, ended_at
 
-    session, back_s, accepted_at, ended_at = run(scenario())
+    try:
+        session, back_s, accepted_at, ended_at = run(scenario())
+    except BaseException:
+        for relay in cluster.relays:
+            print(relay.name, "".join(relay.output[-30:]))
+        raise
     assert back_s < 10
     rows = [row for row in ledger(cluster) if row["session"] == session]
     assert len(rows) == 1 and rows[0]["end_reason"] == "technician-ended"
