@@ -106,6 +106,15 @@ def origin_url(value: str) -> str:
     return url.lower()
 
 
+def phone_text(value: str) -> str:
+    """One line of printable text; the page escapes it, this keeps the page readable."""
+    text = value.strip()
+    if not text or len(text) > 100 or not text.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a phone line like \"David: 269 998 1389\" (1-100 characters)")
+    return text
+
+
 def readable_file(value: str) -> Path:
     path = Path(value)
     try:
@@ -305,9 +314,9 @@ def serve_config(args: argparse.Namespace):  # -> server.RelayConfig (server imp
     return server.RelayConfig(
         data=args.data, host=args.host, port=args.port, cert=args.cert, key=args.key,
         origins=tuple(args.origin), trusted_proxies=tuple(args.trusted_proxy),
-        downloads=args.downloads, company=args.company, viewer_dir=args.viewer_dir,
-        wait_timeout=args.wait_timeout, grace=args.grace, require_code=args.require_code,
-        ping_interval=args.ping_interval,
+        downloads=args.downloads, company=args.company, phones=tuple(args.phone),
+        viewer_dir=args.viewer_dir, wait_timeout=args.wait_timeout, grace=args.grace,
+        require_code=args.require_code, ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout, handshake_timeout=args.handshake_timeout,
         hello_timeout=args.hello_timeout, max_unauthenticated=args.max_unauthenticated,
         database=location_of(args), relay_id=args.relay_id,
@@ -376,8 +385,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     agent: list[subprocess.Popen] = []
 
     def on_ready(url: str) -> None:
-        print(f"\nOpen the viewer at {url}/ and log in as\n"
-              f"    user:     {DEMO_ID}\n    password: {password}\n", flush=True)
+        print(f"\nOpen the support console at {url}/console/ and log in as\n"
+              f"    user:     {DEMO_ID}\n    password: {password}\n"
+              f"The customer's page (what to run, whom to call) is {url}/\n", flush=True)
         if display_available():
             relay_ws = "ws" + url.removeprefix("http")
             agent.append(subprocess.Popen([sys.executable, str(ROOT / "agent.py"),
@@ -527,7 +537,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--downloads", type=readable_folder, metavar="DIR",
                         help="folder whose files /download offers (e.g. the agent's exe)")
     parser.add_argument("--company", default=DEFAULT_COMPANY, metavar="NAME",
-                        help="the company's name on the customer's download page")
+                        help="the company's name on the customer's page (/)")
+    parser.add_argument("--phone", action="append", default=[], type=phone_text,
+                        metavar="TEXT",
+                        help='a phone line for the customer\'s page, e.g. "David: 269 998 '
+                             '1389" (repeatable)')
     parser.add_argument("--relay-id", default="relay", type=technician_id, metavar="NAME",
                         help="this relay's name in a cluster's shared database (each relay "
                              "its own, the same after a restart)")

@@ -11,8 +11,8 @@ the rules, and let a per-connection ``Link`` write what the rules send, in order
                  refused only on a shared (PostgreSQL) store, where routing matters.
     /healthz     JSON: this relay's id and session count (to loopback and --trusted-proxy
                  only), 503 when its database cannot be reached
-    /download    the customer's page (relay/download.py) linking to --downloads DIR
-    /, /<name>   the viewer's files, from an allow-list built at start-up
+    anything else   plain HTTP GET (relay/static.py): the customer's page at /, the
+                    console at /console/, --downloads DIR at /download/<name>
 
 Flow: frames to a viewer are queued up to MAX_PENDING_FRAME_BYTES; beyond that the unsent
 frames are dropped and, once the viewer has drained, the agent is asked for a full image
@@ -52,6 +52,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 import protocol
 from relay.accounts import TOO_MANY_ATTEMPTS
@@ -62,7 +63,7 @@ from relay.location import Location
 from relay.login_limits import retry_words
 from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S, Pairing
 from relay.recorder import QueuedRecorder
-from relay.static import SECURITY_HEADERS, StaticSite, plain, response
+from relay.static import SECURITY_HEADERS, Download, StaticSite, plain, response
 from relay.store import DataError
 from relay.stores import Store, open_store
 
@@ -87,6 +88,7 @@ QUEUED_MESSAGE_OVERHEAD_BYTES = 128
 QUEUE_INTERVAL_S = 0.25  # at most four queue updates a second to one viewer
 SHUTDOWN_DRAIN_S = 2.0
 SHUTDOWN_FLUSH_S = 10.0  # the last ledger rows' wait for a slow database
+HSTS = ("Strict-Transport-Security", "max-age=31536000")
 
 TOO_MANY_HELLOS = protocol.refusal("too-many-attempts", "agent")
 UPDATE_REQUIRED = {role: protocol.refusal("update-required", role) for role in ("agent", "viewer")}
@@ -107,6 +109,7 @@ class RelayConfig:
     trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For is believed
     downloads: Path | None = None
     company: str = DEFAULT_COMPANY
+    phones: tuple[str, ...] = ()  # "David: 269 998 1389", shown on the customer's page
     viewer_dir: Path = VIEWER_DIR
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S
     grace: float = DEFAULT_GRACE_S
@@ -305,7 +308,8 @@ class Relay:
         self.hello_timeout = config.hello_timeout
         self.origins = {o.rstrip("/").lower() for o in config.origins}
         self.trusted_proxies = {_ip(address) for address in config.trusted_proxies}
-        self.site = StaticSite(config.viewer_dir, config.downloads, config.company)
+        self.site = StaticSite(config.viewer_dir, config.downloads, config.company,
+                               config.phones)
         self.links: set[Link] = set()
         self._rechecks: set[asyncio.Task] = set()
         self.unauthenticated = Unauthenticated(total=config.max_unauthenticated)
@@ -345,7 +349,16 @@ class Relay:
             return None
         if path == "/healthz":
             return await self._health(connection, request)
-        return await self.site.answer(path)
+        answer = await self.site.answer(path)
+        if isinstance(answer, Download):
+            transport = _take_over(connection)
+            if transport is None:  # the client left while the file was looked up
+                answer.file.close()
+                return plain(404, "Gone\n")
+            extra = tuple(SECURITY_HEADERS) + ((HSTS,) if self.tls else ())
+            self.site.stream(answer, transport, answer.head(extra))
+            return plain(200, "")  # never sent: websockets now sees a closed connection
+        return answer
 
     async def _health(self, connection: ServerConnection, request: Request) -> Response:
         """For the load balancer and this machine: is the relay of use, and how busy is it.
@@ -392,7 +405,7 @@ class Relay:
         for name, value in SECURITY_HEADERS:
             response.headers[name] = value
         if self.tls:
-            response.headers["Strict-Transport-Security"] = "max-age=31536000"
+            response.headers[HSTS[0]] = HSTS[1]
 
     # --- websockets -------------------------------------------------------------------
 
@@ -650,6 +663,39 @@ class Relay:
         deadline = time.monotonic() + SHUTDOWN_DRAIN_S
         while time.monotonic() < deadline and not all(link.idle for link in self.links):
             await asyncio.sleep(0.02)
+
+
+class _Released:
+    """What websockets holds instead of a socket handed to a download: its clean-up after
+    a handshake that did not upgrade (abort) must not cut the download."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return True
+
+    def abort(self) -> None:
+        pass
+
+    close = abort
+
+
+def _take_over(connection: ServerConnection) -> Any | None:
+    """The connection's socket, for a download to write on at its own pace: websockets lets
+    go (it sees a closed connection, so it sends no response of its own), and the handshake's
+    timeout no longer bounds how long a slow customer may take to download. It leans on how
+    websockets' ServerConnection ends a handshake that did not upgrade (15-17, as pinned);
+    test_a_slow_download_outlasts_the_handshake_timeout fails if that changes."""
+    transport = connection.transport
+    if connection.protocol.state is not State.CONNECTING or transport.is_closing():
+        return None
+    connection.transport = _Released(transport)
+    connection.connection_lost(None)
+    return transport
 
 
 def _address(connection: ServerConnection) -> str:

@@ -527,15 +527,17 @@ def test_healthz_tells_loopback_the_relay_and_its_session_count(relay):
 
 
 def test_files_health_and_headers(relay_factory, viewer_dir, tmp_path):
-    """/, /viewer.js, /healthz and /download are served with type and security headers."""
+    """/console/, its files, /healthz and the downloads are served with type and security
+    headers."""
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     (downloads / "agent.exe").write_bytes(b"MZ fake exe")
     relay = relay_factory("--viewer-dir", str(viewer_dir), "--downloads", str(downloads))
     expected = {
-        "/": (b"<!doctype html><title>viewer</title>", "text/html; charset=utf-8"),
-        "/index.html": (b"<!doctype html><title>viewer</title>", "text/html; charset=utf-8"),
-        "/viewer.js": (b"export const x = 1;\n", "text/javascript; charset=utf-8"),
+        "/console/": (b"<!doctype html><title>viewer</title>", "text/html; charset=utf-8"),
+        "/console/index.html": (b"<!doctype html><title>viewer</title>",
+                                "text/html; charset=utf-8"),
+        "/console/viewer.js": (b"export const x = 1;\n", "text/javascript; charset=utf-8"),
         "/download/agent.exe": (b"MZ fake exe", "application/octet-stream"),
     }
     for path, (body, content_type) in expected.items():
@@ -549,7 +551,7 @@ def test_files_health_and_headers(relay_factory, viewer_dir, tmp_path):
         assert headers["Referrer-Policy"] == "no-referrer"
         assert headers["X-Frame-Options"] == "DENY"
         assert headers["Cache-Control"] == "no-store"
-    status, _, page = get(relay, "/download")
+    status, _, page = get(relay, "/")
     assert status == 200 and b'href="/download/agent.exe"' in page
 
 

@@ -279,12 +279,14 @@ def test_relays_own_origin_upgrades(relay):
 
 
 # --- 5. No route around login ---------------------------------------------------------
-# Public (no login): GET of the viewer's files on the allow-list ("/" = index.html, and
-# "/<name>" for each regular, non-symlink file of viewer/ named [A-Za-z0-9][A-Za-z0-9._-]*
-# with extension .html .js .css .svg .png .ico .wav), /healthz, /download and
-# /download/<name> for the files of --downloads. The two websocket endpoints /ws/agent and
-# /ws/viewer upgrade without a login, but answer nothing but an error to anything other
-# than a hello; the viewer's needs a password or a live token.
+# Public (no login): the customer's page "/", its /customer.css and /favicon.svg; GET of
+# the console's files on the allow-list ("/console/" = index.html, and "/console/<name>" for
+# each regular, non-symlink file of viewer/ named [A-Za-z0-9][A-Za-z0-9._-]* with extension
+# .html .js .css .svg .png .ico .wav; their old paths "/<name>" redirect there), /healthz,
+# and /download/<name> for the files of --downloads (/download and /download/ redirect to
+# /). The two websocket endpoints /ws/agent and /ws/viewer upgrade without a login, but
+# answer nothing but an error to anything other than a hello; the viewer's needs a
+# password or a live token.
 # Also: test_relay_server.py::test_path_tricks_get_404, test_files_health_and_headers.
 
 PATH_VARIANTS = [
@@ -293,11 +295,14 @@ PATH_VARIANTS = [
     "/index.html;.js", "/Index.html", "/INDEX.HTML", "/\\index.html", "/..\\pyproject.toml",
     "/%5c..%5cpyproject.toml", "/%252e%252e/pyproject.toml", "/%25%32%65%25%32%65/x",
     "/index.html%00", "/index.html%00.js", "/%00", "/index.html#x", "/./index.html",
-    "/viewer.js/.", "/download/", "/download/../relay.sqlite3", "/download/%2e%2e/agent.exe",
+    "/viewer.js/.", "/download/../relay.sqlite3", "/download/%2e%2e/agent.exe",
     "/relay.sqlite3", "/relay-data/relay.sqlite3", "/.git/config", "/protocol.py",
     "/notes.txt", "/.hidden.js", "/link.js", "/healthz/", "/HEALTHZ", "/healthz;x",
     "/DOWNLOAD", "/ws/viewer/", "/ws//viewer", "/ws/viewer;x", "/WS/VIEWER", "/ws/viewer%2f",
     "/ws/%76iewer", "/ws/agent/", "http://127.0.0.1/index.html", "*",
+    "/console/../pyproject.toml", "/console/%2e%2e/protocol.py", "/console//index.html",
+    "/console/notes.txt", "/console/.hidden.js", "/console/link.js", "/CONSOLE/",
+    "/console/index.html/", "/console/customer.css", "/customer.css/",
 ]
 
 
@@ -347,7 +352,7 @@ def test_raw_nul_and_other_methods_are_refused(file_relay):
 def test_only_the_allow_list_is_served(file_relay):
     """Control for the variants above: exactly these paths answer 200."""
     port = file_relay.port
-    for path in ("/", "/index.html", "/viewer.js", "/healthz", "/download",
+    for path in ("/", "/console/", "/console/index.html", "/console/viewer.js", "/healthz",
                  "/download/agent.exe"):
         reply = raw_http(port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert status_of(reply) == 200, path

@@ -160,7 +160,7 @@ class Viewer:
         self.url = url
 
     def open(self) -> Viewer:
-        self.page.goto(self.url + "/")
+        self.page.goto(self.url + "/console/")
         return self
 
     def _console(self, message) -> None:

@@ -54,7 +54,7 @@ def xterm_cat(xvfb, tmp_path):
     subprocess.run(["xsetroot", "-solid", colour], env=env, check=True)
     typed = tmp_path / "typed.txt"
     process = subprocess.Popen(
-        ["xterm", "-geometry", "50x8+760+520", "-title", "spotlight-e2e",
+        ["xterm", "-geometry", "50x8+160+120", "-title", "spotlight-e2e",
          "-e", "sh", "-c", f"exec cat > '{typed}'"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
