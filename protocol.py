@@ -710,11 +710,19 @@ WORDING: dict[str, Wording] = {
         "The support server restarted, so the session has ended. "
         "Please run this program again.",
         "The relay restarted, so the session has ended."),
+    "relay-lost": Wording(
+        "The support server stopped answering, so the session has ended. "
+        "Please run this program again.",
+        "The relay holding this session stopped and nobody rejoined it in time, "
+        "so the session has ended."),
     # error codes (refusals)
     "protocol": Wording(
         "This program and the support server do not understand each other. "
         "Please download the program again.",
         "The relay refused a message from this page. Please reload the page."),
+    "update-required": Wording(
+        "This program is out of date. Please download it again from your support company's page.",
+        "This page is out of date. Please reload the page."),
     "login-failed": Wording(
         "Signing in failed.",
         "The user name or password is not correct."),

@@ -4,7 +4,10 @@ customers and Chromium. What they are built from is in tests/helpers/."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ import pytest
 from tests.helpers.agent import ScriptedAgent
 from tests.helpers.browser import Viewer, launch
 from tests.helpers.desktop import Display, start_xvfb
-from tests.helpers.relay import RelayProcess
+from tests.helpers.relay import ROOT, RelayProcess
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +97,47 @@ def open_viewer(browser, relay) -> Iterator[Callable[[], Viewer]]:
     for viewer in viewers:
         assert viewer.errors == [], viewer.errors
         viewer.close()
+
+
+# --- PostgreSQL (issue 16): one throwaway server per run, a fresh database per test -------
+
+
+@dataclass
+class Postgres:
+    """A LocalPostgres (deploy/localpg.py) and a way to get an empty database on it."""
+
+    server: object
+    made: int = 0
+
+    def fresh_url(self) -> str:
+        """The URL of a new, empty database on the server."""
+        import asyncpg  # only the tests that use PostgreSQL need the driver
+
+        self.made += 1
+        name = f"test_{os.getpid()}_{self.made}"
+
+        async def create() -> None:
+            connection = await asyncpg.connect(self.server.url)
+            try:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await connection.close()
+
+        import asyncio
+
+        asyncio.run(create())
+        return self.server.url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """PostgreSQL on 127.0.0.1 (run as the postgres user when we are root)."""
+    sys.path.insert(0, str(ROOT / "deploy"))
+    from localpg import LocalPostgres
+
+    try:
+        server = LocalPostgres.start()
+    except (RuntimeError, subprocess.CalledProcessError) as error:
+        pytest.fail(f"PostgreSQL did not start ({error}): run ./dev test, which installs it")
+    yield Postgres(server)
+    server.stop()

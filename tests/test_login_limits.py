@@ -295,6 +295,7 @@ async def login_from(relay, source: str, user: str, password: str) -> tuple[dict
 
 
 def ledger_events(relay, kind: str) -> list[str]:
+    relay.settle()  # the relay writes its ledger off the event loop (issue 16)
     with Ledger(relay.data / DB_FILE) as ledger:
         return [detail for _, _, found, detail in ledger.events() if found == kind]
 

@@ -249,6 +249,7 @@ def test_fuzz_mutated_messages_keep_the_session_rules(data):
 
 
 def ledger_rows(relay) -> list:
+    relay.settle()  # the relay writes its ledger off the event loop (issue 16)
     with contextlib.closing(sqlite3.connect(relay.data / DB_FILE)) as db:
         return db.execute("SELECT session FROM sessions").fetchall()
 

@@ -384,6 +384,23 @@ def test_path_tricks_get_404(relay_factory, viewer_dir, path):
     assert headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
+def test_healthz_tells_loopback_the_relay_and_its_session_count(relay):
+    """/healthz from this machine: JSON with the relay's id and its live sessions."""
+    async def scenario():
+        ws = await open_ws(relay.ws_url + "/ws/agent")
+        await ws.send(agent_hello())
+        assert (await receive(ws))["type"] == "registered"
+        status, headers, body = get(relay, "/healthz")
+        await ws.close()
+        return status, headers, body
+
+    status, headers, body = run(scenario())
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    health = json.loads(body)
+    assert (health["status"], health["relay"], health["sessions"], health["viewers"]) == (
+        "ok", "relay", 1, 0)
+
+
 def test_files_health_and_headers(relay_factory, viewer_dir, tmp_path):
     """/console/, its files, /healthz and the downloads are served with type and security
     headers."""
@@ -396,7 +413,6 @@ def test_files_health_and_headers(relay_factory, viewer_dir, tmp_path):
         "/console/index.html": (b"<!doctype html><title>viewer</title>",
                                 "text/html; charset=utf-8"),
         "/console/viewer.js": (b"export const x = 1;\n", "text/javascript; charset=utf-8"),
-        "/healthz": (b"ok\n", "text/plain; charset=utf-8"),
         "/download/agent.exe": (b"MZ fake exe", "application/octet-stream"),
     }
     for path, (body, content_type) in expected.items():
@@ -502,7 +518,7 @@ def test_tls_serves_wss_and_https(relay_factory, tmp_path):
 
     run(scenario())
     status, headers, body = get(relay, "/healthz", context)
-    assert (status, body) == (200, b"ok\n")
+    assert (status, json.loads(body)["status"]) == (200, "ok")
     assert headers["Strict-Transport-Security"].startswith("max-age=")
 
 

@@ -471,6 +471,7 @@ def test_reload_mid_session_rejoins_the_same_session(open_viewer, agents):
 
 def relay_events(relay) -> list[tuple]:
     """(at, session, kind, detail) of everything the relay recorded besides the sessions."""
+    relay.settle()  # the relay writes its ledger off the event loop (issue 16)
     with Ledger(relay.data / DB_FILE) as ledger:
         return ledger.events()
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import http.client
 import io
+import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -74,8 +77,33 @@ class RelayProcess:
         for line in self.process.stdout:
             self.output.append(line)
 
+    def settle(self) -> None:
+        """Wait until the running relay has written everything it queued for the ledger
+        (its writes are off the event loop, so they land a moment after the replies)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.scheme == "https":
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    "127.0.0.1", self.port, timeout=10, context=context)
+            else:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                connection.request("GET", "/healthz")
+                if json.loads(connection.getresponse().read())["ledger_queue"] == 0:
+                    return
+            finally:
+                connection.close()
+            time.sleep(0.02)
+        pytest.fail("the relay's ledger writes did not finish within 30 s")
+
     def cli(self, *args: str, password: str | None = None) -> subprocess.CompletedProcess:
-        """Run another `python -m relay` subcommand on the same data folder."""
+        """Run another `python -m relay` subcommand on the same data folder (once the
+        running relay's ledger writes are done)."""
+        self.settle()
         env = dict(os.environ)
         if password is not None:
             env["RELAY_PASSWORD"] = password
@@ -138,6 +166,7 @@ def ledger_csv(relay) -> list[dict[str, str]]:
 
 def relay_events(relay) -> list[tuple]:
     """The ledger's event rows (refusals, floods, ...), read from its database."""
+    relay.settle()
     ledger = Ledger(relay.data / DB_FILE)
     try:
         return ledger.events()
