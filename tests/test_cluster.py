@@ -20,6 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 import protocol
+from tests.helpers.wire import next_of, receive
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy"))
 from cluster import Cluster
@@ -78,18 +79,6 @@ async def open_ws(url: str) -> ClientConnection:
     ws = await asyncio.wait_for(connect(url, compression=None), WAIT_S)
     _OPENED.append(ws)
     return ws
-
-
-async def receive(ws: ClientConnection) -> dict | bytes:
-    data = await asyncio.wait_for(ws.recv(), WAIT_S)
-    return data if isinstance(data, bytes) else json.loads(data)
-
-
-async def next_of(ws: ClientConnection, *kinds: str) -> dict:
-    while True:
-        data = await receive(ws)
-        if isinstance(data, dict) and data["type"] in kinds:
-            return data
 
 
 def served_by(base_url: str, technician: str) -> str:
