@@ -8,7 +8,7 @@
 // - A float field (waited_s, t) holding a whole number is written 1 here, 1.0 by Python.
 // - Python refuses JSON nested deeper than its recursion limit; JSON.parse does not.
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 // Limits, shared by both ends (see protocol.py).
 export const MAX_CONTROL_BYTES = 64 * 1024; // counted in characters, as protocol.py does
