@@ -16,7 +16,8 @@ message and forwards it unchanged):
     message          direction        fields
     ---------------  ---------------  --------------------------------------------------------
     hello            A -> R           role="agent", version, technician, machine, user,
-                                      screens, resume ("" or the secret from `registered`)
+                                      screens, resume ("" or the secret from `registered`),
+                                      handoff ("" or the secret from `handoff_secret`)
     hello            V -> R           role="viewer", version, and user+password or token
     registered       R -> A           session, technician_name, expires_s, resume, code
                                       (code: the 6-digit session code the customer reads out)
@@ -39,6 +40,16 @@ message and forwards it unchanged):
     cursor           A -> R -> V      monitor, x, y     (the customer's pointer)
     screens          A -> R -> V      screens           (the monitor layout changed)
     pause            A -> R -> V      paused            (the customer paused or resumed)
+    desktop          A -> R -> V      secure            (a Windows administrator prompt is
+                                                         up: no picture, no input until false)
+    elevate          V -> R -> A      session           (ask the customer to restart the
+                                                         program as administrator)
+    elevation        A -> R -> V      state             (asked, declined, started, failed)
+    handoff          A -> R           (nothing)         (ask for a one-time hand-off secret)
+    handoff_secret   R -> A           secret, expires_s (for the elevated copy's hello)
+    hello            A -> R           ... handoff=secret: the elevated copy takes over the live
+                                      session (same id, code, clock, viewer, control); the old
+                                      link is closed with CLOSE_HANDED_OFF
     close            A -> R           reason            (the customer chose Close)
     end              V -> R           session, reason   (the support person ended it)
     ended            R -> A, R -> V   session, by, reason, ref (ledger reference), billable_s
@@ -88,11 +99,14 @@ MAX_TEXT_CHARS = 2000  # one `text` message
 MAX_SCREENS = 17  # the bounding box plus 16 monitors
 MAX_SCREEN_EDGE = 32767
 MAX_QUEUE_ENTRIES = 200
+HANDOFF_EXPIRES_S = 60  # a hand-off secret is good once, for this long (the UAC prompt waits
+# for the customer's click, and the elevated copy then starts: a minute covers both)
 
 ROLES = ("agent", "viewer")
 BUTTONS = ("left", "middle", "right")
 ENDED_BY = ("customer", "technician", "relay")
 WAITING_STATES = ("waiting", "detached")
+ELEVATION_STATES = ("asked", "declined", "started", "failed")
 
 _TECHNICIAN_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -261,6 +275,7 @@ class AgentHello(Message):
     user: str
     screens: tuple[Screen, ...]
     resume: str = ""
+    handoff: str = ""  # the elevated copy's one-time secret: take over the live session
 
     def check(self) -> None:
         if self.role != "agent":
@@ -272,6 +287,10 @@ class AgentHello(Message):
         _check_screens(self.screens)
         if self.resume != "":  # null, 0, [] and {} are not "no resume"
             _check_session(self.resume)
+        if self.handoff != "":
+            _check_session(self.handoff)
+            if self.resume != "":
+                _fail("a hello may resume or take over, not both")
 
 
 @dataclass(frozen=True)
@@ -586,6 +605,61 @@ class Pause(Message):
 
 
 @dataclass(frozen=True)
+class Desktop(Message):
+    """The customer's input desktop: ``secure`` while a Windows administrator prompt (the
+    secure desktop) is up. No program of the user's can see or click it, so the viewer keeps
+    the last image under a notice and no input is sent, forwarded or injected until false."""
+
+    TYPE = "desktop"
+    secure: bool
+
+    def check(self) -> None:
+        _check_bool("secure", self.secure)
+
+
+@dataclass(frozen=True)
+class Elevate(_SessionMessage):
+    """The support person asks the customer to restart the program as administrator (the
+    customer decides; Windows asks them once more)."""
+
+    TYPE = "elevate"
+
+
+@dataclass(frozen=True)
+class Elevation(Message):
+    """What became of a restart as administrator: "asked" (the customer is being asked),
+    "declined" (they said No: the session goes on as it was), "started" (the elevated copy
+    is taking over), "failed" (it could not start or take over; the session goes on)."""
+
+    TYPE = "elevation"
+    state: str
+
+    def check(self) -> None:
+        if self.state not in ELEVATION_STATES:
+            _fail(f"state must be one of {', '.join(ELEVATION_STATES)}")
+
+
+@dataclass(frozen=True)
+class Handoff(Message):
+    """The agent asks for a one-time secret for its elevated copy."""
+
+    TYPE = "handoff"
+
+
+@dataclass(frozen=True)
+class HandoffSecret(Message):
+    """The one-time secret the elevated copy says hello with, good for ``expires_s``."""
+
+    TYPE = "handoff_secret"
+    secret: str
+    expires_s: int
+
+    def check(self) -> None:
+        _check_session(self.secret)
+        _check_int("expires_s", self.expires_s, 1, 3600)
+
+
+@dataclass(frozen=True)
 class Close(Message):
     TYPE = "close"
     reason: str
@@ -773,6 +847,15 @@ WORDING: dict[str, Wording] = {
     "agent-reconnecting": Wording(
         "Reconnecting to the support server.",
         "The customer's connection dropped; waiting for it to come back."),
+    "secure-desktop": Wording(
+        "The support person cannot see or use your computer while a Windows administrator "
+        "prompt is open. Please click Yes or No on it.",
+        "The customer sees a Windows administrator prompt. Ask them to click Yes or No."),
+    "handoff-failed": Wording(
+        "The program could not take over the session as administrator. The session goes on "
+        "in the first window, without administrator rights.",
+        "The customer's program could not restart as administrator; the session goes on "
+        "without administrator rights."),
 }
 UNKNOWN_WORDING = Wording(
     "The support server ended the connection. Please run this program again.",
@@ -814,6 +897,7 @@ CLOSE_INTERNAL = 1011  # a bug on the sender's side; also websockets' keepalive 
 CLOSE_RESTART = 1012  # the relay restarts: come back
 CLOSE_TRY_AGAIN = 1013  # the relay is overloaded: come back later
 CLOSE_REPLACED = 4001  # a viewer link replaced by the same login's newer one: don't retry
+CLOSE_HANDED_OFF = 4002  # an agent link whose elevated copy took the session over: exit quietly
 RESUMABLE_CLOSE_CODES = frozenset({CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_RESTART,
                                    CLOSE_TRY_AGAIN})
 OBSERVERS = ("agent", "relay")
@@ -843,7 +927,8 @@ _BY_TYPE: dict[str, type[Message]] = {
     for cls in (
         Registered, Welcome, Queue, Accept, Accepted, TakeControl, ReleaseControl, Control,
         PointerMove, Button, Wheel, Key, Text, Refresh, Ack, Cursor, Screens, Pause, Close,
-        End, Ended, Ping, Pong, Logout, Error,
+        End, Ended, Ping, Pong, Logout, Error, Desktop, Elevate, Elevation, Handoff,
+        HandoffSecret,
     )
 }
 _HELLO_BY_ROLE: dict[str, type[Message]] = {"agent": AgentHello, "viewer": ViewerHello}

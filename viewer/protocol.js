@@ -30,6 +30,8 @@ export const ROLES = Object.freeze(["agent", "viewer"]);
 export const BUTTONS = Object.freeze(["left", "middle", "right"]);
 export const ENDED_BY = Object.freeze(["customer", "technician", "relay"]);
 export const WAITING_STATES = Object.freeze(["waiting", "detached"]);
+export const ELEVATION_STATES = Object.freeze(["asked", "declined", "started", "failed"]);
+export const HANDOFF_EXPIRES_S = 60; // a hand-off secret is good once, for this long
 export const INPUT_TYPES = Object.freeze(["pointer_move", "button", "wheel", "key", "text"]);
 
 // Binary update: kind, flags, monitor, reserved (0), seq, x, y, width, height, image length
@@ -294,7 +296,7 @@ function sessionMessage(type) {
 
 const AGENT_HELLO = messageSpec(
     "hello",
-    ["role", "version", "technician", "machine", "user", "screens", "resume"],
+    ["role", "version", "technician", "machine", "user", "screens", "resume", "handoff"],
     (m) => {
         if (m.role !== "agent") fail("role must be agent");
         checkInt("version", m.version, 0, 2 ** 31);
@@ -303,8 +305,12 @@ const AGENT_HELLO = messageSpec(
         checkStr("user", m.user, MAX_NAME_CHARS);
         checkScreens(m.screens);
         if (m.resume !== "") checkSession(m.resume);
+        if (m.handoff !== "") {
+            checkSession(m.handoff);
+            if (m.resume !== "") fail("a hello may resume or take over, not both");
+        }
     },
-    { resume: "" },
+    { resume: "", handoff: "" },
 );
 
 const VIEWER_HELLO = messageSpec(
@@ -434,6 +440,14 @@ const BY_TYPE = new Map([
     messageSpec("ping", ["t"], checkRoundTripTime),
     messageSpec("pong", ["t"], checkRoundTripTime),
     messageSpec("logout", []),
+    messageSpec("desktop", ["secure"], (m) => checkBool("secure", m.secure)),
+    sessionMessage("elevate"),
+    messageSpec("elevation", ["state"], (m) => checkOneOf("state", m.state, ELEVATION_STATES)),
+    messageSpec("handoff", []),
+    messageSpec("handoff_secret", ["secret", "expires_s"], (m) => {
+        checkSession(m.secret);
+        checkInt("expires_s", m.expires_s, 1, 3600);
+    }),
     messageSpec("error", ["code", "message"], (m) => {
         checkStr("code", m.code, 64);
         checkStr("message", m.message, 500);
@@ -700,6 +714,14 @@ export const WORDING = Object.freeze({
         customer: "Reconnecting to the support server.",
         technician: "The customer's connection dropped; waiting for it to come back.",
     }),
+    "secure-desktop": Object.freeze({
+        customer: "The support person cannot see or use your computer while a Windows administrator prompt is open. Please click Yes or No on it.",
+        technician: "The customer sees a Windows administrator prompt. Ask them to click Yes or No.",
+    }),
+    "handoff-failed": Object.freeze({
+        customer: "The program could not take over the session as administrator. The session goes on in the first window, without administrator rights.",
+        technician: "The customer's program could not restart as administrator; the session goes on without administrator rights.",
+    }),
 });
 export const UNKNOWN_WORDING = Object.freeze({
     customer: "The support server ended the connection. Please run this program again.",
@@ -728,6 +750,7 @@ export const CLOSE_INTERNAL = 1011;
 export const CLOSE_RESTART = 1012;
 export const CLOSE_TRY_AGAIN = 1013;
 export const CLOSE_REPLACED = 4001; // a viewer link replaced by the same login's newer one
+export const CLOSE_HANDED_OFF = 4002; // an agent link whose elevated copy took the session over
 export const RESUMABLE_CLOSE_CODES = Object.freeze(
     [CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_TRY_AGAIN]);
 export const OBSERVERS = Object.freeze(["agent", "relay"]);
