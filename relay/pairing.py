@@ -38,6 +38,12 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
   ``error{code: "rate-limited"}`` at most once a second); input is never reordered.
   Key and button releases are always forwarded and never charged.
 - A viewer connection watches at most one session: binary frames carry no session id.
+- Administrator prompt: while the agent says ``desktop{secure: true}`` the viewer is told so
+  and input is dropped (the viewer is told ``secure-desktop`` once); a rejoining viewer
+  learns it after ``accepted``.
+- Hand-off (relay/handoff.py): the agent's elevated copy says hello with a one-time secret
+  and takes the live session over: same id, code, clock, viewer and control; the old link
+  is closed with ``CLOSE_HANDED_OFF``. A reused or late secret gets ``handoff-failed``.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ from protocol import (
     TakeControl,
     Waiting,
 )
+from relay.handoff import Handoffs
 from relay.ledger import billable_seconds
 from relay.limits import Budget, subnet
 
@@ -90,6 +97,8 @@ AGENT_RECONNECTING = protocol.refusal("agent-reconnecting", "viewer")
 CODE_REQUIRED = protocol.refusal("code-required", "viewer")
 WRONG_CODE = protocol.refusal("wrong-code", "viewer")
 PAUSED = protocol.refusal("paused", "viewer")
+SECURE_DESKTOP = protocol.refusal("secure-desktop", "viewer")
+HANDOFF_FAILED = protocol.refusal("handoff-failed", "agent")
 
 
 class Peer(Protocol):
@@ -167,6 +176,7 @@ class Session:
     ref: int = 0  # the ledger's reference for this session (the customer's receipt)
     paused_at: float | None = None  # the customer paused: no screen and no input since then
     paused_s: float = 0.0  # earlier pauses, not billed
+    secure: bool = False  # an administrator prompt is up on the customer's PC: no input
 
     def paused_until(self, now: float) -> float:
         """Seconds paused so far, the pause still running included."""
@@ -187,6 +197,7 @@ class ViewerState:
     session: Session | None = None
     told_no_control: bool = False
     told_paused: bool = False
+    told_secure: bool = False
     rate_notice_at: float = 0.0
     refusals_recorded: int = 0
     login: str = ""  # the login token: the same one again is the same browser tab
@@ -215,6 +226,11 @@ class Pairing:
     viewers: dict[Peer, ViewerState] = field(default_factory=dict)
     refusals: Budget = field(default_factory=Budget)
     _by_resume: dict[str, Session] = field(default_factory=dict)
+    handoffs: Handoffs | None = None  # (made from new_secret in __post_init__)
+
+    def __post_init__(self) -> None:
+        if self.handoffs is None:
+            self.handoffs = Handoffs(self.new_secret)
 
     # --- agents ---------------------------------------------------------------------------
 
@@ -223,6 +239,8 @@ class Pairing:
         """Register (or resume) the agent's session; False if refused (the agent is closed)."""
         if hello.resume:
             return self._resume(agent, hello, technician, now)
+        if hello.handoff:
+            return self._take_over(agent, hello, technician, now)
         if technician is None or not technician.enabled or technician.id != hello.technician:
             self._refuse_agent(agent, TECHNICIAN_UNKNOWN, now,
                                f"agent asked for unknown technician {hello.technician}")
@@ -304,6 +322,7 @@ class Pairing:
         if session.viewer is not None:
             agent.send(Refresh(session.id, 0))
             session.window.restart_sent()
+        self._desktop(session, False, now)  # the resumed agent says so again if still up
         return True
 
     def agent_message(self, agent: Peer, message: protocol.Message, now: float) -> None:
@@ -323,6 +342,16 @@ class Pairing:
                 session.viewer.send(message)
         elif isinstance(message, protocol.Pause):
             self._pause(session, message.paused, now)
+        elif isinstance(message, protocol.Desktop):
+            self._desktop(session, message.secure, now)
+        elif isinstance(message, protocol.Elevation):
+            self.ledger.event(session.id, "elevation", message.state, now)
+            if session.state == ACTIVE and session.viewer is not None:
+                session.viewer.send(message)
+        elif isinstance(message, protocol.Handoff):
+            secret = self.handoffs.issue(session.id, now)
+            self.ledger.event(session.id, "handoff-issued", "for an elevated copy", now)
+            agent.send(protocol.HandoffSecret(secret, int(self.handoffs.expires_s)))
         else:
             raise protocol.RemoteProtocolError(f"an agent may not send {message.TYPE}")
 
@@ -344,6 +373,61 @@ class Pairing:
         self.ledger.paused(session.id, paused, now)
         if session.viewer is not None:
             session.viewer.send(protocol.Pause(paused))
+
+    def _desktop(self, session: Session, secure: bool, now: float) -> None:
+        """An administrator prompt opened or closed on the customer's PC. While it is up,
+        input is dropped here (the agent refuses it too) and the viewer keeps its last
+        image under a notice."""
+        if secure == session.secure:
+            return
+        session.secure = secure
+        self.ledger.event(session.id, "desktop", "secure" if secure else "default", now)
+        if secure:
+            viewer_state = self.viewers.get(session.viewer) if session.viewer else None
+            if viewer_state is not None:
+                viewer_state.told_secure = False
+        if session.state == ACTIVE and session.viewer is not None:
+            session.viewer.send(protocol.Desktop(secure))
+
+    def _take_over(self, agent: Peer, hello: protocol.AgentHello,
+                   technician: Technician | None, now: float) -> bool:
+        """The agent's elevated copy takes the live session over with its one-time secret:
+        the same session (id, code, billing clock, viewer, control) on the new link; the old
+        link is told to go (CLOSE_HANDED_OFF) only now that the new one holds it."""
+        session_id = self.handoffs.take(hello.handoff, now)
+        session = self.sessions.get(session_id) if session_id is not None else None
+        if (session is None or session.technician != hello.technician or technician is None
+                or not technician.enabled):
+            self._refuse_agent(agent, HANDOFF_FAILED, now, "agent hand-off refused")
+            return False
+        old = session.agent
+        if old is not None:
+            self.agents.pop(old, None)
+        session.agent, session.agent_lost_at = agent, None
+        self.agents[agent] = session
+        self._by_resume.pop(session.resume, None)
+        session.resume = self._fresh_secret()
+        self._by_resume[session.resume] = session
+        self.ledger.event(session.id, "agent-handoff", f"elevated copy from {agent.address}",
+                          now)
+        agent.send(Registered(session.id, session.technician_name,
+                              int(min(self.wait_timeout, 86400)), session.resume, session.code))
+        if old is not None:
+            old.close(protocol.CLOSE_HANDED_OFF, "handed over to the elevated program")
+        if session.state != ACTIVE:
+            return True
+        if session.screens != hello.screens:
+            session.screens = hello.screens
+            if session.viewer is not None:
+                session.viewer.send(Screens(hello.screens))
+        agent.send(session.accepted_message(now))
+        session.window.restart_sent()
+        if session.control:
+            agent.send(Control(session.id, True))
+        if session.viewer is not None:
+            session.viewer.send(protocol.Elevation("started"))
+        self._desktop(session, False, now)  # the new copy says so again if a prompt is up
+        return True
 
     def agent_frame(self, agent: Peer, data: bytes, now: float) -> bool:
         """A binary screen update; forwarded only to the accepted viewer, within the update
@@ -480,6 +564,8 @@ class Pairing:
                 session.agent.send(Refresh(session.id, 0))
                 session.window.restart_sent()
         viewer.send(session.accepted_message(now))
+        if session.secure:
+            viewer.send(protocol.Desktop(True))
         if session.agent is None:
             viewer.send(AGENT_RECONNECTING)
         self._push_queue(session.technician, now)
@@ -512,13 +598,25 @@ class Pairing:
             else:
                 session.window.restart_sent()
 
+    def _elevate(self, viewer: Peer, state: ViewerState, session: Session,
+                 message: protocol.Elevate, now: float) -> None:
+        """The support person asks the customer to restart as administrator: the agent asks
+        the customer, who decides."""
+        if session.viewer is not viewer:
+            viewer.send(NOT_WATCHING)
+        elif session.agent is None:
+            viewer.send(AGENT_RECONNECTING)
+        else:
+            self.ledger.event(session.id, "elevation", "asked by the support person", now)
+            session.agent.send(message)
+
     def _end_by_viewer(self, viewer: Peer, state: ViewerState, session: Session,
                        message: End, now: float) -> None:
         self._end(session, "technician", "technician-ended", now)
 
     _SESSION_HANDLERS: ClassVar[dict[type, Callable]] = {
         Accept: _accept, TakeControl: _control, ReleaseControl: _control,
-        Ack: _forward, Refresh: _forward, End: _end_by_viewer,
+        Ack: _forward, Refresh: _forward, End: _end_by_viewer, protocol.Elevate: _elevate,
     }
 
     def _input(self, viewer: Peer, state: ViewerState, message: protocol.Message,
@@ -539,6 +637,10 @@ class Pairing:
             if not state.told_paused:  # the agent drops it too; say so once per pause
                 state.told_paused = True
                 viewer.send(PAUSED)
+        elif session.secure and session.viewer is viewer:
+            if not state.told_secure:  # the agent refuses it too; say so once per prompt
+                state.told_secure = True
+                viewer.send(SECURE_DESKTOP)
         elif (session.state == ACTIVE and session.viewer is viewer and session.control
                 and session.agent is not None):
             session.agent.send(message)
@@ -592,6 +694,7 @@ class Pairing:
 
     def tick(self, now: float) -> None:
         """Expire what waited too long, sum up refusals; call about once a second."""
+        self.handoffs.expire(now)
         left_out = self.refusals.summary(now)
         if left_out:
             self.ledger.event(None, "refused", f"{left_out} more refused hellos in the last "
@@ -644,6 +747,7 @@ class Pairing:
         session.viewer = session.agent = None
         self.sessions.pop(session.id, None)
         self._by_resume.pop(session.resume, None)
+        self.handoffs.forget(session.id)
         if listed:
             self._push_queue(session.technician, now)
 

@@ -508,7 +508,7 @@ class Relay:
         ws.protocol.max_message_size = protocol.MAX_MESSAGE_BYTES
         session = self.pairing.agents[link]
         log.info("%s: session %s... for %s (%s)", link, session.id[:8], session.technician,
-                 "resumed" if hello.resume else "waiting")
+                 "resumed" if hello.resume else "taken over" if hello.handoff else "waiting")
         resumable = False
         try:
             async for data in ws:
