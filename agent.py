@@ -21,7 +21,9 @@ win32|x11|dummy (default: the platform's), SPOTLIGHT_TRAY=pystray|log (default p
 writes the tray's states to the log instead of showing an icon), SPOTLIGHT_PANEL=win32|tk|log
 (default: the platform's; "log" writes the panel's states to the log: the only way to share
 the screen without a window saying so, for tests), SPOTLIGHT_DIALOGS=win32|tk|stderr
-(default: the platform's), SPOTLIGHT_LOG=debug for a verbose log.
+(default: the platform's), SPOTLIGHT_LOG=debug for a verbose log; SPOTLIGHT_DESKTOP and
+SPOTLIGHT_ELEVATION: see agent_elevation.py (the administrator prompt and the restart as
+administrator, whose elevated copy starts with --handoff-file).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import agent_elevation
 import agent_session as core
 import agent_ui
 import panel
@@ -80,6 +83,7 @@ RECONNECT_JITTER = 0.3  # each reconnect delay +-30%: agents cut off together co
 DUMMY_SCREEN = p.Screen(0, 0, 1024, 768)
 METER_TICK_S = 1.0  # the panel's meter counts seconds
 ASKED = object()  # _until_closed: the customer asked to pause or resume
+DESKTOP_CHECK_INTERVAL_S = 0.25  # how soon an administrator prompt is noticed
 tray_image = agent_ui.tray_image  # icons/make_icons.py draws the exe icon with it
 log = logging.getLogger("agent")
 
@@ -411,14 +415,22 @@ class Agent:
     def __init__(self, *, url: str, technician: str, screen: Screen, input: Input,
                  tray: Tray, machine: str, user: str, ssl_context: ssl.SSLContext | None = None,
                  clock: Callable[[], float] = time.monotonic, window: Panel | None = None,
-                 company: str = APP_NAME, person: str = "", phone: str = "") -> None:
+                 company: str = APP_NAME, person: str = "", phone: str = "",
+                 desktop: agent_elevation.DesktopWatch | None = None,
+                 elevation: agent_elevation.Elevation | None = None, handoff: str = "",
+                 elevate_args: list[str] | None = None) -> None:
         self.url, self.ssl_context = url, ssl_context
         self.screen, self.input, self.tray, self.clock = screen, input, tray, clock
         self.display = agent_ui.SessionDisplay(
             window if window is not None else panel.LogPanel(), tray, company,
             person or technician, phone)
         self.session = core.Session(technician, machine, user, KEY_TABLE,
-                                    on_change=self._show)
+                                    on_change=self._show, handoff=handoff)
+        self.desktop = desktop or agent_elevation.NoDesktopWatch()
+        self.elevation = elevation or agent_elevation.NoElevation()
+        self.elevate_args = elevate_args or ["--technician", technician]
+        self._ws: Any = None  # the live link, for what happens outside _serve's turn
+        self._tasks: set[asyncio.Future] = set()  # the desktop watch's and elevation's steps
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()  # set before the loop runs is honoured too
         self._closed: asyncio.Event | None = None  # the same, for the loop
@@ -444,6 +456,60 @@ class Agent:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._ask_pause, paused)
 
+    def request_elevate(self) -> None:
+        """The customer chose Restart as administrator (any thread: panel, tray menu)."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._act, self.session.elevate)
+
+    def _act(self, event: Callable[[float], list]) -> None:
+        """Hand the core an event from outside the link's own turn (the desktop watch, the
+        customer's answer) and carry out what it says on the live link."""
+        actions = event(self.clock())
+        if actions:
+            self._background(self._do(self._ws, actions))
+
+    def _background(self, coro: Any) -> None:
+        """Run ``coro`` beside the link's turn; a link that closes meanwhile is _serve's to
+        handle, so its error here is only logged."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(task: asyncio.Future) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.info("background step failed: %r", task.exception())
+
+        task.add_done_callback(done)
+
+    async def _watch_desktop(self) -> None:
+        """Poll the desktop watch: an administrator prompt stops capture and input."""
+        secure = False
+        while True:
+            try:
+                now_secure = self.desktop.secure()
+            except Exception as e:  # a failing watch must not end the session
+                log.warning("desktop watch failed: %r", e)
+                now_secure = False
+            if now_secure != secure:
+                secure = now_secure
+                log.info("desktop: %s", "administrator prompt" if secure else "default")
+                self._act(lambda now, s=secure: self.session.desktop(s, now))
+            await asyncio.sleep(DESKTOP_CHECK_INTERVAL_S)
+
+    async def _ask_elevation(self, person: str) -> None:
+        """The support person asked for a restart as administrator: the customer decides
+        (in a dialog of their own, off the loop)."""
+        yes = await asyncio.to_thread(self.elevation.confirm, person)
+        log.info("restart as administrator: the customer said %s", "yes" if yes else "no")
+        self._act(self.session.elevate if yes else
+                  (lambda now: self.session.elevation_result("declined", now)))
+
+    async def _start_elevated(self, secret: str) -> None:
+        result = await asyncio.to_thread(self.elevation.start, secret, self.elevate_args)
+        log.info("restart as administrator: %s", result)
+        self._act(lambda now: self.session.elevation_result(result, now))
+
     def _ask_pause(self, paused: bool) -> None:
         self._pause_wish = paused
         self._asked.set()
@@ -454,10 +520,12 @@ class Agent:
         if self._closing.is_set():
             self._closed.set()
         meter = asyncio.ensure_future(self._tick())
+        watch = asyncio.ensure_future(self._watch_desktop())
         try:
             return await self._run()
         finally:
             meter.cancel()
+            watch.cancel()
             await self._stop_stream()
             for action in self.session.close(self.clock()):  # after an end: nothing
                 if isinstance(action, core.Inject):
@@ -532,6 +600,7 @@ class Agent:
 
         session = self.session
         self._asked.clear()  # a Pause pressed while the link was down is not kept
+        self._ws = ws
         try:
             done = await self._do(ws, session.connected(self.screen.monitors()))
             while done is None:
@@ -563,6 +632,7 @@ class Agent:
             done = await self._do(None, session.link_lost(code, reason, self.clock()))
             return done or core.End(Outcome(EXIT_FAILED, core.LOST))
         finally:
+            self._ws = None
             await self._stop_stream()
 
     async def _do(self, ws: Any, actions: list) -> core.End | core.Reconnect | None:
@@ -589,6 +659,10 @@ class Agent:
                 return action
             elif isinstance(action, core.Reconnect):
                 return action
+            elif isinstance(action, core.AskElevation):
+                self._background(self._ask_elevation(action.person))
+            elif isinstance(action, core.StartElevated):
+                self._background(self._start_elevated(action.secret))
         return None
 
     async def _goodbye(self, ws: Any, end: core.End) -> None:
@@ -640,6 +714,11 @@ class Agent:
 
         if task.cancelled() or isinstance(task.exception(), (ConnectionClosed, type(None))):
             return
+        with contextlib.suppress(Exception):
+            if self.desktop.secure():  # capture fails on the secure desktop: not the end
+                log.info("capture failed under an administrator prompt: %r", task.exception())
+                self._act(lambda now: self.session.desktop(True, now))
+                return
         log.error("screen capture failed", exc_info=task.exception())
         self._capture_failed = True
         self._closed.set()
@@ -740,6 +819,8 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
     parser.add_argument("--check-config", type=Path, metavar="FILE",
                         help="only check that FILE is a configuration this program accepts "
                              "(exit 0) or say what is wrong with it (exit 2)")
+    # The elevated copy's hand-off: a file holding a one-time secret, removed at once.
+    parser.add_argument("--handoff-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.check_config is not None:
         ok, line = check_config(args.check_config)
@@ -756,11 +837,18 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
         log.error("configuration: %s", e)
         dialogs.message(e.company or APP_NAME, e.customer, error=True)
         return EXIT_CONFIG
+    handoff = ""
+    if args.handoff_file is not None:
+        try:
+            handoff = agent_elevation.read_secret(args.handoff_file)  # (and removes it)
+        except agent_elevation.HandoffError as e:
+            log.error("hand-off: %s", e)
+            return EXIT_FAILED  # the first copy goes on with the session
     controls = agent_ui.Controls()
     # One program at a time (the elevated hand-off, started by this program, skips this).
     instance = instance or agent_ui.make_instance()
     try:
-        first = instance.acquire(controls.front)
+        first = True if handoff else instance.acquire(controls.front)
     except OSError as e:  # no private place for the lock: run, as before there was one
         log.warning("running without the one-program lock: %r", e)
         first = True
@@ -788,15 +876,28 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), lambda *_: controls.quit())
         try:
-            return _sessions(config, technician, (url, context), controls, window, dialogs)
+            return _sessions(config, technician, (url, context), controls, window, dialogs,
+                             _copy_args(args, technician), handoff)
         finally:
             window.close()
     finally:
         instance.release()
 
 
+def _copy_args(args: argparse.Namespace, technician: str) -> list[str]:
+    """The arguments of the elevated copy: the same relay, configuration and support person
+    (the hand-off file is added by the elevation itself)."""
+    copy = ["--technician", technician]
+    if args.relay:
+        copy += ["--relay", args.relay]
+    if args.config is not None:
+        copy += ["--config", str(args.config.resolve())]
+    return copy
+
+
 def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
-              controls: agent_ui.Controls, window: Panel, dialogs: Dialogs) -> int:
+              controls: agent_ui.Controls, window: Panel, dialogs: Dialogs,
+              copy_args: list[str] | None = None, handoff: str = "") -> int:
     """Sessions with ``technician`` on ``window`` until one ends without the customer asking
     to Retry (a log panel asks nothing: its sentence goes to a message instead)."""
     controls.window = window
@@ -804,6 +905,8 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
     try:
         screen, user_input = make_screen(), make_input()
         tray = make_tray(controls.end, controls.pause)
+        desktop, elevation = agent_elevation.make_desktop_watch(), \
+            agent_elevation.make_elevation()
     except Exception as e:  # no display, no permission: say so instead of a traceback
         log.exception("start-up failed")
         dialogs.message(config.company, f"This program cannot run here: {e}", error=True)
@@ -816,7 +919,9 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
                 url=agent_url(config.relay, technician),  # ?technician= for HAProxy
                 technician=technician, screen=screen, input=user_input,
                 tray=tray, machine=socket.gethostname(), user=_user_name(), ssl_context=link[1],
-                window=window, company=config.company, person=person, phone=config.phone)
+                window=window, company=config.company, person=person, phone=config.phone,
+                desktop=desktop, elevation=elevation, handoff=handoff, elevate_args=copy_args)
+            handoff = ""  # spent: a Retry starts a session of its own
             outcome = asyncio.run(controls.agent.run())
             log.info("exit %d %s", outcome.code, outcome.message)
             if controls.quitting:

@@ -22,12 +22,20 @@ returns, in order:
     connect_failed / untrusted                 Reconnect(after a delay) or End
     close() / capture_failed()                 Inject ups, StopStream, End(farewell: close)
     receipt(ended), after our close            (the view gains the ledger's reference)
+    desktop(secure), the desktop watch         Inject ups, StopStream, Send(desktop) /
+                                               Send(desktop), Stream(full)
+    receive(elevate)                           Send(elevation asked), AskElevation
+    elevate() (the customer's click or Yes)    Send(handoff)
+    receive(handoff_secret)                    StartElevated(secret)
+    elevation_result(declined / failed)        Send(elevation)
+    link_lost(CLOSE_HANDED_OFF)                End (quietly: the elevated copy has it now)
 
 States: connecting -> waiting -> accepted <-> in_control, either <-> paused, -> ended; and
 from any live state reconnecting -> (waiting | accepted | in_control | paused) when the link
 is lost in a way that may resume. Input is injected only in ``in_control``; every way out of
 it (pause included) releases what the support person holds. Nothing is captured while
-paused. ``ended`` is final. ``view`` is what the customer's windows (the panel, the tray)
+paused, nor while an administrator prompt is up (``secure``), when no input is injected
+either. ``ended`` is final. ``view`` is what the customer's windows (the panel, the tray)
 show; ``on_change`` is called with it whenever it changes.
 """
 
@@ -45,6 +53,7 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 RECONNECT_DELAYS_S = (0.5, 1, 2, 4, 5)  # capped backoff (the loop adds +-30% jitter)
 RECONNECT_GRACE_S = 60  # how long after the link was lost connecting again is worth trying
 LOST = "The connection to the support server was lost. Please run this program again."
+HANDED_OFF = "The session goes on in the program running as administrator."
 CAPTURE_FAILED = ("The screen could not be captured, so the session has ended. Please run this "
                   "program again.")
 
@@ -116,7 +125,24 @@ class End:
     close_reason: str = ""
 
 
-Action = Send | Inject | Balloon | Stream | StopStream | Reconnect | End
+@dataclass(frozen=True)
+class AskElevation:
+    """Ask the customer whether the support person ``person`` may have the program restart
+    as administrator; the answer comes back as elevate() or elevation_result(DECLINED)."""
+
+    person: str
+
+
+@dataclass(frozen=True)
+class StartElevated:
+    """Start this program as administrator, passing ``secret`` privately; the outcome comes
+    back as elevation_result()."""
+
+    secret: str
+
+
+Action = (Send | Inject | Balloon | Stream | StopStream | Reconnect | End | AskElevation
+          | StartElevated)
 
 
 @dataclass(frozen=True)
@@ -224,7 +250,7 @@ class Session:
     """One customer session, from the first connection to the end, across reconnections."""
 
     def __init__(self, technician: str, machine: str, user: str, keys: Collection[str],
-                 on_change: Callable[[View], None] | None = None) -> None:
+                 on_change: Callable[[View], None] | None = None, handoff: str = "") -> None:
         self.technician, self.machine, self.user = technician, clean_name(machine), \
             clean_name(user)
         self.keys = frozenset(keys)  # the key codes the input backend can press
@@ -238,6 +264,10 @@ class Session:
         self.held_buttons: set[str] = set()
         self.paused = False  # the customer's wish: it outlasts a lost link
         self.granted = False  # the relay's word: the support person holds control
+        self.secure = False  # an administrator prompt is up (the desktop watch's word)
+        self.handoff = handoff  # the elevated copy's one-time secret, for its first hello
+        self._taking_over = bool(handoff)  # the relay's pause state is ours, not our wish
+        self._elevating = False  # a restart as administrator is under way
         self._state = CONNECTING
         self._before_loss = CONNECTING  # the state the lost link interrupted
         self._lost_at: float | None = None
@@ -278,13 +308,17 @@ class Session:
         self.flow.reset()
         self._attempt = 0
         return [Send(p.AgentHello("agent", p.PROTOCOL_VERSION, self.technician, self.machine,
-                                  self.user, screens, self.resume))]
+                                  self.user, screens, self.resume,
+                                  "" if self.resume else self.handoff))]
 
     def link_lost(self, close_code: int | None, reason: str, now: float) -> list[Action]:
         """The connection closed without an end: resume if the rule allows, else end."""
         if self._state == ENDED:
             return []
         actions = [*self._release(), StopStream()]
+        if close_code == p.CLOSE_HANDED_OFF and self.session:
+            # The elevated copy holds the session now: this one bows out without a word.
+            return [*actions, *self._end(Outcome(EXIT_OK), now, sentence=HANDED_OFF)]
         if not (self.session and self.resume and can_resume(close_code)):
             why = p.customer_words(reason) if reason in p.WORDING else LOST
             return [*actions, *self._end(Outcome(EXIT_FAILED, why), now)]
@@ -350,7 +384,7 @@ class Session:
         self._state = self._sharing_state()
         self._changed(before)
         self.flow.reset()
-        return [Send(p.Pause(False)), Stream(full=True)]
+        return [Send(p.Pause(False)), *([] if self.secure else [Stream(full=True)])]
 
     def capture_failed(self, now: float) -> list[Action]:
         """Capturing the screen failed (the loop logs why): the relay and the customer are
@@ -365,7 +399,39 @@ class Session:
         self.screens = screens
         self.monitor = self.monitor if self.monitor < len(screens) else 0
         self.flow.reset()
-        return [Send(p.Screens(screens)), *([] if self.paused else [Stream(full=True)])]
+        return [Send(p.Screens(screens)),
+                *([] if self.paused or self.secure else [Stream(full=True)])]
+
+    def desktop(self, secure: bool, now: float) -> list[Action]:
+        """The desktop watch: an administrator prompt opened (``secure``) or closed. While it
+        is up nothing is captured or injected; the relay hears it when it can show it."""
+        if secure == self.secure or self._state == ENDED:
+            return []
+        self.secure = secure
+        if self._state not in (ACCEPTED, IN_CONTROL, PAUSED):
+            return []  # `accepted` after a resume or a wait says it (_accepted_by)
+        if secure:
+            return [*self._release(keep_control=True), StopStream(), Send(p.Desktop(True))]
+        self.flow.reset()
+        return [Send(p.Desktop(False)), *([] if self.paused else [Stream(full=True)])]
+
+    def elevate(self, now: float) -> list[Action]:
+        """The customer chose Restart as administrator (or said Yes to the support person's
+        request): ask the relay for a hand-off secret."""
+        if self._elevating or self._state not in (WAITING, *SHARING):
+            return []
+        self._elevating = True
+        return [Send(p.Handoff())]
+
+    def elevation_result(self, result: str, now: float) -> list[Action]:
+        """What became of the restart: "started" waits for the new copy to take over (the
+        relay then closes this link); "declined" or "failed" and the session goes on."""
+        if result == "started" or self._state == ENDED:
+            return []
+        self._elevating = False
+        if self._state not in (WAITING, *SHARING):
+            return []
+        return [Send(p.Elevation(result))]
 
     # --- the relay ---
 
@@ -382,10 +448,16 @@ class Session:
             return [*self._release(), StopStream(), *self._end(Outcome(EXIT_FAILED, why), now)]
         if isinstance(msg, p.Registered):
             return self._registered(msg)
+        if isinstance(msg, p.HandoffSecret):
+            return [StartElevated(msg.secret)] if self._elevating else []
         if getattr(msg, "session", None) != self.session:
             return []
         if isinstance(msg, p.Accepted):
             return self._accepted_by(msg, now)
+        if isinstance(msg, p.Elevate):
+            if self._elevating or self._state not in SHARING:
+                return []
+            return [Send(p.Elevation("asked")), AskElevation(self.name)]
         if isinstance(msg, p.Control):
             self.granted = msg.granted and self._state in (*SHARING, RECONNECTING)
             if self.granted and self._state == ACCEPTED:
@@ -398,14 +470,16 @@ class Session:
                 self._become(ACCEPTED)
             return actions
         if isinstance(msg, p.Refresh):
-            if msg.monitor >= len(self.screens) or self._state not in (ACCEPTED, IN_CONTROL):
+            if (msg.monitor >= len(self.screens) or self._state not in (ACCEPTED, IN_CONTROL)
+                    or self.secure):
                 return []
             self.monitor = msg.monitor
             self.flow.reset()
             return [Stream(full=True)]
         if isinstance(msg, p.Ack):
             held_back = self.flow.acked(msg.seq)
-            return [Stream(full=False)] if held_back and not self.paused else []
+            return [Stream(full=False)] if held_back and not (self.paused or self.secure) \
+                else []
         return []
 
     def receipt(self, msg: p.Ended) -> None:
@@ -419,6 +493,7 @@ class Session:
     def _registered(self, msg: p.Registered) -> list[Action]:
         resumed = self._state == RECONNECTING and msg.session == self.session
         self.session, self.resume, self.name = msg.session, msg.resume, msg.technician_name
+        self.handoff = ""  # spent: from now on this copy resumes like any other
         before = self.view
         self.code = msg.code
         if self._state in SHARING or (resumed and self._before_loss != WAITING):
@@ -431,7 +506,9 @@ class Session:
     def _accepted_by(self, msg: p.Accepted, now: float) -> list[Action]:
         """Accepted (or told again after a resume or the viewer's rejoin): the billed clock
         takes the relay's count; the customer's pause holds whatever the relay thought."""
-        fresh = self._state == WAITING
+        fresh = self._state == WAITING and not self._taking_over
+        if self._taking_over:  # the session's pause is the relay's, not a wish of this copy
+            self._taking_over, self.paused = False, msg.paused
         before = self.view
         self.name, self.code, self._accepted = msg.technician_name, msg.code, True
         self._billed = Stopwatch(msg.elapsed_s, None if self.paused else now)
@@ -441,14 +518,16 @@ class Session:
         actions: list[Action] = [Balloon(f"{self.name} can see your screen")] if fresh else []
         if msg.paused != self.paused:  # the relay missed the customer's last word
             actions.append(Send(p.Pause(self.paused)))
-        if self.paused:
+        if self.secure:  # the relay forgot it across the new link: say it again
+            actions.append(Send(p.Desktop(True)))
+        if self.paused or self.secure:
             return actions
         self.flow.reset()
         return [*actions, Stream(full=True)]
 
     def _input(self, msg: p.Message, now: float) -> list[Action]:
-        if self._state != IN_CONTROL or msg.session != self.session:
-            return []
+        if self._state != IN_CONTROL or msg.session != self.session or self.secure:
+            return []  # (the relay drops input during an administrator prompt too)
         if not self.rate.allow(now):
             return []
         if isinstance(msg, p.Key):
