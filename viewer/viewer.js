@@ -192,6 +192,12 @@ connection.onmessage = (message) => {
         case "pause":
             if (session) setPaused(message.paused);
             break;
+        case "desktop":
+            if (session) setSecure(message.secure);
+            break;
+        case "elevation":
+            if (session) toast(ELEVATION_WORDS[message.state]);
+            break;
         case "control":
             if (session?.id === message.session) {
                 setControl(message.granted ? "on" : "off", { sendReleases: false });
@@ -318,6 +324,7 @@ function openSession(accepted) {
     showLinkDown("");
     setControl("off", { sendReleases: false });
     setPaused(accepted.paused);
+    setSecure(false);  // the relay says `desktop` right after if a prompt is up
     notice("");
     show("session");
     tick();
@@ -328,10 +335,36 @@ function openSession(accepted) {
 function setPaused(paused) {
     session.paused = paused;
     $("paused").hidden = !paused;
+    syncInput();
+}
+
+// A Windows administrator prompt on the customer's PC (the secure desktop): nobody's program
+// can see or click it, so the last image stays under a notice and no input is sent (the
+// relay drops it and the agent refuses it as well).
+function setSecure(secure) {
+    session.secure = secure;
+    $("secure-desktop-text").textContent = technicianWords("secure-desktop");
+    $("secure-desktop").hidden = !secure;
+    syncInput();
+}
+
+function syncInput() {
     if (session.control !== "on") return;
-    if (paused) input.disable({ sendReleases: false });  // the customer's side let go already
+    // the customer's side let go of held keys already
+    if (session.paused || session.secure) input.disable({ sendReleases: false });
     else input.enable();
 }
+
+const ELEVATION_WORDS = Object.freeze({
+    asked: "Asking the customer to restart the program as administrator…",
+    declined: "The customer did not restart as administrator; the session goes on as before.",
+    started: "The customer's program now runs as administrator; the session goes on.",
+    failed: technicianWords("handoff-failed"),
+});
+
+$("elevate").addEventListener("click", () => {
+    if (session) connection.send({ type: "elevate", session: session.id });
+});
 
 // --relay --require-code: the support person types the code the customer reads out.
 function askForCode(id, wrong) {
@@ -359,7 +392,7 @@ function showLinkDown(words) {
 function setControl(state, { sendReleases = true } = {}) {
     if (!session) return;
     session.control = state;
-    if (state === "on") input.enable();
+    if (state === "on") syncInput();  // (not while paused or under an administrator prompt)
     else input.disable({ sendReleases });
     const toggle = $("control-toggle");
     toggle.textContent = state === "on" ? "Release control" : state === "asking" ? "Asking…" : "Take control";
@@ -413,13 +446,14 @@ function leaveSession() {
     closeDialogs();
     showLinkDown("");
     $("paused").hidden = true;
+    $("secure-desktop").hidden = true;
     if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     for (const entry of queue.entries) queue.setBusy(entry.session, false);
 }
 
 // Messages the keyboard and pointer produce, addressed to the open session.
 function sendForSession(message) {
-    if (!session || session.control !== "on") return;
+    if (!session || session.control !== "on" || session.secure) return;
     connection.send({ ...message, session: session.id });
 }
 
@@ -645,6 +679,7 @@ function tick() {
     $("stat-latency").textContent = connection.rttMs === null ? "–"
         : `${Math.round(connection.rttMs)} ms`;
     $("control-toggle").disabled = session.control === "asking" || !connection.connected;
+    $("elevate").disabled = !connection.connected;
     drawnUpdates = 0;
 }
 
