@@ -429,6 +429,9 @@ class Agent:
         self.desktop = desktop or agent_elevation.NoDesktopWatch()
         self.elevation = elevation or agent_elevation.NoElevation()
         self.elevate_args = elevate_args or ["--technician", technician]
+        # Offered to the customer where it means something: Windows, not elevated yet.
+        self.display.can_elevate = tray.can_elevate = \
+            not handoff and self.elevation.available()
         self._ws: Any = None  # the live link, for what happens outside _serve's turn
         self._tasks: set[asyncio.Future] = set()  # the desktop watch's and elevation's steps
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -904,7 +907,7 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
     interactive = not isinstance(window, panel.LogPanel)
     try:
         screen, user_input = make_screen(), make_input()
-        tray = make_tray(controls.end, controls.pause)
+        tray = make_tray(controls.end, controls.pause, controls.elevate)
         desktop, elevation = agent_elevation.make_desktop_watch(), \
             agent_elevation.make_elevation()
     except Exception as e:  # no display, no permission: say so instead of a traceback

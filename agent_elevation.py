@@ -131,6 +131,9 @@ def make_desktop_watch() -> DesktopWatch:
 
 
 class Elevation(Protocol):
+    def available(self) -> bool:
+        """Whether a restart as administrator would change anything (offered only then)."""
+
     def confirm(self, person: str) -> bool:
         """Ask the customer whether ``person``'s request to restart as administrator may go
         ahead (the support person asked for it; the customer's own click needs no asking)."""
@@ -157,6 +160,13 @@ class Win32Elevation:
     """ShellExecuteExW "runas": Windows asks the customer (UAC). The secret goes into a new
     file whose own ACL admits only the user and administrators."""
 
+    def available(self) -> bool:
+        import ctypes
+
+        with contextlib.suppress(AttributeError, OSError):
+            return not ctypes.windll.shell32.IsUserAnAdmin()  # already elevated: no point
+        return False
+
     def confirm(self, person: str) -> bool:
         import ctypes
 
@@ -182,6 +192,9 @@ class SpawnElevation:
     """SPOTLIGHT_ELEVATION=spawn: the customer says Yes and the same program starts again,
     without new rights (Linux, source runs, tests): the hand-off path without Windows."""
 
+    def available(self) -> bool:
+        return True
+
     def confirm(self, person: str) -> bool:
         return True
 
@@ -201,6 +214,9 @@ class SpawnElevation:
 class DecliningElevation:
     """SPOTLIGHT_ELEVATION=decline: the customer clicks No (when asked, and on the prompt)."""
 
+    def available(self) -> bool:
+        return True
+
     def confirm(self, person: str) -> bool:
         return False
 
@@ -210,6 +226,9 @@ class DecliningElevation:
 
 class NoElevation:
     """Nothing to elevate to (Linux): the request fails politely."""
+
+    def available(self) -> bool:
+        return False
 
     def confirm(self, person: str) -> bool:
         return False

@@ -30,6 +30,7 @@ import panel
 APP_NAME = "Spotlight Remote Support"
 TRAY_HIDE_TIMEOUT_S = 1.0
 SHARING_TRAY_STATES = ("active", "control", "paused")  # the tray's Pause/Resume works here
+ELEVATE_TRAY_STATES = ("pending", "active", "control")  # ... and Restart as administrator
 log = logging.getLogger("agent")
 
 
@@ -53,12 +54,16 @@ class Dialogs(Protocol):
 
 class PystrayTray:
     """The icon lives in its own thread (win32 wants it created where it runs). Its menu: the
-    state in words, Pause or Resume (while the support person is connected), Close."""
+    state in words, Pause or Resume (while the support person is connected), Restart as
+    administrator (where the program can), Close."""
 
-    def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None]) -> None:
+    def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None],
+                 on_elevate: Callable[[], None] | None = None) -> None:
         import pystray
 
         self._pystray, self.on_close, self.on_pause = pystray, on_close, on_pause
+        self.on_elevate = on_elevate
+        self.can_elevate = False  # SessionDisplay says when the item applies
         self._icon: Any = None
         self._status = self._state = ""
         self._ready = threading.Event()
@@ -84,6 +89,9 @@ class PystrayTray:
                       item(lambda _: "Resume" if self._state == "paused" else "Pause",
                            lambda: self.on_pause(self._state != "paused"),
                            enabled=lambda _: self._state in SHARING_TRAY_STATES),
+                      item("Restart as administrator", lambda: self._elevate(),
+                           visible=lambda _: self.can_elevate and self.on_elevate is not None,
+                           enabled=lambda _: self._state in ELEVATE_TRAY_STATES),
                       item("Close", lambda: self.on_close())))
 
         def setup(icon: Any) -> None:
@@ -94,6 +102,10 @@ class PystrayTray:
             self._icon.run(setup)
         finally:
             self._ready.set()
+
+    def _elevate(self) -> None:
+        if self.on_elevate is not None:
+            self.on_elevate()
 
     def hide(self) -> None:
         if self._icon is not None:
@@ -113,8 +125,11 @@ class PystrayTray:
 class LogTray:
     """SPOTLIGHT_TRAY=log: no icon, each state written to the log (headless runs, tests)."""
 
-    def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None]) -> None:
+    def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None],
+                 on_elevate: Callable[[], None] | None = None) -> None:
         self.on_close, self.on_pause = on_close, on_pause  # no menu: the panel has the buttons
+        self.on_elevate = on_elevate
+        self.can_elevate = False
 
     def show(self, state: str, tooltip: str, balloon: str) -> None:
         log.info("tray: %s | %s | %s", state, tooltip, balloon)
@@ -248,10 +263,11 @@ def make_dialogs() -> Dialogs:
     return StderrDialogs()
 
 
-def make_tray(on_close: Callable[[], None], on_pause: Callable[[bool], None]) -> Tray:
+def make_tray(on_close: Callable[[], None], on_pause: Callable[[bool], None],
+              on_elevate: Callable[[], None] | None = None) -> Tray:
     if os.environ.get("SPOTLIGHT_TRAY", "pystray") == "log":
-        return LogTray(on_close, on_pause)
-    return PystrayTray(on_close, on_pause)
+        return LogTray(on_close, on_pause, on_elevate)
+    return PystrayTray(on_close, on_pause, on_elevate)
 
 
 def tray_image(rgb: tuple[int, int, int], size: int = 64) -> Any:
@@ -276,7 +292,7 @@ PANEL_STATES = {core.CONNECTING: "connecting", core.WAITING: "waiting",
 
 
 def panel_facts(view: core.View, now: float, company: str, person: str, phone: str,
-                ended_at: datetime | None) -> panel.SessionFacts:
+                ended_at: datetime | None, can_elevate: bool = False) -> panel.SessionFacts:
     """The session core's view at ``now`` as the panel's facts. A session that failed
     before anyone accepted it is an error (Retry, the phone number); any other end is the
     receipt. ``person`` is the configured name until the relay names the support person."""
@@ -289,7 +305,7 @@ def panel_facts(view: core.View, now: float, company: str, person: str, phone: s
         elapsed_s=view.billed.seconds(now), paused_s=view.paused.seconds(now),
         message=view.sentence, failed=view.failed, phone=phone,
         ended_at=ended_at if state == "ended" else None,
-        reference=str(view.ref) if view.ref else "")
+        reference=str(view.ref) if view.ref else "", can_elevate=can_elevate)
 
 
 # --- one program at a time ----------------------------------------------------------------
@@ -312,6 +328,7 @@ class SessionDisplay:
                  phone: str) -> None:
         self.window, self.tray = window, tray
         self.company, self.person, self.phone = company, person, phone
+        self.can_elevate = False  # the program can restart as administrator (Agent says)
         self._tray_shown: tuple[str, str] | None = None
         self._ended_at: datetime | None = None
         self._said = ("", "")  # the state and headline last logged
@@ -319,7 +336,8 @@ class SessionDisplay:
     def show(self, view: core.View, now: float) -> None:
         if view.state == core.ENDED and self._ended_at is None:
             self._ended_at = datetime.now()
-        facts = panel_facts(view, now, self.company, self.person, self.phone, self._ended_at)
+        facts = panel_facts(view, now, self.company, self.person, self.phone, self._ended_at,
+                            self.can_elevate)
         shown = panel.view(facts)
         if (shown.state, shown.headline) != self._said:
             self._said = (shown.state, shown.headline)
@@ -354,7 +372,12 @@ class Controls:
         return panel.PanelActions(
             on_pause=lambda: self.pause(True), on_resume=lambda: self.pause(False),
             on_end=self.end, on_retry=lambda: self.choices.put("retry"),
-            on_dismiss=lambda: self.choices.put("dismiss"))
+            on_dismiss=lambda: self.choices.put("dismiss"), on_elevate=self.elevate)
+
+    def elevate(self) -> None:
+        """Restart as administrator, from the panel or the tray (agent_elevation.py)."""
+        if self.agent is not None:
+            self.agent.request_elevate()
 
     def pause(self, paused: bool) -> None:
         if self.agent is not None:

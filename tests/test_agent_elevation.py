@@ -338,3 +338,48 @@ async def handoff_scenario(viewer: ScriptedViewer, first: subprocess.Popen, log_
     ended = await viewer.expect(p.Ended)
     assert (ended.session, ended.by) == (session, "technician")
     await until(lambda: not _copies_of(relay), WAIT_S)
+
+
+# --- the customer's own Restart as administrator ------------------------------------------
+
+
+def test_restart_as_administrator_is_offered_only_where_it_means_something() -> None:
+    """The panel shows the button when the program can elevate, enabled while waiting or
+    sharing, not while paused; without elevation it is not there at all."""
+    import panel
+
+    def labels(state: str, can: bool) -> dict[str, bool]:
+        facts = panel.SessionFacts(state=state, company="Acme", person="David",
+                                   can_elevate=can)
+        return {b.label: b.enabled for b in panel.view(facts).buttons}
+
+    assert labels("control", True)["Restart as administrator"]
+    assert labels("waiting", True)["Restart as administrator"]
+    assert not labels("paused", True)["Restart as administrator"]
+    assert "Restart as administrator" not in labels("control", False)
+    assert "Restart as administrator" not in labels("ended", True)
+
+
+def test_the_customers_own_restart_goes_to_windows_and_their_no_reaches_the_viewer(
+        relay, tmp_path: Path) -> None:
+    """The panel's button (through Controls, as the tray's item) asks for a secret and
+    starts the elevation at once (the customer asked: no second question); the No on
+    Windows' prompt comes back to the viewer as elevation{declined}."""
+    import agent_ui
+
+    async def scenario() -> None:
+        runner, _ = agent_on_fakes(relay, tmp_path,
+                                   elevation=agent_elevation.DecliningElevation())
+        controls = agent_ui.Controls()
+        controls.agent = runner
+        task = asyncio.ensure_future(runner.run())
+        async with await ScriptedViewer.accepted(relay) as viewer:
+            assert runner.display.can_elevate
+            controls.panel_actions().run("elevate")
+            answer = await viewer.expect(p.Elevation)
+            assert answer.state == "declined"  # no "asked": the customer asked themselves
+            assert runner.session.state == core.ACCEPTED
+        runner.request_close()
+        await task
+
+    run(scenario())
