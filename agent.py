@@ -927,8 +927,8 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
             handoff = ""  # spent: a Retry starts a session of its own
             outcome = asyncio.run(controls.agent.run())
             log.info("exit %d %s", outcome.code, outcome.message)
-            if controls.quitting:
-                break
+            if controls.quitting or outcome.message == core.HANDED_OFF:
+                break  # (handed off: no receipt, the elevated copy's panel goes on)
             if not interactive:  # the log panel: the sentence as a message instead
                 if outcome.message:
                     dialogs.message(config.company, outcome.message,

@@ -318,7 +318,7 @@ class Session:
         actions = [*self._release(), StopStream()]
         if close_code == p.CLOSE_HANDED_OFF and self.session:
             # The elevated copy holds the session now: this one bows out without a word.
-            return [*actions, *self._end(Outcome(EXIT_OK), now, sentence=HANDED_OFF)]
+            return [*actions, *self._end(Outcome(EXIT_OK, HANDED_OFF), now)]
         if not (self.session and self.resume and can_resume(close_code)):
             why = p.customer_words(reason) if reason in p.WORDING else LOST
             return [*actions, *self._end(Outcome(EXIT_FAILED, why), now)]

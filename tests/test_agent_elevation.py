@@ -112,11 +112,12 @@ def test_a_secret_nobody_asked_for_starts_nothing() -> None:
 
 
 def test_the_old_copy_bows_out_quietly_when_the_new_one_takes_over() -> None:
-    """A link closed with CLOSE_HANDED_OFF ends this copy normally, without reconnecting."""
+    """A link closed with CLOSE_HANDED_OFF ends this copy normally, without reconnecting
+    (the outcome says why, so the program leaves without a receipt)."""
     session = in_control()
     actions = session.link_lost(p.CLOSE_HANDED_OFF, "handed over", 7.0)
     ends = [a for a in actions if isinstance(a, core.End)]
-    assert ends and ends[0].outcome.code == core.EXIT_OK
+    assert ends and ends[0].outcome == core.Outcome(core.EXIT_OK, core.HANDED_OFF)
     assert not [a for a in actions if isinstance(a, core.Reconnect)]
     assert session.view.sentence == core.HANDED_OFF
 

@@ -169,7 +169,9 @@ async def _drive(relay, exe: subprocess.Popen, output: Output, flag: Path) -> No
         await asyncio.to_thread(subprocess.run, ["xdotool", "key", "--window", window,
                                                  "Return"], check=True, timeout=30)
         await viewer.expect(p.Elevation, lambda m: m.state == "started", timeout=WAIT_S)
-        assert await until(lambda: exe.poll() is not None, WAIT_S), output.text()
+        assert await until(lambda: exe.poll() is not None, WAIT_S), (
+            output.text(), [(Path("/proc") / str(pid) / "cmdline").read_bytes()
+                            for pid in copies_running()])
         assert exe.returncode == 0, output.text()
 
         # The elevated copy holds the same session, and the same viewer sees its frames.
