@@ -345,12 +345,12 @@ class Pairing:
         elif isinstance(message, protocol.Desktop):
             self._desktop(session, message.secure, now)
         elif isinstance(message, protocol.Elevation):
-            self.ledger.event(session.id, "elevation", message.state, now)
+            # (not written to the ledger: an agent could send it without end; the takeover
+            # itself is recorded, and each one needs a new connection)
             if session.state == ACTIVE and session.viewer is not None:
                 session.viewer.send(message)
         elif isinstance(message, protocol.Handoff):
             secret = self.handoffs.issue(session.id, now)
-            self.ledger.event(session.id, "handoff-issued", "for an elevated copy", now)
             agent.send(protocol.HandoffSecret(secret, int(self.handoffs.expires_s)))
         else:
             raise protocol.RemoteProtocolError(f"an agent may not send {message.TYPE}")
@@ -380,8 +380,8 @@ class Pairing:
         image under a notice."""
         if secure == session.secure:
             return
-        session.secure = secure
-        self.ledger.event(session.id, "desktop", "secure" if secure else "default", now)
+        session.secure = secure  # (not in the ledger: it bills nothing, and an agent could
+        # toggle it without end)
         if secure:
             viewer_state = self.viewers.get(session.viewer) if session.viewer else None
             if viewer_state is not None:
