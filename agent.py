@@ -630,15 +630,19 @@ class Agent:
         self._closed.set()
 
     async def _stream(self, ws: Any) -> None:
-        """Poll the screen as the Pacer says; send what changed while flow control allows."""
+        """Poll the screen as the Pacer says; encode what changed while flow control allows,
+        into the outbox that the sender writes from (interactive updates first)."""
         import screen_codec as codec
 
         session, flow = self.session, self.session.flow
         diff = codec.ScreenDiff()
+        outbox = codec.Outbox()
         cursor = None
         layout_at = polled_at = pointer_at = moved_at = self.clock()
         pacer = self._pacer = codec.Pacer(polled_at, ENCODER_THREADS)
         pool = ThreadPoolExecutor(ENCODER_THREADS, "encoder")
+        sendable = asyncio.Event()
+        sender = asyncio.ensure_future(self._send(ws, outbox, sendable))
         try:
             while True:
                 self._wake.clear()
@@ -650,6 +654,9 @@ class Agent:
                         await self._wake.wait()
                     finally:
                         timer.cancel()
+                if sender.done():
+                    sender.result()  # its error (a closed link) ends the stream
+                sendable.set()  # an ack may have made room for frames waiting
                 polled_at = self.clock()
                 if polled_at - layout_at > LAYOUT_CHECK_INTERVAL_S:
                     layout_at = polled_at
@@ -663,7 +670,11 @@ class Agent:
                     if (x - area.x, y - area.y) != cursor:
                         cursor, moved_at = (x - area.x, y - area.y), polled_at
                         await ws.send(p.encode_control(p.Cursor(session.monitor, *cursor)))
-                if not flow.may_send():
+                if self._full:
+                    outbox.clear()  # a full image replaces whatever was not written yet
+                bulk = flow.may_start() and not outbox.bulk_waiting()
+                interactive = pacer.interactive(polled_at) and flow.may_start(interactive=True)
+                if not (bulk or interactive):
                     pacer.held_back()  # held back by the link: the next update is cheaper
                     continue
                 # A view without a copy, valid until the next grab: the viewer's copy
@@ -673,26 +684,60 @@ class Agent:
                 self._full = False  # a refresh while this update is encoded asks for another
                 rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
                     diff.changes(pixels, codec.SAMPLE_ROWS)
-                plan = pacer.plan(rects, area.width * area.height, polled_at)
-                if plan is None:
-                    continue
-                diff.commit(pixels, plan.rects, owned=pixels.flags.writeable)  # a view is not
-                seq = flow.next_seq()
-                args = (diff.shown, plan.rects, session.monitor, seq, plan.quality, full)
-                options = {"subsampling": plan.subsampling, "rows": plan.rows}
-                if sum(w * h for _, _, w, h in plan.rects) <= INLINE_ENCODE_MAX_PX:
-                    frames = codec.encode_update(*args, **options)  # a hand-off costs more
-                else:
-                    frames = await asyncio.to_thread(codec.encode_update, *args, pool.map,
-                                                     **options)
-                size = 0
-                for frame in frames:
-                    data = p.encode_frame(frame)
-                    size += len(data)
-                    await ws.send(data)
-                flow.sent(seq, size, self.clock())
+                plans = pacer.plan(rects, polled_at, flow.rate, full=full)
+                for plan in plans:
+                    if not (full or (plan.interactive and flow.may_start(interactive=True))
+                            or (bulk and flow.may_start())):
+                        pacer.held_back()  # not committed: found again by a later poll
+                        continue
+                    diff.commit(pixels, plan.rects, owned=pixels.flags.writeable)
+                    seq = flow.next_seq()
+                    flow.started(seq, self.clock())
+                    args = (diff.shown, plan.rects, session.monitor, seq, plan.quality, full)
+                    options = {"subsampling": plan.subsampling, "rows": plan.rows}
+                    if sum(w * h for _, _, w, h in plan.rects) <= INLINE_ENCODE_MAX_PX:
+                        frames = codec.encode_update(*args, **options)  # a hand-off costs more
+                    else:
+                        frames = await asyncio.to_thread(codec.encode_update, *args, pool.map,
+                                                         **options)
+                    encoded = [((f.x, f.y, f.width, f.height), p.encode_frame(f))
+                               for f in frames]
+                    pacer.encoded(plan, sum(len(data) for _, data in encoded))
+                    outbox.add(seq, encoded, plan.interactive)
+                    sendable.set()
+                    full = False
+                    bulk = bulk and plan.interactive  # one bulk update at a time is queued
         finally:
+            sender.cancel()
+            with contextlib.suppress(BaseException):
+                await sender
             pool.shutdown(wait=False)
+
+    async def _send(self, ws: Any, outbox: Any, sendable: asyncio.Event) -> None:
+        """Write the outbox's frames as flow control paces them."""
+        flow = self.session.flow
+        while True:
+            item = outbox.peek()
+            if item is None:
+                sendable.clear()
+                await sendable.wait()
+                continue
+            seq, interactive, _, data = item
+            if seq not in flow.in_flight:  # forgotten by a restart: a full image follows
+                outbox.pop()
+                continue
+            delay = flow.write_delay(len(data), interactive, self.clock())
+            if delay > 0:  # an interactive update arriving meanwhile may go first
+                sendable.clear()
+                timer = asyncio.get_running_loop().call_later(delay, sendable.set)
+                try:
+                    await sendable.wait()
+                finally:
+                    timer.cancel()
+                continue
+            outbox.pop()
+            await ws.send(data)
+            flow.wrote(seq, len(data), self.clock())
 
 
 def _log_change(view: core.View) -> None:

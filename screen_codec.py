@@ -35,6 +35,7 @@ import struct
 import sys
 import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -359,100 +360,139 @@ def encode_update(pixels: np.ndarray, rects: Iterable[Rect], monitor: int, seq: 
 
 POLL_INTERVAL_S = 1 / 30
 MOTION_POLL_INTERVAL_S = 1 / 60  # while every recent poll found a change (video, animation)
-MOTION_AFTER_CHANGES = 3  # consecutive polls with a change that mean "motion"
-MOTION_GAP_S = 0.05  # a still poll this soon after a large change does not end its run (a
-#                      video changes the screen 24-50 times a second, polled 60 times)
-MOTION_AREA = 0.5  # a run of changes to at least this share of the monitor is "large motion":
+MOTION_AFTER_CHANGES = 3  # consecutive polls changing one region that mean "in motion":
 MOTION_JPEG_QUALITY = 75  # ... JPEG 4:2:0 at most this quality (half the work and bytes),
 REFINE_AFTER_S = 0.2  # ... and the area is resent at full quality, 4:4:4, once this still
+MOTION_GAP_S = 0.05  # a poll without a change there this soon does not end the motion (a
+#                      video changes the screen 24-50 times a second, polled 60 times)
 IDLE_POLL_INTERVAL_S = 0.1  # once nothing has changed for IDLE_AFTER_S (and no input came)
 IDLE_AFTER_S = 2.0
 FAST_POLL_INTERVAL_S = 0.010  # right after input, so the support person sees it at once
-FAST_POLL_WINDOW_S = 0.300
+FAST_POLL_WINDOW_S = 0.300  # ... and what changed then outside the motion is interactive
 JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back
 QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quality again
+# On a slow link a bulk update goes in strips of about this much link time each, so that an
+# interactive update waits behind at most one strip (at least 16 rows: JPEG's MCU).
+STRIP_LINK_S = 0.03
+BYTES_PER_PX = {"444": 0.5, "420": 0.2}  # first guesses, then learnt from what was sent
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and \
+        b[1] < a[1] + a[3]
+
+
+def _bounds(rects: Iterable[Rect]) -> Rect:
+    rects = list(rects)
+    x0, y0 = min(r[0] for r in rects), min(r[1] for r in rects)
+    x1, y1 = max(r[0] + r[2] for r in rects), max(r[1] + r[3] for r in rects)
+    return x0, y0, x1 - x0, y1 - y0
 
 
 class Motion:
-    """What the recent polls found: a run of changes (poll faster), a run of large changes
-    (video, a dragged window: poll faster, cheaper JPEG), and the area sent that way, to be
-    sent again at full quality once the screen is still. Time is passed in."""
+    """What the recent polls found: a run of changes (poll faster), and a region in motion:
+    one area, of any size, changed poll after poll (a video in a corner, a dragged window, a
+    full-screen game), to be sent cheaper while it moves and again at full quality once it is
+    still. Changes elsewhere (an echo of typing beside the video) are not part of it. Time is
+    passed in."""
 
     @property
     def run(self) -> int:
         """Polls in a row that count as motion, for the poll interval."""
-        return max(self.changes, self.large)
+        return max(self.changes, self.moving)
 
-    def __init__(self, screen_px: int, now: float) -> None:
-        self.screen_px = screen_px
+    def __init__(self, now: float) -> None:
         self.changes = 0  # polls in a row that found a change
-        self.large = 0  # ... a large one (still polls within MOTION_GAP_S do not count)
-        self.changed_at = now
-        self._lossy: list[int] | None = None  # x0, y0, x1, y1 sent at motion quality
+        self.moving = 0  # ... that changed the region (polls within MOTION_GAP_S do not break)
+        self.box: Rect | None = None  # the region in motion, or its first candidate
+        self.changed_at = self.moved_at = now
+        self._lossy: Rect | None = None  # the area sent at motion quality
+        self._lossy_at = now  # ... last
 
-    def saw(self, rects: list[Rect], now: float) -> bool:
-        """Count one poll; True when its update may be sent at motion quality."""
+    def saw(self, rects: list[Rect], now: float) -> list[Rect]:
+        """Count one poll; the rectangles of it that are in motion (to send at motion
+        quality), none before MOTION_AFTER_CHANGES polls in a row changed the region."""
         if not rects:
             self.changes = 0
-            if now - self.changed_at > MOTION_GAP_S:
-                self.large = 0
-            return False
+            if now - self.moved_at > MOTION_GAP_S:
+                self.moving, self.box = 0, None
+            return []
         self.changes, self.changed_at = self.changes + 1, now
-        large = sum(w * h for _, _, w, h in rects) >= MOTION_AREA * self.screen_px
-        self.large = self.large + 1 if large else 0
-        if self.large < MOTION_AFTER_CHANGES:
-            return False
-        box = self._lossy or [1 << 30, 1 << 30, 0, 0]
-        for x, y, w, h in rects:
-            box = [min(box[0], x), min(box[1], y), max(box[2], x + w), max(box[3], y + h)]
-        self._lossy = box
-        return True
+        inside = [r for r in rects if self.box is not None and _overlaps(r, self.box)]
+        if not inside:
+            if self.box is not None and now - self.moved_at <= MOTION_GAP_S:
+                return []  # the region is between two of its frames; this is elsewhere
+            seed = max(rects, key=lambda r: r[2] * r[3])  # a new candidate: the largest
+            self.box, self.moving, self.moved_at = seed, 1, now
+            return []
+        self.box, self.moving, self.moved_at = _bounds(inside), self.moving + 1, now
+        if self.moving < MOTION_AFTER_CHANGES:
+            return []
+        self._lossy = _bounds([*inside, self._lossy] if self._lossy else inside)
+        self._lossy_at = now
+        return inside
 
     def refinement(self, now: float) -> list[Rect]:
-        """The area sent at motion quality, once the screen has been still REFINE_AFTER_S
-        (then forgotten); nothing otherwise."""
-        if self._lossy is None or now - self.changed_at < REFINE_AFTER_S:
+        """The area sent at motion quality, once it has been still REFINE_AFTER_S (then
+        forgotten); nothing otherwise."""
+        if self._lossy is None or now - self._lossy_at < REFINE_AFTER_S:
             return []
-        x0, y0, x1, y1 = self._lossy
-        self._lossy = None
-        return [(x0, y0, x1 - x0, y1 - y0)]
+        lossy, self._lossy = self._lossy, None
+        return [lossy]
 
 
 @dataclass(frozen=True)
 class Encoding:
     """How to encode one update: which rectangles, at what JPEG quality and subsampling, in
-    strips of how many rows."""
+    strips of how many rows; ``interactive``: it shows what input just did (it goes ahead of
+    bulk updates); ``motion``: the region in motion."""
 
     rects: list[Rect]
     quality: int
     subsampling: str
     rows: int
+    interactive: bool = False
+    motion: bool = False
 
 
 class Pacer:
     """When to poll the screen and how to encode what changed (the streamer asks; time is
     passed in). Fast right after input and during motion, slow once the screen is still;
     JPEG quality lowered before frame rate while flow control holds updates back, and
-    recovered slowly; large motion sent cheaply at 4:2:0, then refined at full quality."""
+    recovered slowly; a region in motion sent cheaply at 4:2:0 in its own update, then
+    refined at full quality; what changed elsewhere right after input is an interactive
+    update of its own; on a slow link bulk updates go in strips of STRIP_LINK_S each."""
 
     def __init__(self, now: float, threads: int = 2) -> None:
-        self.motion = Motion(1, now)
+        self.motion = Motion(now)
         self.threads = threads  # encoder threads: in motion, one strip each
         self.input_at = -1e9
         self.quality_step = 0
         self.smooth_updates = 0
+        self.bytes_per_px = dict(BYTES_PER_PX)
 
     def input(self, now: float) -> None:
         """The support person's input was injected: the screen will change, look soon."""
         self.input_at = now
 
+    def interactive(self, now: float) -> bool:
+        """Whether what changes now is probably the answer to input."""
+        return now - self.input_at < FAST_POLL_WINDOW_S
+
     def held_back(self) -> None:
         """Flow control stopped an update: the next one is a JPEG step cheaper."""
         self.smooth_updates = -1
 
+    def encoded(self, plan: Encoding, size: int) -> None:
+        """``plan`` came out as ``size`` bytes: the next strips are cut by what it cost."""
+        pixels = sum(w * h for _, _, w, h in plan.rects)
+        if pixels:
+            old = self.bytes_per_px[plan.subsampling]
+            self.bytes_per_px[plan.subsampling] = 0.7 * old + 0.3 * size / pixels
+
     def interval(self, now: float) -> float:
         """The time from one poll to the next."""
-        if now - self.input_at < FAST_POLL_WINDOW_S:
+        if self.interactive(now):
             return FAST_POLL_INTERVAL_S
         if self.motion.run >= MOTION_AFTER_CHANGES:
             return MOTION_POLL_INTERVAL_S
@@ -460,23 +500,41 @@ class Pacer:
             return IDLE_POLL_INTERVAL_S
         return POLL_INTERVAL_S
 
-    def plan(self, rects: list[Rect], screen_px: int, now: float) -> Encoding | None:
-        """How to send what this poll found (``rects`` of a monitor of ``screen_px`` pixels);
-        None when there is nothing to send."""
-        self.motion.screen_px = screen_px
-        lossy = self.motion.saw(rects, now)
-        if not rects:  # still: what motion sent cheaply is sent again at full quality
-            rects = self.motion.refinement(now)
-            if not rects:
-                return None
+    def plan(self, rects: list[Rect], now: float, rate: float | None = None,
+             full: bool = False) -> list[Encoding]:
+        """How to send what this poll found (``rate``: the link's bytes a second, None if
+        unknown; ``full``: ``rects`` are a whole image, sent as one update): the updates, in
+        order (what is still or interactive first, then the region in motion); none when
+        nothing changed."""
+        moving = self.motion.saw(rects, now)
+        still = [r for r in rects if r not in moving] + self.motion.refinement(now)
+        if not still and not moving:
+            return []
         self._adapt_quality()
         quality = JPEG_QUALITIES[self.quality_step]
-        if not lossy:
-            return Encoding(rects, quality, "444", STRIP_ROWS)
-        # in motion one strip per encoder thread (a tenth less CPU than 128-row strips, and
-        # fewer frames to send and decode); rows a multiple of 16 (JPEG's MCU)
-        share = -(-max(h for _, _, _, h in rects) // self.threads)
-        return Encoding(rects, min(quality, MOTION_JPEG_QUALITY), "420", -(-share // 16) * 16)
+        if full:
+            return [Encoding(rects, quality, "444", self._rows(rects, "444", rate))]
+        plans = []
+        if still:
+            plans.append(Encoding(still, quality, "444", self._rows(still, "444", rate),
+                                  interactive=self.interactive(now)))
+        if moving:
+            # one strip per encoder thread (a tenth less CPU than 128-row strips, and fewer
+            # frames to send and decode); rows a multiple of 16 (JPEG's MCU)
+            share = -(-max(h for _, _, _, h in moving) // self.threads)
+            rows = min(-(-share // 16) * 16, self._rows(moving, "420", rate))
+            plans.append(Encoding(moving, min(quality, MOTION_JPEG_QUALITY), "420", rows,
+                                  motion=True))
+        return plans
+
+    def _rows(self, rects: list[Rect], subsampling: str, rate: float | None) -> int:
+        """Strip height: STRIP_ROWS, or fewer where one strip would hold the link longer
+        than STRIP_LINK_S."""
+        if rate is None:
+            return STRIP_ROWS
+        width = max(w for _, _, w, _ in rects)
+        rows = int(rate * STRIP_LINK_S / (width * self.bytes_per_px[subsampling]))
+        return max(16, min(STRIP_ROWS, rows // 16 * 16))
 
     def _adapt_quality(self) -> None:
         if self.smooth_updates < 0:
@@ -487,3 +545,35 @@ class Pacer:
             if self.smooth_updates >= QUALITY_UP_AFTER_UPDATES and self.quality_step > 0:
                 self.quality_step -= 1
                 self.smooth_updates = 0
+
+
+class Outbox:
+    """Encoded frames waiting for the link, in the order they are written: the streamer adds
+    whole updates, the sender takes frames as flow control lets it. An interactive update
+    goes ahead of the bulk frames still waiting (a keystroke's echo never waits behind a
+    video frame), unless it overlaps one of them: older pixels must never land on newer."""
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[int, bool, Rect, bytes]] = deque()  # seq, interactive, ...
+
+    def add(self, seq: int, frames: list[tuple[Rect, bytes]], interactive: bool) -> None:
+        new = [(seq, interactive, rect, data) for rect, data in frames]
+        at = len(self.items)
+        if interactive and not any(not i and _overlaps(r, rect) for _, i, r, _ in self.items
+                                   for rect, _ in frames):
+            at = next((n for n, item in enumerate(self.items) if not item[1]), at)
+        for offset, item in enumerate(new):
+            self.items.insert(at + offset, item)
+
+    def bulk_waiting(self) -> bool:
+        """Whether frames of a bulk update are still to be written."""
+        return any(not interactive for _, interactive, _, _ in self.items)
+
+    def peek(self) -> tuple[int, bool, Rect, bytes] | None:
+        return self.items[0] if self.items else None
+
+    def pop(self) -> tuple[int, bool, Rect, bytes]:
+        return self.items.popleft()
+
+    def clear(self) -> None:
+        self.items.clear()

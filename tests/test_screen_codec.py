@@ -338,10 +338,10 @@ def test_quality_drops_when_acks_hold_updates_back_and_recovers_slowly() -> None
     change = [(0, 0, 10, 10)]
     for step in (1, 2):
         pacer.held_back()
-        assert pacer.plan(change, 100 * 100, 1.0).quality == codec.JPEG_QUALITIES[step]
+        assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[step]
     for _ in range(codec.QUALITY_UP_AFTER_UPDATES - 1):
-        assert pacer.plan(change, 100 * 100, 1.0).quality == codec.JPEG_QUALITIES[2]
-    assert pacer.plan(change, 100 * 100, 1.0).quality == codec.JPEG_QUALITIES[1]
+        assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[2]
+    assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[1]
 
 
 def test_polling_is_fast_after_input_and_in_motion_and_slow_when_still() -> None:
@@ -350,43 +350,88 @@ def test_polling_is_fast_after_input_and_in_motion_and_slow_when_still() -> None
     pacer = codec.Pacer(now=99.5)
     assert pacer.interval(100.0) == codec.POLL_INTERVAL_S
     for t in (100.0, 100.02, 100.04):
-        pacer.plan([(0, 0, 5, 5)], 100 * 100, t)
+        pacer.plan([(0, 0, 5, 5)], t)
     assert pacer.interval(100.05) == codec.MOTION_POLL_INTERVAL_S
-    pacer.plan([], 100 * 100, 100.06)
-    assert pacer.interval(100.07) == codec.POLL_INTERVAL_S
+    pacer.plan([], 100.1)
+    assert pacer.interval(100.11) == codec.POLL_INTERVAL_S
     assert pacer.interval(100.05 + codec.IDLE_AFTER_S + 1) == codec.IDLE_POLL_INTERVAL_S
     pacer.input(200.0)
     assert pacer.interval(200.05) == codec.FAST_POLL_INTERVAL_S
     assert pacer.interval(201.0) == codec.POLL_INTERVAL_S  # input a second ago: not idle yet
 
 
-def test_large_motion_goes_cheaper_after_a_run_and_is_refined_once_still() -> None:
-    """Most of the monitor changing poll after poll switches to motion quality after
-    MOTION_AFTER_CHANGES polls (a still poll inside MOTION_GAP_S breaks only a run of small
-    changes, such as typing, not a run of large ones); once
-    still for REFINE_AFTER_S the area sent that way is handed back once, for full quality."""
-    motion = codec.Motion(100 * 100, now=0.0)
-    big, small = [(0, 0, 100, 60)], [(5, 5, 10, 10)]
-    assert [motion.saw(big, t) for t in (0.01, 0.02)] == [False, False]
-    assert motion.saw([], 0.02 + codec.MOTION_GAP_S / 2) is False
-    assert motion.saw([(0, 20, 100, 80)], 0.05) is True
-    assert (motion.changes, motion.large, motion.run) == (1, 3, 3)
+def test_a_region_changing_poll_after_poll_is_in_motion_and_refined_once_still() -> None:
+    """A region of any size changing MOTION_AFTER_CHANGES polls in a row is in motion (a
+    poll within MOTION_GAP_S that does not change it does not end the run); changes
+    elsewhere are not; once the region is still for REFINE_AFTER_S the area sent at motion
+    quality is handed back once, for full quality."""
+    motion = codec.Motion(now=0.0)
+    video, echo = (500, 300, 200, 100), (5, 5, 10, 10)
+    assert motion.saw([video], 0.01) == [] and motion.saw([video, echo], 0.02) == []
+    assert motion.saw([echo], 0.02 + codec.MOTION_GAP_S / 2) == []  # between two frames
+    assert motion.saw([(500, 320, 200, 80), echo], 0.05) == [(500, 320, 200, 80)]
+    assert (motion.changes, motion.moving, motion.run) == (4, 3, 4)
     assert motion.refinement(0.05 + codec.REFINE_AFTER_S / 2) == []
-    assert motion.saw(small, 0.06) is False  # small changes end large motion at once
-    assert motion.refinement(0.06 + codec.REFINE_AFTER_S) == [(0, 20, 100, 80)]  # lossy only
+    assert motion.saw([video], 0.06) == [video]
+    assert motion.saw([], 0.07) == []
+    assert motion.refinement(0.06 + codec.REFINE_AFTER_S) == [video]  # lossy area only
     assert motion.refinement(10.0) == []
     motion.saw([], 0.06 + codec.MOTION_GAP_S * 2)
     assert motion.run == 0
 
 
-def test_large_motion_is_planned_at_4_2_0_in_one_strip_per_thread_then_refined() -> None:
-    """In large motion the plan is JPEG 4:2:0 at most MOTION_JPEG_QUALITY in one strip per
-    encoder thread (rows a multiple of 16); still again, the area comes back at 4:4:4."""
+def test_typing_alone_is_never_motion() -> None:
+    """Keystrokes a tenth of a second apart, each changing a glyph: no run of changes."""
+    motion = codec.Motion(now=0.0)
+    for i in range(20):
+        t = i * 0.1
+        assert motion.saw([(8 * i, 0, 8, 16)], t) == []
+        assert motion.saw([], t + 0.06) == []
+    assert motion.moving <= 1
+
+
+def test_motion_is_planned_apart_at_4_2_0_after_what_input_changed() -> None:
+    """A video beside an xterm: once in motion the video goes in its own update, JPEG 4:2:0
+    at most MOTION_JPEG_QUALITY in one strip per encoder thread (rows a multiple of 16),
+    after the xterm's update, which is interactive right after input; still again, the
+    video's area comes back at 4:4:4 with what changed then."""
     pacer = codec.Pacer(now=0.0, threads=2)
+    video, echo = (0, 0, 100, 100), (200, 0, 8, 16)
+    plans = [pacer.plan([video], t) for t in (0.01, 0.02)]
+    assert [[x.subsampling for x in plan] for plan in plans] == [["444"], ["444"]]
+    pacer.input(0.025)
+    first, second = pacer.plan([video, echo], 0.03)
+    assert (first.rects, first.interactive, first.motion) == ([echo], True, False)
+    assert (second.rects, second.subsampling, second.quality, second.rows, second.motion) == \
+        ([video], "420", codec.MOTION_JPEG_QUALITY, 64, True)
+    assert pacer.plan([], 0.1) == []
+    [plan] = pacer.plan([echo], 0.03 + codec.REFINE_AFTER_S + 0.1)
+    assert (plan.rects, plan.subsampling, plan.interactive) == ([echo, video], "444", False)
+
+
+def test_a_whole_image_is_one_update_whatever_is_in_motion() -> None:
+    """full=True: one 4:4:4 update of the rectangles given, never split."""
+    pacer = codec.Pacer(now=0.0)
     whole = [(0, 0, 100, 100)]
-    plans = [pacer.plan(whole, 100 * 100, t) for t in (0.01, 0.02, 0.03)]
-    assert [x.subsampling for x in plans] == ["444", "444", "420"]
-    assert plans[-1].quality == codec.MOTION_JPEG_QUALITY and plans[-1].rows == 64
-    assert pacer.plan([], 100 * 100, 0.04) is None
-    refined = pacer.plan([], 100 * 100, 0.04 + codec.REFINE_AFTER_S)
-    assert (refined.rects, refined.subsampling) == (whole, "444")
+    for t in (0.01, 0.02, 0.03):
+        pacer.plan(whole, t)
+    [plan] = pacer.plan(whole, 0.04, full=True)
+    assert (plan.rects, plan.subsampling, plan.motion) == (whole, "444", False)
+
+
+def test_on_a_slow_link_bulk_updates_go_in_strips_of_a_few_tens_of_milliseconds() -> None:
+    """Strip height follows the link: at 64 KB/s a 1920-wide 4:4:4 update goes in 16-row
+    strips (about STRIP_LINK_S each at the bytes a pixel learnt), on a fast or unknown link
+    in STRIP_ROWS."""
+    wide = [(0, 0, 1920, 400)]
+
+    def rows(rate: float | None, pacer: codec.Pacer | None = None) -> int:
+        return (pacer or codec.Pacer(now=0.0)).plan(wide, 1.0, rate=rate)[0].rows
+
+    assert rows(None) == rows(100e6) == codec.STRIP_ROWS
+    assert rows(64e3) == 16
+    pacer = codec.Pacer(now=0.0)
+    before = rows(1e6, pacer)
+    for _ in range(5):  # cheaper than guessed: taller strips
+        pacer.encoded(codec.Encoding(wide, 85, "444", before), 1920 * 400 // 10)
+    assert before < rows(1e6, pacer) <= codec.STRIP_ROWS
