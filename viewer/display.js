@@ -2,7 +2,8 @@
 // scaled to fit the window or shown 1:1 with scroll bars, and the customer's pointer on top.
 // No websocket here: the page hands frames in and gets a promise per frame back.
 
-import { FRAME_PNG, FLAG_FULL } from "./protocol.js";
+import { FLAG_FULL } from "./protocol.js";
+import { Decoder } from "./decoder.js";
 
 export class Display {
     constructor(canvas, viewport, stage, pointer) {
@@ -16,6 +17,7 @@ export class Display {
         this.monitor = null;        // the monitor whose pixels the canvas holds
         this.scale = 1;
         this.decodeErrors = 0;
+        this._decoder = new Decoder();  // off the main thread
         this._cursor = null;
         this._chain = Promise.resolve();
         this._generation = 0;
@@ -52,11 +54,11 @@ export class Display {
         return this.monitor !== null;
     }
 
-    // Start decoding now, draw when every earlier frame has been drawn. The promise resolves
-    // once this rectangle is on the canvas (or was dropped), never rejects.
+    // Start decoding now (in a worker), draw when every earlier frame has been drawn. The
+    // promise resolves once this rectangle is on the canvas (or was dropped), never rejects.
+    // The frame's image bytes are handed to the decoder.
     draw(frame) {
-        const type = frame.kind === FRAME_PNG ? "image/png" : "image/jpeg";
-        const decoding = createImageBitmap(new Blob([frame.image], { type }));
+        const decoding = this._decoder.decode(frame);
         decoding.catch(() => {});   // reported in order, below
         const generation = this._generation;
         this._chain = this._chain.then(async () => {
