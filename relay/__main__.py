@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import ipaddress
+import math
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
+import typing
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import protocol
 from relay.accounts import DB_FILE, AccountError, Accounts, check_password
+from relay.download import DEFAULT_COMPANY
 from relay.ledger import Ledger, LedgerRow, iso_utc, write_csv
+from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S
 from relay.store import DataError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +34,7 @@ DEMO_NAME = "Demo Support"
 PASSWORD_ENV = "RELAY_PASSWORD"  # noqa: S105 (a variable name)
 
 
-# --- argument types -------------------------------------------------------------------
+# --- argument types (each refusal is one line, exit 2) ----------------------------------
 
 
 def technician_id(value: str) -> str:
@@ -36,6 +43,83 @@ def technician_id(value: str) -> str:
     except protocol.ProtocolError as error:
         raise argparse.ArgumentTypeError(f"bad id {value!r}: {error}") from None
     return value
+
+
+def port_number(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
+    return port
+
+
+def _seconds(value: str, *, zero: bool) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a {'non-negative' if zero else 'positive'} number of seconds")
+    return seconds
+
+
+def positive_seconds(value: str) -> float:
+    return _seconds(value, zero=False)
+
+
+def non_negative_seconds(value: str) -> float:
+    return _seconds(value, zero=True)
+
+
+def ip_address(value: str) -> str:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # how the relay sees such a peer
+    return str(address)
+
+
+def origin_url(value: str) -> str:
+    """http(s)://host[:port] as a browser sends it in Origin: no path, no trailing slash."""
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok
+            or parts.path or parts.query or parts.fragment or parts.username is not None):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an origin like https://support.example.com[:port]")
+    return url.lower()
+
+
+def readable_file(value: str) -> Path:
+    path = Path(value)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {value}: {error.strerror or error}") from None
+    return path
+
+
+def readable_folder(value: str) -> Path:
+    path = Path(value)
+    try:
+        if not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{value} is not a folder")
+        next(path.iterdir(), None)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(
+            f"cannot read the folder {value}: {error.strerror or error}") from None
+    return path
 
 
 def utc_time(value: str) -> float:
@@ -94,10 +178,16 @@ def accounts_of(args: argparse.Namespace, *, create: bool = False) -> Accounts:
 
 
 def cmd_add_technician(args: argparse.Namespace) -> int:
+    fresh = not (args.data / DB_FILE).exists()
+    if not fresh:
+        with accounts_of(args) as accounts:
+            if accounts.get(args.id) is not None:  # say so before asking for a password
+                raise AccountError(f"technician {args.id!r} already exists")
+    password = read_password(args.id)  # before creating anything: a refusal leaves no trace
     with accounts_of(args, create=True) as accounts:
-        if accounts.get(args.id) is not None:  # say so before asking for a password
-            raise AccountError(f"technician {args.id!r} already exists")
-        technician = accounts.add(args.id, args.name, read_password(args.id))
+        technician = accounts.add(args.id, args.name, password)
+    if fresh:  # a mistyped --data shows up here, not later as a relay nobody can log in to
+        print(f"Created a new relay database in {args.data}")
     print(f"Added technician {technician.id} ({technician.name})")
     return 0
 
@@ -139,48 +229,92 @@ def cmd_set_password(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        raise UsageError("--until must be later than --since")
     with Ledger(database(args)) as ledger:
-        rows = ledger.rows(since=args.since, technician=args.technician)
+        rows = ledger.rows(since=args.since, until=args.until, technician=args.technician)
     if args.csv:
         write_csv(rows, sys.stdout)
     elif not rows:
         print("No sessions.")
     else:
-        print_table(ledger_table(rows))
+        print_table(ledger_table(rows), LEDGER_WIDTHS)
     return 0
+
+
+# The ledger table's columns and their widest cells: 99 columns in all with the gaps, so
+# it fits a 100-column terminal. Longer cells are cut with "…"; --csv has everything.
+LEDGER_WIDTHS = (8, 12, 13, 11, 16, 9, 18)
 
 
 def ledger_table(rows: list[LedgerRow]) -> list[tuple[str, ...]]:
     def when(at: float | None) -> str:
-        return iso_utc(at).replace("T", " ").removesuffix("Z")
+        return iso_utc(at).replace("T", " ")[:16]  # to the minute
 
     def duration(whole: int) -> str:
         return f"{whole // 3600}:{whole // 60 % 60:02}:{whole % 60:02}"
 
-    table = [("SESSION", "TECHNICIAN", "MACHINE", "USER", "REQUESTED (UTC)", "ACCEPTED",
-              "ENDED", "BILLABLE", "ENDED BY", "REASON")]
+    table = [("SESSION", "TECHNICIAN", "MACHINE", "USER", "REQUESTED (UTC)", "BILLABLE",
+              "ENDED")]
     for row in rows:
+        ended = (row.end_reason or row.ended_by or "") if row.ended_at is not None else "open"
         table.append((row.session[:8], row.technician, row.machine, row.user,
-                      when(row.requested_at), when(row.accepted_at), when(row.ended_at),
-                      duration(row.billable_whole_s), row.ended_by or "", row.end_reason or ""))
-    table.append(("total", "", "", "", "", "", "", duration(sum(r.billable_whole_s for r in rows)),
-                  "", ""))
+                      when(row.requested_at), duration(row.billable_whole_s), ended))
+    table.append(("total", "", "", "", "", duration(sum(r.billable_whole_s for r in rows)), ""))
     return table
 
 
-def print_table(table: list[tuple[str, ...]]) -> None:
+def print_table(table: list[tuple[str, ...]], widest: tuple[int, ...] | None = None) -> None:
     # Names come from customers' PCs: show anything unprintable escaped, never raw.
     cells = [[c if c.isprintable() else c.encode("unicode_escape").decode() for c in row]
              for row in table]
+    if widest is not None:
+        cells = [[c if len(c) <= w else c[:w - 1] + "…" for c, w in zip(row, widest, strict=True)]
+                 for row in cells]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def warn(text: str) -> None:
+    print(f"WARNING: {text}", file=sys.stderr, flush=True)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_plain_http(args: argparse.Namespace) -> None:
+    if args.cert is None and not is_loopback(args.host):
+        warn(f"serving plain http on {args.host or 'every address'}: passwords and screens "
+             "cross the network unencrypted; use --cert and --key, or listen on 127.0.0.1 "
+             "behind a TLS reverse proxy")
+
+
+def check_before_serving(args: argparse.Namespace) -> None:
+    """A clear error now if the data folder is unusable, and a warning for each thing an
+    admin must know before the relay is of any use."""
+    fresh = not (args.data / DB_FILE).exists()
+    with accounts_of(args, create=True) as accounts:
+        enabled = [t for t in accounts.list() if t.enabled]
+    if fresh:
+        warn(f"created a new, empty relay database in {args.data}; if you meant an existing "
+             "one, check --data")
+    if not enabled:
+        warn(f"nobody can log in: {args.data} has no enabled support person; add one with "
+             f"python -m relay add-technician ID --name NAME --data {args.data}")
+    warn_plain_http(args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from relay import server
 
-    accounts_of(args, create=True).close()  # a clear message now if the data folder is unusable
+    check_before_serving(args)
     return server.run(args)
 
 
@@ -194,6 +328,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         else:
             accounts.set_password(DEMO_ID, password)
             accounts.enable(DEMO_ID)
+    warn_plain_http(args)
     agent: list[subprocess.Popen] = []
 
     def on_ready(url: str) -> None:
@@ -233,11 +368,34 @@ def stop_process(process: subprocess.Popen) -> None:
 # --- the parser -----------------------------------------------------------------------
 
 
+class UsageError(Exception):
+    """Arguments that parse but do not make sense together (exit 2, like argparse's own)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake in the arguments told in one line instead of a usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default, when it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if (text and text != argparse.SUPPRESS and "%(default)" not in text
+                and action.option_strings
+                and action.default not in (None, False, [], argparse.SUPPRESS)):
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser(with_server: bool = False) -> argparse.ArgumentParser:
-    """All subcommands; serve's and demo's own options only when `with_server` (they come
-    from relay/server.py, which the account and ledger commands never import)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m relay",
+    """All subcommands; serve's and demo's own options only when `with_server` (their
+    defaults come from relay/server.py, which the account and ledger commands never import)."""
+    parser = Parser(
+        prog="python -m relay", formatter_class=HelpFormatter,
         description="Spotlight Remote Support relay: serve, manage support people, export"
                     " the ledger.",
     )
@@ -245,9 +403,10 @@ def build_parser(with_server: bool = False) -> argparse.ArgumentParser:
 
     def command(name: str, handler: Callable[[argparse.Namespace], int],
                 help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text,
+                                  formatter_class=HelpFormatter)
         sub.add_argument("--data", type=Path, default=Path("data"), metavar="DIR",
-                         help="folder of the relay's SQLite file (default: ./data)")
+                         help="folder of the relay's SQLite file (accounts and ledger)")
         sub.set_defaults(handler=handler)
         return sub
 
@@ -272,13 +431,20 @@ def build_parser(with_server: bool = False) -> argparse.ArgumentParser:
         ("set-password", cmd_set_password,
          f"change a password (from ${PASSWORD_ENV}, stdin or a prompt; revokes logins)"),
     ):
-        command(name, handler, help_text).add_argument("id", type=technician_id)
+        command(name, handler, help_text).add_argument(
+            "id", type=technician_id, help="the support person's login id")
 
     sub = command("ledger", cmd_ledger, "show the session ledger (or export it as CSV)")
     sub.add_argument("--since", type=utc_time, metavar="DATE",
-                     help="only sessions requested at or after this ISO date/time (UTC)")
-    sub.add_argument("--technician", type=technician_id, metavar="ID")
-    sub.add_argument("--csv", action="store_true", help="CSV for billing")
+                     help="only sessions requested at or after this ISO date or date-time "
+                          "(UTC unless it names an offset)")
+    sub.add_argument("--until", type=utc_time, metavar="DATE",
+                     help="only sessions requested before this ISO date or date-time; "
+                          "--since 2026-11-01 --until 2026-12-01 is November")
+    sub.add_argument("--technician", type=technician_id, metavar="ID",
+                     help="only this support person's sessions")
+    sub.add_argument("--csv", action="store_true",
+                     help="CSV for billing, every column in full (default: a table)")
     return parser
 
 
@@ -289,7 +455,41 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     except ImportError as error:
         parser.set_defaults(server_missing=str(error))
         return
-    server.add_serve_arguments(parser)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (0.0.0.0 or :: for every address)")
+    parser.add_argument("--port", type=port_number, default=8765,
+                        help="port to listen on (0: any free port)")
+    parser.add_argument("--cert", type=readable_file, metavar="FILE",
+                        help="TLS certificate chain (PEM): serve https:// and wss://")
+    parser.add_argument("--key", type=readable_file, metavar="FILE",
+                        help="TLS private key (PEM) of --cert")
+    parser.add_argument("--origin", action="append", default=[], type=origin_url,
+                        metavar="URL",
+                        help="another origin allowed to open the viewer's websocket, e.g. "
+                             "https://support.example.com (repeatable)")
+    parser.add_argument("--trusted-proxy", action="append", default=[], type=ip_address,
+                        metavar="ADDR",
+                        help="a reverse proxy's address: connections from it are taken to "
+                             "come from the last X-Forwarded-For address (repeatable)")
+    parser.add_argument("--downloads", type=readable_folder, metavar="DIR",
+                        help="folder whose files /download offers (e.g. the agent's exe)")
+    parser.add_argument("--company", default=DEFAULT_COMPANY, metavar="NAME",
+                        help="the company's name on the customer's download page")
+    parser.add_argument("--wait-timeout", type=positive_seconds, default=DEFAULT_WAIT_TIMEOUT_S,
+                        metavar="SECONDS", help="how long a session waits to be accepted")
+    parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE_S,
+                        metavar="SECONDS",
+                        help="how long a session survives a lost viewer or agent link")
+    # Hidden: the viewer's files from elsewhere, and tuning for tests (a network cut
+    # detected in a second, stalled handshakes dropped fast).
+    parser.add_argument("--viewer-dir", type=readable_folder, default=server.VIEWER_DIR,
+                        metavar="DIR", help=argparse.SUPPRESS)
+    for option, default in (("--ping-interval", server.PING_INTERVAL_S),
+                            ("--ping-timeout", server.PING_TIMEOUT_S),
+                            ("--handshake-timeout", server.HANDSHAKE_TIMEOUT_S),
+                            ("--hello-timeout", server.HELLO_TIMEOUT_S)):
+        parser.add_argument(option, type=positive_seconds, default=default,
+                            help=argparse.SUPPRESS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,8 +504,14 @@ def main(argv: list[str] | None = None) -> int:
         code = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit
         return code
+    except UsageError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
     except (AccountError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as error:  # e.g. another program holds the database locked
+        print(f"error: the database in {args.data} failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -315,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:  # e.g. `ledger | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:  # a file or folder the command needed could not be used
+        print(f"error: {error}", file=sys.stderr)
         return 1
 
 

@@ -1,24 +1,27 @@
-"""Support people's accounts: argon2id password hashes, login throttling and viewer tokens.
+"""Support people's accounts: argon2id password hashes, logins and viewer tokens.
 
-Synchronous and thread-safe (one sqlite3 connection behind a lock); the server runs
-``verify`` through ``asyncio.to_thread`` because hashing is deliberately slow. Times are
-passed in as UTC epoch seconds, never read from a clock here.
+Thread-safe (one sqlite3 connection behind a lock) and synchronous, except ``login``: a
+coroutine for the server, which asks relay.login_limits whether a password attempt is
+hashed at all before handing the deliberately slow hashing to a thread. Times are passed in
+as UTC epoch seconds, never read from a clock here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import secrets
 import sqlite3
-from collections import deque
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 import protocol
+from relay.login_limits import LoginLimits, Refusal
 from relay.store import Store
 
 DB_FILE = "relay.sqlite3"
@@ -31,12 +34,7 @@ MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 1024  # what a viewer hello may carry
 TOKEN_TTL_S = 12 * 3600
 
-# Throttling: this many failures in a row are free, then each attempt waits twice as long.
-FREE_FAILURES = 5
-MAX_LOGIN_DELAY_S = 30.0
-FORGET_FAILURES_S = 15 * 60  # a quiet account starts over
-PENDING_ATTEMPT_S = 120  # an attempt that never reported back stops counting
-MAX_THROTTLED_IDS = 50_000  # bound memory when someone tries endless made-up names
+ARGON2_WORKERS = 2  # password checks running at once; more would only queue for the cores
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS technicians (
@@ -55,6 +53,12 @@ CREATE TABLE IF NOT EXISTS login_tokens (
 """
 
 
+# The refusals a login can end in: protocol error codes the viewer is sent.
+LOGIN_FAILED = "login-failed"
+LOGIN_EXPIRED = "login-expired"
+TOO_MANY_ATTEMPTS = "too-many-attempts"
+
+
 class AccountError(Exception):
     """A request about an account was refused; the text is meant for the admin."""
 
@@ -69,11 +73,14 @@ class Technician:
     generation: int  # bumped by set_password/disable/enable; older logins are revoked
 
 
-@dataclass
-class _Throttle:
-    failures: int = 0
-    last_failure: float = 0.0
-    pending: deque[float] = field(default_factory=deque)  # attempts not yet reported back
+@dataclass(frozen=True)
+class Login:
+    """What one login attempt came to: a support person and their token, or a refusal."""
+
+    technician: Technician | None = None
+    token: str = ""  # new for a password login, the one presented for a token login
+    code: str = ""  # the refusal (LOGIN_FAILED, LOGIN_EXPIRED, TOO_MANY_ATTEMPTS); "" if in
+    limited: Refusal | None = None  # why TOO_MANY_ATTEMPTS, and the seconds to wait
 
 
 def check_name(name: str) -> str:
@@ -130,7 +137,13 @@ class Accounts(Store):
             time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB,
             parallelism=ARGON2_PARALLELISM,
         )
-        self._throttles: dict[str, _Throttle] = {}
+        self._limits = LoginLimits()
+        # Its own lock, not the database's: an admission on the event loop must never wait
+        # for another thread's fsync'd write.
+        self._limits_lock = threading.Lock()
+        # Bounds the argon2 work running at once, so checks admitted in a burst wait here in
+        # turn instead of all slowing each other (and a real login) down together.
+        self._argon2 = threading.BoundedSemaphore(ARGON2_WORKERS)
 
     # --- the admin's commands ---------------------------------------------------------
 
@@ -200,8 +213,41 @@ class Accounts(Store):
 
     # --- logging in ---------------------------------------------------------------------
 
+    async def login(self, user: str, password: str, token: str, address: str,
+                    now: float) -> Login:
+        """A viewer's login by user and password (when both are given) or else by token.
+
+        Never raises for a refusal: the answer says which one. A password attempt is first
+        admitted or refused by relay.login_limits, here on the event loop, so a refused one
+        costs no hashing and no place in the thread pool's queue; the admitted check runs
+        in a thread. A token is issued only for the account generation whose password was
+        verified, so a login racing set-password or disable gets no token that outlives
+        the change.
+        """
+        if not (user and password):
+            technician = self.check_token(token, now)
+            return Login(technician, token) if technician else Login(code=LOGIN_EXPIRED)
+        with self._limits_lock:
+            refusal = self._limits.admit(address, user, now)
+        if refusal is not None:
+            return Login(code=TOO_MANY_ATTEMPTS, limited=refusal)
+        found: tuple[Technician, str] | None = None
+        try:
+            found = await asyncio.to_thread(self._password_login, user, password, now)
+        finally:
+            with self._limits_lock:
+                self._limits.done(address, user, found is not None, now)
+        return Login(code=LOGIN_FAILED) if found is None else Login(*found)
+
+    def _password_login(self, user: str, password: str, now: float
+                        ) -> tuple[Technician, str] | None:
+        technician = self.verify(user, password)
+        token = self._stamp_token(technician, now, TOKEN_TTL_S) if technician else None
+        return (technician, token) if technician and token else None
+
     def verify(self, technician_id: str, password: str) -> Technician | None:
-        """The account if the password is right and it is enabled, else None.
+        """The account if the password is right and it is enabled, else None. Its
+        generation is the one the password was verified against.
 
         An unknown id, a disabled account and a wrong password cost the same hashing work,
         so neither the answer nor its timing tells which one it was.
@@ -234,7 +280,9 @@ class Accounts(Store):
             password = ""  # still do the work, and fail
             password_hash = self._dummy()
         try:
-            return self._hasher.verify(password_hash, password.encode("utf-8", "surrogatepass"))
+            with self._argon2:
+                return self._hasher.verify(password_hash,
+                                           password.encode("utf-8", "surrogatepass"))
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
@@ -243,74 +291,32 @@ class Accounts(Store):
             Accounts._dummy_hash = self._hasher.hash(secrets.token_urlsafe(32))
         return self._dummy_hash
 
-    # --- throttling repeated failures (per account, whatever the source address) --------
-
-    def login_delay(self, technician_id: str, now: float) -> float:
-        """Seconds the server must wait before answering this attempt.
-
-        Call it once per attempt, then ``record_failure`` or ``record_success``. Until one
-        of those arrives the attempt counts as a failure, so attempts made in parallel
-        (from many addresses) do not all get the same short delay.
-        """
-        with self._lock:
-            state = self._throttle(technician_id, now)
-            count = state.failures + len(state.pending)
-            state.pending.append(now)
-        if count < FREE_FAILURES:
-            return 0.0
-        return min(MAX_LOGIN_DELAY_S, 2.0 ** (count - FREE_FAILURES))
-
-    def record_failure(self, technician_id: str, now: float) -> None:
-        with self._lock:
-            state = self._throttle(technician_id, now)
-            if state.pending:
-                state.pending.popleft()
-            state.failures += 1
-            state.last_failure = now
-
-    def record_success(self, technician_id: str, now: float) -> None:
-        with self._lock:
-            self._throttles.pop(technician_id, None)
-
-    def _throttle(self, technician_id: str, now: float) -> _Throttle:
-        """The throttle state of an id with stale parts dropped (call with the lock held)."""
-        state = self._throttles.get(technician_id)
-        if state is None:
-            if len(self._throttles) >= MAX_THROTTLED_IDS:
-                self._forget_quiet(now)
-            state = self._throttles[technician_id] = _Throttle()
-        if state.failures and now - state.last_failure > FORGET_FAILURES_S:
-            state.failures = 0
-        while state.pending and now - state.pending[0] > PENDING_ATTEMPT_S:
-            state.pending.popleft()
-        return state
-
-    def _forget_quiet(self, now: float) -> None:
-        for key, state in builtins.list(self._throttles.items()):
-            recent = max(state.last_failure, state.pending[-1] if state.pending else 0.0)
-            if now - recent > FORGET_FAILURES_S:
-                del self._throttles[key]
-        while len(self._throttles) >= MAX_THROTTLED_IDS:  # still full: drop the oldest
-            del self._throttles[next(iter(self._throttles))]
-
     # --- viewer login tokens (stored only as sha256) ------------------------------------
 
     def issue_token(self, technician_id: str, now: float, ttl_s: float = TOKEN_TTL_S) -> str:
+        """A new token for an enabled account, at its current generation."""
+        technician = self.get(technician_id)
+        token = None
+        if technician is not None and technician.enabled:
+            token = self._stamp_token(technician, now, ttl_s)
+        if token is None:
+            raise AccountError(f"no enabled technician {technician_id!r}")
+        return token
+
+    def _stamp_token(self, technician: Technician, now: float, ttl_s: float) -> str | None:
+        """A token for `technician` at exactly its generation, or None if the account has
+        moved on since (a new password, disabled): checked and stored in one statement, so
+        no change can slip in between."""
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._db.execute("DELETE FROM login_tokens WHERE expires_at <= ?", (now,))
-            row = self._db.execute(
-                "SELECT generation FROM technicians WHERE id = ? AND enabled = 1",
-                (technician_id,),
-            ).fetchone()
-            if row is None:
-                raise AccountError(f"no enabled technician {technician_id!r}")
-            self._db.execute(
+            stored = self._db.execute(
                 "INSERT INTO login_tokens (token_sha256, technician, generation, expires_at)"
-                " VALUES (?, ?, ?, ?)",
-                (_token_hash(token), technician_id, row[0], now + ttl_s),
-            )
-        return token
+                " SELECT ?, id, generation, ? FROM technicians"
+                " WHERE id = ? AND enabled = 1 AND generation = ?",
+                (_token_hash(token), now + ttl_s, technician.id, technician.generation),
+            ).rowcount
+        return token if stored else None
 
     def check_token(self, token: str, now: float) -> Technician | None:
         """The token's account, or None if unknown, expired, revoked or out of date."""

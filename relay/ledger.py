@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -182,13 +183,18 @@ class Ledger(Store):
 
     # --- reading ------------------------------------------------------------------------
 
-    def rows(self, since: float | None = None, technician: str | None = None) -> list[LedgerRow]:
-        """Sessions requested at or after `since`, of one technician if given, oldest first."""
+    def rows(self, since: float | None = None, technician: str | None = None,
+             until: float | None = None) -> list[LedgerRow]:
+        """Sessions requested at or after `since` and before `until`, of one technician if
+        given, oldest first."""
         sql = f"SELECT {_COLUMNS} FROM sessions WHERE 1 = 1"  # noqa: S608 (constants)
         values: list = []
         if since is not None:
             sql += " AND requested_at >= ?"
             values.append(since)
+        if until is not None:
+            sql += " AND requested_at < ?"
+            values.append(until)
         if technician is not None:
             sql += " AND technician = ?"
             values.append(technician)
@@ -214,22 +220,38 @@ def iso_utc(at: float | None) -> str:
     return datetime.fromtimestamp(math.floor(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _spreadsheet_safe(text: str) -> str:
-    # Machine and user names come from the customer's PC: a name such as "=HYPERLINK(...)"
-    # must stay text when the billing CSV is opened in a spreadsheet.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+# OWASP's CSV-injection guidance: a cell that starts with one of these is a formula to a
+# spreadsheet (TAB and CR because some strip them first), so it gets a leading apostrophe.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Quoting alone is not enough: a spreadsheet told another separator (LibreOffice with ";",
+# TAB or space ticked) splits inside our quoted cells, so `X;=1+1;x` became a live formula.
+# A trigger right after any such separator, a quote or a line break is defused the same way.
+_LIVE_INSIDE = re.compile(r'(?<![^,; \t\r\n"])(?=[=+\-@])')
+
+
+def csv_cell(value: object) -> str:
+    """One cell as text that no spreadsheet will run, whatever separator it assumes."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_STARTS):
+        text = "'" + text
+    return _LIVE_INSIDE.sub("'", text)
+
+
+def write_csv_table(out: TextIO, header: Iterable[str], rows: Iterable[Iterable[object]]) -> None:
+    """The one way the relay writes CSV: every cell quoted (so a ',' ';' or TAB inside a name
+    never splits it) and passed through csv_cell; "\n" line ends."""
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer.writerow([csv_cell(name) for name in header])
+    for row in rows:
+        writer.writerow([csv_cell(cell) for cell in row])
 
 
 def write_csv(rows: Iterable[LedgerRow], out: TextIO) -> None:
     """One line per session: times ISO 8601 UTC ("Z", empty when absent), billable seconds
-    the difference of the whole seconds shown; "\\n" line ends; machine and user names
-    that a spreadsheet would take for a formula get a leading apostrophe."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
-    for row in rows:
-        writer.writerow((
-            row.session, row.technician, _spreadsheet_safe(row.machine),
-            _spreadsheet_safe(row.user), row.address, iso_utc(row.requested_at),
-            iso_utc(row.accepted_at), iso_utc(row.ended_at), row.billable_whole_s,
-            row.ended_by or "", row.end_reason or "",
-        ))
+    the difference of the whole seconds shown; quoted and defused by write_csv_table."""
+    write_csv_table(out, CSV_FIELDS, (
+        (row.session, row.technician, row.machine, row.user, row.address,
+         iso_utc(row.requested_at), iso_utc(row.accepted_at), iso_utc(row.ended_at),
+         row.billable_whole_s, row.ended_by or "", row.end_reason or "")
+        for row in rows
+    ))

@@ -165,6 +165,14 @@ class ViewerState:
     login: str = ""  # the login token: the same one again is the same browser tab
 
 
+def _new_secret() -> str:
+    """secrets.token_urlsafe(16), never starting with "-": the billing CSV would show such a
+    session id with a leading apostrophe (relay.ledger.csv_cell: "-" starts a formula)."""
+    while (secret := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return secret
+
+
 @dataclass
 class Pairing:
     """All live sessions and viewers of one relay."""
@@ -172,7 +180,7 @@ class Pairing:
     ledger: Recorder
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S
     grace: float = DEFAULT_GRACE_S
-    new_secret: Callable[[], str] = field(default=lambda: secrets.token_urlsafe(16))
+    new_secret: Callable[[], str] = field(default=_new_secret)
     sessions: dict[str, Session] = field(default_factory=dict)
     agents: dict[Peer, Session] = field(default_factory=dict)
     viewers: dict[Peer, ViewerState] = field(default_factory=dict)

@@ -1,7 +1,8 @@
-"""Support people's accounts: password storage, login answers, throttling and tokens."""
+"""Support people's accounts: password storage, logins (and their races) and tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -12,12 +13,16 @@ import pytest
 from argon2 import extract_parameters
 
 from relay.accounts import (
-    FREE_FAILURES,
-    MAX_LOGIN_DELAY_S,
+    ARGON2_WORKERS,
+    LOGIN_EXPIRED,
+    LOGIN_FAILED,
+    TOO_MANY_ATTEMPTS,
     AccountError,
     Accounts,
+    Login,
     Technician,
 )
+from relay.login_limits import FREE_FAILURES
 from relay.store import DataError
 
 PASSWORD = "correct horse battery"
@@ -227,50 +232,143 @@ def test_changes_from_another_process_revoke_tokens(accounts: Accounts, db: Path
     assert accounts.check_token(token, T0) is None
 
 
-def fail_times(accounts: Accounts, technician: str, count: int, now: float) -> list[float]:
-    delays = []
-    for _ in range(count):
-        delays.append(accounts.login_delay(technician, now))
-        accounts.record_failure(technician, now)
-    return delays
+def password_login(accounts: Accounts, password: str = PASSWORD, user: str = "david",
+                   address: str = "203.0.113.1", now: float = T0) -> Login:
+    return asyncio.run(accounts.login(user, password, "", address, now))
 
 
-def test_throttle_delay_grows_on_one_account_and_is_capped(accounts: Accounts):
-    """Free attempts first, then doubling delays up to the cap."""
-    delays = fail_times(accounts, "david", FREE_FAILURES + 8, T0)
-    assert delays[:FREE_FAILURES] == [0.0] * FREE_FAILURES
-    assert delays[FREE_FAILURES:FREE_FAILURES + 5] == [1.0, 2.0, 4.0, 8.0, 16.0]
-    assert delays[-1] == MAX_LOGIN_DELAY_S
+def test_password_login_gives_the_account_and_a_working_token(accounts: Accounts):
+    """The right password: the support person and a new token that identifies them."""
+    result = password_login(accounts)
+    assert result.code == ""
+    assert result.technician == Technician("david", "David Jones", True, 1)
+    assert accounts.check_token(result.token, T0).id == "david"
 
 
-def test_throttle_applies_to_the_account_whatever_the_source(accounts: Accounts):
-    """Failures count against the account (no address involved); other accounts are free."""
-    fail_times(accounts, "david", FREE_FAILURES + 2, T0)
-    assert accounts.login_delay("david", T0 + 1) > 0
-    assert accounts.login_delay("petur", T0 + 1) == 0.0
-    assert accounts.login_delay("nobody", T0 + 1) == 0.0
+def test_token_login_gives_the_account_back_with_the_same_token(accounts: Accounts):
+    """A live token logs in as its account; an unknown one is LOGIN_EXPIRED."""
+    token = accounts.issue_token("david", T0)
+    assert asyncio.run(accounts.login("", "", token, "203.0.113.1", T0)) == Login(
+        accounts.get("david"), token)
+    made_up = accounts.login("", "", "made-up-token-value-1234", "203.0.113.1", T0)
+    assert asyncio.run(made_up).code == LOGIN_EXPIRED
 
 
-def test_throttle_counts_unknown_ids_like_real_ones(accounts: Accounts):
-    """An unknown id is slowed down exactly like an existing one (no enumeration)."""
-    assert fail_times(accounts, "ghost", 9, T0) == fail_times(accounts, "david", 9, T0)
+@pytest.mark.parametrize(("user", "password"), [
+    ("david", "wrong password"), ("nobody", PASSWORD), ("Not An Id!", PASSWORD)])
+def test_wrong_logins_are_one_answer_not_an_exception(accounts: Accounts, user: str,
+                                                      password: str):
+    """A wrong password and an unknown or malformed id all come back as LOGIN_FAILED."""
+    result = password_login(accounts, password, user)
+    assert (result.code, result.technician, result.token) == (LOGIN_FAILED, None, "")
 
 
-def test_parallel_attempts_each_wait_longer(accounts: Accounts):
-    """Attempts still in flight count as failures, so a burst does not share one delay."""
-    fail_times(accounts, "david", FREE_FAILURES, T0)
-    burst = [accounts.login_delay("david", T0) for _ in range(4)]
-    assert burst == [1.0, 2.0, 4.0, 8.0]
+def racing(accounts: Accounts, monkeypatch: pytest.MonkeyPatch, change) -> None:
+    """Make `change` happen while the next password is being checked (after its row was
+    read, before the token is stored), as a command from the admin's CLI would."""
+    real_verify = accounts._verify_hash
+
+    def verify_while_changing(password_hash: str, password: str) -> bool:
+        ok = real_verify(password_hash, password)
+        change()
+        return ok
+
+    monkeypatch.setattr(accounts, "_verify_hash", verify_while_changing)
 
 
-def test_throttle_resets_on_success_and_after_a_quiet_time(accounts: Accounts):
-    """A good login or a quarter of an hour without failures starts the count over."""
-    fail_times(accounts, "david", FREE_FAILURES + 3, T0)
-    accounts.record_success("david", T0)
-    assert accounts.login_delay("david", T0) == 0.0
-    accounts.record_success("david", T0)
-    fail_times(accounts, "david", FREE_FAILURES + 3, T0)
-    assert accounts.login_delay("david", T0 + 16 * 60) == 0.0
+@pytest.mark.parametrize("change", ["set_password", "disable"])
+def test_login_racing_an_account_change_gets_no_token(accounts: Accounts, db: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      change: str):
+    """The old password verified while set-password (or disable) runs in another process:
+    the login is refused with LOGIN_FAILED, never an AccountError, and no token exists."""
+    with Accounts(db) as cli:
+        if change == "set_password":
+            racing(accounts, monkeypatch, lambda: cli.set_password("david", "a new password!"))
+        else:
+            racing(accounts, monkeypatch, lambda: cli.disable("david"))
+        result = password_login(accounts)
+    assert result.code == LOGIN_FAILED
+    with closing(sqlite3.connect(db)) as connection:
+        assert connection.execute("SELECT count(*) FROM login_tokens").fetchone() == (0,)
+
+
+def test_logins_racing_set_password_in_threads_keep_no_working_token(accounts: Accounts,
+                                                                     db: Path):
+    """The issue's reproduction: four logins with the old password race set-password from
+    another connection, four times; afterwards no token any of them got still works."""
+    tokens: list[str] = []
+    for run in range(4):
+        password = f"password number {run}"
+        accounts.set_password("david", password)
+        barrier = threading.Barrier(5)
+
+        def log_in(i: int, password: str = password,
+                   barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            result = password_login(accounts, password, address=f"192.0.2.{i}")
+            tokens.extend([result.token] if result.token else [])
+
+        threads = [threading.Thread(target=log_in, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        with Accounts(db) as cli:
+            barrier.wait()
+            cli.set_password("david", f"changed password {run}")
+        for thread in threads:
+            thread.join()
+        assert all(accounts.check_token(token, T0) is None for token in tokens)
+
+
+def test_after_a_lockout_the_answer_is_a_wait_not_a_hash(accounts: Accounts,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    """Past the free failures, an attempt is refused at once with TOO_MANY_ATTEMPTS and the
+    seconds to wait, without any argon2 work; after the wait the right password works."""
+    for i in range(FREE_FAILURES):
+        assert password_login(accounts, "wrong password", address=f"192.0.2.{i}").code == (
+            LOGIN_FAILED)
+    hashed: list[str] = []
+    real_verify = accounts._verify_hash
+    monkeypatch.setattr(accounts, "_verify_hash",
+                        lambda h, p: hashed.append(p) or real_verify(h, p))
+    refused = password_login(accounts, address="198.51.100.1")
+    assert refused.code == TOO_MANY_ATTEMPTS
+    assert refused.limited.retry_after_s == 1.0
+    assert hashed == []
+    assert password_login(accounts, now=T0 + 1.0).technician is not None
+
+
+def test_password_checks_run_at_most_argon2_workers_at_once(accounts: Accounts,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    """Twelve logins from twelve addresses at once: never more than ARGON2_WORKERS hashes
+    run together (the rest wait their turn)."""
+    running, most = 0, 0
+    lock = threading.Lock()
+    real = accounts._hasher
+
+    class CountingHasher:
+        check_needs_rehash = real.check_needs_rehash
+
+        def verify(self, password_hash: str, password: bytes) -> bool:
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            try:
+                return real.verify(password_hash, password)
+            finally:
+                with lock:
+                    running -= 1
+
+    monkeypatch.setattr(accounts, "_hasher", CountingHasher())
+    threads = [threading.Thread(target=password_login,
+                                args=(accounts, "wrong password", f"user{i}", f"192.0.2.{i}"))
+               for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most == ARGON2_WORKERS
 
 
 def test_accounts_is_safe_to_share_between_threads(accounts: Accounts):

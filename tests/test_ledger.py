@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import io
+import re
 import subprocess
 import sys
 import textwrap
@@ -10,8 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from relay.ledger import Ledger, LedgerRow, iso_utc, write_csv
+from relay.ledger import Ledger, LedgerRow, csv_cell, iso_utc, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_795_652_400.0  # 2026-11-26T00:20:00Z
@@ -199,7 +203,8 @@ def test_sigkill_mid_session_loses_no_finished_row(db: Path):
 
 
 def test_csv_format_is_exact(ledger: Ledger):
-    """Header, ISO 8601 UTC times, billable seconds = ended - accepted as printed, empty cells."""
+    """Header, ISO 8601 UTC times, billable seconds = ended - accepted as printed, empty cells,
+    every cell quoted."""
     request(ledger, SESSION, T0)
     ledger.accepted(SESSION, T0 + 30.4)
     ledger.ended(SESSION, "customer", "customer-closed", T0 + 630.9)
@@ -207,11 +212,12 @@ def test_csv_format_is_exact(ledger: Ledger):
     out = io.StringIO()
     write_csv(ledger.rows(), out)
     assert out.getvalue() == (
-        "session,technician,machine,user,address,requested_at,accepted_at,ended_at,"
-        "billable_seconds,ended_by,end_reason\n"
-        f"{SESSION},david,FRONT-DESK,anna,203.0.113.7,2026-11-26T00:20:00Z,"
-        "2026-11-26T00:20:30Z,2026-11-26T00:30:30Z,600,customer,customer-closed\n"
-        f"{OTHER},david,FRONT-DESK,anna,203.0.113.7,2026-11-26T02:20:00Z,,,0,,\n"
+        '"session","technician","machine","user","address","requested_at","accepted_at",'
+        '"ended_at","billable_seconds","ended_by","end_reason"\n'
+        f'"{SESSION}","david","FRONT-DESK","anna","203.0.113.7","2026-11-26T00:20:00Z",'
+        '"2026-11-26T00:20:30Z","2026-11-26T00:30:30Z","600","customer","customer-closed"\n'
+        f'"{OTHER}","david","FRONT-DESK","anna","203.0.113.7","2026-11-26T02:20:00Z",'
+        '"","","0","",""\n'
     )
 
 
@@ -222,4 +228,55 @@ def test_csv_quotes_commas_and_defuses_spreadsheet_formulas(ledger: Ledger):
     out = io.StringIO()
     write_csv(ledger.rows(), out)
     line = out.getvalue().splitlines()[1]
-    assert line.startswith(f'{SESSION},david,"\'=HYPERLINK(""http://x"",""y"")","smith, anna",')
+    assert line.startswith(
+        f'"{SESSION}","david","\'=HYPERLINK(""http://x"",""y"")","smith, anna",')
+
+
+@pytest.mark.parametrize(("name", "written"), [
+    ("X;=1+1;x", "X;'=1+1;x"),  # LibreOffice with ";" as separator: three cells
+    ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),  # DDE
+    ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+    ("@SUM(1+1)*cmd|' /C calc'!A0", "'@SUM(1+1)*cmd|' /C calc'!A0"),
+    ("\t=1+1", "'\t'=1+1"),
+    ("\r=1+1", "'\r'=1+1"),
+    ("PC\t+1", "PC\t'+1"),
+    ("a b =1", "a b '=1"),
+    ('x"=1', 'x"\'=1'),
+    ("Jean-Luc's PC", "Jean-Luc's PC"),
+    ("2026-11-26T00:20:00Z", "2026-11-26T00:20:00Z"),
+    (600, "600"),
+    (None, ""),
+])
+def test_csv_cell_defuses_a_formula_at_the_start_and_after_any_separator(name, written):
+    """A trigger (= + - @) at the start or after , ; space TAB CR LF or a quote gets an
+    apostrophe, and so does a cell starting with TAB or CR; ordinary text is unchanged."""
+    assert csv_cell(name) == written
+
+
+FORMULA_TRIGGERS = ("=", "+", "-", "@")
+
+
+def cells_as_split_by(text: str, separator: str) -> list[str]:
+    """How a spreadsheet told `separator` might cut the file, quotes or not: at every
+    separator and line break; quotes and blanks at a cell's start are dropped first."""
+    return [cell.lstrip(' \t"') for cell in re.split(f"[{re.escape(separator)}\r\n]", text)]
+
+
+HOSTILE_TEXT = st.text(alphabet=st.sampled_from(list('=+-@;,\t\r\n "\'|xX1')),
+                       max_size=12) | st.text(max_size=12)
+
+
+@given(names=st.lists(HOSTILE_TEXT, min_size=2, max_size=2))
+@settings(max_examples=300, deadline=None)
+def test_no_separator_turns_a_hostile_name_into_a_live_formula(names: list[str]):
+    """Whatever the machine and user names, split at , ; TAB or space (quotes honoured or
+    not), no piece of the CSV starts with a formula trigger."""
+    out = io.StringIO()
+    write_csv([LedgerRow(SESSION, "david", names[0], names[1], "::1", T0, T0 + 1, T0 + 9,
+                         "customer", "customer-closed")], out)
+    for separator in (",", ";", "\t", " "):
+        for cell in cells_as_split_by(out.getvalue(), separator):
+            assert not cell.startswith(FORMULA_TRIGGERS), (separator, cell)
+        for row in csv.reader(io.StringIO(out.getvalue(), newline=""), delimiter=separator):
+            for cell in row:
+                assert not cell.lstrip(' \t"').startswith(FORMULA_TRIGGERS), (separator, cell)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,8 @@ from typing import Any
 
 import pytest
 
+import protocol
+from relay.__main__ import build_parser, warn_plain_http
 from relay.accounts import Accounts
 from relay.ledger import Ledger, write_csv
 
@@ -63,14 +67,19 @@ def store(data: Path) -> Iterator[Callable]:
 
 
 def test_add_technician_with_password_from_env_and_list(data: Path, store: Callable):
-    """RELAY_PASSWORD sets the password; list-technicians shows id, name and enabled."""
+    """RELAY_PASSWORD sets the password; list-technicians shows id, name and enabled; the
+    first one says it created the data folder, the next does not."""
     result = relay_cli(data, "add-technician", "david", "--name", "David Jones",
                        password="david-password")
     assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"Created a new relay database in {data}",
+                                          "Added technician david (David Jones)"]
+    again = relay_cli(data, "add-technician", "anna", "--name", "Anna", password="anna-pass")
+    assert again.stdout.splitlines() == ["Added technician anna (Anna)"]
     listed = relay_cli(data, "list-technicians")
     assert listed.returncode == 0
     assert listed.stdout.splitlines()[0].split() == ["ID", "NAME", "ENABLED"]
-    assert listed.stdout.splitlines()[1].split() == ["david", "David", "Jones", "yes"]
+    assert listed.stdout.splitlines()[2].split() == ["david", "David", "Jones", "yes"]
     assert store().verify("david", "david-password") is not None
 
 
@@ -89,13 +98,13 @@ def test_add_technician_reads_the_password_from_stdin(data: Path, store: Callabl
     ("\n", "no password given"),
     ("short\n", "too short"),
 ])
-def test_add_technician_refuses_missing_or_short_passwords(data: Path, store: Callable, stdin: str,
+def test_add_technician_refuses_missing_or_short_passwords(data: Path, stdin: str,
                                                            message: str):
     """An empty or too short password is refused with one clear line and exit 1."""
     result = relay_cli(data, "add-technician", "anna", "--name", "Anna", stdin=stdin)
     assert result.returncode == 1
     assert message in one_error_line(result)
-    assert store().get("anna") is None
+    assert not data.exists()  # refused before anything was created
 
 
 def test_add_technician_refuses_a_password_that_is_not_utf8(data: Path):
@@ -217,8 +226,8 @@ def test_ledger_csv_is_exactly_write_csv_output(data: Path, store: Callable):
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected.getvalue()
     assert result.stdout.splitlines()[1].endswith(
-        ",2026-11-26T00:20:00Z,2026-11-26T00:20:30Z,2026-11-26T00:30:30Z,600,customer,"
-        "customer-closed")
+        ',"2026-11-26T00:20:00Z","2026-11-26T00:20:30Z","2026-11-26T00:30:30Z","600",'
+        '"customer","customer-closed"')
 
 
 def test_ledger_filters_by_since_and_technician(data: Path, store: Callable):
@@ -228,7 +237,7 @@ def test_ledger_filters_by_since_and_technician(data: Path, store: Callable):
     def sessions(*args: str) -> list[str]:
         result = relay_cli(data, "ledger", "--csv", *args)
         assert result.returncode == 0, result.stderr
-        return [line[:1] for line in result.stdout.splitlines()[1:]]
+        return [line[1:2] for line in result.stdout.splitlines()[1:]]  # after the quote
 
     assert sessions() == ["A", "B"]
     assert sessions("--since", "2026-11-27") == ["B"]
@@ -246,11 +255,49 @@ def test_ledger_table_is_readable(data: Path, store: Callable):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:4] == ["SESSION", "TECHNICIAN", "MACHINE", "USER"]
-    assert "2026-11-26 00:20:00" in lines[1]
+    assert "2026-11-26 00:20" in lines[1]
     assert "0:10:00" in lines[1]
+    assert lines[1].split()[-1] == "customer-closed"
     assert lines[-1].split() == ["total", "0:11:00"]
-    assert len({line.index("TECHNICIAN") for line in lines[:1]}) == 1
     assert lines[1].index("david") == lines[0].index("TECHNICIAN")
+
+
+def test_ledger_table_fits_100_columns_whatever_the_names(data: Path, store: Callable):
+    """The longest ids, names and reasons a session can have: no line over 100 columns,
+    long cells cut with an ellipsis, and --csv still has them in full."""
+    relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
+    ledger = store(Ledger)
+    machine, user = "M" * protocol.MAX_NAME_CHARS, "\u00fc" * protocol.MAX_NAME_CHARS
+    ledger.requested("C" * 43, "t" * 32, machine, user, "2001:db8::1", T0)
+    ledger.accepted("C" * 43, T0 + 1)
+    ledger.ended("C" * 43, "relay", "technician-disabled", T0 + 400_000)
+    ledger.requested("D" * 43, "david", "PC\x1b[2J" * 8, "anna", "::1", T0 + 5)
+    result = relay_cli(data, "ledger")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100, "\n".join(lines)
+    assert "\u2026" in lines[1] and "\x1b" not in result.stdout
+    assert lines[2].split()[-1] == "open"
+    assert machine in relay_cli(data, "ledger", "--csv").stdout
+
+
+def test_ledger_until_selects_sessions_requested_before_it(data: Path, store: Callable):
+    """--until is exclusive, --since inclusive; an --until not after --since is a usage
+    error in one line."""
+    fill_ledger(data, store)
+
+    def sessions(*args: str) -> list[str]:
+        result = relay_cli(data, "ledger", "--csv", *args)
+        assert result.returncode == 0, result.stderr
+        return [line[1:2] for line in result.stdout.splitlines()[1:]]
+
+    assert sessions("--until", "2026-11-27") == ["A"]
+    assert sessions("--until", "2026-11-26T00:20:00Z") == []
+    assert sessions("--since", "2026-11-26", "--until", "2026-11-28") == ["A", "B"]
+    result = relay_cli(data, "ledger", "--since", "2026-11-27", "--until", "2026-11-26")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("python -m relay: error: --until must be later than"
+                                     " --since")
 
 
 @pytest.mark.parametrize("since", ["yesterday", "2026-13-01", "26/11/2026"])
@@ -386,3 +433,125 @@ def test_ledger_into_a_closed_pipe_exits_without_a_traceback(data: Path, store: 
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1
     assert "Traceback" not in stderr
+
+
+def only_line(result: subprocess.CompletedProcess) -> str:
+    """The one line a failed command printed (stderr), checked to be exactly one."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("args", "code", "words"), [
+    (["serve", "--port", "99999"], 2, "not a port number (0-65535)"),
+    (["serve", "--port", "-1"], 2, "not a port number"),
+    (["serve", "--port", "http"], 2, "not a port number"),
+    (["serve", "--cert", "/nonexistent/cert.pem", "--key", "/nonexistent/key.pem"], 2,
+     "cannot read /nonexistent/cert.pem"),
+    (["serve", "--downloads", "/nonexistent/folder"], 2, "/nonexistent/folder is not a folder"),
+    (["serve", "--origin", "support.example.com"], 2, "is not an origin like"),
+    (["serve", "--origin", "https://support.example.com/viewer"], 2, "is not an origin"),
+    (["serve", "--bogus"], 2, "unrecognized arguments: --bogus"),
+    (["list-technicians", "--data"], 2, "expected one argument"),
+    (["no-such-command"], 2, "invalid choice"),
+    (["add-technician", "anna"], 2, "--name"),
+    (["ledger", "--since", "yesterday"], 2, "ISO date"),
+])
+def test_every_mistake_on_the_command_line_is_one_line(data: Path, args: list[str], code: int,
+                                                        words: str):
+    """Bad arguments: one line on stderr naming the problem (no usage block, no traceback)."""
+    result = relay_cli(data, *args, password="long-enough")
+    assert result.returncode == code
+    assert words in only_line(result)
+    assert not data.exists()  # nothing was created on the way to the error
+
+
+def test_unusable_databases_are_one_line_each(tmp_path: Path):
+    """A data folder whose database is a folder, or not SQLite: one line and exit 1, for
+    reading and writing commands and for serve."""
+    odd = tmp_path / "odd"
+    (odd / "relay.sqlite3").mkdir(parents=True)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "relay.sqlite3").write_bytes(b"not a database" * 300)
+    for data in (odd, corrupt):
+        for args in (["list-technicians"], ["ledger"], ["disable-technician", "x"],
+                     ["serve", "--port", "0"]):
+            result = relay_cli(data, *args)
+            assert result.returncode == 1, (args, result.stderr)
+            assert only_line(result).startswith("error: "), (args, result.stderr)
+
+
+def test_serving_a_new_or_empty_data_folder_warns_loudly(relay_factory, tmp_path: Path):
+    """serve on a --data that does not exist yet creates it but says so, and that nobody
+    can log in; once a support person exists, serving it again warns of neither."""
+    data = tmp_path / "typo-data"
+    first = relay_factory(data=data)
+    first.add_technician("david", "David", "david-password")
+    first.stop()
+    output = "".join(first.output)
+    assert f"WARNING: created a new, empty relay database in {data}" in output
+    assert "WARNING: nobody can log in" in output
+    assert "add-technician ID --name NAME" in output
+    again = relay_factory(data=data)
+    again.stop()
+    assert "WARNING" not in "".join(again.output)
+
+
+def test_serving_a_folder_with_only_disabled_support_people_warns(relay_factory,
+                                                                  tmp_path: Path):
+    """A data folder whose support people are all disabled is as unusable: said so."""
+    data = tmp_path / "data"
+    relay_cli(data, "add-technician", "david", "--name", "David", password="david-password")
+    relay_cli(data, "disable-technician", "david")
+    relay = relay_factory(data=data)
+    relay.stop()
+    output = "".join(relay.output)
+    assert "WARNING: nobody can log in" in output
+    assert "created a new" not in output
+
+
+@pytest.mark.parametrize(("host", "cert", "warned"), [
+    ("0.0.0.0", None, True), ("::", None, True), ("", None, True), ("192.0.2.10", None, True),
+    ("support.example.com", None, True), ("0.0.0.0", Path("cert.pem"), False),
+    ("127.0.0.1", None, False), ("127.8.9.10", None, False), ("::1", None, False),
+    ("localhost", None, False),
+])
+def test_plain_http_off_the_local_machine_is_warned_about(host: str, cert: Path | None,
+                                                         warned: bool,
+                                                         capsys: pytest.CaptureFixture):
+    """Without --cert, any address but loopback gets a warning that passwords and screens
+    would cross the network unencrypted (checked without listening on the network)."""
+    warn_plain_http(argparse.Namespace(host=host, cert=cert))
+    err = capsys.readouterr().err
+    assert ("unencrypted" in err) is warned
+    assert err.count("\n") == int(warned)
+
+
+def test_every_option_has_help_and_help_shows_the_defaults(data: Path):
+    """Each subcommand's every argument has help text (hidden test tuning aside), and
+    serve --help shows the port, host, data folder and timeouts by default."""
+    parser = build_parser(with_server=True)
+    (subcommands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, sub in subcommands.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    result = relay_cli(data, "serve", "--help")
+    assert result.returncode == 0
+    for shown in ("(default: 8765)", "(default: 127.0.0.1)", "(default: data)",
+                  "(default: 600.0)", "(default: 60.0)"):
+        assert shown in " ".join(result.stdout.split()), shown
+
+
+def test_serving_on_a_port_already_taken_is_one_line(data: Path):
+    """Another program holds the port: one line naming the address, exit 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = relay_cli(data, "serve", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("WARNING:")]
+    assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], result.stderr

@@ -211,8 +211,8 @@ def test_close_stops_capture_and_input_before_the_relay_is_told(relay) -> None:
         return ended["session"]
     session = run(scenario())
     rows = relay.cli("ledger", "--csv").stdout.splitlines()
-    row = next(r for r in rows if r.startswith(session))
-    assert row.endswith(",customer,customer-closed")
+    row = next(r for r in rows if r.startswith(f'"{session}"'))  # every CSV cell is quoted
+    assert row.endswith(',"customer","customer-closed"')
 
 
 def test_close_with_the_relay_unreachable_still_stops_within_a_second(relay) -> None:

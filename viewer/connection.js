@@ -175,7 +175,11 @@ export class Connection {
             return false;
         }
         if (message.type === "error" && FATAL_CODES.has(message.code)) {
-            this._finish(technicianWords(message.code));
+            // The login limits' refusal carries the seconds to wait, which no fixed
+            // sentence can: show the relay's own words for it (as text, like all words).
+            const words = message.code === "too-many-attempts" && message.message
+                ? message.message : technicianWords(message.code);
+            this._finish(words);
             return true;
         }
         this.onmessage(message);
