@@ -363,6 +363,7 @@ MOTION_POLL_INTERVAL_S = 1 / 60  # while every recent poll found a change (video
 MOTION_AFTER_CHANGES = 3  # consecutive polls changing one region that mean "in motion":
 MOTION_JPEG_QUALITY = 75  # ... JPEG 4:2:0 at most this quality (half the work and bytes),
 REFINE_AFTER_S = 0.2  # ... and the area is resent at full quality, 4:4:4, once this still
+MOTION_MARGIN_PX = TILE_PX  # changes this near the region in motion are part of it
 MOTION_GAP_S = 0.05  # a poll without a change there this soon does not end the motion (a
 #                      video changes the screen 24-50 times a second, polled 60 times)
 IDLE_POLL_INTERVAL_S = 0.1  # once nothing has changed for IDLE_AFTER_S (and no input came)
@@ -405,6 +406,7 @@ class Motion:
         self.changes = 0  # polls in a row that found a change
         self.moving = 0  # ... that changed the region (polls within MOTION_GAP_S do not break)
         self.box: Rect | None = None  # the region in motion, or its first candidate
+        self._recent: deque[Rect] = deque(maxlen=MOTION_AFTER_CHANGES)  # its last polls
         self.changed_at = self.moved_at = now
         self._lossy: Rect | None = None  # the area sent at motion quality
         self._lossy_at = now  # ... last
@@ -418,19 +420,33 @@ class Motion:
                 self.moving, self.box = 0, None
             return []
         self.changes, self.changed_at = self.changes + 1, now
-        inside = [r for r in rects if self.box is not None and _overlaps(r, self.box)]
+        near = self.box and (self.box[0] - MOTION_MARGIN_PX, self.box[1] - MOTION_MARGIN_PX,
+                             self.box[2] + 2 * MOTION_MARGIN_PX,
+                             self.box[3] + 2 * MOTION_MARGIN_PX)
+        inside = [r for r in rects if near and _overlaps(r, near)]
         if not inside:
             if self.box is not None and now - self.moved_at <= MOTION_GAP_S:
                 return []  # the region is between two of its frames; this is elsewhere
             seed = max(rects, key=lambda r: r[2] * r[3])  # a new candidate: the largest
             self.box, self.moving, self.moved_at = seed, 1, now
+            self._recent.clear()
+            self._recent.append(seed)
             return []
-        self.box, self.moving, self.moved_at = _bounds(inside), self.moving + 1, now
+        # the region is what moved in and near it in its last few polls (a video whose still
+        # parts split its changes into several rectangles, a dragged window), no older: a
+        # whole image once sent does not make the whole screen a region for ever
+        self._recent.append(_bounds(inside))
+        self.box = _bounds(self._recent)
+        self.moving, self.moved_at = self.moving + 1, now
         if self.moving < MOTION_AFTER_CHANGES:
             return []
-        self._lossy = _bounds([*inside, self._lossy] if self._lossy else inside)
-        self._lossy_at = now
+        self.sent_lossy(inside, now)
         return inside
+
+    def sent_lossy(self, rects: list[Rect], now: float) -> None:
+        """``rects`` went at motion quality: refine them once still."""
+        self._lossy = _bounds([*rects, self._lossy] if self._lossy else rects)
+        self._lossy_at = now
 
     def refinement(self, now: float) -> list[Rect]:
         """The area sent at motion quality, once it has been still REFINE_AFTER_S (then
@@ -551,7 +567,7 @@ class Outbox:
     """Encoded frames waiting for the link, in the order they are written: the streamer adds
     whole updates, the sender takes frames as flow control lets it. An interactive update
     goes ahead of the bulk frames still waiting (a keystroke's echo never waits behind a
-    video frame), unless it overlaps one of them: older pixels must never land on newer."""
+    video frame), but after any it overlaps: older pixels must never land on newer."""
 
     def __init__(self) -> None:
         self.items: deque[tuple[int, bool, Rect, bytes]] = deque()  # seq, interactive, ...
@@ -559,9 +575,11 @@ class Outbox:
     def add(self, seq: int, frames: list[tuple[Rect, bytes]], interactive: bool) -> None:
         new = [(seq, interactive, rect, data) for rect, data in frames]
         at = len(self.items)
-        if interactive and not any(not i and _overlaps(r, rect) for _, i, r, _ in self.items
-                                   for rect, _ in frames):
-            at = next((n for n, item in enumerate(self.items) if not item[1]), at)
+        if interactive:  # after the last frame it overlaps, ahead of the other bulk frames
+            overlapping = [n for n, (_, _, r, _) in enumerate(self.items)
+                           if any(_overlaps(r, rect) for rect, _ in frames)]
+            first_bulk = next((n for n, item in enumerate(self.items) if not item[1]), at)
+            at = max(first_bulk, overlapping[-1] + 1) if overlapping else first_bulk
         for offset, item in enumerate(new):
             self.items.insert(at + offset, item)
 

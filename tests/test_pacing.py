@@ -137,9 +137,11 @@ def test_an_echo_goes_ahead_of_video_frames_still_waiting() -> None:
     assert not outbox.bulk_waiting() and outbox.peek() is None
 
 
-def test_an_echo_that_overlaps_a_waiting_frame_waits_behind_it() -> None:
-    """Older pixels never land on newer ones: an overlapping interactive update queues last."""
+def test_an_echo_that_overlaps_a_waiting_frame_goes_after_it_but_before_the_rest() -> None:
+    """Older pixels never land on newer ones: an interactive update that overlaps a waiting
+    strip goes right after it, still ahead of the strips below."""
     outbox = codec.Outbox()
-    outbox.add(1, frames((0, 0, 100, 16)), interactive=False)
-    outbox.add(2, frames((50, 8, 8, 16)), interactive=True)
-    assert [outbox.pop()[0] for _ in range(2)] == [1, 2]
+    outbox.add(1, frames((0, 0, 100, 16), (0, 16, 100, 16), (0, 32, 100, 16)),
+               interactive=False)
+    outbox.add(2, frames((50, 8, 8, 16)), interactive=True)  # rows 8-23: strips 1 and 2
+    assert [outbox.pop()[2][1] for _ in range(4)] == [0, 16, 8, 32]

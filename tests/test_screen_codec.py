@@ -410,13 +410,37 @@ def test_motion_is_planned_apart_at_4_2_0_after_what_input_changed() -> None:
 
 
 def test_a_whole_image_is_one_update_whatever_is_in_motion() -> None:
-    """full=True: one 4:4:4 update of the rectangles given, never split."""
+    """full=True on a fast link: one 4:4:4 update of the rectangles given, never split."""
     pacer = codec.Pacer(now=0.0)
     whole = [(0, 0, 100, 100)]
     for t in (0.01, 0.02, 0.03):
         pacer.plan(whole, t)
-    [plan] = pacer.plan(whole, 0.04, full=True)
+    [plan] = pacer.plan(whole, 0.04, rate=10e6, full=True)
     assert (plan.rects, plan.subsampling, plan.motion) == (whole, "444", False)
+
+
+def test_the_region_in_motion_grows_to_changes_near_it() -> None:
+    """A video whose still parts split its changes: rectangles within MOTION_MARGIN_PX of the
+    region join it; one far away does not."""
+    motion = codec.Motion(now=0.0)
+    left, right = (500, 300, 100, 100), (500 + 100 + codec.MOTION_MARGIN_PX - 1, 300, 90, 100)
+    far = (0, 0, 10, 10)
+    for t in (0.01, 0.02):
+        motion.saw([left], t)
+    assert motion.saw([left, right, far], 0.03) == [left, right]
+    assert motion.box == (500, 300, 253, 100)
+
+
+def test_the_region_in_motion_is_what_moved_in_its_last_polls() -> None:
+    """A whole image seeds the region; a video playing in a corner narrows it to the video
+    within MOTION_AFTER_CHANGES polls, and an echo far from it stays outside."""
+    motion = codec.Motion(now=0.0)
+    video, echo = (1120, 630, 800, 450), (40, 40, 8, 16)
+    motion.saw([(0, 0, 1920, 1080)], 0.0)
+    for i in range(1, codec.MOTION_AFTER_CHANGES + 1):
+        motion.saw([video], i * 0.02)
+    assert motion.box == video
+    assert motion.saw([video, echo], 0.1) == [video]
 
 
 def test_on_a_slow_link_bulk_updates_go_in_strips_of_a_few_tens_of_milliseconds() -> None:
