@@ -700,9 +700,9 @@ class Agent:
                     else:
                         frames = await asyncio.to_thread(codec.encode_update, *args, pool.map,
                                                          **options)
+                    pacer.encoded(plan, frames, polled_at)
                     encoded = [((f.x, f.y, f.width, f.height), p.encode_frame(f))
                                for f in frames]
-                    pacer.encoded(plan, sum(len(data) for _, data in encoded))
                     outbox.add(seq, encoded, plan.interactive)
                     sendable.set()
                     full = False

@@ -376,6 +376,11 @@ QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quali
 # interactive update waits behind at most one strip (at least 16 rows: JPEG's MCU).
 STRIP_LINK_S = 0.03
 BYTES_PER_PX = {"444": 0.5, "420": 0.2}  # first guesses, then learnt from what was sent
+# A whole image while the link is slower than this, or not known yet (a session's first),
+# goes first at JPEG 4:2:0 at the lowest quality (palette PNG stays exact), and its JPEG
+# rectangles again at full quality once they are still: the support person sees the screen
+# in a fraction of the time, and the sharp image follows.
+QUICK_FULL_IMAGE_BELOW_BYTES_S = 1_000_000
 
 
 def _overlaps(a: Rect, b: Rect) -> bool:
@@ -461,7 +466,7 @@ class Motion:
 class Encoding:
     """How to encode one update: which rectangles, at what JPEG quality and subsampling, in
     strips of how many rows; ``interactive``: it shows what input just did (it goes ahead of
-    bulk updates); ``motion``: the region in motion."""
+    bulk updates); ``motion``: the region in motion; ``refine``: a quick whole image."""
 
     rects: list[Rect]
     quality: int
@@ -469,6 +474,7 @@ class Encoding:
     rows: int
     interactive: bool = False
     motion: bool = False
+    refine: bool = False  # its JPEG rectangles are to be sent again at full quality
 
 
 class Pacer:
@@ -499,12 +505,17 @@ class Pacer:
         """Flow control stopped an update: the next one is a JPEG step cheaper."""
         self.smooth_updates = -1
 
-    def encoded(self, plan: Encoding, size: int) -> None:
-        """``plan`` came out as ``size`` bytes: the next strips are cut by what it cost."""
+    def encoded(self, plan: Encoding, frames: list[p.Frame], now: float) -> None:
+        """``plan`` came out as ``frames``: the next strips are cut by what it cost, and a
+        quick whole image's JPEG rectangles are refined once still."""
         pixels = sum(w * h for _, _, w, h in plan.rects)
         if pixels:
             old = self.bytes_per_px[plan.subsampling]
+            size = sum(len(frame.image) for frame in frames)
             self.bytes_per_px[plan.subsampling] = 0.7 * old + 0.3 * size / pixels
+        lossy = [(f.x, f.y, f.width, f.height) for f in frames if f.kind == p.FRAME_JPEG]
+        if plan.refine and lossy:
+            self.motion.sent_lossy(lossy, now)
 
     def interval(self, now: float) -> float:
         """The time from one poll to the next."""
@@ -529,6 +540,9 @@ class Pacer:
         self._adapt_quality()
         quality = JPEG_QUALITIES[self.quality_step]
         if full:
+            if rate is None or rate < QUICK_FULL_IMAGE_BELOW_BYTES_S:
+                return [Encoding(rects, JPEG_QUALITIES[-1], "420",
+                                 self._rows(rects, "420", rate), refine=True)]
             return [Encoding(rects, quality, "444", self._rows(rects, "444", rate))]
         plans = []
         if still:

@@ -419,6 +419,25 @@ def test_a_whole_image_is_one_update_whatever_is_in_motion() -> None:
     assert (plan.rects, plan.subsampling, plan.motion) == (whole, "444", False)
 
 
+def test_a_whole_image_on_a_slow_or_unknown_link_goes_quickly_then_sharp() -> None:
+    """The first image (nothing known of the link) or one on a slow link: JPEG 4:2:0 at the
+    lowest quality; its JPEG rectangles (not its exact PNG ones) come again at 4:4:4 once
+    the screen has been still REFINE_AFTER_S."""
+    for rate in (None, codec.QUICK_FULL_IMAGE_BELOW_BYTES_S / 2):
+        pacer = codec.Pacer(now=0.0)
+        whole = [(0, 0, 100, 100)]
+        [plan] = pacer.plan(whole, 0.0, rate=rate, full=True)
+        assert (plan.quality, plan.subsampling, plan.refine) == \
+            (codec.JPEG_QUALITIES[-1], "420", True)
+        png, jpeg = (p.Frame(kind, 0, 1, 0, 0, y, 100, 50, magic + b"...") for kind, y, magic
+                     in ((p.FRAME_PNG, 0, b"\x89PNG\r\n\x1a\n"),
+                         (p.FRAME_JPEG, 50, b"\xff\xd8\xff")))
+        pacer.encoded(plan, [png, jpeg], 0.0)
+        assert pacer.plan([], 0.1) == []
+        [refined] = pacer.plan([], codec.REFINE_AFTER_S + 0.01)
+        assert (refined.rects, refined.subsampling) == ([(0, 50, 100, 50)], "444")
+
+
 def test_the_region_in_motion_grows_to_changes_near_it() -> None:
     """A video whose still parts split its changes: rectangles within MOTION_MARGIN_PX of the
     region join it; one far away does not."""
@@ -456,6 +475,8 @@ def test_on_a_slow_link_bulk_updates_go_in_strips_of_a_few_tens_of_milliseconds(
     assert rows(64e3) == 16
     pacer = codec.Pacer(now=0.0)
     before = rows(1e6, pacer)
+    frame = p.Frame(p.FRAME_JPEG, p.FLAG_LAST, 1, 0, 0, 0, 1920, 400,
+                    b"\xff\xd8\xff" + bytes(1920 * 400 // 10))
     for _ in range(5):  # cheaper than guessed: taller strips
-        pacer.encoded(codec.Encoding(wide, 85, "444", before), 1920 * 400 // 10)
+        pacer.encoded(codec.Encoding(wide, 85, "444", before), [frame], 1.0)
     assert before < rows(1e6, pacer) <= codec.STRIP_ROWS
