@@ -1,11 +1,14 @@
-// Decoding images off the page's main thread: a small pool of workers (decode-worker.js),
-// each image's bytes transferred to one, its ImageBitmap transferred back. Where workers
+// Decoding large images off the page's main thread: a small pool of workers
+// (decode-worker.js), each image's bytes transferred to one, its ImageBitmap transferred back. Where workers
 // cannot start, the page decodes with createImageBitmap itself. No drawing here: display.js
 // draws the bitmaps in arrival order.
 
 import { FRAME_PNG } from "./protocol.js";
 
 const WORKERS = 2;  // two decodes at once use both cores of a small machine
+// Smaller images (typing's echo, a cursor's trail) decode on the page: a round trip to a
+// worker costs more than they do, and the support person is waiting for them.
+const WORKER_MIN_PIXELS = 256 * 256;
 
 export class Decoder {
     constructor(count = WORKERS) {
@@ -29,7 +32,9 @@ export class Decoder {
     // the frame's buffer is unusable afterwards.
     decode(frame) {
         const type = frame.kind === FRAME_PNG ? "image/png" : "image/jpeg";
-        if (!this._workers.length) return createImageBitmap(new Blob([frame.image], { type }));
+        if (!this._workers.length || frame.width * frame.height < WORKER_MIN_PIXELS) {
+            return createImageBitmap(new Blob([frame.image], { type }));
+        }
         const id = this._next;
         this._next = (this._next + 1) % 2 ** 31;
         const { buffer, byteOffset: offset, byteLength: length } = frame.image;
