@@ -1,7 +1,7 @@
 // Decoding large images off the page's main thread: a small pool of workers
-// (decode-worker.js), each image's bytes transferred to one, its ImageBitmap transferred back. Where workers
-// cannot start, the page decodes with createImageBitmap itself. No drawing here: display.js
-// draws the bitmaps in arrival order.
+// (decode-worker.js), each image's bytes transferred to one, its ImageBitmap transferred
+// back. Where workers cannot start, the page decodes with createImageBitmap itself. No
+// drawing here: display.js draws the bitmaps in arrival order.
 
 import { FRAME_PNG } from "./protocol.js";
 
