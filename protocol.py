@@ -20,7 +20,8 @@ message and forwards it unchanged):
     hello            V -> R           role="viewer", version, and user+password or token
     registered       R -> A           session, technician_name, expires_s, resume
     welcome          R -> V           technician, name, token
-    queue            R -> V           sessions: [{session, machine, user, waited_s, state}]
+    queue            R -> V           sessions: [{session, machine, user, waited_s, state}],
+                                      more (waiting but not listed: the oldest ones)
     accept           V -> R           session
     accepted         R -> A, R -> V   session, technician_name, machine, user, screens,
                                       elapsed_s (seconds since acceptance; 0 when fresh)
@@ -70,6 +71,7 @@ PROTOCOL_VERSION = 1
 
 # Limits, shared by both ends. websockets' max_size is MAX_MESSAGE_BYTES on every endpoint.
 MAX_CONTROL_BYTES = 64 * 1024  # one JSON text message
+MAX_HELLO_BYTES = 8 * 1024  # the first message of a connection (the largest hello is ~3 KB)
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # one binary update rectangle, header included
 MAX_MESSAGE_BYTES = MAX_FRAME_BYTES
 # Updates the agent may have unacknowledged (the relay enforces it; the viewer decodes at most
@@ -81,6 +83,9 @@ MAX_UPDATES_IN_FLIGHT = 4
 MAX_INPUT_EVENTS_PER_S = 250  # sustained rate of input messages from one viewer
 INPUT_BURST = 120  # events allowed at once above that rate (a pasted burst of keys)
 MAX_WAITING_PER_ADDRESS = 3  # sessions one IP address may have waiting at once
+# ... and one network (/24 for IPv4, /64 for IPv6): an office or a carrier NAT puts many
+# real customers behind one address or prefix, while one attacker may own a whole IPv6 /64.
+MAX_WAITING_PER_SUBNET = 30
 MAX_NAME_CHARS = 64  # machine and user names
 MAX_TEXT_CHARS = 2000  # one `text` message
 MAX_SCREENS = 17  # the bounding box plus 16 monitors
@@ -347,8 +352,12 @@ _WAITING_FIELDS = {"session", "machine", "user", "waited_s", "state"}
 
 @dataclass(frozen=True)
 class Queue(Message):
+    """A support person's queue: the newest MAX_QUEUE_ENTRIES sessions, and how many more
+    wait (a flood of fake customers must not hide the real one, who is the newest)."""
+
     TYPE = "queue"
     sessions: tuple[Waiting, ...]
+    more: int = 0
 
     def check(self) -> None:
         entries = self.sessions
@@ -356,6 +365,7 @@ class Queue(Message):
             _fail("sessions must be a list of queue entries")
         if len(self.sessions) > MAX_QUEUE_ENTRIES:
             _fail("too many queue entries")
+        _check_int("more", self.more, 0, 2**31)
 
 
 @dataclass(frozen=True)
@@ -950,3 +960,98 @@ def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
         _fail("a frame must be bytes")
     kind, flags, monitor, _, seq, x, y, width, height, _ = decode_frame_header(data)
     return Frame(kind, flags, monitor, seq, x, y, width, height, bytes(data[FRAME_HEADER.size:]))
+
+
+def frame_fits(screens: tuple[Screen, ...], monitor: int, x: int, y: int, width: int,
+               height: int) -> bool:
+    """True if the rectangle lies inside the announced size of ``monitor`` (0: all of them)."""
+    if monitor >= len(screens):
+        return False
+    screen = screens[monitor]
+    return x + width <= screen.width and y + height <= screen.height
+
+
+# --- flow control: updates in flight ----------------------------------------------------
+
+# How many updates from before a restart the relay still waits acknowledgements for.
+_EARLIER_KEPT = 4 * MAX_UPDATES_IN_FLIGHT
+
+
+class UpdateWindow:
+    """The flow-control rule, read by the agent that follows it and the relay that enforces it.
+
+    An update is one ``seq``: rectangles, the last flagged FLAG_LAST, which the viewer
+    acknowledges (``ack``) once drawn. At most ``limit`` updates may be unacknowledged: the
+    agent starts a new one only while ``may_start()``, and the relay forwards the rectangles
+    of a new update only then too, and no more pixels per update than twice the monitor's
+    (rectangles of one update do not overlap; twice leaves room for rounding).
+
+    A ``refresh`` or ``accepted`` restarts the stream: the agent forgets what was in flight
+    (``restart()``) and its next update is a full image (FLAG_FULL). The relay cannot see when
+    the agent read the refresh, so it counts on (``restart_sent()``) until that full image
+    arrives and only then sets the earlier updates apart, still taking their acks: an agent
+    that keeps the rule is never cut short. An agent that restarts by itself (a new monitor
+    layout) says so first with ``screens``, in order: the relay sets them apart at once
+    (``restart_seen()``).
+
+    Today the rule counts updates; the issue on slow links makes it bytes and time, here.
+    """
+
+    def __init__(self, limit: int = MAX_UPDATES_IN_FLIGHT) -> None:
+        self.limit = limit
+        self.open: dict[int, int] = {}  # seq -> pixels forwarded so far, oldest first
+        self.finished: set[int] = set()  # open updates whose FLAG_LAST rectangle went by
+        self.earlier: dict[int, None] = {}  # from before the last restart, oldest first
+        self.restarts_sent = 0  # restarts the agent's stream has not shown yet
+
+    # --- the agent --------------------------------------------------------------------
+
+    def may_start(self) -> bool:
+        return len(self.open) < self.limit
+
+    def started(self, seq: int) -> None:
+        self.open[seq] = 0
+
+    def restart(self) -> None:
+        self.open.clear()
+        self.finished.clear()
+
+    # --- both -------------------------------------------------------------------------
+
+    def acked(self, seq: int) -> None:
+        self.open.pop(seq, None)
+        self.finished.discard(seq)
+        self.earlier.pop(seq, None)
+
+    # --- the relay --------------------------------------------------------------------
+
+    def restart_seen(self) -> None:
+        """The agent's own stream restarted here (it sent a new monitor layout, then a full
+        image): what was in flight before is set apart at once."""
+        self.earlier.update(dict.fromkeys(self.open))
+        self.restart()
+        while len(self.earlier) > _EARLIER_KEPT:
+            del self.earlier[next(iter(self.earlier))]
+
+    def restart_sent(self) -> None:
+        # Capped: a refresh the agent ignores (a monitor it no longer has) must not leave
+        # credit for ever more restarts.
+        self.restarts_sent = min(self.restarts_sent + 1, 2)
+
+    def admit(self, seq: int, flags: int, pixels: int, screen_pixels: int) -> bool:
+        """May this rectangle of update ``seq`` be forwarded? False breaks the rule."""
+        if seq in self.earlier:  # its rectangles all came before the full image
+            return False
+        if seq not in self.open:
+            if self.restarts_sent and flags & FLAG_FULL:
+                self.restarts_sent -= 1
+                self.restart_seen()
+            if not self.may_start():
+                return False
+            self.started(seq)
+        if seq in self.finished or self.open[seq] + pixels > 2 * screen_pixels:
+            return False
+        self.open[seq] += pixels
+        if flags & FLAG_LAST:
+            self.finished.add(seq)
+        return True

@@ -276,6 +276,20 @@ def print_table(table: list[tuple[str, ...]], widest: tuple[int, ...] | None = N
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def serve_config(args: argparse.Namespace):  # -> server.RelayConfig (server imported lazily)
+    """The server's configuration from serve's (or demo's) parsed options."""
+    from relay import server
+
+    return server.RelayConfig(
+        data=args.data, host=args.host, port=args.port, cert=args.cert, key=args.key,
+        origins=tuple(args.origin), trusted_proxies=tuple(args.trusted_proxy),
+        downloads=args.downloads, company=args.company, viewer_dir=args.viewer_dir,
+        wait_timeout=args.wait_timeout, grace=args.grace, ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout, handshake_timeout=args.handshake_timeout,
+        hello_timeout=args.hello_timeout, max_unauthenticated=args.max_unauthenticated,
+    )
+
+
 def warn(text: str) -> None:
     print(f"WARNING: {text}", file=sys.stderr, flush=True)
 
@@ -315,7 +329,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from relay import server
 
     check_before_serving(args)
-    return server.run(args)
+    return server.run(serve_config(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -345,7 +359,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   flush=True)
 
     try:
-        return server.run(args, on_ready=on_ready)
+        return server.run(serve_config(args), on_ready=on_ready)
     finally:
         for process in agent:
             stop_process(process)
@@ -490,6 +504,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                             ("--hello-timeout", server.HELLO_TIMEOUT_S)):
         parser.add_argument(option, type=positive_seconds, default=default,
                             help=argparse.SUPPRESS)
+    # Hidden: room for connections before their hello, small to test the total cap.
+    parser.add_argument("--max-unauthenticated", type=int, default=server.MAX_UNAUTHENTICATED,
+                        help=argparse.SUPPRESS)
 
 
 def main(argv: list[str] | None = None) -> int:

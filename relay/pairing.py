@@ -12,8 +12,16 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
     waiting --accept--> active --close/end/expiry/loss--> ended
        \\--expired / agent-lost / technician-ended-----------^
 
-- waiting: listed in the owner's queue; expires after ``wait_timeout`` (reason "expired").
-  At most ``protocol.MAX_WAITING_PER_ADDRESS`` waiting sessions per agent address.
+- waiting: listed in the owner's queue (the newest ``protocol.MAX_QUEUE_ENTRIES``, and a
+  count of the rest); expires after ``wait_timeout`` (reason "expired"). At most
+  ``protocol.MAX_WAITING_PER_ADDRESS`` waiting sessions per agent address, and
+  ``protocol.MAX_WAITING_PER_SUBNET`` per /24 (IPv4) or /64 (IPv6).
+- Refused agent hellos are written to the ledger one by one only up to a budget a minute;
+  beyond it they are counted, and one "refused" row says how many (a flood must not fill
+  the disk).
+- Frames: forwarded only within ``protocol.UpdateWindow`` (the in-flight rule the agent
+  keeps) and only inside the announced monitor; a rectangle outside it is a protocol error,
+  one beyond the window is dropped and the agent asked for a full image.
 - active: one viewer. Frames flow agent -> viewer; input flows viewer -> agent only while
   the viewer holds control. A viewer that goes away releases control and leaves the session
   "detached" (listed again in the owner's queue) for ``grace`` seconds, in which only the
@@ -60,6 +68,7 @@ from protocol import (
     TakeControl,
     Waiting,
 )
+from relay.limits import Budget, subnet
 
 WAITING, ACTIVE, ENDED = "waiting", "active", "ended"
 DEFAULT_WAIT_TIMEOUT_S = 600.0
@@ -147,6 +156,8 @@ class Session:
     agent_lost_at: float | None = None
     viewer_lost_at: float | None = None
     accepted_at: float | None = None
+    window: protocol.UpdateWindow = field(default_factory=protocol.UpdateWindow)
+    refresh_asked: bool = False  # for frames beyond the window, since the last full image
 
     def accepted_message(self, now: float) -> Accepted:
         elapsed = 0.0 if self.accepted_at is None else max(0.0, now - self.accepted_at)
@@ -184,6 +195,7 @@ class Pairing:
     sessions: dict[str, Session] = field(default_factory=dict)
     agents: dict[Peer, Session] = field(default_factory=dict)
     viewers: dict[Peer, ViewerState] = field(default_factory=dict)
+    refusals: Budget = field(default_factory=Budget)
     _by_resume: dict[str, Session] = field(default_factory=dict)
 
     # --- agents ---------------------------------------------------------------------------
@@ -197,11 +209,17 @@ class Pairing:
             self._refuse_agent(agent, TECHNICIAN_UNKNOWN, now,
                                f"agent asked for unknown technician {hello.technician}")
             return False
-        waiting = sum(1 for s in self.sessions.values()
-                      if s.state == WAITING and s.address == agent.address)
-        if waiting >= protocol.MAX_WAITING_PER_ADDRESS:
+        network = subnet(agent.address)
+        waiting = [s for s in self.sessions.values()
+                   if s.state == WAITING and subnet(s.address) == network]
+        here = sum(1 for s in waiting if s.address == agent.address)
+        if here >= protocol.MAX_WAITING_PER_ADDRESS:
             self._refuse_agent(agent, TOO_MANY_WAITING, now,
-                               f"{waiting} sessions already waiting from {agent.address}")
+                               f"{here} sessions already waiting from {agent.address}")
+            return False
+        if len(waiting) >= protocol.MAX_WAITING_PER_SUBNET:
+            self._refuse_agent(agent, TOO_MANY_WAITING, now,
+                               f"{len(waiting)} sessions already waiting from {network}")
             return False
         session_id = self._fresh_secret()
         session = Session(
@@ -219,9 +237,14 @@ class Pairing:
         return True
 
     def _refuse_agent(self, agent: Peer, error: Error, now: float, detail: str) -> None:
-        self.ledger.event(None, "refused", f"{detail} (from {agent.address})", now)
+        self.record_refusal(f"{detail} (from {agent.address})", now)
         agent.send(error)
         agent.close(protocol.CLOSE_POLICY, error.code)
+
+    def record_refusal(self, detail: str, now: float) -> None:
+        """A refused hello, in the ledger while the budget lasts, else only counted."""
+        if self.refusals.allow(now):
+            self.ledger.event(None, "refused", detail, now)
 
     def _resume(self, agent: Peer, hello: protocol.AgentHello, technician: Technician | None,
                 now: float) -> bool:
@@ -254,12 +277,14 @@ class Pairing:
         agent.send(Registered(session.id, session.technician_name,
                               int(min(self.wait_timeout, 86400)), session.resume))
         agent.send(session.accepted_message(now))
+        session.window.restart_sent()
         if session.screens != hello.screens:
             session.screens = hello.screens
             if session.viewer is not None:
                 session.viewer.send(Screens(hello.screens))
         if session.viewer is not None:
             agent.send(Refresh(session.id, 0))
+            session.window.restart_sent()
         return True
 
     def agent_message(self, agent: Peer, message: protocol.Message, now: float) -> None:
@@ -271,6 +296,7 @@ class Pairing:
             self._end(session, "customer", "customer-closed", now)
         elif isinstance(message, Screens):
             session.screens = message.screens
+            session.window.restart_seen()  # the agent starts over with a full image
             if session.state == ACTIVE and session.viewer is not None:
                 session.viewer.send(message)
         elif isinstance(message, Cursor):
@@ -279,11 +305,27 @@ class Pairing:
         else:
             raise protocol.RemoteProtocolError(f"an agent may not send {message.TYPE}")
 
-    def agent_frame(self, agent: Peer, data: bytes, monitor: int, now: float) -> bool:
-        """A binary screen update; forwarded only to the accepted viewer. True if forwarded."""
+    def agent_frame(self, agent: Peer, data: bytes, now: float) -> bool:
+        """A binary screen update; forwarded only to the accepted viewer, within the update
+        window. True if forwarded; RemoteProtocolError if malformed or outside the screen."""
+        _, flags, monitor, _, seq, x, y, width, height, _ = protocol.decode_frame_header(data)
         session = self.agents.get(agent)
-        if session is None or session.state != ACTIVE or session.viewer is None:
+        if session is None:
             return False
+        if not protocol.frame_fits(session.screens, monitor, x, y, width, height):
+            raise protocol.RemoteProtocolError(
+                f"frame rectangle {width}x{height}+{x}+{y} is outside monitor {monitor}")
+        if session.state != ACTIVE or session.viewer is None:
+            return False
+        screen = session.screens[monitor]
+        if not session.window.admit(seq, flags, width * height, screen.width * screen.height):
+            if not session.refresh_asked:  # one full image heals it: ask once
+                session.refresh_asked = True
+                agent.send(Refresh(session.id, monitor))
+                session.window.restart_sent()
+            return False
+        if flags & protocol.FLAG_FULL:
+            session.refresh_asked = False
         session.viewer.send_frame(data, monitor)
         return True
 
@@ -386,11 +428,13 @@ class Pairing:
             self.ledger.accepted(session.id, now)
             if session.agent is not None:
                 session.agent.send(session.accepted_message(now))
+                session.window.restart_sent()
         else:
             session.viewer_lost_at = None
             self.ledger.event(session.id, "viewer-rejoined", f"from {viewer.address}", now)
             if session.agent is not None:
                 session.agent.send(Refresh(session.id, 0))
+                session.window.restart_sent()
         viewer.send(session.accepted_message(now))
         if session.agent is None:
             viewer.send(AGENT_RECONNECTING)
@@ -419,6 +463,10 @@ class Pairing:
                  message: Ack | Refresh, now: float) -> None:
         if session.viewer is viewer and session.agent is not None:
             session.agent.send(message)
+            if isinstance(message, Ack):
+                session.window.acked(message.seq)
+            else:
+                session.window.restart_sent()
 
     def _end_by_viewer(self, viewer: Peer, state: ViewerState, session: Session,
                        message: End, now: float) -> None:
@@ -473,23 +521,33 @@ class Pairing:
         session = state.session if state is not None else None
         if session is not None and session.viewer is viewer and session.agent is not None:
             session.agent.send(Refresh(session.id, monitor))
+            session.window.restart_sent()
 
     def queue_for(self, technician: str, now: float) -> Queue:
-        entries = sorted(
-            (s for s in self.sessions.values() if s.technician == technician
-             and (s.state == WAITING or (s.state == ACTIVE and s.viewer is None))),
-            key=lambda s: s.requested_at,
-        )[: protocol.MAX_QUEUE_ENTRIES]
+        """Oldest first, but only the newest entries: the real caller has just connected,
+        while a flood of fake ones came before. Detached sessions (their own, to rejoin)
+        are always listed."""
+        mine = [s for s in self.sessions.values() if s.technician == technician
+                and (s.state == WAITING or (s.state == ACTIVE and s.viewer is None))]
+        detached = [s for s in mine if s.state == ACTIVE]
+        waiting = sorted((s for s in mine if s.state == WAITING), key=lambda s: s.requested_at)
+        room = max(0, protocol.MAX_QUEUE_ENTRIES - len(detached))
+        shown = detached[: protocol.MAX_QUEUE_ENTRIES] + (waiting[-room:] if room else [])
+        shown.sort(key=lambda s: s.requested_at)
         return Queue(tuple(
             Waiting(s.id, s.machine, s.user, round(max(0.0, now - s.requested_at), 1),
                     "waiting" if s.state == WAITING else "detached")
-            for s in entries
-        ))
+            for s in shown
+        ), more=len(mine) - len(shown))
 
     # --- time and the end -----------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Expire what waited too long; call about once a second."""
+        """Expire what waited too long, sum up refusals; call about once a second."""
+        left_out = self.refusals.summary(now)
+        if left_out:
+            self.ledger.event(None, "refused", f"{left_out} more refused hellos in the last "
+                              f"{self.refusals.window_s:g} s (not recorded one by one)", now)
         for session in list(self.sessions.values()):
             if session.state == WAITING and now - session.requested_at >= self.wait_timeout:
                 self._end(session, "relay", "expired", now)

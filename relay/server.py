@@ -15,19 +15,24 @@ frames are dropped and, once the viewer has drained, the agent is asked for a fu
 (`refresh`), so a viewer that never reads neither stalls the agent nor grows memory.
 Control messages and input are never dropped: a peer that lets them pile up beyond
 MAX_PENDING_CONTROL_BYTES is closed (an agent's session then ends with "agent-stalled").
+Each queued message is counted with its bookkeeping (QUEUED_MESSAGE_OVERHEAD_BYTES), so a
+flood of tiny frames is held to the same bound as a few large ones. A viewer's queue is the
+exception that is coalesced: a newer one replaces the unsent one, and at most one goes out
+per QUEUE_INTERVAL_S, so churning agents cannot push a slow viewer off its link.
+
+Strangers (relay.limits): until its hello is valid (an agent registered, a viewer logged
+in), a connection may send one message of at most protocol.MAX_HELLO_BYTES, and only so
+many such connections are held per address and in total; agents' hellos are throttled per
+address. Lines about refusals are written at a bounded rate, with a count of the rest.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import email.utils
-import http
 import ipaddress
 import logging
 import math
-import re
 import signal
 import socket
 import ssl
@@ -40,16 +45,17 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 import protocol
 from relay.accounts import DB_FILE, TOO_MANY_ATTEMPTS, Accounts
-from relay.download import DEFAULT_COMPANY, render_download_page
+from relay.download import DEFAULT_COMPANY
 from relay.ledger import Ledger
+from relay.limits import MAX_UNAUTHENTICATED, Budget, HelloThrottle, Unauthenticated
 from relay.login_limits import retry_words
 from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S, Pairing
+from relay.static import SECURITY_HEADERS, StaticSite, plain, response
 
 log = logging.getLogger("relay")
 
@@ -70,146 +76,38 @@ MAX_PENDING_FRAME_BYTES = 2 * protocol.MAX_FRAME_BYTES
 VIEWER_UNSENT_BYTES = 24 * 1024
 MAX_PENDING_CONTROL_BYTES = 512 * 1024
 MAX_PENDING_MESSAGES = 4096
+# What one queued message costs beyond its bytes: the bytes object's header, the queue's
+# tuple and slot, rounded up (measured: 28-byte frames cost about 150 bytes each).
+QUEUED_MESSAGE_OVERHEAD_BYTES = 128
+QUEUE_INTERVAL_S = 0.25  # at most four queue updates a second to one viewer
 SHUTDOWN_DRAIN_S = 2.0
 
-CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".wav": "audio/wav",
-}
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "media-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'"
-)
-SECURITY_HEADERS = (
-    ("Content-Security-Policy", CSP),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("X-Frame-Options", "DENY"),
-    ("Cache-Control", "no-store"),
-)
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
+TOO_MANY_HELLOS = protocol.refusal("too-many-attempts", "agent")
 LOGIN_FAILED = protocol.refusal("login-failed", "viewer")
 LOGIN_EXPIRED = protocol.refusal("login-expired", "viewer")
 
 
-def _seconds(value: str, *, zero: bool) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a {'non-negative' if zero else 'positive'} number of seconds")
-    return seconds
-
-
-def positive_seconds(value: str) -> float:
-    return _seconds(value, zero=False)
-
-
-def non_negative_seconds(value: str) -> float:
-    return _seconds(value, zero=True)
-
-
-def ip_address(value: str) -> str:
-    address = _ip(value)
-    if address is None:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address")
-    return str(address)
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
-    parser.add_argument("--cert", type=Path, metavar="FILE",
-                        help="TLS certificate chain (PEM): serve wss:// and https://")
-    parser.add_argument("--key", type=Path, metavar="FILE", help="TLS private key (PEM)")
-    parser.add_argument("--origin", action="append", default=[], metavar="URL",
-                        help="another origin allowed to open the viewer's websocket, e.g. "
-                             "https://support.example.com (repeatable)")
-    parser.add_argument("--trusted-proxy", action="append", default=[], type=ip_address,
-                        metavar="ADDR",
-                        help="a reverse proxy's address: connections from it are taken to "
-                             "come from the last X-Forwarded-For address (repeatable)")
-    parser.add_argument("--downloads", type=Path, metavar="DIR",
-                        help="folder whose files /download offers (e.g. the agent's exe)")
-    parser.add_argument("--company", default=DEFAULT_COMPANY, metavar="NAME",
-                        help="the company's name on the customer's download page")
-    parser.add_argument("--viewer-dir", type=Path, default=VIEWER_DIR, metavar="DIR",
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--wait-timeout", type=positive_seconds, default=DEFAULT_WAIT_TIMEOUT_S,
-                        metavar="SECONDS", help="how long a session waits to be accepted")
-    parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE_S,
-                        metavar="SECONDS",
-                        help="how long a session survives a lost viewer or agent link")
-    # Tuning for tests (a network cut detected in a second, stalled handshakes dropped fast).
-    parser.add_argument("--ping-interval", type=float, default=PING_INTERVAL_S,
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--ping-timeout", type=float, default=PING_TIMEOUT_S,
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--handshake-timeout", type=float, default=HANDSHAKE_TIMEOUT_S,
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--hello-timeout", type=float, default=HELLO_TIMEOUT_S,
-                        help=argparse.SUPPRESS)
-
-
-# --- files ----------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
-class StaticFile:
-    path: Path
-    content_type: str
-    attachment: bool = False
+class RelayConfig:
+    """Everything `serve` needs, whatever built it (relay/__main__.py from the command line)."""
 
-
-def viewer_files(folder: Path) -> dict[str, StaticFile]:
-    """URL path -> file, from the folder's listing now; nothing built from a URL later."""
-    files: dict[str, StaticFile] = {}
-    if not folder.is_dir():
-        return files
-    for entry in sorted(folder.iterdir()):
-        content_type = CONTENT_TYPES.get(entry.suffix)
-        if (content_type and _SAFE_NAME.fullmatch(entry.name) and entry.is_file()
-                and not entry.is_symlink()):
-            files["/" + entry.name] = StaticFile(entry, content_type)
-    if "/index.html" in files:
-        files["/"] = files["/index.html"]
-    return files
-
-
-def download_files(folder: Path | None) -> dict[str, StaticFile]:
-    files: dict[str, StaticFile] = {}
-    if folder is None or not folder.is_dir():
-        return files
-    for entry in sorted(folder.iterdir()):
-        if _SAFE_NAME.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
-            files["/download/" + entry.name] = StaticFile(
-                entry, "application/octet-stream", attachment=True)
-    return files
-
-
-def response(status: int, body: bytes, content_type: str,
-             extra: tuple[tuple[str, str], ...] = ()) -> Response:
-    headers = Headers([
-        ("Date", email.utils.formatdate(usegmt=True)),
-        ("Connection", "close"),
-        ("Content-Length", str(len(body))),
-        ("Content-Type", content_type),
-        *extra,
-    ])
-    return Response(status, http.HTTPStatus(status).phrase, headers, body)
-
-
-def plain(status: int, text: str) -> Response:
-    return response(status, text.encode(), "text/plain; charset=utf-8")
+    data: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    cert: Path | None = None
+    key: Path | None = None
+    origins: tuple[str, ...] = ()  # other origins allowed to open the viewer's websocket
+    trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For is believed
+    downloads: Path | None = None
+    company: str = DEFAULT_COMPANY
+    viewer_dir: Path = VIEWER_DIR
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S
+    grace: float = DEFAULT_GRACE_S
+    ping_interval: float = PING_INTERVAL_S
+    ping_timeout: float = PING_TIMEOUT_S
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_S
+    hello_timeout: float = HELLO_TIMEOUT_S
+    max_unauthenticated: int = MAX_UNAUTHENTICATED  # also held under the open-file limit
 
 
 # --- one connection's writer ------------------------------------------------------------
@@ -230,6 +128,7 @@ class Link:
                  on_overflow: Callable[[Link], None],
                  on_caught_up: Callable[[Link, int], None]) -> None:
         self.ws, self.role, self.address = ws, role, address
+        self.stranger = False  # counted in Relay.unauthenticated until its hello is valid
         self.technician: str | None = None
         self.token = ""
         self._on_overflow, self._on_caught_up = on_overflow, on_caught_up
@@ -237,6 +136,10 @@ class Link:
         self._wake = asyncio.Event()
         self._frame_bytes = 0
         self._control_bytes = 0
+        # The newest queue, not sent yet; "ready" once everything queued before it was sent.
+        self._queue: str | None = None
+        self._queue_ready = False
+        self._queue_sent_at = -math.inf
         self._dropped_monitors: set[int] = set()
         self._closing: tuple[int, str] | None = None
         if role == "viewer":  # (where the platform has it)
@@ -251,8 +154,15 @@ class Link:
         if self._closing is not None:
             return
         text = protocol.encode_control(message)
+        if isinstance(message, protocol.Queue):
+            # It says all there is to say: an unsent older one is of no use.
+            if self._queue is None:
+                self._items.append(("queue", ""))  # its place in the order
+            self._queue = text
+            self._wake.set()
+            return
         self._items.append(("text", text))
-        self._control_bytes += len(text)
+        self._control_bytes += len(text) + QUEUED_MESSAGE_OVERHEAD_BYTES
         if (self._control_bytes > MAX_PENDING_CONTROL_BYTES
                 or len(self._items) > MAX_PENDING_MESSAGES):
             self._overflow()
@@ -261,14 +171,15 @@ class Link:
     def send_frame(self, data: bytes, monitor: int) -> None:
         if self._closing is not None:
             return
-        if self._frame_bytes + len(data) > MAX_PENDING_FRAME_BYTES:
+        cost = len(data) + QUEUED_MESSAGE_OVERHEAD_BYTES
+        if self._frame_bytes + cost > MAX_PENDING_FRAME_BYTES:
             # A newer image replaces the unsent ones: drop them all, heal with a refresh later.
             self._items = deque(item for item in self._items if item[0] != "frame")
             self._frame_bytes = 0
             self._dropped_monitors.add(monitor)
             return
         self._items.append(("frame", data))
-        self._frame_bytes += len(data)
+        self._frame_bytes += cost
         self._wake.set()
 
     def close(self, code: int, reason: str) -> None:
@@ -279,6 +190,7 @@ class Link:
     def _overflow(self) -> None:
         log.info("%s is not reading: closing it", self)
         self._items.clear()
+        self._queue, self._queue_ready = None, False
         self._frame_bytes = self._control_bytes = 0
         self._closing = (protocol.CLOSE_POLICY, "not reading fast enough")
         # Later: the rules may be in the middle of the call that sent this message.
@@ -286,7 +198,7 @@ class Link:
 
     @property
     def idle(self) -> bool:
-        return not self._items
+        return not self._items and not self._queue_ready
 
     async def run(self) -> None:
         """Write queued messages until closed; a peer that went away just ends it. Anything
@@ -302,12 +214,21 @@ class Link:
 
     async def _write_until_closed(self) -> None:
         while True:
-            if self._items:
+            queue_wait = self._queue_sent_at + QUEUE_INTERVAL_S - time.monotonic()
+            if self._queue_ready and queue_wait <= 0 and self._queue is not None:
+                text, self._queue, self._queue_ready = self._queue, None, False
+                self._queue_sent_at = time.monotonic()
+                await self.ws.send(text)
+            elif self._items:
                 kind, data = self._items.popleft()
+                cost = len(data) + QUEUED_MESSAGE_OVERHEAD_BYTES
+                if kind == "queue":
+                    self._queue_ready = True  # sent as soon as its interval allows
+                    continue
                 if kind == "frame":
-                    self._frame_bytes -= len(data)
+                    self._frame_bytes -= cost
                 else:
-                    self._control_bytes -= len(data)
+                    self._control_bytes -= cost
                 await self.ws.send(data)
             elif self._closing is not None:
                 await self.ws.close(*self._closing)
@@ -317,7 +238,11 @@ class Link:
                 self._on_caught_up(self, monitors.pop() if len(monitors) == 1 else 0)
             else:
                 self._wake.clear()
-                await self._wake.wait()
+                if not self._queue_ready:
+                    await self._wake.wait()
+                else:  # a queue waits for its turn
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), queue_wait)
 
 
 # --- the relay --------------------------------------------------------------------------
@@ -355,20 +280,26 @@ class LoggedLedger:
 class Relay:
     """Accounts, ledger and session rules behind the websocket and HTTP handlers."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        data: Path = args.data
-        self.accounts = Accounts(data / DB_FILE)
-        self.ledger = Ledger(data / DB_FILE)
-        self.pairing = Pairing(LoggedLedger(self.ledger), wait_timeout=args.wait_timeout,
-                               grace=args.grace)
-        self.tls = args.cert is not None
-        self.hello_timeout: float = args.hello_timeout
-        self.origins = {o.rstrip("/").lower() for o in args.origin}
-        self.trusted_proxies = {_ip(address) for address in args.trusted_proxy}
-        self.files = {**viewer_files(args.viewer_dir), **download_files(args.downloads)}
-        self.download_page = render_download_page(args.company, {
-            url: f.path.name for url, f in download_files(args.downloads).items()})
+    def __init__(self, config: RelayConfig) -> None:
+        self.accounts = Accounts(config.data / DB_FILE)
+        self.ledger = Ledger(config.data / DB_FILE)
+        self.pairing = Pairing(LoggedLedger(self.ledger), wait_timeout=config.wait_timeout,
+                               grace=config.grace)
+        self.tls = config.cert is not None
+        self.hello_timeout = config.hello_timeout
+        self.origins = {o.rstrip("/").lower() for o in config.origins}
+        self.trusted_proxies = {_ip(address) for address in config.trusted_proxies}
+        self.site = StaticSite(config.viewer_dir, config.downloads, config.company)
         self.links: set[Link] = set()
+        self.unauthenticated = Unauthenticated(total=config.max_unauthenticated)
+        self.hello_throttle = HelloThrottle()
+        self.refusal_lines = Budget()  # log lines about strangers refused
+
+    def note_refusal(self, text: str, *args: Any) -> None:
+        """Log a refusal of a stranger, at a bounded rate (the ticker logs the count of the
+        rest): under a flood the log must not fill the disk."""
+        if self.refusal_lines.allow(time.time()):
+            log.info(text, *args)
 
     # --- HTTP -------------------------------------------------------------------------
 
@@ -382,30 +313,20 @@ class Relay:
             refusal = self._check_origin(request, path)
             if refusal:
                 origins = ", ".join(request.headers.get_all("Origin"))
-                log.info("refused %s %s from %s: %s", path, _printable(origins, 200),
-                         self._client_address(connection, request), refusal)
+                self.note_refusal("refused %s %s from %s: %s", path, _printable(origins, 200),
+                                  self._client_address(connection, request), refusal)
                 return plain(403, f"Forbidden: {refusal}\n")
-            if path == VIEWER_PATH:
-                # Viewers send only control text: a smaller limit keeps a connection that is
-                # not logged in yet (and may be waiting out the login throttle) from parking
-                # up to max_queue frame-sized messages in the relay's memory.
-                connection.protocol.max_message_size = protocol.MAX_CONTROL_BYTES
+            address = self._client_address(connection, request)
+            refusal = self.unauthenticated.refusal(address)
+            if refusal:
+                self.note_refusal("refused %s from %s: %s", path, address, refusal)
+                return response(503, f"Service unavailable: {refusal}\n".encode(),
+                                "text/plain; charset=utf-8", (("Retry-After", "10"),))
+            # Until its hello is valid a connection may send one hello-sized message: a
+            # stranger must not park frame-sized data (max_queue of them) in our memory.
+            connection.protocol.max_message_size = protocol.MAX_HELLO_BYTES
             return None
-        if path == "/healthz":
-            return plain(200, "ok\n")
-        if path == "/download":
-            return response(200, self.download_page, "text/html; charset=utf-8")
-        found = self.files.get(path)
-        if found is None:
-            return plain(404, "Not found\n")
-        try:
-            body = await asyncio.to_thread(found.path.read_bytes)
-        except OSError:
-            return plain(404, "Not found\n")
-        extra: tuple[tuple[str, str], ...] = ()
-        if found.attachment:
-            extra = (("Content-Disposition", f'attachment; filename="{found.path.name}"'),)
-        return response(200, body, found.content_type, extra)
+        return await self.site.answer(path)
 
     def _check_origin(self, request: Request, path: str) -> str:
         """Why this upgrade is refused, or "" to let it through."""
@@ -445,8 +366,15 @@ class Relay:
     async def handler(self, ws: ServerConnection) -> None:
         role = "agent" if ws.request.path.split("?", 1)[0] == AGENT_PATH else "viewer"
         address = self._client_address(ws, ws.request)
+        refusal = self.unauthenticated.refusal(address)  # upgrades that raced past the check
+        if refusal:
+            self.note_refusal("refused %s %s: %s", role, address, refusal)
+            await ws.close(protocol.CLOSE_TRY_AGAIN, refusal)
+            return
         link = Link(ws, role, address, self._overflowed, self._caught_up)
         self.links.add(link)
+        self.unauthenticated.opened(address)
+        link.stranger = True
         writer = asyncio.create_task(link.run())
         try:
             hello = await self._hello(ws, link)
@@ -456,12 +384,19 @@ class Relay:
                 else:
                     await self._viewer(ws, link, hello)  # type: ignore[arg-type]
         finally:
+            self._known(link)
             self.links.discard(link)
             link.close(protocol.CLOSE_NORMAL, "")
             try:
                 await asyncio.wait_for(writer, timeout=15)
             except TimeoutError:
                 writer.cancel()
+
+    def _known(self, link: Link) -> None:
+        """The link said a valid hello (or left): it no longer counts as a stranger."""
+        if link.stranger:
+            link.stranger = False
+            self.unauthenticated.done(link.address)
 
     async def _hello(self, ws: ServerConnection, link: Link) -> protocol.Message | None:
         try:
@@ -470,7 +405,7 @@ class Relay:
             self._protocol_error(link, f"no hello within {self.hello_timeout:g} seconds")
             return None
         except ConnectionClosed as closed:
-            log.info("%s left before its hello (%s)", link, _closed_text(closed))
+            self.note_refusal("%s left before its hello (%s)", link, _closed_text(closed))
             return None
         try:
             if not isinstance(first, str):
@@ -484,16 +419,31 @@ class Relay:
         return message
 
     def _protocol_error(self, link: Link, text: str) -> None:
-        log.info("%s: protocol error: %s", link, _printable(text, 200))
+        if link.stranger:
+            self.note_refusal("%s: protocol error: %s", link, _printable(text, 200))
+        else:
+            log.info("%s: protocol error: %s", link, _printable(text, 200))
         link.send(protocol.Error("protocol", _printable(text, 500)))
         link.close(protocol.CLOSE_POLICY, text)
 
     async def _agent(self, ws: ServerConnection, link: Link, hello: protocol.AgentHello) -> None:
-        technician = self.accounts.get(hello.technician)
-        if not self.pairing.agent_hello(link, hello, technician, time.time()):
-            log.info("%s refused (technician %s, resume %s)", link, hello.technician,
-                     bool(hello.resume))
+        now = time.time()
+        if not self.hello_throttle.allow(link.address, now):
+            # Refused at once, whichever support person it names: ids cannot be guessed at
+            # speed, and nobody waits on a closed connection.
+            wait = math.ceil(self.hello_throttle.retry_after(link.address))
+            self.pairing.record_refusal(f"agent hello throttled (from {link.address})", now)
+            self.note_refusal("%s: hello throttled, may try again in %d s", link, wait)
+            link.send(TOO_MANY_HELLOS)
+            link.close(protocol.CLOSE_POLICY, TOO_MANY_HELLOS.code)
             return
+        technician = self.accounts.get(hello.technician)
+        if not self.pairing.agent_hello(link, hello, technician, now):
+            self.note_refusal("%s refused (technician %s, resume %s)", link, hello.technician,
+                              bool(hello.resume))
+            return
+        self._known(link)
+        ws.protocol.max_message_size = protocol.MAX_MESSAGE_BYTES
         session = self.pairing.agents[link]
         log.info("%s: session %s... for %s (%s)", link, session.id[:8], session.technician,
                  "resumed" if hello.resume else "waiting")
@@ -504,8 +454,7 @@ class Relay:
                 if isinstance(data, str):
                     self.pairing.agent_message(link, protocol.decode_control(data), now)
                 else:
-                    fields = protocol.decode_frame_header(data)
-                    self.pairing.agent_frame(link, data, fields[2], now)
+                    self.pairing.agent_frame(link, data, now)
         except protocol.RemoteProtocolError as error:
             self._protocol_error(link, str(error))
         except ConnectionClosed as closed:
@@ -520,6 +469,9 @@ class Relay:
         technician = await self._login(link, hello)
         if technician is None:
             return
+        self._known(link)
+        # Viewers send only control text: frame-sized messages stay refused.
+        ws.protocol.max_message_size = protocol.MAX_CONTROL_BYTES
         link.send(protocol.Welcome(technician.id, technician.name, link.token))
         self.pairing.viewer_joined(link, technician, time.time(), link.token)
         try:
@@ -602,6 +554,10 @@ class Relay:
                         self.pairing.viewer_gone(link, now)
                         link.send(LOGIN_EXPIRED)
                         link.close(protocol.CLOSE_POLICY, LOGIN_EXPIRED.code)
+                left_out = self.refusal_lines.summary(now)
+                if left_out:
+                    log.info("%d more refusals of connections were not logged one by one in "
+                             "the last %g s", left_out, self.refusal_lines.window_s)
                 if now - last_heartbeat >= HEARTBEAT_S:
                     self.ledger.heartbeat(now)
                     last_heartbeat = now
@@ -653,29 +609,68 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-def run(args: argparse.Namespace, *, on_ready: Callable[[str], None] | None = None) -> int:
+def raise_open_file_limit() -> int | None:
+    """Raise this process's soft limit on open files to the hard limit, and return the limit
+    now in force (None where there is no such limit). systemd's default soft limit of 1,024
+    let idle connections crowd out real agents."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit still cannot go beyond the kernel's nr_open (often 2**20).
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 2**20)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+    return target
+
+
+def _accept_errors_at_a_bounded_rate(relay: Relay) -> Callable[..., None]:
+    """The event loop's exception handler: out of file descriptors, asyncio reports every
+    failed accept with a traceback; one line at a bounded rate says it as well."""
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            relay.note_refusal("cannot accept a connection: %s (the open-file limit?)",
+                               context.get("exception"))
+            return
+        loop.default_exception_handler(context)
+
+    return handle
+
+
+def run(config: RelayConfig, *, on_ready: Callable[[str], None] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; print the readiness line once bound. Returns the exit code."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    if (args.cert is None) != (args.key is None):
+    if (config.cert is None) != (config.key is None):
         print("error: --cert and --key go together", file=sys.stderr)
         return 2
     try:
-        context = tls_context(args.cert, args.key) if args.cert else None
+        context = tls_context(config.cert, config.key) if config.cert else None
     except (OSError, ssl.SSLError) as error:
         print(f"error: cannot use the TLS certificate or key: {error}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_serve(args, context, on_ready))
+        return asyncio.run(_serve(config, context, on_ready))
     except OSError as error:
-        print(f"error: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        print(f"error: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
         return 1
 
 
-async def _serve(args: argparse.Namespace, context: ssl.SSLContext | None,
+async def _serve(config: RelayConfig, context: ssl.SSLContext | None,
                  on_ready: Callable[[str], None] | None) -> int:
-    relay = Relay(args)
+    relay = Relay(config)
+    open_files = raise_open_file_limit()
+    if open_files is not None:
+        # Connections before their hello may hold at most half the descriptors: the rest
+        # stays for sessions, the database and the files served.
+        relay.unauthenticated.total = min(relay.unauthenticated.total, open_files // 2)
+    asyncio.get_running_loop().set_exception_handler(_accept_errors_at_a_bounded_rate(relay))
     recovered = relay.ledger.recover()
     if recovered:
         log.info("closed %d session(s) left open by the last run (relay-restart)", recovered)
@@ -685,16 +680,18 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext | None,
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with serve(
-        relay.handler, args.host, args.port,
+        relay.handler, config.host, config.port,
         process_request=relay.process_request, process_response=relay.process_response,
         max_size=protocol.MAX_MESSAGE_BYTES, max_queue=8, compression=None,
-        open_timeout=args.handshake_timeout, ping_interval=args.ping_interval,
-        ping_timeout=args.ping_timeout, close_timeout=CLOSE_TIMEOUT_S, ssl=context,
+        open_timeout=config.handshake_timeout, ping_interval=config.ping_interval,
+        ping_timeout=config.ping_timeout, close_timeout=CLOSE_TIMEOUT_S, ssl=context,
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        host = f"[{args.host}]" if ":" in args.host else args.host
+        host = f"[{config.host}]" if ":" in config.host else config.host
         url = f"{'https' if context else 'http'}://{host}:{port}"
         print(f"Relay listening on {url}", flush=True)
+        log.info("open files: up to %s; connections before their hello: up to %d",
+                 open_files or "unlimited", relay.unauthenticated.total)
         if on_ready is not None:
             on_ready(url)
         ticker = asyncio.create_task(relay.ticker())

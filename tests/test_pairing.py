@@ -77,6 +77,13 @@ class FakeLedger:
         return [c[0] if c[0] != "event" else c[2] for c in self.calls]
 
 
+def frame(seq: int = 1, flags: int = protocol.FLAG_LAST, monitor: int = 1, x: int = 0,
+          y: int = 0, width: int = 64, height: int = 64) -> bytes:
+    """A binary update rectangle (the rules read only its header)."""
+    return protocol.encode_frame(protocol.Frame(protocol.FRAME_JPEG, flags, monitor, seq, x, y,
+                                                width, height, b"\xff\xd8\xff image"))
+
+
 def hello(technician: str = "david", resume: str = "") -> protocol.AgentHello:
     return protocol.AgentHello("agent", protocol.PROTOCOL_VERSION, technician, "PC-1",
                                "anna", SCREENS, resume)
@@ -155,6 +162,138 @@ def test_waiting_sessions_per_address_are_capped(pairing):
     register(pairing, "203.0.113.6")  # another address is not affected
 
 
+@pytest.mark.parametrize("network, addresses", [
+    ("IPv4 /24", [f"203.0.113.{i}" for i in range(1, 255)]),
+    ("IPv6 /64", [f"2001:db8:1:2::{i:x}" for i in range(1, 255)]),
+])
+def test_waiting_sessions_per_subnet_are_capped_well_above_one_address(pairing, network,
+                                                                         addresses):
+    """Many addresses of one /24 or /64 hold at most MAX_WAITING_PER_SUBNET waiting sessions
+    (ten times one address's cap: an office NAT); the next network is not affected."""
+    assert protocol.MAX_WAITING_PER_SUBNET >= 10 * protocol.MAX_WAITING_PER_ADDRESS
+    for address in addresses[: protocol.MAX_WAITING_PER_SUBNET]:
+        register(pairing, address)
+    agent = FakePeer(addresses[-1])
+    assert not pairing.agent_hello(agent, hello(), DAVID, T0)
+    assert agent.last().code == "too-many-waiting"
+    register(pairing, "198.51.100.1" if "." in addresses[0] else "2001:db8:1:3::1")
+
+
+def test_queue_lists_the_newest_sessions_and_counts_the_rest(pairing):
+    """Over MAX_QUEUE_ENTRIES waiting: the queue lists the newest (oldest first among them)
+    and says how many more wait, so a flood cannot hide the customer who just called; the
+    support person's own detached session is listed whatever the flood."""
+    _, viewer, mine = active(pairing)
+    pairing.viewer_gone(viewer, T0 + 2)  # detached: to rejoin
+    flood = protocol.MAX_QUEUE_ENTRIES + 5
+    for i in range(flood):
+        register(pairing, f"10.{i // 250}.{i % 250}.1", now=T0 + 10 + i)
+    _, real = register(pairing, "192.0.2.99", now=T0 + 10 + flood)
+    queue = pairing.queue_for("david", T0 + 20 + flood)
+    listed = [e.session for e in queue.sessions]
+    assert len(listed) == protocol.MAX_QUEUE_ENTRIES
+    assert listed[0] == mine and listed[-1] == real
+    assert queue.more == flood + 1 + 1 - protocol.MAX_QUEUE_ENTRIES
+    assert [e.waited_s for e in queue.sessions[1:]] == sorted(
+        (e.waited_s for e in queue.sessions[1:]), reverse=True)
+
+
+def test_refused_hellos_fill_the_ledger_only_up_to_a_budget_then_one_summary(pairing, ledger):
+    """A flood of refused agent hellos writes at most the budget of rows a window, then one
+    row saying how many more there were once the window is over."""
+    budget = pairing.refusals.lines
+    for i in range(500):
+        assert not pairing.agent_hello(FakePeer(f"10.0.{i // 200}.{i % 200}"), hello("nobody"),
+                                       None, T0 + i * 0.01)
+    assert ledger.kinds().count("refused") == budget
+    pairing.tick(T0 + pairing.refusals.window_s + 1)
+    rows = [c for c in ledger.calls if c[0] == "event" and c[2] == "refused"]
+    assert len(rows) == budget + 1
+    assert rows[-1][3].startswith(f"{500 - budget} more refused hellos")
+    pairing.tick(T0 + 2 * pairing.refusals.window_s + 2)  # nothing more to say
+    assert len([c for c in ledger.calls if c[0] == "event"]) == budget + 1
+
+
+def test_frames_beyond_the_update_window_are_dropped_and_a_full_image_asked_once(pairing):
+    """An agent that sends update after update without acknowledgements gets the first
+    MAX_UPDATES_IN_FLIGHT through, the rest dropped and one refresh; its full image then
+    starts a new window, and acknowledgements make room again."""
+    agent, viewer, session = active(pairing)
+    limit = protocol.MAX_UPDATES_IN_FLIGHT
+    full = protocol.FLAG_LAST | protocol.FLAG_FULL
+    assert pairing.agent_frame(agent, frame(0, full), T0)  # its first image since accepted
+    assert [pairing.agent_frame(agent, frame(seq), T0) for seq in range(1, 10)] == \
+        [True] * (limit - 1) + [False] * (10 - limit)
+    assert agent.of(protocol.Refresh) == [protocol.Refresh(session, 1)]
+    assert pairing.agent_frame(agent, frame(20, full), T0)  # the restart
+    pairing.viewer_message(viewer, protocol.Ack(session, 20), T0)
+    assert [pairing.agent_frame(agent, frame(seq), T0) for seq in range(21, 25)] == \
+        [True] * limit + [False]
+    pairing.viewer_message(viewer, protocol.Ack(session, 21), T0)
+    assert pairing.agent_frame(agent, frame(25), T0)
+
+
+def test_an_agent_keeping_the_window_is_never_cut_short_across_a_refresh(pairing):
+    """A refresh crosses updates already on their way: those still count to the old window,
+    the agent's full image opens a new one, and the old ones' acks are still taken."""
+    agent, viewer, session = active(pairing)
+    window = protocol.UpdateWindow()  # the agent's side of the same rule
+    sent = []
+
+    def agent_sends(seq: int, flags: int = protocol.FLAG_LAST) -> None:
+        assert window.may_start()
+        window.started(seq)
+        assert pairing.agent_frame(agent, frame(seq, flags), T0)
+        sent.append(seq)
+
+    for seq in range(3):
+        agent_sends(seq)
+    pairing.viewer_message(viewer, protocol.Ack(session, 0), T0)
+    window.acked(0)
+    pairing.viewer_message(viewer, protocol.Refresh(session, 1), T0)  # on its way to the agent
+    agent_sends(3)  # sent before the agent read the refresh
+    window.restart()  # the agent reads it: forgets 1, 2, 3 and sends full images
+    for seq in range(4, 7):
+        agent_sends(seq, protocol.FLAG_LAST | (protocol.FLAG_FULL if seq == 4 else 0))
+    for seq in (1, 2, 3, 4):  # the viewer draws them in order
+        pairing.viewer_message(viewer, protocol.Ack(session, seq), T0)
+        window.acked(seq)
+    agent_sends(7)
+    assert len(viewer.frames) == len(sent) == 8
+
+
+def test_a_new_monitor_layout_starts_a_new_window(pairing):
+    """An agent whose monitors changed sends `screens`, forgets what was in flight and
+    streams the new layout at once: none of it is cut short, and the old acks still count."""
+    agent, viewer, session = active(pairing)
+    full = protocol.FLAG_LAST | protocol.FLAG_FULL
+    for seq in range(3):
+        assert pairing.agent_frame(agent, frame(seq, full if seq == 0 else protocol.FLAG_LAST),
+                                   T0)
+    wider = (protocol.Screen(0, 0, 1920, 1080), protocol.Screen(0, 0, 1920, 1080))
+    pairing.agent_message(agent, protocol.Screens(wider), T0)
+    assert viewer.last() == protocol.Screens(wider)
+    assert [pairing.agent_frame(agent, frame(seq, full, width=1920, height=1080), T0)
+            for seq in range(3, 6)] == [True] * 3
+    pairing.viewer_message(viewer, protocol.Ack(session, 0), T0)  # an old one, drawn late
+    assert not pairing.agent_frame(agent, frame(6), T0)  # the new window is full
+
+
+def test_a_rectangle_outside_the_announced_monitor_is_a_protocol_error(pairing):
+    """A frame beyond its monitor's announced size, or for a monitor the agent does not
+    have, is refused as bad data; one update may not carry more than twice its pixels."""
+    agent, _, _ = active(pairing)
+    for bad in (frame(1, x=1280 - 63), frame(1, y=800 - 63, height=64),
+                frame(1, monitor=2), frame(1, width=16384, height=16384)):
+        with pytest.raises(protocol.ProtocolError):
+            pairing.agent_frame(agent, bad, T0)
+    assert pairing.agent_frame(agent, frame(1, x=1280 - 64, y=800 - 64), T0)
+    whole = {"x": 0, "y": 0, "width": 1280, "height": 800}
+    assert pairing.agent_frame(agent, frame(2, 0, **whole), T0)
+    assert pairing.agent_frame(agent, frame(2, 0, **whole), T0)
+    assert not pairing.agent_frame(agent, frame(2, 0, **whole), T0)  # a third screenful
+
+
 def test_accept_tells_both_sides_and_records_it(pairing, ledger):
     """accept -> accepted to agent and viewer with the customer's details; ledger.accepted."""
     agent, viewer, session = active(pairing)
@@ -199,10 +338,10 @@ def test_no_frames_before_acceptance(pairing):
     """Screen updates from a waiting session go nowhere; after accept they reach the viewer."""
     agent, session = register(pairing)
     viewer = viewer_of(pairing)
-    assert not pairing.agent_frame(agent, b"frame-1", 1, T0)
+    assert not pairing.agent_frame(agent, frame(1), T0)
     pairing.viewer_message(viewer, protocol.Accept(session), T0)
-    assert pairing.agent_frame(agent, b"frame-2", 1, T0)
-    assert viewer.frames == [b"frame-2"]
+    assert pairing.agent_frame(agent, frame(2, protocol.FLAG_LAST | protocol.FLAG_FULL), T0)
+    assert viewer.frames == [frame(2, protocol.FLAG_LAST | protocol.FLAG_FULL)]
 
 
 def test_input_needs_an_active_session_and_control(pairing):
@@ -523,7 +662,9 @@ class PairingMachine(RuleBasedStateMachine):
     def agent_sends(self, data, kind):
         agent = data.draw(st.sampled_from(self.agents))
         if kind == "frame":
-            self.pairing.agent_frame(agent, b"img", 1, self.now)
+            self.pairing.agent_frame(agent, frame(data.draw(st.integers(0, 5)),
+                                                  data.draw(st.sampled_from([0, 1, 2, 3]))),
+                                     self.now)
         elif kind == "close":
             self.pairing.agent_message(agent, protocol.Close(""), self.now)
         else:

@@ -50,10 +50,11 @@ def message(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields})
 
 
-def frame(seq: int, size: int = 1000, monitor: int = 1) -> bytes:
+def frame(seq: int, size: int = 1000, monitor: int = 1,
+          flags: int = protocol.FLAG_LAST) -> bytes:
     image = b"\xff\xd8\xff" + bytes(range(256)) * (size // 256 + 1)
     return protocol.encode_frame(protocol.Frame(
-        protocol.FRAME_JPEG, protocol.FLAG_LAST, monitor, seq, 0, 0, 64, 64, image[:size]))
+        protocol.FRAME_JPEG, flags, monitor, seq, 0, 0, 64, 64, image[:size]))
 
 
 _OPENED: contextvars.ContextVar[list[ClientConnection]] = contextvars.ContextVar("opened")
@@ -581,7 +582,7 @@ async def session_with_a_viewer_that_stops_reading(
 
 def test_viewer_that_stops_reading_neither_stalls_the_agent_nor_queues_frames(relay):
     """Frames for a viewer that does not read are dropped, the agent keeps being read,
-    and once the viewer reads again the agent is asked for a refresh."""
+    and the agent is asked for a refresh, whose full image reaches the viewer."""
 
     async def scenario():
         agent, viewer, session = await session_with_a_viewer_that_stops_reading(relay)
@@ -591,7 +592,7 @@ def test_viewer_that_stops_reading_neither_stalls_the_agent_nor_queues_frames(re
         await asyncio.wait_for(pong, WAIT_S)  # the relay still reads the agent
         # The viewer reads again (all of it, as a real one would); once the relay's queue
         # for it has drained, the relay heals the picture by asking the agent for a refresh.
-        healed = frame(99, 1000)
+        healed = frame(99, 1000, flags=protocol.FLAG_LAST | protocol.FLAG_FULL)
 
         async def read_viewer_until_healed() -> int:
             received = 0

@@ -439,6 +439,92 @@ def test_updates_are_drawn_in_order_and_acknowledged(open_viewer, agents):
     assert acks == [1, 2, 3]
 
 
+def test_an_image_larger_than_its_frame_says_is_never_decoded(open_viewer, agents):
+    """Four small PNGs that declare 4096x4096 pixels, sent as 64x64 rectangles, are refused
+    without decoding (the canvas there keeps its colour); the update is still acknowledged
+    and the next one is drawn."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    warnings: list[str] = []
+    viewer.page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+    agent.send_full((200, 40, 40), seq=1)
+    agent.expect(protocol.Ack, lambda m: m.seq == 1)
+    buffer = io.BytesIO()
+    Image.new("1", (4096, 4096)).save(buffer, "PNG")  # black, a few KB; 64 MB decoded
+    assert len(buffer.getvalue()) < 64 * 1024
+    for i in range(4):
+        agent.socket.send(protocol.encode_frame(protocol.Frame(
+            protocol.FRAME_PNG, protocol.FLAG_LAST if i == 3 else 0, 1, 2, 100 + 64 * i, 100,
+            64, 64, buffer.getvalue())))
+    agent.expect(protocol.Ack, lambda m: m.seq == 2)
+    agent.send_image(Image.new("RGB", (64, 64), (20, 180, 60)), seq=3, x=500, y=500)
+    agent.expect(protocol.Ack, lambda m: m.seq == 3)
+    viewer.wait_for_pixel(520, 520, (20, 180, 60))
+    assert [viewer.pixel(120 + 64 * i, 120) for i in range(4)] == [(200, 40, 40)] * 4
+    assert sum("refused an image" in text for text in warnings) == 4, warnings
+
+
+COUNT_DECODES = """(() => {
+    const decode = window.createImageBitmap.bind(window);
+    let now = 0;
+    window.decodes = { max: 0, total: 0 };
+    window.createImageBitmap = (...args) => {
+        now += 1;
+        window.decodes.total += 1;
+        window.decodes.max = Math.max(window.decodes.max, now);
+        return decode(...args).finally(() => { now -= 1; });
+    };
+})();"""
+
+
+def test_the_viewer_decodes_at_most_the_in_flight_number_of_images_at_once(open_viewer,
+                                                                           agents):
+    """Twelve large JPEG rectangles of one update arrive at once: at most
+    MAX_UPDATES_IN_FLIGHT are decoded at the same time, and all are drawn and acknowledged."""
+    viewer = open_viewer()
+    viewer.context.add_init_script(COUNT_DECODES)  # counts createImageBitmap calls in flight
+    viewer.page.reload()
+    viewer.signed_in()
+    agent = agents()
+    viewer.accept(agent)
+    agent.expect(protocol.Accepted)
+    noise = Image.effect_noise((400, 250), 80).convert("RGB")
+    flags = protocol.FLAG_FULL
+    for i in range(12):
+        x, y = 400 * (i % 4), 250 * (i // 4)
+        agent.send_image(noise, seq=1, x=x, y=y, kind=protocol.FRAME_JPEG,
+                         flags=flags | (protocol.FLAG_LAST if i == 11 else 0))
+    agent.expect(protocol.Ack, lambda m: m.seq == 1)
+    decodes = viewer.page.evaluate("() => window.decodes")
+    assert decodes["total"] == 12
+    assert 1 <= decodes["max"] <= protocol.MAX_UPDATES_IN_FLIGHT, decodes
+
+
+def test_queue_lists_the_newest_customers_and_counts_the_others(open_viewer, relay):
+    """With more customers waiting than the queue lists, the page lists the newest and says
+    how many more wait; the count includes them."""
+    extra = 4
+    waiting = protocol.MAX_QUEUE_ENTRIES + extra
+    per_subnet = protocol.MAX_WAITING_PER_SUBNET
+    with contextlib.ExitStack() as stack:
+        for i in range(waiting):
+            socket = stack.enter_context(connect(
+                f"{relay.ws_url}/ws/agent", open_timeout=WAIT_S,
+                source_address=(f"127.0.{1 + i // per_subnet}.{1 + i % per_subnet}", 0)))
+            socket.send(protocol.encode_control(protocol.AgentHello(
+                "agent", protocol.PROTOCOL_VERSION, "david", f"PC-{i:03}", "anna",
+                (protocol.Screen(0, 0, 800, 600), protocol.Screen(0, 0, 800, 600)))))
+            assert isinstance(protocol.decode_control(socket.recv(timeout=WAIT_S)),
+                              protocol.Registered)
+        viewer = open_viewer().signed_in()
+        more = viewer.by("queue-more")
+        more.wait_for(state="visible")
+        assert more.text_content() == f"{extra} more waiting longer are not listed."
+        assert viewer.page.locator("#queue-count").text_content() == str(waiting)
+        items = viewer.page.locator('[data-testid="queue-item"] .machine')
+        assert items.count() == protocol.MAX_QUEUE_ENTRIES
+        assert items.last.text_content() == f"PC-{waiting - 1:03}"  # the newest is listed
+
+
 def test_customer_pointer_is_drawn_over_the_screen(open_viewer, agents):
     """A `cursor` message from the agent shows the customer's pointer."""
     viewer, agent = accepted_session(open_viewer, agents)

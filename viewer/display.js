@@ -1,9 +1,43 @@
 // Drawing: the remote screen on a canvas, in arrival order although decoding is asynchronous,
 // scaled to fit the window or shown 1:1 with scroll bars, and the customer's pointer on top.
 // No websocket here: the page hands frames in and gets a promise per frame back.
+//
+// An image is hostile data: a 32 KB PNG can declare 16384x16384 pixels (1 GB decoded). So an
+// image is decoded only if its own header declares no more pixels than the frame's rectangle,
+// and at most MAX_UPDATES_IN_FLIGHT images are decoded at once (the agent's in-flight rule).
 
-import { FLAG_FULL } from "./protocol.js";
+import { FRAME_PNG, FLAG_FULL, MAX_UPDATES_IN_FLIGHT } from "./protocol.js";
 import { Decoder } from "./decoder.js";
+
+const JPEG_SOF = new Set([0xc0, 0xc1, 0xc2, 0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcd,
+    0xce, 0xcf]);
+
+// The size an image's own header declares (PNG's IHDR, JPEG's start-of-frame), read without
+// decoding it; null when no size can be found before the image data.
+export function imageSize(kind, bytes) {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (kind === FRAME_PNG) {
+        if (bytes.length < 24 || String.fromCharCode(...bytes.subarray(12, 16)) !== "IHDR") {
+            return null;
+        }
+        return { width: view.getUint32(16), height: view.getUint32(20) };
+    }
+    let at = 2;  // after SOI
+    while (at + 9 <= bytes.length) {
+        if (bytes[at] !== 0xff) return null;
+        const marker = bytes[at + 1];
+        if (marker === 0xff) {  // fill byte
+            at += 1;
+            continue;
+        }
+        if (JPEG_SOF.has(marker)) {
+            return { width: view.getUint16(at + 7), height: view.getUint16(at + 5) };
+        }
+        if (marker === 0xda || marker === 0xd9) return null;  // image data or the end: no SOF
+        at += 2 + view.getUint16(at + 2);
+    }
+    return null;
+}
 
 export class Display {
     constructor(canvas, viewport, stage, pointer) {
@@ -18,6 +52,9 @@ export class Display {
         this.scale = 1;
         this.decodeErrors = 0;
         this._decoder = new Decoder();  // off the main thread
+        this.refusedImages = 0;     // larger than their frame said: never decoded
+        this._decoding = 0;         // images being decoded now
+        this._waiting = [];         // decodes waiting for a free slot, in arrival order
         this._cursor = null;
         this._chain = Promise.resolve();
         this._generation = 0;
@@ -28,6 +65,7 @@ export class Display {
     reset(screens) {
         this._generation += 1;
         this._chain = Promise.resolve();
+        for (const waiting of this._waiting.splice(0)) waiting.drop();
         this.screens = screens || [];
         this.monitor = null;
         this._cursor = null;
@@ -54,25 +92,49 @@ export class Display {
         return this.monitor !== null;
     }
 
-    // Start decoding now (in a worker), draw when every earlier frame has been drawn. The
-    // promise resolves once this rectangle is on the canvas (or was dropped), never rejects.
-    // The frame's image bytes are handed to the decoder.
+    // Start decoding (in a worker) as soon as a slot is free, draw when every earlier frame has
+    // been drawn.
+    // The promise resolves once this rectangle is on the canvas (or was dropped), never rejects.
     draw(frame) {
-        const decoding = this._decoder.decode(frame);
-        decoding.catch(() => {});   // reported in order, below
+        const size = imageSize(frame.kind, frame.image);
         const generation = this._generation;
+        if (!size || size.width > frame.width || size.height > frame.height) {
+            this.refusedImages += 1;
+            console.warn("refused an image larger than its frame says:",
+                size ? `${size.width}x${size.height}` : "no size",
+                `for ${frame.width}x${frame.height}`);
+            return this._chain;
+        }
+        const decoding = this._decode(frame);
+        decoding.catch(() => {});   // reported in order, below
         this._chain = this._chain.then(async () => {
             let bitmap;
             try {
                 bitmap = await decoding;
             } catch {
-                this.decodeErrors += 1;
+                if (generation === this._generation) this.decodeErrors += 1;
                 return;
             }
             if (generation === this._generation) this._paint(frame, bitmap);
             bitmap.close();
         });
         return this._chain;
+    }
+
+    _decode(frame) {
+        return new Promise((resolve, reject) => {
+            const start = () => {
+                this._decoding += 1;
+                this._decoder.decode(frame)  // in a worker; the bytes are handed over
+                    .then(resolve, reject)
+                    .finally(() => {
+                        this._decoding -= 1;
+                        this._waiting.shift()?.start();
+                    });
+            };
+            if (this._decoding < MAX_UPDATES_IN_FLIGHT) start();
+            else this._waiting.push({ start, drop: () => reject(new Error("dropped")) });
+        });
     }
 
     _paint(frame, bitmap) {

@@ -12,12 +12,14 @@ export const PROTOCOL_VERSION = 1;
 
 // Limits, shared by both ends (see protocol.py).
 export const MAX_CONTROL_BYTES = 64 * 1024; // counted in characters, as protocol.py does
+export const MAX_HELLO_BYTES = 8 * 1024;
 export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
 export const MAX_MESSAGE_BYTES = MAX_FRAME_BYTES;
 export const MAX_UPDATES_IN_FLIGHT = 4; // one kept for input's echo (see protocol.py)
 export const MAX_INPUT_EVENTS_PER_S = 250;
 export const INPUT_BURST = 120;
 export const MAX_WAITING_PER_ADDRESS = 3;
+export const MAX_WAITING_PER_SUBNET = 30;
 export const MAX_NAME_CHARS = 64;
 export const MAX_TEXT_CHARS = 2000;
 export const MAX_SCREENS = 17;
@@ -321,9 +323,10 @@ const BY_TYPE = new Map([
         checkStr("name", m.name, MAX_NAME_CHARS);
         checkSession(m.token);
     }),
-    messageSpec("queue", ["sessions"], (m) => {
+    messageSpec("queue", ["sessions", "more"], (m) => {
         if (m.sessions.length > MAX_QUEUE_ENTRIES) fail("too many queue entries");
-    }),
+        checkInt("more", m.more, 0, 2 ** 31);
+    }, { more: 0 }),
     sessionMessage("accept"),
     messageSpec(
         "accepted", ["session", "technician_name", "machine", "user", "screens", "elapsed_s"],

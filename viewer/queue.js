@@ -5,21 +5,24 @@ const ALERT_TITLE = "A customer is waiting";
 
 export class QueueList {
     // onSound(blocked) hears whether the browser keeps the chime silent until a click.
-    constructor({ list, template, count, empty }, onAccept, onSound = () => {}) {
+    constructor({ list, template, count, empty, more }, onAccept, onSound = () => {}) {
         this.list = list;
+        this.more = more;
         this.template = template;
         this.count = count;
         this.empty = empty;
         this.onAccept = onAccept;
         this.entries = [];
+        this.moreCount = 0;         // waiting, but not listed
         this._rows = new Map();     // session -> {row, entry, receivedAt}
         this._seen = null;          // ids already announced; null until the first list
         this._chime = new Chime(onSound);
         this._chime.prepare();
     }
 
-    // A fresh list from the relay (it always sends the whole queue).
-    update(entries) {
+    // A fresh list from the relay: the newest entries, and how many older ones wait unlisted
+    // (a flood of fake customers must not hide the one on the phone, who is the newest).
+    update(entries, more = 0) {
         const now = performance.now();
         const arrivals = [];
         const ids = new Set(entries.map((e) => e.session));
@@ -46,8 +49,11 @@ export class QueueList {
         }
         this._seen = new Set([...(this._seen || []), ...ids]);
         this.entries = entries;
-        this.count.textContent = String(entries.length);
-        this.count.classList.toggle("some", entries.length > 0);
+        this.count.textContent = String(entries.length + more);
+        this.count.classList.toggle("some", entries.length + more > 0);
+        this.moreCount = more;
+        this.more.textContent = more ? `${more} more waiting longer are not listed.` : "";
+        this.more.hidden = !more;
         this.empty.hidden = entries.length > 0;
         const waiting = arrivals.filter((e) => e.state === "waiting");
         if (waiting.length) this._announce(waiting);

@@ -17,7 +17,7 @@ const display = new Display($("screen"), $("viewport"), $("stage"), $("remote-po
 const input = new Input($("screen"), display, (message) => sendForSession(message));
 const queue = new QueueList(
     { list: $("queue"), template: $("queue-item-template"), count: $("queue-count"),
-      empty: $("queue-empty") },
+      empty: $("queue-empty"), more: $("queue-more") },
     (session) => accept(session),
     (blocked) => showSound(blocked),
 );
@@ -45,7 +45,7 @@ function notice(text) {
 }
 
 function updateTitle() {
-    const waiting = queue.entries.filter((e) => e.state === "waiting").length;
+    const waiting = queue.entries.filter((e) => e.state === "waiting").length + queue.moreCount;
     // In a session the queue is out of sight: say that others are waiting.
     $("session-waiting").textContent = `${waiting} waiting`;
     $("session-waiting").hidden = waiting === 0;
@@ -182,7 +182,7 @@ connection.onsignedout = (reason) => {
 connection.onmessage = (message) => {
     switch (message.type) {
         case "queue":
-            queue.update(message.sessions);
+            queue.update(message.sessions, message.more);
             updateTitle();
             rejoinIfDetached(message.sessions);
             break;
