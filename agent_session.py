@@ -168,6 +168,7 @@ class FlowControl:
 
     def __init__(self, limit: int = p.MAX_UPDATES_IN_FLIGHT) -> None:
         self.limit = limit
+        self.window = p.UpdateWindow(limit)  # the wire's rule, as the relay enforces it
         self.seq = 0
         # seq -> [bytes written, first written at, delivered then, delivered_at then]
         self.in_flight: dict[int, list] = {}
@@ -199,9 +200,8 @@ class FlowControl:
     def may_start(self, interactive: bool = False) -> bool:
         """May a new update begin? Interactive ones only need a free place in the wire's
         allowance; bulk ones leave one free and wait for the byte budget."""
-        open_updates = len(self.in_flight)
-        allowed = open_updates < self.limit if interactive else \
-            open_updates < self.limit - 1 and self.unacked < self.budget()
+        allowed = self.window.may_start() and (interactive or (
+            len(self.window.open) < self.limit - 1 and self.unacked < self.budget()))
         self.waiting = self.waiting or not allowed
         return allowed
 
@@ -218,6 +218,7 @@ class FlowControl:
             self.delivered_at = now
         self.in_flight[seq] = [0, None, self.delivered,
                                now if self.delivered_at is None else self.delivered_at]
+        self.window.started(seq)
 
     def write_delay(self, size: int, interactive: bool, now: float) -> float:
         """Seconds until a frame of ``size`` bytes may be written (0: now). Interactive
@@ -253,6 +254,7 @@ class FlowControl:
         entry = self.in_flight.pop(seq, None)
         if entry is None:
             return False
+        self.window.acked(seq)
         size, written_at, delivered_then, delivered_at_then = entry
         self.unacked -= size
         self.delivered += size
@@ -279,6 +281,7 @@ class FlowControl:
         """A full image comes next: nothing older waits for an acknowledgement. (What was
         learnt about the link stays: it is the same link.)"""
         self.in_flight.clear()
+        self.window.restart()
         self.unacked = 0
         self.next_write_at = 0.0
 

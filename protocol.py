@@ -994,7 +994,10 @@ class UpdateWindow:
     layout) says so first with ``screens``, in order: the relay sets them apart at once
     (``restart_seen()``).
 
-    Today the rule counts updates; the issue on slow links makes it bytes and time, here.
+    The wire's rule counts updates (the relay cannot see a link's rate). Within it the agent
+    paces by bytes and time (agent_session.FlowControl, around this class): bulk updates
+    leave one place free for an interactive one (input's echo), whose rectangles may then
+    pass the rest of a bulk update's on the wire where they do not overlap.
     """
 
     def __init__(self, limit: int = MAX_UPDATES_IN_FLIGHT) -> None:

@@ -145,3 +145,46 @@ def test_an_echo_that_overlaps_a_waiting_frame_goes_after_it_but_before_the_rest
                interactive=False)
     outbox.add(2, frames((50, 8, 8, 16)), interactive=True)  # rows 8-23: strips 1 and 2
     assert [outbox.pop()[2][1] for _ in range(4)] == [0, 16, 8, 32]
+
+
+def test_what_the_pacing_writes_the_relays_window_admits() -> None:
+    """The agent's rule and the relay's agree: bulk updates, an echo passing a waiting video
+    frame, acknowledgements and a restart, written as FlowControl and the Outbox say, are
+    all admitted by protocol.UpdateWindow as the relay runs it."""
+    flow, outbox, relay = learnt(), codec.Outbox(), p.UpdateWindow()
+    screen_px = 1920 * 1080
+    now = 10.0
+
+    def start(rects, interactive=False, full=False):
+        assert flow.may_start(interactive)
+        seq = flow.next_seq()
+        flow.started(seq, now)
+        last = len(rects) - 1
+        outbox.add(seq, [(r, (i == last, full)) for i, r in enumerate(rects)], interactive)
+        return seq
+
+    def write(count):
+        for _ in range(count):
+            seq, _, (_, _, w, h), (last, full) = outbox.pop()
+            flags = (p.FLAG_LAST if last else 0) | (p.FLAG_FULL if full else 0)
+            assert relay.admit(seq, flags, w * h, screen_px)
+            flow.wrote(seq, 1000, now)
+
+    strips = [(1120, 630 + 16 * i, 800, 16) for i in range(4)]
+    video = [start(strips) for _ in range(1)]
+    write(2)
+    echo = start([(40, 40, 8, 16)], interactive=True)
+    write(3)  # the echo, then the video's last two strips
+    for seq in (*video, echo):
+        flow.acked(seq, now + 0.2)
+        relay.acked(seq)
+    for _ in range(LIMIT - 1):
+        start(strips)
+        write(4)
+    assert not flow.may_start() and flow.may_start(interactive=True)
+    start([(40, 40, 8, 16)], interactive=True)
+    write(1)
+    flow.reset()  # a refresh: the relay counts on until the full image
+    relay.restart_sent()
+    start([(0, 0, 1920, 1080)], full=True)
+    write(1)
