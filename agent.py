@@ -1,26 +1,27 @@
 """Spotlight Remote Support: the customer's program.
 
-The customer picks the support person they are talking to; the agent connects out to the
-relay (``<relay>/ws/agent``), shows a yellow tray icon while it waits and a green one once the
-support person accepted, streams the screen (what changed, encoded by screen_codec.py, paced by
-its ``Pacer``, at most ``MAX_UPDATES_IN_FLIGHT`` unacknowledged) and injects the support
-person's input while they hold control. Close in the tray menu (or SIGTERM/Ctrl+C, which take
-the same path) ends the session.
+The customer picks the support person they are talking to; from then until the end the
+session panel (panel.py) says what is happening. The agent connects out to the relay
+(``<relay>/ws/agent``), streams the screen once accepted (what changed, encoded and paced by
+screen_codec.py) and injects the support person's input while they hold control and the
+customer has not paused. A second start while one runs brings its panel to the front.
 
     python agent.py [--relay URL] [--technician ID] [--config FILE]
     python agent.py --check-config FILE     is FILE a configuration this program accepts?
 
 This file is the program's I/O: the real backends (screen, input), the asyncio loop that
 drives the session core (agent_session.py: every rule of the session, no I/O) and main().
-The tray and dialogs are in agent_ui.py, the configuration in agent_config.py (which says
-what support.json holds). With --relay and --technician no configuration is needed (source
-runs and tests). Exit codes: 0 ended normally or cancelled, 1 refused/unreachable/lost,
-2 configuration.
+The tray, the dialogs and what the panel is told are in agent_ui.py, the configuration in
+agent_config.py (which says what support.json holds). With --relay and --technician no
+configuration is needed (source runs and tests). Exit codes: 0 ended normally, cancelled or
+already running, 1 refused/unreachable/lost/no window to show, 2 configuration.
 
 Environment (for tests and diagnosis): SPOTLIGHT_SCREEN=mss|dummy, SPOTLIGHT_INPUT=
 win32|x11|dummy (default: the platform's), SPOTLIGHT_TRAY=pystray|log (default pystray; "log"
-writes the tray's states to the log instead of showing an icon), SPOTLIGHT_DIALOGS=
-win32|tk|stderr (default: the platform's), SPOTLIGHT_LOG=debug for a verbose log.
+writes the tray's states to the log instead of showing an icon), SPOTLIGHT_PANEL=win32|tk|log
+(default: the platform's; "log" writes the panel's states to the log: the only way to share
+the screen without a window saying so, for tests), SPOTLIGHT_DIALOGS=win32|tk|stderr
+(default: the platform's), SPOTLIGHT_LOG=debug for a verbose log.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import signal
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import agent_session as core
 import agent_ui
+import panel
 import protocol as p
 from agent_config import (
     CONFIG_NAME,
@@ -54,11 +55,13 @@ from agent_config import (
     ConfigError,
     agent_url,
     check_config,
+    config_paths,
     load_config,
     make_ssl_context,
 )
-from agent_session import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, Outcome
+from agent_session import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, KEY_TABLE, Outcome
 from agent_ui import APP_NAME, Dialogs, Tray, make_dialogs, make_tray
+from panel import Panel
 
 if TYPE_CHECKING:  # numpy and screen_codec are imported where the screen is used, so that
     import numpy as np  # --check-config runs with a bare Python
@@ -76,6 +79,8 @@ CONNECT_TIMEOUT_S = 10
 KEEPALIVE_S = 10  # a silent link is noticed within 2x this, well inside the relay's grace
 RECONNECT_JITTER = 0.3  # each reconnect delay +-30%: agents cut off together come back spread
 DUMMY_SCREEN = p.Screen(0, 0, 1024, 768)
+METER_TICK_S = 1.0  # the panel's meter counts seconds
+ASKED = object()  # _until_closed: the customer asked to pause or resume
 tray_image = agent_ui.tray_image  # icons/make_icons.py draws the exe icon with it
 log = logging.getLogger("agent")
 
@@ -395,99 +400,83 @@ def set_dpi_aware() -> None:
         ctypes.windll.user32.SetProcessDPIAware()
 
 
-# --- pure helpers ----------------------------------------------------------------------
-
-
-def _key_table() -> dict[str, tuple[int, int]]:
-    """KeyboardEvent.code -> (X11 keysym, Windows virtual key; bit 8 = extended key)."""
-    table = {f"Key{chr(65 + i)}": (97 + i, 65 + i) for i in range(26)}
-    table.update({f"Digit{i}": (48 + i, 48 + i) for i in range(10)})
-    table.update({f"F{i}": (0xFFBD + i, 0x6F + i) for i in range(1, 25)})
-    table.update({f"Numpad{i}": (0xFFB0 + i, 0x60 + i) for i in range(10)})
-    named = {
-        "Enter": (0xFF0D, 0x0D), "Escape": (0xFF1B, 0x1B), "Backspace": (0xFF08, 0x08),
-        "Tab": (0xFF09, 0x09), "Space": (0x20, 0x20), "Minus": (0x2D, 0xBD),
-        "Equal": (0x3D, 0xBB), "BracketLeft": (0x5B, 0xDB), "BracketRight": (0x5D, 0xDD),
-        "Backslash": (0x5C, 0xDC), "IntlBackslash": (0x3C, 0xE2), "Semicolon": (0x3B, 0xBA),
-        "Quote": (0x27, 0xDE), "Backquote": (0x60, 0xC0), "Comma": (0x2C, 0xBC),
-        "Period": (0x2E, 0xBE), "Slash": (0x2F, 0xBF), "CapsLock": (0xFFE5, 0x14),
-        "PrintScreen": (0xFF61, 0x12C), "ScrollLock": (0xFF14, 0x91), "Pause": (0xFF13, 0x13),
-        "Insert": (0xFF63, 0x12D), "Home": (0xFF50, 0x124), "PageUp": (0xFF55, 0x121),
-        "Delete": (0xFFFF, 0x12E), "End": (0xFF57, 0x123), "PageDown": (0xFF56, 0x122),
-        "ArrowRight": (0xFF53, 0x127), "ArrowLeft": (0xFF51, 0x125),
-        "ArrowDown": (0xFF54, 0x128), "ArrowUp": (0xFF52, 0x126), "NumLock": (0xFF7F, 0x190),
-        "NumpadDivide": (0xFFAF, 0x16F), "NumpadMultiply": (0xFFAA, 0x6A),
-        "NumpadSubtract": (0xFFAD, 0x6D), "NumpadAdd": (0xFFAB, 0x6B),
-        "NumpadEnter": (0xFF8D, 0x10D), "NumpadDecimal": (0xFFAE, 0x6E),
-        "ContextMenu": (0xFF67, 0x15D), "ShiftLeft": (0xFFE1, 0xA0), "ShiftRight": (0xFFE2, 0xA1),
-        "ControlLeft": (0xFFE3, 0xA2), "ControlRight": (0xFFE4, 0x1A3), "AltLeft": (0xFFE9, 0xA4),
-        "AltRight": (0xFE03, 0x1A5),  # AltGr: ISO_Level3_Shift / right Alt
-        "MetaLeft": (0xFFEB, 0x15B), "MetaRight": (0xFFEC, 0x15C),
-    }
-    table.update(named)
-    return table
-
-
-KEY_TABLE = _key_table()
-
-
-
-def config_paths() -> list[Path]:
-    """Where support.json is looked for: next to the exe or script, then inside the exe."""
-    if getattr(sys, "frozen", False):
-        paths = [Path(sys.executable).resolve().parent / CONFIG_NAME]
-        if hasattr(sys, "_MEIPASS"):
-            paths.append(Path(sys._MEIPASS) / CONFIG_NAME)
-        return paths
-    return [Path(__file__).resolve().parent / CONFIG_NAME]
-
-
 # --- the Agent loop --------------------------------------------------------------------
 
 
 class Agent:
     """The asyncio loop around one Session (agent_session.py): connects, hands the core what
-    arrives with the time, and carries out what it answers on the websocket and the backends.
-    Backends, clock and TLS context are passed in; the rules are all in the core."""
+    arrives with the time, and carries out what it answers on the websocket and the backends;
+    the session panel and the tray show the core's view (agent_ui.panel_facts, panel.view).
+    Backends, windows, clock and TLS context are passed in; the rules are all in the core."""
 
     def __init__(self, *, url: str, technician: str, screen: Screen, input: Input,
                  tray: Tray, machine: str, user: str, ssl_context: ssl.SSLContext | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, window: Panel | None = None,
+                 company: str = APP_NAME, person: str = "", phone: str = "") -> None:
         self.url, self.ssl_context = url, ssl_context
         self.screen, self.input, self.tray, self.clock = screen, input, tray, clock
-        self.session = core.Session(technician, machine, user, KEY_TABLE, on_change=_log_change)
+        self.display = agent_ui.SessionDisplay(
+            window if window is not None else panel.LogPanel(), tray, company,
+            person or technician, phone)
+        self.session = core.Session(technician, machine, user, KEY_TABLE,
+                                    on_change=self._show)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()  # set before the loop runs is honoured too
         self._closed: asyncio.Event | None = None  # the same, for the loop
+        self._asked: asyncio.Event | None = None  # the customer asked to pause or resume
+        self._pause_wish: bool | None = None  # what they asked for last
         self._wake: asyncio.Event | None = None  # the streamer: ack, refresh or input
         self._streamer: asyncio.Future | None = None
         self._pacer: Any = None  # the streamer's screen_codec.Pacer
         self._full = True
         self._capture_failed = False  # the streamer failed: the session ends
+        self._show(self.session.view)
 
     def request_close(self) -> None:
-        """The customer chose Close (any thread: tray menu, signal handler)."""
+        """The customer chose Close or End session (any thread: tray menu, panel, signal)."""
         self._closing.set()
         if self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._closed.set)
 
+    def request_pause(self, paused: bool = True) -> None:
+        """The customer chose Pause (``paused``) or Resume (any thread: panel, tray menu)."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._ask_pause, paused)
+
+    def _ask_pause(self, paused: bool) -> None:
+        self._pause_wish = paused
+        self._asked.set()
+
     async def run(self) -> Outcome:
-        self._wake, self._closed = asyncio.Event(), asyncio.Event()
+        self._wake, self._closed, self._asked = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._loop = asyncio.get_running_loop()
         # The encoder (numpy, Pillow: 0.3 to 1.5 s to import on a busy machine) is loaded
         # while the customer waits, not after the support person accepted.
         self._loop.run_in_executor(None, importlib.import_module, "screen_codec")
         if self._closing.is_set():
             self._closed.set()
+        meter = asyncio.ensure_future(self._tick())
         try:
             return await self._run()
         finally:
+            meter.cancel()
             await self._stop_stream()
-            for action in self.session.close():  # after an end: nothing (all released)
+            for action in self.session.close(self.clock()):  # after an end: nothing
                 if isinstance(action, core.Inject):
                     self._inject(action)
             self.tray.hide()
+
+    def _show(self, view: core.View) -> None:
+        self.display.show(view, self.clock())
+
+    async def _tick(self) -> None:
+        """The panel's meter, once a second while it runs."""
+        while True:
+            await asyncio.sleep(METER_TICK_S)
+            if self.session.state in (*core.SHARING, core.RECONNECTING):
+                self._show(self.session.view)
 
     async def _run(self) -> Outcome:
         delay = 0.0
@@ -496,12 +485,13 @@ class Agent:
                 jitter = random.uniform(1 - RECONNECT_JITTER, 1 + RECONNECT_JITTER)
                 await self._until_closed(asyncio.sleep(delay * jitter))
             if self._closing.is_set():  # no link: nobody to tell
-                done = await self._do(None, self.session.close())
+                done = await self._do(None, self.session.close(self.clock()))
             else:
                 try:
                     ws = await self._until_closed(self._connect())
                 except ssl.SSLCertVerificationError as e:
-                    done = await self._do(None, self.session.untrusted(e.verify_message))
+                    done = await self._do(None, self.session.untrusted(e.verify_message,
+                                                                       self.clock()))
                 except Exception as e:
                     log.info("connect failed: %r", e)
                     done = await self._do(None, self.session.connect_failed(_describe(e),
@@ -523,17 +513,21 @@ class Agent:
             close_timeout=CLOSE_TIMEOUT_S, ping_interval=KEEPALIVE_S, ping_timeout=KEEPALIVE_S,
             user_agent_header=f"{APP_NAME} agent")
 
-    async def _until_closed(self, coro: Any) -> Any:
-        """Run ``coro`` unless Close comes first (then cancel it and return None)."""
+    async def _until_closed(self, coro: Any, *, or_asked: bool = False) -> Any:
+        """Run ``coro`` unless Close comes first (then cancel it and return None), or, with
+        ``or_asked``, a Pause or Resume (then cancel it and return ASKED)."""
         task = asyncio.ensure_future(coro)
-        waiter = asyncio.ensure_future(self._closed.wait())
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if not task.done():
+        waiters = {asyncio.ensure_future(self._closed.wait())}
+        if or_asked:
+            waiters.add(asyncio.ensure_future(self._asked.wait()))
+        await asyncio.wait({task, *waiters}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        if not task.done():  # (cancelling websockets' recv loses nothing)
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-            return None
+            return None if self._closed.is_set() else ASKED
         return task.result()
 
     async def _serve(self, ws: Any) -> core.End | core.Reconnect:
@@ -541,24 +535,30 @@ class Agent:
         from websockets.exceptions import ConnectionClosed
 
         session = self.session
+        self._asked.clear()  # a Pause pressed while the link was down is not kept
         try:
             done = await self._do(ws, session.connected(self.screen.monitors()))
             while done is None:
-                data = await self._until_closed(ws.recv())
+                data = await self._until_closed(ws.recv(), or_asked=True)
+                now = self.clock()
                 if data is None:  # Close, or the streamer failed
-                    actions = session.capture_failed() if self._capture_failed else session.close()
+                    actions = session.capture_failed(now) if self._capture_failed else \
+                        session.close(now)
+                elif data is ASKED:
+                    self._asked.clear()
+                    actions = session.pause(now) if self._pause_wish else session.unpause(now)
                 elif not isinstance(data, str):
-                    actions = session.bad_message("the relay sent binary data")
+                    actions = session.bad_message("the relay sent binary data", now)
                 else:
                     try:
                         message = p.decode_control(data)
                     except p.RemoteProtocolError as e:  # (a LocalProtocolError is a bug of ours)
                         log.warning("bad message from the relay: %s", e)
-                        actions = session.bad_message(str(e))
+                        actions = session.bad_message(str(e), now)
                     else:
                         if isinstance(message, (p.Error, p.Ended)):
                             log.info("the relay says %s", p.encode_control(message))
-                        actions = session.receive(message, self.clock())
+                        actions = session.receive(message, now)
                 done = await self._do(ws, actions)
             return done
         except ConnectionClosed as e:
@@ -576,8 +576,8 @@ class Agent:
                 await ws.send(p.encode_control(action.message))
             elif isinstance(action, core.Inject):
                 self._inject(action)
-            elif isinstance(action, core.Tray):
-                self.tray.show(action.state, action.tooltip, action.balloon)
+            elif isinstance(action, core.Balloon):
+                self.display.balloon(action.text)
             elif isinstance(action, core.Stream):
                 self._full = self._full or action.full
                 if self._streamer is None and ws is not None:
@@ -596,10 +596,12 @@ class Agent:
         return None
 
     async def _goodbye(self, ws: Any, end: core.End) -> None:
-        """Tell the relay (``end.farewell``) and close, or drop a link that does not answer."""
+        """Tell the relay (``end.farewell``) and close, or drop a link that does not answer.
+        Its `ended` answering our close carries the receipt (the ledger's reference)."""
         async def tell() -> None:
             if end.farewell is not None:
                 await ws.send(p.encode_control(end.farewell))
+                await self._receipt(ws)
             await ws.close(end.close_code, end.close_reason)
 
         try:
@@ -607,6 +609,19 @@ class Agent:
         except Exception as e:
             log.info("could not tell the relay: %r", e)
             ws.transport.abort()
+
+    async def _receipt(self, ws: Any) -> None:
+        """Read what the relay still says until its `ended` (the caller bounds the time)."""
+        from websockets.exceptions import ConnectionClosed
+
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                data = await ws.recv()
+                with contextlib.suppress(p.RemoteProtocolError):
+                    message = p.decode_control(data) if isinstance(data, str) else None
+                    if isinstance(message, p.Ended):
+                        self.session.receipt(message)
+                        return
 
     def _inject(self, action: core.Inject) -> None:
         if self._pacer is not None:
@@ -744,10 +759,6 @@ class Agent:
             flow.wrote(seq, len(data), self.clock())
 
 
-def _log_change(view: core.View) -> None:
-    log.info("session: %s%s", view.state, f" ({view.sentence})" if view.sentence else "")
-
-
 def _describe(error: BaseException) -> str:
     from websockets.exceptions import InvalidStatus
 
@@ -769,30 +780,8 @@ def _describe(error: BaseException) -> str:
 # --- main ------------------------------------------------------------------------------
 
 
-def _setup_logging() -> None:
-    level = logging.DEBUG if os.environ.get("SPOTLIGHT_LOG") == "debug" else logging.INFO
-    if sys.stderr is not None:
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    else:  # windowed exe: the only file we ever write, in the temp folder
-        path = Path(tempfile.gettempdir()) / "spotlight-agent.log"
-        handler = logging.FileHandler(path, mode="w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    handler.addFilter(_one_line_for_libraries)
-    for logger in (log, logging.getLogger("pystray")):
-        logger.addHandler(handler)
-        logger.propagate = False
-    log.setLevel(level)
-
-
-def _one_line_for_libraries(record: logging.LogRecord) -> bool:
-    """pystray logs a traceback per icon update when X11 has no system tray: one line is
-    enough (the icon is then simply not shown)."""
-    if not record.name.startswith("agent"):
-        record.exc_info, record.exc_text = None, None
-    return True
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = None) -> int:
+    """The program; ``instance`` (tests) replaces the per-user one-program lock."""
     parser = argparse.ArgumentParser(description=f"{APP_NAME}: let a support person help you.")
     parser.add_argument("--relay", help="the support server's URL (wss://...)")
     parser.add_argument("--technician", help="the support person's id (skips the choice)")
@@ -805,45 +794,98 @@ def main(argv: list[str] | None = None) -> int:
         ok, line = check_config(args.check_config)
         print(line, file=sys.stdout if ok else sys.stderr)
         return EXIT_OK if ok else EXIT_CONFIG
-    _setup_logging()
+    agent_ui.setup_logging(log)
     if sys.platform == "win32":
         set_dpi_aware()
     dialogs = make_dialogs()
     try:
-        config, technician = _config(args, dialogs)
-        if technician is None:
-            return EXIT_OK
+        config, technician = _config(args)
         url, context = agent_url(config.relay), make_ssl_context(config.ca_cert)
     except ConfigError as e:
         log.error("configuration: %s", e)
         dialogs.message(e.company or APP_NAME, e.customer, error=True)
         return EXIT_CONFIG
-    holder: list[Agent] = []
+    controls = agent_ui.Controls()
+    # One program at a time (the elevated hand-off, started by this program, skips this).
+    instance = instance or agent_ui.make_instance()
+    try:
+        first = instance.acquire(controls.front)
+    except OSError as e:  # no private place for the lock: run, as before there was one
+        log.warning("running without the one-program lock: %r", e)
+        first = True
+    if not first:
+        if sys.stderr is not None:  # (the windowed exe's log file is the first one's)
+            log.info("the program is already running: its panel was asked to come to the "
+                     "front")
+        return EXIT_OK
+    try:
+        technician = technician or dialogs.pick(config.company, config.people)
+        if technician is None:
+            return EXIT_OK
+        # The panel is up from the click to the end; without one the screen is not shared.
+        try:
+            window = panel.make_panel(controls.panel_actions())
+        except panel.PanelError as e:  # asked for by name (SPOTLIGHT_PANEL), not possible
+            log.error("%s", e)
+            window = None
+        if window is None or (isinstance(window, panel.LogPanel)
+                              and os.environ.get("SPOTLIGHT_PANEL") != "log"):
+            log.error("no session panel can be shown: the screen is not shared")
+            dialogs.message(config.company, agent_ui.NO_WINDOW, error=True)
+            return EXIT_FAILED
+        for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), lambda *_: controls.quit())
+        try:
+            return _sessions(config, technician, (url, context), controls, window, dialogs)
+        finally:
+            window.close()
+    finally:
+        instance.release()
+
+
+def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
+              controls: agent_ui.Controls, window: Panel, dialogs: Dialogs) -> int:
+    """Sessions with ``technician`` on ``window`` until one ends without the customer asking
+    to Retry (a log panel asks nothing: its sentence goes to a message instead)."""
+    controls.window = window
+    interactive = not isinstance(window, panel.LogPanel)
     try:
         screen, user_input = make_screen(), make_input()
-        tray = make_tray(lambda: holder[0].request_close() if holder else None)
+        tray = make_tray(controls.end, controls.pause)
     except Exception as e:  # no display, no permission: say so instead of a traceback
         log.exception("start-up failed")
         dialogs.message(config.company, f"This program cannot run here: {e}", error=True)
         return EXIT_FAILED
-    agent = Agent(url=url, technician=technician, screen=screen, input=user_input, tray=tray,
-                  machine=socket.gethostname(), user=_user_name(), ssl_context=context)
-    holder.append(agent)
-    for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), lambda *_: agent.request_close())
-    outcome = asyncio.run(agent.run())
-    for backend in (screen, user_input):
-        with contextlib.suppress(Exception):
-            backend.close()
-    log.info("exit %d %s", outcome.code, outcome.message)
-    if outcome.message:
-        dialogs.message(config.company, outcome.message, error=outcome.code != EXIT_OK)
+    person = dict(config.people).get(technician, technician)
+    try:
+        while True:
+            controls.forget_choices()
+            controls.agent = Agent(
+                url=link[0], technician=technician, screen=screen, input=user_input,
+                tray=tray, machine=socket.gethostname(), user=_user_name(), ssl_context=link[1],
+                window=window, company=config.company, person=person, phone=config.phone)
+            outcome = asyncio.run(controls.agent.run())
+            log.info("exit %d %s", outcome.code, outcome.message)
+            if controls.quitting:
+                break
+            if not interactive:  # the log panel: the sentence as a message instead
+                if outcome.message:
+                    dialogs.message(config.company, outcome.message,
+                                    error=outcome.code != EXIT_OK)
+                break
+            if controls.choice() != "retry":  # the receipt or the error stays until then
+                break
+            log.info("retry")
+    finally:
+        for backend in (screen, user_input):
+            with contextlib.suppress(Exception):
+                backend.close()
     return outcome.code
 
 
-def _config(args: argparse.Namespace, dialogs: Dialogs) -> tuple[Config, str | None]:
-    """The configuration, and the support person (None: the customer cancelled the choice)."""
+def _config(args: argparse.Namespace) -> tuple[Config, str]:
+    """The configuration, and the support person ("": the customer is to choose)."""
     if args.config is not None:
         config = load_config(args.config)
     else:
@@ -863,9 +905,7 @@ def _config(args: argparse.Namespace, dialogs: Dialogs) -> tuple[Config, str | N
         except p.ProtocolError as e:
             raise ConfigError(f"--technician: {e}") from None
         return config, args.technician
-    if len(config.people) == 1:
-        return config, config.people[0][0]
-    return config, dialogs.pick(config.company, config.people)
+    return config, config.people[0][0] if len(config.people) == 1 else ""
 
 
 def _user_name() -> str:

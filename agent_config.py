@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import json
 import ssl
+import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,3 +173,13 @@ def check_config(path: Path) -> tuple[bool, str]:
     people = ", ".join(pid for pid, _ in config.people)
     return True, (f"{path}: ok ({config.company!r}, relay {config.relay}, support people "
                   f"{people}{', pinned CA' if config.ca_cert else ''})")
+
+
+def config_paths() -> list[Path]:
+    """Where support.json is looked for: next to the exe or script, then inside the exe."""
+    if getattr(sys, "frozen", False):
+        paths = [Path(sys.executable).resolve().parent / CONFIG_NAME]
+        if hasattr(sys, "_MEIPASS"):
+            paths.append(Path(sys._MEIPASS) / CONFIG_NAME)
+        return paths
+    return [Path(__file__).resolve().parent / CONFIG_NAME]

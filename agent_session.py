@@ -7,24 +7,28 @@ returns, in order:
     event in                                   actions out (typical)
     -----------------------------------------  -----------------------------------------------
     connected(screens)                         Send(hello)
-    receive(registered)                        Tray(pending, "Connection active")
-    receive(accepted)                          Tray(active), Stream(full)
+    receive(registered)                        Balloon("Connection active") the first time
+    receive(accepted)                          Balloon(name), Stream(full)  (paused: neither)
     receive(control granted / released)        (released: Inject key/button ups)
     receive(input), in control                 Inject(move / button / scroll / key / type)
     receive(refresh) / layout(screens)         (Send(screens)), Stream(full)
     receive(ack) that frees a held-back update Stream(not full)
+    pause() / unpause(), customer       Inject ups, StopStream, Send(pause) /
+                                               Send(pause), Stream(full)
     receive(ended / error)                     Inject ups, StopStream, End
     bad_message(text)                          Inject ups, StopStream, End(CLOSE_POLICY)
-    link_lost(close code)                      Inject ups, StopStream, Tray(reconnecting),
-                                               Reconnect, or End when it cannot resume
+    link_lost(close code)                      Inject ups, StopStream, Reconnect, or End when
+                                               it cannot resume
     connect_failed / untrusted                 Reconnect(after a delay) or End
     close() / capture_failed()                 Inject ups, StopStream, End(farewell: close)
+    receipt(ended), after our close            (the view gains the ledger's reference)
 
-States: connecting -> waiting -> accepted <-> in_control -> ended, and from any live state
-reconnecting -> (waiting | accepted) when the link is lost in a way that may resume. Input is
-injected only in ``in_control``; every way out of it releases what the support person holds.
-``ended`` is final. ``view`` is what the customer's windows show; ``on_change`` is called with
-it whenever it changes.
+States: connecting -> waiting -> accepted <-> in_control, either <-> paused, -> ended; and
+from any live state reconnecting -> (waiting | accepted | in_control | paused) when the link
+is lost in a way that may resume. Input is injected only in ``in_control``; every way out of
+it (pause included) releases what the support person holds. Nothing is captured while
+paused. ``ended`` is final. ``view`` is what the customer's windows (the panel, the tray)
+show; ``on_change`` is called with it whenever it changes.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from dataclasses import dataclass
 import protocol as p
 
 CONNECTING, WAITING, ACCEPTED, IN_CONTROL = "connecting", "waiting", "accepted", "in_control"
-RECONNECTING, ENDED = "reconnecting", "ended"
+PAUSED, RECONNECTING, ENDED = "paused", "reconnecting", "ended"
+SHARING = (ACCEPTED, IN_CONTROL, PAUSED)  # accepted by the support person, link up
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 RECONNECT_DELAYS_S = (0.5, 1, 2, 4, 5)  # capped backoff (the loop adds +-30% jitter)
 RECONNECT_GRACE_S = 60  # how long after the link was lost connecting again is worth trying
@@ -84,10 +89,10 @@ class Inject:
 
 
 @dataclass(frozen=True)
-class Tray:
-    state: str  # pending | active | reconnecting
-    tooltip: str
-    balloon: str = ""
+class Balloon:
+    """Tell the customer ``text`` in a notification by the tray icon."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,26 @@ class End:
     close_reason: str = ""
 
 
-Action = Send | Inject | Tray | Stream | StopStream | Reconnect | End
+Action = Send | Inject | Balloon | Stream | StopStream | Reconnect | End
+
+
+@dataclass(frozen=True)
+class Stopwatch:
+    """``base_s`` seconds counted up to ``since``, and counting on from it unless ``since`` is
+    None (stopped). Time passed in; frozen, so a View holding one compares by value."""
+
+    base_s: float = 0.0
+    since: float | None = None
+
+    def seconds(self, now: float) -> float:
+        running = max(0.0, now - self.since) if self.since is not None else 0.0
+        return self.base_s + running
+
+    def run(self, now: float) -> Stopwatch:
+        return self if self.since is not None else Stopwatch(self.base_s, now)
+
+    def stop(self, now: float) -> Stopwatch:
+        return Stopwatch(self.seconds(now)) if self.since is not None else self
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,12 @@ class View:
     state: str
     technician_name: str = ""
     sentence: str = ""  # once ended: what the customer is told
+    code: str = ""  # the session code from `registered`, for the customer to read out
+    billed: Stopwatch = Stopwatch()  # the ledger's clock: accepted.elapsed_s as its base
+    paused: Stopwatch = Stopwatch()  # time paused by the customer (not billed)
+    accepted: bool = False  # the support person accepted at some point
+    failed: bool = False  # once ended: by a refusal, a lost link or a fault
+    ref: int = 0  # once ended: the ledger's reference (0: the relay did not say)
 
 
 # --- rules with time passed in --------------------------------------------------------------
@@ -313,18 +343,23 @@ class Session:
             clean_name(user)
         self.keys = frozenset(keys)  # the key codes the input backend can press
         self.on_change = on_change
-        self.session = self.resume = self.name = ""
+        self.session = self.resume = self.name = self.code = ""
         self.screens: tuple[p.Screen, ...] = ()
         self.monitor = 0
         self.flow = FlowControl()
         self.rate = RateLimit(p.MAX_INPUT_EVENTS_PER_S, p.INPUT_BURST)
         self.held_keys: set[str] = set()
         self.held_buttons: set[str] = set()
+        self.paused = False  # the customer's wish: it outlasts a lost link
+        self.granted = False  # the relay's word: the support person holds control
         self._state = CONNECTING
         self._before_loss = CONNECTING  # the state the lost link interrupted
         self._lost_at: float | None = None
         self._attempt = 0
         self._sentence = ""
+        self._billed = self._paused_for = Stopwatch()
+        self._accepted = self._failed = False
+        self._ref = 0
 
     @property
     def state(self) -> str:
@@ -332,13 +367,21 @@ class Session:
 
     @property
     def view(self) -> View:
-        return View(self._state, self.name, self._sentence)
+        return View(self._state, self.name, self._sentence, self.code, self._billed,
+                    self._paused_for, self._accepted, self._failed, self._ref)
 
     def _become(self, state: str, sentence: str = "") -> None:
         before = self.view
         self._state, self._sentence = state, sentence or self._sentence
+        self._changed(before)
+
+    def _changed(self, before: View) -> None:
         if self.on_change is not None and self.view != before:
             self.on_change(self.view)
+
+    def _sharing_state(self) -> str:
+        """Where an accepted session stands: paused wins, then control."""
+        return PAUSED if self.paused else IN_CONTROL if self.granted else ACCEPTED
 
     # --- the link ---
 
@@ -358,11 +401,11 @@ class Session:
         actions = [*self._release(), StopStream()]
         if not (self.session and self.resume and can_resume(close_code)):
             why = p.customer_words(reason) if reason in p.WORDING else LOST
-            return [*actions, *self._end(Outcome(EXIT_FAILED, why))]
+            return [*actions, *self._end(Outcome(EXIT_FAILED, why), now)]
         if self._state != RECONNECTING:  # lost again after a resume: a new grace period
             self._lost_at, self._before_loss = now, self._state
         self._become(RECONNECTING)
-        return [*actions, Tray("reconnecting", f"Reconnecting to {self.name}"), Reconnect(0)]
+        return [*actions, Reconnect(0)]
 
     def connect_failed(self, why: str, now: float) -> list[Action]:
         """Connecting failed (``why``: one phrase); try again while the grace period lasts."""
@@ -371,38 +414,63 @@ class Session:
         if self._lost_at is None or now - self._lost_at > RECONNECT_GRACE_S:
             why = "the connection was lost" if self._lost_at is not None else why
             return self._end(Outcome(EXIT_FAILED, f"Could not reach the support server: "
-                                                  f"{why}."))
+                                                  f"{why}."), now)
         delay = RECONNECT_DELAYS_S[min(self._attempt, len(RECONNECT_DELAYS_S) - 1)]
         self._attempt += 1
         return [Reconnect(delay)]
 
-    def untrusted(self, why: str) -> list[Action]:
+    def untrusted(self, why: str, now: float) -> list[Action]:
         """The relay's certificate failed verification: never retried."""
         return [*self._release(), StopStream(), *self._end(Outcome(
             EXIT_FAILED, f"The support server's certificate is not trusted ({why}). Please "
-                         "call your support company before trying again."))]
+                         "call your support company before trying again."), now)]
 
-    def bad_message(self, error: str) -> list[Action]:
+    def bad_message(self, error: str, now: float) -> list[Action]:
         """The relay sent something the protocol does not allow."""
         if self._state == ENDED:
             return []
         return [*self._release(), StopStream(), *self._end(
             Outcome(EXIT_FAILED, "The support server sent something this program does not "
-                                 "understand; the session was ended."),
+                                 "understand; the session was ended."), now,
             close_code=p.CLOSE_POLICY, close_reason=error[:120])]
 
     # --- the customer ---
 
-    def close(self) -> list[Action]:
+    def close(self, now: float) -> list[Action]:
         """The customer chose Close: input and capture stop first, then the relay is told."""
         return [*self._release(), StopStream(),
-                *self._end(Outcome(EXIT_OK), farewell=p.Close("customer-closed"))]
+                *self._end(Outcome(EXIT_OK), now, farewell=p.Close("customer-closed"))]
 
-    def capture_failed(self) -> list[Action]:
+    def pause(self, now: float) -> list[Action]:
+        """The customer paused: what the support person holds is released and capture stops
+        before the relay (and so the viewer) is told; the billed clock stands still."""
+        if self._state not in (ACCEPTED, IN_CONTROL):
+            return []
+        before = self.view
+        actions = [*self._release(keep_control=True), StopStream()]
+        self.paused = True
+        self._billed, self._paused_for = self._billed.stop(now), self._paused_for.run(now)
+        self._state = PAUSED
+        self._changed(before)
+        return [*actions, Send(p.Pause(True))]
+
+    def unpause(self, now: float) -> list[Action]:
+        """The customer resumed: the relay is told, then a whole image follows."""
+        if self._state != PAUSED:
+            return []
+        before = self.view
+        self.paused = False
+        self._billed, self._paused_for = self._billed.run(now), self._paused_for.stop(now)
+        self._state = self._sharing_state()
+        self._changed(before)
+        self.flow.reset()
+        return [Send(p.Pause(False)), Stream(full=True)]
+
+    def capture_failed(self, now: float) -> list[Action]:
         """Capturing the screen failed (the loop logs why): the relay and the customer are
         told the session ended."""
         return [*self._release(), StopStream(), *self._end(
-            Outcome(EXIT_FAILED, CAPTURE_FAILED), farewell=p.Close("agent-error"))]
+            Outcome(EXIT_FAILED, CAPTURE_FAILED), now, farewell=p.Close("agent-error"))]
 
     def layout(self, screens: tuple[p.Screen, ...]) -> list[Action]:
         """The monitor layout is now ``screens``: tell the viewer, send a whole image."""
@@ -411,7 +479,7 @@ class Session:
         self.screens = screens
         self.monitor = self.monitor if self.monitor < len(screens) else 0
         self.flow.reset()
-        return [Send(p.Screens(screens)), Stream(full=True)]
+        return [Send(p.Screens(screens)), *([] if self.paused else [Stream(full=True)])]
 
     # --- the relay ---
 
@@ -422,32 +490,27 @@ class Session:
         if isinstance(msg, p.INPUT_TYPES):
             return self._input(msg, now)
         if isinstance(msg, p.Ended):
-            by_a_person = msg.by in ("customer", "technician")
-            return [*self._release(), StopStream(), *self._end(
-                Outcome(EXIT_OK) if by_a_person else
-                Outcome(EXIT_FAILED, p.customer_words(msg.reason)))]
+            return [*self._release(), StopStream(), *self._ended(msg, now)]
         if isinstance(msg, p.Error):  # by code; a code this side does not know: its message
             why = p.customer_words(msg.code, msg.message)
-            return [*self._release(), StopStream(), *self._end(Outcome(EXIT_FAILED, why))]
+            return [*self._release(), StopStream(), *self._end(Outcome(EXIT_FAILED, why), now)]
         if isinstance(msg, p.Registered):
             return self._registered(msg)
         if getattr(msg, "session", None) != self.session:
             return []
         if isinstance(msg, p.Accepted):
-            actions: list[Action] = []
-            if self._state not in (ACCEPTED, IN_CONTROL):
-                text = f"{msg.technician_name} is connected"
-                actions.append(Tray("active", text, text if self._state == WAITING else ""))
-                self.name = msg.technician_name
-                self._become(ACCEPTED)
-            self.name = msg.technician_name
-            self.flow.reset()
-            return [*actions, Stream(full=True)]
+            return self._accepted_by(msg, now)
         if isinstance(msg, p.Control):
-            if msg.granted and self._state in (ACCEPTED, IN_CONTROL):
+            self.granted = msg.granted and self._state in (*SHARING, RECONNECTING)
+            if self.granted and self._state == ACCEPTED:
                 self._become(IN_CONTROL)
                 return []
-            return self._release()
+            if self.granted:
+                return []
+            actions = self._release()
+            if self._state == IN_CONTROL:
+                self._become(ACCEPTED)
+            return actions
         if isinstance(msg, p.Refresh):
             if msg.monitor >= len(self.screens) or self._state not in (ACCEPTED, IN_CONTROL):
                 return []
@@ -455,17 +518,47 @@ class Session:
             self.flow.reset()
             return [Stream(full=True)]
         if isinstance(msg, p.Ack):
-            return [Stream(full=False)] if self.flow.acked(msg.seq, now) else []
+            held_back = self.flow.acked(msg.seq, now)
+            return [Stream(full=False)] if held_back and not self.paused else []
         return []
+
+    def receipt(self, msg: p.Ended) -> None:
+        """The relay's `ended` answering our own close: the receipt's reference and billed
+        seconds (the ledger's, which the relay knows best)."""
+        if self._state == ENDED and msg.session == self.session and msg.ref:
+            before = self.view
+            self._ref, self._billed = msg.ref, Stopwatch(msg.billable_s)
+            self._changed(before)
 
     def _registered(self, msg: p.Registered) -> list[Action]:
         resumed = self._state == RECONNECTING and msg.session == self.session
         self.session, self.resume, self.name = msg.session, msg.resume, msg.technician_name
-        if self._state in (ACCEPTED, IN_CONTROL) or (resumed and self._before_loss != WAITING):
+        before = self.view
+        self.code = msg.code
+        if self._state in SHARING or (resumed and self._before_loss != WAITING):
+            self._changed(before)
             return []  # resumed: `accepted` follows and says where the session stands
         first = self._state == CONNECTING
         self._become(WAITING)
-        return [Tray("pending", f"Waiting for {self.name}", "Connection active" if first else "")]
+        return [Balloon("Connection active")] if first else []
+
+    def _accepted_by(self, msg: p.Accepted, now: float) -> list[Action]:
+        """Accepted (or told again after a resume or the viewer's rejoin): the billed clock
+        takes the relay's count; the customer's pause holds whatever the relay thought."""
+        fresh = self._state == WAITING
+        before = self.view
+        self.name, self.code, self._accepted = msg.technician_name, msg.code, True
+        self._billed = Stopwatch(msg.elapsed_s, None if self.paused else now)
+        if self._state not in SHARING:
+            self._state = self._sharing_state()
+        self._changed(before)
+        actions: list[Action] = [Balloon(f"{self.name} can see your screen")] if fresh else []
+        if msg.paused != self.paused:  # the relay missed the customer's last word
+            actions.append(Send(p.Pause(self.paused)))
+        if self.paused:
+            return actions
+        self.flow.reset()
+        return [*actions, Stream(full=True)]
 
     def _input(self, msg: p.Message, now: float) -> list[Action]:
         if self._state != IN_CONTROL or msg.session != self.session:
@@ -492,19 +585,69 @@ class Session:
 
     # --- ways out ---
 
-    def _release(self) -> list[Action]:
-        """Leave control: everything held is released; no input until granted again."""
+    def _release(self, keep_control: bool = False) -> list[Action]:
+        """Leave control: everything held is released; no input until granted again (a pause
+        keeps the grant, so that Resume gives control back as it was). The caller moves on
+        to the next state (no passing "accepted" on the way to the end)."""
         actions = [Inject("key", (code, False)) for code in sorted(self.held_keys)]
         actions += [Inject("button", (name, False)) for name in sorted(self.held_buttons)]
         self.held_keys.clear()
         self.held_buttons.clear()
-        if self._state == IN_CONTROL:
-            self._become(ACCEPTED)
+        self.granted = self.granted and keep_control
         return actions
 
-    def _end(self, outcome: Outcome, farewell: p.Message | None = None,
-             close_code: int = p.CLOSE_NORMAL, close_reason: str = "") -> list[Action]:
+    def _ended(self, msg: p.Ended, now: float) -> list[Action]:
+        """The relay ended the session: its receipt, and its reason in the customer's words."""
+        if msg.ref:
+            self._ref, self._billed = msg.ref, Stopwatch(msg.billable_s)
+        by_a_person = msg.by in ("customer", "technician")
+        sentence = p.customer_words(msg.reason) if msg.reason in p.WORDING else ""
+        outcome = Outcome(EXIT_OK) if by_a_person else \
+            Outcome(EXIT_FAILED, p.customer_words(msg.reason))
+        return self._end(outcome, now, sentence=sentence)
+
+    def _end(self, outcome: Outcome, now: float, farewell: p.Message | None = None,
+             close_code: int = p.CLOSE_NORMAL, close_reason: str = "",
+             sentence: str = "") -> list[Action]:
         if self._state == ENDED:
             return []
-        self._become(ENDED, outcome.message)
+        self._billed, self._paused_for = self._billed.stop(now), self._paused_for.stop(now)
+        self._failed = outcome.code != EXIT_OK
+        self._become(ENDED, outcome.message or sentence)
         return [End(outcome, farewell, close_code, close_reason)]
+
+
+# --- the keys a support person may press -------------------------------------------------
+
+
+def _key_table() -> dict[str, tuple[int, int]]:
+    """KeyboardEvent.code -> (X11 keysym, Windows virtual key; bit 8 = extended key)."""
+    table = {f"Key{chr(65 + i)}": (97 + i, 65 + i) for i in range(26)}
+    table.update({f"Digit{i}": (48 + i, 48 + i) for i in range(10)})
+    table.update({f"F{i}": (0xFFBD + i, 0x6F + i) for i in range(1, 25)})
+    table.update({f"Numpad{i}": (0xFFB0 + i, 0x60 + i) for i in range(10)})
+    named = {
+        "Enter": (0xFF0D, 0x0D), "Escape": (0xFF1B, 0x1B), "Backspace": (0xFF08, 0x08),
+        "Tab": (0xFF09, 0x09), "Space": (0x20, 0x20), "Minus": (0x2D, 0xBD),
+        "Equal": (0x3D, 0xBB), "BracketLeft": (0x5B, 0xDB), "BracketRight": (0x5D, 0xDD),
+        "Backslash": (0x5C, 0xDC), "IntlBackslash": (0x3C, 0xE2), "Semicolon": (0x3B, 0xBA),
+        "Quote": (0x27, 0xDE), "Backquote": (0x60, 0xC0), "Comma": (0x2C, 0xBC),
+        "Period": (0x2E, 0xBE), "Slash": (0x2F, 0xBF), "CapsLock": (0xFFE5, 0x14),
+        "PrintScreen": (0xFF61, 0x12C), "ScrollLock": (0xFF14, 0x91), "Pause": (0xFF13, 0x13),
+        "Insert": (0xFF63, 0x12D), "Home": (0xFF50, 0x124), "PageUp": (0xFF55, 0x121),
+        "Delete": (0xFFFF, 0x12E), "End": (0xFF57, 0x123), "PageDown": (0xFF56, 0x122),
+        "ArrowRight": (0xFF53, 0x127), "ArrowLeft": (0xFF51, 0x125),
+        "ArrowDown": (0xFF54, 0x128), "ArrowUp": (0xFF52, 0x126), "NumLock": (0xFF7F, 0x190),
+        "NumpadDivide": (0xFFAF, 0x16F), "NumpadMultiply": (0xFFAA, 0x6A),
+        "NumpadSubtract": (0xFFAD, 0x6D), "NumpadAdd": (0xFFAB, 0x6B),
+        "NumpadEnter": (0xFF8D, 0x10D), "NumpadDecimal": (0xFFAE, 0x6E),
+        "ContextMenu": (0xFF67, 0x15D), "ShiftLeft": (0xFFE1, 0xA0), "ShiftRight": (0xFFE2, 0xA1),
+        "ControlLeft": (0xFFE3, 0xA2), "ControlRight": (0xFFE4, 0x1A3), "AltLeft": (0xFFE9, 0xA4),
+        "AltRight": (0xFE03, 0x1A5),  # AltGr: ISO_Level3_Shift / right Alt
+        "MetaLeft": (0xFFEB, 0x15B), "MetaRight": (0xFFEC, 0x15C),
+    }
+    table.update(named)
+    return table
+
+
+KEY_TABLE = _key_table()

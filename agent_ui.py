@@ -1,5 +1,6 @@
 """The customer's windows around a session: the tray icon, the picker that asks which
-support person they are talking to, and message boxes.
+support person they are talking to, message boxes, what the session panel is told (the
+panel itself is panel.py), and the lock that keeps one program running at a time.
 
 Each backend imports its library only when created (the Windows build's embeddable Python has
 no tkinter; a headless machine has no display), and is chosen in one place with an environment
@@ -9,24 +10,36 @@ override: SPOTLIGHT_TRAY=pystray|log, SPOTLIGHT_DIALOGS=win32|tk|stderr.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import queue
+import socket
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
+
+import agent_session as core
+import panel
 
 APP_NAME = "Spotlight Remote Support"
 TRAY_HIDE_TIMEOUT_S = 1.0
-TRAY_COLOURS = {"pending": (242, 190, 0), "active": (40, 170, 70), "reconnecting": (150, 150, 150)}
+SHARING_TRAY_STATES = ("active", "control", "paused")  # the tray's Pause/Resume works here
 log = logging.getLogger("agent")
 
 
 class Tray(Protocol):
     on_close: Callable[[], None]  # the customer chose Close (called from the tray's thread)
+    on_pause: Callable[[bool], None]  # Pause (True) or Resume (False), from the tray's thread
 
     def show(self, state: str, tooltip: str, balloon: str) -> None:
-        """Show the icon for ``state`` (a TRAY_COLOURS key); balloon "" shows none."""
+        """Show the icon for ``state`` (a panel.TRAY_STATES name, drawn by panel.tray_icon)
+        with ``tooltip``; balloon "" shows none."""
 
     def hide(self) -> None: ...
 
@@ -39,23 +52,24 @@ class Dialogs(Protocol):
 
 
 class PystrayTray:
-    """The icon lives in its own thread (win32 wants it created where it runs)."""
+    """The icon lives in its own thread (win32 wants it created where it runs). Its menu: the
+    state in words, Pause or Resume (while the support person is connected), Close."""
 
-    def __init__(self, on_close: Callable[[], None]) -> None:
+    def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None]) -> None:
         import pystray
 
-        self._pystray, self.on_close = pystray, on_close
+        self._pystray, self.on_close, self.on_pause = pystray, on_close, on_pause
         self._icon: Any = None
-        self._status = ""
+        self._status = self._state = ""
         self._ready = threading.Event()
 
     def show(self, state: str, tooltip: str, balloon: str) -> None:
-        self._status = tooltip
+        self._status, self._state = tooltip, state
         if self._icon is None:
             threading.Thread(target=self._run, args=(state, tooltip), daemon=True).start()
             self._ready.wait(5)
         else:
-            self._icon.icon = tray_image(TRAY_COLOURS[state])
+            self._icon.icon = panel.tray_icon(state)
             self._icon.title = tooltip
             self._icon.update_menu()
         if balloon and self._icon is not None and self._icon.HAS_NOTIFICATION:
@@ -65,8 +79,11 @@ class PystrayTray:
     def _run(self, state: str, tooltip: str) -> None:
         item, menu = self._pystray.MenuItem, self._pystray.Menu
         self._icon = self._pystray.Icon(
-            "spotlight", tray_image(TRAY_COLOURS[state]), tooltip,
+            "spotlight", panel.tray_icon(state), tooltip,
             menu=menu(item(lambda _: self._status, None, enabled=False, default=True),
+                      item(lambda _: "Resume" if self._state == "paused" else "Pause",
+                           lambda: self.on_pause(self._state != "paused"),
+                           enabled=lambda _: self._state in SHARING_TRAY_STATES),
                       item("Close", lambda: self.on_close())))
 
         def setup(icon: Any) -> None:
@@ -96,8 +113,8 @@ class PystrayTray:
 class LogTray:
     """SPOTLIGHT_TRAY=log: no icon, each state written to the log (headless runs, tests)."""
 
-    def __init__(self, on_close: Callable[[], None]) -> None:
-        self.on_close = on_close  # no menu to call it: SIGTERM takes the same path
+    def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None]) -> None:
+        self.on_close, self.on_pause = on_close, on_pause  # no menu: the panel has the buttons
 
     def show(self, state: str, tooltip: str, balloon: str) -> None:
         log.info("tray: %s | %s | %s", state, tooltip, balloon)
@@ -231,11 +248,10 @@ def make_dialogs() -> Dialogs:
     return StderrDialogs()
 
 
-def make_tray(on_close: Callable[[], None]) -> Tray:
+def make_tray(on_close: Callable[[], None], on_pause: Callable[[bool], None]) -> Tray:
     if os.environ.get("SPOTLIGHT_TRAY", "pystray") == "log":
-        return LogTray(on_close)
-    return PystrayTray(on_close)
-
+        return LogTray(on_close, on_pause)
+    return PystrayTray(on_close, on_pause)
 
 
 def tray_image(rgb: tuple[int, int, int], size: int = 64) -> Any:
@@ -250,3 +266,300 @@ def tray_image(rgb: tuple[int, int, int], size: int = 64) -> Any:
                  outline=(40, 40, 40, 255), width=edge)
     draw.ellipse((big // 2 - r, big // 2 - r, big // 2 + r, big // 2 + r), fill=(255,) * 4)
     return image.resize((size, size), Image.Resampling.LANCZOS)
+
+
+# --- what the session panel is told -------------------------------------------------------
+
+PANEL_STATES = {core.CONNECTING: "connecting", core.WAITING: "waiting",
+                core.ACCEPTED: "accepted", core.IN_CONTROL: "control", core.PAUSED: "paused",
+                core.RECONNECTING: "reconnecting"}
+
+
+def panel_facts(view: core.View, now: float, company: str, person: str, phone: str,
+                ended_at: datetime | None) -> panel.SessionFacts:
+    """The session core's view at ``now`` as the panel's facts. A session that failed
+    before anyone accepted it is an error (Retry, the phone number); any other end is the
+    receipt. ``person`` is the configured name until the relay names the support person."""
+    if view.state == core.ENDED:
+        state = "error" if view.failed and not view.accepted else "ended"
+    else:
+        state = PANEL_STATES[view.state]
+    return panel.SessionFacts(
+        state=state, company=company, person=view.technician_name or person, code=view.code,
+        elapsed_s=view.billed.seconds(now), paused_s=view.paused.seconds(now),
+        message=view.sentence, failed=view.failed, phone=phone,
+        ended_at=ended_at if state == "ended" else None,
+        reference=str(view.ref) if view.ref else "")
+
+
+# --- one program at a time ----------------------------------------------------------------
+#
+# A second start while a session runs brings the first one's panel to the front instead of
+# starting a second session. The running program holds a per-user lock and listens for a
+# small local signal; a second start that finds the lock taken sends the signal and exits.
+# (The elevated hand-off of the Windows build is started by the running program itself and
+# simply does not ask for the lock.)
+
+INSTANCE_NAME = "SpotlightRemoteSupport"
+FRONT_RETRY_S = 2.0  # a first program that holds the lock but is not listening yet
+
+
+class SessionDisplay:
+    """What the customer sees of the session core's view: the panel, and the tray (told only
+    what changed). The meter's ticks are not logged; each new state is."""
+
+    def __init__(self, window: panel.Panel, tray: Tray, company: str, person: str,
+                 phone: str) -> None:
+        self.window, self.tray = window, tray
+        self.company, self.person, self.phone = company, person, phone
+        self._tray_shown: tuple[str, str] | None = None
+        self._ended_at: datetime | None = None
+        self._said = ("", "")  # the state and headline last logged
+
+    def show(self, view: core.View, now: float) -> None:
+        if view.state == core.ENDED and self._ended_at is None:
+            self._ended_at = datetime.now()
+        facts = panel_facts(view, now, self.company, self.person, self.phone, self._ended_at)
+        shown = panel.view(facts)
+        if (shown.state, shown.headline) != self._said:
+            self._said = (shown.state, shown.headline)
+            log.info("session: %s | %s%s", shown.state, shown.headline,
+                     f" ({view.sentence})" if view.sentence else "")
+        self.window.show(shown)
+        if shown.tray_state is not None and (shown.tray_state, shown.tooltip) != \
+                self._tray_shown:
+            self._tray_shown = (shown.tray_state, shown.tooltip)
+            self.tray.show(shown.tray_state, shown.tooltip, "")
+
+    def balloon(self, text: str) -> None:
+        if self._tray_shown is not None:
+            self.tray.show(*self._tray_shown, text)
+
+
+NO_WINDOW = ("This program shows a window for as long as your screen is shared, and it cannot "
+             "show one on this computer, so it will not share your screen.")
+
+
+class Controls:
+    """What the panel's and the tray's buttons reach, from their own threads: the running
+    Agent, and once a session is over the customer's choice (Retry, or Close)."""
+
+    def __init__(self) -> None:
+        self.agent: Any = None  # agent.Agent: request_pause, request_close
+        self.window: panel.Panel | None = None
+        self.choices: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.quitting = False
+
+    def panel_actions(self) -> panel.PanelActions:
+        return panel.PanelActions(
+            on_pause=lambda: self.pause(True), on_resume=lambda: self.pause(False),
+            on_end=self.end, on_retry=lambda: self.choices.put("retry"),
+            on_dismiss=lambda: self.choices.put("dismiss"))
+
+    def pause(self, paused: bool) -> None:
+        if self.agent is not None:
+            self.agent.request_pause(paused)
+
+    def end(self) -> None:
+        if self.agent is not None:
+            self.agent.request_close()
+
+    def quit(self) -> None:
+        """SIGTERM, Ctrl+C: end the session and exit without waiting for the customer."""
+        self.quitting = True
+        self.end()
+        self.choices.put("dismiss")
+
+    def front(self) -> None:
+        """A second start of the program: the panel comes to the front instead."""
+        if self.window is not None:
+            self.window.to_front()
+
+    def forget_choices(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.choices.get_nowait()
+
+    def choice(self) -> str:
+        """Wait for Retry or Close (a short timeout each time, so signals are handled)."""
+        while True:
+            with contextlib.suppress(queue.Empty):
+                return self.choices.get(timeout=0.25)
+
+
+def setup_logging(log: logging.Logger) -> None:
+    """The agent's log: stderr from source, a file in the temp folder from the windowed exe."""
+    level = logging.DEBUG if os.environ.get("SPOTLIGHT_LOG") == "debug" else logging.INFO
+    if sys.stderr is not None:
+        # UTF-8 whatever the Windows code page (a log line holds names and "…"); a pipe read
+        # as UTF-8 must not choke on cp1252 bytes, nor the program on a character it lacks
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:  # windowed exe: the only file we ever write, in the temp folder
+        path = Path(tempfile.gettempdir()) / "spotlight-agent.log"
+        # opened at the first line written: a second start that only brings the first to
+        # the front writes nothing, so it does not empty the first one's log
+        handler = logging.FileHandler(path, mode="w", encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.addFilter(_one_line_for_libraries)
+    for logger in (log, logging.getLogger("pystray")):
+        logger.addHandler(handler)
+        logger.propagate = False
+    log.setLevel(level)
+
+
+def _one_line_for_libraries(record: logging.LogRecord) -> bool:
+    """pystray logs a traceback per icon update when X11 has no system tray: one line is
+    enough (the icon is then simply not shown)."""
+    if not record.name.startswith("agent"):
+        record.exc_info, record.exc_text = None, None
+    return True
+
+
+class Instance(Protocol):
+    def acquire(self, on_front: Callable[[], None]) -> bool:
+        """True: this is the one program running (``on_front`` is called, on another thread,
+        whenever a second start asks). False: another one runs and has been asked to come
+        to the front."""
+
+    def release(self) -> None: ...
+
+
+class LinuxInstance:
+    """A lock file (flock) and a local socket in the user's runtime directory, one pair per
+    X display: a user's two desktops each run their own."""
+
+    def __init__(self, folder: Path | None = None, display: str | None = None) -> None:
+        self.folder = folder or runtime_dir()
+        seat = display if display is not None else os.environ.get("DISPLAY", "")
+        key = hashlib.sha256(seat.encode()).hexdigest()[:12]
+        self.lock_path = self.folder / f"spotlight-support-{key}.lock"
+        self.socket_path = self.folder / f"spotlight-support-{key}.sock"
+        self._lock: int | None = None
+        self._server: socket.socket | None = None
+
+    def acquire(self, on_front: Callable[[], None]) -> bool:
+        import fcntl
+
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = self.folder.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:  # another user's trap
+            raise OSError(f"{self.folder} is not private to this user")
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self._ask_front()
+            return False
+        self._lock = fd
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()  # left by a program that died: the lock was free
+        server = self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(self.socket_path))
+        server.listen(4)
+        threading.Thread(target=self._listen, args=(server, on_front), daemon=True,
+                         name="second start").start()
+        return True
+
+    def _listen(self, server: socket.socket, on_front: Callable[[], None]) -> None:
+        while True:
+            try:
+                peer, _ = server.accept()
+            except OSError:  # released
+                return
+            with peer:
+                peer.settimeout(1)
+                with contextlib.suppress(OSError):
+                    if peer.recv(16) == b"front\n":
+                        on_front()
+
+    def _ask_front(self) -> None:
+        deadline = time.monotonic() + FRONT_RETRY_S
+        while True:
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as peer:
+                    peer.settimeout(1)
+                    peer.connect(str(self.socket_path))
+                    peer.sendall(b"front\n")
+                return
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    log.warning("the running program did not answer: %r", e)
+                    return
+                time.sleep(0.1)
+
+    def release(self) -> None:
+        if self._server is not None:
+            with contextlib.suppress(OSError):
+                self.socket_path.unlink()
+            self._server.close()
+            self._server = None
+        if self._lock is not None:
+            os.close(self._lock)  # the lock goes with the descriptor
+            self._lock = None
+
+
+class Win32Instance:
+    """A named mutex in the session's namespace (Local\\), and a named event the second
+    start sets, after allowing the first to take the foreground (Windows otherwise refuses a
+    background program's SetForegroundWindow)."""
+
+    ERROR_ALREADY_EXISTS, INFINITE, ASFW_ANY = 183, 0xFFFFFFFF, 0xFFFFFFFF
+
+    def __init__(self, name: str = INSTANCE_NAME) -> None:
+        import ctypes
+        from ctypes import wintypes as w
+
+        self._k32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        self._u32 = ctypes.WinDLL("user32")
+        self._ctypes = ctypes
+        for fn, args in (("CreateMutexW", [ctypes.c_void_p, w.BOOL, w.LPCWSTR]),
+                         ("CreateEventW", [ctypes.c_void_p, w.BOOL, w.BOOL, w.LPCWSTR])):
+            getattr(self._k32, fn).argtypes, getattr(self._k32, fn).restype = args, w.HANDLE
+        self._k32.SetEvent.argtypes, self._k32.CloseHandle.argtypes = [w.HANDLE], [w.HANDLE]
+        self._k32.WaitForSingleObject.argtypes = [w.HANDLE, w.DWORD]
+        self._k32.WaitForSingleObject.restype = w.DWORD
+        self._mutex_name, self._event_name = f"Local\\{name}", f"Local\\{name}.front"
+        self._mutex: Any = None
+        self._event: Any = None
+
+    def acquire(self, on_front: Callable[[], None]) -> bool:
+        k32 = self._k32
+        self._mutex = k32.CreateMutexW(None, False, self._mutex_name)
+        taken = self._ctypes.get_last_error() == self.ERROR_ALREADY_EXISTS
+        self._event = k32.CreateEventW(None, False, False, self._event_name)  # auto-reset
+        if taken:
+            with contextlib.suppress(AttributeError, OSError):
+                self._u32.AllowSetForegroundWindow(self.ASFW_ANY)
+            k32.SetEvent(self._event)
+            self.release()
+            return False
+        threading.Thread(target=self._listen, args=(on_front,), daemon=True,
+                         name="second start").start()
+        return True
+
+    def _listen(self, on_front: Callable[[], None]) -> None:
+        while self._event is not None and \
+                self._k32.WaitForSingleObject(self._event, self.INFINITE) == 0:
+            on_front()
+
+    def release(self) -> None:
+        for handle in (self._event, self._mutex):
+            if handle:
+                self._k32.CloseHandle(handle)
+        self._event = self._mutex = None
+
+
+def runtime_dir() -> Path:
+    """The user's runtime directory ($XDG_RUNTIME_DIR), else a private one in the temp
+    folder."""
+    given = os.environ.get("XDG_RUNTIME_DIR")
+    if given and Path(given).is_dir():
+        return Path(given)
+    return Path(tempfile.gettempdir()) / f"spotlight-support-{os.getuid()}"
+
+
+def make_instance() -> Instance:
+    return Win32Instance() if sys.platform == "win32" else LinuxInstance()

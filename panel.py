@@ -17,6 +17,7 @@ its library only when created, so ``import panel`` works on a machine without a 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import math
@@ -35,13 +36,14 @@ log = logging.getLogger("agent.panel")  # the agent's log handlers see it withou
 
 STATES = ("connecting", "error", "waiting", "accepted", "control", "paused", "reconnecting",
           "ended")
-RECEIPT_SHOWN_S = 10.0  # a normal end: the receipt closes itself after this
+RECEIPT_SHOWN_S = 8.0  # a normal end: the receipt closes itself after this
 UI_POLL_MS = 40  # how often the Tk thread looks for calls from other threads
 START_TIMEOUT_S = 10.0  # a window that cannot appear within this falls back to the log
 MARGIN_PX = 24  # from the screen's right edge and the work area's bottom
 TASKBAR_PX = 56  # Tk knows no work area: room left at the bottom for a panel or dock
 PANEL_WIDTH_PX = 490  # the receipt line fits on one line
 CODE_DIGITS = 6
+NBSP = "\u00a0"
 
 # Tray icon per state: yellow while waiting and green once accepted, as the customer was
 # promised; grey while the link is down. The symbol, not the hue, tells the states apart.
@@ -190,7 +192,7 @@ def view(facts: SessionFacts) -> PanelView:
     else:  # ended
         title, close_action, headline = f"session with {person} ended", "dismiss", receipt(f)
         parts = [f.message] if f.message else []
-        if f.paused_s:
+        if f.paused_s >= 1:  # a pause shorter than a second is not worth a sentence
             parts.append(f"Paused time ({duration_text(f.paused_s)}) was not billed.")
         detail = " ".join(parts) or "To connect again, run the program again."
         dismiss_after = None if f.failed else RECEIPT_SHOWN_S
@@ -203,12 +205,14 @@ def view(facts: SessionFacts) -> PanelView:
 
 
 def receipt(f: SessionFacts) -> str:
-    """ "Session with David ended 14:32 · 12 min 30 s · ref 123" (parts left out if unknown)."""
+    """ "Session with David ended 14:32 · 12 min 30 s · ref 123" (parts left out if unknown).
+    The duration and the reference are each held together by no-break spaces: a line that
+    must wrap breaks between the parts, never inside "ref 123"."""
     parts = [f"Session with {f.person} ended" + (
         f" {f.ended_at:%H:%M}" if f.ended_at is not None else ""), duration_text(f.elapsed_s)]
     if f.reference:
         parts.append(f"ref {f.reference}")
-    return " · ".join(parts)
+    return " · ".join([parts[0], *(part.replace(" ", NBSP) for part in parts[1:])])
 
 
 def group_code(code: str) -> str:
@@ -385,10 +389,16 @@ class LogPanel:
                      view.meter)
 
     def to_front(self) -> None:
-        pass
+        log.info("panel: to the front")
 
     def close(self) -> None:
         log.info("panel: closed")
+
+
+def _only_the_meter(before: PanelView | None, after: PanelView) -> bool:
+    """Whether ``after`` differs from ``before`` in the meter's text alone."""
+    return before is not None and before != after and \
+        dataclasses.replace(after, meter=before.meter) == before
 
 
 class _UiThread:
@@ -548,6 +558,10 @@ class _TkWindow:
         self._root.quit()
 
     def show(self, v: PanelView) -> None:
+        if _only_the_meter(self._view, v):  # the meter's tick: buttons and focus stay put
+            self._view = v
+            self._meter.configure(text=v.meter)
+            return
         first, self._view, root = self._view is None, v, self._root
         for label, text in ((self._headline, v.headline), (self._detail, v.detail),
                             (self._code, v.code), (self._phone, v.phone),
@@ -722,6 +736,10 @@ class _Win32Window:
         self._u32.SetForegroundWindow(self._hwnd)
 
     def show(self, v: PanelView) -> None:
+        if _only_the_meter(self._view, v):  # the meter's tick: buttons and focus stay put
+            self._view = v
+            self._u32.SetWindowTextW(self._texts["meter"][0], v.meter)
+            return
         first, self._view, u32 = self._view is None, v, self._u32
         s = self._scale
         pad, gap, inner = round(14 * s), round(6 * s), round((PANEL_WIDTH_PX - 28) * s)

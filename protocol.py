@@ -18,13 +18,14 @@ message and forwards it unchanged):
     hello            A -> R           role="agent", version, technician, machine, user,
                                       screens, resume ("" or the secret from `registered`)
     hello            V -> R           role="viewer", version, and user+password or token
-    registered       R -> A           session, technician_name, expires_s, resume
+    registered       R -> A           session, technician_name, expires_s, resume, code
+                                      (code: the 6-digit session code the customer reads out)
     welcome          R -> V           technician, name, token
-    queue            R -> V           sessions: [{session, machine, user, waited_s, state}],
+    queue            R -> V           sessions: [{session, machine, user, waited_s, code, state}],
                                       more (waiting but not listed: the oldest ones)
-    accept           V -> R           session
-    accepted         R -> A, R -> V   session, technician_name, machine, user, screens,
-                                      elapsed_s (seconds since acceptance; 0 when fresh)
+    accept           V -> R           session, code ("" or the code the customer read out)
+    accepted         R -> A, R -> V   session, technician_name, machine, user, screens, code,
+                                      elapsed_s (billable seconds so far; 0 when fresh), paused
     take_control     V -> R           session
     release_control  V -> R           session
     control          R -> A, R -> V   session, granted
@@ -37,9 +38,10 @@ message and forwards it unchanged):
     ack              V -> R -> A      session, seq      (update `seq` has been drawn)
     cursor           A -> R -> V      monitor, x, y     (the customer's pointer)
     screens          A -> R -> V      screens           (the monitor layout changed)
+    pause            A -> R -> V      paused            (the customer paused or resumed)
     close            A -> R           reason            (the customer chose Close)
     end              V -> R           session, reason   (the support person ended it)
-    ended            R -> A, R -> V   session, by, reason
+    ended            R -> A, R -> V   session, by, reason, ref (ledger reference), billable_s
     ping / pong      V -> R -> V      t                 (round-trip time; echoed unchanged)
     logout           V -> R           (nothing)
     error            R -> A, R -> V   code, message     (a refusal; the relay may then close)
@@ -67,7 +69,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 _T = TypeVar("_T")
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: session codes, pause, the receipt in `ended`
 
 # Limits, shared by both ends. websockets' max_size is MAX_MESSAGE_BYTES on every endpoint.
 MAX_CONTROL_BYTES = 64 * 1024  # one JSON text message
@@ -100,6 +102,7 @@ WAITING_STATES = ("waiting", "detached")
 _TECHNICIAN_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _KEY_CODE = re.compile(r"[A-Za-z0-9]{1,32}")
+_SESSION_CODE = re.compile(r"[0-9]{6}")
 
 
 class ProtocolError(Exception):
@@ -159,6 +162,11 @@ def _check_str(name: str, value: Any, max_chars: int, *, printable: bool = True)
             _fail(f"{name} is not valid Unicode")
 
 
+def _check_seconds(name: str, value: Any) -> None:
+    if type(value) not in (int, float) or not 0 <= value < 1e9:
+        _fail(f"{name} must be a number of seconds")
+
+
 def _check_bool(name: str, value: Any) -> None:
     if type(value) is not bool:
         _fail(f"{name} must be true or false")
@@ -167,6 +175,11 @@ def _check_bool(name: str, value: Any) -> None:
 def _check_session(value: Any) -> None:
     if type(value) is not str or not _TOKEN.fullmatch(value):
         _fail("session must be a session id")
+
+
+def _check_code(name: str, value: Any) -> None:
+    if type(value) is not str or not _SESSION_CODE.fullmatch(value):
+        _fail(f"{name} must be 6 digits")
 
 
 def check_technician_id(value: Any) -> None:
@@ -293,12 +306,14 @@ class Registered(Message):
     technician_name: str
     expires_s: int
     resume: str
+    code: str  # the session code the customer reads to the support person (6 digits)
 
     def check(self) -> None:
         _check_session(self.session)
         _check_str("technician_name", self.technician_name, MAX_NAME_CHARS)
         _check_int("expires_s", self.expires_s, 0, 86400)
         _check_session(self.resume)
+        _check_code("code", self.code)
 
 
 @dataclass(frozen=True)
@@ -326,10 +341,12 @@ class Waiting:
     machine: str
     user: str
     waited_s: float
+    code: str
     state: str = "waiting"
 
     def __post_init__(self) -> None:
         _check_session(self.session)
+        _check_code("code", self.code)
         _check_str("machine", self.machine, MAX_NAME_CHARS)
         _check_str("user", self.user, MAX_NAME_CHARS)
         if type(self.waited_s) not in (int, float) or not 0 <= self.waited_s < 1e9:
@@ -343,11 +360,11 @@ class Waiting:
     @classmethod
     def from_json(cls, value: Any) -> Waiting:
         if type(value) is not dict or set(value) != _WAITING_FIELDS:
-            _fail("a queue entry must have session, machine, user, waited_s and state")
+            _fail("a queue entry must have session, machine, user, waited_s, code and state")
         return cls(**value)
 
 
-_WAITING_FIELDS = {"session", "machine", "user", "waited_s", "state"}
+_WAITING_FIELDS = {"session", "machine", "user", "waited_s", "code", "state"}
 
 
 @dataclass(frozen=True)
@@ -377,8 +394,18 @@ class _SessionMessage(Message):
 
 
 @dataclass(frozen=True)
-class Accept(_SessionMessage):
+class Accept(Message):
+    """Accept a waiting session, or rejoin a detached one. ``code`` is the session code the
+    customer read out; a relay run with --require-code refuses an accept without it."""
+
     TYPE = "accept"
+    session: str
+    code: str = ""
+
+    def check(self) -> None:
+        _check_session(self.session)
+        if self.code != "":
+            _check_code("code", self.code)
 
 
 @dataclass(frozen=True)
@@ -399,7 +426,9 @@ class Accepted(Message):
     machine: str
     user: str
     screens: tuple[Screen, ...]
-    elapsed_s: float = 0.0  # since the session was first accepted (the billable time so far)
+    code: str
+    elapsed_s: float = 0.0  # billable seconds so far: since first accepted, less paused time
+    paused: bool = False  # the customer has paused the session (a rejoin learns it here)
 
     def check(self) -> None:
         _check_session(self.session)
@@ -407,8 +436,9 @@ class Accepted(Message):
         _check_str("machine", self.machine, MAX_NAME_CHARS)
         _check_str("user", self.user, MAX_NAME_CHARS)
         _check_screens(self.screens)
-        if type(self.elapsed_s) not in (int, float) or not 0 <= self.elapsed_s < 1e9:
-            _fail("elapsed_s must be a number of seconds")
+        _check_code("code", self.code)
+        _check_seconds("elapsed_s", self.elapsed_s)
+        _check_bool("paused", self.paused)
 
 
 @dataclass(frozen=True)
@@ -549,6 +579,18 @@ class Screens(Message):
 
 
 @dataclass(frozen=True)
+class Pause(Message):
+    """The customer paused (or resumed) the session: no screen and no input until resumed,
+    and the paused time is not billed."""
+
+    TYPE = "pause"
+    paused: bool
+
+    def check(self) -> None:
+        _check_bool("paused", self.paused)
+
+
+@dataclass(frozen=True)
 class Close(Message):
     TYPE = "close"
     reason: str
@@ -570,16 +612,23 @@ class End(Message):
 
 @dataclass(frozen=True)
 class Ended(Message):
+    """The session is over. ``ref`` is its ledger reference and ``billable_s`` the seconds
+    billed (both 0 for a session never accepted): the customer's receipt shows them."""
+
     TYPE = "ended"
     session: str
     by: str
     reason: str
+    ref: int = 0
+    billable_s: int = 0
 
     def check(self) -> None:
         _check_session(self.session)
         if self.by not in ENDED_BY:
             _fail(f"by must be one of {', '.join(ENDED_BY)}")
         _check_str("reason", self.reason, 200)
+        _check_int("ref", self.ref, 0, 2**53)
+        _check_int("billable_s", self.billable_s, 0, 2**31)
 
 
 @dataclass(frozen=True)
@@ -709,6 +758,15 @@ WORDING: dict[str, Wording] = {
     "not-watching": Wording(
         "The support person has not accepted the session yet.",
         "Accept the session before taking control."),
+    "code-required": Wording(
+        "The support person has to type your session code to accept.",
+        "Type the session code the customer reads to you, then accept."),
+    "wrong-code": Wording(
+        "The session code the support person typed is not yours.",
+        "That is not this customer's session code. Ask them to read it again."),
+    "paused": Wording(
+        "You paused the session.",
+        "The customer paused the session: no screen and no input until they resume."),
     "agent-reconnecting": Wording(
         "Reconnecting to the support server.",
         "The customer's connection dropped; waiting for it to come back."),
@@ -781,8 +839,8 @@ _BY_TYPE: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Registered, Welcome, Queue, Accept, Accepted, TakeControl, ReleaseControl, Control,
-        PointerMove, Button, Wheel, Key, Text, Refresh, Ack, Cursor, Screens, Close, End,
-        Ended, Ping, Pong, Logout, Error,
+        PointerMove, Button, Wheel, Key, Text, Refresh, Ack, Cursor, Screens, Pause, Close,
+        End, Ended, Ping, Pong, Logout, Error,
     )
 }
 _HELLO_BY_ROLE: dict[str, type[Message]] = {"agent": AgentHello, "viewer": ViewerHello}

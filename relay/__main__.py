@@ -254,11 +254,12 @@ def ledger_table(rows: list[LedgerRow]) -> list[tuple[str, ...]]:
     def duration(whole: int) -> str:
         return f"{whole // 3600}:{whole // 60 % 60:02}:{whole % 60:02}"
 
-    table = [("SESSION", "TECHNICIAN", "MACHINE", "USER", "REQUESTED (UTC)", "BILLABLE",
+    # REF is the reference on the customer's receipt; BILLABLE leaves out paused time.
+    table = [("REF", "TECHNICIAN", "MACHINE", "USER", "REQUESTED (UTC)", "BILLABLE",
               "ENDED")]
     for row in rows:
         ended = (row.end_reason or row.ended_by or "") if row.ended_at is not None else "open"
-        table.append((row.session[:8], row.technician, row.machine, row.user,
+        table.append((str(row.ref), row.technician, row.machine, row.user,
                       when(row.requested_at), duration(row.billable_whole_s), ended))
     table.append(("total", "", "", "", "", duration(sum(r.billable_whole_s for r in rows)), ""))
     return table
@@ -284,7 +285,8 @@ def serve_config(args: argparse.Namespace):  # -> server.RelayConfig (server imp
         data=args.data, host=args.host, port=args.port, cert=args.cert, key=args.key,
         origins=tuple(args.origin), trusted_proxies=tuple(args.trusted_proxy),
         downloads=args.downloads, company=args.company, viewer_dir=args.viewer_dir,
-        wait_timeout=args.wait_timeout, grace=args.grace, ping_interval=args.ping_interval,
+        wait_timeout=args.wait_timeout, grace=args.grace, require_code=args.require_code,
+        ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout, handshake_timeout=args.handshake_timeout,
         hello_timeout=args.hello_timeout, max_unauthenticated=args.max_unauthenticated,
     )
@@ -494,6 +496,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE_S,
                         metavar="SECONDS",
                         help="how long a session survives a lost viewer or agent link")
+    parser.add_argument("--require-code", action="store_true",
+                        help="support people type the 6-digit session code the customer "
+                             "reads out before they can accept a session")
     # Hidden: the viewer's files from elsewhere, and tuning for tests (a network cut
     # detected in a second, stalled handshakes dropped fast).
     parser.add_argument("--viewer-dir", type=readable_folder, default=server.VIEWER_DIR,

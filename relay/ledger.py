@@ -31,7 +31,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     accepted_at REAL,
     ended_at REAL,
     ended_by TEXT,
-    end_reason TEXT
+    end_reason TEXT,
+    ref INTEGER,
+    paused_seconds REAL NOT NULL DEFAULT 0,
+    paused_at REAL
 );
 CREATE INDEX IF NOT EXISTS sessions_requested ON sessions (requested_at);
 CREATE TABLE IF NOT EXISTS session_events (
@@ -48,12 +51,30 @@ CREATE TABLE IF NOT EXISTS heartbeat (
 );
 """
 
+# Columns a ledger made before session references and pauses gets when opened.
+_ADDED_COLUMNS = (("ref", "INTEGER"), ("paused_seconds", "REAL NOT NULL DEFAULT 0"),
+                  ("paused_at", "REAL"))
+
 CSV_FIELDS = (
-    "session", "technician", "machine", "user", "address", "requested_at", "accepted_at",
-    "ended_at", "billable_seconds", "ended_by", "end_reason",
+    "ref", "session", "technician", "machine", "user", "address", "requested_at",
+    "accepted_at", "ended_at", "paused_seconds", "billable_seconds", "ended_by", "end_reason",
 )
 _COLUMNS = ("session, technician, machine, user, address, requested_at, accepted_at,"
-            " ended_at, ended_by, end_reason")
+            " ended_at, ended_by, end_reason, coalesce(ref, 0), paused_seconds")
+
+
+def billable_seconds(accepted_at: float | None, ended_at: float | None,
+                     paused_s: float) -> int:
+    """What a session bills: ended minus accepted of the whole-second times printed (so the
+    columns of one ledger line agree), less the whole seconds paused; 0 if never accepted.
+    The relay's `ended` message (the customer's receipt) uses the same rule."""
+    if accepted_at is None or ended_at is None:
+        return 0
+    return max(0, math.floor(ended_at) - math.floor(accepted_at) - whole_seconds(paused_s))
+
+
+def whole_seconds(seconds: float) -> int:
+    return math.floor(seconds + 0.5)
 
 
 @dataclass(frozen=True)
@@ -70,21 +91,25 @@ class LedgerRow:
     ended_at: float | None
     ended_by: str | None  # "customer" | "technician" | "relay"
     end_reason: str | None
+    ref: int = 0  # the reference on the customer's receipt
+    paused_s: float = 0.0  # paused by the customer: not billed
 
     @property
     def billable_s(self) -> float:
-        """Accepted to ended; 0 while open or if never accepted."""
+        """Accepted to ended, less paused time; 0 while open or if never accepted."""
         if self.accepted_at is None or self.ended_at is None:
             return 0.0
-        return max(0.0, self.ended_at - self.accepted_at)
+        return max(0.0, self.ended_at - self.accepted_at - self.paused_s)
 
     @property
     def billable_whole_s(self) -> int:
-        """Billable seconds as printed: ended minus accepted of the whole-second times shown
-        (iso_utc), so the columns of one line always agree."""
-        if self.accepted_at is None or self.ended_at is None:
-            return 0
-        return max(0, math.floor(self.ended_at) - math.floor(self.accepted_at))
+        """Billable seconds as printed (``billable_seconds``)."""
+        return billable_seconds(self.accepted_at, self.ended_at, self.paused_s)
+
+
+# A pause still open at ``?`` is added to the paused seconds and closed.
+_CLOSE_PAUSE = ("paused_seconds = paused_seconds"
+                " + coalesce(max(0, ? - paused_at), 0), paused_at = NULL")
 
 
 class Ledger(Store):
@@ -92,6 +117,16 @@ class Ledger(Store):
 
     def __init__(self, db_path: Path) -> None:
         super().__init__(db_path, _SCHEMA)
+        with self._lock:
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
+            # Older rows get references in the order they were requested.
+            self._db.execute(
+                "UPDATE sessions SET ref = (SELECT count(*) FROM sessions AS earlier"
+                " WHERE earlier.rowid <= sessions.rowid) WHERE ref IS NULL")
+            self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS sessions_ref ON sessions (ref)")
 
     def _write(self, sql: str, values: tuple) -> int:
         with self._lock:
@@ -100,16 +135,22 @@ class Ledger(Store):
     # --- transitions --------------------------------------------------------------------
 
     def requested(self, session: str, technician: str, machine: str, user: str,
-                  address: str, at: float) -> None:
-        """A new session; a session id already in the ledger is a bug (ValueError)."""
+                  address: str, at: float) -> int:
+        """A new session; returns its reference (1, 2, 3...: short enough to read out from
+        a receipt). A session id already in the ledger is a bug (ValueError)."""
         try:
-            self._write(
-                "INSERT INTO sessions (session, technician, machine, user, address, requested_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (session, technician, machine, user, address, at),
-            )
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO sessions (session, technician, machine, user, address,"
+                    " requested_at, ref) VALUES (?, ?, ?, ?, ?, ?,"
+                    " (SELECT coalesce(max(ref), 0) + 1 FROM sessions))",
+                    (session, technician, machine, user, address, at),
+                )
+                row = self._db.execute("SELECT ref FROM sessions WHERE session = ?",
+                                       (session,)).fetchone()
         except sqlite3.IntegrityError:
             raise ValueError(f"session {session!r} is already in the ledger") from None
+        return row[0]
 
     def accepted(self, session: str, at: float) -> None:
         """The support person accepted; only the first acceptance of an open session counts."""
@@ -124,15 +165,30 @@ class Ledger(Store):
     def control(self, session: str, taken: bool, at: float) -> None:
         self.event(session, "control-taken" if taken else "control-released", "", at)
 
+    def paused(self, session: str, paused: bool, at: float) -> None:
+        """The customer paused (or resumed) an accepted session: paused time is not billed."""
+        if paused:
+            changed = self._write(
+                "UPDATE sessions SET paused_at = max(?, accepted_at)"
+                " WHERE session = ? AND accepted_at IS NOT NULL AND paused_at IS NULL"
+                " AND ended_at IS NULL", (at, session))
+        else:
+            changed = self._write(
+                f"UPDATE sessions SET {_CLOSE_PAUSE}"  # noqa: S608 (constants)
+                " WHERE session = ? AND paused_at IS NOT NULL AND ended_at IS NULL",
+                (at, session))
+        if changed:
+            self.event(session, "paused" if paused else "resumed", "", at)
+
     def ended(self, session: str, by: str, reason: str, at: float) -> None:
         """The session ended; idempotent: the first end wins, later ones change nothing."""
         if by not in protocol.ENDED_BY:
             raise ValueError(f"ended by must be one of {', '.join(protocol.ENDED_BY)}")
         changed = self._write(
-            "UPDATE sessions SET ended_by = ?, end_reason = ?,"
+            f"UPDATE sessions SET {_CLOSE_PAUSE}, ended_by = ?, end_reason = ?,"  # noqa: S608
             " ended_at = max(?, coalesce(accepted_at, requested_at))"
             " WHERE session = ? AND ended_at IS NULL",
-            (by, reason, at, session),
+            (at, by, reason, at, session),
         )
         if changed:
             self.event(session, "ended", f"{by}: {reason}", at)
@@ -166,9 +222,9 @@ class Ledger(Store):
                 ).fetchall()
                 for session, at in open_rows:
                     self._db.execute(
-                        "UPDATE sessions SET ended_at = ?, ended_by = 'relay',"
-                        " end_reason = 'relay-restart' WHERE session = ?",
-                        (at, session),
+                        f"UPDATE sessions SET {_CLOSE_PAUSE}, ended_at = ?,"  # noqa: S608
+                        " ended_by = 'relay', end_reason = 'relay-restart' WHERE session = ?",
+                        (at, at, session),
                     )
                     self._db.execute(
                         "INSERT INTO session_events (at, session, kind, detail)"
@@ -250,8 +306,9 @@ def write_csv(rows: Iterable[LedgerRow], out: TextIO) -> None:
     """One line per session: times ISO 8601 UTC ("Z", empty when absent), billable seconds
     the difference of the whole seconds shown; quoted and defused by write_csv_table."""
     write_csv_table(out, CSV_FIELDS, (
-        (row.session, row.technician, row.machine, row.user, row.address,
+        (row.ref, row.session, row.technician, row.machine, row.user, row.address,
          iso_utc(row.requested_at), iso_utc(row.accepted_at), iso_utc(row.ended_at),
-         row.billable_whole_s, row.ended_by or "", row.end_reason or "")
+         whole_seconds(row.paused_s), row.billable_whole_s, row.ended_by or "",
+         row.end_reason or "")
         for row in rows
     ))

@@ -68,6 +68,7 @@ from protocol import (
     TakeControl,
     Waiting,
 )
+from relay.ledger import billable_seconds
 from relay.limits import Budget, subnet
 
 WAITING, ACTIVE, ENDED = "waiting", "active", "ended"
@@ -86,6 +87,9 @@ BUSY = protocol.refusal("busy", "viewer")
 OPEN_ELSEWHERE = protocol.refusal("open-elsewhere", "viewer")
 NOT_WATCHING = protocol.refusal("not-watching", "viewer")
 AGENT_RECONNECTING = protocol.refusal("agent-reconnecting", "viewer")
+CODE_REQUIRED = protocol.refusal("code-required", "viewer")
+WRONG_CODE = protocol.refusal("wrong-code", "viewer")
+PAUSED = protocol.refusal("paused", "viewer")
 
 
 class Peer(Protocol):
@@ -115,9 +119,10 @@ class Recorder(Protocol):
     """The part of relay.ledger.Ledger the rules write to."""
 
     def requested(self, session: str, technician: str, machine: str, user: str,
-                  address: str, at: float) -> None: ...
+                  address: str, at: float) -> int: ...  # the session's ledger reference
     def accepted(self, session: str, at: float) -> None: ...
     def control(self, session: str, taken: bool, at: float) -> None: ...
+    def paused(self, session: str, paused: bool, at: float) -> None: ...
     def ended(self, session: str, by: str, reason: str, at: float) -> None: ...
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None: ...
 
@@ -158,11 +163,21 @@ class Session:
     accepted_at: float | None = None
     window: protocol.UpdateWindow = field(default_factory=protocol.UpdateWindow)
     refresh_asked: bool = False  # for frames beyond the window, since the last full image
+    code: str = ""  # the session code the customer reads out
+    ref: int = 0  # the ledger's reference for this session (the customer's receipt)
+    paused_at: float | None = None  # the customer paused: no screen and no input since then
+    paused_s: float = 0.0  # earlier pauses, not billed
+
+    def paused_until(self, now: float) -> float:
+        """Seconds paused so far, the pause still running included."""
+        running = 0.0 if self.paused_at is None else max(0.0, now - self.paused_at)
+        return self.paused_s + running
 
     def accepted_message(self, now: float) -> Accepted:
-        elapsed = 0.0 if self.accepted_at is None else max(0.0, now - self.accepted_at)
+        billable = 0.0 if self.accepted_at is None else max(
+            0.0, now - self.accepted_at - self.paused_until(now))
         return Accepted(self.id, self.technician_name, self.machine, self.user, self.screens,
-                        elapsed)
+                        self.code, round(billable, 3), self.paused_at is not None)
 
 
 @dataclass(eq=False)
@@ -171,6 +186,7 @@ class ViewerState:
     bucket: TokenBucket
     session: Session | None = None
     told_no_control: bool = False
+    told_paused: bool = False
     rate_notice_at: float = 0.0
     refusals_recorded: int = 0
     login: str = ""  # the login token: the same one again is the same browser tab
@@ -192,6 +208,8 @@ class Pairing:
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S
     grace: float = DEFAULT_GRACE_S
     new_secret: Callable[[], str] = field(default=_new_secret)
+    new_code: Callable[[], str] = field(default=lambda: f"{secrets.randbelow(10**6):06d}")
+    require_code: bool = False  # accepting needs the code the customer reads out
     sessions: dict[str, Session] = field(default_factory=dict)
     agents: dict[Peer, Session] = field(default_factory=dict)
     viewers: dict[Peer, ViewerState] = field(default_factory=dict)
@@ -229,10 +247,11 @@ class Pairing:
         self.sessions[session_id] = session
         self.agents[agent] = session
         self._by_resume[session.resume] = session
-        self.ledger.requested(session_id, technician.id, hello.machine, hello.user,
-                              agent.address, now)
+        session.code = self._fresh_code(technician.id)
+        session.ref = self.ledger.requested(session_id, technician.id, hello.machine,
+                                            hello.user, agent.address, now)
         agent.send(Registered(session_id, technician.name,
-                              int(min(self.wait_timeout, 86400)), session.resume))
+                              int(min(self.wait_timeout, 86400)), session.resume, session.code))
         self._push_queue(technician.id, now)
         return True
 
@@ -275,7 +294,7 @@ class Pairing:
         self.agents[agent] = session
         self.ledger.event(session.id, "agent-resumed", f"from {agent.address}", now)
         agent.send(Registered(session.id, session.technician_name,
-                              int(min(self.wait_timeout, 86400)), session.resume))
+                              int(min(self.wait_timeout, 86400)), session.resume, session.code))
         agent.send(session.accepted_message(now))
         session.window.restart_sent()
         if session.screens != hello.screens:
@@ -302,8 +321,29 @@ class Pairing:
         elif isinstance(message, Cursor):
             if session.state == ACTIVE and session.viewer is not None:
                 session.viewer.send(message)
+        elif isinstance(message, protocol.Pause):
+            self._pause(session, message.paused, now)
         else:
             raise protocol.RemoteProtocolError(f"an agent may not send {message.TYPE}")
+
+    def _pause(self, session: Session, paused: bool, now: float) -> None:
+        """The customer paused or resumed: no frames and no input while paused, and the
+        paused time is not billed. Only an accepted session can pause (before, nothing is
+        shown or billed anyway)."""
+        if session.state != ACTIVE or paused == (session.paused_at is not None):
+            return
+        if paused:
+            session.paused_at = now
+            viewer_state = self.viewers.get(session.viewer) if session.viewer else None
+            if viewer_state is not None:
+                viewer_state.told_paused = False
+        else:
+            session.paused_s = session.paused_until(now)
+            session.paused_at = None
+            session.window.restart_seen()  # the agent starts over with a full image
+        self.ledger.paused(session.id, paused, now)
+        if session.viewer is not None:
+            session.viewer.send(protocol.Pause(paused))
 
     def agent_frame(self, agent: Peer, data: bytes, now: float) -> bool:
         """A binary screen update; forwarded only to the accepted viewer, within the update
@@ -315,8 +355,8 @@ class Pairing:
         if not protocol.frame_fits(session.screens, monitor, x, y, width, height):
             raise protocol.RemoteProtocolError(
                 f"frame rectangle {width}x{height}+{x}+{y} is outside monitor {monitor}")
-        if session.state != ACTIVE or session.viewer is None:
-            return False
+        if session.state != ACTIVE or session.viewer is None or session.paused_at is not None:
+            return False  # paused: the customer's screen is not shown, whatever the agent sends
         screen = session.screens[monitor]
         if not session.window.admit(seq, flags, width * height, screen.width * screen.height):
             if not session.refresh_asked:  # one full image heals it: ask once
@@ -422,6 +462,10 @@ class Pairing:
         if state.session is not None:
             viewer.send(BUSY)
             return
+        if session.state == WAITING and self.require_code and message.code != session.code:
+            # The code the customer reads out proves the support person picked this caller.
+            viewer.send(CODE_REQUIRED if not message.code else WRONG_CODE)
+            return
         session.viewer, state.session = viewer, session
         if session.state == WAITING:
             session.state, session.accepted_at = ACTIVE, now
@@ -491,7 +535,11 @@ class Pairing:
         session = self._owned(viewer, state, session_id, message.TYPE, now)
         if session is None:
             return
-        if (session.state == ACTIVE and session.viewer is viewer and session.control
+        if session.paused_at is not None and session.viewer is viewer:
+            if not state.told_paused:  # the agent drops it too; say so once per pause
+                state.told_paused = True
+                viewer.send(PAUSED)
+        elif (session.state == ACTIVE and session.viewer is viewer and session.control
                 and session.agent is not None):
             session.agent.send(message)
         elif not state.told_no_control:
@@ -535,7 +583,7 @@ class Pairing:
         shown = detached[: protocol.MAX_QUEUE_ENTRIES] + (waiting[-room:] if room else [])
         shown.sort(key=lambda s: s.requested_at)
         return Queue(tuple(
-            Waiting(s.id, s.machine, s.user, round(max(0.0, now - s.requested_at), 1),
+            Waiting(s.id, s.machine, s.user, round(max(0.0, now - s.requested_at), 1), s.code,
                     "waiting" if s.state == WAITING else "detached")
             for s in shown
         ), more=len(mine) - len(shown))
@@ -580,8 +628,10 @@ class Pairing:
         listed = session.state == WAITING or session.viewer is None
         session.state = ENDED
         session.control = False
-        self.ledger.ended(session.id, by, reason, now if at is None else at)
-        ended = Ended(session.id, by, reason)
+        end_at = now if at is None else at
+        self.ledger.ended(session.id, by, reason, end_at)
+        billable = billable_seconds(session.accepted_at, end_at, session.paused_until(end_at))
+        ended = Ended(session.id, by, reason, session.ref, billable)
         if session.viewer is not None:
             session.viewer.send(ended)
             state = self.viewers.get(session.viewer)
@@ -603,6 +653,15 @@ class Pairing:
             if state.technician == technician:
                 queue = queue or self.queue_for(technician, now)
                 viewer.send(queue)
+
+    def _fresh_code(self, technician: str) -> str:
+        """A session code no other live session of this support person has, so the code
+        the customer reads out names one caller."""
+        taken = {s.code for s in self.sessions.values() if s.technician == technician}
+        while True:
+            code = self.new_code()
+            if code not in taken:
+                return code
 
     def _fresh_secret(self) -> str:
         while True:

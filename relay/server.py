@@ -103,6 +103,7 @@ class RelayConfig:
     viewer_dir: Path = VIEWER_DIR
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S
     grace: float = DEFAULT_GRACE_S
+    require_code: bool = False  # accepting a caller needs the code they read out
     ping_interval: float = PING_INTERVAL_S
     ping_timeout: float = PING_TIMEOUT_S
     handshake_timeout: float = HANDSHAKE_TIMEOUT_S
@@ -255,8 +256,8 @@ class LoggedLedger:
         self.ledger = ledger
 
     def requested(self, session: str, technician: str, machine: str, user: str,
-                  address: str, at: float) -> None:
-        self.ledger.requested(session, technician, machine, user, address, at)
+                  address: str, at: float) -> int:
+        return self.ledger.requested(session, technician, machine, user, address, at)
 
     def accepted(self, session: str, at: float) -> None:
         log.info("session %s... accepted", session[:8])
@@ -265,6 +266,11 @@ class LoggedLedger:
     def control(self, session: str, taken: bool, at: float) -> None:
         log.info("session %s... control %s", session[:8], "taken" if taken else "released")
         self.ledger.control(session, taken, at)
+
+    def paused(self, session: str, paused: bool, at: float) -> None:
+        log.info("session %s... %s by the customer", session[:8],
+                 "paused" if paused else "resumed")
+        self.ledger.paused(session, paused, at)
 
     def ended(self, session: str, by: str, reason: str, at: float) -> None:
         log.info("session %s... ended by %s: %s", session[:8], by, reason)
@@ -284,7 +290,7 @@ class Relay:
         self.accounts = Accounts(config.data / DB_FILE)
         self.ledger = Ledger(config.data / DB_FILE)
         self.pairing = Pairing(LoggedLedger(self.ledger), wait_timeout=config.wait_timeout,
-                               grace=config.grace)
+                               grace=config.grace, require_code=config.require_code)
         self.tls = config.cert is not None
         self.hello_timeout = config.hello_timeout
         self.origins = {o.rstrip("/").lower() for o in config.origins}

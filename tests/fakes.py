@@ -1,4 +1,5 @@
-"""Test doubles behind agent.py's own interfaces (Screen, Input, Tray), never a library's."""
+"""Test doubles behind the agent's own interfaces (Screen, Input, Tray, Panel), never a
+library's."""
 
 from __future__ import annotations
 
@@ -81,13 +82,19 @@ class FakeInput:
 
 
 class FakeTray:
-    """Records (state, tooltip, balloon) per show; ``click_close`` is the menu's Close."""
+    """Records (state, tooltip, balloon) per show; ``click_close`` is the menu's Close,
+    ``click_pause`` its Pause or Resume."""
 
     def __init__(self) -> None:
         self.shown: list[tuple[str, str, str]] = []
         self.hidden = False
         self.on_close = None
+        self.on_pause = None
         self.changed = threading.Event()
+
+    @property
+    def balloons(self) -> list[str]:
+        return [balloon for _, _, balloon in self.shown if balloon]
 
     @property
     def states(self) -> list[str]:
@@ -104,3 +111,71 @@ class FakeTray:
     def click_close(self) -> None:
         """Close from the tray menu, called from another thread as pystray does."""
         threading.Thread(target=self.on_close).start()
+
+    def click_pause(self, paused: bool) -> None:
+        """Pause (True) or Resume (False) from the tray menu, from another thread."""
+        threading.Thread(target=self.on_pause, args=(paused,)).start()
+
+
+class FakePanel:
+    """The session panel (panel.Panel): records every PanelView shown; ``press`` runs a
+    button's action from another thread, as the panel's UI thread does."""
+
+    def __init__(self, actions=None) -> None:
+        self.actions = actions
+        self.views: list = []
+        self.fronted = 0
+        self.closed = False
+        self.changed = threading.Event()
+
+    @property
+    def states(self) -> list[str]:
+        """The states shown, each once (the meter's ticks repeat a state)."""
+        states: list[str] = []
+        for view in self.views:
+            if not states or states[-1] != view.state:
+                states.append(view.state)
+        return states
+
+    @property
+    def last(self):
+        return self.views[-1]
+
+    def show(self, view) -> None:
+        self.views.append(view)
+        self.changed.set()
+
+    def to_front(self) -> None:
+        self.fronted += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+    def press(self, key: str) -> None:
+        """Alt+``key`` on the panel as it is now: its enabled button, if any."""
+        button = self.last.button(key)
+        assert button is not None, f"no enabled Alt+{key} in {self.last.state}"
+        threading.Thread(target=self.actions.run, args=(button.action,)).start()
+
+
+class FakeInstance:
+    """The one-program lock (agent_ui.Instance): ``first`` says whether this start is the
+    only one; a refused start records that it asked the other to come to the front."""
+
+    def __init__(self, first: bool = True) -> None:
+        self.first = first
+        self.asked = False
+        self.released: bool | None = None  # None: never acquired
+        self.on_front = None
+
+    def acquire(self, on_front) -> bool:
+        self.on_front = on_front
+        if self.first:
+            self.released = False
+        else:
+            self.asked = True
+        return self.first
+
+    def release(self) -> None:
+        if self.released is not None:
+            self.released = True

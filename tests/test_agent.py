@@ -6,10 +6,12 @@ import asyncio
 import io
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +23,15 @@ from websockets.exceptions import ConnectionClosed
 import agent
 import agent_config
 import agent_session as core
+import agent_ui
 import protocol as p
 import screen_codec as codec
-from tests.fakes import FakeInput, FakeScreen, FakeTray
+from tests.fakes import FakeInput, FakeInstance, FakePanel, FakeScreen, FakeTray
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = "session-0123456789abcdef"
 RESUME = "resume-0123456789abcdef"
+CODE = "482913"
 
 
 class ScriptedRelay:
@@ -79,11 +83,13 @@ class Peer:
 
     async def register(self) -> p.AgentHello:
         hello = await self.hello()
-        await self.send(p.Registered(SESSION, "David", 600, RESUME))
+        await self.send(p.Registered(SESSION, "David", 600, RESUME, CODE))
         return hello
 
-    async def accept(self, hello: p.AgentHello) -> None:
-        await self.send(p.Accepted(SESSION, "David", hello.machine, hello.user, hello.screens))
+    async def accept(self, hello: p.AgentHello, elapsed_s: float = 0.0,
+                     paused: bool = False) -> None:
+        await self.send(p.Accepted(SESSION, "David", hello.machine, hello.user, hello.screens,
+                                   CODE, elapsed_s, paused))
 
     async def update(self) -> list[p.Frame]:
         """The frames of the next screen update (control messages are kept in controls)."""
@@ -131,15 +137,16 @@ class Clock:
 
 
 def make_agent(relay, screen=None, user_input=None, tray=None, clock=None,
-               ca_pem: str = "") -> agent.Agent:
+               ca_pem: str = "", window=None) -> agent.Agent:
     tray = tray or FakeTray()
     runner = agent.Agent(url=agent_config.agent_url(relay.url), technician="david",
                          screen=screen or FakeScreen(), input=user_input or FakeInput(),
                          tray=tray, machine="pc-1", user="anna",
                          ssl_context=agent_config.make_ssl_context(ca_pem),
-                         **({"clock": clock} if clock else {}))
+                         window=window, company="Acme IT", person="David",
+                         phone="269 998 1389", **({"clock": clock} if clock else {}))
     if isinstance(tray, FakeTray):
-        tray.on_close = runner.request_close
+        tray.on_close, tray.on_pause = runner.request_close, runner.request_pause
     return runner
 
 
@@ -173,7 +180,8 @@ def run(coro):
 
 
 def test_pending_yellow_then_accepted_green_then_ended_by_technician() -> None:
-    """registered shows yellow "Connection active", accepted green naming them, ended hides."""
+    """registered shows yellow with "Connection active", accepted green naming who sees the
+    screen, ended hides the icon; the tooltips name the state in words."""
     async def scenario():
         async with ScriptedRelay() as relay:
             tray = FakeTray()
@@ -185,8 +193,10 @@ def test_pending_yellow_then_accepted_green_then_ended_by_technician() -> None:
             await peer.update()
             await peer.send(p.Ended(SESSION, "technician", "done"))
             outcome = await task
-        assert tray.shown == [("pending", "Waiting for David", "Connection active"),
-                              ("active", "David is connected", "David is connected")]
+        waiting, seeing = "Waiting for David to accept", "David (Acme IT) can see your screen"
+        assert tray.shown == [("pending", waiting, ""), ("pending", waiting, "Connection active"),
+                              ("active", seeing, ""),
+                              ("active", seeing, "David can see your screen")]
         assert tray.hidden
         assert outcome == agent.Outcome(agent.EXIT_OK)
     run(scenario())
@@ -592,6 +602,263 @@ def test_pointer_position_is_sent_as_cursor_relative_to_the_monitor() -> None:
     run(scenario())
 
 
+# --- the session panel and the tray's menu ---
+
+
+def panel_agent(relay, **agent_args) -> tuple[agent.Agent, FakePanel, agent_ui.Controls]:
+    """An agent whose panel is a FakePanel wired as main() wires the real one."""
+    controls = agent_ui.Controls()
+    window = FakePanel(controls.panel_actions())
+    runner = controls.agent = make_agent(relay, window=window, **agent_args)
+    return runner, window, controls
+
+
+async def until(check, what: str, timeout: float = 10) -> None:
+    """Until ``check()`` holds (the agent works on its own loop task meanwhile)."""
+    for _ in range(int(timeout / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"never: {what}")
+
+
+async def next_control(peer: Peer, kind: type) -> tuple[p.Message, list]:
+    """The next control message of ``kind``, and every frame and message before it."""
+    before = []
+    while not isinstance(message := await peer.recv(), kind):
+        before.append(message)
+    return message, before
+
+
+def test_the_panel_follows_the_session_from_connecting_to_the_receipt() -> None:
+    """Connecting, waiting with the code grouped and its digits in the title, accepted, in
+    control by name, and the receipt from ended's ledger reference and billed seconds; the
+    tray's tooltip names each state."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            tray = FakeTray()
+            runner, window, _ = panel_agent(relay, tray=tray)
+            task = asyncio.create_task(runner.run())
+            peer = await relay.next()
+            assert window.states == ["connecting"]
+            hello = await peer.register()
+            await until(lambda: window.last.state == "waiting", "waiting")
+            assert window.last.code == "482 913" and "482913" in window.last.title
+            await peer.accept(hello, elapsed_s=700)
+            await peer.update()
+            await peer.send(p.Control(SESSION, True))
+            await until(lambda: window.last.state == "control", "in control")
+            assert window.last.headline == "David is using your mouse and keyboard"
+            assert tray.shown[-1] == ("control", window.last.tooltip, "")
+            await peer.send(p.Ended(SESSION, "technician", "technician-ended", 123, 750))
+            return await task, window
+    outcome, window = run(scenario())
+    assert outcome == agent.Outcome(agent.EXIT_OK)
+    assert window.states == ["connecting", "waiting", "accepted", "control", "ended"]
+    receipt = window.last
+    assert re.fullmatch(r"Session with David ended \d\d:\d\d · 12 min 30 s · ref 123",
+                        receipt.headline.replace("\xa0", " ")), receipt.headline
+    assert receipt.detail == p.customer_words("technician-ended")
+    assert receipt.dismiss_after_s is not None  # a normal end closes itself
+
+
+def test_pause_on_the_panel_stops_input_and_frames_and_the_trays_resume_sends_a_whole_image(
+        ) -> None:
+    """Alt+P: what the support person holds is released, the relay gets pause{true} and no
+    frame or input follows; the meter stands still. Resume in the tray's menu: pause{false},
+    then a whole image, and control is back as it was."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            user_input, tray, clock = FakeInput(), FakeTray(), Clock()
+            runner, window, _ = panel_agent(relay, user_input=user_input, tray=tray,
+                                            clock=clock)
+            task = asyncio.create_task(runner.run())
+            peer = await relay.next()
+            await peer.accept(await peer.register(), elapsed_s=60)
+            await peer.update()
+            await peer.send(p.Control(SESSION, True))
+            await peer.send(p.Key(SESSION, "ShiftLeft", "Shift", True))
+            await until(lambda: "key:ShiftLeft" in user_input.held, "Shift held")
+            clock.now += 5
+            window.press("p")
+            pause, _ = await next_control(peer, p.Pause)
+            assert pause == p.Pause(True) and user_input.held == set()
+            await until(lambda: window.last.state == "paused", "the panel paused")
+            assert tray.shown[-1][0] == "paused" and window.last.meter == "Session time 1:05"
+            events = len(user_input.events)
+            await peer.send(p.Key(SESSION, "KeyA", "a", True))  # paused: never injected
+            await peer.send(p.Refresh(SESSION, 0))  # paused: no image
+            clock.now += 30
+            tray.click_pause(False)
+            resume, between = await next_control(peer, p.Pause)
+            assert resume == p.Pause(False) and between == []  # no frame while paused
+            frames = await peer.update()
+            assert frames[0].flags & p.FLAG_FULL
+            assert user_input.events[events:] == []
+            await peer.send(p.Key(SESSION, "KeyB", "b", True))  # control is back
+            await until(lambda: ("key", "KeyB", True) in user_input.events, "KeyB")
+            assert ("key", "KeyA", True) not in user_input.events
+            assert window.last.state == "control"
+            assert window.last.meter == "Session time 1:05 · paused 0:30, not billed"
+            await peer.send(p.Ended(SESSION, "technician", "technician-ended"))
+            await task
+    run(scenario())
+
+
+def test_end_session_on_the_panel_closes_as_the_customer_with_the_ledgers_receipt() -> None:
+    """Alt+E: close{customer-closed} to the relay, whose `ended` answer gives the receipt
+    its ledger reference; the tray icon goes, the panel stays with the receipt."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            tray = FakeTray()
+            runner, window, _ = panel_agent(relay, tray=tray)
+            task = asyncio.create_task(runner.run())
+            peer = await relay.next()
+            await peer.accept(await peer.register(), elapsed_s=42)
+            await peer.update()
+            window.press("e")
+            close, _ = await next_control(peer, p.Close)
+            assert close == p.Close("customer-closed")
+            await peer.send(p.Ended(SESSION, "customer", "customer-closed", 77, 43))
+            outcome = await task
+        return outcome, window, tray
+    outcome, window, tray = run(scenario())
+    assert outcome == agent.Outcome(agent.EXIT_OK) and tray.hidden
+    assert window.last.state == "ended" and window.last.headline.endswith("· 43\xa0s · ref\xa077")
+    assert not window.closed  # main() closes it once read or timed out
+
+
+def test_a_refusal_before_acceptance_shows_the_error_with_retry_and_the_phone() -> None:
+    """error{technician-unknown}: the panel says the sentence for its code, offers Retry and
+    the company's phone number, and no tray icon was ever shown."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            tray = FakeTray()
+            runner, window, _ = panel_agent(relay, tray=tray)
+            task = asyncio.create_task(runner.run())
+            peer = await relay.next()
+            await peer.hello()
+            await peer.send(p.refusal("technician-unknown", "agent"))
+            return await task, window, tray
+    outcome, window, tray = run(scenario())
+    assert outcome.code == agent.EXIT_FAILED and tray.shown == []
+    error = window.last
+    assert error.state == "error" and error.headline == p.customer_words("technician-unknown")
+    assert error.phone == "If it keeps failing, call Acme IT: 269 998 1389"
+    assert error.button("r").action == "retry"
+
+
+def test_retry_after_a_connection_error_starts_again_and_close_ends(monkeypatch) -> None:
+    """main's session loop: a refusal shows the error; Retry connects again as a new session
+    on the same panel; End, then the receipt's Close, ends the program with exit 0."""
+    monkeypatch.setenv("SPOTLIGHT_SCREEN", "dummy")
+    monkeypatch.setenv("SPOTLIGHT_INPUT", "dummy")
+    monkeypatch.setenv("SPOTLIGHT_TRAY", "log")
+
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            controls = agent_ui.Controls()
+            window = FakePanel(controls.panel_actions())
+            config = agent_config.Config("Acme IT", relay.url, (("david", "David"),))
+            link = (agent_config.agent_url(relay.url), agent_config.make_ssl_context(""))
+            program = asyncio.create_task(asyncio.to_thread(
+                agent._sessions, config, "david", link, controls, window, None))
+            first = await relay.next()
+            await first.hello()
+            await first.send(p.refusal("too-many-waiting", "agent"))
+            await until(lambda: window.last.state == "error", "the error")
+            window.press("r")
+            again = await relay.next()
+            hello = await again.register()
+            assert hello.resume == ""  # a new session, not a resumed one
+            await until(lambda: window.last.state == "waiting", "waiting again")
+            window.press("e")
+            await next_control(again, p.Close)
+            await again.ws.close()
+            await until(lambda: window.last.state == "ended", "the receipt")
+            window.press("c")
+            return await program
+    assert run(scenario()) == agent.EXIT_OK
+
+
+def test_a_second_start_brings_the_first_to_the_front_and_starts_nothing(tmp_path) -> None:
+    """Two starts on one display for one user: the second asks the first (through the lock
+    file's local socket) to bring its panel to the front, and exits 0 without connecting."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            env = {"PATH": "/usr/bin:/bin", "SPOTLIGHT_SCREEN": "dummy",
+                   "SPOTLIGHT_INPUT": "dummy", "SPOTLIGHT_TRAY": "log",
+                   "SPOTLIGHT_PANEL": "log", "XDG_RUNTIME_DIR": str(tmp_path)}
+            command = [sys.executable, str(ROOT / "agent.py"), "--relay", relay.url,
+                       "--technician", "david"]
+            first = await asyncio.create_subprocess_exec(
+                *command, stdin=subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env)
+            peer = await relay.next()
+            await peer.register()
+            second = await asyncio.create_subprocess_exec(
+                *command, stdin=subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env)
+            second_log = (await asyncio.wait_for(second.stderr.read(), 30)).decode()
+            assert await second.wait() == 0, second_log
+            await peer.send(p.Ended(SESSION, "technician", "technician-ended"))
+            first_log = (await asyncio.wait_for(first.stderr.read(), 30)).decode()
+            assert await first.wait() == 0, first_log
+            assert relay.connections.empty()
+            return first_log, second_log
+    first_log, second_log = run(scenario())
+    assert "already running" in second_log and "panel: to the front" in first_log
+    assert "Traceback" not in first_log + second_log
+
+
+def test_the_lock_is_one_per_user_and_display_and_goes_with_its_holder(tmp_path) -> None:
+    """LinuxInstance: a second holder on the same display is refused and the first is asked
+    to the front; another display has its own; once released, the lock can be taken again,
+    also after a holder that died left its socket file behind."""
+    fronted = threading.Event()
+    first = agent_ui.LinuxInstance(tmp_path, ":7")
+    assert first.acquire(fronted.set)
+    assert not agent_ui.LinuxInstance(tmp_path, ":7").acquire(lambda: None)
+    assert fronted.wait(10)
+    other = agent_ui.LinuxInstance(tmp_path, ":8")
+    assert other.acquire(lambda: None)
+    other.release()
+    first.release()
+    first.socket_path.touch()  # as if a program had died holding it
+    again = agent_ui.LinuxInstance(tmp_path, ":7")
+    assert again.acquire(lambda: None)
+    again.release()
+
+
+def test_the_lock_refuses_a_folder_others_can_write(tmp_path) -> None:
+    """A runtime folder other users can write to could hold another user's trap: refused
+    (main then runs without the lock rather than not at all)."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(OSError, match="not private"):
+        agent_ui.LinuxInstance(shared, ":7").acquire(lambda: None)
+
+
+def test_with_no_window_to_show_the_screen_is_not_shared(tmp_path) -> None:
+    """No display for the panel (and none chosen by name): the program says so in a plain
+    sentence and exits 1 without connecting (nothing listens at the relay's address, and it
+    never says it could not reach it)."""
+    result = run_agent("--relay", "ws://127.0.0.1:9", "--technician", "david",
+                       SPOTLIGHT_SCREEN="dummy", SPOTLIGHT_INPUT="dummy", SPOTLIGHT_TRAY="log",
+                       XDG_RUNTIME_DIR=str(tmp_path))
+    assert result.returncode == 1, result.stderr
+    assert f"{agent.APP_NAME}: {agent_ui.NO_WINDOW}" in result.stderr
+    assert "Could not reach" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_main_with_the_lock_held_elsewhere_exits_before_choosing_or_connecting() -> None:
+    """main() behind the Instance interface: a fake that says another program runs makes it
+    exit 0 at once (no picker, no panel, no connection: the relay address leads nowhere)."""
+    instance = FakeInstance(first=False)
+    assert agent.main(["--relay", "ws://127.0.0.1:9", "--technician", "david"],
+                      instance=instance) == agent.EXIT_OK
+    assert instance.asked and instance.released is None  # never held: nothing to release
+
+
 # --- TLS with a pinned CA ---
 
 
@@ -701,7 +968,7 @@ def test_every_key_code_is_valid_on_the_wire() -> None:
 
 # --- configuration ---------------------------------------------------------------------
 
-AGENT_MODULES = ("agent.py", "agent_config.py", "agent_session.py", "agent_ui.py",
+AGENT_MODULES = ("agent.py", "agent_config.py", "agent_session.py", "agent_ui.py", "panel.py",
                  "protocol.py", "screen_codec.py")
 NEW_COPY = ("This program cannot connect because its settings are damaged or missing: please "
             "ask the company that sent you this program for a new copy.")
@@ -830,7 +1097,7 @@ def test_picker_without_a_usable_display_explains_and_exits(tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "agent.py"), "--config", str(config)],
         capture_output=True, text=True, timeout=60,
-        env={"DISPLAY": ":65000", "PATH": "/usr/bin:/bin"})
+        env={"DISPLAY": ":65000", "PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(tmp_path)})
     assert result.returncode == 0
     assert "--technician (a, b)" in result.stderr and "Traceback" not in result.stderr
 
@@ -866,9 +1133,11 @@ from hypothesis import strategies as st  # noqa: E402
 
 OTHER = "other-session-123456789"
 _messages = st.one_of(
-    st.builds(p.Registered, st.just(SESSION), st.just("David"), st.just(60), st.just(RESUME)),
+    st.builds(p.Registered, st.just(SESSION), st.just("David"), st.just(60), st.just(RESUME),
+              st.just(CODE)),
     st.builds(p.Accepted, st.sampled_from([SESSION, OTHER]), st.just("David"), st.just("pc"),
-              st.just("anna"), st.just((p.Screen(0, 0, 320, 200), p.Screen(0, 0, 320, 200)))),
+              st.just("anna"), st.just((p.Screen(0, 0, 320, 200), p.Screen(0, 0, 320, 200))),
+              st.just(CODE), st.just(0.0), st.booleans()),
     st.builds(p.Control, st.sampled_from([SESSION, OTHER]), st.booleans()),
     st.builds(p.PointerMove, st.sampled_from([SESSION, OTHER]), st.integers(0, 3),
               st.integers(0, 400), st.integers(0, 300)),
@@ -886,6 +1155,7 @@ _messages = st.one_of(
 
 
 LINK_LOST = "link lost"  # a broken link (no close frame) among the messages
+PAUSE, RESUME_SHARING = "pause", "resume"  # the customer's Pause and Resume among them
 
 
 def carry_out(user_input: FakeInput, actions: list) -> None:
@@ -895,17 +1165,23 @@ def carry_out(user_input: FakeInput, actions: list) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(_messages, st.just(LINK_LOST)), max_size=30))
-@example([p.Registered(SESSION, "David", 60, RESUME), p.Ended(SESSION, "relay", "x"),
-          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors()),
+@given(st.lists(st.one_of(_messages, st.sampled_from([LINK_LOST, PAUSE, RESUME_SHARING])),
+                max_size=30))
+@example([p.Registered(SESSION, "David", 60, RESUME, CODE), p.Ended(SESSION, "relay", "x"),
+          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors(), CODE),
           p.Control(SESSION, True), p.PointerMove(SESSION, 1, 1, 1)])
-@example([p.Registered(SESSION, "David", 60, RESUME),
-          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors()),
+@example([p.Registered(SESSION, "David", 60, RESUME, CODE),
+          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors(), CODE),
           p.Control(SESSION, True), p.Key(SESSION, "KeyA", "", True), LINK_LOST,
-          p.Registered(SESSION, "David", 60, RESUME), p.Key(SESSION, "KeyA", "", True)])
+          p.Registered(SESSION, "David", 60, RESUME, CODE), p.Key(SESSION, "KeyA", "", True)])
+@example([p.Registered(SESSION, "David", 60, RESUME, CODE),
+          p.Accepted(SESSION, "David", "pc", "anna", FakeScreen().monitors(), CODE),
+          p.Control(SESSION, True), p.Key(SESSION, "KeyA", "", True), PAUSE,
+          p.Key(SESSION, "KeyA", "", True), RESUME_SHARING, p.Key(SESSION, "KeyA", "", True)])
 def test_no_input_is_injected_without_an_active_session_and_control(messages) -> None:
-    """Any message sequence, with broken links among it, through the session core: injection
-    only while in control, every press released when control goes, nothing after the end."""
+    """Any message sequence, with broken links and the customer's Pause and Resume among it,
+    through the session core: injection only while in control and not paused, every press
+    released when control goes or a pause comes, nothing after the end."""
     user_input = FakeInput()
     session = core.Session("david", "pc", "anna", agent.KEY_TABLE)
     carry_out(user_input, session.connected(FakeScreen().monitors()))
@@ -917,6 +1193,10 @@ def test_no_input_is_injected_without_an_active_session_and_control(messages) ->
             actions = session.link_lost(None, "", float(now))
             if any(isinstance(a, core.Reconnect) for a in actions):
                 actions += session.connected(FakeScreen().monitors())
+        elif message == PAUSE:
+            actions = session.pause(float(now))
+        elif message == RESUME_SHARING:
+            actions = session.unpause(float(now))
         else:
             actions = session.receive(message, float(now))
         carry_out(user_input, actions)
@@ -985,10 +1265,10 @@ def test_backends_are_chosen_in_one_place_with_an_environment_override(monkeypat
     assert agent.make_input() == "x11"
 
 
-def test_the_program_runs_headless_on_the_dummy_backends() -> None:
-    """python agent.py with the dummy screen and input and the log tray, no DISPLAY: it says
-    hello with the dummy monitor, streams it once accepted, logs injected keys, and exits 0
-    when the support person ends the session."""
+def test_the_program_runs_headless_on_the_dummy_backends(tmp_path) -> None:
+    """python agent.py with the dummy screen and input, the log tray and the log panel
+    chosen by name, no DISPLAY: it says hello with the dummy monitor, streams it once
+    accepted, logs injected keys, and exits 0 when the support person ends the session."""
     async def scenario():
         async with ScriptedRelay() as relay:
             process = await asyncio.create_subprocess_exec(
@@ -996,7 +1276,8 @@ def test_the_program_runs_headless_on_the_dummy_backends() -> None:
                 "--technician", "david", stdin=subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 env={"PATH": "/usr/bin:/bin", "SPOTLIGHT_SCREEN": "dummy",
-                     "SPOTLIGHT_INPUT": "dummy", "SPOTLIGHT_TRAY": "log"})
+                     "SPOTLIGHT_INPUT": "dummy", "SPOTLIGHT_TRAY": "log",
+                     "SPOTLIGHT_PANEL": "log", "XDG_RUNTIME_DIR": str(tmp_path)})
             peer = await relay.next()
             hello = await peer.register()
             assert hello.screens == (agent.DUMMY_SCREEN, agent.DUMMY_SCREEN)
@@ -1010,3 +1291,110 @@ def test_the_program_runs_headless_on_the_dummy_backends() -> None:
     frames, code, log = run(scenario())
     assert sum(f.width * f.height for f in frames) == 1024 * 768
     assert code == 0 and "input: key KeyA down" in log and "Traceback" not in log
+
+
+# --- the real program's Tk panel on Xvfb, against the scripted relay ----------------------
+
+SHOTS = ROOT / "test-artifacts" / "panel"
+
+
+def xdotool(*args: str) -> str:
+    return subprocess.run(["xdotool", *args], check=True, timeout=60, capture_output=True,
+                          text=True).stdout
+
+
+def window_titled(part: str) -> str:
+    """The id of the window whose title contains ``part`` (waits for it; no regex chars)."""
+    return xdotool("search", "--sync", "--name", re.escape(part)).split()[0]
+
+
+def title_of(window: str) -> str:
+    return xdotool("getwindowname", window).strip()
+
+
+async def titled(window: str, part: str) -> str:
+    """Until the window's title contains ``part`` (the panel's thread sets it)."""
+    await until(lambda: part in title_of(window), f"a title with {part!r}", timeout=20)
+    return title_of(window)
+
+
+def shoot(window: str, name: str) -> None:
+    """A screenshot of the window into test-artifacts/panel/ for a person to look at."""
+    import mss
+
+    shape = dict(v.split("=") for v in xdotool("getwindowgeometry", "--shell", window).split())
+    box = {k: int(shape[v]) for k, v in (("left", "X"), ("top", "Y"), ("width", "WIDTH"),
+                                         ("height", "HEIGHT"))}
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with mss.MSS() as sct:
+        shot = sct.grab(box)
+    Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX").save(SHOTS / f"{name}.png")
+
+
+def alt(window: str, key: str) -> None:
+    """Alt+``key`` into the panel (no window manager: the focus is given to it first)."""
+    xdotool("windowfocus", "--sync", window)
+    xdotool("key", "--clearmodifiers", f"alt+{key}")
+
+
+@pytest.mark.x11
+def test_the_programs_tk_panel_is_found_by_its_code_and_its_keys_pause_resume_and_end(
+        xvfb, tmp_path) -> None:
+    """python agent.py on Xvfb shows its Tk panel from the start: found by the session code
+    in its title while waiting; Alt+P pauses (pause{true} at the relay, no frame after it)
+    and resumes (pause{false}, a whole image); Alt+E ends as the customer, the receipt shows
+    the ledger's reference, and Alt+C closes it and the program (exit 0). Screenshots of each
+    state in test-artifacts/panel/agent-*.png."""
+    if shutil.which("xdotool") is None:
+        pytest.fail("xdotool is not installed: run ./dev test, which installs it")
+
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            env = {**os.environ, "SPOTLIGHT_SCREEN": "dummy", "SPOTLIGHT_INPUT": "dummy",
+                   "SPOTLIGHT_TRAY": "log", "XDG_RUNTIME_DIR": str(tmp_path)}
+            env.pop("SPOTLIGHT_PANEL", None)
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "agent.py"), "--relay", relay.url,
+                "--technician", "david", stdin=subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, env=env)
+            try:
+                window = await asyncio.to_thread(window_titled, "support: connecting")
+                peer = await relay.next()
+                hello = await peer.register()
+                assert "482913" in await titled(window, "482913")
+                shoot(window, "agent-waiting")
+                await peer.accept(hello, elapsed_s=75)
+                await titled(window, "can see your screen")
+                await peer.update()
+                await peer.send(p.Control(SESSION, True))
+                await titled(window, "mouse and keyboard")
+                shoot(window, "agent-control")
+                await asyncio.to_thread(alt, window, "p")
+                pause, _ = await next_control(peer, p.Pause)
+                assert pause == p.Pause(True)
+                await titled(window, "Paused")
+                shoot(window, "agent-paused")
+                await asyncio.to_thread(alt, window, "p")
+                resume, between = await next_control(peer, p.Pause)
+                assert resume == p.Pause(False) and not any(
+                    isinstance(m, p.Frame) for m in between)
+                assert (await peer.update())[0].flags & p.FLAG_FULL
+                await titled(window, "mouse and keyboard")
+                await asyncio.to_thread(alt, window, "e")
+                close, _ = await next_control(peer, p.Close)
+                assert close == p.Close("customer-closed")
+                await peer.send(p.Ended(SESSION, "customer", "customer-closed", 123, 750))
+                await titled(window, "ended")
+                await asyncio.sleep(0.5)  # only for the picture: the receipt's second draw
+                shoot(window, "agent-ended")
+                await asyncio.to_thread(alt, window, "c")
+                log = (await asyncio.wait_for(process.stderr.read(), 30)).decode()
+                return await asyncio.wait_for(process.wait(), 30), log
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+    code, log = run(scenario())
+    assert code == 0, log
+    assert "session: ended | Session with David ended" in log and "ref\xa0123" in log
+    assert "Traceback" not in log

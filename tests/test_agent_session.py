@@ -12,16 +12,18 @@ from agent_session import (
     CONNECTING,
     ENDED,
     IN_CONTROL,
+    PAUSED,
     RECONNECTING,
     WAITING,
+    Balloon,
     End,
     Inject,
     Outcome,
     Reconnect,
     Send,
     StopStream,
+    Stopwatch,
     Stream,
-    Tray,
 )
 
 SESSION = "session-0123456789abcdef"
@@ -30,8 +32,10 @@ RESUME = "resume-0123456789abcdef"
 SCREENS = (p.Screen(0, 0, 576, 200), p.Screen(0, 0, 320, 200), p.Screen(320, 40, 256, 128))
 KEYS = {"KeyA", "ShiftLeft"}
 NOW = 100.0
-REGISTERED = p.Registered(SESSION, "David", 600, RESUME)
-ACCEPT = p.Accepted(SESSION, "David", "pc-1", "anna", SCREENS)
+CODE = "482913"
+REGISTERED = p.Registered(SESSION, "David", 600, RESUME, CODE)
+ACCEPT = p.Accepted(SESSION, "David", "pc-1", "anna", SCREENS, CODE)
+ACCEPT_PAUSED = p.Accepted(SESSION, "David", "pc-1", "anna", SCREENS, CODE, 30.0, True)
 GRANT, RELEASE = p.Control(SESSION, True), p.Control(SESSION, False)
 KEY_A = p.Key(SESSION, "KeyA", "a", True)
 
@@ -41,9 +45,12 @@ def session_in(state: str) -> core.Session:
     session = core.Session("david", "pc-1", "anna", KEYS)
     session.connected(SCREENS)
     steps = {WAITING: [REGISTERED], ACCEPTED: [REGISTERED, ACCEPT],
-             IN_CONTROL: [REGISTERED, ACCEPT, GRANT], ENDED: [p.Ended(SESSION, "relay", "x")]}
+             IN_CONTROL: [REGISTERED, ACCEPT, GRANT], PAUSED: [REGISTERED, ACCEPT, GRANT],
+             ENDED: [p.Ended(SESSION, "relay", "x")]}
     for message in steps.get(state, []):
         session.receive(message, NOW)
+    if state == PAUSED:
+        session.pause(NOW)
     if state == RECONNECTING:
         for message in (REGISTERED, ACCEPT):
             session.receive(message, NOW)
@@ -69,8 +76,8 @@ def receive(message: p.Message):
 
 TABLE = [
     # (name, start, event, actions, state after)
-    ("registered shows yellow with the balloon", CONNECTING, receive(REGISTERED),
-     [Tray("pending", "Waiting for David", "Connection active")], WAITING),
+    ("registered: the balloon of the yellow icon", CONNECTING, receive(REGISTERED),
+     [Balloon("Connection active")], WAITING),
     ("a refusal ends with the sentence for its code", CONNECTING,
      receive(p.refusal("technician-unknown", "agent")),
      [StopStream(), End(Outcome(1, p.customer_words("technician-unknown")))], ENDED),
@@ -79,12 +86,12 @@ TABLE = [
      [StopStream(), End(Outcome(1, "Nobody called david works here."))], ENDED),
     ("the link lost before registration cannot resume", CONNECTING,
      lambda s: s.link_lost(None, "", NOW), [StopStream(), End(LOST)], ENDED),
-    ("accepted shows green and streams a whole image", WAITING, receive(ACCEPT),
-     [Tray("active", "David is connected", "David is connected"), Stream(full=True)], ACCEPTED),
+    ("accepted says who sees the screen and streams a whole image", WAITING, receive(ACCEPT),
+     [Balloon("David can see your screen"), Stream(full=True)], ACCEPTED),
     ("no input while waiting", WAITING, receive(KEY_A), [], WAITING),
     ("no control while waiting", WAITING, receive(GRANT), [], WAITING),
     ("another session's acceptance is ignored",
-     WAITING, receive(p.Accepted(OTHER, "Eve", "pc", "u", SCREENS)), [], WAITING),
+     WAITING, receive(p.Accepted(OTHER, "Eve", "pc", "u", SCREENS, CODE)), [], WAITING),
     ("no input while accepted without control", ACCEPTED, receive(KEY_A), [], ACCEPTED),
     ("control granted", ACCEPTED, receive(GRANT), [], IN_CONTROL),
     ("another session's control is ignored", ACCEPTED, receive(p.Control(OTHER, True)), [],
@@ -120,10 +127,9 @@ TABLE = [
     ("a refresh of an unknown monitor is ignored", ACCEPTED, receive(p.Refresh(SESSION, 9)), [],
      ACCEPTED),
     ("a broken link may resume", IN_CONTROL, lambda s: held(s).link_lost(None, "", NOW),
-     [*UPS, StopStream(), Tray("reconnecting", "Reconnecting to David"), Reconnect(0)],
-     RECONNECTING),
+     [*UPS, StopStream(), Reconnect(0)], RECONNECTING),
     ("a relay restart may resume", ACCEPTED, lambda s: s.link_lost(1012, "restart", NOW),
-     [StopStream(), Tray("reconnecting", "Reconnecting to David"), Reconnect(0)], RECONNECTING),
+     [StopStream(), Reconnect(0)], RECONNECTING),
     ("a deliberate close may not resume", ACCEPTED, lambda s: s.link_lost(1008, "no", NOW),
      [StopStream(), End(LOST)], ENDED),
     ("a normal close without an end may not resume", ACCEPTED,
@@ -133,23 +139,24 @@ TABLE = [
      [StopStream(), End(Outcome(1, p.customer_words("resume-failed")))], ENDED),
     ("resumed: accepted follows, nothing yet", RECONNECTING, receive(REGISTERED), [],
      RECONNECTING),
-    ("resumed and accepted: green again without a balloon", RECONNECTING, receive(ACCEPT),
-     [Tray("active", "David is connected", ""), Stream(full=True)], ACCEPTED),
+    ("resumed and accepted: sharing again without a balloon", RECONNECTING, receive(ACCEPT),
+     [Stream(full=True)], ACCEPTED),
     ("no input while reconnecting", RECONNECTING, receive(KEY_A), [], RECONNECTING),
     ("Close: held released, capture stopped, then the relay told", IN_CONTROL,
-     lambda s: held(s).close(),
+     lambda s: held(s).close(NOW),
      [*UPS, StopStream(), End(Outcome(core.EXIT_OK), p.Close("customer-closed"))], ENDED),
-    ("Close while reconnecting ends at once", RECONNECTING, lambda s: s.close(),
+    ("Close while reconnecting ends at once", RECONNECTING, lambda s: s.close(NOW),
      [StopStream(), End(Outcome(core.EXIT_OK), p.Close("customer-closed"))], ENDED),
     ("a capture failure tells the relay and the customer", ACCEPTED,
-     lambda s: s.capture_failed(),
+     lambda s: s.capture_failed(NOW),
      [StopStream(), End(Outcome(1, core.CAPTURE_FAILED), p.Close("agent-error"))], ENDED),
     ("a bad message closes with 1008 and its reason", IN_CONTROL,
-     lambda s: held(s).bad_message("unknown type"),
+     lambda s: held(s).bad_message("unknown type", NOW),
      [*UPS, StopStream(), End(Outcome(1, "The support server sent something this program "
                                          "does not understand; the session was ended."),
                               None, p.CLOSE_POLICY, "unknown type")], ENDED),
-    ("an untrusted certificate is never retried", RECONNECTING, lambda s: s.untrusted("expired"),
+    ("an untrusted certificate is never retried", RECONNECTING,
+     lambda s: s.untrusted("expired", NOW),
      [StopStream(), End(Outcome(1, "The support server's certificate is not trusted "
                                    "(expired). Please call your support company before "
                                    "trying again."))], ENDED),
@@ -160,7 +167,36 @@ TABLE = [
     ("ended is final: acceptance", ENDED, receive(ACCEPT), [], ENDED),
     ("ended is final: control", ENDED, receive(GRANT), [], ENDED),
     ("ended is final: a lost link", ENDED, lambda s: s.link_lost(None, "", NOW), [], ENDED),
-    ("ended is final: Close", ENDED, lambda s: s.close(), [StopStream()], ENDED),
+    ("ended is final: Close", ENDED, lambda s: s.close(NOW), [StopStream()], ENDED),
+    ("ended is final: Pause", ENDED, lambda s: s.pause(NOW), [], ENDED),
+    # the customer's pause
+    ("Pause: held released, capture stopped, then the relay told", IN_CONTROL,
+     lambda s: held(s).pause(NOW), [*UPS, StopStream(), Send(p.Pause(True))], PAUSED),
+    ("Pause while accepted", ACCEPTED, lambda s: s.pause(NOW),
+     [StopStream(), Send(p.Pause(True))], PAUSED),
+    ("no Pause before acceptance", WAITING, lambda s: s.pause(NOW), [], WAITING),
+    ("no Pause while the link is down", RECONNECTING, lambda s: s.pause(NOW), [], RECONNECTING),
+    ("Pause twice says it once", PAUSED, lambda s: s.pause(NOW), [], PAUSED),
+    ("Resume: the relay told, then a whole image; control back as it was", PAUSED,
+     lambda s: s.unpause(NOW), [Send(p.Pause(False)), Stream(full=True)], IN_CONTROL),
+    ("Resume when not paused does nothing", ACCEPTED, lambda s: s.unpause(NOW), [], ACCEPTED),
+    ("no input while paused, even with control", PAUSED, receive(KEY_A), [], PAUSED),
+    ("no refresh while paused", PAUSED, receive(p.Refresh(SESSION, 0)), [], PAUSED),
+    ("an ack while paused wakes no capture", PAUSED, receive(p.Ack(SESSION, 0)), [], PAUSED),
+    ("a new layout while paused is told, no image sent", PAUSED,
+     lambda s: s.layout(SCREENS[:2]), [Send(p.Screens(SCREENS[:2]))], PAUSED),
+    ("control released while paused: still paused", PAUSED, receive(RELEASE), [], PAUSED),
+    ("the viewer rejoins while paused: no image, pause held", PAUSED, receive(ACCEPT_PAUSED),
+     [], PAUSED),
+    ("a rejoin that missed the pause is told again", PAUSED, receive(ACCEPT),
+     [Send(p.Pause(True))], PAUSED),
+    ("a relay that thinks it paused is told it is not", ACCEPTED, receive(ACCEPT_PAUSED),
+     [Send(p.Pause(False)), Stream(full=True)], ACCEPTED),
+    ("ended while paused: nothing held, capture stopped", PAUSED,
+     receive(p.Ended(SESSION, "technician", "technician-ended")),
+     [StopStream(), End(Outcome(core.EXIT_OK))], ENDED),
+    ("Close while paused", PAUSED, lambda s: s.close(NOW),
+     [StopStream(), End(Outcome(core.EXIT_OK), p.Close("customer-closed"))], ENDED),
 ]
 
 
@@ -192,7 +228,7 @@ def test_a_waiting_session_that_resumed_is_waiting_again() -> None:
     session = session_in(WAITING)
     session.link_lost(1001, "", NOW)
     session.connected(SCREENS)
-    assert session.receive(REGISTERED, NOW) == [Tray("pending", "Waiting for David", "")]
+    assert session.receive(REGISTERED, NOW) == []  # no second "Connection active"
     assert session.state == WAITING
 
 
@@ -245,17 +281,71 @@ def test_input_beyond_the_burst_is_dropped_until_time_passes() -> None:
 
 
 def test_the_view_follows_the_session_and_says_how_it_ended() -> None:
-    """on_change sees each state once, with the support person's name and the end's
-    sentence: what the customer's panel renders."""
+    """on_change sees each state once, with the support person's name, the session code
+    and the end's sentence: what the customer's panel renders."""
     views: list[core.View] = []
     session = core.Session("david", "pc", "anna", KEYS, on_change=views.append)
     session.connected(SCREENS)
     for message in (REGISTERED, ACCEPT, GRANT, RELEASE, p.Ended(SESSION, "relay", "expired")):
         session.receive(message, NOW)
-    assert views == [core.View(WAITING, "David"), core.View(ACCEPTED, "David"),
-                     core.View(IN_CONTROL, "David"), core.View(ACCEPTED, "David"),
-                     core.View(ENDED, "David", p.customer_words("expired"))]
+    running, stopped = Stopwatch(0.0, NOW), Stopwatch(0.0)
+    live = {"technician_name": "David", "code": CODE, "accepted": True}
+    assert views == [core.View(WAITING, "David", code=CODE),
+                     core.View(ACCEPTED, billed=running, **live),
+                     core.View(IN_CONTROL, billed=running, **live),
+                     core.View(ACCEPTED, billed=running, **live),
+                     core.View(ENDED, sentence=p.customer_words("expired"), billed=stopped,
+                               failed=True, **live)]
     assert session.view == views[-1]
+
+
+def test_the_billed_clock_takes_the_relays_count_and_stands_still_while_paused() -> None:
+    """The meter is the ledger's: accepted.elapsed_s is its base, a pause stops it (and
+    runs the paused time instead), a resume restarts it; a rejoin's count replaces ours."""
+    session = session_in(WAITING)
+    session.receive(p.Accepted(SESSION, "David", "pc-1", "anna", SCREENS, CODE, 12.5), NOW)
+    assert session.view.billed.seconds(NOW + 10) == 22.5
+    session.pause(NOW + 10)
+    assert session.view.billed.seconds(NOW + 100) == 22.5
+    assert session.view.paused.seconds(NOW + 100) == 90
+    session.unpause(NOW + 100)
+    view = session.view
+    assert (view.billed.seconds(NOW + 101), view.paused.seconds(NOW + 101)) == (23.5, 90)
+    rejoin = p.Accepted(SESSION, "David", "pc-1", "anna", SCREENS, CODE, 20.0)
+    session.receive(rejoin, NOW + 101)
+    assert session.view.billed.seconds(NOW + 102) == 21.0
+    session.close(NOW + 103)
+    assert session.view.billed.seconds(NOW + 500) == 22.0
+
+
+def test_the_receipt_takes_the_ledgers_reference_and_billed_seconds() -> None:
+    """`ended` carries the ledger's reference and billed seconds: the view shows those, both
+    when the relay ends the session and when it answers the customer's own Close."""
+    by_relay = session_in(ACCEPTED)
+    by_relay.receive(p.Ended(SESSION, "technician", "technician-ended", 123, 750), NOW + 5)
+    view = by_relay.view
+    assert (view.ref, view.billed.seconds(NOW + 999), view.failed) == (123, 750, False)
+    assert view.sentence == p.customer_words("technician-ended")
+    closed = session_in(ACCEPTED)
+    closed.close(NOW + 5)
+    assert closed.view.ref == 0
+    closed.receipt(p.Ended(OTHER, "customer", "customer-closed", 9, 1))  # not ours
+    closed.receipt(p.Ended(SESSION, "customer", "customer-closed", 124, 4))
+    assert (closed.view.ref, closed.view.billed.seconds(NOW + 999)) == (124, 4)
+    assert not closed.view.failed and closed.view.sentence == ""
+
+
+def test_a_pause_outlasts_a_lost_link_and_the_relay_is_reminded() -> None:
+    """Lost while paused: back as paused after the resume, no image, control not restored;
+    a relay whose accepted says not paused gets pause{true} again."""
+    session = session_in(PAUSED)
+    assert session.link_lost(None, "", NOW) == [StopStream(), Reconnect(0)]
+    session.connected(SCREENS)
+    assert session.receive(REGISTERED, NOW) == []
+    assert session.receive(ACCEPT, NOW) == [Send(p.Pause(True))]
+    assert session.state == PAUSED
+    assert session.unpause(NOW) == [Send(p.Pause(False)), Stream(full=True)]
+    assert session.state == ACCEPTED  # control ended with the link
 
 
 @pytest.mark.parametrize(("code", "resumable"), [

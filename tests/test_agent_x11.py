@@ -2,15 +2,21 @@
 driven by a scripted viewer (a websockets client speaking protocol.py).
 
 Close is triggered with SIGTERM: agent.py maps SIGTERM/SIGINT to the same request_close()
-that the tray menu's Close calls (pystray's X11 backend has no menu to click)."""
+that the tray menu's Close calls (pystray's X11 backend has no menu to click). Most tests
+run the agent with its panel as log lines (SPOTLIGHT_PANEL=log: its ticking meter would
+change the screen they compare); the panel's own tests run the real Tk panel, found by its
+title and driven with xdotool. Each agent gets its own runtime folder (the one-program
+lock)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,8 +46,10 @@ def need(*tools: str) -> None:
 
 
 def start_agent(relay, tmp_path: Path, *, tray: str = "log", technician: str = "david",
-                extra: tuple[str, ...] = ()) -> subprocess.Popen:
-    env = {**os.environ, "SPOTLIGHT_DIALOGS": "stderr", "SPOTLIGHT_TRAY": tray}
+                extra: tuple[str, ...] = (), panel: str = "log",
+                env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "SPOTLIGHT_DIALOGS": "stderr", "SPOTLIGHT_TRAY": tray,
+           "SPOTLIGHT_PANEL": panel, "XDG_RUNTIME_DIR": str(tmp_path), **(env_extra or {})}
     log = open(tmp_path / "agent.log", "w")
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "agent.py"), "--relay", relay.ws_url,
@@ -75,6 +83,7 @@ class Viewer:
         self.session = ""
         self.controls: list[p.Message] = []
         self.login = ("david", "david-pw")
+        self.frames = 0  # rectangles drawn so far
 
     async def __aenter__(self) -> Viewer:
         self.ws = await connect(f"{self.relay.ws_url}/ws/viewer", origin=self.relay.http_url,
@@ -93,6 +102,7 @@ class Viewer:
         data = await asyncio.wait_for(self.ws.recv(), timeout)
         if isinstance(data, bytes):
             frame = p.decode_frame(data)
+            self.frames += 1
             image = np.asarray(Image.open(io.BytesIO(frame.image)).convert("RGB"))
             self.canvas[frame.y:frame.y + frame.height, frame.x:frame.x + frame.width] = image
             if frame.last:
@@ -131,6 +141,11 @@ class Viewer:
         with pytest.raises(TimeoutError):
             while True:
                 await self.recv(QUIET_S)
+
+
+def ledger_rows(text: str) -> list[dict[str, str]]:
+    """The rows of `relay ledger --csv` (a CSV header may be quoted: read it as CSV)."""
+    return list(csv.DictReader(io.StringIO(text)))
 
 
 def typed(path: Path) -> str:
@@ -226,9 +241,7 @@ def test_close_ends_the_session_as_the_customer_and_exits(xvfb, relay, tmp_path)
     assert agent.wait(timeout=15) == 0
     ledger = relay.cli("ledger", "--csv")
     assert ledger.returncode == 0, ledger.stderr
-    rows = [line.split(",") for line in ledger.stdout.splitlines()]
-    ended_by = rows[0].index("ended_by")
-    assert [row[ended_by] for row in rows[1:]] == ["customer"]
+    assert [row["ended_by"] for row in ledger_rows(ledger.stdout)] == ["customer"]
     assert "Traceback" not in agent_log(tmp_path)
 
 
@@ -337,7 +350,8 @@ def picker_config(relay, tmp_path: Path) -> list[str]:
 
 
 def start_picker(relay, tmp_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "SPOTLIGHT_TRAY": "log"}
+    env = {**os.environ, "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_PANEL": "log",
+           "XDG_RUNTIME_DIR": str(tmp_path)}
     env.pop("SPOTLIGHT_DIALOGS", None)
     log = open(tmp_path / "agent.log", "w")
     process = subprocess.Popen([sys.executable, str(ROOT / "agent.py"),
@@ -466,3 +480,107 @@ async def wait_for_colour(rgb: tuple[int, int, int]) -> None:
             return
         await asyncio.sleep(0.05)
     pytest.fail(f"tray icon colour {seen}, expected {rgb}")
+
+
+# --- the customer's session panel (real Tk, found by its title) ----------------------------
+
+SHOTS = ROOT / "test-artifacts" / "panel"
+
+
+def xdotool(*args: str) -> str:
+    return subprocess.run(["xdotool", *args], check=True, timeout=60, capture_output=True,
+                          text=True).stdout
+
+
+def panel_window(part: str) -> str:
+    """The window whose title contains ``part`` (xdotool waits for it)."""
+    return xdotool("search", "--sync", "--name", re.escape(part)).split()[0]
+
+
+async def titled(window: str, part: str) -> str:
+    """Until the panel's title contains ``part`` (its own thread sets it)."""
+    for _ in range(400):
+        title = xdotool("getwindowname", window).strip()
+        if part in title:
+            return title
+        await asyncio.sleep(0.05)
+    pytest.fail(f"the panel's title never had {part!r}: {title!r}")
+
+
+def alt(window: str, key: str) -> None:
+    """Alt+``key`` into the panel (no window manager: the focus is given to it first)."""
+    xdotool("windowfocus", "--sync", window)
+    xdotool("key", "--clearmodifiers", f"alt+{key}")
+
+
+def shoot(window: str, name: str) -> None:
+    """The panel as it is on screen, into test-artifacts/panel/ for a person to look at."""
+    shape = dict(v.split("=") for v in xdotool("getwindowgeometry", "--shell", window).split())
+    with mss.MSS() as sct:
+        shot = sct.grab({"left": int(shape["X"]), "top": int(shape["Y"]),
+                         "width": int(shape["WIDTH"]), "height": int(shape["HEIGHT"])})
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX").save(SHOTS / f"{name}.png")
+
+
+def test_the_panel_pauses_resumes_and_ends_a_real_session(xvfb, relay, tmp_path) -> None:
+    """The real Tk panel, found by the session code the viewer's queue shows: Alt+P stops
+    frames and input (the viewer gets pause{true}; a key sent meanwhile is never injected),
+    Alt+P again resumes (pause{false}, then a whole image; a key is injected again), Alt+E
+    ends the session with the customer recorded as the one who ended it; screenshots of
+    each state in test-artifacts/panel/x11-*.png."""
+    need("xdotool")
+    agent = start_agent(relay, tmp_path, panel="tk", env_extra={"SPOTLIGHT_INPUT": "dummy"})
+    try:
+        async def scenario():
+            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
+                entries: tuple[p.Waiting, ...] = ()
+                while not entries:
+                    entries = (await viewer.control(p.Queue)).sessions
+                viewer.session, code = entries[0].session, entries[0].code
+                window = await asyncio.to_thread(panel_window, code)
+                assert "waiting for David" in await titled(window, code)
+                shoot(window, "x11-waiting")
+                await viewer.send(p.Accept(viewer.session))
+                await viewer.control(p.Accepted)
+                await viewer.take_control()
+                await titled(window, "mouse and keyboard")
+                shoot(window, "x11-control")
+                s = viewer.session
+                await asyncio.to_thread(alt, window, "p")
+                assert (await viewer.control(p.Pause)).paused
+                await titled(window, "Paused")
+                for down in (True, False):  # paused: never injected
+                    await viewer.send(p.Key(s, "KeyQ", "q", down))
+                await viewer.send(p.Refresh(s, 0))  # paused: no image
+                await viewer.send(p.Ping(1.0))
+                await viewer.control(p.Pong)  # the relay has passed all that on
+                drawn = viewer.frames
+                shoot(window, "x11-paused")
+                await asyncio.to_thread(alt, window, "p")
+                assert not (await viewer.control(p.Pause)).paused
+                assert viewer.frames == drawn  # nothing while paused
+                while not isinstance(frame := await viewer.recv(), p.Frame):
+                    pass
+                assert frame.flags & p.FLAG_FULL
+                await titled(window, "mouse and keyboard")
+                for down in (True, False):
+                    await viewer.send(p.Key(s, "KeyW", "w", down))
+                for _ in range(400):  # control is back: the key is injected (and logged)
+                    if "input: key KeyW up" in agent_log(tmp_path):
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.to_thread(alt, window, "e")
+                ended = await viewer.control(p.Ended)
+                assert (ended.session, ended.by) == (s, "customer")
+                await titled(window, "ended")
+                shoot(window, "x11-ended")
+        run(scenario())
+        assert agent.wait(timeout=30) == 0  # the receipt closes itself
+    finally:
+        stop(agent)
+    log = agent_log(tmp_path)
+    assert "input: key KeyW down" in log and "input: key KeyQ" not in log
+    assert "Traceback" not in log
+    ledger = relay.cli("ledger", "--csv")
+    assert [row["ended_by"] for row in ledger_rows(ledger.stdout)] == ["customer"]

@@ -54,7 +54,7 @@ def test_full_lifecycle_is_recorded(ledger: Ledger):
     ledger.ended(SESSION, "customer", "customer-closed", T0 + 630)
     (row,) = ledger.rows()
     assert row == LedgerRow(SESSION, "david", "FRONT-DESK", "anna", "203.0.113.7", T0,
-                            T0 + 30, T0 + 630, "customer", "customer-closed")
+                            T0 + 30, T0 + 630, "customer", "customer-closed", ref=1)
     assert row.billable_s == 600
     assert [kind for _, _, kind, _ in ledger.events(SESSION)] == [
         "accepted", "control-taken", "control-released", "ended"]
@@ -212,12 +212,12 @@ def test_csv_format_is_exact(ledger: Ledger):
     out = io.StringIO()
     write_csv(ledger.rows(), out)
     assert out.getvalue() == (
-        '"session","technician","machine","user","address","requested_at","accepted_at",'
-        '"ended_at","billable_seconds","ended_by","end_reason"\n'
-        f'"{SESSION}","david","FRONT-DESK","anna","203.0.113.7","2026-11-26T00:20:00Z",'
-        '"2026-11-26T00:20:30Z","2026-11-26T00:30:30Z","600","customer","customer-closed"\n'
-        f'"{OTHER}","david","FRONT-DESK","anna","203.0.113.7","2026-11-26T02:20:00Z",'
-        '"","","0","",""\n'
+        '"ref","session","technician","machine","user","address","requested_at",'
+        '"accepted_at","ended_at","paused_seconds","billable_seconds","ended_by","end_reason"\n'
+        f'"1","{SESSION}","david","FRONT-DESK","anna","203.0.113.7","2026-11-26T00:20:00Z",'
+        '"2026-11-26T00:20:30Z","2026-11-26T00:30:30Z","0","600","customer","customer-closed"\n'
+        f'"2","{OTHER}","david","FRONT-DESK","anna","203.0.113.7","2026-11-26T02:20:00Z",'
+        '"","","0","0","",""\n'
     )
 
 
@@ -229,7 +229,7 @@ def test_csv_quotes_commas_and_defuses_spreadsheet_formulas(ledger: Ledger):
     write_csv(ledger.rows(), out)
     line = out.getvalue().splitlines()[1]
     assert line.startswith(
-        f'"{SESSION}","david","\'=HYPERLINK(""http://x"",""y"")","smith, anna",')
+        f'"1","{SESSION}","david","\'=HYPERLINK(""http://x"",""y"")","smith, anna",')
 
 
 @pytest.mark.parametrize(("name", "written"), [
@@ -280,3 +280,85 @@ def test_no_separator_turns_a_hostile_name_into_a_live_formula(names: list[str])
         for row in csv.reader(io.StringIO(out.getvalue(), newline=""), delimiter=separator):
             for cell in row:
                 assert not cell.lstrip(' \t"').startswith(FORMULA_TRIGGERS), (separator, cell)
+
+
+
+# --- references and pauses (the customer's receipt) ------------------------------------
+
+
+def test_each_session_gets_the_next_reference(ledger: Ledger):
+    """References count up from 1 in the order sessions were requested."""
+    assert ledger.requested(SESSION, "david", "PC", "anna", "::1", T0) == 1
+    assert ledger.requested(OTHER, "petur", "PC", "bob", "::1", T0 + 1) == 2
+    assert [r.ref for r in ledger.rows()] == [1, 2]
+
+
+def test_paused_time_is_not_billed(ledger: Ledger):
+    """Two pauses (30 s and 50 s) come off a 600 s session: 520 s billed."""
+    request(ledger)
+    ledger.accepted(SESSION, T0 + 10)
+    ledger.paused(SESSION, True, T0 + 100)
+    ledger.paused(SESSION, True, T0 + 110)  # already paused: the first start counts
+    ledger.paused(SESSION, False, T0 + 130)
+    ledger.paused(SESSION, True, T0 + 400)
+    ledger.paused(SESSION, False, T0 + 450)
+    ledger.ended(SESSION, "customer", "customer-closed", T0 + 610)
+    (row,) = ledger.rows()
+    assert (row.paused_s, row.billable_s, row.billable_whole_s) == (80, 520, 520)
+    assert [kind for _, _, kind, _ in ledger.events(SESSION)] == [
+        "accepted", "paused", "resumed", "paused", "resumed", "ended"]
+
+
+def test_a_session_ending_while_paused_bills_up_to_the_pause(ledger: Ledger):
+    """Ended 100 s into a pause: the pause runs to the end and is not billed."""
+    request(ledger)
+    ledger.accepted(SESSION, T0)
+    ledger.paused(SESSION, True, T0 + 60)
+    ledger.ended(SESSION, "technician", "technician-ended", T0 + 160)
+    (row,) = ledger.rows()
+    assert (row.paused_s, row.billable_whole_s) == (100, 60)
+
+
+def test_a_pause_before_acceptance_or_after_the_end_changes_nothing(ledger: Ledger):
+    """Only an accepted, open session can pause."""
+    request(ledger)
+    ledger.paused(SESSION, True, T0 + 5)
+    ledger.accepted(SESSION, T0 + 10)
+    ledger.ended(SESSION, "customer", "customer-closed", T0 + 70)
+    ledger.paused(SESSION, True, T0 + 80)
+    (row,) = ledger.rows()
+    assert (row.paused_s, row.billable_whole_s) == (0, 60)
+    assert "paused" not in [kind for _, _, kind, _ in ledger.events(SESSION)]
+
+
+def test_recover_closes_an_open_pause_at_the_last_heartbeat(ledger: Ledger, db: Path):
+    """A crash during a pause: the pause ends with the session at the heartbeat, unbilled."""
+    request(ledger)
+    ledger.accepted(SESSION, T0)
+    ledger.paused(SESSION, True, T0 + 40)
+    ledger.heartbeat(T0 + 100)
+    with Ledger(db) as restarted:
+        assert restarted.recover() == 1
+        (row,) = restarted.rows()
+    assert (row.paused_s, row.billable_whole_s) == (60, 40)
+
+
+def test_an_older_ledger_gains_references_and_pauses_when_opened(db: Path):
+    """A ledger written before references existed gets them in request order, and pauses."""
+    import sqlite3
+
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as old:
+        old.execute("CREATE TABLE sessions (session TEXT PRIMARY KEY, technician TEXT NOT NULL,"
+                    " machine TEXT NOT NULL, user TEXT NOT NULL, address TEXT NOT NULL,"
+                    " requested_at REAL NOT NULL, accepted_at REAL, ended_at REAL,"
+                    " ended_by TEXT, end_reason TEXT)")
+        for i, session in enumerate((SESSION, OTHER)):
+            old.execute("INSERT INTO sessions (session, technician, machine, user, address,"
+                        " requested_at) VALUES (?, 'david', 'PC', 'anna', '::1', ?)",
+                        (session, T0 + i))
+    old.close()
+    with Ledger(db) as ledger:
+        assert [(r.session, r.ref, r.paused_s) for r in ledger.rows()] == [
+            (SESSION, 1, 0), (OTHER, 2, 0)]
+        assert ledger.requested("N" * 43, "david", "PC", "anna", "::1", T0 + 5) == 3

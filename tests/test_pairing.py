@@ -60,12 +60,16 @@ class FakeLedger:
 
     def requested(self, session, technician, machine, user, address, at):
         self.calls.append(("requested", session, technician, machine, user, address, at))
+        return sum(1 for c in self.calls if c[0] == "requested")  # the ledger's reference
 
     def accepted(self, session, at):
         self.calls.append(("accepted", session, at))
 
     def control(self, session, taken, at):
         self.calls.append(("control", session, taken, at))
+
+    def paused(self, session, paused, at):
+        self.calls.append(("paused", session, paused, at))
 
     def ended(self, session, by, reason, at):
         self.calls.append(("ended", session, by, reason, at))
@@ -75,6 +79,11 @@ class FakeLedger:
 
     def kinds(self) -> list[str]:
         return [c[0] if c[0] != "event" else c[2] for c in self.calls]
+
+
+def endings(peer: FakePeer) -> list[tuple[str, str, str]]:
+    """(session, by, reason) of each `ended` the peer was sent (the receipt apart)."""
+    return [(m.session, m.by, m.reason) for m in peer.of(protocol.Ended)]
 
 
 def frame(seq: int = 1, flags: int = protocol.FLAG_LAST, monitor: int = 1, x: int = 0,
@@ -397,7 +406,7 @@ def test_waiting_session_expires(pairing, ledger):
     pairing.tick(T0 + 599)
     assert session in pairing.sessions
     pairing.tick(T0 + 600)
-    assert agent.of(protocol.Ended) == [protocol.Ended(session, "relay", "expired")]
+    assert endings(agent) == [(session, "relay", "expired")]
     assert agent.closed[0] == 1000
     assert viewer.last().sessions == ()
     assert ("ended", session, "relay", "expired", T0 + 600) in ledger.calls
@@ -407,7 +416,8 @@ def test_customer_close_ends_and_tells_the_viewer(pairing, ledger):
     """close from the agent -> ended by customer, customer-closed, told to the viewer."""
     agent, viewer, session = active(pairing)
     pairing.agent_message(agent, protocol.Close("done"), T0 + 9)
-    assert viewer.last() == protocol.Ended(session, "customer", "customer-closed")
+    assert endings(viewer)[-1:] == [(session, "customer", "customer-closed")]
+    assert viewer.last() == viewer.of(protocol.Ended)[-1]
     assert ("ended", session, "customer", "customer-closed", T0 + 9) in ledger.calls
     assert not pairing.sessions and not pairing.agents
 
@@ -416,7 +426,7 @@ def test_viewer_end_ends_and_tells_the_agent(pairing):
     """end from the owner -> ended by technician; the agent is told and closed."""
     agent, viewer, session = active(pairing)
     pairing.viewer_message(viewer, protocol.End(session, "done"), T0 + 9)
-    assert protocol.Ended(session, "technician", "technician-ended") in agent.sent
+    assert (session, "technician", "technician-ended") in endings(agent)
     assert agent.closed == (1000, "session ended")
 
 
@@ -444,7 +454,7 @@ def test_active_agent_drop_can_resume_within_grace_once(pairing, ledger):
     assert not pairing.agent_hello(thief, hello(resume=secret), DAVID, T0 + 31)
     assert thief.last().code == "resume-failed"
     pairing.tick(T0 + 30 + 60)
-    assert protocol.Ended(session, "relay", "agent-lost") in viewer.sent
+    assert (session, "relay", "agent-lost") in endings(viewer)
 
 
 def test_resume_is_refused_and_the_session_ended_when_the_owner_is_disabled(pairing, ledger):
@@ -457,7 +467,7 @@ def test_resume_is_refused_and_the_session_ended_when_the_owner_is_disabled(pair
     assert not pairing.agent_hello(again, hello(resume=secret), disabled, T0 + 20)
     assert again.last().code == "resume-failed" and again.closed[0] == 1008
     assert session not in pairing.sessions
-    assert protocol.Ended(session, "relay", "technician-disabled") in viewer.sent
+    assert (session, "relay", "technician-disabled") in endings(viewer)
     assert ("ended", session, "relay", "technician-disabled", T0 + 10) in ledger.calls
     pairing.check_invariants()
 
@@ -502,7 +512,7 @@ def test_detached_session_ends_after_grace(pairing):
     pairing.tick(T0 + 69)
     assert session in pairing.sessions
     pairing.tick(T0 + 70)
-    assert protocol.Ended(session, "relay", "viewer-lost") in agent.sent
+    assert (session, "relay", "viewer-lost") in endings(agent)
 
 
 def test_sessions_nobody_came_back_to_end_when_the_link_was_lost(pairing, ledger):
@@ -568,8 +578,9 @@ def test_shutdown_ends_every_session(pairing):
     """Stopping the relay ends live sessions with relay-shutdown and tells both sides."""
     agent, viewer, session = active(pairing)
     pairing.shutdown(T0 + 5)
-    assert viewer.last() == protocol.Ended(session, "relay", "relay-shutdown")
-    assert protocol.Ended(session, "relay", "relay-shutdown") in agent.sent
+    assert endings(viewer)[-1:] == [(session, "relay", "relay-shutdown")]
+    assert viewer.last() == viewer.of(protocol.Ended)[-1]
+    assert (session, "relay", "relay-shutdown") in endings(agent)
     assert not pairing.sessions
 
 
@@ -579,7 +590,119 @@ def test_stalled_agent_and_healing_viewer(pairing):
     pairing.viewer_caught_up(viewer, 2, T0 + 3)
     assert agent.last() == protocol.Refresh(session, 2)
     pairing.agent_stalled(agent, T0 + 4)
-    assert viewer.last() == protocol.Ended(session, "relay", "agent-stalled")
+    assert endings(viewer)[-1:] == [(session, "relay", "agent-stalled")]
+    assert viewer.last() == viewer.of(protocol.Ended)[-1]
+
+
+
+# --- the session code, pause and the receipt (issue 12) --------------------------------
+
+
+def test_the_session_code_is_in_registered_the_queue_and_accepted(pairing):
+    """The 6 digits the customer reads out are the ones the support person sees."""
+    viewer = viewer_of(pairing)
+    agent, session = register(pairing)
+    code = agent.of(protocol.Registered)[0].code
+    assert len(code) == 6 and code.isdigit()
+    assert [(e.session, e.code) for e in viewer.last().sessions] == [(session, code)]
+    pairing.viewer_message(viewer, protocol.Accept(session), T0 + 1)
+    assert viewer.of(protocol.Accepted)[0].code == code
+    assert agent.of(protocol.Accepted)[0].code == code
+
+
+def test_session_codes_differ_among_one_support_persons_callers(ledger):
+    """Two live callers of one support person never share a code (another person's may)."""
+    codes = iter(["111111", "111111", "222222", "111111"])
+    pairing = Pairing(ledger, new_code=lambda: next(codes))
+    first, second = register(pairing)[0], register(pairing, "192.0.2.2")[0]
+    other = register(pairing, "192.0.2.3", technician="petur")[0]
+    assert [a.of(protocol.Registered)[0].code for a in (first, second, other)] == [
+        "111111", "222222", "111111"]
+
+
+def test_with_require_code_only_the_callers_code_accepts(ledger):
+    """--require-code: no code or a wrong one is refused with a sentence; the right one
+    accepts; rejoining a detached session needs no code."""
+    pairing = Pairing(ledger, require_code=True, grace=60)
+    agent, session = register(pairing)
+    code = agent.of(protocol.Registered)[0].code
+    wrong = "000000" if code != "000000" else "111111"
+    viewer = viewer_of(pairing)
+    pairing.viewer_message(viewer, protocol.Accept(session), T0 + 1)
+    assert viewer.last().code == "code-required"
+    pairing.viewer_message(viewer, protocol.Accept(session, wrong), T0 + 2)
+    assert viewer.last().code == "wrong-code"
+    assert pairing.sessions[session].state == WAITING
+    pairing.viewer_message(viewer, protocol.Accept(session, code), T0 + 3)
+    assert pairing.sessions[session].state == ACTIVE
+    pairing.viewer_gone(viewer, T0 + 4)
+    again = viewer_of(pairing)
+    pairing.viewer_message(again, protocol.Accept(session), T0 + 5)
+    assert again.of(protocol.Accepted)
+
+
+def test_a_pause_stops_frames_and_input_until_resumed(pairing, ledger):
+    """Paused by the customer: the viewer is told, frames and input stop (one refusal),
+    the ledger records it; resumed: both flow again."""
+    agent, viewer, session = active(pairing, control=True)
+    pairing.agent_message(agent, protocol.Pause(True), T0 + 10)
+    assert viewer.last() == protocol.Pause(True)
+    assert not pairing.agent_frame(agent, frame(1), T0 + 11)
+    pairing.viewer_message(viewer, key(session), T0 + 12)
+    pairing.viewer_message(viewer, key(session), T0 + 13)
+    assert [m.code for m in viewer.of(protocol.Error)] == ["paused"]
+    assert not agent.of(protocol.Key)
+    pairing.agent_message(agent, protocol.Pause(False), T0 + 40)
+    assert viewer.last() == protocol.Pause(False)
+    assert pairing.agent_frame(agent, frame(1, protocol.FLAG_LAST | protocol.FLAG_FULL),
+                               T0 + 41)
+    pairing.viewer_message(viewer, key(session), T0 + 42)
+    assert agent.of(protocol.Key) == [key(session)]
+    assert [c for c in ledger.calls if c[0] == "paused"] == [
+        ("paused", session, True, T0 + 10), ("paused", session, False, T0 + 40)]
+
+
+def test_a_pause_before_acceptance_or_repeated_changes_nothing(pairing, ledger):
+    """Only an accepted session pauses, and pausing twice is one pause."""
+    agent, session = register(pairing)
+    pairing.agent_message(agent, protocol.Pause(True), T0 + 1)
+    viewer = viewer_of(pairing)
+    pairing.viewer_message(viewer, protocol.Accept(session), T0 + 2)
+    assert not viewer.of(protocol.Pause) and not viewer.of(protocol.Accepted)[0].paused
+    pairing.agent_message(agent, protocol.Pause(True), T0 + 3)
+    pairing.agent_message(agent, protocol.Pause(True), T0 + 4)
+    assert viewer.of(protocol.Pause) == [protocol.Pause(True)]
+    assert [c[2] for c in ledger.calls if c[0] == "paused"] == [True]
+
+
+def test_a_rejoining_viewer_learns_the_pause_and_the_billed_time(pairing):
+    """accepted carries paused and the billable seconds so far, paused time excluded."""
+    agent, viewer, session = active(pairing)  # accepted at T0 + 1
+    pairing.agent_message(agent, protocol.Pause(True), T0 + 11)
+    pairing.viewer_gone(viewer, T0 + 20)
+    again = viewer_of(pairing)
+    pairing.viewer_message(again, protocol.Accept(session), T0 + 31)
+    accepted = again.of(protocol.Accepted)[-1]
+    assert (accepted.paused, accepted.elapsed_s) == (True, 10)
+
+
+def test_ended_carries_the_ledger_reference_and_the_billed_seconds(pairing):
+    """The customer's receipt: accepted at T0+1, paused 30 s, ended at T0+101: 70 s."""
+    agent, viewer, session = active(pairing)
+    pairing.agent_message(agent, protocol.Pause(True), T0 + 21)
+    pairing.agent_message(agent, protocol.Pause(False), T0 + 51)
+    pairing.viewer_message(viewer, protocol.End(session, ""), T0 + 101)
+    (ended,) = agent.of(protocol.Ended)
+    assert (ended.ref, ended.billable_s) == (1, 70)
+    assert viewer.of(protocol.Ended) == [ended]
+
+
+def test_a_session_never_accepted_bills_nothing_on_its_receipt(pairing):
+    """Expired while waiting: its reference, and 0 billed seconds."""
+    agent, _ = register(pairing)
+    pairing.tick(T0 + 600)
+    (ended,) = agent.of(protocol.Ended)
+    assert (ended.reason, ended.ref, ended.billable_s) == ("expired", 1, 0)
 
 
 # --- random operation sequences ---------------------------------------------------------
@@ -599,6 +722,7 @@ class PairingMachine(RuleBasedStateMachine):
         self.viewers: list[tuple[FakePeer, FakeTechnician]] = []
         self.session_ids: list[str] = ["madeUpSessionId00000000"]
         self.secrets: list[str] = []
+        self.paused_from: dict[FakePeer, int | None] = {}
 
     @rule(technician=st.sampled_from(["david", "david", "petur", "nobody"]),
           address=st.sampled_from(["192.0.2.1", "192.0.2.2"]))
@@ -659,10 +783,18 @@ class PairingMachine(RuleBasedStateMachine):
         self.pairing.viewer_message(viewer, message, self.now)
 
     @precondition(lambda self: self.agents)
-    @rule(data=st.data(), kind=st.sampled_from(["frame", "close", "cursor"]))
+    @rule(data=st.data(), kind=st.sampled_from(["frame", "close", "cursor", "pause", "resume"]))
     def agent_sends(self, data, kind):
         agent = data.draw(st.sampled_from(self.agents))
-        if kind == "frame":
+        if kind in ("pause", "resume"):
+            self.pairing.agent_message(agent, protocol.Pause(kind == "pause"), self.now)
+            session = self.pairing.agents.get(agent)
+            paused = session is not None and session.paused_at is not None
+            # Where in what the agent was sent its pause starts (None: not paused).
+            start = self.paused_from.get(agent)
+            self.paused_from[agent] = (len(agent.sent) if start is None else start) \
+                if paused else None
+        elif kind == "frame":
             self.pairing.agent_frame(agent, frame(data.draw(st.integers(0, 5)),
                                                   data.draw(st.sampled_from([0, 1, 2, 3]))),
                                      self.now)
@@ -708,6 +840,12 @@ class PairingMachine(RuleBasedStateMachine):
                     ended = True
                 elif isinstance(message, protocol.Key):
                     assert accepted and control and not ended
+
+    @invariant()
+    def no_input_reaches_a_paused_agent(self):
+        for agent, start in self.paused_from.items():
+            if start is not None:
+                assert not [m for m in agent.sent[start:] if isinstance(m, protocol.Key)]
 
     @invariant()
     def each_session_is_seen_by_its_owner_only(self):

@@ -34,6 +34,11 @@ def facts(state: str, **extra) -> SessionFacts:
     return SessionFacts(state=state, company="Spotlight", person="David", **extra)
 
 
+def plain(text: str) -> str:
+    """The text with its no-break spaces as spaces (as a screen reader says it)."""
+    return text.replace("\xa0", " ")
+
+
 def buttons(state: str, **extra) -> list[tuple[str, bool]]:
     return [(b.action, b.enabled) for b in view(facts(state, **extra)).buttons]
 
@@ -114,7 +119,7 @@ def test_reconnecting_shows_progress_and_that_nothing_is_seen_meanwhile() -> Non
 def test_ended_shows_the_receipt_line_and_closes_itself_after_a_few_seconds() -> None:
     """A normal end: the receipt of issue 12, then the window goes by itself."""
     v = view(facts("ended", elapsed_s=750, ended_at=ENDED_AT, reference="123"))
-    assert v.headline == "Session with David ended 14:32 · 12 min 30 s · ref 123"
+    assert v.headline == "Session with David ended 14:32 · 12\xa0min\xa030\xa0s · ref\xa0123"
     assert 3 <= v.dismiss_after_s <= 30
     assert [b.action for b in v.buttons] == ["dismiss"] and v.close_action == "dismiss"
     assert v.tray_state is None and "ended" in v.title
@@ -126,7 +131,7 @@ def test_ended_with_a_problem_keeps_the_sentence_until_dismissed() -> None:
     sentence = p.customer_words("agent-lost")
     v = view(facts("ended", elapsed_s=30, ended_at=ENDED_AT, message=sentence, failed=True))
     assert v.detail == sentence and v.dismiss_after_s is None
-    assert v.headline == "Session with David ended 14:32 · 30 s"
+    assert v.headline == "Session with David ended 14:32 · 30\xa0s"
 
 
 @pytest.mark.parametrize("reason", sorted(p.WORDING))
@@ -139,10 +144,19 @@ def test_every_reason_reads_as_the_protocols_plain_sentence(reason: str) -> None
         assert sentence in shown and reason not in shown.replace(sentence, "")
 
 
+def test_the_receipt_wraps_between_its_parts_and_a_blink_of_a_pause_is_not_mentioned(
+        ) -> None:
+    """No-break spaces hold "12 min 30 s" and "ref 123" together; a pause under a second is
+    not worth a sentence on the receipt."""
+    v = view(facts("ended", elapsed_s=750, paused_s=0.4, ended_at=ENDED_AT, reference="123"))
+    assert v.headline.split(" · ")[1:] == ["12\xa0min\xa030\xa0s", "ref\xa0123"]
+    assert v.detail == "To connect again, run the program again."
+
+
 def test_ended_after_a_pause_says_the_paused_time_was_not_billed() -> None:
     """The receipt counts billed time only; paused time is named apart."""
     v = view(facts("ended", elapsed_s=3725, paused_s=65, ended_at=ENDED_AT, reference="9"))
-    assert v.headline == "Session with David ended 14:32 · 1 h 2 min 5 s · ref 9"
+    assert plain(v.headline) == "Session with David ended 14:32 · 1 h 2 min 5 s · ref 9"
     assert v.detail == "Paused time (1 min 5 s) was not billed."
 
 

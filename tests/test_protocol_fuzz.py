@@ -233,6 +233,7 @@ SCREENS = st.lists(st.builds(Screen, EDGE, EDGE, SIZE, SIZE), min_size=2,
                    max_size=MAX_SCREENS).map(tuple)
 SECONDS = st.floats(0, 1e9, exclude_max=True) | st.integers(0, 10**9 - 1)
 T = st.floats(-(2.0**53), 2.0**53) | st.integers(-(2**53), 2**53)
+CODES = st.from_regex(r"[0-9]{6}", fullmatch=True)
 
 MESSAGES = st.one_of(
     st.builds(protocol.AgentHello, st.just("agent"), st.integers(0, 2**31), TECHNICIANS, NAMES,
@@ -241,13 +242,14 @@ MESSAGES = st.one_of(
               any_text(1024).filter(bool), st.just("")),
     st.builds(protocol.ViewerHello, st.just("viewer"), st.integers(0, 2**31), NAMES,
               any_text(1024), printable(128).filter(bool)),
-    st.builds(protocol.Registered, SESSIONS, NAMES, st.integers(0, 86400), SESSIONS),
+    st.builds(protocol.Registered, SESSIONS, NAMES, st.integers(0, 86400), SESSIONS, CODES),
     st.builds(protocol.Welcome, TECHNICIANS, NAMES, SESSIONS),
     st.builds(protocol.Queue, st.lists(
-        st.builds(Waiting, SESSIONS, NAMES, NAMES, SECONDS,
+        st.builds(Waiting, SESSIONS, NAMES, NAMES, SECONDS, CODES,
                   st.sampled_from(protocol.WAITING_STATES)), max_size=5).map(tuple)),
-    st.builds(protocol.Accept, SESSIONS),
-    st.builds(protocol.Accepted, SESSIONS, NAMES, NAMES, NAMES, SCREENS),
+    st.builds(protocol.Accept, SESSIONS, st.just("") | CODES),
+    st.builds(protocol.Accepted, SESSIONS, NAMES, NAMES, NAMES, SCREENS, CODES, SECONDS,
+              st.booleans()),
     st.builds(protocol.TakeControl, SESSIONS),
     st.builds(protocol.ReleaseControl, SESSIONS),
     st.builds(protocol.Control, SESSIONS, st.booleans()),
@@ -262,9 +264,11 @@ MESSAGES = st.one_of(
     st.builds(protocol.Ack, SESSIONS, st.integers(0, 2**32 - 1)),
     st.builds(protocol.Cursor, MONITOR, EDGE, EDGE),
     st.builds(protocol.Screens, SCREENS),
+    st.builds(protocol.Pause, st.booleans()),
     st.builds(protocol.Close, printable(200)),
     st.builds(protocol.End, SESSIONS, printable(200)),
-    st.builds(protocol.Ended, SESSIONS, st.sampled_from(protocol.ENDED_BY), printable(200)),
+    st.builds(protocol.Ended, SESSIONS, st.sampled_from(protocol.ENDED_BY), printable(200),
+              st.integers(0, 2**53), st.integers(0, 2**31)),
     st.builds(protocol.Ping, T),
     st.builds(protocol.Pong, T),
     st.builds(protocol.Logout),

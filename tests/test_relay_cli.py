@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import os
 import select
@@ -226,7 +227,7 @@ def test_ledger_csv_is_exactly_write_csv_output(data: Path, store: Callable):
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected.getvalue()
     assert result.stdout.splitlines()[1].endswith(
-        ',"2026-11-26T00:20:00Z","2026-11-26T00:20:30Z","2026-11-26T00:30:30Z","600",'
+        ',"2026-11-26T00:20:00Z","2026-11-26T00:20:30Z","2026-11-26T00:30:30Z","0","600",'
         '"customer","customer-closed"')
 
 
@@ -237,7 +238,7 @@ def test_ledger_filters_by_since_and_technician(data: Path, store: Callable):
     def sessions(*args: str) -> list[str]:
         result = relay_cli(data, "ledger", "--csv", *args)
         assert result.returncode == 0, result.stderr
-        return [line[1:2] for line in result.stdout.splitlines()[1:]]  # after the quote
+        return [row["session"][0] for row in csv.DictReader(io.StringIO(result.stdout))]
 
     assert sessions() == ["A", "B"]
     assert sessions("--since", "2026-11-27") == ["B"]
@@ -254,9 +255,10 @@ def test_ledger_table_is_readable(data: Path, store: Callable):
     result = relay_cli(data, "ledger")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:4] == ["SESSION", "TECHNICIAN", "MACHINE", "USER"]
+    assert lines[0].split()[:4] == ["REF", "TECHNICIAN", "MACHINE", "USER"]
     assert "2026-11-26 00:20" in lines[1]
     assert "0:10:00" in lines[1]
+    assert lines[1].split()[0] == "1"  # the reference on the customer's receipt
     assert lines[1].split()[-1] == "customer-closed"
     assert lines[-1].split() == ["total", "0:11:00"]
     assert lines[1].index("david") == lines[0].index("TECHNICIAN")
@@ -289,7 +291,7 @@ def test_ledger_until_selects_sessions_requested_before_it(data: Path, store: Ca
     def sessions(*args: str) -> list[str]:
         result = relay_cli(data, "ledger", "--csv", *args)
         assert result.returncode == 0, result.stderr
-        return [line[1:2] for line in result.stdout.splitlines()[1:]]
+        return [row["session"][0] for row in csv.DictReader(io.StringIO(result.stdout))]
 
     assert sessions("--until", "2026-11-27") == ["A"]
     assert sessions("--until", "2026-11-26T00:20:00Z") == []

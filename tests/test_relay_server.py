@@ -46,6 +46,11 @@ def viewer_hello(user: str = "david", password: str | None = None, token: str = 
     return json.dumps(fields)
 
 
+def without_receipt(ended: dict) -> dict:
+    """An `ended` message without its receipt (ledger reference, billed seconds)."""
+    return {k: v for k, v in ended.items() if k not in ("ref", "billable_s")}
+
+
 def message(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields})
 
@@ -164,8 +169,9 @@ def test_happy_path_end_to_end(relay):
         session = registered["session"]
         viewer, welcome, queue = await start_viewer(relay.ws_url)
         assert (welcome["technician"], welcome["name"]) == ("david", "David")
-        assert [(e["session"], e["machine"], e["user"], e["state"]) for e in queue["sessions"]] \
-            == [(session, "PC-1", "anna", "waiting")]
+        assert [(e["session"], e["machine"], e["user"], e["code"], e["state"])
+                for e in queue["sessions"]] == [
+                    (session, "PC-1", "anna", registered["code"], "waiting")]
         await viewer.send(message("accept", session=session))
         for peer in (viewer, agent):
             accepted = await next_of(peer, "accepted")
@@ -187,18 +193,21 @@ def test_happy_path_end_to_end(relay):
         await viewer.send(message("ping", t=123.5))
         assert await next_of(viewer, "pong") == {"type": "pong", "t": 123.5}
         await agent.send(message("close", reason="thanks"))
-        assert await next_of(viewer, "ended") == \
-            {"type": "ended", "session": session, "by": "customer", "reason": "customer-closed"}
+        ended = await next_of(viewer, "ended")
+        billed = ended.pop("billable_s")
+        assert ended == {"type": "ended", "session": session, "by": "customer",
+                         "reason": "customer-closed", "ref": 1}
         assert (await closed_code(agent))[0] == 1000
         await viewer.close()
-        return session
+        return session, billed
 
-    session = run(scenario())
+    session, billed = run(scenario())
     rows = ledger_csv(relay)
     assert [(r["session"], r["technician"], r["machine"], r["user"], r["ended_by"],
              r["end_reason"]) for r in rows] == \
         [(session, "david", "PC-1", "anna", "customer", "customer-closed")]
     assert rows[0]["accepted_at"] and rows[0]["ended_at"]
+    assert (rows[0]["ref"], rows[0]["billable_seconds"]) == ("1", str(billed))
 
 
 ATTEMPTS = [
@@ -305,7 +314,8 @@ def test_message_over_the_size_limit_closes_with_1009(relay, endpoint):
     ("agent", b"\x01\x02", "hello with role agent"),
     ("agent", viewer_hello(), "hello with role agent"),
     ("viewer", agent_hello(), "hello with role viewer"),
-    ("agent", agent_hello().replace('"version": 1', '"version": 99'), "version 99"),
+    ("agent", agent_hello().replace(f'"version": {protocol.PROTOCOL_VERSION}', '"version": 99'),
+     "version 99"),
     ("viewer", message("teleport", session="x"), "unknown message type"),
     ("agent", message("hello", role="agent", version=1), "missing field"),
 ])
@@ -556,8 +566,8 @@ def test_sigterm_ends_live_sessions_and_tells_both_sides(relay):
         relay.process.send_signal(signal.SIGTERM)
         expected = {"type": "ended", "session": session, "by": "relay",
                     "reason": "relay-shutdown"}
-        assert await next_of(agent, "ended") == expected
-        assert await next_of(viewer, "ended") == expected
+        assert without_receipt(await next_of(agent, "ended")) == expected
+        assert without_receipt(await next_of(viewer, "ended")) == expected
         return session
 
     session = run(scenario())
@@ -641,3 +651,59 @@ def test_tls_serves_wss_and_https(relay_factory, tmp_path):
     status, headers, body = get(relay, "/healthz", context)
     assert (status, body) == (200, b"ok\n")
     assert headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_a_paused_session_shows_nothing_takes_no_input_and_bills_no_pause(relay):
+    """The customer pauses: the viewer is told, a frame and a key go nowhere (the viewer
+    hears why once); resumed, both flow again; the ledger records the pause apart."""
+
+    async def scenario():
+        agent, viewer, session = await active_session(relay)
+        await viewer.send(message("take_control", session=session))
+        await next_of(agent, "control")
+        await agent.send(message("pause", paused=True))
+        assert await next_of(viewer, "pause") == {"type": "pause", "paused": True}
+        await agent.send(frame(1, 1000))
+        await viewer.send(message("key", session=session, code="KeyA", key="a", down=True))
+        refusal = await next_of(viewer, "error")
+        assert refusal["code"] == "paused"
+        await agent.send(message("pause", paused=False))
+        assert await next_of(viewer, "pause") == {"type": "pause", "paused": False}
+        update = frame(2, 1000, flags=protocol.FLAG_LAST | protocol.FLAG_FULL)
+        await agent.send(update)
+        assert await next_frame(viewer) == update  # not the frame sent while paused
+        key = {"type": "key", "session": session, "code": "KeyB", "key": "b", "down": True}
+        await viewer.send(json.dumps(key))
+        assert await next_of(agent, "key") == key  # not the key sent while paused
+        await viewer.send(message("end", session=session, reason=""))
+        return await next_of(agent, "ended")
+
+    ended = run(scenario())
+    (row,) = ledger_csv(relay)
+    assert row["paused_seconds"] == "0"  # a pause well under a second here
+    assert (ended["ref"], str(ended["billable_s"])) == (1, row["billable_seconds"])
+    kinds = [kind for _, _, kind, _ in relay_events(relay)]
+    assert kinds.index("paused") < kinds.index("resumed") < kinds.index("ended")
+
+
+def test_with_require_code_a_caller_is_accepted_only_with_their_code(relay_factory):
+    """serve --require-code: accept without the code, or with another, is refused with a
+    sentence; the code from the customer's panel accepts."""
+    relay = relay_factory("--require-code")
+    relay.add_technician("david", "David", "david-pw")
+
+    async def scenario():
+        agent, registered = await start_agent(relay.ws_url)
+        viewer, _, queue = await start_viewer(relay.ws_url)
+        session, code = registered["session"], registered["code"]
+        assert queue["sessions"][0]["code"] == code
+        await viewer.send(message("accept", session=session))
+        assert (await next_of(viewer, "error"))["code"] == "code-required"
+        wrong = "000000" if code != "000000" else "999999"
+        await viewer.send(message("accept", session=session, code=wrong))
+        assert (await next_of(viewer, "error"))["code"] == "wrong-code"
+        await viewer.send(message("accept", session=session, code=code))
+        assert (await next_of(viewer, "accepted"))["code"] == code
+        assert (await next_of(agent, "accepted"))["code"] == code
+
+    run(scenario())

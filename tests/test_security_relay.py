@@ -57,6 +57,7 @@ from test_relay_server import (
     start_agent,
     start_viewer,
     viewer_hello,
+    without_receipt,
 )
 from websockets.exceptions import ConnectionClosed
 
@@ -385,7 +386,8 @@ def test_secrets_of_other_kinds_are_not_viewer_logins(relay):
         for hello in (viewer_hello(token=registered["session"]),
                       viewer_hello(token=registered["resume"]),
                       viewer_hello(token="A" * 43),
-                      json.dumps({"type": "hello", "role": "viewer", "version": 1,
+                      json.dumps({"type": "hello", "role": "viewer",
+                                  "version": protocol.PROTOCOL_VERSION,
                                   "user": "david", "password": ""})):
             ws = await open_ws(relay.ws_url + "/ws/viewer")
             await ws.send(hello)
@@ -1181,8 +1183,8 @@ def test_hostile_agent_message_mid_session_ends_it_cleanly(relay, case, data):
         seen = []
         while not isinstance(got := await receive(viewer), dict) or got["type"] != "ended":
             seen.append(got)
-        assert got == {"type": "ended", "session": session, "by": "relay",
-                       "reason": "agent-lost"}
+        assert without_receipt(got) == {"type": "ended", "session": session, "by": "relay",
+                                        "reason": "agent-lost"}
         assert all(isinstance(m, dict) and m["type"] in ("queue", "error") for m in seen), seen
 
     run(scenario())
@@ -1368,8 +1370,9 @@ def test_agent_cut_longer_than_grace_ends_with_agent_lost(relay_factory):
             proxy.freeze()
             assert (await next_of(viewer, "error"))["code"] == "agent-reconnecting"
             ended = await next_of(viewer, "ended")
-            assert ended == {"type": "ended", "session": registered["session"], "by": "relay",
-                             "reason": "agent-lost"}
+            assert without_receipt(ended) == {
+                "type": "ended", "session": registered["session"], "by": "relay",
+                "reason": "agent-lost"}
             return registered["session"]
 
     session = run(scenario())
@@ -1432,8 +1435,8 @@ def test_killed_agent_process_ends_its_session_at_once_with_agent_lost(relay_fac
             await next_of(viewer, "accepted")
             process.send_signal(signal.SIGKILL)
             ended = await next_of(viewer, "ended")  # within WAIT_S, far below the grace
-            assert ended == {"type": "ended", "session": session, "by": "relay",
-                             "reason": "agent-lost"}
+            assert without_receipt(ended) == {"type": "ended", "session": session,
+                                              "by": "relay", "reason": "agent-lost"}
 
         run(scenario())
     finally:
@@ -1484,8 +1487,8 @@ def test_viewer_gone_longer_than_grace_ends_with_viewer_lost(relay_factory):
     async def scenario():
         agent, viewer, session = await active_session(relay)
         await viewer.close(1001)
-        assert await next_of(agent, "ended") == {"type": "ended", "session": session,
-                                                 "by": "relay", "reason": "viewer-lost"}
+        assert without_receipt(await next_of(agent, "ended")) == {
+            "type": "ended", "session": session, "by": "relay", "reason": "viewer-lost"}
         assert (await closed_code(agent))[0] == 1000
 
     run(scenario())
@@ -1590,7 +1593,7 @@ def test_fuzz_mutated_messages_keep_the_session_rules(data):
     david, petur = Person("david", "David"), Person("petur", "Petur")
     agents = [RecordingPeer(f"192.0.2.{i}") for i in range(3)]
     for agent in agents:
-        hello = protocol.AgentHello("agent", 1, "david", "PC", "anna",
+        hello = protocol.AgentHello("agent", protocol.PROTOCOL_VERSION, "david", "PC", "anna",
                                     tuple(protocol.Screen(0, 0, 800, 600) for _ in range(2)))
         assert pairing.agent_hello(agent, hello, david, 0.0)
     sessions = sorted(pairing.sessions)
@@ -1632,9 +1635,12 @@ def ledger_rows(relay) -> list:
 
 
 class RecordingLedger:
-    def requested(self, *args: Any) -> None: ...
+    def requested(self, *args: Any) -> int:
+        return 1
+
     def accepted(self, *args: Any) -> None: ...
     def control(self, *args: Any) -> None: ...
+    def paused(self, *args: Any) -> None: ...
     def ended(self, *args: Any) -> None: ...
     def event(self, *args: Any) -> None: ...
 

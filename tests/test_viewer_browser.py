@@ -56,6 +56,7 @@ class ScriptedAgent:
         self.socket.send(protocol.encode_control(hello))
         registered = protocol.decode_control(self.socket.recv(timeout=WAIT_S))
         assert isinstance(registered, protocol.Registered), registered
+        self.registered = registered
         self.session = registered.session
         self.inbox: queue.Queue[protocol.Message | None] = queue.Queue()
         self.received: list[protocol.Message] = []
@@ -761,3 +762,68 @@ def test_customer_ending_the_session_is_announced(open_viewer, agents):
     assert "The customer ended the session" in notice.text_content()
     assert viewer.by("queue").is_visible()
     assert viewer.by("screen").is_hidden()
+
+
+# --- the session code and the customer's pause (issue 12) ------------------------------
+
+
+def test_queue_and_session_header_show_the_code_the_customer_reads_out(open_viewer, agents):
+    """The queue row and, once accepted, the session's header show the caller's code, grouped
+    as the customer's panel shows it."""
+    viewer = open_viewer().signed_in()
+    agent = agents()
+    code = agent.registered.code
+    shown = viewer.item(agent.session).get_by_test_id("session-code")
+    shown.wait_for(state="visible")
+    assert shown.text_content() == f"{code[:3]} {code[3:]}"
+    viewer.accept(agent)
+    assert viewer.by("header-session-code").text_content() == f"{code[:3]} {code[3:]}"
+
+
+def test_a_customers_pause_covers_the_screen_and_stops_input_until_resumed(open_viewer,
+                                                                            agents):
+    """pause(true): the screen says "Paused by the customer" and keys stay in the page;
+    pause(false): the notice goes and keys reach the customer again."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    agent.send_full((200, 30, 30))
+    viewer.take_control(agent)
+    viewer.by("screen").click()
+    agent.send(protocol.Pause(True))
+    viewer.by("paused").wait_for(state="visible")
+    assert "Paused by the customer" in viewer.by("paused").text_content()
+    viewer.page.keyboard.press("KeyQ")  # the screen keeps the focus, under the notice
+    agent.send(protocol.Pause(False))
+    viewer.by("paused").wait_for(state="hidden")
+    viewer.page.keyboard.press("KeyW")
+    agent.expect(protocol.Key, lambda m: m.code == "KeyW" and not m.down)
+    assert not [m for m in agent.drain() if isinstance(m, protocol.Key) and m.code == "KeyQ"]
+    assert not [m for m in viewer.sent if m.get("code") == "KeyQ"]
+
+
+def test_with_require_code_the_support_person_types_the_callers_code(browser, relay_factory):
+    """serve --require-code: Accept asks for the code; a wrong one is refused with a
+    sentence and asked again; the right one (typed grouped) opens the session."""
+    relay = relay_factory("--require-code")
+    relay.add_technician("david", "David", "david-pw")
+    viewer = Viewer(browser, relay).signed_in()
+    agent = ScriptedAgent(relay)
+    try:
+        code = agent.registered.code
+        wrong = "000000" if code != "000000" else "999999"
+        viewer.item(agent.session).get_by_test_id("accept").click()
+        viewer.by("code-input").fill(wrong)
+        viewer.by("code-input").press("Enter")
+        error = viewer.page.locator("#code-error")
+        error.wait_for(state="visible")
+        viewer.page.wait_for_function(
+            "() => document.querySelector('#code-error').textContent.includes('not this')")
+        viewer.by("code-input").fill(f"{code[:3]} {code[3:]}")
+        viewer.by("code-accept").click()
+        viewer.by("screen").wait_for(state="visible")
+        assert agent.expect(protocol.Accepted).code == code
+        accepts = [m for m in viewer.sent if m.get("type") == "accept"]
+        assert [m["code"] for m in accepts] == ["", wrong, code]
+        assert viewer.errors == []
+    finally:
+        agent.close()
+        viewer.close()

@@ -22,7 +22,9 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import mss
 import pytest
+from PIL import Image
 from PyInstaller.archive.readers import CArchiveReader
 from test_build_linux import (
     BACKGROUND_NAME,
@@ -391,3 +393,49 @@ def test_exe_without_a_chosen_person_shows_the_picker_and_cancel_ends_it(
         output.wait()
     with capsys.disabled():
         print(f"\nlaunch to the picker window under Wine: {picker_s:.1f} s")
+
+
+@pytest.mark.timeout(600)
+def test_exe_shows_its_panel_and_a_second_start_only_brings_it_to_the_front(
+        wine_run_env, tmp_path):
+    """The exe's session panel (the Win32 window), found by its title: with nothing at the
+    relay's address it says so, with Retry; a second start exits 0 at once (the named mutex)
+    without a second panel; Alt+C closes the first (exit 1). Screenshot in
+    test-artifacts/panel/exe-error.png."""
+    env = wine_run_env
+    company = json.loads((ROOT / "support.example.json").read_text(encoding="utf-8"))["company"]
+    command = ["wine", str(EXE), "--relay", "ws://127.0.0.1:9", "--technician", "david"]
+    exe = subprocess.Popen(command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(exe)
+    try:
+        title = f"{company} support: not connected"
+        found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name",
+                                title], capture_output=True, text=True, timeout=120)
+        assert found.stdout.split(), output.text()
+        window = found.stdout.split()[0]
+        x, y, width, height = window_geometry(window)
+        shots = ROOT / "test-artifacts" / "panel"
+        shots.mkdir(parents=True, exist_ok=True)
+        with mss.MSS() as sct:
+            shot = sct.grab({"left": x, "top": y, "width": width, "height": height})
+        Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX").save(shots / "exe-error.png")
+        second = subprocess.run(command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                timeout=120)
+        assert second.returncode == 0, second.stdout
+        panels = subprocess.run(["xdotool", "search", "--onlyvisible", "--name",
+                                 f"{company} support: "], capture_output=True, text=True,
+                                timeout=30).stdout.split()
+        assert panels == [window], output.text()
+        subprocess.run(["xdotool", "mousemove", "--window", window, "20", "20", "click", "1"],
+                       check=True, timeout=30)
+        subprocess.run(["xdotool", "key", "--clearmodifiers", "alt+c"], check=True, timeout=30)
+        assert exe.wait(timeout=60) == 1, output.text()
+    finally:
+        if exe.poll() is None:
+            exe.kill()
+        subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=60)
+        exe.wait(timeout=30)
+        output.wait()

@@ -8,7 +8,7 @@
 // - A float field (waited_s, t) holding a whole number is written 1 here, 1.0 by Python.
 // - Python refuses JSON nested deeper than its recursion limit; JSON.parse does not.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 // Limits, shared by both ends (see protocol.py).
 export const MAX_CONTROL_BYTES = 64 * 1024; // counted in characters, as protocol.py does
@@ -49,6 +49,7 @@ const MAGIC = new Map([
 const TOKEN = /^[A-Za-z0-9_-]{16,128}$/;
 const TECHNICIAN_ID = /^[a-z0-9][a-z0-9._-]{0,31}$/;
 const KEY_CODE = /^[A-Za-z0-9]{1,32}$/;
+const SESSION_CODE = /^[0-9]{6}$/;
 // Python's str.isprintable(): no character of category Other or Separator but the space.
 const NOT_PRINTABLE = /(?! )[\p{C}\p{Z}]/u;
 const LONE_SURROGATE = /\p{Cs}/u;
@@ -206,6 +207,18 @@ function checkSession(value) {
     if (typeof value !== "string" || !TOKEN.test(value)) fail("session must be a session id");
 }
 
+function checkCode(name, value) {
+    if (typeof value !== "string" || !SESSION_CODE.test(value)) fail(`${name} must be 6 digits`);
+}
+
+function checkSeconds(name, value) {
+    const seconds = pyNumber(value);
+    if (seconds === undefined || !(seconds >= 0 && seconds < 1e9)) {
+        fail(`${name} must be a number of seconds`);
+    }
+    return seconds;
+}
+
 function checkOneOf(name, value, allowed) {
     if (!allowed.includes(value)) fail(`${name} must be one of ${allowed.join(", ")}`);
 }
@@ -248,13 +261,14 @@ function checkScreens(screens) {
     }
 }
 
-const WAITING_FIELDS = ["session", "machine", "user", "waited_s", "state"];
+const WAITING_FIELDS = ["session", "machine", "user", "waited_s", "code", "state"];
 
 function waitingFromJson(value) {
     if (!isPlainObject(value) || !hasExactly(value, WAITING_FIELDS)) {
-        fail("a queue entry must have session, machine, user, waited_s and state");
+        fail("a queue entry must have session, machine, user, waited_s, code and state");
     }
     checkSession(value.session);
+    checkCode("code", value.code);
     checkStr("machine", value.machine, MAX_NAME_CHARS);
     checkStr("user", value.user, MAX_NAME_CHARS);
     const waited = pyNumber(value.waited_s);
@@ -264,7 +278,7 @@ function waitingFromJson(value) {
     checkOneOf("state", value.state, WAITING_STATES);
     return {
         session: value.session, machine: value.machine, user: value.user, waited_s: waited,
-        state: value.state,
+        code: value.code, state: value.state,
     };
 }
 
@@ -312,12 +326,16 @@ const VIEWER_HELLO = messageSpec(
 const HELLO_BY_ROLE = new Map([["agent", AGENT_HELLO], ["viewer", VIEWER_HELLO]]);
 
 const BY_TYPE = new Map([
-    messageSpec("registered", ["session", "technician_name", "expires_s", "resume"], (m) => {
-        checkSession(m.session);
-        checkStr("technician_name", m.technician_name, MAX_NAME_CHARS);
-        checkInt("expires_s", m.expires_s, 0, 86400);
-        checkSession(m.resume);
-    }),
+    messageSpec(
+        "registered", ["session", "technician_name", "expires_s", "resume", "code"],
+        (m) => {
+            checkSession(m.session);
+            checkStr("technician_name", m.technician_name, MAX_NAME_CHARS);
+            checkInt("expires_s", m.expires_s, 0, 86400);
+            checkSession(m.resume);
+            checkCode("code", m.code);
+        },
+    ),
     messageSpec("welcome", ["technician", "name", "token"], (m) => {
         checkTechnicianId(m.technician);
         checkStr("name", m.name, MAX_NAME_CHARS);
@@ -327,22 +345,24 @@ const BY_TYPE = new Map([
         if (m.sessions.length > MAX_QUEUE_ENTRIES) fail("too many queue entries");
         checkInt("more", m.more, 0, 2 ** 31);
     }, { more: 0 }),
-    sessionMessage("accept"),
+    messageSpec("accept", ["session", "code"], (m) => {
+        checkSession(m.session);
+        if (m.code !== "") checkCode("code", m.code);
+    }, { code: "" }),
     messageSpec(
-        "accepted", ["session", "technician_name", "machine", "user", "screens", "elapsed_s"],
+        "accepted",
+        ["session", "technician_name", "machine", "user", "screens", "code", "elapsed_s", "paused"],
         (m) => {
             checkSession(m.session);
             checkStr("technician_name", m.technician_name, MAX_NAME_CHARS);
             checkStr("machine", m.machine, MAX_NAME_CHARS);
             checkStr("user", m.user, MAX_NAME_CHARS);
             checkScreens(m.screens);
-            const elapsed = pyNumber(m.elapsed_s);
-            if (elapsed === undefined || !(elapsed >= 0 && elapsed < 1e9)) {
-                fail("elapsed_s must be a number of seconds");
-            }
-            m.elapsed_s = elapsed;
+            checkCode("code", m.code);
+            m.elapsed_s = checkSeconds("elapsed_s", m.elapsed_s);
+            checkBool("paused", m.paused);
         },
-        { elapsed_s: 0 },
+        { elapsed_s: 0, paused: false },
     ),
     sessionMessage("take_control"),
     sessionMessage("release_control"),
@@ -398,16 +418,19 @@ const BY_TYPE = new Map([
         checkInt("y", m.y, -MAX_SCREEN_EDGE, MAX_SCREEN_EDGE);
     }),
     messageSpec("screens", ["screens"], (m) => checkScreens(m.screens)),
+    messageSpec("pause", ["paused"], (m) => checkBool("paused", m.paused)),
     messageSpec("close", ["reason"], (m) => checkStr("reason", m.reason, 200)),
     messageSpec("end", ["session", "reason"], (m) => {
         checkSession(m.session);
         checkStr("reason", m.reason, 200);
     }),
-    messageSpec("ended", ["session", "by", "reason"], (m) => {
+    messageSpec("ended", ["session", "by", "reason", "ref", "billable_s"], (m) => {
         checkSession(m.session);
         checkOneOf("by", m.by, ENDED_BY);
         checkStr("reason", m.reason, 200);
-    }),
+        checkInt("ref", m.ref, 0, 2 ** 53);
+        checkInt("billable_s", m.billable_s, 0, 2 ** 31);
+    }, { ref: 0, billable_s: 0 }),
     messageSpec("ping", ["t"], checkRoundTripTime),
     messageSpec("pong", ["t"], checkRoundTripTime),
     messageSpec("logout", []),
@@ -652,6 +675,18 @@ export const WORDING = Object.freeze({
     "not-watching": Object.freeze({
         customer: "The support person has not accepted the session yet.",
         technician: "Accept the session before taking control.",
+    }),
+    "code-required": Object.freeze({
+        customer: "The support person has to type your session code to accept.",
+        technician: "Type the session code the customer reads to you, then accept.",
+    }),
+    "wrong-code": Object.freeze({
+        customer: "The session code the support person typed is not yours.",
+        technician: "That is not this customer's session code. Ask them to read it again.",
+    }),
+    "paused": Object.freeze({
+        customer: "You paused the session.",
+        technician: "The customer paused the session: no screen and no input until they resume.",
     }),
     "agent-reconnecting": Object.freeze({
         customer: "Reconnecting to the support server.",

@@ -99,6 +99,10 @@ export class QueueList {
         row.querySelector(".machine").textContent = entry.machine || "Unnamed computer";
         row.querySelector(".user").textContent = entry.user || "Unknown user";
         row.querySelector(".avatar").textContent = initial(entry.machine);
+        const code = row.querySelector("[data-testid=session-code]");
+        code.textContent = groupedCode(entry.code);
+        code.title = "The session code on the customer's screen";
+        code.hidden = !entry.code;
         const button = row.querySelector("[data-testid=accept]");
         if (!button.disabled) button.textContent = acceptLabel(entry);
         this._fillWaited(item, performance.now());
@@ -130,6 +134,11 @@ export class QueueList {
             };
         }
     }
+}
+
+// "482913" as the customer's panel shows it: "482 913".
+export function groupedCode(code) {
+    return code ? `${code.slice(0, 3)} ${code.slice(3)}` : "";
 }
 
 function acceptLabel(entry) {

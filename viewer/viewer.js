@@ -6,7 +6,7 @@ import { FLAG_LAST, technicianWords } from "./protocol.js";
 import { Connection, storedToken, viewerSocketUrl } from "./connection.js";
 import { Display } from "./display.js";
 import { Input } from "./input.js";
-import { QueueList, clock } from "./queue.js";
+import { QueueList, clock, groupedCode } from "./queue.js";
 
 const SESSION_KEY = "spotlight.session";
 const $ = (id) => document.getElementById(id);
@@ -115,7 +115,7 @@ function closeDialogs() {
 for (const dialog of document.querySelectorAll("dialog.confirm")) {
     dialog.addEventListener("keydown", (event) => {
         if (event.key !== "Tab") return;
-        const buttons = [...dialog.querySelectorAll("button")];
+        const buttons = [...dialog.querySelectorAll("input, button")];
         const edge = event.shiftKey ? buttons[0] : buttons.at(-1);
         if (document.activeElement !== edge) return;
         event.preventDefault();
@@ -189,6 +189,9 @@ connection.onmessage = (message) => {
         case "accepted":
             openSession(message);
             break;
+        case "pause":
+            if (session) setPaused(message.paused);
+            break;
         case "control":
             if (session?.id === message.session) {
                 setControl(message.granted ? "on" : "off", { sendReleases: false });
@@ -237,6 +240,10 @@ function onError(error) {
         else forgetRejoin();
         return;
     }
+    if (["code-required", "wrong-code"].includes(error.code) && pendingAccept) {
+        askForCode(pendingAccept, error.code === "wrong-code");
+        return;
+    }
     if (error.code === "no-such-session") {
         // Also the late answer to an ack sent just before the session ended: say nothing then.
         if (pendingAccept) {
@@ -274,12 +281,12 @@ function endedWords(ended) {
 
 // --- the session -----------------------------------------------------------------------
 
-function accept(id) {
+function accept(id, code = "") {
     queue.unlockSound();
     notice("");
     queue.setBusy(id, true);
     pendingAccept = id;
-    if (!connection.send({ type: "accept", session: id })) {
+    if (!connection.send({ type: "accept", session: id, code })) {
         queue.setBusy(id, false);
         pendingAccept = null;
     }
@@ -302,6 +309,7 @@ function openSession(accepted) {
     else display.setScreens(accepted.screens);
     fillMonitors(accepted.screens);
     $("session-machine").textContent = accepted.machine || "Unnamed computer";
+    $("session-code").textContent = groupedCode(accepted.code);
     $("session-user").textContent = accepted.user || "Unknown user";
     $("screen-hint").hidden = display.hasImage;
     const machine = session.machine || "this computer";
@@ -309,10 +317,37 @@ function openSession(accepted) {
     $("signout-title").textContent = `Sign out and end the session with ${machine}?`;
     showLinkDown("");
     setControl("off", { sendReleases: false });
+    setPaused(accepted.paused);
     notice("");
     show("session");
     tick();
 }
+
+// Paused by the customer: no picture and no input until they resume (the relay drops both
+// anyway; the page says so and keeps its keys to itself).
+function setPaused(paused) {
+    session.paused = paused;
+    $("paused").hidden = !paused;
+    if (session.control !== "on") return;
+    if (paused) input.disable({ sendReleases: false });  // the customer's side let go already
+    else input.enable();
+}
+
+// --relay --require-code: the support person types the code the customer reads out.
+function askForCode(id, wrong) {
+    queue.setBusy(id, false);
+    pendingAccept = null;
+    $("code-error").textContent = wrong ? technicianWords("wrong-code") : "";
+    $("code-input").value = "";
+    confirmThen("code-dialog", () => accept(id, $("code-input").value.replace(/\D/g, "")));
+}
+
+// Enter in the code field accepts (implicit submission would pick Cancel, the first button).
+$("code-input").addEventListener("keydown", (event) => {
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    $("code-dialog").querySelector("[value=confirm]").click();
+});
 
 // While the link to the relay is down the last picture stays on the canvas: say that it is
 // frozen, and that nothing typed reaches the customer, until the link is back.
@@ -377,6 +412,7 @@ function leaveSession() {
     closeKeysMenu();
     closeDialogs();
     showLinkDown("");
+    $("paused").hidden = true;
     if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     for (const entry of queue.entries) queue.setBusy(entry.session, false);
 }
