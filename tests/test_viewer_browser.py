@@ -468,11 +468,26 @@ COUNT_DECODES = """(() => {
     const decode = window.createImageBitmap.bind(window);
     let now = 0;
     window.decodes = { max: 0, total: 0 };
-    window.createImageBitmap = (...args) => {
+    const started = () => {
         now += 1;
         window.decodes.total += 1;
         window.decodes.max = Math.max(window.decodes.max, now);
+    };
+    window.createImageBitmap = (...args) => {
+        started();
         return decode(...args).finally(() => { now -= 1; });
+    };
+    // large images are decoded in workers (viewer/decoder.js): one message each way
+    const RealWorker = window.Worker;
+    window.Worker = class extends RealWorker {
+        constructor(...args) {
+            super(...args);
+            this.addEventListener("message", () => { now -= 1; });
+        }
+        postMessage(...args) {
+            started();
+            super.postMessage(...args);
+        }
     };
 })();"""
 
