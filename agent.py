@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import importlib
 import logging
 import os
 import random
@@ -452,9 +451,6 @@ class Agent:
     async def run(self) -> Outcome:
         self._wake, self._closed, self._asked = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        # The encoder (numpy, Pillow: 0.3 to 1.5 s to import on a busy machine) is loaded
-        # while the customer waits, not after the support person accepted.
-        self._loop.run_in_executor(None, importlib.import_module, "screen_codec")
         if self._closing.is_set():
             self._closed.set()
         meter = asyncio.ensure_future(self._tick())
