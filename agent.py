@@ -858,7 +858,8 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
         while True:
             controls.forget_choices()
             controls.agent = Agent(
-                url=link[0], technician=technician, screen=screen, input=user_input,
+                url=agent_url(config.relay, technician),  # ?technician= for HAProxy
+                technician=technician, screen=screen, input=user_input,
                 tray=tray, machine=socket.gethostname(), user=_user_name(), ssl_context=link[1],
                 window=window, company=config.company, person=person, phone=config.phone)
             outcome = asyncio.run(controls.agent.run())

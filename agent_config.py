@@ -134,8 +134,9 @@ def _is_phone(text: str) -> bool:
     return 0 < len(text) <= MAX_PHONE_CHARS and text.isprintable()
 
 
-def agent_url(relay: str) -> str:
-    """``<relay>/ws/agent`` as a websocket URL; ws:// only to this machine."""
+def agent_url(relay: str, technician: str = "") -> str:
+    """``<relay>/ws/agent`` as a websocket URL; ws:// only to this machine. With the support
+    person's id as ``?technician=ID``: a cluster's HAProxy routes on it."""
     parts = urllib.parse.urlsplit(relay.strip())
     scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss") or not parts.hostname:
@@ -143,8 +144,9 @@ def agent_url(relay: str) -> str:
     if scheme == "ws" and not _is_local(parts.hostname):
         raise ConfigError(f"the unencrypted address {relay!r} is refused: ws:// is only "
                           "allowed to this computer (localhost); use wss://")
+    query = urllib.parse.urlencode({"technician": technician}) if technician else ""
     return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws/agent",
-                                    "", ""))
+                                    query, ""))
 
 
 def _is_local(host: str) -> bool:

@@ -69,7 +69,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 _T = TypeVar("_T")
 
-PROTOCOL_VERSION = 2  # 2: session codes, pause, the receipt in `ended`
+PROTOCOL_VERSION = 3  # 2: session codes, pause, the receipt in `ended`; 3: chat, clipboard, files, decline, notes, hand-off
 
 # Limits, shared by both ends. websockets' max_size is MAX_MESSAGE_BYTES on every endpoint.
 MAX_CONTROL_BYTES = 64 * 1024  # one JSON text message
@@ -715,11 +715,19 @@ WORDING: dict[str, Wording] = {
         "The support server restarted, so the session has ended. "
         "Please run this program again.",
         "The relay restarted, so the session has ended."),
+    "relay-lost": Wording(
+        "The support server stopped answering, so the session has ended. "
+        "Please run this program again.",
+        "The relay holding this session stopped and nobody rejoined it in time, "
+        "so the session has ended."),
     # error codes (refusals)
     "protocol": Wording(
         "This program and the support server do not understand each other. "
         "Please download the program again.",
         "The relay refused a message from this page. Please reload the page."),
+    "update-required": Wording(
+        "This program is out of date. Please download it again from your support company's page.",
+        "This page is out of date. Please reload the page."),
     "login-failed": Wording(
         "Signing in failed.",
         "The user name or password is not correct."),

@@ -166,7 +166,7 @@ async def our_viewer(browser, screen: d.Desktop, relay: RelayProcess):
     page = None
     try:
         page = await new_page(browser)
-        await page.goto(f"http://127.0.0.1:{relay.port}/")
+        await page.goto(f"http://127.0.0.1:{relay.port}/console/")
         await page.get_by_test_id("login-user").fill(TECHNICIAN)
         await page.get_by_test_id("login-password").fill(PASSWORD)
         await page.get_by_test_id("login-submit").click()

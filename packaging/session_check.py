@@ -7,7 +7,7 @@ What .github/workflows/windows-exe.yml runs on windows-latest, and what anyone c
 on a Windows machine (or on Linux/X11, where tests/test_session_check.py runs it against
 agent.py on Xvfb). It needs the project installed with its agent, relay and dev extras
 (`pip install -e .[agent,relay,dev]`): the relay is this repository's and the viewer is
-tests/test_build_linux.py's ScriptedViewer. Each step prints what it proved; the first
+tests/helpers/viewer.py's ScriptedViewer. Each step prints what it proved; the first
 failure stops it with exit code 1.
 
 1. a relay on 127.0.0.1 (a fresh data folder) with one support person;
@@ -34,20 +34,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "packaging")]
+sys.path[:0] = [str(ROOT), str(ROOT / "packaging")]
 
 import pytest  # noqa: E402 (the scripted viewer reports a failure through pytest.fail)
-from conftest import RelayProcess  # noqa: E402
-from test_build_linux import (  # noqa: E402
+
+import protocol as p  # noqa: E402
+from tests.helpers.desktop import (  # noqa: E402
     Output,
-    ScriptedViewer,
     grab_screen,
-    ledger_rows,
+    until,
     wait_for_file,
     wait_for_screen,
 )
-
-import protocol as p  # noqa: E402
+from tests.helpers.relay import RelayProcess  # noqa: E402
+from tests.helpers.relay import ledger_csv as ledger_rows  # noqa: E402
+from tests.helpers.viewer import ScriptedViewer  # noqa: E402
 
 WINDOWS = sys.platform == "win32"
 TECHNICIAN, PASSWORD = "ci", "ci-session-check"
@@ -133,7 +134,7 @@ class XtermReceiver(Receiver):
 
     def click_point(self) -> tuple[int, int]:
         """The middle of the xterm (no window manager: the focus follows the pointer)."""
-        from test_build_linux import window_geometry
+        from tests.helpers.desktop import window_geometry
 
         found = subprocess.run(["xdotool", "search", "--sync", "--name", RECEIVER_TITLE],
                                capture_output=True, text=True, timeout=30).stdout.split()
@@ -145,7 +146,7 @@ class XtermReceiver(Receiver):
 
 def pointer_location() -> tuple[int, int]:
     if not WINDOWS:
-        from test_build_linux import pointer_location as x11_pointer
+        from tests.helpers.desktop import pointer_location as x11_pointer
 
         return x11_pointer()
     import ctypes
@@ -188,6 +189,7 @@ async def drive(relay: RelayProcess, agent: subprocess.Popen, receiver: Receiver
         step(f"the agent is waiting ({pending.user} on {pending.machine}), "
              f"{time.monotonic() - started:.1f} s after launch")
         await viewer.accept(pending.session)
+        await viewer.take_control()
         step(f"accepted and in control; screens {viewer.screens}")
 
         difference = await wait_for_screen(viewer, timeout=90)
@@ -200,7 +202,7 @@ async def drive(relay: RelayProcess, agent: subprocess.Popen, receiver: Receiver
         x, y = receiver.click_point()
         area = viewer.screens[viewer.monitor]
         await viewer.click(x - area.x, y - area.y)
-        if pointer_location() != (x, y):
+        if not await until(lambda: pointer_location() == (x, y)):
             raise CheckFailed(f"clicked at ({x}, {y}); the pointer is at {pointer_location()}")
         step(f"a click at ({x}, {y}) landed there")
 

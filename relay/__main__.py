@@ -1,12 +1,15 @@
 """`python -m relay SUBCOMMAND ... --data DIR`: run the relay, manage accounts, export the ledger.
 
-Every subcommand takes --data (default ./data). Mistakes print one line to stderr and exit
+Every subcommand takes --data (default ./data), or the same PostgreSQL database as the
+relays of a cluster: --database URL (no password), --database-file FILE or
+$RELAY_DATABASE_URL (relay.location). Mistakes print one line to stderr and exit
 with 2 (bad arguments) or 1 (refused or failed); never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import ipaddress
 import math
@@ -16,17 +19,21 @@ import sqlite3
 import subprocess
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import protocol
-from relay.accounts import DB_FILE, AccountError, Accounts, check_password
+from relay.accounts import DB_FILE, AccountError, check_password
 from relay.download import DEFAULT_COMPANY
-from relay.ledger import Ledger, LedgerRow, iso_utc, write_csv
+from relay.ledger import LedgerRow, iso_utc, write_csv
+from relay.location import DATABASE_ENV, Location, LocationError, resolve
 from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S
 from relay.store import DataError
+from relay.stores import Store, StoreFailure, open_store
+
+T = typing.TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_ID = "demo"
@@ -99,6 +106,15 @@ def origin_url(value: str) -> str:
     return url.lower()
 
 
+def phone_text(value: str) -> str:
+    """One line of printable text; the page escapes it, this keeps the page readable."""
+    text = value.strip()
+    if not text or len(text) > 100 or not text.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a phone line like \"David: 269 998 1389\" (1-100 characters)")
+    return text
+
+
 def readable_file(value: str) -> Path:
     path = Path(value)
     try:
@@ -165,27 +181,38 @@ def read_password(technician: str) -> str:
 # --- subcommands ----------------------------------------------------------------------
 
 
-def database(args: argparse.Namespace, *, create: bool = False) -> Path:
-    """The SQLite file in --data; only commands that add something may create it."""
-    path = args.data / DB_FILE
-    if not create and not path.is_file():
-        raise DataError(f"no relay data in {args.data} (no {DB_FILE} there); check --data")
-    return path
+def location_of(args: argparse.Namespace) -> Location:
+    return resolve(args.data, args.database, args.database_file)
 
 
-def accounts_of(args: argparse.Namespace, *, create: bool = False) -> Accounts:
-    return Accounts(database(args, create=create))
+def on_store(args: argparse.Namespace, body: Callable[[Store], Awaitable[T]], *,
+             create: bool = False) -> T:
+    """Run ``body`` with the store named by --data/--database; only commands that add
+    something may create it."""
+    async def main() -> T:
+        store = await open_store(location_of(args), create=create)
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def is_fresh(args: argparse.Namespace) -> bool:
+    """A SQLite store not made yet (PostgreSQL tables are made by migrate or any command
+    that adds something)."""
+    return not location_of(args).is_postgres and not (args.data / DB_FILE).exists()
 
 
 def cmd_add_technician(args: argparse.Namespace) -> int:
-    fresh = not (args.data / DB_FILE).exists()
-    if not fresh:
-        with accounts_of(args) as accounts:
-            if accounts.get(args.id) is not None:  # say so before asking for a password
-                raise AccountError(f"technician {args.id!r} already exists")
+    fresh = is_fresh(args)
+    if not fresh and on_store(args, lambda store: store.technician(args.id),
+                              create=True) is not None:
+        raise AccountError(f"technician {args.id!r} already exists")  # before the password
     password = read_password(args.id)  # before creating anything: a refusal leaves no trace
-    with accounts_of(args, create=True) as accounts:
-        technician = accounts.add(args.id, args.name, password)
+    technician = on_store(args, lambda store: store.add_technician(args.id, args.name, password),
+                          create=True)
     if fresh:  # a mistyped --data shows up here, not later as a relay nobody can log in to
         print(f"Created a new relay database in {args.data}")
     print(f"Added technician {technician.id} ({technician.name})")
@@ -193,8 +220,7 @@ def cmd_add_technician(args: argparse.Namespace) -> int:
 
 
 def cmd_list_technicians(args: argparse.Namespace) -> int:
-    with accounts_of(args) as accounts:
-        technicians = accounts.list()
+    technicians = on_store(args, lambda store: store.technicians())
     if not technicians:
         print("No technicians yet: add one with python -m relay add-technician ID --name NAME")
         return 0
@@ -206,33 +232,37 @@ def cmd_list_technicians(args: argparse.Namespace) -> int:
 
 
 def cmd_disable_technician(args: argparse.Namespace) -> int:
-    with accounts_of(args) as accounts:
-        accounts.disable(args.id)
+    on_store(args, lambda store: store.disable(args.id))
     print(f"Disabled technician {args.id}; their logins are revoked")
     return 0
 
 
 def cmd_enable_technician(args: argparse.Namespace) -> int:
-    with accounts_of(args) as accounts:
-        accounts.enable(args.id)
+    on_store(args, lambda store: store.enable(args.id))
     print(f"Enabled technician {args.id}")
     return 0
 
 
 def cmd_set_password(args: argparse.Namespace) -> int:
-    with accounts_of(args) as accounts:
-        if accounts.get(args.id) is None:
-            raise AccountError(f"no technician {args.id!r}")
-        accounts.set_password(args.id, read_password(args.id))
+    if on_store(args, lambda store: store.technician(args.id)) is None:
+        raise AccountError(f"no technician {args.id!r}")
+    password = read_password(args.id)
+    on_store(args, lambda store: store.set_password(args.id, password))
     print(f"Changed the password of {args.id}; their logins are revoked")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    version = on_store(args, lambda store: store.schema_version(), create=True)
+    print(f"The relay database in {location_of(args)} is at schema version {version}")
     return 0
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     if args.since is not None and args.until is not None and args.until <= args.since:
         raise UsageError("--until must be later than --since")
-    with Ledger(database(args)) as ledger:
-        rows = ledger.rows(since=args.since, until=args.until, technician=args.technician)
+    rows = on_store(args, lambda store: store.rows(
+        since=args.since, until=args.until, technician=args.technician))
     if args.csv:
         write_csv(rows, sys.stdout)
     elif not rows:
@@ -284,11 +314,12 @@ def serve_config(args: argparse.Namespace):  # -> server.RelayConfig (server imp
     return server.RelayConfig(
         data=args.data, host=args.host, port=args.port, cert=args.cert, key=args.key,
         origins=tuple(args.origin), trusted_proxies=tuple(args.trusted_proxy),
-        downloads=args.downloads, company=args.company, viewer_dir=args.viewer_dir,
-        wait_timeout=args.wait_timeout, grace=args.grace, require_code=args.require_code,
-        ping_interval=args.ping_interval,
+        downloads=args.downloads, company=args.company, phones=tuple(args.phone),
+        viewer_dir=args.viewer_dir, wait_timeout=args.wait_timeout, grace=args.grace,
+        require_code=args.require_code, ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout, handshake_timeout=args.handshake_timeout,
         hello_timeout=args.hello_timeout, max_unauthenticated=args.max_unauthenticated,
+        database=location_of(args), relay_id=args.relay_id,
     )
 
 
@@ -315,13 +346,16 @@ def warn_plain_http(args: argparse.Namespace) -> None:
 def check_before_serving(args: argparse.Namespace) -> None:
     """A clear error now if the data folder is unusable, and a warning for each thing an
     admin must know before the relay is of any use."""
-    fresh = not (args.data / DB_FILE).exists()
-    with accounts_of(args, create=True) as accounts:
-        enabled = [t for t in accounts.list() if t.enabled]
+    fresh = is_fresh(args)
+    enabled = [t for t in on_store(args, lambda store: store.technicians(), create=True)
+               if t.enabled]
     if fresh:
         warn(f"created a new, empty relay database in {args.data}; if you meant an existing "
              "one, check --data")
-    if not enabled:
+    if not enabled and location_of(args).is_postgres:
+        warn("nobody can log in: the database has no enabled support person; add one with "
+             "python -m relay add-technician ID --name NAME (with the same database URL)")
+    elif not enabled:
         warn(f"nobody can log in: {args.data} has no enabled support person; add one with "
              f"python -m relay add-technician ID --name NAME --data {args.data}")
     warn_plain_http(args)
@@ -338,18 +372,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from relay import server
 
     password = secrets.token_urlsafe(12)
-    with accounts_of(args, create=True) as accounts:
-        if accounts.get(DEMO_ID) is None:
-            accounts.add(DEMO_ID, DEMO_NAME, password)
+
+    async def make_demo(store: Store) -> None:
+        if await store.technician(DEMO_ID) is None:
+            await store.add_technician(DEMO_ID, DEMO_NAME, password)
         else:
-            accounts.set_password(DEMO_ID, password)
-            accounts.enable(DEMO_ID)
+            await store.set_password(DEMO_ID, password)
+            await store.enable(DEMO_ID)
+
+    on_store(args, make_demo, create=True)
     warn_plain_http(args)
     agent: list[subprocess.Popen] = []
 
     def on_ready(url: str) -> None:
-        print(f"\nOpen the viewer at {url}/ and log in as\n"
-              f"    user:     {DEMO_ID}\n    password: {password}\n", flush=True)
+        print(f"\nOpen the support console at {url}/console/ and log in as\n"
+              f"    user:     {DEMO_ID}\n    password: {password}\n"
+              f"The customer's page (what to run, whom to call) is {url}/\n", flush=True)
         if display_available():
             relay_ws = "ws" + url.removeprefix("http")
             agent.append(subprocess.Popen([sys.executable, str(ROOT / "agent.py"),
@@ -423,6 +461,13 @@ def build_parser(with_server: bool = False) -> argparse.ArgumentParser:
                                   formatter_class=HelpFormatter)
         sub.add_argument("--data", type=Path, default=Path("data"), metavar="DIR",
                          help="folder of the relay's SQLite file (accounts and ledger)")
+        sub.add_argument("--database", metavar="URL",
+                         help="PostgreSQL instead of --data: postgresql://USER@HOST[:PORT]/DB"
+                              f" without a password (a URL with one: ${DATABASE_ENV} or"
+                              " --database-file)")
+        sub.add_argument("--database-file", type=readable_file, metavar="FILE",
+                         help="a file whose first line is the PostgreSQL URL (it may hold"
+                              " the password; keep the file private)")
         sub.set_defaults(handler=handler)
         return sub
 
@@ -440,6 +485,8 @@ def build_parser(with_server: bool = False) -> argparse.ArgumentParser:
     sub.add_argument("--name", required=True, help="display name shown to customers")
 
     command("list-technicians", cmd_list_technicians, "list support people")
+    command("migrate", cmd_migrate,
+            "create the database's tables or bring them up to this relay's version")
     for name, handler, help_text in (
         ("disable-technician", cmd_disable_technician,
          "disable a support person (revokes their logins)"),
@@ -490,7 +537,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--downloads", type=readable_folder, metavar="DIR",
                         help="folder whose files /download offers (e.g. the agent's exe)")
     parser.add_argument("--company", default=DEFAULT_COMPANY, metavar="NAME",
-                        help="the company's name on the customer's download page")
+                        help="the company's name on the customer's page (/)")
+    parser.add_argument("--phone", action="append", default=[], type=phone_text,
+                        metavar="TEXT",
+                        help='a phone line for the customer\'s page, e.g. "David: 269 998 '
+                             '1389" (repeatable)')
+    parser.add_argument("--relay-id", default="relay", type=technician_id, metavar="NAME",
+                        help="this relay's name in a cluster's shared database (each relay "
+                             "its own, the same after a restart)")
     parser.add_argument("--wait-timeout", type=positive_seconds, default=DEFAULT_WAIT_TIMEOUT_S,
                         metavar="SECONDS", help="how long a session waits to be accepted")
     parser.add_argument("--grace", type=non_negative_seconds, default=DEFAULT_GRACE_S,
@@ -529,8 +583,14 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
+    except LocationError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
     except (AccountError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except StoreFailure as error:  # PostgreSQL refused or went away mid-command
+        print(f"error: the database failed: {error}", file=sys.stderr)
         return 1
     except sqlite3.Error as error:  # e.g. another program holds the database locked
         print(f"error: the database in {args.data} failed: {error}", file=sys.stderr)

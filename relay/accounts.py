@@ -133,17 +133,37 @@ class Accounts(Store):
 
     def __init__(self, db_path: Path) -> None:
         super().__init__(db_path, _SCHEMA)
-        self._hasher = PasswordHasher(
-            time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB,
-            parallelism=ARGON2_PARALLELISM,
-        )
+        self._hasher = self.hasher()
         self._limits = LoginLimits()
         # Its own lock, not the database's: an admission on the event loop must never wait
         # for another thread's fsync'd write.
         self._limits_lock = threading.Lock()
         # Bounds the argon2 work running at once, so checks admitted in a burst wait here in
         # turn instead of all slowing each other (and a real login) down together.
-        self._argon2 = threading.BoundedSemaphore(ARGON2_WORKERS)
+        self._argon2 = threading.BoundedSemaphore(self.workers())
+
+    # Shared with relay.pgstore, so both stores hash and check passwords alike.
+    @staticmethod
+    def hasher() -> PasswordHasher:
+        return PasswordHasher(time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB,
+                              parallelism=ARGON2_PARALLELISM)
+
+    @staticmethod
+    def workers() -> int:
+        return ARGON2_WORKERS
+
+    @classmethod
+    def check_hash(cls, hasher: PasswordHasher, workers: threading.BoundedSemaphore,
+                   password_hash: str, password: str) -> bool:
+        """Verify (at most ``workers`` at once); an unusable password still costs the work."""
+        if not isinstance(password, str) or len(password) > MAX_PASSWORD_CHARS:
+            password = ""  # still do the work, and fail
+            password_hash = cls._dummy_hash
+        try:
+            with workers:
+                return hasher.verify(password_hash, password.encode("utf-8", "surrogatepass"))
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
 
     # --- the admin's commands ---------------------------------------------------------
 
@@ -277,14 +297,8 @@ class Accounts(Store):
 
     def _verify_hash(self, password_hash: str, password: str) -> bool:
         if not isinstance(password, str) or len(password) > MAX_PASSWORD_CHARS:
-            password = ""  # still do the work, and fail
-            password_hash = self._dummy()
-        try:
-            with self._argon2:
-                return self._hasher.verify(password_hash,
-                                           password.encode("utf-8", "surrogatepass"))
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+            password_hash = self._dummy()  # refreshed first if the parameters changed
+        return self.check_hash(self._hasher, self._argon2, password_hash, password)
 
     def _dummy(self) -> str:
         if self._hasher.check_needs_rehash(self._dummy_hash):  # the parameters were changed

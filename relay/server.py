@@ -4,11 +4,15 @@ The only relay module doing network I/O. Each connection is a short loop around
 relay.pairing (the session rules): read a message, validate it with protocol.py, hand it to
 the rules, and let a per-connection ``Link`` write what the rules send, in order.
 
-    /ws/agent    agents (no browser Origin accepted)
-    /ws/viewer   viewers (Origin must be this relay's own origin or an --origin value)
-    /healthz     200 "ok"
-    /download    the customer's page (relay/download.py) linking to --downloads DIR
-    /, /<name>   the viewer's files, from an allow-list built at start-up
+    /ws/agent?technician=ID    agents (no browser Origin accepted)
+    /ws/viewer?technician=ID   viewers (Origin must be this relay's own origin or --origin)
+                 ID is the support person's: HAProxy sends all of theirs to one relay. A
+                 hello naming someone else is refused; without ID (an old program) it is
+                 refused only on a shared (PostgreSQL) store, where routing matters.
+    /healthz     JSON: this relay's id and session count (to loopback and --trusted-proxy
+                 only), 503 when its database cannot be reached
+    anything else   plain HTTP GET (relay/static.py): the customer's page at /, the
+                    console at /console/, --downloads DIR at /download/<name>
 
 Flow: frames to a viewer are queued up to MAX_PENDING_FRAME_BYTES; beyond that the unsent
 frames are dropped and, once the viewer has drained, the agent is asked for a full image
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import math
 import signal
@@ -38,6 +43,7 @@ import socket
 import ssl
 import sys
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,15 +53,20 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 import protocol
-from relay.accounts import DB_FILE, TOO_MANY_ATTEMPTS, Accounts
+from relay.accounts import TOO_MANY_ATTEMPTS
 from relay.download import DEFAULT_COMPANY
-from relay.ledger import Ledger
+from relay.failover import Failover
 from relay.limits import MAX_UNAUTHENTICATED, Budget, HelloThrottle, Unauthenticated
+from relay.location import Location
 from relay.login_limits import retry_words
 from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S, Pairing
-from relay.static import SECURITY_HEADERS, StaticSite, plain, response
+from relay.recorder import QueuedRecorder
+from relay.static import SECURITY_HEADERS, Download, StaticSite, plain, response
+from relay.store import DataError
+from relay.stores import Store, open_store
 
 log = logging.getLogger("relay")
 
@@ -81,8 +92,11 @@ MAX_PENDING_MESSAGES = 4096
 QUEUED_MESSAGE_OVERHEAD_BYTES = 128
 QUEUE_INTERVAL_S = 0.25  # at most four queue updates a second to one viewer
 SHUTDOWN_DRAIN_S = 2.0
+SHUTDOWN_FLUSH_S = 10.0  # the last ledger rows' wait for a slow database
+HSTS = ("Strict-Transport-Security", "max-age=31536000")
 
 TOO_MANY_HELLOS = protocol.refusal("too-many-attempts", "agent")
+UPDATE_REQUIRED = {role: protocol.refusal("update-required", role) for role in ("agent", "viewer")}
 LOGIN_FAILED = protocol.refusal("login-failed", "viewer")
 LOGIN_EXPIRED = protocol.refusal("login-expired", "viewer")
 
@@ -100,6 +114,7 @@ class RelayConfig:
     trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For is believed
     downloads: Path | None = None
     company: str = DEFAULT_COMPANY
+    phones: tuple[str, ...] = ()  # "David: 269 998 1389", shown on the customer's page
     viewer_dir: Path = VIEWER_DIR
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S
     grace: float = DEFAULT_GRACE_S
@@ -109,6 +124,8 @@ class RelayConfig:
     handshake_timeout: float = HANDSHAKE_TIMEOUT_S
     hello_timeout: float = HELLO_TIMEOUT_S
     max_unauthenticated: int = MAX_UNAUTHENTICATED  # also held under the open-file limit
+    database: Location | None = None  # None: SQLite in ``data`` (relay.location)
+    relay_id: str = "relay"  # this relay's name in a shared database
 
 
 # --- one connection's writer ------------------------------------------------------------
@@ -131,6 +148,8 @@ class Link:
         self.ws, self.role, self.address = ws, role, address
         self.stranger = False  # counted in Relay.unauthenticated until its hello is valid
         self.technician: str | None = None
+        self.route: str | None = None  # the URL's ?technician=
+        self.ledger: QueuedRecorder | None = None  # its rows go out before our messages do
         self.token = ""
         self._on_overflow, self._on_caught_up = on_overflow, on_caught_up
         self._items: deque[tuple[str, Any]] = deque()
@@ -230,6 +249,8 @@ class Link:
                     self._frame_bytes -= cost
                 else:
                     self._control_bytes -= cost
+                    if self.ledger is not None and self.ledger.pending:
+                        await self.ledger.reached(self.ledger.queued)
                 await self.ws.send(data)
             elif self._closing is not None:
                 await self.ws.close(*self._closing)
@@ -252,7 +273,7 @@ class Link:
 class LoggedLedger:
     """The ledger, with one log line per session transition the rules record."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: QueuedRecorder) -> None:
         self.ledger = ledger
 
     def requested(self, session: str, technician: str, machine: str, user: str,
@@ -286,17 +307,20 @@ class LoggedLedger:
 class Relay:
     """Accounts, ledger and session rules behind the websocket and HTTP handlers."""
 
-    def __init__(self, config: RelayConfig) -> None:
-        self.accounts = Accounts(config.data / DB_FILE)
-        self.ledger = Ledger(config.data / DB_FILE)
+    def __init__(self, config: RelayConfig, store: Store) -> None:
+        self.store = store  # accounts, ledger and session directory (relay.stores)
+        self.ledger = QueuedRecorder(store)  # the rules' writes, in order, off the loop
         self.pairing = Pairing(LoggedLedger(self.ledger), wait_timeout=config.wait_timeout,
                                grace=config.grace, require_code=config.require_code)
+        self.failover = Failover(store, self.pairing, self.ledger)  # the session directory
         self.tls = config.cert is not None
         self.hello_timeout = config.hello_timeout
         self.origins = {o.rstrip("/").lower() for o in config.origins}
         self.trusted_proxies = {_ip(address) for address in config.trusted_proxies}
-        self.site = StaticSite(config.viewer_dir, config.downloads, config.company)
+        self.site = StaticSite(config.viewer_dir, config.downloads, config.company,
+                               config.phones)
         self.links: set[Link] = set()
+        self._rechecks: set[asyncio.Task] = set()
         self.unauthenticated = Unauthenticated(total=config.max_unauthenticated)
         self.hello_throttle = HelloThrottle()
         self.refusal_lines = Budget()  # log lines about strangers refused
@@ -332,7 +356,32 @@ class Relay:
             # stranger must not park frame-sized data (max_queue of them) in our memory.
             connection.protocol.max_message_size = protocol.MAX_HELLO_BYTES
             return None
-        return await self.site.answer(path)
+        if path == "/healthz":
+            return await self._health(connection, request)
+        answer = await self.site.answer(path)
+        if isinstance(answer, Download):
+            transport = _take_over(connection)
+            if transport is None:  # the client left while the file was looked up
+                answer.file.close()
+                return plain(404, "Gone\n")
+            extra = tuple(SECURITY_HEADERS) + ((HSTS,) if self.tls else ())
+            self.site.stream(answer, transport, answer.head(extra))
+            return plain(200, "")  # never sent: websockets now sees a closed connection
+        return answer
+
+    async def _health(self, connection: ServerConnection, request: Request) -> Response:
+        """For the load balancer and this machine: is the relay of use, and how busy is it.
+        Anyone else gets the same 404 as any unknown path (the count is nobody's business)."""
+        # The client as a trusted proxy saw it: through HAProxy, a stranger is a stranger.
+        peer = _ip(self._client_address(connection, request))
+        if peer is None or not (peer.is_loopback or peer in self.trusted_proxies):
+            return plain(404, "Not found\n")
+        reachable = await self.store.ping()
+        body = {"status": "ok" if reachable else "database unreachable",
+                "relay": self.store.relay, "sessions": len(self.pairing.sessions),
+                "viewers": len(self.pairing.viewers), "ledger_queue": self.ledger.pending}
+        return response(200 if reachable else 503, json.dumps(body).encode() + b"\n",
+                        "application/json")
 
     def _check_origin(self, request: Request, path: str) -> str:
         """Why this upgrade is refused, or "" to let it through."""
@@ -365,7 +414,7 @@ class Relay:
         for name, value in SECURITY_HEADERS:
             response.headers[name] = value
         if self.tls:
-            response.headers["Strict-Transport-Security"] = "max-age=31536000"
+            response.headers[HSTS[0]] = HSTS[1]
 
     # --- websockets -------------------------------------------------------------------
 
@@ -378,6 +427,8 @@ class Relay:
             await ws.close(protocol.CLOSE_TRY_AGAIN, refusal)
             return
         link = Link(ws, role, address, self._overflowed, self._caught_up)
+        link.route = _route(ws.request.path)
+        link.ledger = self.ledger
         self.links.add(link)
         self.unauthenticated.opened(address)
         link.stranger = True
@@ -419,8 +470,18 @@ class Relay:
                     f"the first message must be hello with role {link.role}")
             message = protocol.decode_control(first)
             protocol.check_hello(message, link.role)
+            named = getattr(message, "technician" if link.role == "agent" else "user", "")
+            if link.route is not None and named and named != link.route:
+                raise protocol.RemoteProtocolError(
+                    "the hello names another support person than the URL's ?technician=")
         except protocol.RemoteProtocolError as error:
             self._protocol_error(link, str(error))
+            return None
+        if link.route is None and self.store.shared:
+            # An old program: on a cluster it may have reached the wrong relay.
+            self.note_refusal("%s: refused, no ?technician= in the URL (an old program)", link)
+            link.send(UPDATE_REQUIRED[link.role])
+            link.close(protocol.CLOSE_POLICY, "update-required")
             return None
         return message
 
@@ -443,8 +504,12 @@ class Relay:
             link.send(TOO_MANY_HELLOS)
             link.close(protocol.CLOSE_POLICY, TOO_MANY_HELLOS.code)
             return
-        technician = self.accounts.get(hello.technician)
-        if not self.pairing.agent_hello(link, hello, technician, now):
+        technician = await self.store.technician(hello.technician)
+        await self.failover.adopt_for_agent(hello, time.time())  # its relay may have died
+        now = time.time()
+        registered = self.pairing.agent_hello(link, hello, technician, now)
+        self.failover.publish(now)  # the new resume secret, before anything else
+        if not registered:
             self.note_refusal("%s refused (technician %s, resume %s)", link, hello.technician,
                               bool(hello.resume))
             return
@@ -486,11 +551,17 @@ class Relay:
                     raise protocol.RemoteProtocolError("a viewer may not send binary messages")
                 message = protocol.decode_control(data)
                 if isinstance(message, protocol.Logout):
-                    self.accounts.revoke_token(link.token)
+                    await self.store.revoke_token(link.token)
                     log.info("%s: %s logged out", link, technician.id)
                     link.close(protocol.CLOSE_NORMAL, "logged out")
                     break
+                if isinstance(message, protocol.Accept):  # maybe a rejoin after a relay died
+                    await self.failover.adopt_for_viewer(technician.id, message.session,
+                                                         time.time())
                 self.pairing.viewer_message(link, message, time.time())
+                if isinstance(message, (protocol.Accept, protocol.TakeControl,
+                                        protocol.ReleaseControl)):
+                    self.failover.publish(time.time())  # a resume elsewhere needs it now
         except protocol.RemoteProtocolError as error:
             self._protocol_error(link, str(error))
         except ConnectionClosed as closed:
@@ -501,8 +572,13 @@ class Relay:
 
     async def _login(self, link: Link, hello: protocol.ViewerHello) -> Any:
         now = time.time()
-        result = await self.accounts.login(hello.user, hello.password, hello.token,
-                                           link.address, now)
+        result = await self.store.login(hello.user, hello.password, hello.token,
+                                        link.address, now)
+        if result.technician is not None and link.route not in (None, result.technician.id):
+            # A token login names nobody in its hello: its account must match the URL's.
+            self._protocol_error(link, "this login is another support person's than the "
+                                       "URL's ?technician=")
+            return None
         if result.technician is not None:
             link.token = result.token
             link.technician = result.technician.id
@@ -512,19 +588,17 @@ class Relay:
             limited = result.limited
             wait_s = retry_words(limited.retry_after_s)
             if limited.first:  # one row per flood, not one per refused attempt
-                await asyncio.to_thread(
-                    self.ledger.event, None, "login-throttled", f"user {hello.user!r} from "
-                    f"{link.address}: {limited.reason} limit, {wait_s} s", now)
+                self.ledger.event(None, "login-throttled", f"user {hello.user!r} from "
+                                  f"{link.address}: {limited.reason} limit, {wait_s} s", now)
                 log.info("%s: login of %r refused (%s limit)", link, hello.user,
                          limited.reason)
             # The table's sentence cannot know the wait: the viewer shows this message.
             refusal = protocol.Error(
                 TOO_MANY_ATTEMPTS, f"Too many sign-in attempts. Try again in {wait_s} s.")
         elif result.code == LOGIN_FAILED.code:
-            # Off the event loop: each row is a synchronous (fsync) write, and a flood's
-            # admitted checks must not stall every other connection's handshake.
-            await asyncio.to_thread(self.ledger.event, None, "login-failed",
-                                    f"user {hello.user!r} from {link.address}", time.time())
+            # Queued for the writer: a flood's rows must not stall any handshake.
+            self.ledger.event(None, "login-failed", f"user {hello.user!r} from {link.address}",
+                              time.time())
             log.info("%s: login failed for %r", link, hello.user)
             refusal = LOGIN_FAILED
         else:
@@ -554,29 +628,83 @@ class Relay:
             now = time.time()
             try:
                 self.pairing.tick(now)
-                for link in list(self.pairing.viewers):  # logged-in viewer links
-                    if self.accounts.check_token(link.token, now) is None:
-                        log.info("%s: login of %s no longer valid", link, link.technician)
-                        self.pairing.viewer_gone(link, now)
-                        link.send(LOGIN_EXPIRED)
-                        link.close(protocol.CLOSE_POLICY, LOGIN_EXPIRED.code)
+                self.failover.publish(now)
+                await self.recheck_logins(None)
                 left_out = self.refusal_lines.summary(now)
                 if left_out:
                     log.info("%d more refusals of connections were not logged one by one in "
                              "the last %g s", left_out, self.refusal_lines.window_s)
                 if now - last_heartbeat >= HEARTBEAT_S:
-                    self.ledger.heartbeat(now)
+                    self.ledger.call(self.store.heartbeat, now)  # after the directory writes
+                    await self.failover.sweep(now)
                     last_heartbeat = now
             except Exception:
                 log.exception("relay tick failed")
 
+    async def recheck_logins(self, technician: str | None) -> None:
+        """Close the viewers (of ``technician``, or all) whose login is no longer valid."""
+        for link in list(self.pairing.viewers):  # logged-in viewer links
+            if technician is not None and link.technician != technician:
+                continue
+            now = time.time()
+            if await self.store.check_token(link.token, now) is None \
+                    and link in self.pairing.viewers:
+                log.info("%s: login of %s no longer valid", link, link.technician)
+                self.pairing.viewer_gone(link, now)
+                link.send(LOGIN_EXPIRED)
+                link.close(protocol.CLOSE_POLICY, LOGIN_EXPIRED.code)
+
+    def revoked(self, technician: str) -> None:
+        """Another relay or a command disabled the account or changed its password."""
+        task = asyncio.get_running_loop().create_task(self.recheck_logins(technician))
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
+
     async def shutdown(self) -> None:
         """End every live session (relay-shutdown), tell both sides, let the writers drain."""
         self.pairing.shutdown(time.time())
-        self.ledger.heartbeat(time.time())
+        self.failover.publish(time.time())  # ended: out of the directory, nobody resumes them
+        self.ledger.call(self.store.heartbeat, time.time())
+        try:
+            await asyncio.wait_for(self.ledger.flush(), SHUTDOWN_FLUSH_S)
+        except TimeoutError:
+            log.error("stopping with %d ledger writes not done", self.ledger.pending)
         deadline = time.monotonic() + SHUTDOWN_DRAIN_S
         while time.monotonic() < deadline and not all(link.idle for link in self.links):
             await asyncio.sleep(0.02)
+
+
+class _Released:
+    """What websockets holds instead of a socket handed to a download: its clean-up after
+    a handshake that did not upgrade (abort) must not cut the download."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._extra = {name: transport.get_extra_info(name) for name in ("peername", "sockname")}
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return True
+
+    def abort(self) -> None:
+        pass
+
+    close = abort
+
+
+def _take_over(connection: ServerConnection) -> Any | None:
+    """The connection's socket, for a download to write on at its own pace: websockets lets
+    go (it sees a closed connection, so it sends no response of its own), and the handshake's
+    timeout no longer bounds how long a slow customer may take to download. It leans on how
+    websockets' ServerConnection ends a handshake that did not upgrade (15-17, as pinned);
+    test_a_slow_download_outlasts_the_handshake_timeout fails if that changes."""
+    transport = connection.transport
+    if connection.protocol.state is not State.CONNECTING or transport.is_closing():
+        return None
+    connection.transport = _Released(transport)
+    connection.connection_lost(None)
+    return transport
 
 
 def _address(connection: ServerConnection) -> str:
@@ -593,6 +721,12 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def _route(path: str) -> str | None:
+    """The ?technician= of a websocket URL (what HAProxy routed on), or None."""
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("technician")
+    return values[0] if values else None
 
 
 def _network_cut(closed: ConnectionClosed) -> bool:
@@ -663,6 +797,9 @@ def run(config: RelayConfig, *, on_ready: Callable[[str], None] | None = None) -
         return 1
     try:
         return asyncio.run(_serve(config, context, on_ready))
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"error: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
         return 1
@@ -670,17 +807,38 @@ def run(config: RelayConfig, *, on_ready: Callable[[str], None] | None = None) -
 
 async def _serve(config: RelayConfig, context: ssl.SSLContext | None,
                  on_ready: Callable[[str], None] | None) -> int:
-    relay = Relay(config)
+    location = config.database or Location(path=config.data)
+    store = await open_store(location, config.relay_id, create=True)
+    try:
+        return await _serve_with(config, context, on_ready, Relay(config, store))
+    finally:
+        await store.close()
+
+
+async def _serve_with(config: RelayConfig, context: ssl.SSLContext | None,
+                      on_ready: Callable[[str], None] | None, relay: Relay) -> int:
     open_files = raise_open_file_limit()
     if open_files is not None:
         # Connections before their hello may hold at most half the descriptors: the rest
         # stays for sessions, the database and the files served.
         relay.unauthenticated.total = min(relay.unauthenticated.total, open_files // 2)
     asyncio.get_running_loop().set_exception_handler(_accept_errors_at_a_bounded_rate(relay))
-    recovered = relay.ledger.recover()
+    recovered = await relay.store.recover()
     if recovered:
         log.info("closed %d session(s) left open by the last run (relay-restart)", recovered)
-    relay.ledger.heartbeat(time.time())
+    await relay.store.heartbeat(time.time())
+    writer = asyncio.create_task(relay.ledger.run())
+    await relay.ledger.prepare()
+    try:
+        async with relay.store.revocations(relay.revoked):
+            return await _listen(config, context, on_ready, relay, open_files)
+    finally:
+        writer.cancel()
+
+
+async def _listen(config: RelayConfig, context: ssl.SSLContext | None,
+                  on_ready: Callable[[str], None] | None, relay: Relay,
+                  open_files: int | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import io
 import json
 import os
 import re
@@ -29,14 +27,14 @@ import mss
 import numpy as np
 import pytest
 from PIL import Image
-from websockets.asyncio.client import connect
 
 import protocol as p
+from tests.helpers.desktop import BACKGROUND, grab_screen
+from tests.helpers.relay import ledger_csv
+from tests.helpers.viewer import ScriptedViewer
 
 pytestmark = pytest.mark.x11
 ROOT = Path(__file__).resolve().parent.parent
-BACKGROUND = (0x33, 0x66, 0xCC)
-QUIET_S = 0.8
 
 
 def need(*tools: str) -> None:
@@ -74,88 +72,8 @@ def stop(process: subprocess.Popen) -> int:
         raise
 
 
-class Viewer:
-    """A scripted support person: logs in, accepts, takes control, decodes and acks."""
-
-    def __init__(self, relay, width: int, height: int) -> None:
-        self.relay = relay
-        self.canvas = np.zeros((height, width, 3), np.uint8)
-        self.session = ""
-        self.controls: list[p.Message] = []
-        self.login = ("david", "david-pw")
-        self.frames = 0  # rectangles drawn so far
-
-    async def __aenter__(self) -> Viewer:
-        self.ws = await connect(f"{self.relay.ws_url}/ws/viewer", origin=self.relay.http_url,
-                                max_size=p.MAX_MESSAGE_BYTES, compression=None)
-        await self.send(p.ViewerHello("viewer", p.PROTOCOL_VERSION, *self.login))
-        assert isinstance(await self.control(p.Welcome), p.Welcome)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.ws.close()
-
-    async def send(self, message: p.Message) -> None:
-        await self.ws.send(p.encode_control(message))
-
-    async def recv(self, timeout: float = 20):
-        data = await asyncio.wait_for(self.ws.recv(), timeout)
-        if isinstance(data, bytes):
-            frame = p.decode_frame(data)
-            self.frames += 1
-            image = np.asarray(Image.open(io.BytesIO(frame.image)).convert("RGB"))
-            self.canvas[frame.y:frame.y + frame.height, frame.x:frame.x + frame.width] = image
-            if frame.last:
-                await self.send(p.Ack(self.session, frame.seq))
-            return frame
-        return p.decode_control(data)
-
-    async def control(self, kind: type, timeout: float = 20) -> p.Message:
-        """The next control message of ``kind`` (frames are drawn and acked meanwhile)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            message = await self.recv(max(0.1, deadline - time.monotonic()))
-            if isinstance(message, kind):
-                return message
-            if not isinstance(message, p.Frame):
-                self.controls.append(message)
-
-    async def accept_first(self) -> p.Accepted:
-        while not self.session:
-            queue = await self.control(p.Queue)
-            if queue.sessions:
-                self.session = queue.sessions[0].session
-        await self.send(p.Accept(self.session))
-        return await self.control(p.Accepted)
-
-    async def take_control(self) -> None:
-        await self.send(p.TakeControl(self.session))
-        while not (await self.control(p.Control)).granted:
-            pass
-
-    async def settle(self) -> None:
-        """Draw the first whole update, then updates until none has come for QUIET_S (on a
-        loaded machine the first may take longer than that)."""
-        while not isinstance(frame := await self.recv(), p.Frame) or not frame.last:
-            pass
-        with pytest.raises(TimeoutError):
-            while True:
-                await self.recv(QUIET_S)
-
-
-def ledger_rows(text: str) -> list[dict[str, str]]:
-    """The rows of `relay ledger --csv` (a CSV header may be quoted: read it as CSV)."""
-    return list(csv.DictReader(io.StringIO(text)))
-
-
 def typed(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.exists() else ""
-
-
-def grab_screen() -> np.ndarray:
-    with mss.MSS() as sct:
-        shot = sct.grab(sct.monitors[1])
-        return np.asarray(Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX"))
 
 
 def run(coro):
@@ -171,14 +89,15 @@ def test_screen_reaches_the_viewer_and_matches_the_x_screen(xvfb, relay, tmp_pat
     agent = start_agent(relay, tmp_path)
     try:
         async def scenario():
-            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
-                accepted = await viewer.accept_first()
+            async with await ScriptedViewer.login(relay) as viewer:
+                accepted = await viewer.accept_waiting()
                 assert accepted.screens[1] == p.Screen(0, 0, xvfb.width, xvfb.height)
                 await viewer.settle()
-                reference = grab_screen()
-                assert tuple(viewer.canvas[5, 5]) == BACKGROUND
-                assert tuple(viewer.canvas[-5, -5]) == BACKGROUND
-                difference = np.abs(viewer.canvas.astype(int) - reference.astype(int))
+                reference = np.asarray(grab_screen(accepted.screens[1]))
+                drawn = viewer.pixels()
+                assert tuple(drawn[5, 5]) == BACKGROUND
+                assert tuple(drawn[-5, -5]) == BACKGROUND
+                difference = np.abs(drawn.astype(int) - reference.astype(int))
                 assert difference.mean() < 1.0, difference.mean()
         run(scenario())
     finally:
@@ -200,8 +119,8 @@ def test_keys_and_text_arrive_in_xterm_and_clicks_land(xvfb, relay, tmp_path) ->
     agent = start_agent(relay, tmp_path)
     try:
         async def scenario():
-            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
-                await viewer.accept_first()
+            async with await ScriptedViewer.login(relay) as viewer:
+                await viewer.accept_waiting()
                 await viewer.take_control()
                 s = viewer.session
                 for down in (True, False):
@@ -231,17 +150,15 @@ def test_close_ends_the_session_as_the_customer_and_exits(xvfb, relay, tmp_path)
     agent = start_agent(relay, tmp_path)
 
     async def scenario():
-        async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
-            await viewer.accept_first()
+        async with await ScriptedViewer.login(relay) as viewer:
+            await viewer.accept_waiting()
             await viewer.take_control()
             agent.send_signal(signal.SIGTERM)
-            ended = await viewer.control(p.Ended)
+            ended = await viewer.expect(p.Ended)
             assert ended.by == "customer"
     run(scenario())
     assert agent.wait(timeout=15) == 0
-    ledger = relay.cli("ledger", "--csv")
-    assert ledger.returncode == 0, ledger.stderr
-    assert [row["ended_by"] for row in ledger_rows(ledger.stdout)] == ["customer"]
+    assert [row["ended_by"] for row in ledger_csv(relay)] == ["customer"]
     assert "Traceback" not in agent_log(tmp_path)
 
 
@@ -311,15 +228,13 @@ def test_a_cut_link_resumes_the_same_session(xvfb, relay, tmp_path) -> None:
     agent = start_agent(type("R", (), {"ws_url": f"ws://127.0.0.1:{link.port}"}), tmp_path)
     try:
         async def scenario():
-            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
-                await viewer.accept_first()
+            async with await ScriptedViewer.login(relay) as viewer:
+                await viewer.accept_waiting()
                 await viewer.settle()
                 link.cut()
-                while not (frame := await viewer.recv()) or not isinstance(frame, p.Frame) \
-                        or not frame.flags & p.FLAG_FULL:
-                    pass
+                await viewer.expect(p.Frame, lambda frame: frame.flags & p.FLAG_FULL)
                 agent.send_signal(signal.SIGTERM)
-                ended = await viewer.control(p.Ended)
+                ended = await viewer.expect(p.Ended)
                 assert (ended.session, ended.by) == (viewer.session, "customer")
         run(scenario())
         assert agent.wait(timeout=15) == 0
@@ -374,10 +289,8 @@ def test_picker_window_connects_to_the_person_clicked(xvfb, relay, tmp_path) -> 
         subprocess.run(["xdotool", "key", "Tab", "Tab", "space"], check=True)
 
         async def scenario():
-            viewer = Viewer(relay, xvfb.width, xvfb.height)
-            viewer.login = ("petur", "petur-pw")
-            async with viewer:
-                accepted = await viewer.accept_first()
+            async with await ScriptedViewer.login(relay, "petur") as viewer:
+                accepted = await viewer.accept_waiting()
                 assert accepted.technician_name == "Petur"
         run(scenario())
     finally:
@@ -416,7 +329,8 @@ class TrayManager:
         self.d.sync()
         self.docked = threading.Event()
         self.running = True
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._server = threading.Thread(target=self._serve, daemon=True)
+        self._server.start()
 
     def _serve(self) -> None:
         while self.running:
@@ -436,7 +350,8 @@ class TrayManager:
 
     def close(self) -> None:
         self.running = False
-        time.sleep(0.1)
+        self._server.join(timeout=10)  # no event is read from the display while it closes
+        assert not self._server.is_alive(), "the tray manager's thread did not stop"
         self.window.destroy()
         self.d.close()
 
@@ -454,14 +369,11 @@ def test_pystray_icon_turns_from_yellow_to_green_and_disappears(xvfb, relay, tmp
     agent = start_agent(relay, tmp_path, tray="pystray")
     try:
         async def scenario():
-            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
-                while not viewer.session:
-                    queue = await viewer.control(p.Queue)
-                    viewer.session = queue.sessions[0].session if queue.sessions else ""
+            async with await ScriptedViewer.login(relay) as viewer:
+                pending = await viewer.wait_for_pending()
                 assert manager.docked.wait(20)
                 await wait_for_colour((242, 190, 0))
-                await viewer.send(p.Accept(viewer.session))
-                await viewer.control(p.Accepted)
+                await viewer.accept(pending.session)
                 await wait_for_colour((40, 170, 70))
         run(scenario())
         assert stop(agent) == 0
@@ -533,35 +445,31 @@ def test_the_panel_pauses_resumes_and_ends_a_real_session(xvfb, relay, tmp_path)
     agent = start_agent(relay, tmp_path, panel="tk", env_extra={"SPOTLIGHT_INPUT": "dummy"})
     try:
         async def scenario():
-            async with Viewer(relay, xvfb.width, xvfb.height) as viewer:
-                entries: tuple[p.Waiting, ...] = ()
-                while not entries:
-                    entries = (await viewer.control(p.Queue)).sessions
+            async with await ScriptedViewer.login(relay) as viewer:
+                entries = (await viewer.expect(p.Queue, lambda q: q.sessions)).sessions
                 viewer.session, code = entries[0].session, entries[0].code
                 window = await asyncio.to_thread(panel_window, code)
                 assert "waiting for David" in await titled(window, code)
                 shoot(window, "x11-waiting")
-                await viewer.send(p.Accept(viewer.session))
-                await viewer.control(p.Accepted)
+                await viewer.accept(viewer.session)
                 await viewer.take_control()
                 await titled(window, "mouse and keyboard")
                 shoot(window, "x11-control")
                 s = viewer.session
                 await asyncio.to_thread(alt, window, "p")
-                assert (await viewer.control(p.Pause)).paused
+                assert (await viewer.expect(p.Pause)).paused
                 await titled(window, "Paused")
                 for down in (True, False):  # paused: never injected
                     await viewer.send(p.Key(s, "KeyQ", "q", down))
                 await viewer.send(p.Refresh(s, 0))  # paused: no image
                 await viewer.send(p.Ping(1.0))
-                await viewer.control(p.Pong)  # the relay has passed all that on
-                drawn = viewer.frames
+                await viewer.expect(p.Pong)  # the relay has passed all that on
                 shoot(window, "x11-paused")
                 await asyncio.to_thread(alt, window, "p")
-                assert not (await viewer.control(p.Pause)).paused
-                assert viewer.frames == drawn  # nothing while paused
-                while not isinstance(frame := await viewer.recv(), p.Frame):
-                    pass
+                # nothing drawn while paused: the next update or pause message is the resume
+                resumed = await viewer.expect(object, lambda m: isinstance(m, p.Frame | p.Pause))
+                assert isinstance(resumed, p.Pause) and not resumed.paused, resumed
+                frame = await viewer.expect(p.Frame)
                 assert frame.flags & p.FLAG_FULL
                 await titled(window, "mouse and keyboard")
                 for down in (True, False):
@@ -571,7 +479,7 @@ def test_the_panel_pauses_resumes_and_ends_a_real_session(xvfb, relay, tmp_path)
                         break
                     await asyncio.sleep(0.05)
                 await asyncio.to_thread(alt, window, "e")
-                ended = await viewer.control(p.Ended)
+                ended = await viewer.expect(p.Ended)
                 assert (ended.session, ended.by) == (s, "customer")
                 await titled(window, "ended")
                 shoot(window, "x11-ended")
@@ -582,5 +490,4 @@ def test_the_panel_pauses_resumes_and_ends_a_real_session(xvfb, relay, tmp_path)
     log = agent_log(tmp_path)
     assert "input: key KeyW down" in log and "input: key KeyQ" not in log
     assert "Traceback" not in log
-    ledger = relay.cli("ledger", "--csv")
-    assert [row["ended_by"] for row in ledger_rows(ledger.stdout)] == ["customer"]
+    assert [row["ended_by"] for row in ledger_csv(relay)] == ["customer"]

@@ -295,6 +295,7 @@ async def login_from(relay, source: str, user: str, password: str) -> tuple[dict
 
 
 def ledger_events(relay, kind: str) -> list[str]:
+    relay.settle()  # the relay writes its ledger off the event loop (issue 16)
     with Ledger(relay.data / DB_FILE) as ledger:
         return [detail for _, _, found, detail in ledger.events() if found == kind]
 
@@ -387,7 +388,7 @@ def test_the_viewer_shows_the_wait_when_the_login_is_refused(relay):
         try:
             page = browser.new_page()
             page.set_default_timeout(WAIT_S * 1000)
-            page.goto(relay.http_url + "/")
+            page.goto(relay.http_url + "/console/")
             page.get_by_test_id("login-user").fill("david")
             page.get_by_test_id("login-password").fill("david-pw")
             lock_account(relay, "david", FREE_FAILURES + 2)  # the next one waits 4 s

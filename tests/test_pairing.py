@@ -722,6 +722,9 @@ class PairingMachine(RuleBasedStateMachine):
         self.viewers: list[tuple[FakePeer, FakeTechnician]] = []
         self.session_ids: list[str] = ["madeUpSessionId00000000"]
         self.secrets: list[str] = []
+        # every session's owner, kept after it ends: a queue or an acceptance shown to the
+        # wrong support person is wrong whenever it happens
+        self.owners: dict[str, str] = {}
         self.paused_from: dict[FakePeer, int | None] = {}
 
     @rule(technician=st.sampled_from(["david", "david", "petur", "nobody"]),
@@ -732,6 +735,7 @@ class PairingMachine(RuleBasedStateMachine):
                                     self.now):
             registered = agent.of(protocol.Registered)[0]
             self.session_ids.append(registered.session)
+            self.owners[registered.session] = self.pairing.sessions[registered.session].technician
             self.secrets.append(registered.resume)
             self.agents.append(agent)
 
@@ -849,17 +853,15 @@ class PairingMachine(RuleBasedStateMachine):
 
     @invariant()
     def each_session_is_seen_by_its_owner_only(self):
+        """Queues and acceptances name only the viewer's own sessions, live or ended."""
         for viewer, technician in self.viewers:
             for message in viewer.sent:
                 if isinstance(message, protocol.Queue):
                     for entry in message.sessions:
-                        assert self.pairing_owner(entry.session) in (None, technician.id)
+                        assert self.owners[entry.session] == technician.id, entry
                 if isinstance(message, protocol.Accepted):
+                    assert self.owners[message.session] == technician.id, message
                     assert message.technician_name == technician.name
-
-    def pairing_owner(self, session_id: str) -> str | None:
-        session = self.pairing.sessions.get(session_id)
-        return session.technician if session else None
 
     def teardown(self):
         for agent in list(self.agents):

@@ -163,9 +163,9 @@ async ({vectors, floats}) => {
   const hello = (text, role) => attempt(() => p.checkHello(p.decodeControl(text), role));
   for (const v of hellos) {
     for (const role of ["agent", "viewer"]) {
-      const other = p.encodeControl({ ...v.fields, version: 3 });
+      const other = p.encodeControl({ ...v.fields, version: p.PROTOCOL_VERSION + 1 });
       checkHello.push([v.fields.role, role, v.fields.version, hello(v.json, role).error ?? "ok"]);
-      checkHello.push([v.fields.role, role, 3, hello(other, role).error ?? "ok"]);
+      checkHello.push([v.fields.role, role, p.PROTOCOL_VERSION + 1, hello(other, role).error ?? "ok"]);
     }
   }
   const accept = vectors.control.find((v) => v.fields.type === "accept");

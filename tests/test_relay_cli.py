@@ -557,3 +557,63 @@ def test_serving_on_a_port_already_taken_is_one_line(data: Path):
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if not line.startswith("WARNING:")]
     assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], result.stderr
+
+
+# --- PostgreSQL (issue 16) -------------------------------------------------------------
+
+
+def pg_cli(*args: str, url: str | None = None, password: str | None = None,
+           ) -> subprocess.CompletedProcess:
+    """`python -m relay ARGS` with the database URL in $RELAY_DATABASE_URL (if given)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RELAY_PASSWORD", "RELAY_DATABASE_URL")}
+    if url is not None:
+        env["RELAY_DATABASE_URL"] = url
+    if password is not None:
+        env["RELAY_PASSWORD"] = password
+    result = subprocess.run([sys.executable, "-m", "relay", *args], cwd=ROOT, env=env,
+                            input="", capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_postgres_commands_share_one_database(postgres, tmp_path: Path):
+    """migrate, add, list, disable and ledger all work on the URL from the environment."""
+    url = postgres.fresh_url()
+    migrated = pg_cli("migrate", url=url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "schema version 2" in migrated.stdout and "@" not in migrated.stdout
+    added = pg_cli("add-technician", "david", "--name", "David", url=url, password="david-pw1")
+    assert added.returncode == 0, added.stderr
+    assert "david" in pg_cli("list-technicians", url=url).stdout
+    assert pg_cli("disable-technician", "david", url=url).returncode == 0
+    assert "no" in pg_cli("list-technicians", url=url).stdout.splitlines()[1]
+    assert pg_cli("ledger", url=url).stdout.strip() == "No sessions."
+    empty = pg_cli("list-technicians", "--data", str(tmp_path / "sqlite"))
+    assert empty.returncode == 1 and "no relay data" in empty.stderr
+
+
+def test_postgres_url_from_a_file(postgres, tmp_path: Path):
+    """--database-file FILE: the URL is its first line."""
+    url_file = tmp_path / "database-url"
+    url_file.write_text(postgres.fresh_url() + "\n")
+    result = pg_cli("migrate", "--database-file", str(url_file))
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_password_on_the_command_line_is_refused():
+    """--database with a password would show in ps: refused before connecting, one line."""
+    result = pg_cli("list-technicians", "--database",
+                    "postgresql://relay:secret@127.0.0.1:5432/relay")
+    assert result.returncode == 2
+    assert "RELAY_DATABASE_URL" in one_error_line(result) and "secret" not in result.stderr
+
+
+def test_an_unreachable_database_is_one_line():
+    """Nobody listening on the URL's port: exit 1 with one line, no traceback."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = pg_cli("list-technicians", url=f"postgresql://postgres@127.0.0.1:{port}/relay")
+    assert result.returncode == 1
+    assert "cannot reach the database" in one_error_line(result)

@@ -3,160 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import csv
 import http.client
-import io
 import json
 import signal
 import ssl
-import subprocess
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 import protocol
-from relay.accounts import DB_FILE
-from relay.ledger import Ledger
-
-SCREENS = [{"x": 0, "y": 0, "width": 1280, "height": 800},
-           {"x": 0, "y": 0, "width": 1280, "height": 800}]
-WAIT_S = 30  # generous: the machine is shared; a hang fails the test instead of blocking it
-
-
-def agent_hello(technician: str = "david", machine: str = "PC-1", user: str = "anna",
-                resume: str = "") -> str:
-    return json.dumps({"type": "hello", "role": "agent", "version": protocol.PROTOCOL_VERSION,
-                       "technician": technician, "machine": machine, "user": user,
-                       "screens": SCREENS, "resume": resume})
-
-
-def viewer_hello(user: str = "david", password: str | None = None, token: str = "") -> str:
-    fields: dict[str, Any] = {"type": "hello", "role": "viewer",
-                              "version": protocol.PROTOCOL_VERSION}
-    if token:
-        fields["token"] = token
-    else:
-        fields.update(user=user, password=f"{user}-pw" if password is None else password)
-    return json.dumps(fields)
-
-
-def without_receipt(ended: dict) -> dict:
-    """An `ended` message without its receipt (ledger reference, billed seconds)."""
-    return {k: v for k, v in ended.items() if k not in ("ref", "billable_s")}
-
-
-def message(kind: str, **fields: Any) -> str:
-    return json.dumps({"type": kind, **fields})
-
-
-def frame(seq: int, size: int = 1000, monitor: int = 1,
-          flags: int = protocol.FLAG_LAST) -> bytes:
-    image = b"\xff\xd8\xff" + bytes(range(256)) * (size // 256 + 1)
-    return protocol.encode_frame(protocol.Frame(
-        protocol.FRAME_JPEG, flags, monitor, seq, 0, 0, 64, 64, image[:size]))
-
-
-_OPENED: contextvars.ContextVar[list[ClientConnection]] = contextvars.ContextVar("opened")
-
-
-def run(scenario: Coroutine[Any, Any, Any]) -> Any:
-    """Run a test's async part, then close every connection it opened."""
-
-    async def main() -> Any:
-        opened: list[ClientConnection] = []
-        _OPENED.set(opened)
-        try:
-            return await scenario
-        finally:
-            for ws in opened:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(), 5)
-                ws.transport.abort()
-
-    return asyncio.run(main())
-
-
-async def open_ws(url: str, **kwargs: Any) -> ClientConnection:
-    kwargs.setdefault("max_size", protocol.MAX_MESSAGE_BYTES + 1024)
-    ws = await asyncio.wait_for(connect(url, compression=None, **kwargs), WAIT_S)
-    _OPENED.get().append(ws)
-    return ws
-
-
-async def receive(ws: ClientConnection) -> dict | bytes:
-    data = await asyncio.wait_for(ws.recv(), WAIT_S)
-    return data if isinstance(data, bytes) else json.loads(data)
-
-
-async def next_of(ws: ClientConnection, *kinds: str) -> dict:
-    """The next message of one of these types (others in between are skipped)."""
-    while True:
-        data = await receive(ws)
-        if isinstance(data, dict) and data["type"] in kinds:
-            return data
-
-
-async def next_frame(ws: ClientConnection) -> bytes:
-    """The next binary message (control messages in between are skipped)."""
-    while True:
-        data = await receive(ws)
-        if isinstance(data, bytes):
-            return data
-
-
-async def start_agent(ws_url: str, technician: str = "david", **hello: Any
-                      ) -> tuple[ClientConnection, dict]:
-    ws = await open_ws(ws_url + "/ws/agent")
-    await ws.send(agent_hello(technician, **hello))
-    return ws, await receive(ws)  # type: ignore[return-value]
-
-
-async def start_viewer(ws_url: str, user: str = "david", **kwargs: Any
-                       ) -> tuple[ClientConnection, dict, dict]:
-    """A logged-in viewer: its websocket, the welcome and the first queue."""
-    ws = await open_ws(ws_url + "/ws/viewer", **kwargs)
-    await ws.send(viewer_hello(user))
-    welcome = await receive(ws)
-    assert isinstance(welcome, dict) and welcome["type"] == "welcome", welcome
-    queue = await next_of(ws, "queue")
-    return ws, welcome, queue
-
-
-async def closed_code(ws: ClientConnection) -> tuple[int | None, str | None]:
-    """Wait for the relay to close this connection; its close code and reason."""
-    await asyncio.wait_for(ws.wait_closed(), WAIT_S)
-    return ws.close_code, ws.close_reason
-
-
-def ledger_csv(relay) -> list[dict[str, str]]:
-    result = relay.cli("ledger", "--csv")
-    assert result.returncode == 0, result.stderr
-    return list(csv.DictReader(io.StringIO(result.stdout)))
-
-
-def relay_events(relay) -> list[tuple]:
-    ledger = Ledger(relay.data / DB_FILE)
-    try:
-        return ledger.events()
-    finally:
-        ledger.close()
-
-
-async def active_session(relay) -> tuple[ClientConnection, ClientConnection, str]:
-    """David's viewer has accepted a fresh session of an agent: (agent, viewer, session)."""
-    agent, registered = await start_agent(relay.ws_url)
-    viewer, _, _ = await start_viewer(relay.ws_url)
-    session = registered["session"]
-    await viewer.send(message("accept", session=session))
-    await next_of(viewer, "accepted")
-    await next_of(agent, "accepted")
-    return agent, viewer, session
+from tests.helpers.relay import ledger_csv, make_certificate, relay_events
+from tests.helpers.wire import (
+    SCREENS,
+    WAIT_S,
+    active_session,
+    agent_hello,
+    closed_code,
+    frame,
+    message,
+    next_frame,
+    next_of,
+    open_ws,
+    receive,
+    run,
+    session_with_a_viewer_that_stops_reading,
+    start_agent,
+    start_viewer,
+    viewer_hello,
+    without_receipt,
+)
 
 
 def test_happy_path_end_to_end(relay):
@@ -508,17 +384,35 @@ def test_path_tricks_get_404(relay_factory, viewer_dir, path):
     assert headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
+def test_healthz_tells_loopback_the_relay_and_its_session_count(relay):
+    """/healthz from this machine: JSON with the relay's id and its live sessions."""
+    async def scenario():
+        ws = await open_ws(relay.ws_url + "/ws/agent")
+        await ws.send(agent_hello())
+        assert (await receive(ws))["type"] == "registered"
+        status, headers, body = get(relay, "/healthz")
+        await ws.close()
+        return status, headers, body
+
+    status, headers, body = run(scenario())
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    health = json.loads(body)
+    assert (health["status"], health["relay"], health["sessions"], health["viewers"]) == (
+        "ok", "relay", 1, 0)
+
+
 def test_files_health_and_headers(relay_factory, viewer_dir, tmp_path):
-    """/, /viewer.js, /healthz and /download are served with type and security headers."""
+    """/console/, its files, /healthz and the downloads are served with type and security
+    headers."""
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     (downloads / "agent.exe").write_bytes(b"MZ fake exe")
     relay = relay_factory("--viewer-dir", str(viewer_dir), "--downloads", str(downloads))
     expected = {
-        "/": (b"<!doctype html><title>viewer</title>", "text/html; charset=utf-8"),
-        "/index.html": (b"<!doctype html><title>viewer</title>", "text/html; charset=utf-8"),
-        "/viewer.js": (b"export const x = 1;\n", "text/javascript; charset=utf-8"),
-        "/healthz": (b"ok\n", "text/plain; charset=utf-8"),
+        "/console/": (b"<!doctype html><title>viewer</title>", "text/html; charset=utf-8"),
+        "/console/index.html": (b"<!doctype html><title>viewer</title>",
+                                "text/html; charset=utf-8"),
+        "/console/viewer.js": (b"export const x = 1;\n", "text/javascript; charset=utf-8"),
         "/download/agent.exe": (b"MZ fake exe", "application/octet-stream"),
     }
     for path, (body, content_type) in expected.items():
@@ -532,7 +426,7 @@ def test_files_health_and_headers(relay_factory, viewer_dir, tmp_path):
         assert headers["Referrer-Policy"] == "no-referrer"
         assert headers["X-Frame-Options"] == "DENY"
         assert headers["Cache-Control"] == "no-store"
-    status, _, page = get(relay, "/download")
+    status, _, page = get(relay, "/")
     assert status == 200 and b'href="/download/agent.exe"' in page
 
 
@@ -577,19 +471,6 @@ def test_sigterm_ends_live_sessions_and_tells_both_sides(relay):
     assert (row["ended_by"], row["end_reason"]) == ("relay", "relay-shutdown")
 
 
-async def session_with_a_viewer_that_stops_reading(
-        relay) -> tuple[ClientConnection, ClientConnection, str]:
-    """An accepted session whose viewer's client buffers one message and then reads nothing
-    more until the test reads it: (agent, viewer, session)."""
-    agent, registered = await start_agent(relay.ws_url)
-    session = registered["session"]
-    viewer, _, _ = await start_viewer(relay.ws_url, max_queue=1)
-    await viewer.send(message("accept", session=session))
-    await next_of(viewer, "accepted")
-    await next_of(agent, "accepted")
-    return agent, viewer, session
-
-
 def test_viewer_that_stops_reading_neither_stalls_the_agent_nor_queues_frames(relay):
     """Frames for a viewer that does not read are dropped, the agent keeps being read,
     and the agent is asked for a refresh, whose full image reaches the viewer."""
@@ -621,18 +502,6 @@ def test_viewer_that_stops_reading_neither_stalls_the_agent_nor_queues_frames(re
     run(scenario())
 
 
-def make_certificate(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    result = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, f"openssl could not make a test certificate: {result.stderr}"
-    return cert, key
-
-
 def test_tls_serves_wss_and_https(relay_factory, tmp_path):
     """--cert/--key: the readiness line says https, agents register over wss, files over https."""
     cert, key = make_certificate(tmp_path)
@@ -649,7 +518,7 @@ def test_tls_serves_wss_and_https(relay_factory, tmp_path):
 
     run(scenario())
     status, headers, body = get(relay, "/healthz", context)
-    assert (status, body) == (200, b"ok\n")
+    assert (status, json.loads(body)["status"]) == (200, "ok")
     assert headers["Strict-Transport-Security"].startswith("max-age=")
 
 

@@ -6,9 +6,8 @@ the compact layout on small screens, and keys typed as typed, down to a real xte
 from __future__ import annotations
 
 import contextlib
-import io
+import functools
 import json
-import queue
 import shutil
 import socket
 import subprocess
@@ -19,114 +18,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 import protocol
+from tests.helpers.agent import ScriptedAgent
+from tests.helpers.browser import WAIT_S, launch
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
-WAIT_S = 15
-
-
-# --- a scripted agent ------------------------------------------------------------------
-
-
-class ScriptedAgent:
-    """A websockets client on /ws/agent that says hello like agent.py and records replies."""
-
-    def __init__(self, relay, machine: str = "FRONT-DESK", user: str = "anna",
-                 size: tuple[int, int] = (1600, 900)) -> None:
-        width, height = size
-        screens = (protocol.Screen(0, 0, width, height), protocol.Screen(0, 0, width, height))
-        self.size = size
-        self._exit = contextlib.ExitStack()
-        self.socket = self._exit.enter_context(connect(
-            f"{relay.ws_url}/ws/agent", max_size=protocol.MAX_MESSAGE_BYTES,
-            open_timeout=WAIT_S))
-        hello = protocol.AgentHello("agent", protocol.PROTOCOL_VERSION, "david", machine,
-                                    user, screens)
-        self.socket.send(protocol.encode_control(hello))
-        registered = protocol.decode_control(self.socket.recv(timeout=WAIT_S))
-        assert isinstance(registered, protocol.Registered), registered
-        self.session = registered.session
-        self.inbox: queue.Queue[protocol.Message | None] = queue.Queue()
-        self.received: list[protocol.Message] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for data in self.socket:
-                self.inbox.put(protocol.decode_control(data))
-        except ConnectionClosed:
-            pass
-        self.inbox.put(None)
-
-    def expect(self, kind: type, where: Callable = lambda m: True) -> protocol.Message:
-        """The next message of this class (others are kept in ``received``)."""
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            try:
-                message = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if message is None:
-                raise AssertionError(f"the relay closed the agent before {kind.__name__}")
-            self.received.append(message)
-            if isinstance(message, kind) and where(message):
-                return message
-        raise AssertionError(f"no {kind.__name__} within {WAIT_S} s; got {self.received}")
-
-    def inputs_until(self, code: str) -> list[protocol.Message]:
-        """Every key and text message up to and including the key down of ``code``."""
-        seen = []
-        while True:
-            message = self.expect((protocol.Key, protocol.Text))
-            seen.append(message)
-            if isinstance(message, protocol.Key) and message.code == code and message.down:
-                return seen
-
-    def send_screen(self, colour: tuple[int, int, int], seq: int = 1) -> None:
-        """A full image of the one monitor, as PNG."""
-        buffer = io.BytesIO()
-        Image.new("RGB", self.size, colour).save(buffer, "PNG")
-        width, height = self.size
-        frame = protocol.Frame(protocol.FRAME_PNG, protocol.FLAG_LAST | protocol.FLAG_FULL, 1,
-                               seq, 0, 0, width, height, buffer.getvalue())
-        self.socket.send(protocol.encode_frame(frame))
-
-    def close(self) -> None:
-        self._exit.close()
 
 
 @pytest.fixture
-def agents(relay) -> Iterator[Callable[..., ScriptedAgent]]:
-    started: list[ScriptedAgent] = []
-
-    def start(**kwargs) -> ScriptedAgent:
-        agent = ScriptedAgent(relay, **kwargs)
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        agent.close()
+def agents(agents):
+    """The customers here have one 1600x900 monitor."""
+    return functools.partial(agents, size=(1600, 900))
 
 
 # --- the browser -------------------------------------------------------------------------
-
-
-def launch(playwright, *extra_args: str):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is not installed: run ./dev test, which installs it")
-    return playwright.chromium.launch(executable_path=CHROMIUM,
-                                      args=[*CHROMIUM_ARGS, *extra_args])
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +69,7 @@ class Viewer:
         self.url = url
 
     def open(self) -> Viewer:
-        self.page.goto(self.url + "/")
+        self.page.goto(self.url + "/console/")
         return self
 
     def _console(self, message) -> None:

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_viewer_browser import WAIT_S, Viewer, browser  # noqa: F401 (fixture)
+
+from tests.helpers.browser import WAIT_S, Viewer
 
 pytestmark = [pytest.mark.x11, pytest.mark.browser]
 
@@ -54,7 +55,7 @@ def xterm_cat(xvfb, tmp_path):
     subprocess.run(["xsetroot", "-solid", colour], env=env, check=True)
     typed = tmp_path / "typed.txt"
     process = subprocess.Popen(
-        ["xterm", "-geometry", "50x8+760+520", "-title", "spotlight-e2e",
+        ["xterm", "-geometry", "50x8+160+120", "-title", "spotlight-e2e",
          "-e", "sh", "-c", f"exec cat > '{typed}'"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -92,7 +93,7 @@ def real_agent(xvfb, relay, tmp_path):
 
 
 def test_support_person_sees_types_into_and_ends_a_real_agent_session(
-        browser, relay, xvfb, xterm_cat, real_agent):  # noqa: F811 (fixture)
+        browser, relay, xvfb, xterm_cat, real_agent):
     """Login, accept, the X screen on the canvas, typing into xterm, end, and the ledger row."""
     typed, (wx, wy, ww, wh) = xterm_cat
     viewer = Viewer(browser, relay).signed_in()

@@ -26,20 +26,21 @@ import mss
 import pytest
 from PIL import Image
 from PyInstaller.archive.readers import CArchiveReader
-from test_build_linux import (
+
+import protocol as p
+from tests.helpers.desktop import (
     BACKGROUND_NAME,
     Output,
-    ScriptedViewer,
     assert_background,
-    ledger_rows,
     pointer_location,
     require_tools,
+    until,
     wait_for_file,
     wait_for_screen,
     window_geometry,
 )
-
-import protocol as p
+from tests.helpers.relay import ledger_csv
+from tests.helpers.viewer import ScriptedViewer
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("SPOTLIGHT_WINE_CACHE") or ROOT / ".cache" / "wine")
@@ -237,7 +238,7 @@ def test_signed_exe_under_wine_streams_takes_input_and_ends_on_the_customers_clo
         if exe is not None:
             output.wait()
 
-    rows = [row for row in ledger_rows(relay) if row.get("technician") == "david"]
+    rows = [row for row in ledger_csv(relay) if row.get("technician") == "david"]
     assert [row["ended_by"] for row in rows] == ["customer"], rows
     with capsys.disabled():
         print(f"\nSpotlightSupport.exe: {EXE.stat().st_size / 1e6:.1f} MB; "
@@ -252,6 +253,7 @@ async def _drive_exe(relay, env: dict[str, str], output: Output, started: float,
         connected_s = time.monotonic() - started
         assert pending.user and pending.machine, pending
         await viewer.accept(pending.session)
+        await viewer.take_control()
 
         await wait_for_screen(viewer, timeout=90)
         height = viewer.screens[viewer.monitor].height
@@ -260,7 +262,7 @@ async def _drive_exe(relay, env: dict[str, str], output: Output, started: float,
         x, y, width, height = window_geometry(window)
         centre = (x + width // 2, y + height // 2)
         await viewer.click(*centre)
-        assert pointer_location() == centre, output.text()
+        assert await until(lambda: pointer_location() == centre), output.text()
         await viewer.type_keys(("KeyH", "h"), ("KeyI", "i"), ("Enter", "Enter"))
         assert wait_for_file(typed, "hi\n") == "ready\nhi\n", output.text()
 

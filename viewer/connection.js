@@ -7,6 +7,7 @@ import {
 } from "./protocol.js";
 
 const TOKEN_KEY = "spotlight.token";
+const TECHNICIAN_KEY = "spotlight.technician";  // whose token: the URL's ?technician=
 const PING_INTERVAL_MS = 2000;
 const RECONNECT_DELAYS_S = [1, 2, 4, 8, 10];
 
@@ -26,10 +27,26 @@ export function storedToken() {
     }
 }
 
-function storeToken(token) {
+// The support person's id in the socket's URL: a cluster's HAProxy sends all of one
+// person's connections to one relay by it.
+export function routedUrl(url, technician) {
+    return technician ? `${url}?technician=${encodeURIComponent(technician)}` : url;
+}
+
+function storedTechnician() {
+    try {
+        return sessionStorage.getItem(TECHNICIAN_KEY) || "";
+    } catch {
+        return "";
+    }
+}
+
+function storeToken(token, technician = "") {
     try {
         if (token) sessionStorage.setItem(TOKEN_KEY, token);
         else sessionStorage.removeItem(TOKEN_KEY);
+        if (token && technician) sessionStorage.setItem(TECHNICIAN_KEY, technician);
+        else if (!token) sessionStorage.removeItem(TECHNICIAN_KEY);
     } catch {
         // Storage can be disabled; the session then lasts as long as the socket.
     }
@@ -105,7 +122,7 @@ export class Connection {
         this.onstate("Connecting…", "busy");
         let socket;
         try {
-            socket = new WebSocket(this.url);
+            socket = new WebSocket(routedUrl(this.url, credentials.user || storedTechnician()));
         } catch (error) {
             this._finish(`Cannot open a connection to the relay (${error.message}).`);
             return;
@@ -164,7 +181,7 @@ export class Connection {
         if (message.type === "welcome") {
             this.welcomed = true;
             this._attempt = 0;
-            storeToken(message.token);
+            storeToken(message.token, message.technician);
             this.onstate("Connected", "ok");
             this._startPing();
             this.onwelcome(message);

@@ -8,7 +8,7 @@
 // - A float field (waited_s, t) holding a whole number is written 1 here, 1.0 by Python.
 // - Python refuses JSON nested deeper than its recursion limit; JSON.parse does not.
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 // Limits, shared by both ends (see protocol.py).
 export const MAX_CONTROL_BYTES = 64 * 1024; // counted in characters, as protocol.py does
@@ -624,9 +624,17 @@ export const WORDING = Object.freeze({
         customer: "The support server restarted, so the session has ended. Please run this program again.",
         technician: "The relay restarted, so the session has ended.",
     }),
+    "relay-lost": Object.freeze({
+        customer: "The support server stopped answering, so the session has ended. Please run this program again.",
+        technician: "The relay holding this session stopped and nobody rejoined it in time, so the session has ended.",
+    }),
     "protocol": Object.freeze({
         customer: "This program and the support server do not understand each other. Please download the program again.",
         technician: "The relay refused a message from this page. Please reload the page.",
+    }),
+    "update-required": Object.freeze({
+        customer: "This program is out of date. Please download it again from your support company's page.",
+        technician: "This page is out of date. Please reload the page.",
     }),
     "login-failed": Object.freeze({
         customer: "Signing in failed.",

@@ -126,7 +126,7 @@ export class QueueList {
             const notice = new Notification(ALERT_TITLE, {
                 body: `${entry.machine} (${entry.user})`,
                 tag: entry.session,
-                icon: "/favicon.svg",
+                icon: "favicon.svg",  // beside the console, under /console/
             });
             notice.onclick = () => {
                 window.focus();

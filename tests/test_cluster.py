@@ -1,0 +1,319 @@
+"""Several relays on one PostgreSQL behind HAProxy (deploy/cluster.py, as `./dev cluster`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+import protocol
+from tests.helpers.wire import next_of, receive
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy"))
+from cluster import Cluster
+
+pytestmark = pytest.mark.cluster
+WAIT_S = 30  # generous: the machine is shared; a hang fails the test instead of blocking it
+SCREENS = [{"x": 0, "y": 0, "width": 640, "height": 480},
+           {"x": 0, "y": 0, "width": 640, "height": 480}]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """PostgreSQL, three relays and HAProxy; david and petur can log in."""
+    running = Cluster.start(3, grace=6, extra_args=("--ping-interval", "1",
+                                                      "--ping-timeout", "2"))
+    try:
+        running.cli("add-technician", "david", "--name", "David", password="david-pw")
+        running.cli("add-technician", "petur", "--name", "Petur", password="petur-pw")
+        yield running
+    finally:
+        running.stop()
+
+
+def agent_hello(technician: str = "david", resume: str = "") -> str:
+    return json.dumps({"type": "hello", "role": "agent", "version": protocol.PROTOCOL_VERSION,
+                       "technician": technician, "machine": "PC-1", "user": "anna",
+                       "screens": SCREENS, "resume": resume})
+
+
+def viewer_hello(user: str = "david", token: str = "") -> str:
+    fields: dict[str, Any] = {"type": "hello", "role": "viewer",
+                              "version": protocol.PROTOCOL_VERSION}
+    fields.update({"token": token} if token else {"user": user, "password": f"{user}-pw"})
+    return json.dumps(fields)
+
+
+_OPENED: list[ClientConnection] = []
+
+
+def run(scenario: Any) -> Any:
+    """Run a test's async part, then close every connection it opened."""
+    async def main() -> Any:
+        try:
+            return await scenario
+        finally:
+            while _OPENED:
+                ws = _OPENED.pop()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 5)
+                ws.transport.abort()
+
+    return asyncio.run(main())
+
+
+async def open_ws(url: str) -> ClientConnection:
+    ws = await asyncio.wait_for(connect(url, compression=None), WAIT_S)
+    _OPENED.append(ws)
+    return ws
+
+
+def served_by(base_url: str, technician: str) -> str:
+    """Which relay HAProxy sends this support person's requests to (its /healthz says);
+    retried like a client's backoff while HAProxy has no relay for them (502, 503)."""
+    for _ in range(WAIT_S * 4):
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz?technician={technician}",
+                                        timeout=WAIT_S) as reply:
+                return json.loads(reply.read())["relay"]
+        except urllib.error.HTTPError as error:
+            if error.code not in (502, 503):
+                raise
+            error.close()
+        time.sleep(0.25)
+    pytest.fail(f"HAProxy found no relay for {technician}")
+
+
+def ledger(cluster: Cluster) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(cluster.cli("ledger", "--csv").stdout)))
+
+
+def test_an_old_program_without_the_url_parameter_is_told_to_download_again(cluster):
+    """No ?technician= on a cluster: the plain update-required refusal, then a close."""
+    async def scenario() -> tuple[dict, int | None]:
+        ws = await open_ws(cluster.ws_url + "/ws/agent")
+        await ws.send(agent_hello())
+        refusal = await receive(ws)
+        await asyncio.wait_for(ws.wait_closed(), WAIT_S)
+        return refusal, ws.close_code
+
+    refusal, code = run(scenario())
+    assert refusal == {"type": "error", "code": "update-required",
+                       "message": protocol.customer_words("update-required")}
+    assert code == protocol.CLOSE_POLICY
+
+
+@pytest.mark.parametrize("role", ["agent", "viewer"])
+def test_a_hello_naming_someone_else_than_the_url_is_refused(cluster, role: str):
+    """?technician=petur with a hello for david: a protocol error, nothing registered."""
+    async def scenario() -> dict:
+        ws = await open_ws(f"{cluster.ws_url}/ws/{role}?technician=petur")
+        await ws.send(agent_hello("david") if role == "agent" else viewer_hello("david"))
+        return await receive(ws)
+
+    answer = run(scenario())
+    assert (answer["type"], answer["code"]) == ("error", "protocol")
+
+
+def test_a_whole_session_through_haproxy(cluster):
+    """Agent and viewer meet on david's relay: accept, control, input, end, one ledger row."""
+    async def scenario() -> str:
+        agent = await open_ws(f"{cluster.ws_url}/ws/agent?technician=david")
+        await agent.send(agent_hello())
+        registered = await receive(agent)
+        assert registered["type"] == "registered", registered
+        viewer = await open_ws(f"{cluster.ws_url}/ws/viewer?technician=david")
+        await viewer.send(viewer_hello())
+        assert (await receive(viewer))["type"] == "welcome"
+        session = registered["session"]
+        queue = await next_of(viewer, "queue")
+        while session not in [s["session"] for s in queue["sessions"]]:
+            queue = await next_of(viewer, "queue")
+        await viewer.send(json.dumps({"type": "accept", "session": session}))
+        assert (await next_of(viewer, "accepted"))["session"] == session
+        assert (await next_of(agent, "accepted"))["session"] == session
+        await viewer.send(json.dumps({"type": "take_control", "session": session}))
+        assert (await next_of(viewer, "control"))["granted"] is True
+        await viewer.send(json.dumps({"type": "key", "session": session, "code": "KeyA",
+                                      "key": "a", "down": True}))
+        assert (await next_of(agent, "key"))["key"] == "a"
+        await viewer.send(json.dumps({"type": "end", "session": session, "reason": ""}))
+        assert (await next_of(agent, "ended"))["reason"] == "technician-ended"
+        await agent.close()
+        await viewer.close()
+        return session
+
+    session = run(scenario())
+    rows = [row for row in ledger(cluster) if row["session"] == session]
+    assert [(r["technician"], r["end_reason"]) for r in rows] == [("david", "technician-ended")]
+
+
+def test_a_failed_relay_coming_back_gets_none_of_a_moved_support_persons_connections(
+        cluster):
+    """Kill david's relay: he moves to another; restarted, it does not take him back."""
+    first = served_by(cluster.url, "david")
+    relay = next(r for r in cluster.relays if r.name == first)
+    cluster.kill_relay(relay)
+    others = [r for r in cluster.relays if r is not relay]
+    moved = served_by(cluster.url, "david")  # HAProxy redispatches from the dead server
+    assert moved != first
+    cluster.start_relay(relay)
+    cluster.wait_healthy(cluster.relays)
+    # Once HAProxy has checked it back in (marker: it gets new people again; each probe
+    # name is new, as the stick table keeps where any name was first sent).
+    for attempt in range(WAIT_S * 4):
+        if any(served_by(cluster.url, f"probe{attempt}x{n}") == first for n in range(6)):
+            break
+        time.sleep(0.25)
+    else:
+        pytest.fail(f"{first} never came back into HAProxy's rotation")
+    assert served_by(cluster.url, "david") == moved
+    assert moved in {r.name for r in others}
+
+
+def test_disabling_a_support_person_closes_their_viewers_on_every_relay(cluster):
+    """disable-technician once: logged-in viewers on two different relays both get
+    login-expired (each relay heard it)."""
+    cluster.cli("add-technician", "maria", "--name", "Maria", password="maria-pw")
+
+    async def scenario() -> list[str]:
+        viewers = []
+        for relay in cluster.relays[:2]:  # straight to two relays, past HAProxy
+            ws = await open_ws(f"ws://127.0.0.1:{relay.port}/ws/viewer?technician=maria")
+            await ws.send(viewer_hello("maria"))
+            assert (await receive(ws))["type"] == "welcome"
+            viewers.append(ws)
+        await asyncio.to_thread(cluster.cli, "disable-technician", "maria")
+        return [(await next_of(ws, "error"))["code"] for ws in viewers]
+
+    assert run(scenario()) == ["login-expired", "login-expired"]
+
+
+async def directory_control(cluster: Cluster, session: str) -> str | None:
+    """Who holds control of the session as the shared directory has it (None: not there)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(cluster.postgres.url)
+    try:
+        return await connection.fetchval(
+            "SELECT control FROM session_directory WHERE session = $1", session)
+    finally:
+        await connection.close()
+
+
+async def rejoin_agent(cluster: Cluster, resume: str) -> tuple[ClientConnection, dict]:
+    """The agent's reconnect loop: retry (as its backoff does) until the relay answers."""
+    for _ in range(WAIT_S * 2):
+        try:
+            ws = await open_ws(f"{cluster.ws_url}/ws/agent?technician=david")
+        except Exception:  # refused, or HAProxy's 502/503 while no relay is up for david
+            await asyncio.sleep(0.5)
+            continue
+        await ws.send(agent_hello(resume=resume))
+        return ws, await receive(ws)
+    pytest.fail("the agent found no relay to come back to")
+
+
+@pytest.mark.timing
+def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
+    """The viewer and the agent are back in the same session on another relay within 10 s,
+    control released; the ledger has one row, billed from the first acceptance."""
+    async def scenario() -> tuple[str, float, float, float]:
+        agent = await open_ws(f"{cluster.ws_url}/ws/agent?technician=david")
+        await agent.send(agent_hello())
+        registered = await receive(agent)
+        session = registered["session"]
+        viewer = await open_ws(f"{cluster.ws_url}/ws/viewer?technician=david")
+        await viewer.send(viewer_hello())
+        token = (await receive(viewer))["token"]
+        await viewer.send(json.dumps({"type": "accept", "session": session}))
+        await next_of(viewer, "accepted")
+        accepted_at = time.time()
+        await viewer.send(json.dumps({"type": "take_control", "session": session}))
+        assert (await next_of(agent, "control"))["granted"] is True
+        while await directory_control(cluster, session) != "david":  # published
+            await asyncio.sleep(0.1)
+        holder = served_by(cluster.url, "david")
+        killed_at = time.monotonic()
+        cluster.kill_relay(next(r for r in cluster.relays if r.name == holder))
+
+        agent2, again = await rejoin_agent(cluster, registered["resume"])
+        assert (again["type"], again["session"]) == ("registered", session), again
+        assert (await next_of(agent2, "accepted"))["session"] == session
+        viewer2 = await open_ws(f"{cluster.ws_url}/ws/viewer?technician=david")
+        await viewer2.send(viewer_hello(token=token))
+        assert (await receive(viewer2))["type"] == "welcome"
+        await viewer2.send(json.dumps({"type": "accept", "session": session}))
+        rejoined = await next_of(viewer2, "accepted")
+        back_s = time.monotonic() - killed_at
+        assert rejoined["session"] == session
+        assert rejoined["elapsed_s"] >= time.time() - accepted_at - 2  # the same clock
+        await viewer2.send(json.dumps({"type": "take_control", "session": session}))
+        assert (await next_of(agent2, "control"))["granted"] is True  # it had been released
+        await viewer2.send(json.dumps({"type": "end", "session": session, "reason": ""}))
+        await next_of(agent2, "ended")
+        ended_at = time.time()
+        for relay in cluster.relays:  # the killed one back for the next tests
+            if not relay.alive():
+                cluster.start_relay(relay)
+        return session, back_s, accepted_at, ended_at
+
+    try:
+        session, back_s, accepted_at, ended_at = run(scenario())
+    except BaseException:
+        for relay in cluster.relays:
+            print(relay.name, "".join(relay.output[-30:]))
+        raise
+    assert back_s < 10
+    rows = [row for row in ledger(cluster) if row["session"] == session]
+    assert len(rows) == 1 and rows[0]["end_reason"] == "technician-ended"
+    assert abs(int(rows[0]["billable_seconds"]) - (ended_at - accepted_at)) <= 2
+
+
+def test_a_dead_relays_session_nobody_resumes_is_ended_relay_lost_by_a_live_relay(cluster):
+    """Kill the relay and never come back: another relay ends the session (relay-lost),
+    billed to the dead relay's last sign of life, not to when it was noticed."""
+    async def scenario() -> tuple[str, float]:
+        agent = await open_ws(f"{cluster.ws_url}/ws/agent?technician=petur")
+        await agent.send(agent_hello("petur"))
+        session = (await receive(agent))["session"]
+        viewer = await open_ws(f"{cluster.ws_url}/ws/viewer?technician=petur")
+        await viewer.send(viewer_hello("petur"))
+        await viewer.send(json.dumps({"type": "accept", "session": session}))
+        await next_of(viewer, "accepted")
+        while await directory_control(cluster, session) is None:  # published
+            await asyncio.sleep(0.1)
+        holder = next(r for r in cluster.relays if r.name == served_by(cluster.url, "petur"))
+        cluster.kill_relay(holder)
+        killed_at = time.time()
+        for ws in (agent, viewer):  # neither side comes back
+            ws.transport.abort()
+        return session, killed_at
+
+    session, killed_at = run(scenario())
+    try:
+        for _ in range(WAIT_S * 4):  # the grace window, the margin, then a sweep
+            rows = [r for r in ledger(cluster) if r["session"] == session]
+            if rows[0]["ended_at"]:
+                break
+            time.sleep(1)
+        assert (rows[0]["ended_by"], rows[0]["end_reason"]) == ("relay", "relay-lost")
+        ended = datetime.fromisoformat(rows[0]["ended_at"].replace("Z", "+00:00")).timestamp()
+        assert killed_at - 10 <= ended <= killed_at + 1  # at its last heartbeat
+    finally:
+        for relay in cluster.relays:
+            if not relay.alive():
+                cluster.start_relay(relay)
