@@ -1,0 +1,165 @@
+"""screen_codec's compare and encode on real 1080p captures, against another version of it.
+
+    python -m bench.codec_speed [--baseline GIT_REF] [--repeat 15]
+
+Captures pairs of 1920x1080 frames from an Xvfb (an xterm being typed into, a full page of
+text, a full-screen video) and times, on the same frames in the same run, this tree's
+screen_codec.py and the one at GIT_REF (loaded from git as a module of its own): the
+sampled compare of an unchanged screen, of a typed glyph and of video, the full compare of a
+text page that scrolled, and encoding what changed. Each time is the median of --repeat runs
+(after one warm-up); the results are also checked to be the same (rectangles, PNG bytes; the
+JPEG of another encoder build may differ by its bytes, so only its size is shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+from bench import desktop as d
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_baseline(ref: str) -> ModuleType:
+    """screen_codec.py as it is at ``ref``, imported under another name."""
+    source = subprocess.run(["git", "show", f"{ref}:screen_codec.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="codec-baseline-")) / "screen_codec_baseline.py"
+    path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("screen_codec_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def median_ms(work: Callable[[], object], repeat: int) -> float:
+    work()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def capture(screen: d.Desktop) -> dict[str, tuple[bytes, bytes]]:
+    """Pairs of frames (before, after), raw BGRX bytes of the whole 1920x1080 screen."""
+    import mss
+
+    frames: dict[str, tuple[bytes, bytes]] = {}
+    with mss.MSS(display=screen.display) as grabber:
+        def grab() -> bytes:
+            return bytes(grabber.grab(grabber.monitors[1]).raw)
+
+        page = screen.xterm("bench-codec", "238x74+0+0", "cat; sleep 600")
+        for line in range(3):
+            screen.xdotool("type", "--delay", "0", f"{line}: {d.TEXT[:200]}\n")
+        time.sleep(0.5)
+        before = grab()
+        screen.xdotool("type", "--delay", "0", "w")
+        time.sleep(0.3)
+        frames["typing"] = (before, grab())
+        for _ in range(70):  # a full page of text, then one more line: the page scrolls
+            screen.xdotool("type", "--delay", "0", d.TEXT[:230] + "\n")
+        time.sleep(0.5)
+        before = grab()
+        screen.xdotool("type", "--delay", "0", d.TEXT[40:200] + "\n")
+        time.sleep(0.3)
+        frames["scroll"] = (before, grab())
+        d.stop(page)
+        video = d.WORKLOADS["motion"](screen)
+        video.start()
+        time.sleep(1.5)
+        first = grab()
+        second = first
+        while second == first:
+            second = grab()
+        frames["video"] = (first, second)
+        video.stop()
+    return frames
+
+
+def as_image(codec: ModuleType, raw: bytes):
+    """The frame as the version under test takes it (numpy before, a memoryview after)."""
+    if "np" in vars(codec):
+        return codec.np.frombuffer(bytearray(raw), codec.np.uint8).reshape(d.HEIGHT, d.WIDTH, 4)
+    return memoryview(bytearray(raw)).cast("B", (d.HEIGHT, d.WIDTH, 4))
+
+
+def measure(codec: ModuleType, frames: dict[str, tuple[bytes, bytes]], repeat: int
+            ) -> dict[str, tuple[float, object]]:
+    """name -> (median ms, what came out)"""
+    out: dict[str, tuple[float, object]] = {}
+    for name, (before, after) in frames.items():
+        old, new = as_image(codec, before), as_image(codec, after)
+        diff = codec.ScreenDiff()
+        diff.commit(old, [])
+        out[f"sampled compare, unchanged ({name})"] = (
+            median_ms(lambda: diff.changes(old, codec.SAMPLE_ROWS), repeat), [])
+
+        def sampled(diff=diff, new=new):
+            diff._phase = 0  # the same rows each time
+            return diff.changes(new, codec.SAMPLE_ROWS)
+
+        out[f"sampled compare, {name}"] = (median_ms(sampled, repeat), sampled())
+        out[f"full compare, {name}"] = (
+            median_ms(lambda: codec.changed_rects(old, new), repeat),
+            codec.changed_rects(old, new))
+        rects = codec.changed_rects(old, new) if name != "video" else \
+            [(0, 0, d.WIDTH, d.HEIGHT)]
+        subsampling, quality = ("420", 75) if name == "video" else ("444", 85)
+        frames_out = codec.encode_update(new, rects, 0, 1, quality, name == "video",
+                                         subsampling=subsampling)
+        out[f"encode {name} ({sum(w * h for _, _, w, h in rects)} px)"] = (
+            median_ms(lambda: codec.encode_update(new, rects, 0, 1, quality, name == "video",
+                                                  subsampling=subsampling), repeat),
+            [(f.kind, f.x, f.y, f.width, f.height,
+              f.image if f.kind == 1 else len(f.image)) for f in frames_out])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default="main", help="git ref of the other version")
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args(argv)
+    d.require("Xvfb", "xterm", "xdotool", "ffmpeg", "ffplay")
+    sys.path.insert(0, str(ROOT))
+    import screen_codec
+
+    baseline = load_baseline(args.baseline)
+    screen = d.Desktop().start()
+    try:
+        frames = capture(screen)
+    finally:
+        screen.close()
+    load = os.getloadavg()[0]
+    before = measure(baseline, frames, args.repeat)
+    after = measure(screen_codec, frames, args.repeat)
+    print(f"load average (1 min) at the start: {load:.2f}; {os.cpu_count()} cores\n")
+    print(f"| step | {args.baseline} ms | this tree ms | same result |")
+    print("|---|---:|---:|---|")
+    for name, (ms, result) in after.items():
+        old_ms, old_result = before[name]
+        same = "yes" if result == old_result else "**no**"
+        if same != "yes" and name.startswith("encode"):  # JPEG bytes from another build
+            png_same = [r for r in result if r[0] == 1] == [r for r in old_result if r[0] == 1]
+            same = f"PNG {'same' if png_same else '**differs**'}; JPEG bytes " + \
+                f"{sum(r[5] for r in old_result if r[0] == 0)} -> " + \
+                f"{sum(r[5] for r in result if r[0] == 0)}"
+        print(f"| {name} | {old_ms:.2f} | {ms:.2f} | {same} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
