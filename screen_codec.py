@@ -49,6 +49,7 @@ TILE_PX = 64  # changed-tile grid
 SAMPLE_ROWS = 4  # a sampled compare reads every 4th row first (the next poll the next rows)
 STRIP_ROWS = 128  # large rectangles go in strips of this many rows (a multiple of 16)
 PALETTE_MAX_COLOURS = 256
+EVERY_COLUMN_ROWS = 8  # sampled rows checked at a time for "every column differs" (video)
 CROP_MAX_TILES = 16  # runs of up to this many tiles are cropped to the changed pixels
 SMALL_RECT_PX = 128 * 128  # both encoders are tried on rectangles up to this size
 BOTH_ENCODERS_MIN_PX = 32 * 32  # ... and at least this size (a glyph is always PNG)
@@ -161,8 +162,8 @@ def _bytes_image(data: memoryview, offset: int, width: int, rows: int, stride: i
 
 
 def _differing_columns(old: memoryview, new: memoryview, start: int, width: int, rows: int,
-                       stride: int) -> bytes:
-    """1 for each byte column that differs in one of ``rows`` rows ``stride`` apart, else 0."""
+                       stride: int) -> int:
+    """A bit for each byte column that differs in one of ``rows`` rows ``stride`` apart."""
     whole = min(rows, (len(old) - start) // stride)  # the last row may end the buffer early
     parts = [(start, whole, stride), (start + whole * stride, rows - whole, width)]
     mask = 0
@@ -170,8 +171,8 @@ def _differing_columns(old: memoryview, new: memoryview, start: int, width: int,
         if count:
             difference = ImageChops.difference(_bytes_image(old, offset, width, count, step),
                                                _bytes_image(new, offset, width, count, step))
-            mask |= int.from_bytes(bytes(difference.getprojection()[0]))
-    return mask.to_bytes(width)
+            mask |= int.from_bytes(difference.im.getprojection()[0], "little")
+    return mask
 
 
 class ScreenDiff:
@@ -234,12 +235,20 @@ class ScreenDiff:
     def _every_column(self, old: memoryview, new: memoryview, width: int, height: int,
                       step: int) -> bool:
         """Whether every column of words (8 bytes, 4 for odd widths) differs in a sampled
-        row: Pillow's difference of the sampled rows (mapped, not copied), projected."""
-        row_bytes = width * 4
-        columns = _differing_columns(old, new, self._phase * row_bytes, row_bytes,
-                                     len(range(self._phase, height, step)), row_bytes * step)
-        words = memoryview(columns).cast("Q" if width % 2 == 0 else "I")
-        return 0 not in words.tolist()
+        row: Pillow's difference of the sampled rows (mapped, not copied), projected, a few
+        rows at a time (video answers yes within the first few)."""
+        row_bytes, word = width * 4, 8 if width % 2 == 0 else 4
+        rows = range(self._phase, height, step)
+        columns = 0
+        for first in range(0, len(rows), EVERY_COLUMN_ROWS):
+            count = min(EVERY_COLUMN_ROWS, len(rows) - first)
+            columns |= _differing_columns(old, new, rows[first] * row_bytes, row_bytes, count,
+                                          row_bytes * step)
+            words = memoryview(columns.to_bytes(row_bytes, "little")).cast(
+                "Q" if word == 8 else "I")
+            if 0 not in words.tolist():
+                return True
+        return False
 
     def commit(self, pixels: Pixels, rects: Iterable[Rect], owned: bool = False) -> None:
         """The viewer now shows ``rects`` of ``pixels``: copied, or for a whole image that
@@ -285,8 +294,7 @@ def changed_rects(old: Pixels, new: Pixels, tile: int = TILE_PX,
 
 def _changed_rects(compare: _Compare, width: int, height: int, tile: int,
                    bands: set[int] | None) -> list[Rect]:
-    row_bytes, tile_bytes = width * 4, tile * 4
-    columns = -(-width // tile)
+    row_bytes = width * 4
     rects: list[list[int]] = []  # x0, y0, x1, y1
     open_runs: dict[tuple[int, int], list[int]] = {}
     for y0 in range(0, height, tile):
@@ -294,26 +302,19 @@ def _changed_rects(compare: _Compare, width: int, height: int, tile: int,
         runs: dict[tuple[int, int], list[int]] = {}
         if (bands is None or y0 // tile in bands) and \
                 not compare.equal(y0 * row_bytes, y1 * row_bytes):
-            # the band's bytes as images, their difference zero where nothing changed
-            differs = ImageChops.difference(
-                _bytes_image(compare.old, y0 * row_bytes, row_bytes, y1 - y0, row_bytes),
-                _bytes_image(compare.new, y0 * row_bytes, row_bytes, y1 - y0, row_bytes))
-            cols = bytes(differs.getprojection()[0])  # 1 where a byte column differs
-            tiles = [cols.find(1, i * tile_bytes, (i + 1) * tile_bytes) >= 0
-                     for i in range(columns)]
+            boxes = _tile_boxes(compare, y0, y1 - y0, width, tile)
             start = None
-            for i, hit in enumerate([*tiles, False]):
+            for i, hit in enumerate([*boxes, None]):
                 if hit and start is None:
                     start = i
                 elif not hit and start is not None:
                     span = (start, i)
-                    x0, x1 = start * tile, min(width, i * tile)
                     if i - start <= CROP_MAX_TILES:  # the changed pixels' bounding box
-                        bx0, by0, bx1, by1 = differs.crop(
-                            (x0 * 4, 0, x1 * 4, y1 - y0)).getbbox()
-                        box = [x0 + bx0 // 4, y0 + by0, x0 + -(-bx1 // 4), y0 + by1]
+                        run = boxes[start:i]
+                        box = [run[0][0], y0 + min(b[1] for b in run), run[-1][2],
+                               y0 + max(b[3] for b in run)]
                     else:
-                        box = [x0, y0, x1, y1]
+                        box = [start * tile, y0, min(width, i * tile), y1]
                     rect = open_runs.get(span)
                     if rect is None:
                         rects.append(box)
@@ -325,6 +326,29 @@ def _changed_rects(compare: _Compare, width: int, height: int, tile: int,
                     start = None
         open_runs = runs
     return [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in rects]
+
+
+def _tile_boxes(compare: _Compare, y0: int, rows: int, width: int, tile: int
+                ) -> list[tuple[int, int, int, int] | None]:
+    """For each tile of the band of ``rows`` rows from ``y0``: the bounding box of its
+    changed pixels (x in the image, y in the band), or None. Pillow's difference of the band's
+    bytes (mapped, not copied), then getbbox of each tile of it between the outermost changed
+    bytes, on Pillow's core image: the Python wrapper costs more than a tile's work."""
+    row_bytes = width * 4
+    start = y0 * row_bytes
+    differs = ImageChops.difference(_bytes_image(compare.old, start, row_bytes, rows, row_bytes),
+                                    _bytes_image(compare.new, start, row_bytes, rows, row_bytes)
+                                    ).im
+    boxes: list[tuple[int, int, int, int] | None] = [None] * -(-width // tile)
+    outer = differs.getbbox(False)
+    if outer is None:
+        return boxes
+    for i in range(outer[0] // (tile * 4), -(-outer[2] // (tile * 4))):
+        x0, x1 = i * tile, min(width, (i + 1) * tile)
+        box = differs.crop((x0 * 4, 0, x1 * 4, rows)).getbbox(False)
+        if box is not None:
+            boxes[i] = (x0 + box[0] // 4, box[1], x0 + -(-box[2] // 4), box[3])
+    return boxes
 
 
 # --- encoding ----------------------------------------------------------------------------

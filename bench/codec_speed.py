@@ -26,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bench import desktop as d
+from protocol import FRAME_PNG
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +39,7 @@ def load_baseline(ref: str) -> ModuleType:
     path.write_text(source, encoding="utf-8")
     spec = importlib.util.spec_from_file_location("screen_codec_baseline", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -61,21 +63,31 @@ def capture(screen: d.Desktop) -> dict[str, tuple[bytes, bytes]]:
         def grab() -> bytes:
             return bytes(grabber.grab(grabber.monitors[1]).raw)
 
+        def settled() -> bytes:  # the screen once it has not changed for 0.3 s
+            last = grab()
+            while True:
+                time.sleep(0.3)
+                if (now := grab()) == last:
+                    return now
+                last = now
+
+        def changed(before: bytes) -> bytes:  # the screen once it differs, then settles
+            deadline = time.monotonic() + 10
+            while grab() == before and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return settled()
+
         page = screen.xterm("bench-codec", "238x74+0+0", "cat; sleep 600")
         for line in range(3):
             screen.xdotool("type", "--delay", "0", f"{line}: {d.TEXT[:200]}\n")
-        time.sleep(0.5)
-        before = grab()
+        before = settled()
         screen.xdotool("type", "--delay", "0", "w")
-        time.sleep(0.3)
-        frames["typing"] = (before, grab())
+        frames["typing"] = (before, changed(before))
         for _ in range(70):  # a full page of text, then one more line: the page scrolls
             screen.xdotool("type", "--delay", "0", d.TEXT[:230] + "\n")
-        time.sleep(0.5)
-        before = grab()
+        before = settled()
         screen.xdotool("type", "--delay", "0", d.TEXT[40:200] + "\n")
-        time.sleep(0.3)
-        frames["scroll"] = (before, grab())
+        frames["scroll"] = (before, changed(before))
         d.stop(page)
         video = d.WORKLOADS["motion"](screen)
         video.start()
@@ -101,30 +113,39 @@ def measure(codec: ModuleType, frames: dict[str, tuple[bytes, bytes]], repeat: i
     """name -> (median ms, what came out)"""
     out: dict[str, tuple[float, object]] = {}
     for name, (before, after) in frames.items():
-        old, new = as_image(codec, before), as_image(codec, after)
-        diff = codec.ScreenDiff()
-        diff.commit(old, [])
-        out[f"sampled compare, unchanged ({name})"] = (
-            median_ms(lambda: diff.changes(old, codec.SAMPLE_ROWS), repeat), [])
+        out.update(measure_pair(codec, name, as_image(codec, before), as_image(codec, after),
+                                repeat))
+    return out
 
-        def sampled(diff=diff, new=new):
-            diff._phase = 0  # the same rows each time
-            return diff.changes(new, codec.SAMPLE_ROWS)
 
-        out[f"sampled compare, {name}"] = (median_ms(sampled, repeat), sampled())
-        out[f"full compare, {name}"] = (
-            median_ms(lambda: codec.changed_rects(old, new), repeat),
-            codec.changed_rects(old, new))
-        rects = codec.changed_rects(old, new) if name != "video" else \
-            [(0, 0, d.WIDTH, d.HEIGHT)]
-        subsampling, quality = ("420", 75) if name == "video" else ("444", 85)
-        frames_out = codec.encode_update(new, rects, 0, 1, quality, name == "video",
-                                         subsampling=subsampling)
-        out[f"encode {name} ({sum(w * h for _, _, w, h in rects)} px)"] = (
-            median_ms(lambda: codec.encode_update(new, rects, 0, 1, quality, name == "video",
-                                                  subsampling=subsampling), repeat),
-            [(f.kind, f.x, f.y, f.width, f.height,
-              f.image if f.kind == 1 else len(f.image)) for f in frames_out])
+def measure_pair(codec: ModuleType, name: str, old, new, repeat: int
+                 ) -> dict[str, tuple[float, object]]:
+    out: dict[str, tuple[float, object]] = {}
+    diff = codec.ScreenDiff()
+    diff.commit(old, [])
+    out[f"sampled compare, unchanged ({name})"] = (
+        median_ms(lambda: diff.changes(old, codec.SAMPLE_ROWS), repeat), [])
+
+    def sampled():
+        diff._phase = 0  # the same rows each time
+        return diff.changes(new, codec.SAMPLE_ROWS)
+
+    out[f"sampled compare, {name}"] = (median_ms(sampled, repeat), sampled())
+    rects = codec.changed_rects(old, new)
+    out[f"full compare, {name}"] = (
+        median_ms(lambda: codec.changed_rects(old, new), repeat), rects)
+    full = name == "video"
+    if full:
+        rects = [(0, 0, d.WIDTH, d.HEIGHT)]
+    subsampling, quality = ("420", 75) if full else ("444", 85)
+
+    def encode():
+        return codec.encode_update(new, rects, 0, 1, quality, full, subsampling=subsampling)
+
+    out[f"encode {name} ({sum(w * h for _, _, w, h in rects)} px)"] = (
+        median_ms(encode, repeat),
+        [(f.kind, f.x, f.y, f.width, f.height,
+          f.image if f.kind == FRAME_PNG else len(f.image)) for f in encode()])
     return out
 
 
@@ -153,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         old_ms, old_result = before[name]
         same = "yes" if result == old_result else "**no**"
         if same != "yes" and name.startswith("encode"):  # JPEG bytes from another build
-            png_same = [r for r in result if r[0] == 1] == [r for r in old_result if r[0] == 1]
+            png_same = [r for r in result if r[0] == FRAME_PNG] == \
+                [r for r in old_result if r[0] == FRAME_PNG]
             same = f"PNG {'same' if png_same else '**differs**'}; JPEG bytes " + \
-                f"{sum(r[5] for r in old_result if r[0] == 0)} -> " + \
-                f"{sum(r[5] for r in result if r[0] == 0)}"
+                f"{sum(r[5] for r in old_result if r[0] != FRAME_PNG)} -> " + \
+                f"{sum(r[5] for r in result if r[0] != FRAME_PNG)}"
         print(f"| {name} | {old_ms:.2f} | {ms:.2f} | {same} |")
     return 0
 
