@@ -650,8 +650,8 @@ class Agent:
         layout_at = polled_at = pointer_at = moved_at = self.clock()
         pacer = self._pacer = codec.Pacer(polled_at, ENCODER_THREADS)
         pool = ThreadPoolExecutor(ENCODER_THREADS, "encoder")
-        sendable = asyncio.Event()
-        sender = asyncio.ensure_future(self._send(ws, outbox, sendable))
+        sendable, writing = asyncio.Event(), asyncio.Lock()
+        sender = asyncio.ensure_future(self._send(ws, outbox, sendable, writing))
         try:
             while True:
                 self._wake.clear()
@@ -713,6 +713,10 @@ class Agent:
                     encoded = [((f.x, f.y, f.width, f.height), p.encode_frame(f))
                                for f in frames]
                     outbox.add(seq, encoded, plan.interactive)
+                    if plan.interactive and not writing.locked():
+                        # written now, not when the sender task next runs (while it writes,
+                        # it writes this next: the streamer never waits for the link)
+                        await self._write(ws, outbox, writing, interactive_only=True)
                     sendable.set()
                     full = False
                     bulk = bulk and plan.interactive  # one bulk update at a time is queued
@@ -722,31 +726,44 @@ class Agent:
                 await sender
             pool.shutdown(wait=False)
 
-    async def _send(self, ws: Any, outbox: Any, sendable: asyncio.Event) -> None:
+    async def _send(self, ws: Any, outbox: Any, sendable: asyncio.Event,
+                    writing: asyncio.Lock) -> None:
         """Write the outbox's frames as flow control paces them."""
-        flow = self.session.flow
         while True:
-            item = outbox.peek()
-            if item is None:
-                sendable.clear()
-                await sendable.wait()
-                continue
-            seq, interactive, _, data = item
-            if seq not in flow.in_flight:  # forgotten by a restart: a full image follows
-                outbox.pop()
-                continue
-            delay = flow.write_delay(len(data), interactive, self.clock())
-            if delay > 0:  # an interactive update arriving meanwhile may go first
-                sendable.clear()
-                timer = asyncio.get_running_loop().call_later(delay, sendable.set)
+            sendable.clear()  # before looking: what is added while writing sets it again
+            delay = await self._write(ws, outbox, writing)
+            if outbox.peek() is None or delay > 0:
+                # an interactive update arriving meanwhile may go first
+                timer = asyncio.get_running_loop().call_later(delay, sendable.set) \
+                    if delay > 0 else None
                 try:
                     await sendable.wait()
                 finally:
-                    timer.cancel()
-                continue
-            outbox.pop()
-            await ws.send(data)
-            flow.wrote(seq, len(data), self.clock())
+                    if timer is not None:
+                        timer.cancel()
+
+    async def _write(self, ws: Any, outbox: Any, writing: asyncio.Lock,
+                     interactive_only: bool = False) -> float:
+        """Write the outbox's frames that may go now (with ``interactive_only``, only while
+        the next is interactive); the seconds until the next may go (0: none waits).
+        The streamer writes input's echo itself, at once: a hand-off to the sender task
+        waited for the event loop to run it, often a whole poll later under load."""
+        flow = self.session.flow
+        async with writing:  # one writer at a time keeps the outbox's order on the wire
+            while (item := outbox.peek()) is not None:
+                seq, interactive, _, data = item
+                if seq not in flow.in_flight:  # forgotten by a restart: a full image follows
+                    outbox.pop()
+                    continue
+                if interactive_only and not interactive:
+                    return 0.0
+                delay = flow.write_delay(len(data), interactive, self.clock())
+                if delay > 0:
+                    return delay
+                outbox.pop()
+                await ws.send(data)
+                flow.wrote(seq, len(data), self.clock())
+        return 0.0
 
 
 def _describe(error: BaseException) -> str:

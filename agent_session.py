@@ -186,21 +186,28 @@ class FlowControl:
 
     The wire's rule (protocol.MAX_UPDATES_IN_FLIGHT, which the relay enforces) caps the
     updates unacknowledged; within it the agent paces by bytes and time, as TCP's BBR does:
-    each acknowledgement gives a delivery-rate sample (bytes acknowledged since the update
-    began, over the time) and a round-trip sample; the estimate is the largest rate of the
+    each acknowledgement gives a delivery-rate sample (bytes acknowledged since the update's
+    first write, over the time) and a round-trip sample; the estimate is the largest rate of the
     last RATE_WINDOW_S and the smallest round trip of the last RTT_WINDOW_S. Bulk updates
     (video, scrolling) start only while at most one round trip plus UNACKED_EXTRA_S of data
     is unacknowledged, their frames are written no faster than the rate (so they wait here,
     where an echo of input can pass them, not in a socket buffer), and they leave one update
     of the wire's allowance free: an interactive update (input's echo) may always start. The
     pacing gain cycles (PACING_GAINS) to find a faster link and drain what a slower one
-    queued. Before any acknowledgement nothing is known: only the count applies."""
+    queued. Before any acknowledgement nothing is known: only the count applies.
+
+    A sample is app-limited when nothing was held back while its update was in flight (typing
+    on a fast link: the agent had no more to send, so the sample says how much it sent, not
+    what the link takes). As in BBR, such a sample counts only when it raises the estimate:
+    otherwise a minute of typing would age out what the link was seen to take, and the next
+    bulk update (a scroll, a window opening) would be paced at typing's rate."""
 
     def __init__(self, limit: int = p.MAX_UPDATES_IN_FLIGHT) -> None:
         self.limit = limit
         self.window = p.UpdateWindow(limit)  # the wire's rule, as the relay enforces it
         self.seq = 0
-        # seq -> [bytes written, first written at, delivered then, delivered_at then]
+        # seq -> [bytes written, first written at, and then: delivered, delivered_at;
+        #         holds when it started]
         self.in_flight: dict[int, list] = {}
         self.unacked = 0  # bytes written and not yet acknowledged
         self.delivered = 0  # bytes acknowledged since the start
@@ -209,6 +216,7 @@ class FlowControl:
         self.rtts: deque[tuple[float, float]] = deque()  # (at, seconds)
         self.next_write_at = 0.0
         self.waiting = False  # something was held back: the next ack wakes the streamer
+        self.holds = 0  # times a bulk update or frame was held back (app-limited samples)
 
     @property
     def rate(self) -> float | None:
@@ -233,6 +241,7 @@ class FlowControl:
         allowed = self.window.may_start() and (interactive or (
             len(self.window.open) < self.limit - 1 and self.unacked < self.budget()))
         self.waiting = self.waiting or not allowed
+        self.holds += not allowed and not interactive
         return allowed
 
     def may_send(self) -> bool:
@@ -243,11 +252,9 @@ class FlowControl:
         return seq
 
     def started(self, seq: int, now: float) -> None:
-        """Update ``seq`` begins (its frames may wait to be written): it counts from now."""
-        if not self.in_flight:  # after a pause, rate is measured from here, not from before
-            self.delivered_at = now
-        self.in_flight[seq] = [0, None, self.delivered,
-                               now if self.delivered_at is None else self.delivered_at]
+        """Update ``seq`` begins (its frames may wait to be written): it counts from now
+        against the wire's allowance, and its delivery rate from its first write."""
+        self.in_flight[seq] = [0, None, 0, 0.0, self.holds]
         self.window.started(seq)
 
     def write_delay(self, size: int, interactive: bool, now: float) -> float:
@@ -255,7 +262,9 @@ class FlowControl:
         frames never wait: they are small, and they are what the support person waits for."""
         if interactive or self.rate is None:
             return 0.0
-        return max(0.0, self.next_write_at - now)
+        delay = max(0.0, self.next_write_at - now)
+        self.holds += delay > 0
+        return delay
 
     def wrote(self, seq: int, size: int, now: float) -> None:
         """``size`` bytes of update ``seq`` were written to the link."""
@@ -263,8 +272,11 @@ class FlowControl:
         if entry is None:  # not announced with started(): begins now
             self.started(seq, now)
             entry = self.in_flight[seq]
+        if entry[1] is None:  # its rate counts from here: its encoding is not the link's
+            if not self.unacked:  # after a pause, not from before it
+                self.delivered_at = now
+            entry[1:4] = now, self.delivered, self.delivered_at
         entry[0] += size
-        entry[1] = now if entry[1] is None else entry[1]
         self.unacked += size
         rate = self.rate
         if rate is not None:
@@ -285,7 +297,7 @@ class FlowControl:
         if entry is None:
             return False
         self.window.acked(seq)
-        size, written_at, delivered_then, delivered_at_then = entry
+        size, written_at, delivered_then, delivered_at_then, holds_then = entry
         self.unacked -= size
         self.delivered += size
         self.delivered_at = now
@@ -295,9 +307,10 @@ class FlowControl:
             crossing = size / self.rate if self.rate else 0.0
             self._sample(self.rtts, max(MIN_RTT_S, now - written_at - crossing), now,
                          RTT_WINDOW_S)
-        if now > delivered_at_then and size:
-            self._sample(self.rates, (self.delivered - delivered_then) /
-                         (now - delivered_at_then), now, RATE_WINDOW_S)
+        if written_at is not None and now > delivered_at_then:
+            rate = (self.delivered - delivered_then) / (now - delivered_at_then)
+            if self.holds > holds_then or rate >= (self.rate or 0.0):  # (app-limited: above)
+                self._sample(self.rates, rate, now, RATE_WINDOW_S)
         woken, self.waiting = self.waiting, False
         return woken
 

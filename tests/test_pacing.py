@@ -51,6 +51,16 @@ def test_the_rate_is_the_delivery_rate_and_the_round_trip_excludes_the_updates_o
     assert flow.budget() == pytest.approx(100_000 * (0.15 + core.UNACKED_EXTRA_S))
 
 
+def test_an_updates_rate_counts_from_its_first_write_not_from_its_encoding() -> None:
+    """100 KB begun at t=0, encoded until 0.5 s, written then and acknowledged at 1 s: the
+    link took 200 KB/s (the encoder's half second is not the link's)."""
+    flow = core.FlowControl()
+    flow.started(0, 0.0)
+    flow.wrote(0, 100_000, 0.5)
+    flow.acked(0, 1.0)
+    assert flow.rate == pytest.approx(200_000)
+
+
 def test_bulk_updates_wait_once_a_round_trip_plus_100_ms_is_unacknowledged() -> None:
     """At 100 KB/s and 150 ms: 25 KB may be unacknowledged; beyond it a bulk update waits
     while an interactive one still starts, and the acknowledgement that frees the budget
@@ -92,12 +102,45 @@ def test_the_pacing_gain_probes_up_then_drains_then_cruises() -> None:
 
 def test_a_slower_link_is_learnt_once_the_faster_samples_are_older_than_the_window() -> None:
     """The rate is the largest of the last RATE_WINDOW_S: a link that became slower is
-    believed once the older samples have aged out."""
+    believed once the older samples have aged out (samples of updates the link held back)."""
     flow = learnt()
     later = 1.0 + core.RATE_WINDOW_S + 1
     flow.started(2, later)
     flow.wrote(2, 20_000, later)
+    assert flow.write_delay(20_000, False, later) > 0  # the next frame waits for the link
     flow.acked(2, later + 1.0)
+    assert flow.rate == pytest.approx(20_000)
+
+
+def test_typing_on_a_fast_link_does_not_lower_the_rate_it_was_seen_to_take() -> None:
+    """Samples of updates sent while nothing was held back (app-limited: the agent had no
+    more to send) count only when they raise the estimate: after a minute of small echoes
+    the next bulk update is still paced at the link's 100 KB/s, not at typing's."""
+    flow = learnt()
+    now = 2.0
+    for seq in range(2, 200):
+        flow.started(seq, now)
+        flow.wrote(seq, 300, now)
+        assert flow.may_start()
+        flow.acked(seq, now + 0.02)  # 15 KB/s
+        now += 0.3
+    assert now > 1.0 + core.RATE_WINDOW_S
+    assert flow.rate == pytest.approx(100_000)
+    flow.started(200, now)
+    flow.wrote(200, 150_000, now)  # a burst: nothing to learn from before it is acked
+    flow.acked(200, now + 0.5)  # 300 KB/s, app-limited but faster: believed
+    assert flow.rate == pytest.approx(300_000)
+
+
+def test_a_bulk_update_held_back_by_the_budget_makes_its_sample_count() -> None:
+    """An update during which a bulk update could not start measured the link itself: its
+    sample counts even when it lowers the estimate, once the older ones aged out."""
+    flow = learnt()
+    later = 1.0 + core.RATE_WINDOW_S + 1
+    flow.started(2, later)
+    flow.wrote(2, 40_000, later)
+    assert not flow.may_start()  # 40 KB > the 25 KB budget
+    flow.acked(2, later + 2.0)
     assert flow.rate == pytest.approx(20_000)
 
 
