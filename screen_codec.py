@@ -388,8 +388,9 @@ def _pairs_to_index(low: bytes, high: bytes, pairs: list[int], width: int,
 def _palette_indexes(rgb: Image.Image, keys: list[int]) -> bytes:
     """Each pixel's position in ``keys`` (0xRRGGBB, every colour of ``rgb``), row by row:
     exact, unlike Pillow's own conversion to a given palette (which matches colours on 6 bits
-    a channel). One 8-bit table when a channel alone tells the colours apart (grey text),
-    else (blue, green) pairs numbered, then (pair number, red)."""
+    a channel). One 8-bit table when a channel alone tells the colours apart (grey text), one
+    16-bit table when a pair of channels does, else (blue, green) pairs numbered, then
+    (pair number, red)."""
     count = len(keys)
     for band, shift in (("G", 8), ("R", 16), ("B", 0)):
         values = [(key >> shift) & 255 for key in keys]
@@ -403,11 +404,15 @@ def _palette_indexes(rgb: Image.Image, keys: list[int]) -> bytes:
         position = {key.to_bytes(3): i for i, key in enumerate(keys)}
         data = rgb.tobytes()
         return bytes([position[data[i:i + 3]] for i in range(0, len(data), 3)])
+    shifts = {"R": 16, "G": 8, "B": 0}
+    for low, high in (("G", "R"), ("B", "G"), ("R", "B")):  # a pair of channels may do
+        pairs = [(key >> shifts[low] & 255) | (key >> shifts[high] & 255) << 8 for key in keys]
+        if len(set(pairs)) == count:
+            return _pairs_to_index(rgb.getchannel(low).tobytes(),
+                                   rgb.getchannel(high).tobytes(), pairs, width, height)
     blue, green = rgb.getchannel("B").tobytes(), rgb.getchannel("G").tobytes()
     pairs = list(dict.fromkeys(key & 0xFFFF for key in keys))  # (blue, green), in key order
     numbered = _pairs_to_index(blue, green, pairs, width, height)
-    if len(pairs) == count:  # (blue, green) alone tells the colours apart
-        return numbered
     position = {pair: i for i, pair in enumerate(pairs)}
     return _pairs_to_index(numbered, rgb.getchannel("R").tobytes(),
                            [position[key & 0xFFFF] | (key >> 16) << 8 for key in keys],

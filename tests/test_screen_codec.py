@@ -509,9 +509,12 @@ PNG_BEFORE_NUMPY_WENT = {
     "blue and green together tell them apart": (
         [(9, g, b) for g in range(0, 200, 20) for b in range(0, 200, 25)], 60, 150, 2,
         "e88cc61d7be977869420c5201016855e83c567a2e341b356a6854638ccc34c14"),
-    "colours share blue and green, red tells them apart": (
+    "green and red together tell them apart": (
         [(r, g, 9) for r in range(0, 240, 16) for g in (3, 130)] + [(7, 3, 200)], 70, 130, 3,
         "7c03ed9f7c2767882341ac59a25578db66dbea49610562a2f70ad99f97283712"),
+    "no two channels tell them apart: (blue, green) numbered, then with red": (
+        [(r, g, b) for r in (0, 90, 200) for g in (10, 128, 255) for b in (5, 60, 250)],
+        50, 90, 6, "1e569fde0b3c2e7257e73c5fc7aeb783f12377f101e25d168467cfbadb323377"),
     "two colours, one bit a pixel": (
         [(0, 0, 0), (255, 255, 255)], 33, 61, 4,
         "603f66805dc9201e68a547feb496c822ef2d0c13db2f069c43a4913b5bca0614"),
