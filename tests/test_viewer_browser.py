@@ -271,6 +271,27 @@ def test_the_viewer_decodes_at_most_the_in_flight_number_of_images_at_once(open_
     assert 1 <= decodes["max"] <= protocol.MAX_UPDATES_IN_FLIGHT, decodes
 
 
+def test_large_images_are_decoded_on_the_page_when_the_decode_worker_fails(open_viewer,
+                                                                          agents):
+    """With the decode worker's script not found, whole images (decoded in workers when they
+    work) are still drawn and acknowledged, more of them than the decode slots: a failed
+    worker never holds a slot."""
+    viewer = open_viewer()
+    viewer.context.route("**/decode-worker.js", lambda route: route.fulfill(status=404))
+    viewer.page.reload()
+    viewer.signed_in()
+    agent = agents()
+    viewer.accept(agent)
+    agent.expect(protocol.Accepted)
+    colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200),
+               (200, 40, 200)]
+    assert len(colours) > protocol.MAX_UPDATES_IN_FLIGHT
+    for seq, colour in enumerate(colours, 1):
+        agent.send_full(colour, seq)
+        agent.expect(protocol.Ack, lambda m, seq=seq: m.seq == seq)
+    viewer.wait_for_pixel(800, 500, colours[-1])
+
+
 def test_queue_lists_the_newest_customers_and_counts_the_others(open_viewer, relay):
     """With more customers waiting than the queue lists, the page lists the newest and says
     how many more wait; the count includes them."""

@@ -20,7 +20,7 @@ export class Decoder {
                 const worker = new Worker(new URL("./decode-worker.js", import.meta.url),
                     { type: "module" });
                 worker.onmessage = (event) => this._answer(event.data);
-                worker.onerror = () => this._failAll("the decoder stopped");
+                worker.onerror = () => this._fallBack("the decoder stopped");
                 this._workers.push(worker);
             }
         } catch {
@@ -56,7 +56,12 @@ export class Decoder {
         else pending.reject(new Error(error));
     }
 
-    _failAll(why) {
+    // A worker that failed (its script not loaded, or it crashed) would never answer the
+    // images sent to it after, and each unanswered image holds one of the display's decode
+    // slots for ever: every worker is let go, and the page decodes from now on.
+    _fallBack(why) {
+        for (const worker of this._workers) worker.terminate();
+        this._workers = [];
         for (const { reject } of this._pending.values()) reject(new Error(why));
         this._pending.clear();
     }
