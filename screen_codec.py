@@ -521,7 +521,7 @@ def encode_update(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
                   max_frame_bytes: int = p.MAX_FRAME_BYTES) -> list[p.Frame]:
     """The frames of one update, FLAG_LAST on the last, none larger than ``max_frame_bytes``
     (header included); ``mapper`` (e.g. a thread pool's map) may encode the strips (of at most
-    ``rows`` rows, fewer for wide ones) in parallel: Pillow and simplejpeg release the GIL."""
+    ``rows`` rows, fewer for wide ones) in parallel: Pillow releases the GIL while it works."""
     budget = max_frame_bytes - p.FRAME_HEADER.size
     parts = strips(rects, rows, max(1, int(budget / EXPECTED_BYTES_PER_PX)))
     encoded = [piece for pieces in (mapper if len(parts) > 1 else map)(
