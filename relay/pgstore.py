@@ -115,9 +115,16 @@ MIGRATIONS = (
     CREATE SEQUENCE session_refs INCREMENT BY 1000 START WITH 1;
     """,
 )
-# A pause still open at $1 is added to the paused seconds and closed.
-_CLOSE_PAUSE = ("paused_seconds = paused_seconds + coalesce(greatest(0, $1 - paused_at), 0),"
-                " paused_at = NULL")
+
+
+def _close_pause(at: str) -> str:
+    """SET clause: a pause still open at ``at`` (a parameter like $1) is added to the paused
+    seconds and closed, so a session ending while paused never bills the pause."""
+    return (f"paused_seconds = paused_seconds + coalesce(greatest(0, {at} - paused_at), 0),"
+            " paused_at = NULL")
+
+
+_CLOSE_PAUSE = _close_pause("$1")
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATION_LOCK = 16_2026  # pg_advisory_xact_lock key: one relay migrates at a time
 
@@ -416,7 +423,8 @@ class PostgresStore:
             last = await connection.fetchval(
                 "SELECT at FROM heartbeat WHERE relay = $1", self.relay) or 0.0
             closed = await connection.fetch(
-                "UPDATE sessions SET ended_by = 'relay', end_reason = 'relay-restart',"
+                f"UPDATE sessions SET {_close_pause('$2')}, ended_by = 'relay',"  # noqa: S608
+                " end_reason = 'relay-restart',"
                 " ended_at = greatest($2, coalesce(accepted_at, requested_at))"
                 " WHERE relay = $1 AND ended_at IS NULL RETURNING session, ended_at",
                 self.relay, last)
@@ -493,8 +501,8 @@ class PostgresStore:
             if gone.endswith(" 0"):
                 return False
             closed = await connection.execute(
-                "UPDATE sessions SET ended_by = 'relay', end_reason = $2,"
-                " ended_at = greatest($3, coalesce(accepted_at, requested_at))"
+                f"UPDATE sessions SET {_close_pause('$3')}, ended_by = 'relay',"  # noqa: S608
+                " end_reason = $2, ended_at = greatest($3, coalesce(accepted_at, requested_at))"
                 " WHERE session = $1 AND ended_at IS NULL", entry.session, reason,
                 entry.heartbeat_at)
             if not closed.endswith(" 0"):
