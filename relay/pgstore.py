@@ -126,6 +126,7 @@ def _close_pause(at: str) -> str:
 
 _CLOSE_PAUSE = _close_pause("$1")
 SCHEMA_VERSION = len(MIGRATIONS)
+CLOSE_S = 3.0  # a graceful pool close; beyond it the connections are dropped
 _MIGRATION_LOCK = 16_2026  # pg_advisory_xact_lock key: one relay migrates at a time
 
 
@@ -180,7 +181,12 @@ class PostgresStore:
         return store
 
     async def close(self) -> None:
-        await self._pool.close()
+        """Close the pool; a database that stopped answering gets CLOSE_S, then its
+        connections are dropped (a relay told to stop must stop, database or not)."""
+        try:
+            await asyncio.wait_for(self._pool.close(), CLOSE_S)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self._pool.terminate()
 
     async def _execute(self, sql: str, *values: object) -> str:
         self.queries += 1

@@ -832,8 +832,15 @@ async def _listen(config: RelayConfig, context: ssl.SSLContext | None,
                   open_files: int | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop_once(signum: int) -> None:
+        if stop.is_set():  # a second signal: stop now, whatever is still unwritten
+            log.error("stopping at once (signal %d during shutdown)", signum)
+            raise SystemExit(1)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop_once, signum)
     async with serve(
         relay.handler, config.host, config.port,
         process_request=relay.process_request, process_response=relay.process_response,

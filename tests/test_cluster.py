@@ -7,7 +7,11 @@ import contextlib
 import csv
 import io
 import json
+import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +27,7 @@ import protocol
 from tests.helpers.wire import next_of, receive
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy"))
-from cluster import Cluster
+from cluster import ROOT, Cluster
 
 pytestmark = pytest.mark.cluster
 WAIT_S = 30  # generous: the machine is shared; a hang fails the test instead of blocking it
@@ -317,3 +321,73 @@ def test_a_dead_relays_session_nobody_resumes_is_ended_relay_lost_by_a_live_rela
         for relay in cluster.relays:
             if not relay.alive():
                 cluster.start_relay(relay)
+
+
+# --- a relay whose database stopped answering still stops ----------------------------------
+
+
+def _process_tree(pid: int) -> list[int]:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
+                              check=False).stdout.split()
+    return [pid, *(p for child in children for p in _process_tree(int(child)))]
+
+
+@pytest.fixture
+def frozen_database_relay() -> Iterator[tuple[subprocess.Popen, list[str]]]:
+    """A relay on its own PostgreSQL, which is then frozen (SIGSTOP: connections stay open,
+    nothing answers, as with a database host that hangs or a network that drops packets)."""
+    from localpg import LocalPostgres, free_port
+
+    postgres = LocalPostgres.start()
+    env = {**os.environ, "RELAY_DATABASE_URL": postgres.url}
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1", "--port",
+         str(free_port()), "--relay-id", "relay-frozen"], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    output: list[str] = []
+    assert relay.stdout is not None
+    for line in relay.stdout:
+        output.append(line)
+        if "listening on" in line:
+            break
+    assert postgres.process is not None
+    frozen = _process_tree(postgres.process.pid)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    reader = threading.Thread(target=lambda: output.extend(relay.stdout), daemon=True)
+    reader.start()
+    try:
+        yield relay, output
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+        relay.wait()
+        reader.join(timeout=10)
+        relay.stdout.close()
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        postgres.stop()
+
+
+@pytest.mark.timing
+def test_a_relay_whose_database_hangs_still_stops_on_sigterm(frozen_database_relay):
+    """SIGTERM with the database frozen: the relay gives up the unwritten rows and exits
+    within systemd's stop timeout (TimeoutStopSec=20 in deploy/relay@.service) instead of
+    waiting for the database for ever."""
+    relay, output = frozen_database_relay
+    relay.send_signal(signal.SIGTERM)
+    assert relay.wait(timeout=20) == 0, "".join(output)
+    assert any("ledger writes not done" in line for line in output), "".join(output)
+
+
+def test_a_second_sigterm_stops_a_relay_at_once(frozen_database_relay):
+    """A second SIGTERM during the shutdown's wait for the database: exit now (code 1)."""
+    relay, output = frozen_database_relay
+    relay.send_signal(signal.SIGTERM)
+    while not any("stopping: ending live sessions" in line for line in output):
+        assert relay.poll() is None, "".join(output)
+        time.sleep(0.05)
+    relay.send_signal(signal.SIGTERM)
+    assert relay.wait(timeout=WAIT_S) == 1, "".join(output)
+    assert any("stopping at once" in line for line in output), "".join(output)
