@@ -32,7 +32,7 @@ from relay.accounts import (
     check_name,
     check_password,
 )
-from relay.directory import COLUMNS, Entry, resume_hash
+from relay.directory import COLUMNS, RELEASED, Entry, resume_hash
 from relay.ledger import _COLUMNS as LEDGER_COLUMNS
 from relay.ledger import LedgerRow
 from relay.login_limits import LoginLimits
@@ -422,24 +422,29 @@ class PostgresStore:
                             self.relay, at)
 
     async def recover(self) -> int:
-        """Close the ledger rows this relay's last run left open, at its last heartbeat
-        (reason relay-restart); other relays' sessions are theirs to resume."""
+        """At start-up: what this relay's last run left behind. Its sessions in the directory
+        (handed over on SIGTERM, or left by a crash) are released to any relay, this one
+        included, to resume within the grace window; the sweep ends them (relay-lost) if
+        nobody does. Its other open ledger rows (sessions never accepted) close at its last
+        heartbeat (relay-restart). Other relays' sessions are theirs. How many closed."""
         self.queries += 1
         async with self._pool.acquire() as connection, connection.transaction():
             last = await connection.fetchval(
                 "SELECT at FROM heartbeat WHERE relay = $1", self.relay) or 0.0
+            released = await connection.fetch(
+                "UPDATE session_directory SET relay = $2 WHERE relay = $1 RETURNING session",
+                self.relay, RELEASED)
             closed = await connection.fetch(
                 f"UPDATE sessions SET {_close_pause('$2')}, ended_by = 'relay',"  # noqa: S608
                 " end_reason = 'relay-restart',"
                 " ended_at = greatest($2, coalesce(accepted_at, requested_at))"
-                " WHERE relay = $1 AND ended_at IS NULL RETURNING session, ended_at",
-                self.relay, last)
+                " WHERE relay = $1 AND ended_at IS NULL AND session <> ALL($3::text[])"
+                " RETURNING session, ended_at",
+                self.relay, last, [row[0] for row in released])
             await connection.executemany(
                 "INSERT INTO session_events (at, session, kind, detail)"
                 " VALUES ($1, $2, 'ended', 'relay: relay-restart')",
                 [(row[1], row[0]) for row in closed])
-            await connection.execute("DELETE FROM session_directory WHERE relay = $1",
-                                     self.relay)
         return len(closed)
 
     async def rows(self, since: float | None = None, technician: str | None = None,

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -218,15 +219,16 @@ async def directory_control(cluster: Cluster, session: str) -> str | None:
         await connection.close()
 
 
-async def rejoin_agent(cluster: Cluster, resume: str) -> tuple[ClientConnection, dict]:
+async def rejoin_agent(cluster: Cluster, resume: str, technician: str = "david"
+                       ) -> tuple[ClientConnection, dict]:
     """The agent's reconnect loop: retry (as its backoff does) until the relay answers."""
     for _ in range(WAIT_S * 2):
         try:
-            ws = await open_ws(f"{cluster.ws_url}/ws/agent?technician=david")
-        except Exception:  # refused, or HAProxy's 502/503 while no relay is up for david
+            ws = await open_ws(f"{cluster.ws_url}/ws/agent?technician={technician}")
+        except Exception:  # refused, or HAProxy's 502/503 while no relay is up for them
             await asyncio.sleep(0.5)
             continue
-        await ws.send(agent_hello(resume=resume))
+        await ws.send(agent_hello(technician, resume=resume))
         return ws, await receive(ws)
     pytest.fail("the agent found no relay to come back to")
 
@@ -373,8 +375,8 @@ def frozen_database_relay() -> Iterator[tuple[subprocess.Popen, list[str]]]:
 @pytest.mark.timing
 def test_a_relay_whose_database_hangs_still_stops_on_sigterm(frozen_database_relay):
     """SIGTERM with the database frozen: the relay gives up the unwritten rows and exits
-    within systemd's stop timeout (TimeoutStopSec=20 in deploy/relay@.service) instead of
-    waiting for the database for ever."""
+    within 20 s (deploy/relay@.service gives it 30: TimeoutStopSec) instead of waiting for
+    the database for ever."""
     relay, output = frozen_database_relay
     relay.send_signal(signal.SIGTERM)
     assert relay.wait(timeout=20) == 0, "".join(output)
@@ -385,9 +387,113 @@ def test_a_second_sigterm_stops_a_relay_at_once(frozen_database_relay):
     """A second SIGTERM during the shutdown's wait for the database: exit now (code 1)."""
     relay, output = frozen_database_relay
     relay.send_signal(signal.SIGTERM)
-    while not any("stopping: ending live sessions" in line for line in output):
+    while not any("stopping: " in line for line in output):
         assert relay.poll() is None, "".join(output)
         time.sleep(0.05)
     relay.send_signal(signal.SIGTERM)
     assert relay.wait(timeout=WAIT_S) == 1, "".join(output)
     assert any("stopping at once" in line for line in output), "".join(output)
+
+
+# --- a rolling restart (systemd restarts each relay in turn) keeps every session ----------
+
+
+@dataclass
+class Held:
+    """One accepted, controlled session as its two ends see it."""
+
+    technician: str
+    session: str
+    resume: str
+    token: str
+    accepted_at: float
+    agent: ClientConnection
+    viewer: ClientConnection
+
+
+async def hold_session(cluster: Cluster, technician: str) -> Held:
+    agent = await open_ws(f"{cluster.ws_url}/ws/agent?technician={technician}")
+    await agent.send(agent_hello(technician))
+    registered = await receive(agent)
+    session = registered["session"]
+    viewer = await open_ws(f"{cluster.ws_url}/ws/viewer?technician={technician}")
+    await viewer.send(viewer_hello(technician))
+    token = (await receive(viewer))["token"]
+    await viewer.send(json.dumps({"type": "accept", "session": session}))
+    await next_of(viewer, "accepted")
+    accepted_at = time.time()
+    await viewer.send(json.dumps({"type": "take_control", "session": session}))
+    assert (await next_of(agent, "control"))["granted"] is True
+    while await directory_control(cluster, session) != technician:  # published
+        await asyncio.sleep(0.1)
+    return Held(technician, session, registered["resume"], token, accepted_at, agent, viewer)
+
+
+async def come_back(cluster: Cluster, held: Held) -> None:
+    """What the agent and the viewer do on CLOSE_RESTART: reconnect and resume."""
+    held.agent, again = await rejoin_agent(cluster, held.resume, held.technician)
+    assert (again["type"], again["session"]) == ("registered", held.session), again
+    held.resume = again["resume"]
+    assert (await next_of(held.agent, "accepted"))["session"] == held.session
+    held.viewer = await open_ws(f"{cluster.ws_url}/ws/viewer?technician={held.technician}")
+    await held.viewer.send(viewer_hello(held.technician, token=held.token))
+    assert (await receive(held.viewer))["type"] == "welcome"
+    await held.viewer.send(json.dumps({"type": "accept", "session": held.session}))
+    rejoined = await next_of(held.viewer, "accepted")
+    assert rejoined["session"] == held.session
+    assert rejoined["elapsed_s"] >= time.time() - held.accepted_at - 2  # the same clock
+    await held.viewer.send(json.dumps({"type": "take_control", "session": held.session}))
+    assert (await next_of(held.agent, "control"))["granted"] is True
+
+
+async def still_there(held: Held) -> None:
+    """A marker round trip: the viewer's key reaches the agent over the links it has."""
+    await held.viewer.send(json.dumps({"type": "key", "session": held.session,
+                                       "code": "KeyM", "key": "m", "down": True}))
+    assert (await next_of(held.agent, "key"))["key"] == "m"
+
+
+def test_a_rolling_restart_of_every_relay_keeps_every_session(cluster):
+    """SIGTERM and start again each relay in turn: the sessions on it are handed over
+    (links closed with CLOSE_RESTART, agents and viewers resume elsewhere, control to take
+    again); at the end each session has one ledger row, billed from its first acceptance."""
+    async def scenario() -> tuple[list[Held], list[int], float]:
+        held = [await hold_session(cluster, who) for who in ("david", "petur")]
+        restarted_with = []
+        for relay in cluster.relays:
+            holder = {h.technician: served_by(cluster.url, h.technician) for h in held}
+            assert await asyncio.to_thread(cluster.stop_relay, relay) == 0
+            moved = [h for h in held if holder[h.technician] == relay.name]
+            restarted_with.append(len(moved))
+            for h in moved:
+                for ws in (h.agent, h.viewer):
+                    await asyncio.wait_for(ws.wait_closed(), WAIT_S)
+                    assert ws.close_code == protocol.CLOSE_RESTART
+                await come_back(cluster, h)
+            await asyncio.to_thread(cluster.start_relay, relay)
+            await asyncio.to_thread(cluster.wait_healthy, [relay])
+            for h in held:
+                await still_there(h)
+        for h in held:
+            await h.viewer.send(json.dumps({"type": "end", "session": h.session,
+                                            "reason": ""}))
+            assert (await next_of(h.agent, "ended"))["reason"] == "technician-ended"
+        return held, restarted_with, time.time()
+
+    try:
+        held, restarted_with, ended_at = run(scenario())
+    except BaseException:
+        for relay in cluster.relays:
+            print(relay.name, "".join(relay.output[-30:]))
+        raise
+    finally:
+        for relay in cluster.relays:
+            if not relay.alive():
+                cluster.start_relay(relay)
+    assert sum(restarted_with) >= 2  # each session was on a relay that restarted
+    rows = ledger(cluster)
+    for h in held:
+        (row,) = [r for r in rows if r["session"] == h.session]
+        assert row["end_reason"] == "technician-ended"
+        assert abs(int(row["billable_seconds"]) - (ended_at - h.accepted_at)) <= 2
+

@@ -133,17 +133,39 @@ def test_ledger_lifecycle_and_first_end_wins(location: Location):
 
 
 def test_recover_closes_what_a_crash_left_open_at_the_last_heartbeat(location: Location):
-    """Open sessions end relay-restart at the relay's last heartbeat; its directory empties."""
+    """Open sessions outside the directory end relay-restart at the relay's last heartbeat."""
     async def body(store: Store) -> None:
         await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
         await store.accepted(SESSION, T0 + 10)
-        await store.put(entry())
         await store.heartbeat(T0 + 100)
         assert await store.recover() == 1
         (row,) = await store.rows()
         assert (row.ended_at, row.ended_by, row.end_reason) == (
             T0 + 100, "relay", "relay-restart")
-        assert await store.get(SESSION) is None
+
+    with_store(location, body)
+
+
+def test_recover_releases_a_shared_stores_directory_sessions_and_ends_sqlites(
+        location: Location):
+    """A session the last run left in the directory: on PostgreSQL released to any relay
+    (this one included) and still open; on SQLite (one relay, no resume) ended and removed."""
+    async def body(store: Store) -> None:
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
+        await store.accepted(SESSION, T0 + 10)
+        await store.put(entry())
+        await store.put(entry(session="O" * 43, relay="relay-b",
+                              resume_sha256=resume_hash("other")))
+        await store.heartbeat(T0 + 100)
+        closed = await store.recover()
+        (row,) = await store.rows()
+        other = await store.get("O" * 43)
+        if store.shared:
+            assert (closed, row.ended_at, (await store.get(SESSION)).relay) == (0, None, "")
+            assert other.relay == "relay-b"  # another relay's session stays its own
+        else:
+            assert (closed, row.end_reason, await store.get(SESSION)) == (
+                1, "relay-restart", None)
 
     with_store(location, body)
 
