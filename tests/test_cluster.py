@@ -456,15 +456,23 @@ async def still_there(held: Held) -> None:
 def test_a_rolling_restart_of_every_relay_keeps_every_session(cluster):
     """SIGTERM and start again each relay in turn: the sessions on it are handed over
     (links closed with CLOSE_RESTART, agents and viewers resume elsewhere, control to take
-    again); at the end each session has one ledger row, billed from its first acceptance."""
+    again; a session nobody accepted yet ends relay-shutdown); at the end each session has
+    one ledger row, billed from its first acceptance."""
     async def scenario() -> tuple[list[Held], list[int], float]:
         held = [await hold_session(cluster, who) for who in ("david", "petur")]
+        waiting: ClientConnection | None = await open_ws(
+            f"{cluster.ws_url}/ws/agent?technician=petur")
+        await waiting.send(agent_hello("petur"))  # never accepted: nothing to resume
+        assert (await receive(waiting))["type"] == "registered"
         restarted_with = []
         for relay in cluster.relays:
             holder = {h.technician: served_by(cluster.url, h.technician) for h in held}
             assert await asyncio.to_thread(cluster.stop_relay, relay) == 0
             moved = [h for h in held if holder[h.technician] == relay.name]
             restarted_with.append(len(moved))
+            if waiting is not None and holder["petur"] == relay.name:
+                assert (await next_of(waiting, "ended"))["reason"] == "relay-shutdown"
+                waiting = None  # checked: it was on the first relay of petur's to restart
             for h in moved:
                 for ws in (h.agent, h.viewer):
                     await asyncio.wait_for(ws.wait_closed(), WAIT_S)
@@ -496,6 +504,62 @@ def test_a_rolling_restart_of_every_relay_keeps_every_session(cluster):
         (row,) = [r for r in rows if r["session"] == h.session]
         assert row["end_reason"] == "technician-ended"
         assert abs(int(row["billable_seconds"]) - (ended_at - h.accepted_at)) <= 2
+
+
+
+def test_a_relay_restarted_quickly_takes_its_own_sessions_back(cluster):
+    """Straight to one relay (as with a single relay behind HAProxy): SIGTERM, start it
+    again, and the agent and the viewer resume the same session on it, the same clock."""
+    relay = cluster.relays[-1]
+    direct = f"ws://127.0.0.1:{relay.port}"
+
+    async def rejoin(path: str) -> ClientConnection:
+        for _ in range(WAIT_S * 4):  # the agent's backoff while the relay restarts
+            try:
+                return await open_ws(f"{direct}{path}")
+            except OSError:
+                await asyncio.sleep(0.25)
+        pytest.fail(f"{relay.name} did not come back")
+
+    async def scenario() -> None:
+        agent = await open_ws(f"{direct}/ws/agent?technician=david")
+        await agent.send(agent_hello())
+        registered = await receive(agent)
+        session = registered["session"]
+        viewer = await open_ws(f"{direct}/ws/viewer?technician=david")
+        await viewer.send(viewer_hello())
+        token = (await receive(viewer))["token"]
+        await viewer.send(json.dumps({"type": "accept", "session": session}))
+        await next_of(viewer, "accepted")
+        accepted_at = time.time()
+        while await directory_control(cluster, session) is None:  # published
+            await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(cluster.stop_relay, relay) == 0
+        await asyncio.wait_for(agent.wait_closed(), WAIT_S)
+        assert agent.close_code == protocol.CLOSE_RESTART
+        restarting = asyncio.create_task(asyncio.to_thread(cluster.start_relay, relay))
+        agent = await rejoin("/ws/agent?technician=david")
+        await agent.send(agent_hello(resume=registered["resume"]))
+        again = await receive(agent)
+        assert (again["type"], again["session"]) == ("registered", session), again
+        await restarting
+        viewer = await rejoin("/ws/viewer?technician=david")
+        await viewer.send(viewer_hello(token=token))
+        assert (await receive(viewer))["type"] == "welcome"
+        await viewer.send(json.dumps({"type": "accept", "session": session}))
+        rejoined = await next_of(viewer, "accepted")
+        assert rejoined["elapsed_s"] >= time.time() - accepted_at - 2  # the same clock
+        await viewer.send(json.dumps({"type": "end", "session": session, "reason": ""}))
+        assert (await next_of(agent, "ended"))["reason"] == "technician-ended"
+
+    try:
+        run(scenario())
+    except BaseException:
+        print(relay.name, "".join(relay.output[-30:]))
+        raise
+    finally:
+        if not relay.alive():
+            cluster.start_relay(relay)
 
 
 # --- revocation's promise: every relay within 2 s -----------------------------------------
