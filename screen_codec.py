@@ -116,12 +116,6 @@ def _bytes_of(pixels: Pixels) -> tuple[memoryview, int, int]:
     return view.cast("B"), view.shape[1], view.shape[0]
 
 
-def image_size(pixels: Pixels) -> tuple[int, int]:
-    """(width, height) of a BGRX image."""
-    shape = memoryview(pixels).shape
-    return shape[1], shape[0]
-
-
 def writeable(pixels: Pixels) -> bool:
     """Whether the image's buffer may be written (a grab the caller owns, not a view)."""
     return not memoryview(pixels).readonly
