@@ -148,7 +148,7 @@ class MssScreen:
 
     def grab_view(self, area: p.Screen) -> memoryview:
         """The pixels without a copy where the platform allows (X11 MIT-SHM: a read-only view
-        of mss's shared buffer, valid until the next grab), else a new array as grab()."""
+        of mss's shared buffer, valid until the next grab), else a new image as grab()."""
         if self._shm_views:
             try:
                 view = self._shm_view(area)
