@@ -931,8 +931,12 @@ def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly() -> None:
             canvas = np.zeros((200, 320, 3), np.uint8)
             noise = np.random.default_rng(3).integers(0, 256, (200, 320, 3), dtype=np.uint8)
             sampling = []
-            for n in range(codec.MOTION_AFTER_CHANGES + 3):
-                screen.image[..., :3] = np.roll(noise, n * 7, axis=1)
+
+            def roll(image: np.ndarray, grabs: int) -> None:
+                image[..., :3] = np.roll(noise, grabs * 7, axis=1)
+
+            screen.paint = roll
+            for _ in range(codec.MOTION_AFTER_CHANGES + 3):
                 frames = await peer.update()
                 paint(frames, canvas)
                 await peer.send(p.Ack(SESSION, frames[0].seq))
@@ -940,6 +944,7 @@ def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly() -> None:
                                  for f in frames if f.kind == p.FRAME_JPEG})
             # a quick first image (the link is not known yet), sharp changes, then motion
             assert sampling[:2] == [{(2, 2)}, {(1, 1)}] and sampling[-1] == {(2, 2)}
+            screen.paint = None
             screen.image[..., :3] = 40  # still, and few colours: the refinement is lossless
             frames = await peer.update()  # the last change
             paint(frames, canvas)
