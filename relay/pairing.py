@@ -38,6 +38,8 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
   ``error{code: "rate-limited"}`` at most once a second); input is never reordered.
   Key and button releases are always forwarded and never charged.
 - A viewer connection watches at most one session: binary frames carry no session id.
+- Files (relay.transfers): file messages and chunks of the watched session, either way,
+  with the relay's cap checked before any byte; a link that drops cancels its transfers.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from protocol import (
 )
 from relay.ledger import billable_seconds
 from relay.limits import Budget, subnet
+from relay.transfers import DEFAULT_MAX_FILE_MB, Transfers
 
 WAITING, ACTIVE, ENDED = "waiting", "active", "ended"
 DEFAULT_WAIT_TIMEOUT_S = 600.0
@@ -103,6 +106,9 @@ class Peer(Protocol):
     def send_frame(self, data: bytes, monitor: int) -> None:
         """Queue a binary screen update (viewers only); the server may drop it if unread."""
 
+    def send_chunk(self, data: bytes) -> None:
+        """Queue a binary file chunk: never dropped, sent after control messages and frames."""
+
     def close(self, code: int, reason: str) -> None:
         """Close the connection after everything queued before has been sent."""
 
@@ -125,6 +131,7 @@ class Recorder(Protocol):
     def paused(self, session: str, paused: bool, at: float) -> None: ...
     def ended(self, session: str, by: str, reason: str, at: float) -> None: ...
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None: ...
+    def transfer(self, row: Any) -> None: ...  # relay.transfers.TransferRow
 
 
 class TokenBucket:
@@ -214,7 +221,12 @@ class Pairing:
     agents: dict[Peer, Session] = field(default_factory=dict)
     viewers: dict[Peer, ViewerState] = field(default_factory=dict)
     refusals: Budget = field(default_factory=Budget)
+    max_file_bytes: int = DEFAULT_MAX_FILE_MB * 1024 * 1024  # serve --max-file-mb
     _by_resume: dict[str, Session] = field(default_factory=dict)
+    files: Transfers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.files = Transfers(self.ledger, self.max_file_bytes)
 
     # --- agents ---------------------------------------------------------------------------
 
@@ -323,6 +335,9 @@ class Pairing:
                 session.viewer.send(message)
         elif isinstance(message, protocol.Pause):
             self._pause(session, message.paused, now)
+        elif isinstance(message, protocol.FILE_TYPES):
+            if session.state == ACTIVE:
+                self.files.message(session, "agent", message, now)
         else:
             raise protocol.RemoteProtocolError(f"an agent may not send {message.TYPE}")
 
@@ -369,6 +384,13 @@ class Pairing:
         session.viewer.send_frame(data, monitor)
         return True
 
+    def agent_chunk(self, agent: Peer, data: bytes, now: float) -> bool:
+        """A binary file chunk from the agent (relay.transfers); True if forwarded."""
+        session = self.agents.get(agent)
+        if session is None or session.state != ACTIVE:
+            return False
+        return self.files.chunk(session, "agent", data, now)
+
     def agent_gone(self, agent: Peer, now: float, *, resumable: bool = False) -> None:
         """The agent's connection closed. ``resumable``: it dropped rather than said goodbye."""
         session = self.agents.pop(agent, None)
@@ -379,6 +401,7 @@ class Pairing:
             self._end(session, "relay", "agent-lost", now)
             return
         session.agent_lost_at = now
+        self.files.link_lost(session, now)
         self.ledger.event(session.id, "agent-gap", "the customer's link dropped", now)
         self._drop_control(session, now)
         if session.viewer is not None:
@@ -390,6 +413,7 @@ class Pairing:
         self.agents.pop(old, None)
         session.agent, session.agent_lost_at = None, now
         old.close(protocol.CLOSE_NORMAL, "replaced by a resumed link")
+        self.files.link_lost(session, now)
         self.ledger.event(session.id, "agent-gap", "the customer's link was replaced", now)
         self._drop_control(session, now)
 
@@ -512,6 +536,21 @@ class Pairing:
             else:
                 session.window.restart_sent()
 
+    def _file(self, viewer: Peer, state: ViewerState, session: Session,
+              message: protocol.Message, now: float) -> None:
+        if session.viewer is not viewer:
+            viewer.send(NOT_WATCHING)
+        else:
+            self.files.message(session, "viewer", message, now)
+
+    def viewer_chunk(self, viewer: Peer, data: bytes, now: float) -> bool:
+        """A binary file chunk from a viewer, for the session it watches; True if forwarded."""
+        state = self.viewers.get(viewer)
+        session = state.session if state is not None else None
+        if session is None or session.viewer is not viewer:
+            return False
+        return self.files.chunk(session, "viewer", data, now)
+
     def _end_by_viewer(self, viewer: Peer, state: ViewerState, session: Session,
                        message: End, now: float) -> None:
         self._end(session, "technician", "technician-ended", now)
@@ -519,6 +558,7 @@ class Pairing:
     _SESSION_HANDLERS: ClassVar[dict[type, Callable]] = {
         Accept: _accept, TakeControl: _control, ReleaseControl: _control,
         Ack: _forward, Refresh: _forward, End: _end_by_viewer,
+        **dict.fromkeys(protocol.FILE_TYPES, _file),
     }
 
     def _input(self, viewer: Peer, state: ViewerState, message: protocol.Message,
@@ -556,6 +596,7 @@ class Pairing:
             return
         session.viewer, session.viewer_lost_at = None, now
         self._drop_control(session, now)
+        self.files.link_lost(session, now)
         if self.grace <= 0:
             self._end(session, "relay", "viewer-lost", now)
             return
@@ -626,6 +667,7 @@ class Pairing:
         if session.state == ENDED:
             return
         listed = session.state == WAITING or session.viewer is None
+        self.files.link_lost(session, now)  # (its peers hear `ended`, which says it all)
         session.state = ENDED
         session.control = False
         end_at = now if at is None else at
