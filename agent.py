@@ -449,6 +449,28 @@ class Agent:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._ask_pause, paused)
 
+    def request_send_file(self) -> None:
+        """The customer chose "Send a file to David…" (any thread: panel, tray menu)."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self.files.send_file, self.session)
+
+    async def _send_chunk(self, data: bytes) -> bool:
+        """One chunk of a file the customer sends, on the current link (False: none)."""
+        from websockets.exceptions import ConnectionClosed
+
+        if self._link is None:
+            return False
+        try:
+            await self._link.send(data)
+        except ConnectionClosed:
+            return False
+        return True
+
+    def _buffered(self) -> int:
+        """Bytes waiting in the link's buffer (a file's chunks wait for the screen's)."""
+        return self._link.transport.get_write_buffer_size() if self._link is not None else 0
+
     def _ask_pause(self, paused: bool) -> None:
         self._pause_wish = paused
         self._asked.set()
@@ -456,7 +478,7 @@ class Agent:
     async def run(self) -> Outcome:
         self._wake, self._closed, self._asked = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self.files.attach(self._loop, self._file_actions)
+        self.files.attach(self._loop, self._file_actions, self._send_chunk, self._buffered)
         if self._closing.is_set():
             self._closed.set()
         meter = asyncio.ensure_future(self._tick())

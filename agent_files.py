@@ -222,3 +222,50 @@ def _move_without_overwriting(temp: Path, folder: Path, name: str) -> str:
         except FileExistsError:
             continue  # someone took it between the check and the move: the next one
         return chosen
+
+
+# --- files the customer sends -----------------------------------------------------------
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256 (read in blocks: a file may be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Outgoing:
+    """One file the customer sends: offered with its SHA-256, then read chunk by chunk only
+    as far as the receiver's acknowledgements allow (protocol.FileWindow)."""
+
+    def __init__(self, path: Path, offer: p.FileOffer) -> None:
+        self.path, self.offer = path, offer
+        self.window = p.FileWindow(offer.size)
+        self.accepted = False
+        self._file = open(path, "rb")
+
+    @classmethod
+    def prepare(cls, path: Path, session: str, transfer: int) -> Outgoing:
+        """Size and SHA-256 of ``path`` (blocking: run it in a thread); OSError if unreadable."""
+        size = path.stat().st_size
+        offer = p.FileOffer(session, transfer, path.name[: p.MAX_FILE_NAME_CHARS] or "file",
+                            size, sha256_of(path))
+        return cls(path, offer)
+
+    def next_chunk(self) -> bytes | None:
+        """The next chunk's message, if the window has room; OSError if the file shrank."""
+        length = min(p.FILE_CHUNK_BYTES, self.window.room())
+        if not self.accepted or length == 0:
+            return None
+        offset = self.window.sent
+        self._file.seek(offset)
+        data = self._file.read(length)
+        if len(data) != length:
+            raise OSError("the file changed while it was being sent")
+        self.window.admit(offset, length)
+        return p.encode_file_chunk(p.FileChunk(self.offer.transfer, offset, data))
+
+    def close(self) -> None:
+        self._file.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -35,6 +36,7 @@ from panel import UI_POLL_MS, PanelError, _UiThread
 log = logging.getLogger("agent.files")
 
 WINDOW_WIDTH_PX = 420
+SEND_POLL_S = 0.02  # a chunk waiting for the link's buffer to drain looks again after this
 
 
 def consent_title(person: str) -> str:
@@ -56,6 +58,14 @@ class FileWindow(Protocol):
         """The file is kept: say so, with "Open folder"."""
 
     def failed(self, sentence: str) -> None: ...
+
+    def pick(self, title: str, picked: Callable[[Path | None], None]) -> None:
+        """Let the customer choose a file to send; ``picked(path or None)`` on the UI thread."""
+
+    def sending(self, title: str, sentence: str, cancel: Callable[[], None]) -> None:
+        """A file of the customer's is on its way: the words, progress, Cancel."""
+
+    def sent(self, sentence: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -90,6 +100,16 @@ class LogFileWindow:
     def failed(self, sentence: str) -> None:
         log.info("%s", sentence)
 
+    def pick(self, title: str, picked: Callable[[Path | None], None]) -> None:
+        log.info("%s: no window to choose a file in", title)
+        picked(None)
+
+    def sending(self, title: str, sentence: str, cancel: Callable[[], None]) -> None:
+        log.info("%s", sentence)
+
+    def sent(self, sentence: str) -> None:
+        log.info("%s", sentence)
+
     def close(self) -> None:
         pass
 
@@ -114,6 +134,15 @@ class TkFileWindow:
 
     def failed(self, sentence: str) -> None:
         self._ui.call("failed", sentence)
+
+    def pick(self, title: str, picked: Callable[[Path | None], None]) -> None:
+        self._ui.call("pick", title, picked)
+
+    def sending(self, title: str, sentence: str, cancel: Callable[[], None]) -> None:
+        self._ui.call("sending", title, sentence, cancel)
+
+    def sent(self, sentence: str) -> None:
+        self._ui.call("sent", sentence)
 
     def close(self) -> None:
         self._ui.stop()
@@ -243,6 +272,39 @@ class _TkFile:
         self._enter, self._escape = self.close, self.close
         self._root.title("File not saved")
 
+    def pick(self, title: str, picked: Callable[[Path | None], None]) -> None:
+        from tkinter import filedialog
+
+        chosen = filedialog.askopenfilename(parent=self._root, title=title,
+                                            initialdir=str(Path.home()))
+        picked(Path(chosen) if chosen else None)
+
+    def sending(self, title: str, sentence: str, cancel: Callable[[], None]) -> None:
+        once = _Once()
+
+        def stop() -> None:
+            if once():
+                cancel()
+
+        self._headline.configure(text=sentence)
+        self._detail.configure(text="")
+        self._bar.configure(value=0)
+        self._bar.pack(anchor="w", pady=(0, 6), after=self._detail)
+        self._buttons_are(("Cancel", stop))
+        self._enter, self._escape = lambda: None, stop
+        self._place()
+        self._root.deiconify()
+        self._root.lift()
+        self._root.title(title)
+
+    def sent(self, sentence: str) -> None:
+        self._bar.pack_forget()
+        self._headline.configure(text=sentence)
+        self._detail.configure(text="")
+        self._buttons_are(("Close", self.close))
+        self._enter, self._escape = self.close, self.close
+        self._root.title("File sent")
+
     def _place(self) -> None:
         root = self._root
         root.update_idletasks()
@@ -301,8 +363,48 @@ class Win32FileWindow:
     def failed(self, sentence: str) -> None:
         self._show(sentence, self.MB_OK, lambda _pressed: None)
 
+    def pick(self, title: str, picked: Callable[[Path | None], None]) -> None:
+        threading.Thread(target=lambda: picked(_win32_open_file(title)),
+                         name="file picker", daemon=True).start()
+
+    def sending(self, title: str, sentence: str, cancel: Callable[[], None]) -> None:
+        pass  # no progress window on Windows yet: the outcome comes as a message box
+
+    def sent(self, sentence: str) -> None:
+        self._show(sentence, self.MB_OK | self.MB_ICONINFORMATION, lambda _pressed: None)
+
     def close(self) -> None:
         pass
+
+
+def _win32_open_file(title: str) -> Path | None:
+    """GetOpenFileNameW: the customer's choice, or None if they cancelled."""
+    import ctypes
+    from ctypes import wintypes
+
+    class OPENFILENAMEW(ctypes.Structure):
+        _fields_ = [
+            ("lStructSize", wintypes.DWORD), ("hwndOwner", wintypes.HWND),
+            ("hInstance", wintypes.HINSTANCE), ("lpstrFilter", wintypes.LPCWSTR),
+            ("lpstrCustomFilter", wintypes.LPWSTR), ("nMaxCustFilter", wintypes.DWORD),
+            ("nFilterIndex", wintypes.DWORD), ("lpstrFile", wintypes.LPWSTR),
+            ("nMaxFile", wintypes.DWORD), ("lpstrFileTitle", wintypes.LPWSTR),
+            ("nMaxFileTitle", wintypes.DWORD), ("lpstrInitialDir", wintypes.LPCWSTR),
+            ("lpstrTitle", wintypes.LPCWSTR), ("Flags", wintypes.DWORD),
+            ("nFileOffset", wintypes.WORD), ("nFileExtension", wintypes.WORD),
+            ("lpstrDefExt", wintypes.LPCWSTR), ("lCustData", wintypes.LPARAM),
+            ("lpfnHook", ctypes.c_void_p), ("lpTemplateName", wintypes.LPCWSTR),
+            ("pvReserved", ctypes.c_void_p), ("dwReserved", wintypes.DWORD),
+            ("FlagsEx", wintypes.DWORD)]
+
+    buffer = ctypes.create_unicode_buffer(32768)
+    dialog = OPENFILENAMEW(lStructSize=ctypes.sizeof(OPENFILENAMEW), lpstrFile=buffer,
+                           nMaxFile=len(buffer), lpstrTitle=title,
+                           lpstrFilter="All files\0*.*\0\0",
+                           Flags=0x1000 | 0x800 | 0x80000)  # FILEMUSTEXIST|PATHMUSTEXIST|EXPLORER
+    if not ctypes.WinDLL("comdlg32").GetOpenFileNameW(ctypes.byref(dialog)):
+        return None
+    return Path(buffer.value)
 
 
 def make_file_window() -> FileWindow:
@@ -323,10 +425,13 @@ def make_file_window() -> FileWindow:
 
 
 class FileDesk:
-    """Incoming files for the agent's loop: ``receive`` and ``chunk`` answer with core
+    """Files for the agent's loop. Incoming: ``receive`` and ``chunk`` answer with core
     actions (Send, and the input block of core.Session.asking_customer); the customer's
     answers arrive on the window's thread and are carried out through ``run`` on the loop.
-    One file at a time: a second offer meanwhile is refused "file-busy"."""
+    One file at a time: a second offer meanwhile is refused "file-busy". Outgoing (the
+    customer's "Send a file to David…"): ``send_file`` lets them pick one, offers it, and
+    sends its chunks through ``send_binary`` as the support person's acks allow, waiting
+    while the link's buffer holds screen updates."""
 
     def __init__(self, make_window: Callable[[], FileWindow] = make_file_window,
                  folder: Callable[[], Path] = agent_files.downloads_folder) -> None:
@@ -335,10 +440,21 @@ class FileDesk:
         self.window: FileWindow | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._run: Callable[[list], None] = lambda actions: None
+        self._send_binary: Callable[[bytes], Any] | None = None
+        self._buffered: Callable[[], int] = lambda: 0
+        self.outgoing: agent_files.Outgoing | None = None
+        self.out_window: FileWindow | None = None
+        self._pump_task: asyncio.Future | None = None
+        self._tasks: set[asyncio.Future] = set()
 
-    def attach(self, loop: asyncio.AbstractEventLoop, run: Callable[[list], None]) -> None:
-        """The loop, and how it carries out actions (the agent's _do on its current link)."""
+    def attach(self, loop: asyncio.AbstractEventLoop, run: Callable[[list], None],
+               send_binary: Callable[[bytes], Any] | None = None,
+               buffered: Callable[[], int] = lambda: 0) -> None:
+        """The loop; how it carries out actions (the agent's _do on its current link); how
+        it sends a chunk (a coroutine, False when there is no link) and how many bytes wait
+        in the link's buffer."""
         self._loop, self._run = loop, run
+        self._send_binary, self._buffered = send_binary, buffered
 
     def receive(self, message: p.Message, session: core.Session) -> list[core.Action]:
         """A file message from the relay (protocol.FILE_TYPES)."""
@@ -350,6 +466,10 @@ class FileDesk:
                 return [core.Send(p.FileCancel(session.session, message.transfer,
                                                "file-busy"))]
             return self._ask(message, session)
+        outgoing = self.outgoing
+        if outgoing is not None and message.transfer == outgoing.offer.transfer:  # type: ignore
+            self._outgoing_message(message, outgoing, session)
+            return []
         if incoming is None or message.transfer != incoming.offer.transfer:  # type: ignore
             return []
         if isinstance(message, p.FileCancel):
@@ -430,8 +550,101 @@ class FileDesk:
         if self.window is not None:
             self.window.failed(sentence)
 
+    # --- the customer sends ------------------------------------------------------------
+
+    def send_file(self, session: core.Session) -> None:
+        """On the loop: "Send a file to David…" was pressed."""
+        if self.outgoing is not None or session.state not in core.SHARING:
+            return
+        if self.out_window is not None:
+            self.out_window.close()
+        window = self.out_window = self._make_window()
+        title = f"Send a file to {session.name or 'your support person'}"
+        window.pick(title, lambda path: self._later(self._picked, path, session, title))
+
+    def _picked(self, path: Path | None, session: core.Session, title: str) -> None:
+        if path is not None and self._loop is not None:
+            task = self._loop.create_task(self._offer(path, session, title))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif self.out_window is not None:
+            self.out_window.close()
+            self.out_window = None
+
+    async def _offer(self, path: Path, session: core.Session, title: str) -> None:
+        window = self.out_window
+        if self.outgoing is not None or session.state not in core.SHARING or window is None:
+            return
+        transfer = 1 + secrets.randbelow(2**31 - 2)
+        try:
+            outgoing = await asyncio.to_thread(agent_files.Outgoing.prepare, path,
+                                               session.session, transfer)
+        except OSError as e:
+            log.info("cannot send %s: %r", path, e)
+            window.failed(f"{path.name} could not be read.")
+            return
+        self.outgoing = outgoing
+        person = session.name or "your support person"
+        window.sending(title, f"Waiting for {person} to take {outgoing.offer.name}…",
+                       lambda: self._later(self._cancel_outgoing, transfer))
+        self._run([core.Send(outgoing.offer)])
+
+    def _outgoing_message(self, message: p.Message, outgoing: agent_files.Outgoing,
+                          session: core.Session) -> None:
+        window, person = self.out_window, session.name or "Your support person"
+        if isinstance(message, p.FileAnswer):
+            if message.accept:
+                outgoing.accepted = True
+                self._pump()
+            else:
+                self._outgoing_over(f"{person} did not take {outgoing.offer.name}.")
+        elif isinstance(message, p.FileAck):
+            if outgoing.window.ack(message.received):
+                if window is not None:
+                    window.progress(message.received, outgoing.offer.size)
+                self._pump()
+        elif isinstance(message, p.FileDone):
+            self._outgoing_over(f"{person} received {outgoing.offer.name}.", sent=True)
+        elif isinstance(message, p.FileCancel):
+            self._outgoing_over(p.customer_words(message.reason))
+
+    def _pump(self) -> None:
+        if self._pump_task is None or self._pump_task.done():
+            self._pump_task = asyncio.ensure_future(self._send_chunks())
+
+    async def _send_chunks(self) -> None:
+        """Chunks while the window has room; the screen and the keys' echoes go first: a
+        chunk waits while the link's buffer holds more than one chunk's worth."""
+        while (outgoing := self.outgoing) is not None and self._send_binary is not None:
+            if self._buffered() > p.FILE_CHUNK_BYTES:
+                await asyncio.sleep(SEND_POLL_S)
+                continue
+            try:
+                data = outgoing.next_chunk()
+            except OSError as e:
+                log.info("sending a file failed: %r", e)
+                self._cancel_outgoing(outgoing.offer.transfer, "file-failed")
+                return
+            if data is None or not await self._send_binary(data):
+                return
+
+    def _cancel_outgoing(self, transfer: int, reason: str = "file-cancelled") -> None:
+        outgoing = self.outgoing
+        if outgoing is not None and outgoing.offer.transfer == transfer:
+            self._run([core.Send(p.FileCancel(outgoing.offer.session, transfer, reason))])
+            self._outgoing_over(p.customer_words(reason))
+
+    def _outgoing_over(self, sentence: str, sent: bool = False) -> None:
+        if self.outgoing is not None:
+            self.outgoing.close()
+            self.outgoing = None
+        if self.out_window is not None:
+            (self.out_window.sent if sent else self.out_window.failed)(sentence)
+
     def link_lost(self, session: core.Session) -> list[core.Action]:
         """The link dropped or the session ended: the relay cancelled the transfer."""
+        if self.outgoing is not None:
+            self._outgoing_over(p.customer_words("file-lost"))
         if self.incoming is not None:
             self.incoming.discard()
             self._failed(p.customer_words("file-lost"))
@@ -441,6 +654,10 @@ class FileDesk:
         if self.incoming is not None:
             self.incoming.discard()
             self.incoming = None
-        if self.window is not None:
-            self.window.close()
-            self.window = None
+        if self.outgoing is not None:
+            self.outgoing.close()
+            self.outgoing = None
+        for window in (self.window, self.out_window):
+            if window is not None:
+                window.close()
+        self.window = self.out_window = None

@@ -28,9 +28,10 @@ def need(*tools: str) -> None:
             pytest.fail(f"{tool} is not installed: run ./dev test, which installs it")
 
 
-def start_agent(relay, tmp_path: Path, downloads: Path) -> subprocess.Popen:
+def start_agent(relay, tmp_path: Path, downloads: Path, panel: str = "log"
+                ) -> subprocess.Popen:
     env = {**os.environ, "SPOTLIGHT_DIALOGS": "tk", "SPOTLIGHT_TRAY": "log",
-           "SPOTLIGHT_PANEL": "log", "XDG_RUNTIME_DIR": str(tmp_path),
+           "SPOTLIGHT_PANEL": panel, "XDG_RUNTIME_DIR": str(tmp_path),
            "SPOTLIGHT_DOWNLOADS": str(downloads)}
     with open(tmp_path / "agent.log", "w") as log:
         return subprocess.Popen(
@@ -116,3 +117,39 @@ def test_a_file_dropped_on_the_screen_and_declined_says_so(
     finally:
         stop(agent)
     assert not downloads.exists() or list(downloads.iterdir()) == []
+
+
+def test_a_file_the_customer_sends_is_offered_as_a_download_with_its_sha256(
+        xvfb, relay, open_viewer, tmp_path) -> None:
+    """"Send a file to David…" on the customer's panel (Alt+F), the file picked in the Tk
+    dialog: the viewer checks its SHA-256 and offers it as a download of the same bytes."""
+    need("xdotool")
+    data = os.urandom(400_000)
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(data)
+    agent = start_agent(relay, tmp_path, tmp_path / "Downloads", panel="tk")
+    try:
+        viewer = open_viewer()
+        in_session(viewer)
+        found = subprocess.run(["xdotool", "search", "--sync", "--name", "can see your screen"],
+                               check=True, timeout=30, capture_output=True, text=True)
+        subprocess.run(["xdotool", "windowfocus", "--sync", found.stdout.split()[0],
+                        "key", "alt+f"], check=True, timeout=30)
+        picker = subprocess.run(["xdotool", "search", "--sync", "--name",
+                                 "^Send a file to David$"],
+                                check=True, timeout=30, capture_output=True, text=True)
+        window = picker.stdout.split()[0]
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["xdotool", "windowfocus", "--sync", window, "type", "--delay", "5",
+                        str(upload)], check=True, timeout=60)
+        subprocess.run(["xdotool", "key", "Return"], check=True, timeout=30)
+        link = viewer.by("file-download")
+        link.wait_for()
+        assert link.text_content() == "Download upload.bin"
+        viewer.page.screenshot(path=str(SHOTS / "viewer-received.png"))
+        with viewer.page.expect_download() as download:
+            link.click()
+        received = Path(download.value.path()).read_bytes()
+    finally:
+        stop(agent)
+    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(data).hexdigest()

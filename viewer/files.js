@@ -4,9 +4,13 @@
 // of protocol.FileWindow (bytes the agent has acknowledged), so that the screen and the
 // keys never wait behind a file. Progress, Cancel and the outcome in words, one row per
 // file, everything shown through textContent. No DOM outside the rows it is given.
+// Files the customer sends ("Send a file to David…" on their panel) are taken at once (the
+// relay's cap bounds them), kept in memory, checked against their SHA-256 and offered as a
+// download link (a Blob URL) on their row.
 
 import {
-    FILE_CHUNK_BYTES, FileWindow, MAX_FILE_NAME_CHARS, encodeFileChunk, technicianWords,
+    FILE_ACK_BYTES, FILE_CHUNK_BYTES, FileWindow, MAX_FILE_NAME_CHARS, ProtocolError,
+    decodeFileChunk, encodeFileChunk, technicianWords,
 } from "./protocol.js";
 
 // Chunks wait while the socket's own buffer holds more than this (input goes first).
@@ -74,12 +78,16 @@ export class Files {
         if (!message.type.startsWith("file_")) return false;
         const entry = this.transfers.get(message.transfer);
         if (message.type === "file_offer") {
-            // Files from the customer are not taken yet: say no rather than leave it hanging.
-            this.link.send({ type: "file_cancel", session: message.session,
-                             transfer: message.transfer, reason: "file-cancelled" });
+            this._incoming(message);
             return true;
         }
         if (!entry || message.session !== entry.session) return true;
+        if (entry.incoming) {
+            if (message.type === "file_cancel") {
+                this._end(message.transfer, technicianWords(message.reason));
+            }
+            return true;
+        }
         switch (message.type) {
             case "file_answer":
                 if (message.accept) {
@@ -106,6 +114,83 @@ export class Files {
                 break;
         }
         return true;
+    }
+
+    // A file the customer offers: taken at once, if it is for the open session.
+    _incoming(offer) {
+        const session = this.link.sessionId();
+        if (offer.session !== session || this.transfers.has(offer.transfer)) {
+            this.link.send({ type: "file_cancel", session: offer.session,
+                             transfer: offer.transfer, reason: "file-busy" });
+            return;
+        }
+        const file = { name: offer.name, size: offer.size };
+        const row = this._row(`From the customer: ${offer.name}`, offer.size, offer.transfer);
+        const entry = {
+            file, row, session, incoming: true, state: "receiving", offer,
+            parts: [], received: 0, acked: 0, window: new FileWindow(offer.size),
+        };
+        this.transfers.set(offer.transfer, entry);
+        this._say(entry, "Receiving…");
+        this.link.send({ type: "file_answer", session, transfer: offer.transfer, accept: true });
+        if (offer.size === 0) this._check(offer.transfer);
+    }
+
+    // A binary file chunk from the customer.
+    chunk(buffer) {
+        let chunk;
+        try {
+            chunk = decodeFileChunk(buffer);
+        } catch (error) {
+            if (!(error instanceof ProtocolError)) throw error;
+            console.warn("ignored a malformed file chunk:", error.message);
+            return;
+        }
+        const entry = this.transfers.get(chunk.transfer);
+        if (!entry?.incoming || entry.state !== "receiving") return;
+        if (chunk.offset !== entry.received
+            || entry.received + chunk.data.length > entry.offer.size) {
+            this.cancel(chunk.transfer);
+            return;
+        }
+        entry.parts.push(chunk.data.slice());
+        entry.received += chunk.data.length;
+        const size = entry.offer.size;
+        if (entry.received - entry.acked >= FILE_ACK_BYTES || entry.received === size) {
+            entry.acked = entry.received;
+            this.link.send({ type: "file_ack", session: entry.session,
+                             transfer: chunk.transfer, received: entry.received });
+            entry.row.querySelector("progress").value = entry.received;
+            this._say(entry, `${sizeText(entry.received)} of ${sizeText(size)}`);
+        }
+        if (entry.received === size) this._check(chunk.transfer);
+    }
+
+    async _check(transfer) {
+        const entry = this.transfers.get(transfer);
+        entry.state = "checking";
+        const blob = new Blob(entry.parts);
+        entry.parts = [];
+        const digest = await crypto.subtle.digest("SHA-256", await blob.arrayBuffer());
+        const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0"))
+            .join("");
+        if (entry.state !== "checking") return; // the session ended meanwhile
+        if (hex !== entry.offer.sha256) {
+            this.link.send({ type: "file_cancel", session: entry.session, transfer,
+                             reason: "file-corrupt" });
+            this._end(transfer, technicianWords("file-corrupt"));
+            return;
+        }
+        this.link.send({ type: "file_done", session: entry.session, transfer,
+                         saved_as: entry.offer.name });
+        const link = document.createElement("a");
+        link.href = URL.createObjectURL(blob);
+        link.download = entry.offer.name;
+        link.className = "file-download";
+        link.dataset.testid = "file-download";
+        link.textContent = `Download ${entry.offer.name}`;
+        entry.row.querySelector(".file-state").after(link);
+        this._end(transfer, "Received; its SHA-256 matches.", "saved");
     }
 
     // The session closed or the link dropped: every transfer under way is over.

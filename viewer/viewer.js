@@ -230,6 +230,8 @@ connection.onmessage = (message) => {
     }
 };
 
+connection.onchunk = (buffer) => files.chunk(buffer);
+
 connection.onframe = (frame) => {
     if (!session) return;
     const id = session.id;
