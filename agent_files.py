@@ -1,5 +1,6 @@
-"""Files the support person sends the customer: safe names, the Downloads folder, and one
-incoming file's state (protocol.py's file_offer ... file_done, seen from the agent).
+"""Files between the customer and the support person, seen from the agent: safe names, the
+Downloads folder, one incoming file's state (``Incoming``) and one outgoing file
+(``Outgoing``), in protocol.py's file_offer ... file_done.
 
 No asyncio, no windows: ``clean_name`` and ``unique_name`` are pure; ``Incoming`` writes
 the bytes to a temporary file in the folder it is given, checks the SHA-256 the sender
