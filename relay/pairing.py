@@ -737,3 +737,6 @@ class Pairing:
             if state.session is not None:
                 assert state.session.viewer is viewer
         assert len(self._by_resume) == len(self.sessions)
+        for session_id, transfers in self.files.live.items():  # none outlives its session
+            session = self.sessions[session_id]
+            assert transfers and session.state == ACTIVE
