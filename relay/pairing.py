@@ -44,6 +44,8 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
 - Hand-off (relay/handoff.py): the agent's elevated copy says hello with a one-time secret
   and takes the live session over: same id, code, clock, viewer and control; the old link
   is closed with ``CLOSE_HANDED_OFF``. A reused or late secret gets ``handoff-failed``.
+- Files (relay.transfers): file messages and chunks of the watched session, either way,
+  with the relay's cap checked before any byte; a link that drops cancels its transfers.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ from protocol import (
 from relay.handoff import Handoffs
 from relay.ledger import billable_seconds
 from relay.limits import Budget, subnet
+from relay.transfers import DEFAULT_MAX_FILE_MB, Transfers
 
 WAITING, ACTIVE, ENDED = "waiting", "active", "ended"
 DEFAULT_WAIT_TIMEOUT_S = 600.0
@@ -112,6 +115,9 @@ class Peer(Protocol):
     def send_frame(self, data: bytes, monitor: int) -> None:
         """Queue a binary screen update (viewers only); the server may drop it if unread."""
 
+    def send_chunk(self, data: bytes) -> None:
+        """Queue a binary file chunk: never dropped, sent after control messages and frames."""
+
     def close(self, code: int, reason: str) -> None:
         """Close the connection after everything queued before has been sent."""
 
@@ -134,6 +140,7 @@ class Recorder(Protocol):
     def paused(self, session: str, paused: bool, at: float) -> None: ...
     def ended(self, session: str, by: str, reason: str, at: float) -> None: ...
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None: ...
+    def transfer(self, row: Any) -> None: ...  # relay.transfers.TransferRow
 
 
 class TokenBucket:
@@ -225,10 +232,13 @@ class Pairing:
     agents: dict[Peer, Session] = field(default_factory=dict)
     viewers: dict[Peer, ViewerState] = field(default_factory=dict)
     refusals: Budget = field(default_factory=Budget)
+    max_file_bytes: int = DEFAULT_MAX_FILE_MB * 1024 * 1024  # serve --max-file-mb
     _by_resume: dict[str, Session] = field(default_factory=dict)
     handoffs: Handoffs | None = None  # (made from new_secret in __post_init__)
+    files: Transfers = field(init=False)
 
     def __post_init__(self) -> None:
+        self.files = Transfers(self.ledger, self.max_file_bytes)
         if self.handoffs is None:
             self.handoffs = Handoffs(self.new_secret)
 
@@ -352,6 +362,9 @@ class Pairing:
         elif isinstance(message, protocol.Handoff):
             secret = self.handoffs.issue(session.id, now)
             agent.send(protocol.HandoffSecret(secret, int(self.handoffs.expires_s)))
+        elif isinstance(message, protocol.FILE_TYPES):
+            if session.state == ACTIVE:
+                self.files.message(session, "agent", message, now)
         else:
             raise protocol.RemoteProtocolError(f"an agent may not send {message.TYPE}")
 
@@ -453,6 +466,13 @@ class Pairing:
         session.viewer.send_frame(data, monitor)
         return True
 
+    def agent_chunk(self, agent: Peer, data: bytes, now: float) -> bool:
+        """A binary file chunk from the agent (relay.transfers); True if forwarded."""
+        session = self.agents.get(agent)
+        if session is None or session.state != ACTIVE:
+            return False
+        return self.files.chunk(session, "agent", data, now)
+
     def agent_gone(self, agent: Peer, now: float, *, resumable: bool = False) -> None:
         """The agent's connection closed. ``resumable``: it dropped rather than said goodbye."""
         session = self.agents.pop(agent, None)
@@ -463,6 +483,7 @@ class Pairing:
             self._end(session, "relay", "agent-lost", now)
             return
         session.agent_lost_at = now
+        self.files.link_lost(session, now)
         self.ledger.event(session.id, "agent-gap", "the customer's link dropped", now)
         self._drop_control(session, now)
         if session.viewer is not None:
@@ -474,6 +495,7 @@ class Pairing:
         self.agents.pop(old, None)
         session.agent, session.agent_lost_at = None, now
         old.close(protocol.CLOSE_NORMAL, "replaced by a resumed link")
+        self.files.link_lost(session, now)
         self.ledger.event(session.id, "agent-gap", "the customer's link was replaced", now)
         self._drop_control(session, now)
 
@@ -609,6 +631,20 @@ class Pairing:
         else:
             self.ledger.event(session.id, "elevation", "asked by the support person", now)
             session.agent.send(message)
+    def _file(self, viewer: Peer, state: ViewerState, session: Session,
+              message: protocol.Message, now: float) -> None:
+        if session.viewer is not viewer:
+            viewer.send(NOT_WATCHING)
+        else:
+            self.files.message(session, "viewer", message, now)
+
+    def viewer_chunk(self, viewer: Peer, data: bytes, now: float) -> bool:
+        """A binary file chunk from a viewer, for the session it watches; True if forwarded."""
+        state = self.viewers.get(viewer)
+        session = state.session if state is not None else None
+        if session is None or session.viewer is not viewer:
+            return False
+        return self.files.chunk(session, "viewer", data, now)
 
     def _end_by_viewer(self, viewer: Peer, state: ViewerState, session: Session,
                        message: End, now: float) -> None:
@@ -617,6 +653,7 @@ class Pairing:
     _SESSION_HANDLERS: ClassVar[dict[type, Callable]] = {
         Accept: _accept, TakeControl: _control, ReleaseControl: _control,
         Ack: _forward, Refresh: _forward, End: _end_by_viewer, protocol.Elevate: _elevate,
+        **dict.fromkeys(protocol.FILE_TYPES, _file),
     }
 
     def _input(self, viewer: Peer, state: ViewerState, message: protocol.Message,
@@ -658,6 +695,7 @@ class Pairing:
             return
         session.viewer, session.viewer_lost_at = None, now
         self._drop_control(session, now)
+        self.files.link_lost(session, now)
         if self.grace <= 0:
             self._end(session, "relay", "viewer-lost", now)
             return
@@ -729,6 +767,7 @@ class Pairing:
         if session.state == ENDED:
             return
         listed = session.state == WAITING or session.viewer is None
+        self.files.link_lost(session, now)  # (its peers hear `ended`, which says it all)
         session.state = ENDED
         session.control = False
         end_at = now if at is None else at
@@ -799,3 +838,6 @@ class Pairing:
             if state.session is not None:
                 assert state.session.viewer is viewer
         assert len(self._by_resume) == len(self.sessions)
+        for session_id, transfers in self.files.live.items():  # none outlives its session
+            session = self.sessions[session_id]
+            assert transfers and session.state == ACTIVE
