@@ -165,7 +165,8 @@ async ({vectors, floats}) => {
     for (const role of ["agent", "viewer"]) {
       const other = p.encodeControl({ ...v.fields, version: p.PROTOCOL_VERSION + 1 });
       checkHello.push([v.fields.role, role, v.fields.version, hello(v.json, role).error ?? "ok"]);
-      checkHello.push([v.fields.role, role, p.PROTOCOL_VERSION + 1, hello(other, role).error ?? "ok"]);
+      const newer = p.PROTOCOL_VERSION + 1;
+      checkHello.push([v.fields.role, role, newer, hello(other, role).error ?? "ok"]);
     }
   }
   const accept = vectors.control.find((v) => v.fields.type === "accept");
@@ -182,6 +183,9 @@ async ({vectors, floats}) => {
       MAX_NAME_CHARS: p.MAX_NAME_CHARS,
       MAX_TEXT_CHARS: p.MAX_TEXT_CHARS, MAX_SCREENS: p.MAX_SCREENS,
       MAX_SCREEN_EDGE: p.MAX_SCREEN_EDGE, MAX_QUEUE_ENTRIES: p.MAX_QUEUE_ENTRIES,
+      MAX_CHAT_CHARS: p.MAX_CHAT_CHARS, MAX_CLIPBOARD_CHARS: p.MAX_CLIPBOARD_CHARS,
+      CHAT_MESSAGES_PER_S: p.CHAT_MESSAGES_PER_S, CHAT_BURST: p.CHAT_BURST,
+      CLIPBOARD_UPDATES_PER_S: p.CLIPBOARD_UPDATES_PER_S, CLIPBOARD_BURST: p.CLIPBOARD_BURST,
       ROLES: p.ROLES, BUTTONS: p.BUTTONS, ENDED_BY: p.ENDED_BY,
       WAITING_STATES: p.WAITING_STATES, INPUT_TYPES: p.INPUT_TYPES,
       FRAME_HEADER_BYTES: p.FRAME_HEADER_BYTES, FRAME_JPEG: p.FRAME_JPEG, FRAME_PNG: p.FRAME_PNG,
