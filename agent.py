@@ -467,15 +467,18 @@ class Agent:
         """Look for a new copy every agent_clipboard.POLL_S (why polling: that module); a
         change is offered only while in control and not paused (the core decides), and one
         made before is not sent later."""
+        watching = 0  # the control_epoch being watched (0: none yet)
         while True:
             await asyncio.sleep(agent_clipboard.POLL_S)
             if not self.session.shares_clipboard:
-                self._clipboard_seen = None  # not looked at: a copy from before is not sent
-                continue
+                continue  # not looked at: a copy made now is not sent later
             try:
                 marker = await asyncio.to_thread(self.clipboard.marker)
-                if self._clipboard_seen is None or marker == self._clipboard_seen:
-                    self._clipboard_seen = marker  # control began: what is there stays
+                if watching != self.session.control_epoch:  # control began: what is there
+                    watching, self._clipboard_seen = self.session.control_epoch, marker  # stays
+                    log.info("clipboard: watching for copies while in control")
+                    continue
+                if marker == self._clipboard_seen:
                     continue
                 self._clipboard_seen = marker
                 text = await asyncio.to_thread(self.clipboard.text)

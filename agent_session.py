@@ -261,6 +261,7 @@ class Session:
         self.held_buttons: set[str] = set()
         self.paused = False  # the customer's wish: it outlasts a lost link
         self.granted = False  # the relay's word: the support person holds control
+        self.control_epoch = 0  # counts the times control began (the clipboard's watch)
         self._state = CONNECTING
         self._before_loss = CONNECTING  # the state the lost link interrupted
         self._lost_at: float | None = None
@@ -285,6 +286,8 @@ class Session:
         self._changed(before)
 
     def _changed(self, before: View) -> None:
+        if self._state == IN_CONTROL and before.state != IN_CONTROL:
+            self.control_epoch += 1
         if self.on_change is not None and self.view != before:
             self.on_change(self.view)
 

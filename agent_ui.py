@@ -345,6 +345,8 @@ class SessionDisplay:
         """A line for the chat area (agent_session.ChatLine); a line from the support person
         also shows in a balloon, in case the panel's chat area is out of sight."""
         self._chat.add(who, text, datetime.now())
+        if who == "clipboard":  # the fact, never the text
+            log.info("clipboard: shared with %s (%d characters)", self._name, len(text))
         self._show_chat(self._chat_shown is not None and self._chat_shown.visible)
         if who == "technician":
             self.balloon(f"{self._name}: {text[:200]}")

@@ -43,7 +43,7 @@ class ChatView:
     visible: bool  # only once the support person has accepted, until the end
     lines: tuple[str, ...] = ()
     clipboard_note: str = ""  # when the customer's clipboard was last shared, and with whom
-    placeholder: str = ""  # the hint in the empty input
+    title: str = ""  # above the chat log: whom the customer chats with
     max_chars: int = protocol.MAX_CHAT_CHARS
 
 
@@ -85,7 +85,7 @@ def chat_view(history: ChatHistory, name: str, visible: bool) -> ChatView:
         note = (f"Your clipboard was last shared with {name} at "
                 f"{history.clipboard_at.strftime('%H:%M')}.")
     return ChatView(visible, tuple(line_text(e, name) for e in history.entries), note,
-                    f"Type a message to {name}" if name else "Type a message")
+                    f"Chat with {name}" if name else TITLE)
 
 
 def log_chat(before: ChatView | None, view: ChatView) -> None:
@@ -109,11 +109,13 @@ class TkChat:
 
         self._on_send, self._view = on_send, ChatView(False)
         self.frame = ttk.Frame(root, padding=(14, 0, 14, 12))
+        self._title = ttk.Label(self.frame, font="TkDefaultFont")
+        self._title.pack(anchor="w", pady=(0, 4))
         self._note = ttk.Label(self.frame, foreground="#8a1c00", wraplength=width_px,
                                justify="left")
         self._log = tk.Text(self.frame, height=LOG_ROWS, width=1, wrap="word",
-                            state="disabled", relief="solid", borderwidth=1,
-                            background="#ffffff", takefocus=0)
+                            state="disabled", relief="solid", borderwidth=1, padx=6, pady=4,
+                            background="#ffffff", takefocus=0, font="TkDefaultFont")
         self._log.pack(fill="x", pady=(0, 6))
         row = ttk.Frame(self.frame)
         row.pack(fill="x")
@@ -134,6 +136,7 @@ class TkChat:
             self._log.configure(state="disabled")
             self._log.see("end")
         self._note.configure(text=view.clipboard_note)
+        self._title.configure(text=view.title)
         if bool(view.clipboard_note) != bool(before.clipboard_note):
             self._note.pack_forget()
             if view.clipboard_note:
