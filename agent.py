@@ -420,6 +420,7 @@ class Agent:
             agent_clipboard.DummyClipboard()
         self._clipboard_seen: object = None  # the clipboard's marker last looked at
         self._clipboard_written = ""  # the text the support person last pasted
+        self.clipboard_watching = 0  # the session's control_epoch watched for copies (0: none)
         self._ws: Any = None  # the open link, for what the customer does (chat)
         self.screen, self.input, self.tray, self.clock = screen, input, tray, clock
         self.display = agent_ui.SessionDisplay(
@@ -467,15 +468,15 @@ class Agent:
         """Look for a new copy every agent_clipboard.POLL_S (why polling: that module); a
         change is offered only while in control and not paused (the core decides), and one
         made before is not sent later."""
-        watching = 0  # the control_epoch being watched (0: none yet)
         while True:
             await asyncio.sleep(agent_clipboard.POLL_S)
             if not self.session.shares_clipboard:
                 continue  # not looked at: a copy made now is not sent later
             try:
                 marker = await asyncio.to_thread(self.clipboard.marker)
-                if watching != self.session.control_epoch:  # control began: what is there
-                    watching, self._clipboard_seen = self.session.control_epoch, marker  # stays
+                if self.clipboard_watching != self.session.control_epoch:  # control began:
+                    self.clipboard_watching = self.session.control_epoch  # what is there stays
+                    self._clipboard_seen = marker
                     log.info("clipboard: watching for copies while in control")
                     continue
                 if marker == self._clipboard_seen:
