@@ -730,7 +730,7 @@ class _Win32Window:
         table = (accel * len(KEYS))(*[accel(FALT | FVIRTKEY, ord(k.upper()), 201 + i)
                                       for i, k in enumerate(KEYS)])
         self._accel = u32.CreateAcceleratorTableW(table, len(KEYS))
-        self._chat = panel_chat.Win32Chat(self._hwnd, u32, body, actions.on_chat)
+        self._chat = panel_chat.make_win32_chat(self._hwnd, u32, body, actions.on_chat)
 
     def chat(self, view: panel_chat.ChatView) -> None:
         if self._chat.show(view) and self._view is not None:

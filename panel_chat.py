@@ -242,3 +242,27 @@ class Win32Chat:
             self._u32.SetWindowTextW(self._input, "")
             self._on_send(buffer.value)
         return True
+
+
+class NoChat:
+    """The chat area that could not be made (the panel goes on without it)."""
+
+    def show(self, view: ChatView) -> bool:
+        return False
+
+    def layout(self, x: int, y: int, width: int, scale: float) -> int:
+        return y
+
+    def command(self, ident: int) -> bool:
+        return False
+
+
+def make_win32_chat(parent: Any, u32: Any, font: Any,
+                    on_send: Callable[[str], None]) -> Win32Chat | NoChat:
+    """The Win32 chat area, or none: a failure here must never cost the customer the panel
+    (without a panel the screen is not shared at all)."""
+    try:
+        return Win32Chat(parent, u32, font, on_send)
+    except Exception:
+        log.exception("panel: the chat area cannot be shown")
+        return NoChat()

@@ -103,6 +103,7 @@ export class Input {
 
     // When the relay already took control away, releases would only be refused: forget them.
     disable({ sendReleases = true } = {}) {
+        this._paste = null;
         if (sendReleases) this.releaseAll();
         this._keys.clear();
         this._buttons.clear();
@@ -193,6 +194,8 @@ export class Input {
         event.preventDefault();
         event.stopPropagation();
         const { code } = event;
+        // A paste key released before its paste event: its press goes first, then this.
+        if (!down && this._paste?.code === code) this._pasteKey();
         if (!KEY_CODE.test(code) || (down && typesAsText(event))) {
             // No physical key (a virtual keyboard) or a character the key alone would not
             // give: send the character as typed.
