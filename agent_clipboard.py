@@ -185,6 +185,6 @@ def make_clipboard() -> Clipboard:
             return Win32Clipboard()
         if choice == "x11" or (not choice and os.environ.get("DISPLAY")):
             return XclipClipboard()
-    except ClipboardError as e:
+    except Exception as e:  # whatever the reason, the session goes on without a clipboard
         log.warning("no clipboard sharing: %s", e)
     return DummyClipboard()
