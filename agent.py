@@ -480,15 +480,15 @@ class Agent:
             except Exception as e:  # a clipboard that fails must not end the session
                 log.warning("reading the clipboard failed: %r", e)
                 continue
-            if text != self._clipboard_written:  # (a look racing our own write)
+            if text != self._clipboard_written:
                 await self._do(ws, self.session.clipboard_changed(text, self.clock()))
 
     async def _set_clipboard(self, text: str) -> None:
         try:
+            # Our own write is not a copy of the customer's to send back: the watch skips
+            # this text (not the marker read after it, which a quick copy could be).
             self._clipboard_written = text
             await asyncio.to_thread(self.clipboard.set_text, text)
-            # our own write is not a copy of the customer's to send back
-            self._clipboard_seen = await asyncio.to_thread(self.clipboard.marker)
         except Exception as e:  # a clipboard held by another program must not end it
             log.warning("setting the clipboard failed: %r", e)
 
