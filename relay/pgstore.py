@@ -114,6 +114,12 @@ MIGRATIONS = (
     ALTER TABLE sessions ADD COLUMN paused_at DOUBLE PRECISION;
     CREATE SEQUENCE session_refs INCREMENT BY 1000 START WITH 1;
     """,
+    # 3: the support person's note per session (issue 13), in the ledger and, while the
+    # session lives, in the directory so that a relay taking it over keeps it.
+    """
+    ALTER TABLE sessions ADD COLUMN note TEXT NOT NULL DEFAULT '';
+    ALTER TABLE session_directory ADD COLUMN note TEXT NOT NULL DEFAULT '';
+    """,
 )
 # A pause still open at $1 is added to the paused seconds and closed.
 _CLOSE_PAUSE = ("paused_seconds = paused_seconds + coalesce(greatest(0, $1 - paused_at), 0),"
@@ -394,6 +400,9 @@ class PostgresStore:
             self.relay)
         if not status.endswith(" 0"):
             await self.event(session, "ended", f"{by}: {reason}", at)
+
+    async def note(self, session: str, text: str, at: float) -> None:
+        await self._execute("UPDATE sessions SET note = $1 WHERE session = $2", text, session)
 
     async def event(self, session: str | None, kind: str, detail: str, at: float) -> None:
         await self._execute(
