@@ -265,3 +265,50 @@ def test_an_orphan_ends_relay_lost_at_its_relays_last_sign_of_life(location: Loc
         assert await store.end_orphan(orphan, "relay-lost") is False
 
     with_store(location, body)
+
+
+def test_a_note_is_kept_in_the_ledger_and_the_directory(location: Location):
+    """The support person's note (lines, quotes, astral characters) replaces the one before,
+    survives the end, and rides in the directory entry a relay taking over reads."""
+    note = 'Ticket 4711\n\tprinter "fixed" 😀'
+
+    async def body(store: Store) -> None:
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
+        await store.note(SESSION, "first", T0 + 5)
+        await store.note(SESSION, note, T0 + 6)
+        await store.ended(SESSION, "technician", "declined", T0 + 7)
+        (row,) = await store.rows()
+        assert (row.note, row.end_reason, row.billable_whole_s) == (note, "declined", 0)
+        await store.put(entry(note=note))
+        assert (await store.get(SESSION)).note == note
+        assert (await store.claim(SESSION, "relay-b", T0 + 8)).note == note
+
+    with_store(location, body)
+
+
+def test_a_sqlite_file_from_before_notes_gets_the_note_columns(tmp_path: Path):
+    """A relay data folder made before notes opens with empty notes, and takes new ones."""
+    import sqlite3
+
+    from relay.accounts import DB_FILE
+
+    data = tmp_path / "data"
+    with_store(Location(path=data), lambda store: store.ping())
+    db = sqlite3.connect(data / DB_FILE)
+    # Rebuild both tables as they were before notes (SQLite 3.35+ can drop a column).
+    db.execute("ALTER TABLE sessions DROP COLUMN note")
+    db.execute("ALTER TABLE session_directory DROP COLUMN note")
+    db.execute("INSERT INTO sessions (session, technician, machine, user, address,"
+               " requested_at, ref) VALUES (?, 'david', 'PC', 'anna', '::1', ?, 1)",
+               (SESSION, T0))
+    db.commit()
+    db.close()
+
+    async def body(store: Store) -> None:
+        (row,) = await store.rows()
+        assert row.note == ""
+        await store.note(SESSION, "after the upgrade", T0 + 1)
+        await store.put(entry(note="kept"))
+        return (await store.rows())[0].note, (await store.get(SESSION)).note
+
+    assert with_store(Location(path=data), body) == ("after the upgrade", "kept")
