@@ -42,7 +42,8 @@ message and forwards it unchanged):
     close            A -> R           reason            (the customer chose Close)
     end              V -> R           session, reason   (the support person ended it)
     decline          V -> R           session           (turn a waiting customer down)
-    note             V -> R           session, text     (the session's note; replaces it)
+    note             V -> R, R -> V   session, text     (the session's note; replaces it;
+                                      the relay sends it to a viewer that rejoins)
     noted            R -> V           session           (the note is saved)
     ended            R -> A, R -> V   session, by, reason, ref (ledger reference), billable_s
     ping / pong      V -> R -> V      t                 (round-trip time; echoed unchanged)

@@ -42,7 +42,8 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
   "declined", never billed. Any other state gets ``not-waiting``.
 - note: the owner's note on a session, live or ended less than ``protocol.NOTE_EDITABLE_S``
   ago (only sessions a support person acted on, accepted or declined, are remembered for
-  that: a flood of agents cannot fill it); written to the ledger, answered ``noted``;
+  that: a flood of agents cannot fill it); written to the ledger, answered ``noted``,
+  and sent back as ``note`` to a viewer that rejoins the session;
   later ``note-closed``. At most ``NOTES_PER_S`` a second per viewer (the page saves as
   the person types).
 """
@@ -504,6 +505,8 @@ class Pairing:
                 session.agent.send(Refresh(session.id, 0))
                 session.window.restart_sent()
         viewer.send(session.accepted_message(now))
+        if session.note:  # a rejoin (a reload, another relay after a fail-over): keep it
+            viewer.send(Note(session.id, session.note))
         if session.agent is None:
             viewer.send(AGENT_RECONNECTING)
         self._push_queue(session.technician, now)

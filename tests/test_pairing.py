@@ -970,7 +970,7 @@ def test_a_note_for_another_persons_session_is_refused_live_or_ended(pairing, le
 def test_a_waiting_session_nobody_acted_on_is_not_remembered_for_notes(pairing):
     """Sessions that expire or whose customer leaves unaccepted keep no note record: a
     flood of agents cannot fill it."""
-    agent, session = register(pairing)
+    agent, _ = register(pairing)
     pairing.agent_message(agent, protocol.Close("bye"), T0 + 1)
     assert not pairing.noted_until
 
@@ -986,3 +986,14 @@ def test_note_saves_beyond_their_rate_are_refused_rate_limited(pairing, ledger):
     assert len([c for c in ledger.calls if c[0] == "note"]) == NOTES_BURST
     pairing.viewer_message(viewer, protocol.Note(session, "later"), T0 + 6)
     assert viewer.last() == protocol.Noted(session)
+
+
+def test_a_viewer_rejoining_a_noted_session_gets_the_note_back(pairing):
+    """After a reload (or a relay's fail-over) the page shows the note saved before."""
+    _, viewer, session = active(pairing)
+    pairing.viewer_message(viewer, protocol.Note(session, "Ticket 4711"), T0 + 5)
+    pairing.viewer_gone(viewer, T0 + 6)
+    again = viewer_of(pairing, now=T0 + 7)
+    pairing.viewer_message(again, protocol.Accept(session), T0 + 8)
+    accepted = again.of(protocol.Accepted)[0]
+    assert again.sent[again.sent.index(accepted) + 1] == protocol.Note(session, "Ticket 4711")
