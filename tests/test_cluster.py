@@ -214,6 +214,18 @@ async def directory_control(cluster: Cluster, session: str) -> str | None:
         await connection.close()
 
 
+async def directory_note(cluster: Cluster, session: str) -> str | None:
+    """The session's note as the shared directory has it (None: not there)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(cluster.postgres.url)
+    try:
+        return await connection.fetchval(
+            "SELECT note FROM session_directory WHERE session = $1", session)
+    finally:
+        await connection.close()
+
+
 async def rejoin_agent(cluster: Cluster, resume: str) -> tuple[ClientConnection, dict]:
     """The agent's reconnect loop: retry (as its backoff does) until the relay answers."""
     for _ in range(WAIT_S * 2):
@@ -227,10 +239,14 @@ async def rejoin_agent(cluster: Cluster, resume: str) -> tuple[ClientConnection,
     pytest.fail("the agent found no relay to come back to")
 
 
+NOTE = "Ticket 4711: printer driver"
+
+
 @pytest.mark.timing
 def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
     """The viewer and the agent are back in the same session on another relay within 10 s,
-    control released; the ledger has one row, billed from the first acceptance."""
+    control released, the session's note kept; the ledger has one row, billed from the
+    first acceptance."""
     async def scenario() -> tuple[str, float, float, float]:
         agent = await open_ws(f"{cluster.ws_url}/ws/agent?technician=david")
         await agent.send(agent_hello())
@@ -244,7 +260,10 @@ def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
         accepted_at = time.time()
         await viewer.send(json.dumps({"type": "take_control", "session": session}))
         assert (await next_of(agent, "control"))["granted"] is True
-        while await directory_control(cluster, session) != "david":  # published
+        await viewer.send(json.dumps({"type": "note", "session": session, "text": NOTE}))
+        await next_of(viewer, "noted")
+        while (await directory_control(cluster, session) != "david"  # published
+               or await directory_note(cluster, session) != NOTE):
             await asyncio.sleep(0.1)
         holder = served_by(cluster.url, "david")
         killed_at = time.monotonic()
@@ -259,6 +278,7 @@ def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
         await viewer2.send(json.dumps({"type": "accept", "session": session}))
         rejoined = await next_of(viewer2, "accepted")
         back_s = time.monotonic() - killed_at
+        assert (await next_of(viewer2, "note"))["text"] == NOTE  # from the directory
         assert rejoined["session"] == session
         assert rejoined["elapsed_s"] >= time.time() - accepted_at - 2  # the same clock
         await viewer2.send(json.dumps({"type": "take_control", "session": session}))
@@ -280,6 +300,7 @@ def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
     assert back_s < 10
     rows = [row for row in ledger(cluster) if row["session"] == session]
     assert len(rows) == 1 and rows[0]["end_reason"] == "technician-ended"
+    assert rows[0]["note"] == NOTE
     assert abs(int(rows[0]["billable_seconds"]) - (ended_at - accepted_at)) <= 2
 
 
