@@ -45,7 +45,7 @@ export class SessionNote {
         }
         this.closesAt = 0;
         this.title.textContent = "Note";
-        this.text.placeholder = "Ticket number, what was done…";
+        this.text.placeholder = "Note: ticket, what was done…";
         this.text.disabled = false;
         this.form.dataset.place = "live";
         this.live.append(this.form);
@@ -133,6 +133,7 @@ export class SessionNote {
 
     _say(words, problem = false) {
         this.status.textContent = words;
+        this.text.title = words;  // where a narrow bottom bar shows it
         this.status.dataset.problem = problem ? "yes" : "no";
     }
 }
