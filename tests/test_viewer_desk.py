@@ -63,7 +63,7 @@ def test_a_detached_session_offers_rejoin_but_no_decline(open_viewer, agents):
     rejoin, without the Decline button."""
     first = open_viewer().signed_in()
     agent = agents()
-    assert first.item(agent.session).get_by_test_id("decline").is_visible()
+    first.item(agent.session).get_by_test_id("decline").wait_for(state="visible")
     first.accept(agent)
     agent.expect(protocol.Accepted)
     first.page.close()  # the tab goes: the session is detached
