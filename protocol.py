@@ -73,7 +73,9 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 _T = TypeVar("_T")
 
-PROTOCOL_VERSION = 3  # 2: session codes, pause, the receipt in `ended`; 3: chat, clipboard, files, decline, notes, hand-off
+# 2: session codes, pause, the receipt in `ended`;
+# 3: chat, clipboard, files, decline, notes, the elevated hand-off
+PROTOCOL_VERSION = 3
 
 # Limits, shared by both ends. websockets' max_size is MAX_MESSAGE_BYTES on every endpoint.
 MAX_CONTROL_BYTES = 64 * 1024  # one JSON text message

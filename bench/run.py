@@ -4,6 +4,7 @@
                         [--out bench/RESULTS.md] [--relay-load | --no-relay-load]
                         [--slow-links | --no-slow-links] [--browser | --no-browser]
                         [--memory | --no-memory] [--soak-minutes 10]
+                        [--cluster [--cluster-sessions 60] [--cluster-relays 1,2,3]]
 
 bench/run.sh installs what this needs and calls it; see bench/README.md.
 """
@@ -497,6 +498,13 @@ def main(argv: list[str] | None = None) -> int:
     issue_14.add_argument("--soak-minutes", type=float, default=0.0,
                           help="also a soak of this many minutes per peer (RSS slope)")
     issue_14.add_argument("--soak-workload", choices=sorted(d.WORKLOADS), default="typing")
+    cluster = parser.add_argument_group("issue 16: several relays on one PostgreSQL")
+    cluster.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=False,
+                         help="also run bench/cluster.py (PostgreSQL and HAProxy needed)")
+    cluster.add_argument("--cluster-sessions", type=int, default=60)
+    cluster.add_argument("--cluster-seconds", type=float, default=5.0)
+    cluster.add_argument("--cluster-relays", default="1,2,3")
+    cluster.add_argument("--cluster-count-sessions", type=int, default=20)
     args = parser.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]
     unknown = [w for w in args.workloads if w not in d.WORKLOADS]
@@ -516,6 +524,13 @@ def main(argv: list[str] | None = None) -> int:
         print("  relay load ...", file=sys.stderr, flush=True)
         load = asyncio.run(relay_load.run(args.load_seconds, args.sessions))
         load_lines = relay_load.report_lines(load)
+    if args.cluster:
+        from bench import cluster as relay_cluster
+
+        cluster_text = relay_cluster.run_report(
+            args.cluster_sessions, args.cluster_seconds,
+            [int(n) for n in args.cluster_relays.split(",") if n], args.cluster_count_sessions)
+        load_lines += [*cluster_text.splitlines(), ""]
     text = report(results, source_rates, args, load_lines, machine, sections)
     print(text)
     if args.out:

@@ -141,6 +141,15 @@ class Cluster:
             relay.process.wait()
             relay.close_output()
 
+    def stop_relay(self, relay: RelayInstance, timeout: float = 30) -> int:
+        """SIGTERM, as systemd stops or restarts one: it hands its sessions over and exits.
+        Its exit code."""
+        assert relay.process is not None
+        relay.process.send_signal(signal.SIGTERM)
+        code = relay.process.wait(timeout=timeout)
+        relay.close_output()
+        return code
+
     def haproxy_config(self) -> str:
         text = HAPROXY_CFG.read_text()
         text = re.sub(r"(?m)^    bind \S+$", f"    bind 127.0.0.1:{self.public_port}", text)

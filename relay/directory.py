@@ -68,6 +68,7 @@ class Entry:
 
 
 COLUMNS = tuple(f.name for f in fields(Entry))
+RELEASED = ""  # Entry.relay of a session no relay holds: its relay restarted (relay.pgstore)
 
 
 class Directory(Store):

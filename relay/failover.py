@@ -9,6 +9,11 @@
   resume it exactly as after a lost link.
 - ``sweep``: sessions of a dead relay that nobody resumed within the grace window end
   (``relay-lost``) at that relay's last sign of life for them.
+- ``hand_over``: this relay stops (SIGTERM: a restart or a rolling upgrade) with a shared
+  store: its accepted sessions stay in the directory, as after a crash but current to the
+  moment, for another relay (or this one, restarted) to resume; only the waiting ones end.
+  At start-up a restarted relay releases what it left there (relay.pgstore's ``recover``)
+  instead of ending it, so it too can take its own sessions back.
 """
 
 from __future__ import annotations
@@ -123,6 +128,17 @@ class Failover:
                           f"from {claimed.relay} to {self.store.relay}", now)
         log.info("session %s... taken over from %s", session.id[:8], claimed.relay)
         return session
+
+    def hand_over(self, now: float) -> None:
+        """Stopping with a shared store: end the sessions nobody accepted yet (a waiting
+        session cannot be resumed elsewhere: relay-shutdown, as before) and queue the
+        directory's last word on the rest. The caller flushes, then closes every link with
+        CLOSE_RESTART, so agents and viewers come back and resume them."""
+        for session in list(self.pairing.sessions.values()):
+            if session.state != ACTIVE or session.accepted_at is None:
+                self.pairing._end(session, "relay", "relay-shutdown", now)
+        self.publish(now)
+        log.info("handing over %d session(s) through the directory", len(self._published))
 
     async def sweep(self, now: float) -> int:
         """End the dead relays' sessions nobody came back to; how many."""

@@ -32,7 +32,7 @@ from relay.accounts import (
     check_name,
     check_password,
 )
-from relay.directory import COLUMNS, Entry, resume_hash
+from relay.directory import COLUMNS, RELEASED, Entry, resume_hash
 from relay.ledger import _COLUMNS as LEDGER_COLUMNS
 from relay.ledger import LedgerRow
 from relay.login_limits import LoginLimits
@@ -121,10 +121,18 @@ MIGRATIONS = (
     ALTER TABLE session_directory ADD COLUMN note TEXT NOT NULL DEFAULT '';
     """,
 )
-# A pause still open at $1 is added to the paused seconds and closed.
-_CLOSE_PAUSE = ("paused_seconds = paused_seconds + coalesce(greatest(0, $1 - paused_at), 0),"
-                " paused_at = NULL")
+
+
+def _close_pause(at: str) -> str:
+    """SET clause: a pause still open at ``at`` (a parameter like $1) is added to the paused
+    seconds and closed, so a session ending while paused never bills the pause."""
+    return (f"paused_seconds = paused_seconds + coalesce(greatest(0, {at} - paused_at), 0),"
+            " paused_at = NULL")
+
+
+_CLOSE_PAUSE = _close_pause("$1")
 SCHEMA_VERSION = len(MIGRATIONS)
+CLOSE_S = 3.0  # a graceful pool close; beyond it the connections are dropped
 _MIGRATION_LOCK = 16_2026  # pg_advisory_xact_lock key: one relay migrates at a time
 
 
@@ -179,7 +187,12 @@ class PostgresStore:
         return store
 
     async def close(self) -> None:
-        await self._pool.close()
+        """Close the pool; a database that stopped answering gets CLOSE_S, then its
+        connections are dropped (a relay told to stop must stop, database or not)."""
+        try:
+            await asyncio.wait_for(self._pool.close(), CLOSE_S)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self._pool.terminate()
 
     async def _execute(self, sql: str, *values: object) -> str:
         self.queries += 1
@@ -418,23 +431,29 @@ class PostgresStore:
                             self.relay, at)
 
     async def recover(self) -> int:
-        """Close the ledger rows this relay's last run left open, at its last heartbeat
-        (reason relay-restart); other relays' sessions are theirs to resume."""
+        """At start-up: what this relay's last run left behind. Its sessions in the directory
+        (handed over on SIGTERM, or left by a crash) are released to any relay, this one
+        included, to resume within the grace window; the sweep ends them (relay-lost) if
+        nobody does. Its other open ledger rows (sessions never accepted) close at its last
+        heartbeat (relay-restart). Other relays' sessions are theirs. How many closed."""
         self.queries += 1
         async with self._pool.acquire() as connection, connection.transaction():
             last = await connection.fetchval(
                 "SELECT at FROM heartbeat WHERE relay = $1", self.relay) or 0.0
+            released = await connection.fetch(
+                "UPDATE session_directory SET relay = $2 WHERE relay = $1 RETURNING session",
+                self.relay, RELEASED)
             closed = await connection.fetch(
-                "UPDATE sessions SET ended_by = 'relay', end_reason = 'relay-restart',"
+                f"UPDATE sessions SET {_close_pause('$2')}, ended_by = 'relay',"  # noqa: S608
+                " end_reason = 'relay-restart',"
                 " ended_at = greatest($2, coalesce(accepted_at, requested_at))"
-                " WHERE relay = $1 AND ended_at IS NULL RETURNING session, ended_at",
-                self.relay, last)
+                " WHERE relay = $1 AND ended_at IS NULL AND session <> ALL($3::text[])"
+                " RETURNING session, ended_at",
+                self.relay, last, [row[0] for row in released])
             await connection.executemany(
                 "INSERT INTO session_events (at, session, kind, detail)"
                 " VALUES ($1, $2, 'ended', 'relay: relay-restart')",
                 [(row[1], row[0]) for row in closed])
-            await connection.execute("DELETE FROM session_directory WHERE relay = $1",
-                                     self.relay)
         return len(closed)
 
     async def rows(self, since: float | None = None, technician: str | None = None,
@@ -502,8 +521,8 @@ class PostgresStore:
             if gone.endswith(" 0"):
                 return False
             closed = await connection.execute(
-                "UPDATE sessions SET ended_by = 'relay', end_reason = $2,"
-                " ended_at = greatest($3, coalesce(accepted_at, requested_at))"
+                f"UPDATE sessions SET {_close_pause('$3')}, ended_by = 'relay',"  # noqa: S608
+                " end_reason = $2, ended_at = greatest($3, coalesce(accepted_at, requested_at))"
                 " WHERE session = $1 AND ended_at IS NULL", entry.session, reason,
                 entry.heartbeat_at)
             if not closed.endswith(" 0"):

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -660,10 +660,38 @@ class Relay:
         self.pairing.shutdown(time.time())
         self.failover.publish(time.time())  # ended: out of the directory, nobody resumes them
         self.ledger.call(self.store.heartbeat, time.time())
+        await self._flush(time.monotonic() + SHUTDOWN_FLUSH_S)
+        await self._drain()
+
+    async def hand_over(self, server: Server) -> None:
+        """Stop without ending accepted sessions (a shared store: relay.failover.hand_over):
+        the directory current first, then every link closed with CLOSE_RESTART, which
+        agents and viewers answer by coming back (to another relay, or to this one
+        restarted) and resuming. What the rules wrote as the links closed is flushed last."""
+        now, deadline = time.time(), time.monotonic() + SHUTDOWN_FLUSH_S
+        self.failover.hand_over(now)
+        self.ledger.call(self.store.heartbeat, now)  # their last sign of life: now
+        if await self._flush(deadline):
+            await self._drain()  # the waiting sessions' "ended" reaches their agents
+        server.close(close_connections=True, code=protocol.CLOSE_RESTART,
+                     reason="relay restart")
         try:
-            await asyncio.wait_for(self.ledger.flush(), SHUTDOWN_FLUSH_S)
+            await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("stopping with connections still closing")
+        await self._flush(deadline)
+
+    async def _flush(self, deadline: float) -> bool:
+        """Wait for the ledger writes until ``deadline`` (one budget for the whole stop, so
+        a database that stopped answering delays it once); False if some are not done."""
+        try:
+            await asyncio.wait_for(self.ledger.flush(), max(0.5, deadline - time.monotonic()))
         except TimeoutError:
             log.error("stopping with %d ledger writes not done", self.ledger.pending)
+            return False
+        return True
+
+    async def _drain(self) -> None:
         deadline = time.monotonic() + SHUTDOWN_DRAIN_S
         while time.monotonic() < deadline and not all(link.idle for link in self.links):
             await asyncio.sleep(0.02)
@@ -836,8 +864,15 @@ async def _listen(config: RelayConfig, context: ssl.SSLContext | None,
                   open_files: int | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop_once(signum: int) -> None:
+        if stop.is_set():  # a second signal: stop now, whatever is still unwritten
+            log.error("stopping at once (signal %d during shutdown)", signum)
+            raise SystemExit(1)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop_once, signum)
     async with serve(
         relay.handler, config.host, config.port,
         process_request=relay.process_request, process_response=relay.process_response,
@@ -855,8 +890,12 @@ async def _listen(config: RelayConfig, context: ssl.SSLContext | None,
             on_ready(url)
         ticker = asyncio.create_task(relay.ticker())
         await stop.wait()
-        log.info("stopping: ending live sessions")
         ticker.cancel()
-        await relay.shutdown()
+        if relay.store.shared:
+            log.info("stopping: handing live sessions over")
+            await relay.hand_over(server)
+        else:
+            log.info("stopping: ending live sessions")
+            await relay.shutdown()
     log.info("stopped")
     return 0

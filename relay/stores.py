@@ -29,7 +29,9 @@ SQLITE_SCHEMA_VERSION = 3  # 2: ledger references and paused time; 3: session no
 try:  # what PostgreSQL raises when it refuses or goes away mid-request
     import asyncpg
 
-    StoreFailure: tuple[type[Exception], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
+    # InternalClientError: a pooled connection broken mid-query by the database going away
+    StoreFailure: tuple[type[Exception], ...] = (
+        asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 except ImportError:  # a relay installed without PostgreSQL support
     StoreFailure = ()
 

@@ -165,7 +165,8 @@ async ({vectors, floats}) => {
     for (const role of ["agent", "viewer"]) {
       const other = p.encodeControl({ ...v.fields, version: p.PROTOCOL_VERSION + 1 });
       checkHello.push([v.fields.role, role, v.fields.version, hello(v.json, role).error ?? "ok"]);
-      checkHello.push([v.fields.role, role, p.PROTOCOL_VERSION + 1, hello(other, role).error ?? "ok"]);
+      const next = p.PROTOCOL_VERSION + 1;
+      checkHello.push([v.fields.role, role, next, hello(other, role).error ?? "ok"]);
     }
   }
   const accept = vectors.control.find((v) => v.fields.type === "accept");

@@ -133,17 +133,39 @@ def test_ledger_lifecycle_and_first_end_wins(location: Location):
 
 
 def test_recover_closes_what_a_crash_left_open_at_the_last_heartbeat(location: Location):
-    """Open sessions end relay-restart at the relay's last heartbeat; its directory empties."""
+    """Open sessions outside the directory end relay-restart at the relay's last heartbeat."""
     async def body(store: Store) -> None:
         await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
         await store.accepted(SESSION, T0 + 10)
-        await store.put(entry())
         await store.heartbeat(T0 + 100)
         assert await store.recover() == 1
         (row,) = await store.rows()
         assert (row.ended_at, row.ended_by, row.end_reason) == (
             T0 + 100, "relay", "relay-restart")
-        assert await store.get(SESSION) is None
+
+    with_store(location, body)
+
+
+def test_recover_releases_a_shared_stores_directory_sessions_and_ends_sqlites(
+        location: Location):
+    """A session the last run left in the directory: on PostgreSQL released to any relay
+    (this one included) and still open; on SQLite (one relay, no resume) ended and removed."""
+    async def body(store: Store) -> None:
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
+        await store.accepted(SESSION, T0 + 10)
+        await store.put(entry())
+        await store.put(entry(session="O" * 43, relay="relay-b",
+                              resume_sha256=resume_hash("other")))
+        await store.heartbeat(T0 + 100)
+        closed = await store.recover()
+        (row,) = await store.rows()
+        other = await store.get("O" * 43)
+        if store.shared:
+            assert (closed, row.ended_at, (await store.get(SESSION)).relay) == (0, None, "")
+            assert other.relay == "relay-b"  # another relay's session stays its own
+        else:
+            assert (closed, row.end_reason, await store.get(SESSION)) == (
+                1, "relay-restart", None)
 
     with_store(location, body)
 
@@ -267,6 +289,19 @@ def test_an_orphan_ends_relay_lost_at_its_relays_last_sign_of_life(location: Loc
     with_store(location, body)
 
 
+def test_references_come_in_disjoint_blocks_and_land_on_the_row(location: Location):
+    """A reserved reference is the receipt's ref in the ledger; the next block starts past it."""
+    async def body(store: Store) -> None:
+        first, count = await store.reserve_refs(1000)
+        assert first >= 1 and count >= 1
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, first)
+        assert [row.ref for row in await store.rows()] == [first]
+        second, _ = await store.reserve_refs(1000)
+        assert second >= first + count
+
+    with_store(location, body)
+
+
 def test_a_note_is_kept_in_the_ledger_and_the_directory(location: Location):
     """The support person's note (lines, quotes, astral characters) replaces the one before,
     survives the end, and rides in the directory entry a relay taking over reads."""
@@ -282,6 +317,69 @@ def test_a_note_is_kept_in_the_ledger_and_the_directory(location: Location):
         await store.put(entry(note=note))
         assert (await store.get(SESSION)).note == note
         assert (await store.claim(SESSION, "relay-b", T0 + 8)).note == note
+
+    with_store(location, body)
+
+
+def test_paused_time_is_not_billed(location: Location):
+    """Two pauses (30 s and 50 s, one paused twice) come off a 600 s session: 520 s billed."""
+    async def body(store: Store) -> None:
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
+        await store.paused(SESSION, True, T0 + 5)  # before acceptance: changes nothing
+        await store.accepted(SESSION, T0 + 10)
+        await store.paused(SESSION, True, T0 + 100)
+        await store.paused(SESSION, True, T0 + 110)  # already paused: the first start counts
+        await store.paused(SESSION, False, T0 + 130)
+        await store.paused(SESSION, True, T0 + 400)
+        await store.paused(SESSION, False, T0 + 450)
+        await store.ended(SESSION, "customer", "customer-closed", T0 + 610)
+        await store.paused(SESSION, True, T0 + 620)  # after the end: changes nothing
+        (row,) = await store.rows()
+        assert (row.paused_s, row.billable_s, row.billable_whole_s) == (80, 520, 520)
+        assert [e[2] for e in await store.events(SESSION)] == [
+            "accepted", "paused", "resumed", "paused", "resumed", "ended"]
+
+    with_store(location, body)
+
+
+def test_a_session_ending_while_paused_bills_up_to_the_pause(location: Location):
+    """Ended 100 s into a pause: the pause runs to the end and is not billed."""
+    async def body(store: Store) -> None:
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
+        await store.accepted(SESSION, T0)
+        await store.paused(SESSION, True, T0 + 60)
+        await store.ended(SESSION, "technician", "technician-ended", T0 + 160)
+        (row,) = await store.rows()
+        assert (row.paused_s, row.billable_whole_s) == (100, 60)
+
+    with_store(location, body)
+
+
+def test_recover_closes_an_open_pause_at_the_last_heartbeat(location: Location):
+    """A crash during a pause: the pause ends with the session at the heartbeat, unbilled."""
+    async def body(store: Store) -> None:
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
+        await store.accepted(SESSION, T0)
+        await store.paused(SESSION, True, T0 + 40)
+        await store.heartbeat(T0 + 100)
+        assert await store.recover() == 1
+        (row,) = await store.rows()
+        assert (row.ended_at, row.paused_s, row.billable_whole_s) == (T0 + 100, 60, 40)
+
+    with_store(location, body)
+
+
+def test_an_orphan_ended_while_paused_is_not_billed_for_the_pause(location: Location):
+    """relay-lost during a pause: the pause runs to the dead relay's last sign of life."""
+    async def body(store: Store) -> None:
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
+        await store.accepted(SESSION, T0)
+        await store.paused(SESSION, True, T0 + 30)
+        orphan = entry(relay="relay-dead", heartbeat_at=T0 + 100, paused_at=T0 + 30)
+        await store.put(orphan)
+        assert await store.end_orphan(orphan, "relay-lost") is True
+        (row,) = await store.rows()
+        assert (row.end_reason, row.paused_s, row.billable_whole_s) == ("relay-lost", 70, 30)
 
     with_store(location, body)
 
