@@ -209,24 +209,18 @@ def test_disabling_a_support_person_closes_their_viewers_on_every_relay(cluster)
 
 async def directory_control(cluster: Cluster, session: str) -> str | None:
     """Who holds control of the session as the shared directory has it (None: not there)."""
+    return await directory_column(cluster, session, "control")
+
+
+async def directory_column(cluster: Cluster, session: str, column: str) -> str | None:
+    """One column of the session's row in the shared directory (None: not there)."""
     import asyncpg
 
+    assert column in ("control", "note")  # a name, not a value: it goes into the SQL
     connection = await asyncpg.connect(cluster.postgres.url)
     try:
         return await connection.fetchval(
-            "SELECT control FROM session_directory WHERE session = $1", session)
-    finally:
-        await connection.close()
-
-
-async def directory_note(cluster: Cluster, session: str) -> str | None:
-    """The session's note as the shared directory has it (None: not there)."""
-    import asyncpg
-
-    connection = await asyncpg.connect(cluster.postgres.url)
-    try:
-        return await connection.fetchval(
-            "SELECT note FROM session_directory WHERE session = $1", session)
+            f"SELECT {column} FROM session_directory WHERE session = $1", session)
     finally:
         await connection.close()
 
@@ -269,7 +263,7 @@ def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
         await viewer.send(json.dumps({"type": "note", "session": session, "text": NOTE}))
         await next_of(viewer, "noted")
         while (await directory_control(cluster, session) != "david"  # published
-               or await directory_note(cluster, session) != NOTE):
+               or await directory_column(cluster, session, "note") != NOTE):
             await asyncio.sleep(0.1)
         holder = served_by(cluster.url, "david")
         killed_at = time.monotonic()

@@ -8,10 +8,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +20,7 @@ import pytest
 import protocol
 from tests.helpers.agent import ScriptedAgent
 from tests.helpers.browser import WAIT_S, launch
+from tests.helpers.desktop import agent_from_source, xterm_running_cat
 
 pytestmark = pytest.mark.browser
 
@@ -593,43 +592,17 @@ def wait_until(what: str, check: Callable, timeout_s: float = WAIT_S):
 @pytest.fixture
 def xterm_cat(xvfb, tmp_path) -> Iterator[tuple[Path, tuple[int, int, int, int]]]:
     """An xterm running `cat > FILE`, and where its window is on the X screen."""
-    for tool in ("xterm", "xdotool"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: run ./dev test, which installs it")
-    env = {**xvfb.env(), "LC_ALL": "C.UTF-8"}
     typed = tmp_path / "typed.txt"
-    process = subprocess.Popen(
-        ["xterm", "-geometry", "50x8+300+200", "-title", "spotlight-console-keys",
-         "-e", "sh", "-c", f"exec cat > '{typed}'"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    window = subprocess.run(
-        ["xdotool", "search", "--sync", "--name", "spotlight-console-keys"], env=env,
-        capture_output=True, text=True, timeout=30, check=True).stdout.split()[0]
-    wait_until("the xterm's cat", typed.exists)
-    shape = subprocess.run(["xdotool", "getwindowgeometry", "--shell", window], env=env,
-                           capture_output=True, text=True, check=True).stdout
-    values = dict(line.split("=", 1) for line in shape.split())
-    yield typed, tuple(int(values[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
-    process.terminate()
-    process.wait(timeout=10)
+    env = {**xvfb.env(), "LC_ALL": "C.UTF-8"}
+    with xterm_running_cat(env, typed, "spotlight-console-keys", "50x8+300+200") as window:
+        yield typed, window
 
 
 @pytest.fixture
 def real_agent(xvfb, relay, tmp_path) -> Iterator[subprocess.Popen]:
     """agent.py from source on the Xvfb screen, choosing david, its tray as log lines."""
-    env = {**xvfb.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr"}
-    with (tmp_path / "agent.log").open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "agent.py", "--relay", relay.ws_url, "--technician", "david"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    yield process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with agent_from_source(xvfb.env(), relay.ws_url, tmp_path / "agent.log") as process:
+        yield process
 
 
 @pytest.mark.x11
