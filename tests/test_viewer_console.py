@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import socket
 import subprocess
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import protocol
+from tests.helpers import browser as browser_tab
 from tests.helpers.agent import ScriptedAgent
 from tests.helpers.browser import WAIT_S, launch
 from tests.helpers.desktop import agent_from_source, xterm_running_cat
@@ -52,76 +52,22 @@ def browser(playwright_driver) -> Iterator:
     chromium.close()
 
 
-class Viewer:
-    """One support person's browser tab, with what it sent over its websocket."""
-
-    def __init__(self, browser, url: str, size: tuple[int, int] = (1280, 800)) -> None:
-        width, height = size
-        self.context = browser.new_context(viewport={"width": width, "height": height})
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(WAIT_S * 1000)
-        self.sent: list[dict] = []
-        self.errors: list[str] = []
-        self.page.on("websocket", self._watch)
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-        self.page.on("console", self._console)
-        self.url = url
-
-    def open(self) -> Viewer:
-        self.page.goto(self.url + "/console/")
-        return self
+class Viewer(browser_tab.Viewer):
+    """A support person's tab (tests/helpers/browser.py) on a console whose link to the relay
+    this module cuts on purpose."""
 
     def _console(self, message) -> None:
         # A refused websocket while the link is cut is expected; script errors are not.
         if message.type == "error" and "WebSocket" not in message.text:
             self.errors.append(message.text)
 
-    def _watch(self, socket) -> None:
-        def sent(payload) -> None:
-            if isinstance(payload, str):
-                self.sent.append(json.loads(payload))
-
-        socket.on("framesent", sent)
-
-    def by(self, testid: str):
-        return self.page.get_by_test_id(testid)
-
-    def signed_in(self) -> Viewer:
-        self.by("login-user").fill("david")
-        self.by("login-password").fill("david-pw")
-        self.by("login-submit").click()
-        self.by("queue").wait_for(state="visible")
-        return self
-
-    def item(self, session: str):
-        return self.page.locator(f'[data-testid="queue-item"][data-session-id="{session}"]')
-
     def accept(self, agent: ScriptedAgent) -> None:
-        self.item(agent.session).get_by_test_id("accept").click()
-        self.by("screen").wait_for(state="visible")
+        super().accept(agent)
         agent.expect(protocol.Accepted)
-
-    def take_control(self, agent: ScriptedAgent) -> None:
-        self.by("control-toggle").click()
-        agent.expect(protocol.Control, lambda m: m.granted)
-        self.wait_true("document.querySelector('[data-testid=control-toggle]').textContent"
-                       " === 'Release control'")
-
-    def wait_true(self, expression: str) -> None:
-        self.page.wait_for_function(f"() => {expression}")
-
-    def focused(self) -> str:
-        """The focused element's test id, id or tag."""
-        return self.page.evaluate(
-            "() => { const e = document.activeElement;"
-            " return e.dataset.testid || e.id || e.tagName.toLowerCase(); }")
 
     def screenshot(self, name: str) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
         self.page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"))
-
-    def close(self) -> None:
-        self.context.close()
 
 
 @pytest.fixture
@@ -130,9 +76,9 @@ def open_viewer(browser, relay) -> Iterator[Callable[..., Viewer]]:
 
     def open_one(size: tuple[int, int] = (1280, 800), url: str | None = None,
                  on=None) -> Viewer:
-        viewer = Viewer(on or browser, url or relay.http_url, size)
+        viewer = Viewer(on or browser, relay, size, url)
         viewers.append(viewer)
-        return viewer.open()
+        return viewer
 
     yield open_one
     for viewer in viewers:
