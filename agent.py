@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import agent_session as core
 import agent_ui
@@ -61,9 +61,6 @@ from agent_config import (
 from agent_session import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, KEY_TABLE, Outcome
 from agent_ui import APP_NAME, Dialogs, Tray, make_dialogs, make_tray
 from panel import Panel
-
-if TYPE_CHECKING:  # numpy and screen_codec are imported where the screen is used, so that
-    import numpy as np  # --check-config runs with a bare Python
 
 # --- constants -------------------------------------------------------------------------
 
@@ -91,10 +88,11 @@ class Screen(Protocol):
     def monitors(self) -> tuple[p.Screen, ...]:
         """mss order: [0] the bounding box of all monitors, then each monitor."""
 
-    def grab(self, area: p.Screen) -> np.ndarray:
-        """A new C-contiguous (height, width, 4) uint8 BGRX image, the caller's to keep."""
+    def grab(self, area: p.Screen) -> memoryview:
+        """A new C-contiguous (height, width, 4) BGRX image (a memoryview of that shape, or
+        any buffer of it), the caller's to keep."""
 
-    def grab_view(self, area: p.Screen) -> np.ndarray:
+    def grab_view(self, area: p.Screen) -> memoryview:
         """The same pixels, possibly a read-only view valid only until the next grab (no
         copy where the platform allows): what the streamer uses."""
 
@@ -142,17 +140,15 @@ class MssScreen:
             self._close(old)
         return tuple(p.Screen(m["left"], m["top"], m["width"], m["height"]) for m in layout)
 
-    def grab(self, area: p.Screen) -> np.ndarray:
-        import numpy as np
-
+    def grab(self, area: p.Screen) -> memoryview:
         shot = self._sct.grab(
             {"left": area.x, "top": area.y, "width": area.width, "height": area.height}
         )
-        return np.frombuffer(shot.raw, np.uint8).reshape(shot.height, shot.width, 4)
+        return memoryview(shot.raw).cast("B", (shot.height, shot.width, 4))
 
-    def grab_view(self, area: p.Screen) -> np.ndarray:
+    def grab_view(self, area: p.Screen) -> memoryview:
         """The pixels without a copy where the platform allows (X11 MIT-SHM: a read-only view
-        of mss's shared buffer, valid until the next grab), else a new array as grab()."""
+        of mss's shared buffer, valid until the next grab), else a new image as grab()."""
         if self._shm_views:
             try:
                 view = self._shm_view(area)
@@ -163,8 +159,7 @@ class MssScreen:
                 self._shm_views = False
         return self.grab(area)
 
-    def _shm_view(self, area: p.Screen) -> np.ndarray | None:
-        import numpy as np
+    def _shm_view(self, area: p.Screen) -> memoryview | None:
         from mss.linux import xcb
         from mss.linux.xshmgetimage import ShmStatus
 
@@ -182,7 +177,7 @@ class MssScreen:
                 0xFFFFFFFF, xcb.ImageFormat.ZPixmap, impl._shmseg, 0)
         if reply.depth != impl.drawable_depth or reply.visual != impl.drawable_visual_id:
             raise RuntimeError("the X server answered in another pixel format")
-        return np.frombuffer(impl._buf, np.uint8, size).reshape(area.height, area.width, 4)
+        return memoryview(impl._buf)[:size].cast("B", (area.height, area.width, 4))
 
     def _close(self, sct: Any) -> None:
         try:
@@ -329,12 +324,11 @@ class DummyScreen:
     def monitors(self) -> tuple[p.Screen, ...]:
         return (DUMMY_SCREEN, DUMMY_SCREEN)
 
-    def grab(self, area: p.Screen) -> np.ndarray:
-        import numpy as np
+    def grab(self, area: p.Screen) -> memoryview:
+        return memoryview(bytearray(area.width * area.height * 4)).cast(
+            "B", (area.height, area.width, 4))
 
-        return np.zeros((area.height, area.width, 4), np.uint8)
-
-    def grab_view(self, area: p.Screen) -> np.ndarray:
+    def grab_view(self, area: p.Screen) -> memoryview:
         return self.grab(area)
 
     def close(self) -> None:
@@ -645,15 +639,19 @@ class Agent:
         self._closed.set()
 
     async def _stream(self, ws: Any) -> None:
-        """Poll the screen as the Pacer says; send what changed while flow control allows."""
+        """Poll the screen as the Pacer says; encode what changed while flow control allows,
+        into the outbox that the sender writes from (interactive updates first)."""
         import screen_codec as codec
 
         session, flow = self.session, self.session.flow
         diff = codec.ScreenDiff()
+        outbox = codec.Outbox()
         cursor = None
         layout_at = polled_at = pointer_at = moved_at = self.clock()
         pacer = self._pacer = codec.Pacer(polled_at, ENCODER_THREADS)
         pool = ThreadPoolExecutor(ENCODER_THREADS, "encoder")
+        sendable, writing = asyncio.Event(), asyncio.Lock()
+        sender = asyncio.ensure_future(self._send(ws, outbox, sendable, writing))
         try:
             while True:
                 self._wake.clear()
@@ -665,6 +663,9 @@ class Agent:
                         await self._wake.wait()
                     finally:
                         timer.cancel()
+                if sender.done():
+                    sender.result()  # its error (a closed link) ends the stream
+                sendable.set()  # an ack may have made room for frames waiting
                 polled_at = self.clock()
                 if polled_at - layout_at > LAYOUT_CHECK_INTERVAL_S:
                     layout_at = polled_at
@@ -678,7 +679,11 @@ class Agent:
                     if (x - area.x, y - area.y) != cursor:
                         cursor, moved_at = (x - area.x, y - area.y), polled_at
                         await ws.send(p.encode_control(p.Cursor(session.monitor, *cursor)))
-                if not flow.may_send():
+                if self._full:
+                    outbox.clear()  # a full image replaces whatever was not written yet
+                bulk = flow.may_start() and not outbox.bulk_waiting()
+                interactive = pacer.interactive(polled_at) and flow.may_start(interactive=True)
+                if not (bulk or interactive):
                     pacer.held_back()  # held back by the link: the next update is cheaper
                     continue
                 # A view without a copy, valid until the next grab: the viewer's copy
@@ -688,26 +693,77 @@ class Agent:
                 self._full = False  # a refresh while this update is encoded asks for another
                 rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
                     diff.changes(pixels, codec.SAMPLE_ROWS)
-                plan = pacer.plan(rects, area.width * area.height, polled_at)
-                if plan is None:
-                    continue
-                diff.commit(pixels, plan.rects, owned=pixels.flags.writeable)  # a view is not
-                seq = flow.next_seq()
-                args = (diff.shown, plan.rects, session.monitor, seq, plan.quality, full)
-                options = {"subsampling": plan.subsampling, "rows": plan.rows}
-                if sum(w * h for _, _, w, h in plan.rects) <= INLINE_ENCODE_MAX_PX:
-                    frames = codec.encode_update(*args, **options)  # a hand-off costs more
-                else:
-                    frames = await asyncio.to_thread(codec.encode_update, *args, pool.map,
-                                                     **options)
-                size = 0
-                for frame in frames:
-                    data = p.encode_frame(frame)
-                    size += len(data)
-                    await ws.send(data)
-                flow.sent(seq, size, self.clock())
+                plans = pacer.plan(rects, polled_at, flow.rate, full=full)
+                for plan in plans:
+                    if not (full or (plan.interactive and flow.may_start(interactive=True))
+                            or (bulk and flow.may_start())):
+                        pacer.held_back()  # not committed: found again by a later poll
+                        continue
+                    diff.commit(pixels, plan.rects, owned=codec.writeable(pixels))
+                    seq = flow.next_seq()
+                    flow.started(seq, self.clock())
+                    args = (diff.shown, plan.rects, session.monitor, seq, plan.quality, full)
+                    options = {"subsampling": plan.subsampling, "rows": plan.rows}
+                    if sum(w * h for _, _, w, h in plan.rects) <= INLINE_ENCODE_MAX_PX:
+                        frames = codec.encode_update(*args, **options)  # a hand-off costs more
+                    else:
+                        frames = await asyncio.to_thread(codec.encode_update, *args, pool.map,
+                                                         **options)
+                    pacer.encoded(plan, frames, polled_at)
+                    encoded = [((f.x, f.y, f.width, f.height), p.encode_frame(f))
+                               for f in frames]
+                    outbox.add(seq, encoded, plan.interactive)
+                    if plan.interactive and not writing.locked():
+                        # written now, not when the sender task next runs (while it writes,
+                        # it writes this next: the streamer never waits for the link)
+                        await self._write(ws, outbox, writing, interactive_only=True)
+                    sendable.set()
+                    full = False
+                    bulk = bulk and plan.interactive  # one bulk update at a time is queued
         finally:
+            sender.cancel()
+            with contextlib.suppress(BaseException):
+                await sender
             pool.shutdown(wait=False)
+
+    async def _send(self, ws: Any, outbox: Any, sendable: asyncio.Event,
+                    writing: asyncio.Lock) -> None:
+        """Write the outbox's frames as flow control paces them."""
+        while True:
+            sendable.clear()  # before looking: what is added while writing sets it again
+            delay = await self._write(ws, outbox, writing)
+            if outbox.peek() is None or delay > 0:
+                # an interactive update arriving meanwhile may go first
+                timer = asyncio.get_running_loop().call_later(delay, sendable.set) \
+                    if delay > 0 else None
+                try:
+                    await sendable.wait()
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+
+    async def _write(self, ws: Any, outbox: Any, writing: asyncio.Lock,
+                     interactive_only: bool = False) -> float:
+        """Write the outbox's frames that may go now (with ``interactive_only``, only while
+        the next is interactive); the seconds until the next may go (0: none waits).
+        The streamer writes input's echo itself, at once: a hand-off to the sender task
+        waited for the event loop to run it, often a whole poll later under load."""
+        flow = self.session.flow
+        async with writing:  # one writer at a time keeps the outbox's order on the wire
+            while (item := outbox.peek()) is not None:
+                seq, interactive, _, data = item
+                if seq not in flow.in_flight:  # forgotten by a restart: a full image follows
+                    outbox.pop()
+                    continue
+                if interactive_only and not interactive:
+                    return 0.0
+                delay = flow.write_delay(len(data), interactive, self.clock())
+                if delay > 0:
+                    return delay
+                outbox.pop()
+                await ws.send(data)
+                flow.wrote(seq, len(data), self.clock())
+        return 0.0
 
 
 def _describe(error: BaseException) -> str:

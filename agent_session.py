@@ -33,6 +33,7 @@ show; ``on_change`` is called with it whenever it changes.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -44,6 +45,14 @@ SHARING = (ACCEPTED, IN_CONTROL, PAUSED)  # accepted by the support person, link
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 RECONNECT_DELAYS_S = (0.5, 1, 2, 4, 5)  # capped backoff (the loop adds +-30% jitter)
 RECONNECT_GRACE_S = 60  # how long after the link was lost connecting again is worth trying
+# Pacing (FlowControl): at most a round trip plus this much data unacknowledged
+UNACKED_EXTRA_S = 0.1
+MIN_BUDGET_BYTES = 16 * 1024  # ... but never less (a slow ack path must not stall the stream)
+RATE_WINDOW_S = 10.0  # the link's rate: the largest delivery rate seen this long
+RTT_WINDOW_S = 10.0  # its round trip: the smallest seen this long
+MIN_RTT_S = 0.001
+PACING_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)  # probe up, drain, cruise
+PACING_PHASE_S = 0.1
 LOST = "The connection to the support server was lost. Please run this program again."
 CAPTURE_FAILED = ("The screen could not be captured, so the session has ended. Please run this "
                   "program again.")
@@ -173,33 +182,151 @@ class RateLimit:
 
 
 class FlowControl:
-    """Updates sent and not yet acknowledged by the viewer: at most MAX_UPDATES_IN_FLIGHT.
-    (One small interface: a later rule counts bytes and time instead of updates.)"""
+    """What the link to the viewer can take now, from its acknowledgements (time passed in).
+
+    The wire's rule (protocol.MAX_UPDATES_IN_FLIGHT, which the relay enforces) caps the
+    updates unacknowledged; within it the agent paces by bytes and time, as TCP's BBR does:
+    each acknowledgement gives a delivery-rate sample (bytes acknowledged since the update's
+    first write, over the time) and a round-trip sample; the estimate is the largest rate of the
+    last RATE_WINDOW_S and the smallest round trip of the last RTT_WINDOW_S. Bulk updates
+    (video, scrolling) start only while at most one round trip plus UNACKED_EXTRA_S of data
+    is unacknowledged, their frames are written no faster than the rate (so they wait here,
+    where an echo of input can pass them, not in a socket buffer), and they leave one update
+    of the wire's allowance free: an interactive update (input's echo) may always start. The
+    pacing gain cycles (PACING_GAINS) to find a faster link and drain what a slower one
+    queued. Before any acknowledgement nothing is known: only the count applies.
+
+    A sample is app-limited when nothing was held back while its update was in flight (typing
+    on a fast link: the agent had no more to send, so the sample says how much it sent, not
+    what the link takes). As in BBR, such a sample counts only when it raises the estimate:
+    otherwise a minute of typing would age out what the link was seen to take, and the next
+    bulk update (a scroll, a window opening) would be paced at typing's rate."""
 
     def __init__(self, limit: int = p.MAX_UPDATES_IN_FLIGHT) -> None:
         self.limit = limit
+        self.window = p.UpdateWindow(limit)  # the wire's rule, as the relay enforces it
         self.seq = 0
-        self.in_flight: dict[int, tuple[int, float]] = {}  # seq -> (bytes, sent at)
+        # seq -> [bytes written, first written at, and then: delivered, delivered_at;
+        #         holds when it started]
+        self.in_flight: dict[int, list] = {}
+        self.unacked = 0  # bytes written and not yet acknowledged
+        self.delivered = 0  # bytes acknowledged since the start
+        self.delivered_at: float | None = None
+        self.rates: deque[tuple[float, float]] = deque()  # (at, bytes/s)
+        self.rtts: deque[tuple[float, float]] = deque()  # (at, seconds)
+        self.next_write_at = 0.0
+        self.waiting = False  # something was held back: the next ack wakes the streamer
+        self.holds = 0  # times a bulk update or frame was held back (app-limited samples)
+
+    @property
+    def rate(self) -> float | None:
+        """The link's estimated rate in bytes a second (None before any acknowledgement)."""
+        return max(r for _, r in self.rates) if self.rates else None
+
+    @property
+    def rtt(self) -> float | None:
+        return min(r for _, r in self.rtts) if self.rtts else None
+
+    def budget(self) -> float:
+        """Bytes that may be unacknowledged before a bulk update waits: one round trip plus
+        UNACKED_EXTRA_S at the estimated rate (unlimited while nothing is known)."""
+        rate, rtt = self.rate, self.rtt
+        if rate is None or rtt is None:
+            return float("inf")
+        return max(MIN_BUDGET_BYTES, rate * (rtt + UNACKED_EXTRA_S))
+
+    def may_start(self, interactive: bool = False) -> bool:
+        """May a new update begin? Interactive ones only need a free place in the wire's
+        allowance; bulk ones leave one free and wait for the byte budget."""
+        allowed = self.window.may_start() and (interactive or (
+            len(self.window.open) < self.limit - 1 and self.unacked < self.budget()))
+        self.waiting = self.waiting or not allowed
+        self.holds += not allowed and not interactive
+        return allowed
 
     def may_send(self) -> bool:
-        return len(self.in_flight) < self.limit
+        return self.may_start(interactive=False)
 
     def next_seq(self) -> int:
         seq, self.seq = self.seq, (self.seq + 1) % 2**32
         return seq
 
-    def sent(self, seq: int, size: int, now: float) -> None:
-        self.in_flight[seq] = (size, now)
+    def started(self, seq: int, now: float) -> None:
+        """Update ``seq`` begins (its frames may wait to be written): it counts from now
+        against the wire's allowance, and its delivery rate from its first write."""
+        self.in_flight[seq] = [0, None, 0, 0.0, self.holds]
+        self.window.started(seq)
 
-    def acked(self, seq: int) -> bool:
-        """Forget ``seq``; True when that lets a held-back update go."""
-        held_back = not self.may_send()
-        self.in_flight.pop(seq, None)
-        return held_back and self.may_send()
+    def write_delay(self, size: int, interactive: bool, now: float) -> float:
+        """Seconds until a frame of ``size`` bytes may be written (0: now). Interactive
+        frames never wait: they are small, and they are what the support person waits for."""
+        if interactive or self.rate is None:
+            return 0.0
+        delay = max(0.0, self.next_write_at - now)
+        self.holds += delay > 0
+        return delay
+
+    def wrote(self, seq: int, size: int, now: float) -> None:
+        """``size`` bytes of update ``seq`` were written to the link."""
+        entry = self.in_flight.get(seq)
+        if entry is None:  # not announced with started(): begins now
+            self.started(seq, now)
+            entry = self.in_flight[seq]
+        if entry[1] is None:  # its rate counts from here: its encoding is not the link's
+            if not self.unacked:  # after a pause, not from before it
+                self.delivered_at = now
+            entry[1:4] = now, self.delivered, self.delivered_at
+        entry[0] += size
+        self.unacked += size
+        rate = self.rate
+        if rate is not None:
+            self.next_write_at = max(now, self.next_write_at) + size / (rate * self.gain(now))
+
+    def sent(self, seq: int, size: int, now: float) -> None:
+        """A whole update written at once (as wrote(), for callers without an outbox)."""
+        self.wrote(seq, size, now)
+
+    def gain(self, now: float) -> float:
+        """The pacing gain now: a phase of PACING_PHASE_S (at least a round trip) each."""
+        phase = max(PACING_PHASE_S, self.rtt or 0.0)
+        return PACING_GAINS[int(now / phase) % len(PACING_GAINS)]
+
+    def acked(self, seq: int, now: float = 0.0) -> bool:
+        """Forget ``seq`` and learn from it; True when that lets a held-back update go."""
+        entry = self.in_flight.pop(seq, None)
+        if entry is None:
+            return False
+        self.window.acked(seq)
+        size, written_at, delivered_then, delivered_at_then, holds_then = entry
+        self.unacked -= size
+        self.delivered += size
+        self.delivered_at = now
+        if written_at is not None:
+            # its own bytes took size/rate to cross the link (at the rate known before it:
+            # its own sample would explain all of its time): the rest is the round trip
+            crossing = size / self.rate if self.rate else 0.0
+            self._sample(self.rtts, max(MIN_RTT_S, now - written_at - crossing), now,
+                         RTT_WINDOW_S)
+        if written_at is not None and now > delivered_at_then:
+            rate = (self.delivered - delivered_then) / (now - delivered_at_then)
+            if self.holds > holds_then or rate >= (self.rate or 0.0):  # (app-limited: above)
+                self._sample(self.rates, rate, now, RATE_WINDOW_S)
+        woken, self.waiting = self.waiting, False
+        return woken
+
+    @staticmethod
+    def _sample(samples: deque, value: float, now: float, window: float) -> None:
+        samples.append((now, value))
+        while len(samples) > 1 and samples[0][0] < now - window:
+            samples.popleft()
 
     def reset(self) -> None:
-        """A full image comes next: nothing older waits for an acknowledgement."""
+        """A full image comes next: nothing older waits for an acknowledgement. (What was
+        learnt about the link stays: it is the same link.)"""
         self.in_flight.clear()
+        self.window.restart()
+        self.unacked = 0
+        self.next_write_at = 0.0
 
 
 def to_desktop(screens: tuple[p.Screen, ...], monitor: int, x: int, y: int) -> tuple | None:
@@ -404,7 +531,7 @@ class Session:
             self.flow.reset()
             return [Stream(full=True)]
         if isinstance(msg, p.Ack):
-            held_back = self.flow.acked(msg.seq)
+            held_back = self.flow.acked(msg.seq, now)
             return [Stream(full=False)] if held_back and not self.paused else []
         return []
 

@@ -82,7 +82,12 @@ MAX_CONTROL_BYTES = 64 * 1024  # one JSON text message
 MAX_HELLO_BYTES = 8 * 1024  # the first message of a connection (the largest hello is ~3 KB)
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # one binary update rectangle, header included
 MAX_MESSAGE_BYTES = MAX_FRAME_BYTES
-MAX_UPDATES_IN_FLIGHT = 3  # updates the agent may send before the oldest is acknowledged
+# Updates the agent may have unacknowledged (the relay enforces it; the viewer decodes at most
+# this many images at once). The agent keeps one of them for input's echo: bulk updates
+# (video, scrolling) use the others, and within them it paces by bytes and time
+# (agent_session.FlowControl). Rectangles of two updates may interleave on the wire (an echo
+# passes the rest of a video frame) only where they do not overlap.
+MAX_UPDATES_IN_FLIGHT = 4
 MAX_INPUT_EVENTS_PER_S = 250  # sustained rate of input messages from one viewer
 INPUT_BURST = 120  # events allowed at once above that rate (a pasted burst of keys)
 MAX_WAITING_PER_ADDRESS = 3  # sessions one IP address may have waiting at once
@@ -1106,7 +1111,10 @@ class UpdateWindow:
     layout) says so first with ``screens``, in order: the relay sets them apart at once
     (``restart_seen()``).
 
-    Today the rule counts updates; the issue on slow links makes it bytes and time, here.
+    The wire's rule counts updates (the relay cannot see a link's rate). Within it the agent
+    paces by bytes and time (agent_session.FlowControl, around this class): bulk updates
+    leave one place free for an interactive one (input's echo), whose rectangles may then
+    pass the rest of a bulk update's on the wire where they do not overlap.
     """
 
     def __init__(self, limit: int = MAX_UPDATES_IN_FLIGHT) -> None:

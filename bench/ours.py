@@ -151,7 +151,6 @@ class SpotlightViewer(Viewer):
         self._decoding: list[asyncio.Future] = []
         self._acks: asyncio.Future | None = None  # the latest update's ack, after the earlier
         self.rect_listeners: list = []
-        self._update_no = 0
 
     async def connect(self, url: str, timeout_s: float = 30) -> None:
         self._ws, _ = await login(url)
@@ -200,10 +199,10 @@ class SpotlightViewer(Viewer):
                 self._acks = asyncio.ensure_future(self._ack_when_decoded(
                     self._acks, self._decoding, frame.seq, self._rects))
                 self._decoding, self._rects = [], 0
-                self._update_no += 1
 
     def _drawn_callback(self, frame: p.Frame):
-        update = self._update_no
+        # by seq: the agent may interleave an echo's rectangles with a video frame's
+        update = frame.seq
 
         def drawn(decoding: asyncio.Future) -> None:
             if decoding.cancelled() or decoding.exception() is not None:

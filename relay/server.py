@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -80,6 +81,10 @@ CLOSE_TIMEOUT_S = 5.0
 TICK_S = 1.0
 HEARTBEAT_S = 5.0
 MAX_PENDING_FRAME_BYTES = 2 * protocol.MAX_FRAME_BYTES
+# The kernel may hold only this much unsent data for a viewer (TCP's NOTSENT_LOWAT; about
+# 100 ms of a 2 Mbit/s link): the rest waits in the Link, and its acknowledgements, which the
+# agent paces by, follow the viewer's own link instead of a socket buffer seconds deep.
+VIEWER_UNSENT_BYTES = 24 * 1024
 MAX_PENDING_CONTROL_BYTES = 512 * 1024
 MAX_PENDING_MESSAGES = 4096
 # What one queued message costs beyond its bytes: the bytes object's header, the queue's
@@ -157,6 +162,10 @@ class Link:
         self._queue_sent_at = -math.inf
         self._dropped_monitors: set[int] = set()
         self._closing: tuple[int, str] | None = None
+        if role == "viewer":  # (where the platform has it)
+            with contextlib.suppress(OSError, AttributeError):
+                ws.transport.get_extra_info("socket").setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, VIEWER_UNSENT_BYTES)
 
     def __repr__(self) -> str:
         return f"{self.role} {self.address}"

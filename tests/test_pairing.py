@@ -239,10 +239,10 @@ def test_frames_beyond_the_update_window_are_dropped_and_a_full_image_asked_once
     assert agent.of(protocol.Refresh) == [protocol.Refresh(session, 1)]
     assert pairing.agent_frame(agent, frame(20, full), T0)  # the restart
     pairing.viewer_message(viewer, protocol.Ack(session, 20), T0)
-    assert [pairing.agent_frame(agent, frame(seq), T0) for seq in range(21, 25)] == \
+    assert [pairing.agent_frame(agent, frame(seq), T0) for seq in range(21, 22 + limit)] == \
         [True] * limit + [False]
     pairing.viewer_message(viewer, protocol.Ack(session, 21), T0)
-    assert pairing.agent_frame(agent, frame(25), T0)
+    assert pairing.agent_frame(agent, frame(30), T0)
 
 
 def test_an_agent_keeping_the_window_is_never_cut_short_across_a_refresh(pairing):
@@ -279,16 +279,17 @@ def test_a_new_monitor_layout_starts_a_new_window(pairing):
     streams the new layout at once: none of it is cut short, and the old acks still count."""
     agent, viewer, session = active(pairing)
     full = protocol.FLAG_LAST | protocol.FLAG_FULL
-    for seq in range(3):
+    limit = protocol.MAX_UPDATES_IN_FLIGHT
+    for seq in range(limit):
         assert pairing.agent_frame(agent, frame(seq, full if seq == 0 else protocol.FLAG_LAST),
                                    T0)
     wider = (protocol.Screen(0, 0, 1920, 1080), protocol.Screen(0, 0, 1920, 1080))
     pairing.agent_message(agent, protocol.Screens(wider), T0)
     assert viewer.last() == protocol.Screens(wider)
     assert [pairing.agent_frame(agent, frame(seq, full, width=1920, height=1080), T0)
-            for seq in range(3, 6)] == [True] * 3
+            for seq in range(limit, 2 * limit)] == [True] * limit
     pairing.viewer_message(viewer, protocol.Ack(session, 0), T0)  # an old one, drawn late
-    assert not pairing.agent_frame(agent, frame(6), T0)  # the new window is full
+    assert not pairing.agent_frame(agent, frame(2 * limit), T0)  # the new window is full
 
 
 def test_a_rectangle_outside_the_announced_monitor_is_a_protocol_error(pairing):

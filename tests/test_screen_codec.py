@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -338,10 +342,10 @@ def test_quality_drops_when_acks_hold_updates_back_and_recovers_slowly() -> None
     change = [(0, 0, 10, 10)]
     for step in (1, 2):
         pacer.held_back()
-        assert pacer.plan(change, 100 * 100, 1.0).quality == codec.JPEG_QUALITIES[step]
+        assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[step]
     for _ in range(codec.QUALITY_UP_AFTER_UPDATES - 1):
-        assert pacer.plan(change, 100 * 100, 1.0).quality == codec.JPEG_QUALITIES[2]
-    assert pacer.plan(change, 100 * 100, 1.0).quality == codec.JPEG_QUALITIES[1]
+        assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[2]
+    assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[1]
 
 
 def test_polling_is_fast_after_input_and_in_motion_and_slow_when_still() -> None:
@@ -350,43 +354,237 @@ def test_polling_is_fast_after_input_and_in_motion_and_slow_when_still() -> None
     pacer = codec.Pacer(now=99.5)
     assert pacer.interval(100.0) == codec.POLL_INTERVAL_S
     for t in (100.0, 100.02, 100.04):
-        pacer.plan([(0, 0, 5, 5)], 100 * 100, t)
+        pacer.plan([(0, 0, 5, 5)], t)
     assert pacer.interval(100.05) == codec.MOTION_POLL_INTERVAL_S
-    pacer.plan([], 100 * 100, 100.06)
-    assert pacer.interval(100.07) == codec.POLL_INTERVAL_S
+    pacer.plan([], 100.1)
+    assert pacer.interval(100.11) == codec.POLL_INTERVAL_S
     assert pacer.interval(100.05 + codec.IDLE_AFTER_S + 1) == codec.IDLE_POLL_INTERVAL_S
     pacer.input(200.0)
     assert pacer.interval(200.05) == codec.FAST_POLL_INTERVAL_S
     assert pacer.interval(201.0) == codec.POLL_INTERVAL_S  # input a second ago: not idle yet
 
 
-def test_large_motion_goes_cheaper_after_a_run_and_is_refined_once_still() -> None:
-    """Most of the monitor changing poll after poll switches to motion quality after
-    MOTION_AFTER_CHANGES polls (a still poll inside MOTION_GAP_S breaks only a run of small
-    changes, such as typing, not a run of large ones); once
-    still for REFINE_AFTER_S the area sent that way is handed back once, for full quality."""
-    motion = codec.Motion(100 * 100, now=0.0)
-    big, small = [(0, 0, 100, 60)], [(5, 5, 10, 10)]
-    assert [motion.saw(big, t) for t in (0.01, 0.02)] == [False, False]
-    assert motion.saw([], 0.02 + codec.MOTION_GAP_S / 2) is False
-    assert motion.saw([(0, 20, 100, 80)], 0.05) is True
-    assert (motion.changes, motion.large, motion.run) == (1, 3, 3)
+def test_a_region_changing_poll_after_poll_is_in_motion_and_refined_once_still() -> None:
+    """A region of any size changing MOTION_AFTER_CHANGES polls in a row is in motion (a
+    poll within MOTION_GAP_S that does not change it does not end the run); changes
+    elsewhere are not; once the region is still for REFINE_AFTER_S the area sent at motion
+    quality is handed back once, for full quality."""
+    motion = codec.Motion(now=0.0)
+    video, echo = (500, 300, 200, 100), (5, 5, 10, 10)
+    assert motion.saw([video], 0.01) == [] and motion.saw([video, echo], 0.02) == []
+    assert motion.saw([echo], 0.02 + codec.MOTION_GAP_S / 2) == []  # between two frames
+    assert motion.saw([(500, 320, 200, 80), echo], 0.05) == [(500, 320, 200, 80)]
+    assert (motion.changes, motion.moving, motion.run) == (4, 3, 4)
     assert motion.refinement(0.05 + codec.REFINE_AFTER_S / 2) == []
-    assert motion.saw(small, 0.06) is False  # small changes end large motion at once
-    assert motion.refinement(0.06 + codec.REFINE_AFTER_S) == [(0, 20, 100, 80)]  # lossy only
+    assert motion.saw([video], 0.06) == [video]
+    assert motion.saw([], 0.07) == []
+    assert motion.refinement(0.06 + codec.REFINE_AFTER_S) == [video]  # lossy area only
     assert motion.refinement(10.0) == []
     motion.saw([], 0.06 + codec.MOTION_GAP_S * 2)
     assert motion.run == 0
 
 
-def test_large_motion_is_planned_at_4_2_0_in_one_strip_per_thread_then_refined() -> None:
-    """In large motion the plan is JPEG 4:2:0 at most MOTION_JPEG_QUALITY in one strip per
-    encoder thread (rows a multiple of 16); still again, the area comes back at 4:4:4."""
+def test_typing_alone_is_never_motion() -> None:
+    """Keystrokes a tenth of a second apart, each changing a glyph: no run of changes."""
+    motion = codec.Motion(now=0.0)
+    for i in range(20):
+        t = i * 0.1
+        assert motion.saw([(8 * i, 0, 8, 16)], t) == []
+        assert motion.saw([], t + 0.06) == []
+    assert motion.moving <= 1
+
+
+def test_motion_is_planned_apart_at_4_2_0_after_what_input_changed() -> None:
+    """A video beside an xterm: once in motion the video goes in its own update, JPEG 4:2:0
+    at most MOTION_JPEG_QUALITY in one strip per encoder thread (rows a multiple of 16),
+    after the xterm's update, which is interactive right after input; still again, the
+    video's area comes back at 4:4:4 with what changed then."""
     pacer = codec.Pacer(now=0.0, threads=2)
+    video, echo = (0, 0, 100, 100), (200, 0, 8, 16)
+    plans = [pacer.plan([video], t) for t in (0.01, 0.02)]
+    assert [[x.subsampling for x in plan] for plan in plans] == [["444"], ["444"]]
+    pacer.input(0.025)
+    first, second = pacer.plan([video, echo], 0.03)
+    assert (first.rects, first.interactive, first.motion) == ([echo], True, False)
+    assert (second.rects, second.subsampling, second.quality, second.rows, second.motion) == \
+        ([video], "420", codec.MOTION_JPEG_QUALITY, 64, True)
+    assert pacer.plan([], 0.1) == []
+    [plan] = pacer.plan([echo], 0.03 + codec.REFINE_AFTER_S + 0.1)
+    assert (plan.rects, plan.subsampling, plan.interactive) == ([echo, video], "444", False)
+
+
+def test_a_whole_image_is_one_update_whatever_is_in_motion() -> None:
+    """full=True on a fast link: one 4:4:4 update of the rectangles given, never split."""
+    pacer = codec.Pacer(now=0.0)
     whole = [(0, 0, 100, 100)]
-    plans = [pacer.plan(whole, 100 * 100, t) for t in (0.01, 0.02, 0.03)]
-    assert [x.subsampling for x in plans] == ["444", "444", "420"]
-    assert plans[-1].quality == codec.MOTION_JPEG_QUALITY and plans[-1].rows == 64
-    assert pacer.plan([], 100 * 100, 0.04) is None
-    refined = pacer.plan([], 100 * 100, 0.04 + codec.REFINE_AFTER_S)
-    assert (refined.rects, refined.subsampling) == (whole, "444")
+    for t in (0.01, 0.02, 0.03):
+        pacer.plan(whole, t)
+    [plan] = pacer.plan(whole, 0.04, rate=10e6, full=True)
+    assert (plan.rects, plan.subsampling, plan.motion) == (whole, "444", False)
+
+
+def test_a_whole_image_on_a_slow_or_unknown_link_goes_quickly_then_sharp() -> None:
+    """The first image (nothing known of the link) or one on a slow link: JPEG 4:2:0 at the
+    lowest quality; its JPEG rectangles (not its exact PNG ones) come again at 4:4:4 once
+    the screen has been still REFINE_AFTER_S."""
+    for rate in (None, codec.QUICK_FULL_IMAGE_BELOW_BYTES_S / 2):
+        pacer = codec.Pacer(now=0.0)
+        whole = [(0, 0, 100, 100)]
+        [plan] = pacer.plan(whole, 0.0, rate=rate, full=True)
+        assert (plan.quality, plan.subsampling, plan.refine) == \
+            (codec.JPEG_QUALITIES[-1], "420", True)
+        png, jpeg = (p.Frame(kind, 0, 1, 0, 0, y, 100, 50, magic + b"...") for kind, y, magic
+                     in ((p.FRAME_PNG, 0, b"\x89PNG\r\n\x1a\n"),
+                         (p.FRAME_JPEG, 50, b"\xff\xd8\xff")))
+        pacer.encoded(plan, [png, jpeg], 0.0)
+        assert pacer.plan([], 0.1) == []
+        [refined] = pacer.plan([], codec.REFINE_AFTER_S + 0.01)
+        assert (refined.rects, refined.subsampling) == ([(0, 50, 100, 50)], "444")
+
+
+def test_the_region_in_motion_grows_to_changes_near_it() -> None:
+    """A video whose still parts split its changes: rectangles within MOTION_MARGIN_PX of the
+    region join it; one far away does not."""
+    motion = codec.Motion(now=0.0)
+    left, right = (500, 300, 100, 100), (500 + 100 + codec.MOTION_MARGIN_PX - 1, 300, 90, 100)
+    far = (0, 0, 10, 10)
+    for t in (0.01, 0.02):
+        motion.saw([left], t)
+    assert motion.saw([left, right, far], 0.03) == [left, right]
+    assert motion.box == (500, 300, 253, 100)
+
+
+def test_the_region_in_motion_is_what_moved_in_its_last_polls() -> None:
+    """A whole image seeds the region; a video playing in a corner narrows it to the video
+    within MOTION_AFTER_CHANGES polls, and an echo far from it stays outside."""
+    motion = codec.Motion(now=0.0)
+    video, echo = (1120, 630, 800, 450), (40, 40, 8, 16)
+    motion.saw([(0, 0, 1920, 1080)], 0.0)
+    for i in range(1, codec.MOTION_AFTER_CHANGES + 1):
+        motion.saw([video], i * 0.02)
+    assert motion.box == video
+    assert motion.saw([video, echo], 0.1) == [video]
+
+
+def test_on_a_slow_link_bulk_updates_go_in_strips_of_a_few_tens_of_milliseconds() -> None:
+    """Strip height follows the link: at 64 KB/s a 1920-wide 4:4:4 update goes in 16-row
+    strips (about STRIP_LINK_S each at the bytes a pixel learnt), on a fast or unknown link
+    in STRIP_ROWS."""
+    wide = [(0, 0, 1920, 400)]
+
+    def rows(rate: float | None, pacer: codec.Pacer | None = None) -> int:
+        return (pacer or codec.Pacer(now=0.0)).plan(wide, 1.0, rate=rate)[0].rows
+
+    assert rows(None) == rows(100e6) == codec.STRIP_ROWS
+    assert rows(64e3) == 16
+    pacer = codec.Pacer(now=0.0)
+    before = rows(1e6, pacer)
+    frame = p.Frame(p.FRAME_JPEG, p.FLAG_LAST, 1, 0, 0, 0, 1920, 400,
+                    b"\xff\xd8\xff" + bytes(1920 * 400 // 10))
+    for _ in range(5):  # cheaper than guessed: taller strips
+        pacer.encoded(codec.Encoding(wide, 85, "444", before), [frame], 1.0)
+    assert before < rows(1e6, pacer) <= codec.STRIP_ROWS
+
+
+# --- without numpy: the same bytes, read-only views, nothing imported ----------------------
+
+
+def palette_image(colours: list[tuple[int, int, int]], height: int, width: int,
+                  seed: int) -> np.ndarray:
+    """Pixels drawn from ``colours`` (RGB) at random, with a random pad byte (ignored)."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width, 4), np.uint8)
+    picks = rng.integers(0, len(colours), (height, width))
+    image[..., :3] = np.array(colours, np.uint8)[picks][..., ::-1]
+    image[..., 3] = rng.integers(0, 256, (height, width))
+    return image
+
+
+# sha256 of the PNG that screen_codec wrote with numpy (a 16 MB colour table, numpy's bit
+# packing), for each way the palette indexes are now looked up: the bytes did not change.
+PNG_BEFORE_NUMPY_WENT = {
+    "one channel tells the colours apart (grey text)": (
+        [(v, v, v) for v in range(0, 250, 5)], 45, 77, 1,
+        "bc70dc5094257cb5b1517844e4ec537c764006e311b6ab712552d4b185468710"),
+    "blue and green together tell them apart": (
+        [(9, g, b) for g in range(0, 200, 20) for b in range(0, 200, 25)], 60, 150, 2,
+        "e88cc61d7be977869420c5201016855e83c567a2e341b356a6854638ccc34c14"),
+    "green and red together tell them apart": (
+        [(r, g, 9) for r in range(0, 240, 16) for g in (3, 130)] + [(7, 3, 200)], 70, 130, 3,
+        "7c03ed9f7c2767882341ac59a25578db66dbea49610562a2f70ad99f97283712"),
+    "no two channels tell them apart: (blue, green) numbered, then with red": (
+        [(r, g, b) for r in (0, 90, 200) for g in (10, 128, 255) for b in (5, 60, 250)],
+        50, 90, 6, "1e569fde0b3c2e7257e73c5fc7aeb783f12377f101e25d168467cfbadb323377"),
+    "two colours, one bit a pixel": (
+        [(0, 0, 0), (255, 255, 255)], 33, 61, 4,
+        "603f66805dc9201e68a547feb496c822ef2d0c13db2f069c43a4913b5bca0614"),
+    "a glyph, looked up in Python": (
+        [(r, 255 - r, 40) for r in range(0, 250, 50)] + [(3, 3, 3)], 9, 7, 5,
+        "aa9a8ab9e99de58e3088c79d959cb3faa6548368aba2d62af1a375ebaa57d7b2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PNG_BEFORE_NUMPY_WENT))
+def test_palette_pngs_are_byte_for_byte_those_of_the_numpy_encoder(case) -> None:
+    """Each palette lookup path writes exactly the PNG bytes the numpy encoder wrote, also
+    for a rectangle inside a larger image, and decodes to the pixels."""
+    colours, height, width, seed, digest = PNG_BEFORE_NUMPY_WENT[case]
+    image = palette_image(colours, height, width, seed)
+    found = codec._rgb_image(image, 0, 0, width, height).getcolors(256)
+    data = codec._png(image, 0, 0, width, height, found)
+    assert hashlib.sha256(data).hexdigest() == digest
+    assert np.array_equal(decode(data), image[..., 2::-1])
+    larger = np.zeros((height + 20, width + 30, 4), np.uint8)
+    larger[11:11 + height, 13:13 + width] = image
+    assert codec._png(larger, 13, 11, width, height, found) == data
+
+
+def test_a_read_only_view_is_compared_and_encoded_like_an_array() -> None:
+    """A read-only memoryview (the agent's shared-memory grab) gives the same rectangles and
+    frames as the same pixels in an array, and is copied, not kept, on commit."""
+    old, new = text_like(200, 300, seed=6), text_like(200, 300, seed=6)
+    new[40:90, 100:170] = noise(50, 70)
+    view = memoryview(new.tobytes()).cast("B", new.shape)
+    assert view.readonly and not codec.writeable(view) and codec.writeable(new)
+    assert codec.changed_rects(old, view) == codec.changed_rects(old, new) == \
+        [(100, 40, 70, 50)]
+    diff = codec.ScreenDiff()
+    diff.commit(old, [])
+    assert diff.changes(view, codec.SAMPLE_ROWS) == diff.changes(new) == [(100, 40, 70, 50)]
+    diff.commit(view, [(100, 40, 70, 50)], owned=True)
+    assert diff.shown is not view and np.array_equal(np.asarray(diff.shown), new)
+    rects = [(0, 0, 300, 200)]
+    assert codec.encode_update(view, rects, 0, 1, 85, True) == \
+        codec.encode_update(new, rects, 0, 1, 85, True)
+
+
+def test_an_image_that_is_not_bgrx_is_refused_with_a_clear_error() -> None:
+    """Three channels, or rows not contiguous, are a ValueError naming the shape."""
+    with pytest.raises(ValueError, match="height, width, 4"):
+        codec.changed_rects(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="height, width, 4"):
+        codec.ScreenDiff().commit(np.zeros((8, 16, 4), np.uint8)[:, ::2], [])
+
+
+NO_NUMPY = """
+import sys
+sys.modules["numpy"] = None  # any import of numpy now fails
+import agent, screen_codec as codec
+image = codec.new_image(640, 300)
+diff = codec.ScreenDiff()
+diff.commit(image, [])
+image[5, 7, 1] = 200  # a memoryview takes item assignment by index
+rects = diff.changes(image, 1)
+frames = codec.encode_update(image, rects + [(0, 0, 640, 300)], 0, 1, 85, False)
+print(rects, [f.kind for f in frames], "simplejpeg" in sys.modules)
+"""
+
+
+def test_the_agent_and_its_codec_run_without_numpy() -> None:
+    """With numpy made unimportable, the agent imports and the codec compares and encodes
+    (numpy costs the agent 14 MB of memory and the exe 8.8 MB); simplejpeg is not loaded."""
+    result = subprocess.run([sys.executable, "-c", NO_NUMPY], capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[(7,", "5,", "1,", "1)]", "[2,", "2,", "2,", "2]",
+                                     "False"]

@@ -224,11 +224,26 @@ COUNT_DECODES = """(() => {
     const decode = window.createImageBitmap.bind(window);
     let now = 0;
     window.decodes = { max: 0, total: 0 };
-    window.createImageBitmap = (...args) => {
+    const started = () => {
         now += 1;
         window.decodes.total += 1;
         window.decodes.max = Math.max(window.decodes.max, now);
+    };
+    window.createImageBitmap = (...args) => {
+        started();
         return decode(...args).finally(() => { now -= 1; });
+    };
+    // large images are decoded in workers (viewer/decoder.js): one message each way
+    const RealWorker = window.Worker;
+    window.Worker = class extends RealWorker {
+        constructor(...args) {
+            super(...args);
+            this.addEventListener("message", () => { now -= 1; });
+        }
+        postMessage(...args) {
+            started();
+            super.postMessage(...args);
+        }
     };
 })();"""
 
@@ -254,6 +269,27 @@ def test_the_viewer_decodes_at_most_the_in_flight_number_of_images_at_once(open_
     decodes = viewer.page.evaluate("() => window.decodes")
     assert decodes["total"] == 12
     assert 1 <= decodes["max"] <= protocol.MAX_UPDATES_IN_FLIGHT, decodes
+
+
+def test_large_images_are_decoded_on_the_page_when_the_decode_worker_fails(open_viewer,
+                                                                          agents):
+    """With the decode worker's script not found, whole images (decoded in workers when they
+    work) are still drawn and acknowledged, more of them than the decode slots: a failed
+    worker never holds a slot."""
+    viewer = open_viewer()
+    viewer.context.route("**/decode-worker.js", lambda route: route.fulfill(status=404))
+    viewer.page.reload()
+    viewer.signed_in()
+    agent = agents()
+    viewer.accept(agent)
+    agent.expect(protocol.Accepted)
+    colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200),
+               (200, 40, 200)]
+    assert len(colours) > protocol.MAX_UPDATES_IN_FLIGHT
+    for seq, colour in enumerate(colours, 1):
+        agent.send_full(colour, seq)
+        agent.expect(protocol.Ack, lambda m, seq=seq: m.seq == seq)
+    viewer.wait_for_pixel(800, 500, colours[-1])
 
 
 def test_queue_lists_the_newest_customers_and_counts_the_others(open_viewer, relay):

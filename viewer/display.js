@@ -7,6 +7,7 @@
 // and at most MAX_UPDATES_IN_FLIGHT images are decoded at once (the agent's in-flight rule).
 
 import { FRAME_PNG, FLAG_FULL, MAX_UPDATES_IN_FLIGHT } from "./protocol.js";
+import { Decoder } from "./decoder.js";
 
 const JPEG_SOF = new Set([0xc0, 0xc1, 0xc2, 0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcd,
     0xce, 0xcf]);
@@ -50,6 +51,7 @@ export class Display {
         this.monitor = null;        // the monitor whose pixels the canvas holds
         this.scale = 1;
         this.decodeErrors = 0;
+        this._decoder = new Decoder();  // off the main thread
         this.refusedImages = 0;     // larger than their frame said: never decoded
         this._decoding = 0;         // images being decoded now
         this._waiting = [];         // decodes waiting for a free slot, in arrival order
@@ -90,7 +92,8 @@ export class Display {
         return this.monitor !== null;
     }
 
-    // Start decoding as soon as a slot is free, draw when every earlier frame has been drawn.
+    // Start decoding (in a worker) as soon as a slot is free, draw when every earlier frame has
+    // been drawn.
     // The promise resolves once this rectangle is on the canvas (or was dropped), never rejects.
     draw(frame) {
         const size = imageSize(frame.kind, frame.image);
@@ -122,8 +125,7 @@ export class Display {
         return new Promise((resolve, reject) => {
             const start = () => {
                 this._decoding += 1;
-                const type = frame.kind === FRAME_PNG ? "image/png" : "image/jpeg";
-                createImageBitmap(new Blob([frame.image], { type }))
+                this._decoder.decode(frame)  // in a worker; the bytes are handed over
                     .then(resolve, reject)
                     .finally(() => {
                         this._decoding -= 1;

@@ -1,0 +1,233 @@
+"""The pacing rules without I/O: given these acknowledgements and this clock, send this much
+(agent_session.FlowControl), in this order (screen_codec.Outbox)."""
+
+from __future__ import annotations
+
+import pytest
+
+import agent_session as core
+import protocol as p
+import screen_codec as codec
+
+LIMIT = p.MAX_UPDATES_IN_FLIGHT
+
+
+def learnt(rate: float = 100_000.0, rtt: float = 0.15) -> core.FlowControl:
+    """A FlowControl that has seen one large update and one small echo: ``rate`` bytes a
+    second, a round trip of ``rtt`` seconds, nothing in flight, at t=10."""
+    flow = core.FlowControl()
+    flow.started(0, 0.0)
+    flow.wrote(0, int(rate), 0.0)  # a second's worth, acknowledged after a second
+    flow.acked(0, 1.0)
+    flow.started(1, 1.0)
+    flow.wrote(1, 1000, 1.0)
+    flow.acked(1, 1.0 + rtt + 1000 / rate)
+    return flow
+
+
+def test_before_any_acknowledgement_only_the_count_holds_updates_back() -> None:
+    """Nothing known: bulk updates start while fewer than LIMIT - 1 are open (one place is
+    kept for input's echo), interactive ones while fewer than LIMIT; no byte budget, no
+    pacing delay."""
+    flow = core.FlowControl()
+    for seq in range(LIMIT - 1):
+        assert flow.may_start()
+        flow.started(seq, 0.0)
+        flow.wrote(seq, 5_000_000, 0.0)
+    assert not flow.may_start()
+    assert flow.may_start(interactive=True)
+    assert flow.write_delay(5_000_000, False, 0.0) == 0.0
+    flow.started(LIMIT - 1, 0.0)
+    assert not flow.may_start(interactive=True)
+
+
+def test_the_rate_is_the_delivery_rate_and_the_round_trip_excludes_the_updates_own_bytes()\
+        -> None:
+    """100 KB acknowledged a second after it began: 100 KB/s; a 1 KB echo acknowledged
+    160 ms after it was written at that rate: a 150 ms round trip."""
+    flow = learnt()
+    assert flow.rate == pytest.approx(100_000)
+    assert flow.rtt == pytest.approx(0.15)
+    assert flow.budget() == pytest.approx(100_000 * (0.15 + core.UNACKED_EXTRA_S))
+
+
+def test_an_updates_rate_counts_from_its_first_write_not_from_its_encoding() -> None:
+    """100 KB begun at t=0, encoded until 0.5 s, written then and acknowledged at 1 s: the
+    link took 200 KB/s (the encoder's half second is not the link's)."""
+    flow = core.FlowControl()
+    flow.started(0, 0.0)
+    flow.wrote(0, 100_000, 0.5)
+    flow.acked(0, 1.0)
+    assert flow.rate == pytest.approx(200_000)
+
+
+def test_bulk_updates_wait_once_a_round_trip_plus_100_ms_is_unacknowledged() -> None:
+    """At 100 KB/s and 150 ms: 25 KB may be unacknowledged; beyond it a bulk update waits
+    while an interactive one still starts, and the acknowledgement that frees the budget
+    wakes the streamer."""
+    flow = learnt()
+    flow.started(2, 10.0)
+    flow.wrote(2, 24_000, 10.0)
+    assert flow.may_start()
+    flow.wrote(2, 2_000, 10.2)
+    assert flow.unacked == 26_000
+    assert not flow.may_start()
+    assert flow.may_start(interactive=True)
+    assert flow.acked(2, 10.4)  # it had held one back: wake
+    assert flow.may_start() and flow.unacked == 0
+    flow.started(3, 10.5)
+    assert not flow.acked(3, 10.6)  # nothing was held back
+
+
+def test_bulk_frames_are_written_no_faster_than_the_rate_and_echoes_never_wait() -> None:
+    """After 10 KB written at 100 KB/s (a cruising phase, gain 1) the next bulk frame waits
+    100 ms; an interactive frame goes at once."""
+    flow = learnt()
+    now = 10.0 + 2 * core.PACING_PHASE_S * 1.001  # phase 2 of the cycle: gain 1
+    assert flow.gain(now) == 1.0
+    flow.started(2, now)
+    flow.wrote(2, 10_000, now)
+    assert flow.write_delay(3_000, False, now) == pytest.approx(0.1)
+    assert flow.write_delay(3_000, False, now + 0.1) == 0.0
+    assert flow.write_delay(3_000, True, now) == 0.0
+
+
+def test_the_pacing_gain_probes_up_then_drains_then_cruises() -> None:
+    """One phase a quarter faster, one a quarter slower, six at the rate; a phase lasts
+    PACING_PHASE_S or the round trip, whichever is longer."""
+    flow = learnt(rtt=0.3)
+    gains = [flow.gain(0.3 * i + 0.15) for i in range(8)]
+    assert gains == list(core.PACING_GAINS) and gains[:2] == [1.25, 0.75]
+
+
+def test_a_slower_link_is_learnt_once_the_faster_samples_are_older_than_the_window() -> None:
+    """The rate is the largest of the last RATE_WINDOW_S: a link that became slower is
+    believed once the older samples have aged out (samples of updates the link held back)."""
+    flow = learnt()
+    later = 1.0 + core.RATE_WINDOW_S + 1
+    flow.started(2, later)
+    flow.wrote(2, 20_000, later)
+    assert flow.write_delay(20_000, False, later) > 0  # the next frame waits for the link
+    flow.acked(2, later + 1.0)
+    assert flow.rate == pytest.approx(20_000)
+
+
+def test_typing_on_a_fast_link_does_not_lower_the_rate_it_was_seen_to_take() -> None:
+    """Samples of updates sent while nothing was held back (app-limited: the agent had no
+    more to send) count only when they raise the estimate: after a minute of small echoes
+    the next bulk update is still paced at the link's 100 KB/s, not at typing's."""
+    flow = learnt()
+    now = 2.0
+    for seq in range(2, 200):
+        flow.started(seq, now)
+        flow.wrote(seq, 300, now)
+        assert flow.may_start()
+        flow.acked(seq, now + 0.02)  # 15 KB/s
+        now += 0.3
+    assert now > 1.0 + core.RATE_WINDOW_S
+    assert flow.rate == pytest.approx(100_000)
+    flow.started(200, now)
+    flow.wrote(200, 150_000, now)  # a burst: nothing to learn from before it is acked
+    flow.acked(200, now + 0.5)  # 300 KB/s, app-limited but faster: believed
+    assert flow.rate == pytest.approx(300_000)
+
+
+def test_a_bulk_update_held_back_by_the_budget_makes_its_sample_count() -> None:
+    """An update during which a bulk update could not start measured the link itself: its
+    sample counts even when it lowers the estimate, once the older ones aged out."""
+    flow = learnt()
+    later = 1.0 + core.RATE_WINDOW_S + 1
+    flow.started(2, later)
+    flow.wrote(2, 40_000, later)
+    assert not flow.may_start()  # 40 KB > the 25 KB budget
+    flow.acked(2, later + 2.0)
+    assert flow.rate == pytest.approx(20_000)
+
+
+def test_the_budget_never_falls_below_a_floor() -> None:
+    """A very slow estimate still lets MIN_BUDGET_BYTES be unacknowledged."""
+    flow = learnt(rate=1000.0, rtt=0.01)
+    assert flow.budget() == core.MIN_BUDGET_BYTES
+
+
+def test_a_restart_forgets_what_was_in_flight_but_not_the_link() -> None:
+    """reset(): no update in flight, nothing unacknowledged, no pacing debt; rate and
+    round trip stay."""
+    flow = learnt()
+    flow.started(2, 10.0)
+    flow.wrote(2, 50_000, 10.0)
+    flow.reset()
+    assert (flow.in_flight, flow.unacked, flow.write_delay(1000, False, 10.0)) == ({}, 0, 0)
+    assert flow.rate == pytest.approx(100_000)
+    assert not flow.acked(2, 11.0)  # an ack for a forgotten update says nothing
+
+
+def frames(*rects):
+    return [(rect, b"x" * 10) for rect in rects]
+
+
+def test_an_echo_goes_ahead_of_video_frames_still_waiting() -> None:
+    """An interactive update is written before the bulk frames still waiting, after earlier
+    interactive ones, in its own order."""
+    outbox = codec.Outbox()
+    outbox.add(1, frames((0, 300, 800, 16), (0, 316, 800, 16)), interactive=False)
+    outbox.add(2, frames((10, 10, 8, 16)), interactive=True)
+    outbox.add(3, frames((18, 10, 8, 16), (26, 10, 8, 16)), interactive=True)
+    assert outbox.bulk_waiting()
+    order = [outbox.pop()[:3] for _ in range(5)]
+    assert [(seq, rect[0]) for seq, _, rect in order] == [(2, 10), (3, 18), (3, 26), (1, 0),
+                                                          (1, 0)]
+    assert not outbox.bulk_waiting() and outbox.peek() is None
+
+
+def test_an_echo_that_overlaps_a_waiting_frame_goes_after_it_but_before_the_rest() -> None:
+    """Older pixels never land on newer ones: an interactive update that overlaps a waiting
+    strip goes right after it, still ahead of the strips below."""
+    outbox = codec.Outbox()
+    outbox.add(1, frames((0, 0, 100, 16), (0, 16, 100, 16), (0, 32, 100, 16)),
+               interactive=False)
+    outbox.add(2, frames((50, 8, 8, 16)), interactive=True)  # rows 8-23: strips 1 and 2
+    assert [outbox.pop()[2][1] for _ in range(4)] == [0, 16, 8, 32]
+
+
+def test_what_the_pacing_writes_the_relays_window_admits() -> None:
+    """The agent's rule and the relay's agree: bulk updates, an echo passing a waiting video
+    frame, acknowledgements and a restart, written as FlowControl and the Outbox say, are
+    all admitted by protocol.UpdateWindow as the relay runs it."""
+    flow, outbox, relay = learnt(), codec.Outbox(), p.UpdateWindow()
+    screen_px = 1920 * 1080
+    now = 10.0
+
+    def start(rects, interactive=False, full=False):
+        assert flow.may_start(interactive)
+        seq = flow.next_seq()
+        flow.started(seq, now)
+        last = len(rects) - 1
+        outbox.add(seq, [(r, (i == last, full)) for i, r in enumerate(rects)], interactive)
+        return seq
+
+    def write(count):
+        for _ in range(count):
+            seq, _, (_, _, w, h), (last, full) = outbox.pop()
+            flags = (p.FLAG_LAST if last else 0) | (p.FLAG_FULL if full else 0)
+            assert relay.admit(seq, flags, w * h, screen_px)
+            flow.wrote(seq, 1000, now)
+
+    strips = [(1120, 630 + 16 * i, 800, 16) for i in range(4)]
+    video = [start(strips) for _ in range(1)]
+    write(2)
+    echo = start([(40, 40, 8, 16)], interactive=True)
+    write(3)  # the echo, then the video's last two strips
+    for seq in (*video, echo):
+        flow.acked(seq, now + 0.2)
+        relay.acked(seq)
+    for _ in range(LIMIT - 1):
+        start(strips)
+        write(4)
+    assert not flow.may_start() and flow.may_start(interactive=True)
+    start([(40, 40, 8, 16)], interactive=True)
+    write(1)
+    flow.reset()  # a refresh: the relay counts on until the full image
+    relay.restart_sent()
+    start([(0, 0, 1920, 1080)], full=True)
+    write(1)

@@ -1,0 +1,68 @@
+// Decoding large images off the page's main thread: a small pool of workers
+// (decode-worker.js), each image's bytes transferred to one, its ImageBitmap transferred
+// back. Where workers cannot start, the page decodes with createImageBitmap itself. No
+// drawing here: display.js draws the bitmaps in arrival order.
+
+import { FRAME_PNG } from "./protocol.js";
+
+const WORKERS = 2;  // two decodes at once use both cores of a small machine
+// Smaller images (typing's echo, a cursor's trail) decode on the page: a round trip to a
+// worker costs more than they do, and the support person is waiting for them.
+const WORKER_MIN_PIXELS = 256 * 256;
+
+export class Decoder {
+    constructor(count = WORKERS) {
+        this._workers = [];
+        this._pending = new Map();  // id -> { resolve, reject }
+        this._next = 0;
+        try {
+            for (let i = 0; i < count; i += 1) {
+                const worker = new Worker(new URL("./decode-worker.js", import.meta.url),
+                    { type: "module" });
+                worker.onmessage = (event) => this._answer(event.data);
+                worker.onerror = () => this._fallBack("the decoder stopped");
+                this._workers.push(worker);
+            }
+        } catch {
+            this._workers = [];  // decoded on the page instead
+        }
+    }
+
+    // An ImageBitmap of a frame's image. The frame's bytes are handed over to the worker:
+    // the frame's buffer is unusable afterwards.
+    decode(frame) {
+        const type = frame.kind === FRAME_PNG ? "image/png" : "image/jpeg";
+        if (!this._workers.length || frame.width * frame.height < WORKER_MIN_PIXELS) {
+            return createImageBitmap(new Blob([frame.image], { type }));
+        }
+        const id = this._next;
+        this._next = (this._next + 1) % 2 ** 31;
+        const { buffer, byteOffset: offset, byteLength: length } = frame.image;
+        const worker = this._workers[id % this._workers.length];
+        return new Promise((resolve, reject) => {
+            this._pending.set(id, { resolve, reject });
+            worker.postMessage({ id, type, buffer, offset, length }, [buffer]);
+        });
+    }
+
+    _answer({ id, bitmap, error }) {
+        const pending = this._pending.get(id);
+        if (!pending) {
+            bitmap?.close();
+            return;
+        }
+        this._pending.delete(id);
+        if (bitmap) pending.resolve(bitmap);
+        else pending.reject(new Error(error));
+    }
+
+    // A worker that failed (its script not loaded, or it crashed) would never answer the
+    // images sent to it after, and each unanswered image holds one of the display's decode
+    // slots for ever: every worker is let go, and the page decodes from now on.
+    _fallBack(why) {
+        for (const worker of this._workers) worker.terminate();
+        this._workers = [];
+        for (const { reject } of this._pending.values()) reject(new Error(why));
+        this._pending.clear();
+    }
+}
