@@ -4,10 +4,15 @@ process: scripted agents and viewers on real websockets, and the ledger as `rela
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import agent
+import agent_config
+import agent_ui
 import protocol
 from relay.ledger import csv_cell
+from tests.fakes import FakeInput, FakePanel, FakeScreen, FakeTray
 from tests.helpers.relay import ledger_csv, no_traceback
 from tests.helpers.wire import (
     active_session,
@@ -43,6 +48,38 @@ def test_declining_a_waiting_customer_tells_them_and_bills_nothing(relay):
     (row,) = ledger_csv(relay)
     assert (row["session"], row["ended_by"], row["end_reason"], row["billable_seconds"],
             row["accepted_at"]) == (session, "technician", "declined", "0", "")
+
+
+def test_the_declined_customers_panel_says_so_in_plain_words_and_the_program_exits(relay):
+    """The real agent loop (fake screen, input, tray and panel) declined on a real relay:
+    its panel ends with the receipt and the sentence, and the program exits normally."""
+    controls = agent_ui.Controls()
+    window = FakePanel(controls.panel_actions())
+    tray = FakeTray()
+    runner = controls.agent = agent.Agent(
+        url=agent_config.agent_url(relay.ws_url), technician="david", screen=FakeScreen(),
+        input=FakeInput(), tray=tray, machine="pc-1", user="anna", window=window,
+        company="Acme IT", person="David")
+    tray.on_close, tray.on_pause = runner.request_close, runner.request_pause
+
+    async def scenario() -> agent.Outcome:
+        running = asyncio.ensure_future(runner.run())
+        viewer, _, queue = await start_viewer(relay.ws_url)
+        while not queue["sessions"]:
+            queue = await next_of(viewer, "queue")
+        await viewer.send(message("decline", session=queue["sessions"][0]["session"]))
+        outcome = await asyncio.wait_for(running, 30)
+        await viewer.close()
+        return outcome
+
+    outcome = run(scenario())
+    assert outcome == agent.Outcome(agent.EXIT_OK)
+    assert window.states[-1] == "ended"
+    assert window.last.detail == protocol.customer_words("declined")
+    assert window.last.detail == ("Your support person could not take your call now. "
+                                  "Please call them again.")
+    assert "Session with David ended" in window.last.headline
+    assert window.last.dismiss_after_s is not None  # like any other end: the receipt closes
 
 
 def test_a_stranger_cannot_decline_and_the_customer_still_waits(relay):
