@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 import agent_session as core
 import agent_ui
+import file_window
 import panel
 import protocol as p
 from agent_config import (
@@ -405,7 +406,8 @@ class Agent:
     def __init__(self, *, url: str, technician: str, screen: Screen, input: Input,
                  tray: Tray, machine: str, user: str, ssl_context: ssl.SSLContext | None = None,
                  clock: Callable[[], float] = time.monotonic, window: Panel | None = None,
-                 company: str = APP_NAME, person: str = "", phone: str = "") -> None:
+                 company: str = APP_NAME, person: str = "", phone: str = "",
+                 files: file_window.FileDesk | None = None) -> None:
         self.url, self.ssl_context = url, ssl_context
         self.screen, self.input, self.tray, self.clock = screen, input, tray, clock
         self.display = agent_ui.SessionDisplay(
@@ -423,6 +425,9 @@ class Agent:
         self._pacer: Any = None  # the streamer's screen_codec.Pacer
         self._full = True
         self._capture_failed = False  # the streamer failed: the session ends
+        self.files = files if files is not None else file_window.FileDesk()  # files sent in
+        self._link: Any = None  # the websocket of the current connection, for file answers
+        self._file_tasks: set[asyncio.Future] = set()
         self._show(self.session.view)
 
     def request_close(self) -> None:
@@ -438,6 +443,28 @@ class Agent:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._ask_pause, paused)
 
+    def request_send_file(self) -> None:
+        """The customer chose "Send a file to David…" (any thread: panel, tray menu)."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self.files.send_file, self.session)
+
+    async def _send_chunk(self, data: bytes) -> bool:
+        """One chunk of a file the customer sends, on the current link (False: none)."""
+        from websockets.exceptions import ConnectionClosed
+
+        if self._link is None:
+            return False
+        try:
+            await self._link.send(data)
+        except ConnectionClosed:
+            return False
+        return True
+
+    def _buffered(self) -> int:
+        """Bytes waiting in the link's buffer (a file's chunks wait for the screen's)."""
+        return self._link.transport.get_write_buffer_size() if self._link is not None else 0
+
     def _ask_pause(self, paused: bool) -> None:
         self._pause_wish = paused
         self._asked.set()
@@ -445,6 +472,7 @@ class Agent:
     async def run(self) -> Outcome:
         self._wake, self._closed, self._asked = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self.files.attach(self._loop, self._file_actions, self._send_chunk, self._buffered)
         if self._closing.is_set():
             self._closed.set()
         meter = asyncio.ensure_future(self._tick())
@@ -452,11 +480,25 @@ class Agent:
             return await self._run()
         finally:
             meter.cancel()
+            self.files.close()
             await self._stop_stream()
             for action in self.session.close(self.clock()):  # after an end: nothing
                 if isinstance(action, core.Inject):
                     self._inject(action)
             self.tray.hide()
+
+    def _file_actions(self, actions: list) -> None:
+        """The customer answered a file's dialog (FileDesk, on this loop): carry it out on
+        the current link; a link that has just gone takes the answer with it."""
+        async def do() -> None:
+            from websockets.exceptions import ConnectionClosed
+
+            with contextlib.suppress(ConnectionClosed):
+                await self._do(self._link, actions)
+
+        task = asyncio.ensure_future(do())
+        self._file_tasks.add(task)  # (a task nobody holds may be collected mid-way)
+        task.add_done_callback(self._file_tasks.discard)
 
     def _show(self, view: core.View) -> None:
         self.display.show(view, self.clock())
@@ -526,6 +568,7 @@ class Agent:
 
         session = self.session
         self._asked.clear()  # a Pause pressed while the link was down is not kept
+        self._link = ws
         try:
             done = await self._do(ws, session.connected(self.screen.monitors()))
             while done is None:
@@ -538,7 +581,12 @@ class Agent:
                     self._asked.clear()
                     actions = session.pause(now) if self._pause_wish else session.unpause(now)
                 elif not isinstance(data, str):
-                    actions = session.bad_message("the relay sent binary data", now)
+                    try:  # a file chunk (file_window.FileDesk); the screen never comes in
+                        if not p.is_file_chunk(data):
+                            raise p.RemoteProtocolError("the relay sent binary data")
+                        actions = self.files.chunk(data)
+                    except p.RemoteProtocolError as e:
+                        actions = session.bad_message(str(e), now)
                 else:
                     try:
                         message = p.decode_control(data)
@@ -548,7 +596,8 @@ class Agent:
                     else:
                         if isinstance(message, (p.Error, p.Ended)):
                             log.info("the relay says %s", p.encode_control(message))
-                        actions = session.receive(message, now)
+                        actions = self.files.receive(message, session) if isinstance(
+                            message, p.FILE_TYPES) else session.receive(message, now)
                 done = await self._do(ws, actions)
             return done
         except ConnectionClosed as e:
@@ -557,6 +606,9 @@ class Agent:
             done = await self._do(None, session.link_lost(code, reason, self.clock()))
             return done or core.End(Outcome(EXIT_FAILED, core.LOST))
         finally:
+            self._link = None
+            for action in self.files.link_lost(session):  # (only key and button releases)
+                self._inject(action)
             await self._stop_stream()
 
     async def _do(self, ws: Any, actions: list) -> core.End | core.Reconnect | None:

@@ -25,8 +25,9 @@ returns, in order:
 
 States: connecting -> waiting -> accepted <-> in_control, either <-> paused, -> ended; and
 from any live state reconnecting -> (waiting | accepted | in_control | paused) when the link
-is lost in a way that may resume. Input is injected only in ``in_control``; every way out of
-it (pause included) releases what the support person holds. Nothing is captured while
+is lost in a way that may resume. Input is injected only in ``in_control``, and never while
+a question to the customer (a file's consent dialog) is up (``asking_customer``); every way
+out of it (pause included) releases what the support person holds. Nothing is captured while
 paused. ``ended`` is final. ``view`` is what the customer's windows (the panel, the tray)
 show; ``on_change`` is called with it whenever it changes.
 """
@@ -365,6 +366,7 @@ class Session:
         self.held_buttons: set[str] = set()
         self.paused = False  # the customer's wish: it outlasts a lost link
         self.granted = False  # the relay's word: the support person holds control
+        self.asking = False  # a question to the customer is up (a file's consent dialog)
         self._state = CONNECTING
         self._before_loss = CONNECTING  # the state the lost link interrupted
         self._lost_at: float | None = None
@@ -573,8 +575,15 @@ class Session:
         self.flow.reset()
         return [*actions, Stream(full=True)]
 
+    def asking_customer(self, asking: bool) -> list[Action]:
+        """A question to the customer (a file's consent dialog) is up, or gone. While it is
+        up no input is injected, or the support person could answer it for the customer;
+        what they held is released when it appears."""
+        self.asking = asking
+        return self._release(keep_control=True) if asking else []
+
     def _input(self, msg: p.Message, now: float) -> list[Action]:
-        if self._state != IN_CONTROL or msg.session != self.session:
+        if self._state != IN_CONTROL or msg.session != self.session or self.asking:
             return []
         if not self.rate.allow(now):
             return []

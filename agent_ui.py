@@ -354,7 +354,11 @@ class Controls:
         return panel.PanelActions(
             on_pause=lambda: self.pause(True), on_resume=lambda: self.pause(False),
             on_end=self.end, on_retry=lambda: self.choices.put("retry"),
-            on_dismiss=lambda: self.choices.put("dismiss"))
+            on_dismiss=lambda: self.choices.put("dismiss"), on_send_file=self.send_file)
+
+    def send_file(self) -> None:
+        if self.agent is not None:
+            self.agent.request_send_file()
 
     def pause(self, paused: bool) -> None:
         if self.agent is not None:

@@ -145,6 +145,13 @@ def _buttons(state: str) -> tuple[Button, ...]:
     return (toggle, Button("end", "End session", "e"))
 
 
+def _send_file(state: str, person: str) -> tuple[Button, ...]:
+    """Files go to the support person only while they watch (file_window.FileDesk)."""
+    if state not in ("accepted", "control"):
+        return ()
+    return (Button("send_file", f"Send a file to {person}…", "f"),)
+
+
 def view(facts: SessionFacts) -> PanelView:
     """What the panel shows for ``facts``: pure, the same facts give the same view."""
     f = facts
@@ -200,7 +207,7 @@ def view(facts: SessionFacts) -> PanelView:
     return PanelView(
         state=state, title=f"{company} support: {title}", headline=headline, detail=detail,
         code=code, meter=meter, phone=phone, progress=state in ("connecting", "reconnecting"),
-        buttons=_buttons(state), close_action=close_action,
+        buttons=_buttons(state) + _send_file(state, person), close_action=close_action,
         dismiss_after_s=dismiss_after, tray_state=tray, tooltip=tooltip)
 
 
@@ -355,6 +362,7 @@ class PanelActions:
     on_end: Callable[[], None] = _nothing
     on_retry: Callable[[], None] = _nothing
     on_dismiss: Callable[[], None] = _nothing
+    on_send_file: Callable[[], None] = _nothing
 
     def run(self, action: str) -> None:
         try:
@@ -535,7 +543,7 @@ class _TkWindow:
         self._dismiss_timer: str | None = None
         root.bind("<ButtonPress-1>", self._drag_start)  # the toplevel's tag: every widget
         root.bind("<B1-Motion>", self._drag)
-        for key in "perc":  # either case: Caps Lock must not break the shortcuts
+        for key in KEYS:  # either case: Caps Lock must not break the shortcuts
             for keysym in (key, key.upper()):
                 root.bind(f"<Alt-KeyPress-{keysym}>", lambda _e, k=key: self._press_key(k))
         root.after(UI_POLL_MS, self._poll)
@@ -644,8 +652,8 @@ SWP_NOACTIVATE, HWND_TOPMOST, SPI_GETWORKAREA, COLOR_BTNFACE = 0x10, -1, 0x30, 1
 FALT, FVIRTKEY, ICC_PROGRESS_CLASS, IDC_ARROW = 0x10, 0x01, 0x20, 32512
 RDW_INVALIDATE, RDW_UPDATENOW, RDW_ALLCHILDREN = 0x1, 0x100, 0x80
 PROGRESS_TIMER, DISMISS_TIMER, PROGRESS_STEP_MS = 1, 2, 50
-ACTIONS = ("pause", "resume", "end", "retry", "dismiss")  # button ids 101...
-KEYS = "perc"  # accelerator ids 201...
+ACTIONS = ("pause", "resume", "end", "retry", "dismiss", "send_file")  # button ids 101...
+KEYS = "percf"  # accelerator ids 201... (f: Send a file)
 
 
 class _Win32Window:
@@ -761,7 +769,7 @@ class _Win32Window:
         if v.progress:
             u32.SetTimer(self._hwnd, PROGRESS_TIMER, PROGRESS_STEP_MS, None)
         y += gap
-        x, width, height = pad, round(110 * s), round(30 * s)
+        x, height = pad, round(30 * s)
         shown = {b.action: b for b in v.buttons}
         for action, hwnd in self._buttons.items():
             b = shown.get(action)
@@ -769,8 +777,9 @@ class _Win32Window:
             if b is not None:
                 u32.SetWindowTextW(hwnd, b.win32_text)
                 u32.EnableWindow(hwnd, b.enabled)
-                u32.MoveWindow(hwnd, x, y, width, height, True)
-                x += width + round(8 * s)
+                wide = round(max(110, 8 * len(b.label)) * s)  # "Send a file to David…"
+                u32.MoveWindow(hwnd, x, y, wide, height, True)
+                x += wide + round(8 * s)
         self._place(inner + 2 * pad, y + height + pad)
         u32.KillTimer(self._hwnd, DISMISS_TIMER)
         if v.dismiss_after_s is not None:

@@ -46,6 +46,8 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
   and sent back as ``note`` to a viewer that rejoins the session;
   later ``note-closed``. At most ``NOTES_PER_S`` a second per viewer (the page saves as
   the person types).
+- Files (relay.transfers): file messages and chunks of the watched session, either way,
+  with the relay's cap checked before any byte; a link that drops cancels its transfers.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ from protocol import (
 )
 from relay.ledger import billable_seconds
 from relay.limits import Budget, subnet
+from relay.transfers import DEFAULT_MAX_FILE_MB, Transfers
 
 WAITING, ACTIVE, ENDED = "waiting", "active", "ended"
 DEFAULT_WAIT_TIMEOUT_S = 600.0
@@ -120,6 +123,9 @@ class Peer(Protocol):
     def send_frame(self, data: bytes, monitor: int) -> None:
         """Queue a binary screen update (viewers only); the server may drop it if unread."""
 
+    def send_chunk(self, data: bytes) -> None:
+        """Queue a binary file chunk: never dropped, sent after control messages and frames."""
+
     def close(self, code: int, reason: str) -> None:
         """Close the connection after everything queued before has been sent."""
 
@@ -143,6 +149,7 @@ class Recorder(Protocol):
     def ended(self, session: str, by: str, reason: str, at: float) -> None: ...
     def note(self, session: str, text: str, at: float) -> None: ...
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None: ...
+    def transfer(self, row: Any) -> None: ...  # relay.transfers.TransferRow
 
 
 class TokenBucket:
@@ -236,7 +243,12 @@ class Pairing:
     refusals: Budget = field(default_factory=Budget)
     # Ended sessions whose note may still change: id -> (owner, ended at), oldest first.
     noted_until: dict[str, tuple[str, float]] = field(default_factory=dict)
+    max_file_bytes: int = DEFAULT_MAX_FILE_MB * 1024 * 1024  # serve --max-file-mb
     _by_resume: dict[str, Session] = field(default_factory=dict)
+    files: Transfers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.files = Transfers(self.ledger, self.max_file_bytes)
 
     # --- agents ---------------------------------------------------------------------------
 
@@ -345,6 +357,9 @@ class Pairing:
                 session.viewer.send(message)
         elif isinstance(message, protocol.Pause):
             self._pause(session, message.paused, now)
+        elif isinstance(message, protocol.FILE_TYPES):
+            if session.state == ACTIVE:
+                self.files.message(session, "agent", message, now)
         else:
             raise protocol.RemoteProtocolError(f"an agent may not send {message.TYPE}")
 
@@ -391,6 +406,13 @@ class Pairing:
         session.viewer.send_frame(data, monitor)
         return True
 
+    def agent_chunk(self, agent: Peer, data: bytes, now: float) -> bool:
+        """A binary file chunk from the agent (relay.transfers); True if forwarded."""
+        session = self.agents.get(agent)
+        if session is None or session.state != ACTIVE:
+            return False
+        return self.files.chunk(session, "agent", data, now)
+
     def agent_gone(self, agent: Peer, now: float, *, resumable: bool = False) -> None:
         """The agent's connection closed. ``resumable``: it dropped rather than said goodbye."""
         session = self.agents.pop(agent, None)
@@ -401,6 +423,7 @@ class Pairing:
             self._end(session, "relay", "agent-lost", now)
             return
         session.agent_lost_at = now
+        self.files.link_lost(session, now)
         self.ledger.event(session.id, "agent-gap", "the customer's link dropped", now)
         self._drop_control(session, now)
         if session.viewer is not None:
@@ -412,6 +435,7 @@ class Pairing:
         self.agents.pop(old, None)
         session.agent, session.agent_lost_at = None, now
         old.close(protocol.CLOSE_NORMAL, "replaced by a resumed link")
+        self.files.link_lost(session, now)
         self.ledger.event(session.id, "agent-gap", "the customer's link was replaced", now)
         self._drop_control(session, now)
 
@@ -539,6 +563,21 @@ class Pairing:
             else:
                 session.window.restart_sent()
 
+    def _file(self, viewer: Peer, state: ViewerState, session: Session,
+              message: protocol.Message, now: float) -> None:
+        if session.viewer is not viewer:
+            viewer.send(NOT_WATCHING)
+        else:
+            self.files.message(session, "viewer", message, now)
+
+    def viewer_chunk(self, viewer: Peer, data: bytes, now: float) -> bool:
+        """A binary file chunk from a viewer, for the session it watches; True if forwarded."""
+        state = self.viewers.get(viewer)
+        session = state.session if state is not None else None
+        if session is None or session.viewer is not viewer:
+            return False
+        return self.files.chunk(session, "viewer", data, now)
+
     def _end_by_viewer(self, viewer: Peer, state: ViewerState, session: Session,
                        message: End, now: float) -> None:
         self._end(session, "technician", "technician-ended", now)
@@ -553,6 +592,7 @@ class Pairing:
     _SESSION_HANDLERS: ClassVar[dict[type, Callable]] = {
         Accept: _accept, TakeControl: _control, ReleaseControl: _control,
         Ack: _forward, Refresh: _forward, End: _end_by_viewer, Decline: _decline,
+        **dict.fromkeys(protocol.FILE_TYPES, _file),
     }
 
     def _note(self, viewer: Peer, state: ViewerState, message: Note, now: float) -> None:
@@ -612,6 +652,7 @@ class Pairing:
             return
         session.viewer, session.viewer_lost_at = None, now
         self._drop_control(session, now)
+        self.files.link_lost(session, now)
         if self.grace <= 0:
             self._end(session, "relay", "viewer-lost", now)
             return
@@ -687,6 +728,7 @@ class Pairing:
         if session.state == ENDED:
             return
         listed = session.state == WAITING or session.viewer is None
+        self.files.link_lost(session, now)  # (its peers hear `ended`, which says it all)
         session.state = ENDED
         session.control = False
         end_at = now if at is None else at
@@ -759,3 +801,6 @@ class Pairing:
             if state.session is not None:
                 assert state.session.viewer is viewer
         assert len(self._by_resume) == len(self.sessions)
+        for session_id, transfers in self.files.live.items():  # none outlives its session
+            session = self.sessions[session_id]
+            assert transfers and session.state == ACTIVE

@@ -22,9 +22,10 @@ from relay.directory import Directory, Entry
 from relay.ledger import Ledger, LedgerRow
 from relay.location import Location
 from relay.store import DataError
+from relay.transfers import TransferRow
 
-SQLITE_SCHEMA_VERSION = 3  # 2: ledger references and paused time; 3: session notes
-# (relay.ledger and relay.directory add the columns)
+SQLITE_SCHEMA_VERSION = 4  # 2: ledger references and paused time; 3: file transfers;
+# 4: session notes (relay.ledger and relay.directory add them)
 
 try:  # what PostgreSQL raises when it refuses or goes away mid-request
     import asyncpg
@@ -77,6 +78,9 @@ class Store(Protocol):
                    until: float | None = None) -> list[LedgerRow]: ...
     async def events(self, session: str | None = None
                      ) -> list[tuple[float, str | None, str, str]]: ...
+    async def transfer(self, row: TransferRow) -> None: ...
+    async def transfers(self, since: float | None = None, technician: str | None = None,
+                        until: float | None = None) -> list[TransferRow]: ...
     # the session directory (relay.directory)
     async def put(self, entry: Entry) -> None: ...
     async def get(self, session: str) -> Entry | None: ...
@@ -227,6 +231,13 @@ class SqliteStore:
     async def events(self, session: str | None = None
                      ) -> list[tuple[float, str | None, str, str]]:
         return await self._run(self.ledger.events, session)
+
+    async def transfer(self, row: TransferRow) -> None:
+        await self._run(self.ledger.transfer, row)
+
+    async def transfers(self, since: float | None = None, technician: str | None = None,
+                        until: float | None = None) -> list[TransferRow]:
+        return await self._run(self.ledger.transfers, since, technician, until)
 
     async def put(self, entry: Entry) -> None:
         await self._run(self.directory.put, entry)

@@ -8,6 +8,7 @@ import { Display } from "./display.js";
 import { Input } from "./input.js";
 import { QueueList, clock, groupedCode } from "./queue.js";
 import { SessionNote } from "./note.js";
+import { Files } from "./files.js";
 
 const SESSION_KEY = "spotlight.session";
 const $ = (id) => document.getElementById(id);
@@ -28,6 +29,17 @@ const note = new SessionNote(
       done: $("note-done"), live: $("note-live"), after: $("note-after") },
     (message) => connection.send(message),
 );
+
+const files = new Files({
+    send: (message) => connection.send(message),
+    sendBinary: (bytes) => {
+        if (!connection.connected) return false;
+        connection.socket.send(bytes);
+        return true;
+    },
+    buffered: () => connection.socket?.bufferedAmount ?? 0,
+    sessionId: () => (session?.attached ? session.id : null),
+}, $("files"), $("file-template"));
 
 // The open session: {id, machine, user, acceptedAt, attached, control: "off"|"asking"|"on"}
 let session = null;
@@ -187,6 +199,7 @@ connection.onsignedout = (reason) => {
 // --- messages from the relay -----------------------------------------------------------
 
 connection.onmessage = (message) => {
+    if (files.handle(message)) return;
     switch (message.type) {
         case "queue":
             queue.update(message.sessions, message.more);
@@ -233,6 +246,8 @@ connection.onmessage = (message) => {
             break;
     }
 };
+
+connection.onchunk = (buffer) => files.chunk(buffer);
 
 connection.onframe = (frame) => {
     if (!session) return;
@@ -386,6 +401,7 @@ $("code-input").addEventListener("keydown", (event) => {
 // While the link to the relay is down the last picture stays on the canvas: say that it is
 // frozen, and that nothing typed reaches the customer, until the link is back.
 function showLinkDown(words) {
+    if (words) files.stopAll(technicianWords("file-lost")); // the relay cancelled them
     $("link-down").hidden = !words;
     $("link-down-state").textContent = words;
 }
@@ -440,6 +456,7 @@ function closeSession(words) {
 
 function leaveSession() {
     if (!session) return;
+    files.stopAll(technicianWords("file-lost"));
     input.disable({ sendReleases: false });
     session = null;
     display.reset([]);
@@ -687,3 +704,23 @@ setInterval(tick, 1000);
 showAlertsState();
 if (storedToken() && connection.resume()) show("queue");
 else show("login");
+
+// --- files to the customer (files.js) ---------------------------------------------------
+
+$("send-file").addEventListener("change", (event) => {
+    for (const file of event.target.files) files.offer(file);
+    event.target.value = "";
+});
+$("viewport").addEventListener("dragover", (event) => {
+    if (!session || !event.dataTransfer.types.includes("Files")) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+    $("viewport").classList.add("drop-target");
+});
+$("viewport").addEventListener("dragleave", () => $("viewport").classList.remove("drop-target"));
+$("viewport").addEventListener("drop", (event) => {
+    $("viewport").classList.remove("drop-target");
+    if (!session || !event.dataTransfer.files.length) return;
+    event.preventDefault();
+    for (const file of event.dataTransfer.files) files.offer(file);
+});
