@@ -718,7 +718,10 @@ class Agent:
                     pacer.encoded(plan, frames, polled_at)
                     encoded = [((f.x, f.y, f.width, f.height), p.encode_frame(f))
                                for f in frames]
-                    outbox.add(seq, encoded, plan.interactive)
+                    # a bulk update's waiting frames that input's echo overlaps are
+                    # encoded again instead of holding the echo back (Outbox.add)
+                    outbox.add(seq, encoded, plan.interactive, None if plan.interactive else
+                               codec.redoer(diff, *args[2:6], **options))
                     if plan.interactive and not writing.locked():
                         # written now, not when the sender task next runs (while it writes,
                         # it writes this next: the streamer never waits for the link)

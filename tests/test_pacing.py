@@ -190,6 +190,46 @@ def test_an_echo_that_overlaps_a_waiting_frame_goes_after_it_but_before_the_rest
     assert [outbox.pop()[2][1] for _ in range(4)] == [0, 16, 8, 32]
 
 
+
+def test_an_echo_that_overlaps_a_redoable_waiting_strip_supersedes_it_and_goes_first() -> None:
+    """A paced strip the echo overlaps is encoded again from the viewer's copy (its pixels
+    there become the echo's) in its place, keeping its update's last flag; the echo goes
+    ahead of every bulk frame; a later echo supersedes the new frame in turn."""
+    calls = []
+
+    def redo(rect, last):
+        calls.append((rect, last))
+        return [(rect, f"redo{len(calls)}".encode())]
+
+    outbox = codec.Outbox()
+    outbox.add(1, frames((0, 0, 100, 16), (0, 16, 100, 16), (0, 32, 100, 16)),
+               interactive=False, redo=redo)
+    outbox.pop()  # the first strip is written; the other two wait for the pacing
+    outbox.add(2, frames((50, 30, 8, 16)), interactive=True)  # rows 30-45: strips 2 and 3
+    assert calls == [((0, 32, 100, 16), True), ((0, 16, 100, 16), False)]
+    assert [(seq, interactive, rect[1], data) for seq, interactive, rect, data in
+            outbox.items] == [(2, True, 30, b"x" * 10), (1, False, 16, b"redo2"),
+                              (1, False, 32, b"redo1")]
+    outbox.add(3, frames((60, 40, 8, 8)), interactive=True)  # only strip 3 again
+    assert calls[2:] == [((0, 32, 100, 16), True)]
+    assert [outbox.pop()[0] for _ in range(4)] == [2, 3, 1, 1]
+    assert not outbox.redos  # nothing kept for frames written
+
+
+def test_an_echo_still_follows_a_waiting_frame_without_redo_or_an_earlier_echo() -> None:
+    """Only bulk frames added with redo are superseded: the echo goes after an overlapped
+    interactive frame, and after a bulk frame that cannot be encoded again."""
+    outbox = codec.Outbox()
+    outbox.add(1, frames((0, 0, 100, 16)), interactive=False)  # no redo
+    outbox.add(2, frames((0, 100, 8, 16)), interactive=True)
+    outbox.add(3, frames((0, 200, 100, 16)), interactive=False,
+               redo=lambda rect, last: [(rect, b"again")])
+    outbox.add(4, frames((4, 4, 8, 8), (4, 104, 8, 8), (4, 204, 8, 8)), interactive=True)
+    assert [(item[0], item[3]) for item in outbox.items] == [
+        (2, b"x" * 10), (1, b"x" * 10), (4, b"x" * 10), (4, b"x" * 10), (4, b"x" * 10),
+        (3, b"again")]
+
+
 def test_what_the_pacing_writes_the_relays_window_admits() -> None:
     """The agent's rule and the relay's agree: bulk updates, an echo passing a waiting video
     frame, acknowledgements and a restart, written as FlowControl and the Outbox say, are
