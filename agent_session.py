@@ -228,6 +228,7 @@ class FlowControl:
         self.next_write_at = 0.0
         self.waiting = False  # something was held back: the next ack wakes the streamer
         self.holds = 0  # times a bulk update or frame was held back (app-limited samples)
+        self.ahead: set[int] = set()  # bulk updates encoded ahead, started when written
         self.mode = STARTUP
         self.full_rate = 0.0  # startup: the rate last seen to grow by STARTUP_GROWTH
         self.flat_rounds = 0  # ... round trips since, of link-limited samples
@@ -272,6 +273,23 @@ class FlowControl:
         against the wire's allowance, and its delivery rate from its first write."""
         self.in_flight[seq] = [0, None, 0, 0.0, self.holds]
         self.window.started(seq)
+
+    def ahead_of_time(self, seq: int) -> None:
+        """Bulk update ``seq`` is encoded before the link may take it (so that the next
+        video frame is ready when an acknowledgement frees a place, not encoded only then):
+        it starts with its first write, once may_write_ahead() allows."""
+        self.ahead.add(seq)
+
+    def may_write_ahead(self, seq: int, now: float) -> bool | None:
+        """May update ``seq``, encoded ahead, begin now? (It begins: started().) None when it
+        is not one: already started, or forgotten by a restart."""
+        if seq not in self.ahead:
+            return None
+        if not self.may_start():
+            return False
+        self.ahead.discard(seq)
+        self.started(seq, now)
+        return True
 
     def write_delay(self, size: int, interactive: bool, now: float) -> float:
         """Seconds until a frame of ``size`` bytes may be written (0: now). Interactive
@@ -365,6 +383,7 @@ class FlowControl:
         """A full image comes next: nothing older waits for an acknowledgement. (What was
         learnt about the link stays: it is the same link.)"""
         self.in_flight.clear()
+        self.ahead.clear()
         self.window.restart()
         self.unacked = 0
         self.next_write_at = 0.0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -163,8 +164,8 @@ async def echo_floor(browser, screen: d.Desktop, relay: RelayProcess):
 
 
 @contextlib.asynccontextmanager
-async def our_viewer(browser, screen: d.Desktop, relay: RelayProcess):
-    agent = start_agent(screen, relay)
+async def our_viewer(browser, screen: d.Desktop, relay: RelayProcess, root: Path = ROOT):
+    agent = start_agent(screen, relay, root=root)
     page = None
     try:
         page = await new_page(browser)
@@ -213,6 +214,7 @@ async def novnc_viewer(browser, screen: d.Desktop, relay: RelayProcess):
 
 
 PEERS = {"floor (echo page)": echo_floor, "ours": our_viewer, "noVNC + x11vnc": novnc_viewer}
+BEFORE = "ours before"
 
 
 # --- measuring ----------------------------------------------------------------------------
@@ -256,18 +258,29 @@ async def delivered_frames(page, seconds: float, result: BrowserResult,
 
 
 async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: float,
-              clip_seconds: float = d.CLIP_SECONDS) -> tuple[list[BrowserResult], float]:
-    """Every peer typing and in full motion; returns the results and the motion's rate."""
+              clip_seconds: float = d.CLIP_SECONDS, before: Path | None = None,
+              novnc: bool = True) -> tuple[list[BrowserResult], float]:
+    """Every peer typing and in full motion; returns the results and the motion's rate.
+    ``before``: another checkout whose agent runs too, as the peer "ours before" (its
+    relay and viewer are this one's)."""
     from playwright.async_api import async_playwright
 
-    results = {name: BrowserResult(name) for name in PEERS}
+    peers = dict(PEERS)
+    if before is not None:
+        peers = {name: peer for name, peer in peers.items() if name != "noVNC + x11vnc"}
+        peers[BEFORE] = functools.partial(our_viewer, root=before)
+        if novnc:
+            peers["noVNC + x11vnc"] = novnc_viewer
+    elif not novnc:
+        del peers["noVNC + x11vnc"]
+    results = {name: BrowserResult(name) for name in peers}
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             typing = d.Idle(screen)
             typing.start()
             try:
-                for name, peer in PEERS.items():
+                for name, peer in peers.items():
                     print(f"  browser typing: {name} ...", file=sys.stderr, flush=True)
                     async with peer(browser, screen, relay) as page:
                         await asyncio.sleep(1.0)
@@ -280,7 +293,7 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
             try:
                 await asyncio.sleep(1.0)
                 rate = d.screen_changes_per_s(screen)
-                for name, peer in PEERS.items():
+                for name, peer in peers.items():
                     if peer is echo_floor:
                         continue
                     print(f"  browser motion: {name} ...", file=sys.stderr, flush=True)
@@ -359,7 +372,8 @@ async def _standalone(args: argparse.Namespace) -> tuple[list[BrowserResult], fl
     data = Path(tempfile.mkdtemp(prefix="bench-browser-"))
     relay = RelayProcess(data).start()
     try:
-        return await run(screen, relay, args.presses, args.seconds, args.clip_seconds)
+        return await run(screen, relay, args.presses, args.seconds, args.clip_seconds,
+                         args.before, args.novnc)
     finally:
         relay.stop()
         screen.close()
@@ -371,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presses", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=6.0, help="full motion measured")
     parser.add_argument("--clip-seconds", type=float, default=d.CLIP_SECONDS)
+    parser.add_argument("--before", type=Path, default=None, metavar="DIR",
+                        help="also run the agent of this checkout (e.g. main's, from git "
+                             "archive) as 'ours before', in the same run")
+    parser.add_argument("--novnc", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
     require()
     print("\n".join(report_lines(*asyncio.run(_standalone(args)))))

@@ -171,6 +171,25 @@ def test_app_limited_samples_never_end_the_startup() -> None:
     assert flow.mode == core.STARTUP
 
 
+
+def test_a_bulk_update_encoded_ahead_starts_only_when_its_first_write_is_allowed() -> None:
+    """An update encoded ahead takes no place until written: it may begin only once a bulk
+    update may start (it then counts), an ack frees its place, and a restart forgets it."""
+    flow = core.FlowControl()
+    for seq in range(LIMIT - 1):
+        flow.started(seq, 0.0)
+    flow.ahead_of_time(10)
+    assert 10 not in flow.in_flight and flow.may_start(interactive=True)
+    assert flow.may_write_ahead(10, 0.1) is False
+    assert flow.acked(0, 0.2)  # it was held back: the ack wakes the writer
+    assert flow.may_write_ahead(10, 0.2) is True
+    assert 10 in flow.in_flight and 10 in flow.window.open
+    assert flow.may_write_ahead(10, 0.3) is None  # started: written as any other
+    flow.ahead_of_time(11)
+    flow.reset()
+    assert flow.may_write_ahead(11, 0.4) is None and 11 not in flow.in_flight
+
+
 def test_a_slower_link_is_learnt_once_the_faster_samples_are_older_than_the_window() -> None:
     """The rate is the largest of the last RATE_WINDOW_S: a link that became slower is
     believed once the older samples have aged out (samples of updates the link held back)."""
