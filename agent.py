@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import agent_session as core
 import agent_ui
@@ -61,9 +61,6 @@ from agent_config import (
 from agent_session import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, KEY_TABLE, Outcome
 from agent_ui import APP_NAME, Dialogs, Tray, make_dialogs, make_tray
 from panel import Panel
-
-if TYPE_CHECKING:  # numpy and screen_codec are imported where the screen is used, so that
-    import numpy as np  # --check-config runs with a bare Python
 
 # --- constants -------------------------------------------------------------------------
 
@@ -92,10 +89,11 @@ class Screen(Protocol):
     def monitors(self) -> tuple[p.Screen, ...]:
         """mss order: [0] the bounding box of all monitors, then each monitor."""
 
-    def grab(self, area: p.Screen) -> np.ndarray:
-        """A new C-contiguous (height, width, 4) uint8 BGRX image, the caller's to keep."""
+    def grab(self, area: p.Screen) -> memoryview:
+        """A new C-contiguous (height, width, 4) BGRX image (a memoryview of that shape, or
+        any buffer of it), the caller's to keep."""
 
-    def grab_view(self, area: p.Screen) -> np.ndarray:
+    def grab_view(self, area: p.Screen) -> memoryview:
         """The same pixels, possibly a read-only view valid only until the next grab (no
         copy where the platform allows): what the streamer uses."""
 
@@ -143,17 +141,15 @@ class MssScreen:
             self._close(old)
         return tuple(p.Screen(m["left"], m["top"], m["width"], m["height"]) for m in layout)
 
-    def grab(self, area: p.Screen) -> np.ndarray:
-        import numpy as np
-
+    def grab(self, area: p.Screen) -> memoryview:
         shot = self._sct.grab(
             {"left": area.x, "top": area.y, "width": area.width, "height": area.height}
         )
-        return np.frombuffer(shot.raw, np.uint8).reshape(shot.height, shot.width, 4)
+        return memoryview(shot.raw).cast("B", (shot.height, shot.width, 4))
 
-    def grab_view(self, area: p.Screen) -> np.ndarray:
+    def grab_view(self, area: p.Screen) -> memoryview:
         """The pixels without a copy where the platform allows (X11 MIT-SHM: a read-only view
-        of mss's shared buffer, valid until the next grab), else a new array as grab()."""
+        of mss's shared buffer, valid until the next grab), else a new image as grab()."""
         if self._shm_views:
             try:
                 view = self._shm_view(area)
@@ -164,8 +160,7 @@ class MssScreen:
                 self._shm_views = False
         return self.grab(area)
 
-    def _shm_view(self, area: p.Screen) -> np.ndarray | None:
-        import numpy as np
+    def _shm_view(self, area: p.Screen) -> memoryview | None:
         from mss.linux import xcb
         from mss.linux.xshmgetimage import ShmStatus
 
@@ -183,7 +178,7 @@ class MssScreen:
                 0xFFFFFFFF, xcb.ImageFormat.ZPixmap, impl._shmseg, 0)
         if reply.depth != impl.drawable_depth or reply.visual != impl.drawable_visual_id:
             raise RuntimeError("the X server answered in another pixel format")
-        return np.frombuffer(impl._buf, np.uint8, size).reshape(area.height, area.width, 4)
+        return memoryview(impl._buf)[:size].cast("B", (area.height, area.width, 4))
 
     def _close(self, sct: Any) -> None:
         try:
@@ -330,12 +325,11 @@ class DummyScreen:
     def monitors(self) -> tuple[p.Screen, ...]:
         return (DUMMY_SCREEN, DUMMY_SCREEN)
 
-    def grab(self, area: p.Screen) -> np.ndarray:
-        import numpy as np
+    def grab(self, area: p.Screen) -> memoryview:
+        return memoryview(bytearray(area.width * area.height * 4)).cast(
+            "B", (area.height, area.width, 4))
 
-        return np.zeros((area.height, area.width, 4), np.uint8)
-
-    def grab_view(self, area: p.Screen) -> np.ndarray:
+    def grab_view(self, area: p.Screen) -> memoryview:
         return self.grab(area)
 
     def close(self) -> None:
@@ -715,7 +709,7 @@ class Agent:
                             or bulk):
                         pacer.held_back()  # not committed: found again by a later poll
                         continue
-                    diff.commit(pixels, plan.rects, owned=pixels.flags.writeable)
+                    diff.commit(pixels, plan.rects, owned=codec.writeable(pixels))
                     seq = flow.next_seq()
                     if full or plan.interactive:
                         flow.started(seq, self.clock())

@@ -1,16 +1,18 @@
 """Screen updates without I/O: what changed between two screen images, and the frames that
 carry it to the viewer, and when to look (``Pacer``).
 
-Images are C-contiguous (height, width, 4) uint8 BGRX arrays (mss's layout, and the agent's
-``Screen.grab``). ``ScreenDiff`` holds a copy of what the viewer shows and finds the pixels
-that differ from it: 64x64 tiles compared band by band (memcmp first, numpy only on bands
-that differ), runs of changed tiles merged into rectangles, each cropped to the pixels that
-really changed. ``encode_update`` turns rectangles into ``protocol.Frame`` objects, choosing
-per rectangle (large ones in strips, which may be encoded in parallel threads):
+Images are C-contiguous (height, width, 4) BGRX buffers (mss's layout, and the agent's
+``Screen.grab``), read through memoryviews: no numpy, which would cost the agent 14 MB of
+memory and the exe 8.8 MB. ``ScreenDiff`` holds a copy of what the viewer shows and finds the
+pixels that differ from it: 64x64 tiles compared band by band (memcmp first, Pillow's
+difference of the band's bytes only on bands that differ), runs of changed tiles merged into
+rectangles, each cropped to the pixels that really changed. ``encode_update`` turns
+rectangles into ``protocol.Frame`` objects, choosing per rectangle (large ones in strips,
+which may be encoded in parallel threads):
 
 - an exact palette PNG when it has at most 256 colours (text, anti-aliased text, UI, flat
   backgrounds): lossless, and far smaller than JPEG for such content;
-- JPEG 4:4:4 otherwise (4:2:0 smears coloured text), straight from the BGRX buffer; the
+- JPEG 4:4:4 otherwise (4:2:0 smears coloured text), by Pillow's libjpeg-turbo; the
   caller may ask for 4:2:0 (half the encoding work and bytes) while most of the screen is in
   motion, and resend the area at 4:4:4 once it is still;
 - for small rectangles with many (<= 256) colours, whichever of the two is smaller.
@@ -21,7 +23,7 @@ rows), and a strip whose image still came out too large is halved and encoded ag
 ``Pacer`` decides when the streamer polls and how it encodes (quality, subsampling, strip
 height) from what recent polls found, input, and flow control holding updates back.
 
-Buffers are reused: the viewer's copy, the diff scratch space, the palette lookup tables.
+Buffers are reused: the viewer's copy, the palette lookup tables.
 """
 
 from __future__ import annotations
@@ -31,39 +33,38 @@ import ctypes
 import ctypes.util
 import dataclasses
 import io
-import mmap
 import struct
 import sys
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 import protocol as p
-
-try:  # libjpeg-turbo from a BGRX buffer, no colour conversion or copy (optional)
-    import simplejpeg
-except ImportError:  # pragma: no cover - Pillow does the same job a little slower
-    simplejpeg = None
 
 TILE_PX = 64  # changed-tile grid
 SAMPLE_ROWS = 4  # a sampled compare reads every 4th row first (the next poll the next rows)
 STRIP_ROWS = 128  # large rectangles go in strips of this many rows (a multiple of 16)
 PALETTE_MAX_COLOURS = 256
+EVERY_COLUMN_ROWS = 8  # sampled rows checked at a time for "every column differs" (video)
 CROP_MAX_TILES = 16  # runs of up to this many tiles are cropped to the changed pixels
 SMALL_RECT_PX = 128 * 128  # both encoders are tried on rectangles up to this size
 BOTH_ENCODERS_MIN_PX = 32 * 32  # ... and at least this size (a glyph is always PNG)
 BOTH_ENCODERS_MIN_COLOURS = 24  # ... when they have at least this many colours
+PYTHON_INDEX_MAX_PX = 1024  # palette indexes of up to this many pixels looked up in Python
 PNG_LEVELS = ((64 * 64 * 4, 9), (256 * 256, 6), (1 << 62, 3))  # (up to px, zlib level)
 # Strips are planned at this many bytes a pixel (JPEG of noise: 1.6 at quality 85 4:4:4, 4.1
 # at 100), so that one rarely has to be encoded again in halves to stay under MAX_FRAME_BYTES.
 EXPECTED_BYTES_PER_PX = 2.0
 
 Rect = tuple[int, int, int, int]  # x, y, width, height
+# A C-contiguous (height, width, 4) BGRX image: any object with the buffer protocol of that
+# shape (the agent's grabs are memoryviews cast to it; tests also pass numpy arrays).
+Pixels = Any
 
 
 def _load_memcmp() -> Callable[[int, int, int], int] | None:
@@ -82,21 +83,108 @@ def _load_memcmp() -> Callable[[int, int, int], int] | None:
 _MEMCMP = _load_memcmp()
 
 
+class _PyBuffer(ctypes.Structure):  # CPython's Py_buffer (stable since 3.3)
+    _fields_ = (("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p),
+                ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
+                ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
+                ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
+                ("internal", ctypes.c_void_p))
+
+
+@contextlib.contextmanager
+def _address(buffer: memoryview) -> Iterator[int]:
+    """Where a buffer's bytes are, read-only ones too (mss's shared-memory grab), for memcmp:
+    ctypes' from_buffer wants a writable buffer."""
+    view = _PyBuffer()
+    ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(buffer), ctypes.byref(view), 0)
+    try:
+        yield view.buf
+    finally:
+        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(view))
+
+
+ctypes.pythonapi.PyObject_GetBuffer.argtypes = (ctypes.py_object, ctypes.POINTER(_PyBuffer),
+                                                ctypes.c_int)
+ctypes.pythonapi.PyBuffer_Release.argtypes = (ctypes.POINTER(_PyBuffer),)
+
+
+def _bytes_of(pixels: Pixels) -> tuple[memoryview, int, int]:
+    """(the bytes as one flat read-only-or-not view, width, height) of a BGRX image."""
+    view = memoryview(pixels)
+    if view.ndim != 3 or view.shape[2] != 4 or view.itemsize != 1 or not view.c_contiguous:
+        raise ValueError(f"not a C-contiguous (height, width, 4) byte image: {view.shape}")
+    return view.cast("B"), view.shape[1], view.shape[0]
+
+
+def writeable(pixels: Pixels) -> bool:
+    """Whether the image's buffer may be written (a grab the caller owns, not a view)."""
+    return not memoryview(pixels).readonly
+
+
+def new_image(width: int, height: int) -> memoryview:
+    """A black BGRX image of this size: a (height, width, 4) view of a new bytearray."""
+    return memoryview(bytearray(width * height * 4)).cast("B", (height, width, 4))
+
+
+class _Compare:
+    """Equality of byte ranges of two buffers at the same offsets: memcmp on their addresses
+    (held for the life of the object), or slices compared where there is no memcmp."""
+
+    def __init__(self, old: memoryview, new: memoryview) -> None:
+        self.old, self.new = old, new
+        self._stack = contextlib.ExitStack()
+        if _MEMCMP is not None:
+            self._old_at = self._stack.enter_context(_address(old))
+            self._new_at = self._stack.enter_context(_address(new))
+
+    def equal(self, start: int, stop: int) -> bool:
+        if _MEMCMP is not None:
+            return _MEMCMP(self._old_at + start, self._new_at + start, stop - start) == 0
+        return self.old[start:stop] == self.new[start:stop]
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _bytes_image(data: memoryview, offset: int, width: int, rows: int, stride: int
+                 ) -> Image.Image:
+    """A Pillow "L" image of ``rows`` rows of ``width`` bytes, ``stride`` apart, mapped onto
+    ``data`` (no copy): one byte of BGRX a pixel of it, so a difference shows every byte.
+    (Pillow maps only whole strides: the caller keeps ``rows * stride`` inside ``data``.)"""
+    return Image.frombuffer("L", (width, rows), data[offset:offset + rows * stride], "raw",
+                            "L", stride, 1)
+
+
+def _differing_columns(old: memoryview, new: memoryview, start: int, width: int, rows: int,
+                       stride: int) -> int:
+    """A bit for each byte column that differs in one of ``rows`` rows ``stride`` apart."""
+    whole = min(rows, (len(old) - start) // stride)  # the last row may end the buffer early
+    parts = [(start, whole, stride), (start + whole * stride, rows - whole, width)]
+    mask = 0
+    for offset, count, step in parts:
+        if count:
+            difference = ImageChops.difference(_bytes_image(old, offset, width, count, step),
+                                               _bytes_image(new, offset, width, count, step))
+            mask |= int.from_bytes(difference.im.getprojection()[0], "little")
+    return mask
+
+
 class ScreenDiff:
     """The image the viewer shows (its own copy, or an image given away) and what differs
     from it."""
 
     def __init__(self, tile: int = TILE_PX) -> None:
         self.tile = tile
-        self.shown: np.ndarray | None = None
+        self.shown: Pixels | None = None
         self._phase = 0  # which rows the next sampled compare reads
-        self._scratch: np.ndarray | None = None
 
-    def matches(self, pixels: np.ndarray) -> bool:
+    def matches(self, pixels: Pixels) -> bool:
         """Whether ``pixels`` can be compared with what is shown (same size, shown at all)."""
-        return self.shown is not None and self.shown.shape == pixels.shape
+        return self.shown is not None and \
+            memoryview(self.shown).shape == memoryview(pixels).shape
 
-    def changes(self, pixels: np.ndarray, sample_rows: int = 1) -> list[Rect]:
+    def changes(self, pixels: Pixels, sample_rows: int = 1) -> list[Rect]:
         """Rectangles covering every pixel of ``pixels`` that differs from what is shown.
 
         With ``sample_rows`` > 1 only bands of tiles where one of every ``sample_rows`` rows
@@ -109,88 +197,119 @@ class ScreenDiff:
         """
         if not self.matches(pixels):
             raise ValueError("nothing comparable is shown: send the whole image first")
-        bands = self._sampled_bands(pixels, sample_rows) if sample_rows > 1 else None
-        if bands is not None and not bands:
-            return []
-        if bands is not None and len(bands) >= -(-pixels.shape[0] // self.tile) and \
-                self._scratch.any(axis=0).all():  # every band and column: the whole image
-            return [(0, 0, pixels.shape[1], pixels.shape[0])]
-        return changed_rects(self.shown, pixels, self.tile, bands)
+        if sample_rows <= 1:
+            return changed_rects(self.shown, pixels, self.tile)
+        old, width, height = _bytes_of(self.shown)
+        new = _bytes_of(pixels)[0]
+        compare = _Compare(old, new)
+        try:
+            self._phase = (self._phase + 1) % sample_rows
+            bands = self._sampled_bands(compare, width, height, sample_rows)
+            if not bands:
+                return []
+            if len(bands) >= -(-height // self.tile) and \
+                    self._every_column(old, new, width, height, sample_rows):
+                return [(0, 0, width, height)]
+            return _changed_rects(compare, width, height, self.tile, bands)
+        finally:
+            compare.close()
 
-    def _sampled_bands(self, pixels: np.ndarray, step: int) -> set[int]:
-        self._phase = (self._phase + 1) % step
-        old, new = _words(self.shown)[self._phase::step], _words(pixels)[self._phase::step]
-        if self._scratch is None or self._scratch.shape != new.shape:
-            self._scratch = np.empty(new.shape, bool)
-        rows = np.flatnonzero(np.not_equal(old, new, out=self._scratch).any(axis=1))
-        ys = rows * step + self._phase
-        bands = set((ys // self.tile).tolist())
+    def _sampled_bands(self, compare: _Compare, width: int, height: int, step: int
+                       ) -> set[int]:
+        row_bytes = width * 4
+        ys = [y for y in range(self._phase, height, step)
+              if not compare.equal(y * row_bytes, (y + 1) * row_bytes)]
+        tile = self.tile
+        bands = {y // tile for y in ys}
         # ... and a neighbour when a changed sampled row is near its edge: a change that crosses
         # into it (by fewer rows than sampled) goes in the same update
-        edge = ys % self.tile
-        below = ys[(edge >= self.tile - step) & (ys + step < pixels.shape[0])]
-        bands.update((below // self.tile + 1).tolist())
-        bands.update((ys[(edge < step) & (ys >= self.tile)] // self.tile - 1).tolist())
+        bands.update(y // tile + 1 for y in ys if y % tile >= tile - step and y + step < height)
+        bands.update(y // tile - 1 for y in ys if y % tile < step and y >= tile)
         return bands
 
-    def commit(self, pixels: np.ndarray, rects: Iterable[Rect], owned: bool = False) -> None:
+    def _every_column(self, old: memoryview, new: memoryview, width: int, height: int,
+                      step: int) -> bool:
+        """Whether every column of words (8 bytes, 4 for odd widths) differs in a sampled
+        row: Pillow's difference of the sampled rows (mapped, not copied), projected, a few
+        rows at a time (video answers yes within the first few)."""
+        row_bytes, word = width * 4, 8 if width % 2 == 0 else 4
+        rows = range(self._phase, height, step)
+        columns = 0
+        for first in range(0, len(rows), EVERY_COLUMN_ROWS):
+            count = min(EVERY_COLUMN_ROWS, len(rows) - first)
+            columns |= _differing_columns(old, new, rows[first] * row_bytes, row_bytes, count,
+                                          row_bytes * step)
+            words = memoryview(columns.to_bytes(row_bytes, "little")).cast(
+                "Q" if word == 8 else "I")
+            if 0 not in words.tolist():
+                return True
+        return False
+
+    def commit(self, pixels: Pixels, rects: Iterable[Rect], owned: bool = False) -> None:
         """The viewer now shows ``rects`` of ``pixels``: copied, or for a whole image that
         the caller will not change (``owned``), kept as it is."""
         rects = list(rects)
-        whole = [(0, 0, pixels.shape[1], pixels.shape[0])]
-        if owned and rects == whole and pixels.flags.c_contiguous:
+        source, width, height = _bytes_of(pixels)
+        whole = [(0, 0, width, height)]
+        if owned and rects == whole:
             self.shown = pixels
             return
         if not self.matches(pixels):
-            self.shown = np.empty_like(pixels)
+            self.shown = new_image(width, height)
             rects = whole
+        shown, row_bytes = _bytes_of(self.shown)[0], width * 4
         for x, y, w, h in rects:
-            self.shown[y:y + h, x:x + w] = pixels[y:y + h, x:x + w]
+            if x == 0 and w == width:  # whole rows: one copy
+                shown[y * row_bytes:(y + h) * row_bytes] = \
+                    source[y * row_bytes:(y + h) * row_bytes]
+                continue
+            for start in range(y * row_bytes + x * 4, (y + h) * row_bytes, row_bytes):
+                shown[start:start + w * 4] = source[start:start + w * 4]
 
     def forget(self) -> None:
         self.shown = None
 
 
-def _words(pixels: np.ndarray) -> np.ndarray:
-    """Rows of a C-contiguous BGRX image as 8-byte words (4-byte for odd widths): no copy."""
-    height, width = pixels.shape[:2]
-    return pixels.reshape(height, -1).view(np.uint64 if width % 2 == 0 else np.uint32)
-
-
-def _band_equal(old: np.ndarray, new: np.ndarray) -> bool:
-    if _MEMCMP is not None and old.flags.c_contiguous and new.flags.c_contiguous:
-        return _MEMCMP(old.ctypes.data, new.ctypes.data, new.nbytes) == 0
-    return bool(np.array_equal(old, new))
-
-
-def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE_PX,
+def changed_rects(old: Pixels, new: Pixels, tile: int = TILE_PX,
                   bands: set[int] | None = None) -> list[Rect]:
     """(x, y, width, height) rectangles covering every pixel where ``new`` differs from
     ``old``: runs of changed tiles in a row of tiles, merged downwards while the run keeps its
     tile span, and runs of up to CROP_MAX_TILES tiles cropped to the pixels that changed.
     With ``bands`` only those bands of tiles (0 the top one) are compared."""
-    height, width = new.shape[:2]
-    columns = -(-width // tile)
-    o32, n32 = old.view(np.uint32)[..., 0], new.view(np.uint32)[..., 0]
+    old_bytes, width, height = _bytes_of(old)
+    new_bytes, new_width, new_height = _bytes_of(new)
+    if (new_width, new_height) != (width, height):
+        raise ValueError("the two images differ in size")
+    compare = _Compare(old_bytes, new_bytes)
+    try:
+        return _changed_rects(compare, width, height, tile, bands)
+    finally:
+        compare.close()
+
+
+def _changed_rects(compare: _Compare, width: int, height: int, tile: int,
+                   bands: set[int] | None) -> list[Rect]:
+    row_bytes = width * 4
     rects: list[list[int]] = []  # x0, y0, x1, y1
     open_runs: dict[tuple[int, int], list[int]] = {}
     for y0 in range(0, height, tile):
         y1 = min(height, y0 + tile)
         runs: dict[tuple[int, int], list[int]] = {}
-        if (bands is None or y0 // tile in bands) and not _band_equal(old[y0:y1], new[y0:y1]):
-            differs = n32[y0:y1] != o32[y0:y1]
-            cols = np.zeros(columns * tile, bool)
-            cols[:width] = differs.any(axis=0)
-            tiles = cols.reshape(columns, tile).any(axis=1).tolist()
+        if (bands is None or y0 // tile in bands) and \
+                not compare.equal(y0 * row_bytes, y1 * row_bytes):
+            boxes = _tile_boxes(compare, y0, y1 - y0, width, tile)
             start = None
-            for i, hit in enumerate([*tiles, False]):
+            for i, hit in enumerate([*boxes, None]):
                 if hit and start is None:
                     start = i
                 elif not hit and start is not None:
                     span = (start, i)
-                    box = _crop(differs, cols, start * tile, min(width, i * tile), y0) \
-                        if i - start <= CROP_MAX_TILES else \
-                        [start * tile, y0, min(width, i * tile), y1]
+                    if i - start <= CROP_MAX_TILES:  # the changed pixels' bounding box
+                        run = boxes[start:i]
+                        box = [run[0][0], y0 + min(b[1] for b in run), run[-1][2],
+                               y0 + max(b[3] for b in run)]
+                    else:
+                        box = [start * tile, y0, min(width, i * tile), y1]
                     rect = open_runs.get(span)
                     if rect is None:
                         rects.append(box)
@@ -204,66 +323,120 @@ def changed_rects(old: np.ndarray, new: np.ndarray, tile: int = TILE_PX,
     return [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in rects]
 
 
-def _crop(differs: np.ndarray, cols: np.ndarray, x0: int, x1: int, y0: int) -> list[int]:
-    """The bounding box of the changed pixels of one run of tiles, in image coordinates."""
-    xs = np.flatnonzero(cols[x0:x1])
-    ys = np.flatnonzero(differs[:, x0:x1].any(axis=1))
-    return [x0 + int(xs[0]), y0 + int(ys[0]), x0 + int(xs[-1]) + 1, y0 + int(ys[-1]) + 1]
+def _tile_boxes(compare: _Compare, y0: int, rows: int, width: int, tile: int
+                ) -> list[tuple[int, int, int, int] | None]:
+    """For each tile of the band of ``rows`` rows from ``y0``: the bounding box of its
+    changed pixels (x in the image, y in the band), or None. Pillow's difference of the band's
+    bytes (mapped, not copied), then getbbox of each tile of it between the outermost changed
+    bytes, on Pillow's core image: the Python wrapper costs more than a tile's work."""
+    row_bytes = width * 4
+    start = y0 * row_bytes
+    differs = ImageChops.difference(_bytes_image(compare.old, start, row_bytes, rows, row_bytes),
+                                    _bytes_image(compare.new, start, row_bytes, rows, row_bytes)
+                                    ).im
+    boxes: list[tuple[int, int, int, int] | None] = [None] * -(-width // tile)
+    outer = differs.getbbox(False)
+    if outer is None:
+        return boxes
+    for i in range(outer[0] // (tile * 4), -(-outer[2] // (tile * 4))):
+        x0, x1 = i * tile, min(width, (i + 1) * tile)
+        box = differs.crop((x0 * 4, 0, x1 * 4, rows)).getbbox(False)
+        if box is not None:
+            boxes[i] = (x0 + box[0] // 4, box[1], x0 + -(-box[2] // 4), box[3])
+    return boxes
 
 
 # --- encoding ----------------------------------------------------------------------------
 
-_tables = threading.local()  # one 16 MB colour -> palette index table per encoding thread
+_tables = threading.local()  # per encoding thread: a 65536-entry lookup table, kept zeroed
 
 
-def _palette_table() -> np.ndarray:
+def _rgb_image(pixels: Pixels, x: int, y: int, w: int, h: int) -> Image.Image:
+    """A Pillow RGB image of one rectangle of a C-contiguous BGRX image (one conversion)."""
+    data, width, _ = _bytes_of(pixels)
+    return Image.frombuffer("RGB", (w, h), data[(y * width + x) * 4:], "raw", "BGRX",
+                            width * 4, 1)
+
+
+def _pairs_to_index(low: bytes, high: bytes, pairs: list[int], width: int,
+                    height: int) -> bytes:
+    """For each pixel, the position in ``pairs`` of its (low + 256 * high) number, looked up
+    by Pillow in C: the bytes interleaved into a 16-bit image, which a 65536-entry table maps
+    to 8 bits. Every pixel's number must be in ``pairs``."""
     table = getattr(_tables, "lut", None)
     if table is None:
-        # Anonymous mmap: only the pages that colours touch ever become resident. (np.zeros
-        # is calloc, which memsets all 16 MB when the memory comes from a malloc heap, as it
-        # does in threads or with a raised M_MMAP_THRESHOLD: 16 MB resident per thread.)
-        table = _tables.lut = np.frombuffer(mmap.mmap(-1, 1 << 24), np.uint8)
-    return table
+        table = _tables.lut = [0] * 65536
+    numbers = bytearray(2 * width * height)
+    numbers[0::2], numbers[1::2] = low, high
+    for i, pair in enumerate(pairs):
+        table[pair] = i
+    try:
+        wide = Image.frombuffer("I;16", (width, height), numbers, "raw", "I;16", 0, 1).convert(
+            "I")
+        # the core's point (0.6 ms): Image.point rounds the 65536 entries in Python (10 ms)
+        return wide._new(wide.im.point(table, "L")).tobytes()
+    finally:
+        for pair in pairs:
+            table[pair] = 0
 
 
-def _rgb_image(pixels: np.ndarray, x: int, y: int, w: int, h: int) -> Image.Image:
-    """A Pillow RGB view of one rectangle of a C-contiguous BGRX image (one conversion)."""
-    stride = pixels.shape[1] * 4
-    data = memoryview(pixels).cast("B")[(y * pixels.shape[1] + x) * 4:]
-    return Image.frombuffer("RGB", (w, h), data, "raw", "BGRX", stride, 1)
+def _palette_indexes(rgb: Image.Image, keys: list[int]) -> bytes:
+    """Each pixel's position in ``keys`` (0xRRGGBB, every colour of ``rgb``), row by row:
+    exact, unlike Pillow's own conversion to a given palette (which matches colours on 6 bits
+    a channel). One 8-bit table when a channel alone tells the colours apart (grey text), one
+    16-bit table when a pair of channels does, else (blue, green) pairs numbered, then
+    (pair number, red)."""
+    count = len(keys)
+    for band, shift in (("G", 8), ("R", 16), ("B", 0)):
+        values = [(key >> shift) & 255 for key in keys]
+        if len(set(values)) == count:
+            table = [0] * 256
+            for i, value in enumerate(values):
+                table[value] = i
+            return rgb.getchannel(band).point(table).tobytes()
+    width, height = rgb.size
+    if width * height <= PYTHON_INDEX_MAX_PX:  # a glyph: cheaper than a 65536-entry table
+        position = {key.to_bytes(3): i for i, key in enumerate(keys)}
+        data = rgb.tobytes()
+        return bytes([position[data[i:i + 3]] for i in range(0, len(data), 3)])
+    shifts = {"R": 16, "G": 8, "B": 0}
+    for low, high in (("G", "R"), ("B", "G"), ("R", "B")):  # a pair of channels may do
+        pairs = [(key >> shifts[low] & 255) | (key >> shifts[high] & 255) << 8 for key in keys]
+        if len(set(pairs)) == count:
+            return _pairs_to_index(rgb.getchannel(low).tobytes(),
+                                   rgb.getchannel(high).tobytes(), pairs, width, height)
+    blue, green = rgb.getchannel("B").tobytes(), rgb.getchannel("G").tobytes()
+    pairs = list(dict.fromkeys(key & 0xFFFF for key in keys))  # (blue, green), in key order
+    numbered = _pairs_to_index(blue, green, pairs, width, height)
+    position = {pair: i for i, pair in enumerate(pairs)}
+    return _pairs_to_index(numbered, rgb.getchannel("R").tobytes(),
+                           [position[key & 0xFFFF] | (key >> 16) << 8 for key in keys],
+                           width, height)
 
 
-def _png(pixels: np.ndarray, x: int, y: int, w: int, h: int,
-         colours: list[tuple[int, tuple[int, int, int]]]) -> bytes:
+def _png(pixels: Pixels, x: int, y: int, w: int, h: int,
+         colours: list[tuple[int, tuple[int, int, int]]], rgb: Image.Image | None = None
+         ) -> bytes:
     """An exact palette PNG of a rectangle with at most 256 colours, at the smallest bit
     depth that holds them (written here: Pillow's PNG writer costs 20x more on small ones)."""
-    keys = np.array([(r << 16) | (g << 8) | b for _, (r, g, b) in colours], np.uint32)
-    table = _palette_table()
-    table[keys] = np.arange(keys.size, dtype=np.uint8)
-    index = np.take(table, pixels.view(np.uint32)[y:y + h, x:x + w, 0] & 0xFFFFFF)
-    bits = next(bits for bits in (1, 2, 4, 8) if keys.size <= 1 << bits)
-    rows = np.zeros((h, 1 + -(-w * bits // 8)), np.uint8)  # each row: filter type 0, data
-    rows[:, 1:] = _pack(index, bits)
-    palette = np.stack([(keys >> 16) & 255, (keys >> 8) & 255, keys & 255], 1)
+    keys = [(r << 16) | (g << 8) | b for _, (r, g, b) in colours]
+    indexes = _palette_indexes(rgb or _rgb_image(pixels, x, y, w, h), keys)
+    bits = next(bits for bits in (1, 2, 4, 8) if len(keys) <= 1 << bits)
+    row_bytes = -(-w * bits // 8)
+    if bits < 8:  # Pillow's packer for palette images: leftmost pixel in the highest bits
+        indexes = Image.frombuffer("P", (w, h), indexes, "raw", "P", 0, 1).tobytes(
+            "raw", f"P;{bits}")
+    packed = Image.frombuffer("L", (row_bytes, h), indexes, "raw", "L", 0, 1)
+    rows = Image.new("L", (1 + row_bytes, h))  # each row: filter type 0, then its data
+    rows.paste(packed, (1, 0))
+    palette = b"".join(key.to_bytes(3) for key in keys)
     level = next(level for most, level in PNG_LEVELS if w * h <= most)
     return b"".join((
         b"\x89PNG\r\n\x1a\n",
         _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bits, 3, 0, 0, 0)),
-        _chunk(b"PLTE", palette.astype(np.uint8).tobytes()),
+        _chunk(b"PLTE", palette),
         _chunk(b"IDAT", zlib.compress(rows.tobytes(), level)),
         _chunk(b"IEND", b"")))
-
-
-def _pack(index: np.ndarray, bits: int) -> np.ndarray:
-    """Rows of palette indexes packed ``8 // bits`` to a byte, leftmost pixel highest."""
-    if bits == 8:
-        return index
-    per = 8 // bits
-    height, width = index.shape
-    padded = np.zeros((height, -(-width // per) * per), np.uint8)
-    padded[:, :width] = index
-    shifts = (np.arange(per - 1, -1, -1) * bits).astype(np.uint8)
-    return np.bitwise_or.reduce(padded.reshape(height, -1, per) << shifts, axis=2)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -271,34 +444,33 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
         struct.pack(">I", zlib.crc32(kind + data))
 
 
-SUBSAMPLINGS = {"444": 0, "420": 2}  # simplejpeg's name -> Pillow's number
+SUBSAMPLINGS = {"444": 0, "420": 2}  # our name -> Pillow's number
 
 
-def _jpeg(pixels: np.ndarray, x: int, y: int, w: int, h: int, quality: int,
-          subsampling: str = "444") -> bytes:
-    """JPEG from the BGRX pixels, without chroma subsampling unless asked for 4:2:0."""
-    if simplejpeg is not None:
-        return simplejpeg.encode_jpeg(pixels[y:y + h, x:x + w], quality=quality,
-                                      colorspace="BGRX", colorsubsampling=subsampling)
+def _jpeg(pixels: Pixels, x: int, y: int, w: int, h: int, quality: int,
+          subsampling: str = "444", rgb: Image.Image | None = None) -> bytes:
+    """JPEG of the rectangle, without chroma subsampling unless asked for 4:2:0 (Pillow's
+    libjpeg-turbo, from the RGB image that palette detection made already)."""
     buffer = io.BytesIO()
-    _rgb_image(pixels, x, y, w, h).save(buffer, "JPEG", quality=quality,
-                                        subsampling=SUBSAMPLINGS[subsampling])
+    (rgb or _rgb_image(pixels, x, y, w, h)).save(buffer, "JPEG", quality=quality,
+                                                 subsampling=SUBSAMPLINGS[subsampling])
     return buffer.getvalue()
 
 
-def encode_rect(pixels: np.ndarray, rect: Rect, quality: int,
+def encode_rect(pixels: Pixels, rect: Rect, quality: int,
                 subsampling: str = "444") -> tuple[int, bytes]:
     """(frame kind, image bytes) of one rectangle of a C-contiguous BGRX image."""
     if subsampling not in SUBSAMPLINGS:
         raise ValueError(f"unknown chroma subsampling {subsampling!r}")
     x, y, w, h = rect
-    colours = _rgb_image(pixels, x, y, w, h).getcolors(PALETTE_MAX_COLOURS)
+    rgb = _rgb_image(pixels, x, y, w, h)
+    colours = rgb.getcolors(PALETTE_MAX_COLOURS)
     if colours is None:
-        return p.FRAME_JPEG, _jpeg(pixels, x, y, w, h, quality, subsampling)
-    png = _png(pixels, x, y, w, h, colours)
+        return p.FRAME_JPEG, _jpeg(pixels, x, y, w, h, quality, subsampling, rgb)
+    png = _png(pixels, x, y, w, h, colours, rgb)
     if BOTH_ENCODERS_MIN_PX <= w * h <= SMALL_RECT_PX and \
             len(colours) >= BOTH_ENCODERS_MIN_COLOURS:
-        jpeg = _jpeg(pixels, x, y, w, h, quality, subsampling)
+        jpeg = _jpeg(pixels, x, y, w, h, quality, subsampling, rgb)
         if len(jpeg) < len(png):
             return p.FRAME_JPEG, jpeg
     return p.FRAME_PNG, png
@@ -319,7 +491,7 @@ def strips(rects: Iterable[Rect], rows: int = STRIP_ROWS,
     return parts
 
 
-def encode_within(pixels: np.ndarray, rect: Rect, quality: int, subsampling: str,
+def encode_within(pixels: Pixels, rect: Rect, quality: int, subsampling: str,
                   max_bytes: int) -> list[tuple[Rect, int, bytes]]:
     """(rectangle, frame kind, image bytes) covering ``rect``, each image at most
     ``max_bytes``: a rectangle whose image came out larger is halved and encoded again."""
@@ -338,13 +510,13 @@ def encode_within(pixels: np.ndarray, rect: Rect, quality: int, subsampling: str
             for part in encode_within(pixels, half, quality, subsampling, max_bytes)]
 
 
-def encode_update(pixels: np.ndarray, rects: Iterable[Rect], monitor: int, seq: int,
+def encode_update(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
                   quality: int, full: bool, mapper: Callable = map,
                   subsampling: str = "444", rows: int = STRIP_ROWS,
                   max_frame_bytes: int = p.MAX_FRAME_BYTES) -> list[p.Frame]:
     """The frames of one update, FLAG_LAST on the last, none larger than ``max_frame_bytes``
     (header included); ``mapper`` (e.g. a thread pool's map) may encode the strips (of at most
-    ``rows`` rows, fewer for wide ones) in parallel: Pillow and simplejpeg release the GIL."""
+    ``rows`` rows, fewer for wide ones) in parallel: Pillow releases the GIL while it works."""
     budget = max_frame_bytes - p.FRAME_HEADER.size
     parts = strips(rects, rows, max(1, int(budget / EXPECTED_BYTES_PER_PX)))
     encoded = [piece for pieces in (mapper if len(parts) > 1 else map)(

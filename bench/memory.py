@@ -37,6 +37,9 @@ PEAK_WORKLOADS = ("typing", "motion")
 class MemoryResult:
     peer: str
     peak_mb: dict[str, float] = field(default_factory=dict)  # workload -> VmHWM
+    # workload -> resident MB by kind at the end of it: anonymous (heaps, Python objects, the
+    # viewer's copy of the screen), file-backed (libraries, fonts), shared (the X11 grab buffer)
+    parts_mb: dict[str, dict[str, float]] = field(default_factory=dict)
     soak: list[tuple[float, float]] = field(default_factory=list)  # (minutes, MB)
 
 
@@ -76,14 +79,26 @@ async def session(peer: str, screen: d.Desktop, relay: RelayProcess):
         d.stop(process)
 
 
-async def peak(peer: str, screen: d.Desktop, relay: RelayProcess, seconds: float) -> float:
-    """VmHWM in MB after `seconds` of the running workload."""
+def resident_parts_mb(pid: int) -> dict[str, float]:
+    """RssAnon, RssFile and RssShmem of a process, in MB (empty once it has gone)."""
+    parts = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("RssAnon", "RssFile", "RssShmem"):
+                parts[name[3:].lower()] = int(value.split()[0]) / 1024
+    return parts
+
+
+async def peak(peer: str, screen: d.Desktop, relay: RelayProcess, seconds: float
+               ) -> tuple[float, dict[str, float]]:
+    """VmHWM in MB after `seconds` of the running workload, and the resident parts then."""
     async with session(peer, screen, relay) as meter:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             meter.rss_kb()
             await asyncio.sleep(0.1)
-        return meter.hwm_kb() / 1024
+        return meter.hwm_kb() / 1024, resident_parts_mb(meter.pid)
 
 
 async def soak(peer: str, screen: d.Desktop, relay: RelayProcess, minutes: float
@@ -112,7 +127,8 @@ async def run(screen: d.Desktop, relay: RelayProcess, seconds: float, soak_minut
             for peer, result in results.items():
                 if name in PEAK_WORKLOADS:
                     print(f"  memory {name}: {peer} ...", file=sys.stderr, flush=True)
-                    result.peak_mb[name] = await peak(peer, screen, relay, seconds)
+                    result.peak_mb[name], result.parts_mb[name] = await peak(
+                        peer, screen, relay, seconds)
                 if soak_minutes > 0 and name == soak_workload:
                     print(f"  memory soak ({name}, {soak_minutes:g} min): {peer} ...",
                           file=sys.stderr, flush=True)
@@ -133,6 +149,16 @@ def report_lines(results: list[MemoryResult], soak_workload: str = "typing") -> 
         mine = o.peak_mb.get(name, float("nan"))
         lines.append(f"| {name} | {x.peak_mb.get(name, float('nan')):.1f} | {mine:.1f} | "
                      f"{'met' if mine <= 60 else '**missed**'} |")
+    lines += ["", "Resident memory by kind at the end of each run (MB): anonymous (heaps, "
+              "Python objects, the viewer's copy of the screen), file-backed (libraries, "
+              "fonts), shared (the X11 grab buffer).", "",
+              "| workload | peer | anonymous | file | shared |", "|---|---|---:|---:|---:|"]
+    for name in PEAK_WORKLOADS:
+        for r in (x, o):
+            parts = r.parts_mb.get(name, {})
+            lines.append(f"| {name} | {r.peer} | {parts.get('anon', float('nan')):.1f} | "
+                         f"{parts.get('file', float('nan')):.1f} | "
+                         f"{parts.get('shmem', float('nan')):.1f} |")
     lines.append("")
     if o.soak or x.soak:
         lines += [f"Soak ({soak_workload}): VmRSS every {SOAK_SAMPLE_S:g} s; the slope is a "

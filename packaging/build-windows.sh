@@ -200,7 +200,7 @@ if [ ! -f "$stamp" ]; then
   say "installing the agent's packages with the Windows pip: ${requirements[*]}"
   wine_run "$PYDIR/python.exe" -m pip install -q --no-warn-script-location \
     -c "$(winpath "$constraints")" "${requirements[@]}"
-  wine_run "$PYDIR/python.exe" -c "import PyInstaller, mss, numpy, pynput, pystray, PIL, websockets"
+  wine_run "$PYDIR/python.exe" -c "import PyInstaller, mss, pynput, pystray, PIL, websockets"
   rm -f "$PYDIR"/.packages-*
   touch "$stamp"
 fi

@@ -4,6 +4,7 @@ library's."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,6 +24,10 @@ class FakeScreen:
         self.grabs = 0
         self.changing = False  # every grab differs from the last (full motion)
         self.broken = False  # grab fails, as a lost display would
+        # paint(image, grabs) before every grab: motion that keeps up with the agent's polls
+        # however slow the test is (a change made by the test between updates can come late
+        # enough on a loaded machine for the agent to call the screen still)
+        self.paint: Callable[[np.ndarray, int], None] | None = None
 
     def monitors(self) -> tuple[p.Screen, ...]:
         left, top = min(s.x for s in self.layout), min(s.y for s in self.layout)
@@ -36,6 +41,8 @@ class FakeScreen:
             raise OSError("the display went away")
         if self.changing:
             self.image[:8, :8, 0] = self.grabs % 256
+        if self.paint is not None:
+            self.paint(self.image, self.grabs)
         region = self.image[area.y:area.y + area.height, area.x:area.x + area.width]
         return region.copy()  # a new array each time, as Screen.grab promises
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -480,6 +484,110 @@ def test_on_a_slow_link_bulk_updates_go_in_strips_of_a_few_tens_of_milliseconds(
     for _ in range(5):  # cheaper than guessed: taller strips
         pacer.encoded(codec.Encoding(wide, 85, "444", before), [frame], 1.0)
     assert before < rows(1e6, pacer) <= codec.STRIP_ROWS
+
+
+# --- without numpy: the same bytes, read-only views, nothing imported ----------------------
+
+
+def palette_image(colours: list[tuple[int, int, int]], height: int, width: int,
+                  seed: int) -> np.ndarray:
+    """Pixels drawn from ``colours`` (RGB) at random, with a random pad byte (ignored)."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width, 4), np.uint8)
+    picks = rng.integers(0, len(colours), (height, width))
+    image[..., :3] = np.array(colours, np.uint8)[picks][..., ::-1]
+    image[..., 3] = rng.integers(0, 256, (height, width))
+    return image
+
+
+# sha256 of the PNG that screen_codec wrote with numpy (a 16 MB colour table, numpy's bit
+# packing), for each way the palette indexes are now looked up: the bytes did not change.
+PNG_BEFORE_NUMPY_WENT = {
+    "one channel tells the colours apart (grey text)": (
+        [(v, v, v) for v in range(0, 250, 5)], 45, 77, 1,
+        "bc70dc5094257cb5b1517844e4ec537c764006e311b6ab712552d4b185468710"),
+    "blue and green together tell them apart": (
+        [(9, g, b) for g in range(0, 200, 20) for b in range(0, 200, 25)], 60, 150, 2,
+        "e88cc61d7be977869420c5201016855e83c567a2e341b356a6854638ccc34c14"),
+    "green and red together tell them apart": (
+        [(r, g, 9) for r in range(0, 240, 16) for g in (3, 130)] + [(7, 3, 200)], 70, 130, 3,
+        "7c03ed9f7c2767882341ac59a25578db66dbea49610562a2f70ad99f97283712"),
+    "no two channels tell them apart: (blue, green) numbered, then with red": (
+        [(r, g, b) for r in (0, 90, 200) for g in (10, 128, 255) for b in (5, 60, 250)],
+        50, 90, 6, "1e569fde0b3c2e7257e73c5fc7aeb783f12377f101e25d168467cfbadb323377"),
+    "two colours, one bit a pixel": (
+        [(0, 0, 0), (255, 255, 255)], 33, 61, 4,
+        "603f66805dc9201e68a547feb496c822ef2d0c13db2f069c43a4913b5bca0614"),
+    "a glyph, looked up in Python": (
+        [(r, 255 - r, 40) for r in range(0, 250, 50)] + [(3, 3, 3)], 9, 7, 5,
+        "aa9a8ab9e99de58e3088c79d959cb3faa6548368aba2d62af1a375ebaa57d7b2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PNG_BEFORE_NUMPY_WENT))
+def test_palette_pngs_are_byte_for_byte_those_of_the_numpy_encoder(case) -> None:
+    """Each palette lookup path writes exactly the PNG bytes the numpy encoder wrote, also
+    for a rectangle inside a larger image, and decodes to the pixels."""
+    colours, height, width, seed, digest = PNG_BEFORE_NUMPY_WENT[case]
+    image = palette_image(colours, height, width, seed)
+    found = codec._rgb_image(image, 0, 0, width, height).getcolors(256)
+    data = codec._png(image, 0, 0, width, height, found)
+    assert hashlib.sha256(data).hexdigest() == digest
+    assert np.array_equal(decode(data), image[..., 2::-1])
+    larger = np.zeros((height + 20, width + 30, 4), np.uint8)
+    larger[11:11 + height, 13:13 + width] = image
+    assert codec._png(larger, 13, 11, width, height, found) == data
+
+
+def test_a_read_only_view_is_compared_and_encoded_like_an_array() -> None:
+    """A read-only memoryview (the agent's shared-memory grab) gives the same rectangles and
+    frames as the same pixels in an array, and is copied, not kept, on commit."""
+    old, new = text_like(200, 300, seed=6), text_like(200, 300, seed=6)
+    new[40:90, 100:170] = noise(50, 70)
+    view = memoryview(new.tobytes()).cast("B", new.shape)
+    assert view.readonly and not codec.writeable(view) and codec.writeable(new)
+    assert codec.changed_rects(old, view) == codec.changed_rects(old, new) == \
+        [(100, 40, 70, 50)]
+    diff = codec.ScreenDiff()
+    diff.commit(old, [])
+    assert diff.changes(view, codec.SAMPLE_ROWS) == diff.changes(new) == [(100, 40, 70, 50)]
+    diff.commit(view, [(100, 40, 70, 50)], owned=True)
+    assert diff.shown is not view and np.array_equal(np.asarray(diff.shown), new)
+    rects = [(0, 0, 300, 200)]
+    assert codec.encode_update(view, rects, 0, 1, 85, True) == \
+        codec.encode_update(new, rects, 0, 1, 85, True)
+
+
+def test_an_image_that_is_not_bgrx_is_refused_with_a_clear_error() -> None:
+    """Three channels, or rows not contiguous, are a ValueError naming the shape."""
+    with pytest.raises(ValueError, match="height, width, 4"):
+        codec.changed_rects(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="height, width, 4"):
+        codec.ScreenDiff().commit(np.zeros((8, 16, 4), np.uint8)[:, ::2], [])
+
+
+NO_NUMPY = """
+import sys
+sys.modules["numpy"] = None  # any import of numpy now fails
+import agent, screen_codec as codec
+image = codec.new_image(640, 300)
+diff = codec.ScreenDiff()
+diff.commit(image, [])
+image[5, 7, 1] = 200  # a memoryview takes item assignment by index
+rects = diff.changes(image, 1)
+frames = codec.encode_update(image, rects + [(0, 0, 640, 300)], 0, 1, 85, False)
+print(rects, [f.kind for f in frames], "simplejpeg" in sys.modules)
+"""
+
+
+def test_the_agent_and_its_codec_run_without_numpy() -> None:
+    """With numpy made unimportable, the agent imports and the codec compares and encodes
+    (numpy costs the agent 14 MB of memory and the exe 8.8 MB); simplejpeg is not loaded."""
+    result = subprocess.run([sys.executable, "-c", NO_NUMPY], capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[(7,", "5,", "1,", "1)]", "[2,", "2,", "2,", "2]",
+                                     "False"]
 
 
 def test_a_redone_frame_carries_the_viewers_copy_as_it_is_now_and_its_own_flags() -> None:

@@ -1,0 +1,203 @@
+"""screen_codec's compare and encode on real 1080p captures, against another version of it.
+
+    python -m bench.codec_speed [--baseline GIT_REF] [--repeat 15]
+
+Captures pairs of 1920x1080 frames from an Xvfb (an xterm being typed into, a full page of
+text, a full-screen video, and an 800x450 video in a corner of the text) and times, on the
+same frames in the same run, this tree's screen_codec.py and the one at GIT_REF (loaded from
+git as a module of its own): the sampled compare of an unchanged screen and of each change,
+the full compare, and encoding what changed. Each time is the median CPU time of --repeat runs
+(after one warm-up); the results are also checked to be the same (rectangles, PNG bytes; the
+JPEG of another encoder build may differ by its bytes, so only its size is shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+from bench import desktop as d
+from protocol import FRAME_PNG
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_baseline(ref: str) -> ModuleType:
+    """screen_codec.py as it is at ``ref``, imported under another name."""
+    source = subprocess.run(["git", "show", f"{ref}:screen_codec.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="codec-baseline-")) / "screen_codec_baseline.py"
+    path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("screen_codec_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def median_ms(work: Callable[[], object], repeat: int) -> float:
+    """The median CPU time of this thread (all the work runs in it): on a machine shared by
+    many, wall time mostly measures the wait for a core."""
+    work()
+    times = []
+    for _ in range(repeat):
+        start = time.thread_time()
+        work()
+        times.append(time.thread_time() - start)
+    return statistics.median(times) * 1000
+
+
+def capture(screen: d.Desktop) -> dict[str, tuple[bytes, bytes]]:
+    """Pairs of frames (before, after), raw BGRX bytes of the whole 1920x1080 screen."""
+    import mss
+
+    frames: dict[str, tuple[bytes, bytes]] = {}
+    with mss.MSS(display=screen.display) as grabber:
+        def grab() -> bytes:
+            return bytes(grabber.grab(grabber.monitors[1]).raw)
+
+        def settled() -> bytes:  # the screen once it has not changed for 0.3 s
+            last = grab()
+            while True:
+                time.sleep(0.3)
+                if (now := grab()) == last:
+                    return now
+                last = now
+
+        def changed(before: bytes) -> bytes:  # the screen once it differs, then settles
+            deadline = time.monotonic() + 10
+            while grab() == before and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return settled()
+
+        page = screen.xterm("bench-codec", "238x74+0+0", "cat; sleep 600")
+        for line in range(3):
+            screen.xdotool("type", "--delay", "0", f"{line}: {d.TEXT[:200]}\n")
+        before = settled()
+        screen.xdotool("type", "--delay", "0", "w")
+        frames["typing"] = (before, changed(before))
+        for _ in range(70):  # a full page of text, then one more line: the page scrolls
+            screen.xdotool("type", "--delay", "0", d.TEXT[:230] + "\n")
+        before = settled()
+        screen.xdotool("type", "--delay", "0", d.TEXT[40:200] + "\n")
+        frames["scroll"] = (before, changed(before))
+        d.stop(page)
+        video = d.WORKLOADS["motion"](screen)
+        video.start()
+        time.sleep(1.5)
+        first = grab()
+        second = first
+        while second == first:
+            second = grab()
+        frames["video"] = (first, second)
+        video.stop()
+    # issue 14's slow-link scene: an 800x450 video in a corner of a text screen (the two video
+    # frames pasted over the scrolled page)
+    page = frames["scroll"][1]
+    frames["corner video"] = (corner(page, first), corner(page, second))
+    return frames
+
+
+def corner(page: bytes, video: bytes, x: int = 1000, y: int = 500, w: int = 800,
+           h: int = 450) -> bytes:
+    """``page`` with the (x, y, w, h) rectangle of ``video`` over it."""
+    out = bytearray(page)
+    row = d.WIDTH * 4
+    for top in range(y * row + x * 4, (y + h) * row, row):
+        out[top:top + w * 4] = video[top:top + w * 4]
+    return bytes(out)
+
+
+def as_image(codec: ModuleType, raw: bytes):
+    """The frame as the version under test takes it (numpy before, a memoryview after)."""
+    if "np" in vars(codec):
+        return codec.np.frombuffer(bytearray(raw), codec.np.uint8).reshape(d.HEIGHT, d.WIDTH, 4)
+    return memoryview(bytearray(raw)).cast("B", (d.HEIGHT, d.WIDTH, 4))
+
+
+def measure(codec: ModuleType, frames: dict[str, tuple[bytes, bytes]], repeat: int
+            ) -> dict[str, tuple[float, object]]:
+    """name -> (median ms, what came out)"""
+    out: dict[str, tuple[float, object]] = {}
+    for name, (before, after) in frames.items():
+        out.update(measure_pair(codec, name, as_image(codec, before), as_image(codec, after),
+                                repeat))
+    return out
+
+
+def measure_pair(codec: ModuleType, name: str, old, new, repeat: int
+                 ) -> dict[str, tuple[float, object]]:
+    out: dict[str, tuple[float, object]] = {}
+    diff = codec.ScreenDiff()
+    diff.commit(old, [])
+    out[f"sampled compare, unchanged ({name})"] = (
+        median_ms(lambda: diff.changes(old, codec.SAMPLE_ROWS), repeat), [])
+
+    def sampled():
+        diff._phase = 0  # the same rows each time
+        return diff.changes(new, codec.SAMPLE_ROWS)
+
+    out[f"sampled compare, {name}"] = (median_ms(sampled, repeat), sampled())
+    rects = codec.changed_rects(old, new)
+    out[f"full compare, {name}"] = (
+        median_ms(lambda: codec.changed_rects(old, new), repeat), rects)
+    full = name == "video"  # the sampled compare answers the whole screen
+    if full:
+        rects = [(0, 0, d.WIDTH, d.HEIGHT)]
+    subsampling, quality = ("420", 75) if "video" in name else ("444", 85)
+
+    def encode():
+        return codec.encode_update(new, rects, 0, 1, quality, full, subsampling=subsampling)
+
+    out[f"encode {name} ({sum(w * h for _, _, w, h in rects)} px)"] = (
+        median_ms(encode, repeat),
+        [(f.kind, f.x, f.y, f.width, f.height,
+          f.image if f.kind == FRAME_PNG else len(f.image)) for f in encode()])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default="main", help="git ref of the other version")
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args(argv)
+    d.require("Xvfb", "xterm", "xdotool", "ffmpeg", "ffplay")
+    sys.path.insert(0, str(ROOT))
+    import screen_codec
+
+    baseline = load_baseline(args.baseline)
+    screen = d.Desktop().start()
+    try:
+        frames = capture(screen)
+    finally:
+        screen.close()
+    load = os.getloadavg()[0]
+    before = measure(baseline, frames, args.repeat)
+    after = measure(screen_codec, frames, args.repeat)
+    print(f"load average (1 min) at the start: {load:.2f}; {os.cpu_count()} cores\n")
+    print(f"| step | {args.baseline} ms | this tree ms | same result |")
+    print("|---|---:|---:|---|")
+    for name, (ms, result) in after.items():
+        old_ms, old_result = before[name]
+        same = "yes" if result == old_result else "**no**"
+        if same != "yes" and name.startswith("encode"):  # JPEG bytes from another build
+            png_same = [r for r in result if r[0] == FRAME_PNG] == \
+                [r for r in old_result if r[0] == FRAME_PNG]
+            same = f"PNG {'same' if png_same else '**differs**'}; JPEG bytes " + \
+                f"{sum(r[5] for r in old_result if r[0] != FRAME_PNG)} -> " + \
+                f"{sum(r[5] for r in result if r[0] != FRAME_PNG)}"
+        print(f"| {name} | {old_ms:.2f} | {ms:.2f} | {same} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
