@@ -691,7 +691,9 @@ class Agent:
                 # written (and starts) as soon as an ack frees one (FlowControl.ahead_of_time),
                 # instead of the grab and encode starting only then. (In motion in Chromium
                 # that left 2 updates in flight idle for an encode each: 26 fps, not 40.)
-                bulk = not outbox.bulk_waiting()
+                # Another is encoded once it started, even while its frames are still paced
+                # out: the outbox holds at most two bulk updates.
+                bulk = not flow.ahead
                 interactive = pacer.interactive(polled_at) and flow.may_start(interactive=True)
                 if not (bulk or interactive):
                     pacer.held_back()  # held back by the link: the next update is cheaper

@@ -73,6 +73,7 @@ class BrowserResult:
     draws_per_s: float = float("nan")
     browser_cpu: float = float("nan")
     screen_changes: float = float("nan")  # the motion source's frames/s meanwhile
+    updates_per_s: float = float("nan")  # ours: whole updates drawn (the viewer's own count)
 
 
 # --- Chromium's processes -----------------------------------------------------------------
@@ -248,7 +249,17 @@ async def delivered_frames(page, seconds: float, result: BrowserResult,
     frames0, draws0 = await page.evaluate(counts)
     cpu.start()
     start, put = time.monotonic(), motion.put
-    await asyncio.sleep(seconds)
+    # Our viewer's own count of whole updates drawn (and acknowledged), shown once a second:
+    # an animation frame with a draw may hold half an update (its strips drawn apart).
+    shown = []
+    while time.monotonic() - start < seconds:
+        await asyncio.sleep(min(1.0, seconds - (time.monotonic() - start)))
+        text = await page.evaluate(
+            "() => document.getElementById('stat-fps')?.textContent || ''")
+        if text.endswith("/s"):
+            shown.append(float(text[:-2]))
+    if shown:
+        result.updates_per_s = sum(shown) / len(shown)
     frames1, draws1 = await page.evaluate(counts)
     elapsed = time.monotonic() - start
     result.screen_changes = motion.rate_since(put, start)
@@ -336,6 +347,9 @@ def report_lines(results: list[BrowserResult], rate: float) -> list[str]:
                  + " | ".join("-" if r is floor else _num(r.fps) for r in results) + " |")
     lines.append("| full motion: canvas draws/s | "
                  + " | ".join("-" if r is floor else _num(r.draws_per_s) for r in results) + " |")
+    lines.append("| full motion: whole updates drawn/s (the viewer's count) | "
+                 + " | ".join("-" if r is floor else _num(r.updates_per_s) for r in results)
+                 + " |")
     lines.append("| full motion: screen changes/s (the source's) | "
                  + " | ".join("-" if r is floor else _num(r.screen_changes) for r in results)
                  + " |")
