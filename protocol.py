@@ -43,9 +43,31 @@ message and forwards it unchanged):
     end              V -> R           session, reason   (the support person ended it)
     ended            R -> A, R -> V   session, by, reason, ref (ledger reference), billable_s
     ping / pong      V -> R -> V      t                 (round-trip time; echoed unchanged)
+    chat             V -> R -> A      session, text     (a chat line; also A -> R -> V)
+    clipboard        V -> R -> A      session, text     (set the customer's clipboard: a paste;
+                                                        also A -> R -> V: theirs changed)
     logout           V -> R           (nothing)
     error            R -> A, R -> V   code, message     (a refusal; the relay may then close)
     <binary>         A -> R -> V      FRAME_HEADER + image: one rectangle of update `seq`
+    file_offer       S -> R -> D      session, transfer, name, size, sha256  (before any byte;
+                                      the relay refuses a file over its cap with file_cancel)
+    file_answer      D -> R -> S      session, transfer, accept  (the receiver's yes or no)
+    file_ack         D -> R -> S      session, transfer, received  (bytes received so far)
+    file_cancel      S, D or R        session, transfer, reason  (one of FILE_CANCEL_REASONS)
+    file_done        D -> R -> S      session, transfer, saved_as  (every byte, SHA-256 checked)
+    <binary>         S -> R -> D      FILE_CHUNK_HEADER + file bytes at `offset`
+                     (S = the sender of a file, D = its receiver: the viewer or the agent)
+
+File chunks are binary messages whose first byte is FILE_CHUNK, never a frame kind. A sender
+keeps at most FILE_WINDOW_BYTES sent beyond what the receiver acknowledged (``FileWindow``),
+and the relay forwards chunks only after text and screen updates, so files never delay the
+screen or input.
+
+`chat` and `clipboard` text over MAX_CHAT_CHARS / MAX_CLIPBOARD_CHARS, or faster than their
+rates, is not a protocol error: the relay refuses that one message with an `error` whose code
+is in NOTICE_CODES and keeps the link (``over_limit`` is the one size rule). The relay never
+stores or logs their text. `clipboard` flows only while the support person holds control and
+the customer has not paused.
 
 Every `error` code and `ended` reason has one plain sentence for the customer and one for
 the support person in ``WORDING``; ``refusal(code, to)`` builds the `error`. Close codes are
@@ -95,6 +117,21 @@ MAX_TEXT_CHARS = 2000  # one `text` message
 MAX_SCREENS = 17  # the bounding box plus 16 monitors
 MAX_SCREEN_EDGE = 32767
 MAX_QUEUE_ENTRIES = 200
+# File transfer (the relay's own cap, `serve --max-file-mb`, is usually lower than the field limit)
+MAX_FILE_NAME_CHARS = 255  # as offered; the receiver cleans and shortens it
+MAX_FILE_SIZE_BYTES = 2**40  # what a size field may say
+FILE_CHUNK_BYTES = 32 * 1024  # at most this many file bytes in one chunk
+FILE_WINDOW_BYTES = 256 * 1024  # sent but not yet acknowledged, per transfer
+FILE_ACK_BYTES = 64 * 1024  # the receiver acknowledges at least this often (and at the end)
+MAX_TRANSFERS_PER_SESSION = 4  # transfers under way at once, both directions
+FILE_CANCEL_REASONS = ("file-cancelled", "file-declined", "file-too-big", "file-corrupt",
+                       "file-failed", "file-lost", "file-busy")
+MAX_CHAT_CHARS = 1000  # one chat line: a few sentences, not a document
+MAX_CLIPBOARD_CHARS = 10000  # clipboard text; even 4 UTF-8 bytes a character fits one message
+CHAT_MESSAGES_PER_S = 1  # sustained chat lines a second from one side of a session ...
+CHAT_BURST = 5  # ... with this many at once (a few quick lines)
+CLIPBOARD_UPDATES_PER_S = 2  # sustained clipboard messages a second from one side ...
+CLIPBOARD_BURST = 4  # ... with this many at once
 
 ROLES = ("agent", "viewer")
 BUTTONS = ("left", "middle", "right")
@@ -665,6 +702,147 @@ class Error(Message):
         _check_str("message", self.message, 500)
 
 
+# --- file transfer ----------------------------------------------------------------------
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_transfer(value: Any) -> None:
+    _check_int("transfer", value, 1, 2**31 - 1)
+
+
+def _check_file_name(name: str, value: Any) -> None:
+    _check_str(name, value, MAX_FILE_NAME_CHARS, printable=False)
+    if not value:
+        _fail(f"{name} must not be empty")
+
+
+@dataclass(frozen=True)
+class FileOffer(Message):
+    """A file its sender wants to send: nothing of it moves until the receiver accepts. The
+    name is the sender's; the receiver cleans it before using it anywhere."""
+
+    TYPE = "file_offer"
+    session: str
+    transfer: int
+    name: str
+    size: int
+    sha256: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_transfer(self.transfer)
+        _check_file_name("name", self.name)
+        _check_int("size", self.size, 0, MAX_FILE_SIZE_BYTES)
+        if type(self.sha256) is not str or not _SHA256.fullmatch(self.sha256):
+            _fail("sha256 must be 64 lower-case hex digits")
+
+
+@dataclass(frozen=True)
+class FileAnswer(Message):
+    TYPE = "file_answer"
+    session: str
+    transfer: int
+    accept: bool
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_transfer(self.transfer)
+        _check_bool("accept", self.accept)
+
+
+@dataclass(frozen=True)
+class FileAck(Message):
+    """The receiver has ``received`` bytes of the transfer: progress, and room to send more."""
+
+    TYPE = "file_ack"
+    session: str
+    transfer: int
+    received: int
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_transfer(self.transfer)
+        _check_int("received", self.received, 0, MAX_FILE_SIZE_BYTES)
+
+
+@dataclass(frozen=True)
+class FileCancel(Message):
+    TYPE = "file_cancel"
+    session: str
+    transfer: int
+    reason: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_transfer(self.transfer)
+        if self.reason not in FILE_CANCEL_REASONS:
+            _fail(f"reason must be one of {', '.join(FILE_CANCEL_REASONS)}")
+
+
+@dataclass(frozen=True)
+class FileDone(Message):
+    """The receiver has every byte, its SHA-256 matched, and it is kept as ``saved_as``."""
+
+    TYPE = "file_done"
+    session: str
+    transfer: int
+    saved_as: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_transfer(self.transfer)
+        _check_file_name("saved_as", self.saved_as)
+
+
+FILE_TYPES = (FileOffer, FileAnswer, FileAck, FileCancel, FileDone)
+def _check_shared_text(name: str, value: Any) -> None:
+    """Chat and clipboard text: not empty, printable but for line breaks and tabs. Its size
+    cap is not checked here (``over_limit``): over-long text is refused politely, not as a
+    protocol error, and MAX_CONTROL_BYTES bounds it anyway."""
+    _check_str(name, value, MAX_CONTROL_BYTES, printable=False)
+    if not value:
+        _fail(f"{name} must not be empty")
+    if any(c < " " and c not in "\n\r\t" for c in value) or "\x7f" in value:
+        _fail(f"{name} may contain only printable characters, line breaks and tabs")
+
+
+@dataclass(frozen=True)
+class Chat(Message):
+    """A chat line, viewer to agent or agent to viewer; plain text, never markup."""
+
+    TYPE = "chat"
+    session: str
+    text: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_shared_text("text", self.text)
+
+
+@dataclass(frozen=True)
+class Clipboard(Message):
+    """Clipboard text: from the viewer, put it on the customer's clipboard (a paste comes
+    next); from the agent, the customer's clipboard changed."""
+
+    TYPE = "clipboard"
+    session: str
+    text: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_shared_text("text", self.text)
+
+
+def over_limit(message: Message) -> str:
+    """The refusal code when a chat or clipboard message is over its size cap, else ""."""
+    if isinstance(message, Chat) and len(message.text) > MAX_CHAT_CHARS:
+        return "chat-too-long"
+    if isinstance(message, Clipboard) and len(message.text) > MAX_CLIPBOARD_CHARS:
+        return "clipboard-too-long"
+    return ""
+
+
 # --- refusals, endings and close codes ---------------------------------------------------
 #
 # One table for every `error` code and every `ended` reason, with the sentence each audience
@@ -780,7 +958,42 @@ WORDING: dict[str, Wording] = {
     "agent-reconnecting": Wording(
         "Reconnecting to the support server.",
         "The customer's connection dropped; waiting for it to come back."),
+    # file transfer: the reasons of `file_cancel`
+    "file-cancelled": Wording(
+        "The file transfer was cancelled.",
+        "The file transfer was cancelled."),
+    "file-declined": Wording(
+        "You declined the file.",
+        "The customer declined the file."),
+    "file-too-big": Wording(
+        "The file is larger than the support server allows.",
+        "The file is larger than this relay allows (serve --max-file-mb)."),
+    "file-corrupt": Wording(
+        "The file arrived damaged (its SHA-256 did not match), so it was not kept.",
+        "The file arrived damaged (its SHA-256 did not match), so it was not kept."),
+    "file-failed": Wording(
+        "The file could not be saved on this computer.",
+        "The file could not be saved on the customer's computer."),
+    "file-lost": Wording(
+        "The connection dropped, so the file transfer was cancelled.",
+        "The connection dropped, so the file transfer was cancelled."),
+    "file-busy": Wording(
+        "Another file is on its way; please wait until it is done.",
+        "Another file is on its way; send this one when it is done."),
+    # notices: one message refused, the session goes on (NOTICE_CODES)
+    "chat-too-long": Wording(
+        f"That message is too long to send (at most {MAX_CHAT_CHARS} characters).",
+        f"That message is too long to send (at most {MAX_CHAT_CHARS} characters)."),
+    "chat-rate-limited": Wording(
+        "Messages are being sent too quickly. Please wait a moment.",
+        "Messages are being sent too quickly. Please wait a moment."),
+    "clipboard-too-long": Wording(
+        f"The copied text is too long to share (at most {MAX_CLIPBOARD_CHARS} characters).",
+        f"The clipboard text is too long to send (at most {MAX_CLIPBOARD_CHARS} characters)."),
 }
+# Refusals of one message that leave the session as it was: the agent shows them, it does
+# not end on them (every other `error` to the agent ends its session).
+NOTICE_CODES = frozenset({"chat-too-long", "chat-rate-limited", "clipboard-too-long"})
 UNKNOWN_WORDING = Wording(
     "The support server ended the connection. Please run this program again.",
     "The relay refused the request.")
@@ -850,9 +1063,10 @@ _BY_TYPE: dict[str, type[Message]] = {
     for cls in (
         Registered, Welcome, Queue, Accept, Accepted, TakeControl, ReleaseControl, Control,
         PointerMove, Button, Wheel, Key, Text, Refresh, Ack, Cursor, Screens, Pause, Close,
-        End, Ended, Ping, Pong, Logout, Error,
+        End, Ended, Ping, Pong, Logout, Error, Chat, Clipboard,
     )
 }
+_BY_TYPE.update({cls.TYPE: cls for cls in FILE_TYPES})
 _HELLO_BY_ROLE: dict[str, type[Message]] = {"agent": AgentHello, "viewer": ViewerHello}
 
 # Messages that carry a support person's input to the customer's machine.
@@ -1126,3 +1340,90 @@ class UpdateWindow:
         if flags & FLAG_LAST:
             self.finished.add(seq)
         return True
+
+
+# --- file chunks (binary) ---------------------------------------------------------------
+
+# kind (FILE_CHUNK), reserved (0), reserved (0), transfer, offset; then the file bytes.
+FILE_CHUNK_HEADER = struct.Struct("!BBHIQ")
+FILE_CHUNK = 0x10  # never a FRAME_KINDS value: the first byte tells a chunk from a frame
+
+
+@dataclass(frozen=True)
+class FileChunk:
+    """``data``: the bytes of transfer ``transfer`` starting at byte ``offset``."""
+
+    transfer: int
+    offset: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        _check_transfer(self.transfer)
+        _check_int("offset", self.offset, 0, MAX_FILE_SIZE_BYTES)
+        if not isinstance(self.data, (bytes, bytearray, memoryview)):
+            _fail("chunk data must be bytes")
+        if not 1 <= len(self.data) <= FILE_CHUNK_BYTES:
+            _fail(f"a chunk holds 1 to {FILE_CHUNK_BYTES} bytes")
+
+
+def is_file_chunk(data: bytes | bytearray | memoryview) -> bool:
+    """True if this binary message is a file chunk (by its first byte), not a screen update."""
+    return len(data) > 0 and data[0] == FILE_CHUNK
+
+
+def encode_file_chunk(chunk: FileChunk) -> bytes:
+    return FILE_CHUNK_HEADER.pack(FILE_CHUNK, 0, 0, chunk.transfer, chunk.offset) + bytes(
+        chunk.data)
+
+
+@_from_peer
+def decode_file_chunk(data: bytes | bytearray | memoryview) -> FileChunk:
+    """Parse one binary file chunk; RemoteProtocolError if it is malformed."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        _fail("a file chunk must be bytes")
+    if len(data) < FILE_CHUNK_HEADER.size:
+        _fail("binary message is shorter than the file chunk header")
+    kind, reserved, reserved16, transfer, offset = FILE_CHUNK_HEADER.unpack_from(data)
+    if kind != FILE_CHUNK:
+        _fail(f"not a file chunk (kind {kind})")
+    if reserved or reserved16:
+        _fail("file chunk reserved bytes must be 0")
+    return FileChunk(transfer, offset, bytes(data[FILE_CHUNK_HEADER.size:]))
+
+
+class FileWindow:
+    """Flow control of one transfer, by bytes: the sender keeps at most ``limit`` bytes sent
+    beyond what the receiver acknowledged; the relay enforces the same rule and drops nothing.
+
+    Bytes, not messages: a file must never take the link from the screen and the input, and
+    bytes are what fill a link.
+    """
+
+    def __init__(self, size: int, limit: int = FILE_WINDOW_BYTES) -> None:
+        self.size, self.limit = size, limit
+        self.sent = 0  # bytes sent (forwarded, for the relay) so far, in order
+        self.acked = 0  # bytes the receiver said it has
+
+    def room(self) -> int:
+        """How many more bytes may go now."""
+        return max(0, min(self.size - self.sent, self.acked + self.limit - self.sent))
+
+    def admit(self, offset: int, length: int) -> bool:
+        """May a chunk of ``length`` bytes at ``offset`` go? (Next in order, within the window
+        and the announced size.) True counts it as sent."""
+        if offset != self.sent or length > self.room():
+            return False
+        self.sent += length
+        return True
+
+    def ack(self, received: int) -> bool:
+        """The receiver has ``received`` bytes; False if that cannot be (more than was sent,
+        or less than it said before)."""
+        if not self.acked <= received <= self.sent:
+            return False
+        self.acked = received
+        return True
+
+    @property
+    def complete(self) -> bool:
+        return self.sent == self.size

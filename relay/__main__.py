@@ -27,11 +27,12 @@ from urllib.parse import urlsplit
 import protocol
 from relay.accounts import DB_FILE, AccountError, check_password
 from relay.download import DEFAULT_COMPANY
-from relay.ledger import LedgerRow, iso_utc, write_csv
+from relay.ledger import LedgerRow, iso_utc, write_csv, write_transfers_csv
 from relay.location import DATABASE_ENV, Location, LocationError, resolve
 from relay.pairing import DEFAULT_GRACE_S, DEFAULT_WAIT_TIMEOUT_S
 from relay.store import DataError
 from relay.stores import Store, StoreFailure, open_store
+from relay.transfers import DEFAULT_MAX_FILE_MB
 
 T = typing.TypeVar("T")
 
@@ -49,6 +50,16 @@ def technician_id(value: str) -> str:
         protocol.check_technician_id(value)
     except protocol.ProtocolError as error:
         raise argparse.ArgumentTypeError(f"bad id {value!r}: {error}") from None
+    return value
+
+
+def file_megabytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of MiB: {text!r}") from None
+    if not 0 <= value <= 1024 * 1024:
+        raise argparse.ArgumentTypeError("must be between 0 and 1048576 MiB")
     return value
 
 
@@ -261,6 +272,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_ledger(args: argparse.Namespace) -> int:
     if args.since is not None and args.until is not None and args.until <= args.since:
         raise UsageError("--until must be later than --since")
+    if args.transfers:
+        return _transfers(args)
     rows = on_store(args, lambda store: store.rows(
         since=args.since, until=args.until, technician=args.technician))
     if args.csv:
@@ -269,6 +282,23 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         print("No sessions.")
     else:
         print_table(ledger_table(rows), LEDGER_WIDTHS)
+    return 0
+
+
+def _transfers(args: argparse.Namespace) -> int:
+    """`ledger --transfers`: the file transfers (relay.transfers), as a table or CSV."""
+    rows = on_store(args, lambda store: store.transfers(
+        since=args.since, until=args.until, technician=args.technician))
+    if args.csv:
+        write_transfers_csv(rows, sys.stdout)
+    elif not rows:
+        print("No file transfers.")
+    else:
+        table = [("STARTED (UTC)", "TECHNICIAN", "DIRECTION", "NAME", "SIZE", "OUTCOME",
+                  "SHA-256")]
+        table += [(iso_utc(r.started_at).replace("T", " ")[:16], r.technician, r.direction,
+                   r.name, str(r.size), r.outcome, r.sha256[:12]) for r in rows]
+        print_table(table, (16, 12, 13, 24, 12, 9, 12))
     return 0
 
 
@@ -319,7 +349,7 @@ def serve_config(args: argparse.Namespace):  # -> server.RelayConfig (server imp
         require_code=args.require_code, ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout, handshake_timeout=args.handshake_timeout,
         hello_timeout=args.hello_timeout, max_unauthenticated=args.max_unauthenticated,
-        database=location_of(args), relay_id=args.relay_id,
+        database=location_of(args), relay_id=args.relay_id, max_file_mb=args.max_file_mb,
     )
 
 
@@ -508,6 +538,9 @@ def build_parser(with_server: bool = False) -> argparse.ArgumentParser:
                      help="only this support person's sessions")
     sub.add_argument("--csv", action="store_true",
                      help="CSV for billing, every column in full (default: a table)")
+    sub.add_argument("--transfers", action="store_true",
+                     help="the file transfers instead of the sessions (name, size, "
+                          "direction, SHA-256, outcome)")
     return parser
 
 
@@ -553,6 +586,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--require-code", action="store_true",
                         help="support people type the 6-digit session code the customer "
                              "reads out before they can accept a session")
+    parser.add_argument("--max-file-mb", type=file_megabytes, default=DEFAULT_MAX_FILE_MB,
+                        metavar="MB",
+                        help="the largest file a support person and a customer may send "
+                             "each other, in MiB (0 turns file transfer off); a larger one "
+                             "is refused before any byte moves")
     # Hidden: the viewer's files from elsewhere, and tuning for tests (a network cut
     # detected in a second, stalled handshakes dropped fast).
     parser.add_argument("--viewer-dir", type=readable_folder, default=server.VIEWER_DIR,

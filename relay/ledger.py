@@ -12,13 +12,14 @@ import math
 import re
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 import protocol
 from relay.store import Store
+from relay.transfers import TransferRow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -49,6 +50,21 @@ CREATE TABLE IF NOT EXISTS heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS transfers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    technician TEXT NOT NULL,
+    transfer INTEGER NOT NULL,
+    direction TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    sent_bytes INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transfers_started ON transfers (started_at);
 """
 
 # Columns a ledger made before session references and pauses gets when opened.
@@ -59,6 +75,10 @@ CSV_FIELDS = (
     "ref", "session", "technician", "machine", "user", "address", "requested_at",
     "accepted_at", "ended_at", "paused_seconds", "billable_seconds", "ended_by", "end_reason",
 )
+TRANSFER_COLUMNS = ("session, technician, transfer, direction, name, size, sha256, outcome,"
+                    " sent_bytes, started_at, ended_at")
+TRANSFER_CSV_FIELDS = ("session", "technician", "direction", "name", "size", "sha256",
+                       "outcome", "sent_bytes", "started_at", "ended_at")
 _COLUMNS = ("session, technician, machine, user, address, requested_at, accepted_at,"
             " ended_at, ended_by, end_reason, coalesce(ref, 0), paused_seconds")
 
@@ -200,6 +220,25 @@ class Ledger(Store):
             (at, session, kind, detail),
         )
 
+    def transfer(self, row: TransferRow) -> None:
+        """One file transfer, written when it ended (relay.transfers)."""
+        self._write(f"INSERT INTO transfers ({TRANSFER_COLUMNS})"  # noqa: S608 (constants)
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", astuple(row))
+
+    def transfers(self, since: float | None = None, technician: str | None = None,
+                  until: float | None = None) -> list[TransferRow]:
+        """File transfers started at or after `since` and before `until`, oldest first."""
+        sql = f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE 1 = 1"  # noqa: S608
+        values: list = []
+        for clause, value in (("started_at >= ?", since), ("started_at < ?", until),
+                              ("technician = ?", technician)):
+            if value is not None:
+                sql += f" AND {clause}"
+                values.append(value)
+        with self._lock:
+            found = self._db.execute(sql + " ORDER BY started_at, id", values).fetchall()
+        return [TransferRow(*row) for row in found]
+
     def heartbeat(self, at: float) -> None:
         """The relay's latest sign of life: where a crash's open sessions stop billing."""
         self._write("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?)", (at,))
@@ -310,5 +349,15 @@ def write_csv(rows: Iterable[LedgerRow], out: TextIO) -> None:
          iso_utc(row.requested_at), iso_utc(row.accepted_at), iso_utc(row.ended_at),
          whole_seconds(row.paused_s), row.billable_whole_s, row.ended_by or "",
          row.end_reason or "")
+        for row in rows
+    ))
+
+
+def write_transfers_csv(rows: Iterable[TransferRow], out: TextIO) -> None:
+    """One line per file transfer, as write_csv: ISO 8601 UTC times, every cell defused (a
+    file name is whatever its sender typed)."""
+    write_csv_table(out, TRANSFER_CSV_FIELDS, (
+        (row.session, row.technician, row.direction, row.name, row.size, row.sha256,
+         row.outcome, row.sent_bytes, iso_utc(row.started_at), iso_utc(row.ended_at))
         for row in rows
     ))

@@ -38,6 +38,14 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
   ``error{code: "rate-limited"}`` at most once a second); input is never reordered.
   Key and button releases are always forwarded and never charged.
 - A viewer connection watches at most one session: binary frames carry no session id.
+- Files (relay.transfers): file messages and chunks of the watched session, either way,
+  with the relay's cap checked before any byte; a link that drops cancels its transfers.
+- Chat and clipboard (``protocol.Chat``, ``protocol.Clipboard``) pass between the session's
+  agent and its watching viewer only, and their text is never stored or logged. Text over
+  its cap, or faster than its rate (a token bucket per session and direction), is refused
+  to its sender with a notice (``protocol.NOTICE_CODES``) and the link stays up. Clipboard
+  text flows only while the viewer holds control and the customer has not paused: from the
+  viewer it is input (the same gates and bucket), from the agent it is dropped otherwise.
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ from protocol import (
 )
 from relay.ledger import billable_seconds
 from relay.limits import Budget, subnet
+from relay.transfers import DEFAULT_MAX_FILE_MB, Transfers
 
 WAITING, ACTIVE, ENDED = "waiting", "active", "ended"
 DEFAULT_WAIT_TIMEOUT_S = 600.0
@@ -103,6 +112,9 @@ class Peer(Protocol):
     def send_frame(self, data: bytes, monitor: int) -> None:
         """Queue a binary screen update (viewers only); the server may drop it if unread."""
 
+    def send_chunk(self, data: bytes) -> None:
+        """Queue a binary file chunk: never dropped, sent after control messages and frames."""
+
     def close(self, code: int, reason: str) -> None:
         """Close the connection after everything queued before has been sent."""
 
@@ -125,6 +137,7 @@ class Recorder(Protocol):
     def paused(self, session: str, paused: bool, at: float) -> None: ...
     def ended(self, session: str, by: str, reason: str, at: float) -> None: ...
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None: ...
+    def transfer(self, row: Any) -> None: ...  # relay.transfers.TransferRow
 
 
 class TokenBucket:
@@ -167,6 +180,14 @@ class Session:
     ref: int = 0  # the ledger's reference for this session (the customer's receipt)
     paused_at: float | None = None  # the customer paused: no screen and no input since then
     paused_s: float = 0.0  # earlier pauses, not billed
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)  # chat/clipboard rates
+
+    def share_allowed(self, kind: str, rate: float, burst: float, now: float) -> bool:
+        """Take one token from this session's ``kind`` bucket (e.g. "chat from agent")."""
+        bucket = self.buckets.get(kind)
+        if bucket is None:
+            bucket = self.buckets[kind] = TokenBucket(rate, burst, now)
+        return bucket.take(now)
 
     def paused_until(self, now: float) -> float:
         """Seconds paused so far, the pause still running included."""
@@ -214,7 +235,12 @@ class Pairing:
     agents: dict[Peer, Session] = field(default_factory=dict)
     viewers: dict[Peer, ViewerState] = field(default_factory=dict)
     refusals: Budget = field(default_factory=Budget)
+    max_file_bytes: int = DEFAULT_MAX_FILE_MB * 1024 * 1024  # serve --max-file-mb
     _by_resume: dict[str, Session] = field(default_factory=dict)
+    files: Transfers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.files = Transfers(self.ledger, self.max_file_bytes)
 
     # --- agents ---------------------------------------------------------------------------
 
@@ -323,8 +349,33 @@ class Pairing:
                 session.viewer.send(message)
         elif isinstance(message, protocol.Pause):
             self._pause(session, message.paused, now)
+        elif isinstance(message, protocol.FILE_TYPES):
+            if session.state == ACTIVE:
+                self.files.message(session, "agent", message, now)
+        elif isinstance(message, (protocol.Chat, protocol.Clipboard)):
+            self._share_from_agent(agent, session, message, now)
         else:
             raise protocol.RemoteProtocolError(f"an agent may not send {message.TYPE}")
+
+    def _share_from_agent(self, agent: Peer, session: Session,
+                          message: protocol.Chat | protocol.Clipboard, now: float) -> None:
+        """A chat line or the customer's clipboard: to the watching viewer, or refused."""
+        if message.session != session.id:
+            raise protocol.RemoteProtocolError(f"{message.TYPE} names another session")
+        chat = isinstance(message, protocol.Chat)
+        if not chat and not (session.control and session.paused_at is None):
+            return  # the agent checks too; a copy racing a release or pause goes nowhere
+        refusal = protocol.over_limit(message)
+        if refusal:
+            agent.send(protocol.refusal(refusal, "agent"))
+        elif not session.share_allowed(
+                f"{message.TYPE} from agent",
+                *((protocol.CHAT_MESSAGES_PER_S, protocol.CHAT_BURST) if chat else
+                  (protocol.CLIPBOARD_UPDATES_PER_S, protocol.CLIPBOARD_BURST)), now):
+            if chat:  # (the agent polls its clipboard no faster than this rate allows)
+                agent.send(protocol.refusal("chat-rate-limited", "agent"))
+        elif session.state == ACTIVE and session.viewer is not None:
+            session.viewer.send(message)
 
     def _pause(self, session: Session, paused: bool, now: float) -> None:
         """The customer paused or resumed: no frames and no input while paused, and the
@@ -369,6 +420,13 @@ class Pairing:
         session.viewer.send_frame(data, monitor)
         return True
 
+    def agent_chunk(self, agent: Peer, data: bytes, now: float) -> bool:
+        """A binary file chunk from the agent (relay.transfers); True if forwarded."""
+        session = self.agents.get(agent)
+        if session is None or session.state != ACTIVE:
+            return False
+        return self.files.chunk(session, "agent", data, now)
+
     def agent_gone(self, agent: Peer, now: float, *, resumable: bool = False) -> None:
         """The agent's connection closed. ``resumable``: it dropped rather than said goodbye."""
         session = self.agents.pop(agent, None)
@@ -379,6 +437,7 @@ class Pairing:
             self._end(session, "relay", "agent-lost", now)
             return
         session.agent_lost_at = now
+        self.files.link_lost(session, now)
         self.ledger.event(session.id, "agent-gap", "the customer's link dropped", now)
         self._drop_control(session, now)
         if session.viewer is not None:
@@ -390,6 +449,7 @@ class Pairing:
         self.agents.pop(old, None)
         session.agent, session.agent_lost_at = None, now
         old.close(protocol.CLOSE_NORMAL, "replaced by a resumed link")
+        self.files.link_lost(session, now)
         self.ledger.event(session.id, "agent-gap", "the customer's link was replaced", now)
         self._drop_control(session, now)
 
@@ -420,7 +480,7 @@ class Pairing:
         if isinstance(message, Ping):
             viewer.send(Pong(message.t))
             return
-        if isinstance(message, protocol.INPUT_TYPES):
+        if isinstance(message, (*protocol.INPUT_TYPES, protocol.Clipboard)):
             self._input(viewer, state, message, now)
             return
         handler = self._SESSION_HANDLERS.get(type(message))
@@ -512,13 +572,45 @@ class Pairing:
             else:
                 session.window.restart_sent()
 
+    def _file(self, viewer: Peer, state: ViewerState, session: Session,
+              message: protocol.Message, now: float) -> None:
+        if session.viewer is not viewer:
+            viewer.send(NOT_WATCHING)
+        else:
+            self.files.message(session, "viewer", message, now)
+
+    def viewer_chunk(self, viewer: Peer, data: bytes, now: float) -> bool:
+        """A binary file chunk from a viewer, for the session it watches; True if forwarded."""
+        state = self.viewers.get(viewer)
+        session = state.session if state is not None else None
+        if session is None or session.viewer is not viewer:
+            return False
+        return self.files.chunk(session, "viewer", data, now)
+
     def _end_by_viewer(self, viewer: Peer, state: ViewerState, session: Session,
                        message: End, now: float) -> None:
         self._end(session, "technician", "technician-ended", now)
 
+    def _chat_from_viewer(self, viewer: Peer, state: ViewerState, session: Session,
+                          message: protocol.Chat, now: float) -> None:
+        """A chat line for the customer: only from the watching viewer (paused or not)."""
+        if session.viewer is not viewer:
+            viewer.send(NOT_WATCHING)
+        elif refusal := protocol.over_limit(message):
+            viewer.send(protocol.refusal(refusal, "viewer"))
+        elif not session.share_allowed("chat from viewer", protocol.CHAT_MESSAGES_PER_S,
+                                       protocol.CHAT_BURST, now):
+            viewer.send(protocol.refusal("chat-rate-limited", "viewer"))
+        elif session.agent is None:
+            viewer.send(AGENT_RECONNECTING)
+        else:
+            session.agent.send(message)
+
     _SESSION_HANDLERS: ClassVar[dict[type, Callable]] = {
         Accept: _accept, TakeControl: _control, ReleaseControl: _control,
         Ack: _forward, Refresh: _forward, End: _end_by_viewer,
+        **dict.fromkeys(protocol.FILE_TYPES, _file),
+        protocol.Chat: _chat_from_viewer,
     }
 
     def _input(self, viewer: Peer, state: ViewerState, message: protocol.Message,
@@ -535,7 +627,9 @@ class Pairing:
         session = self._owned(viewer, state, session_id, message.TYPE, now)
         if session is None:
             return
-        if session.paused_at is not None and session.viewer is viewer:
+        if refusal := protocol.over_limit(message):
+            viewer.send(protocol.refusal(refusal, "viewer"))
+        elif session.paused_at is not None and session.viewer is viewer:
             if not state.told_paused:  # the agent drops it too; say so once per pause
                 state.told_paused = True
                 viewer.send(PAUSED)
@@ -556,6 +650,7 @@ class Pairing:
             return
         session.viewer, session.viewer_lost_at = None, now
         self._drop_control(session, now)
+        self.files.link_lost(session, now)
         if self.grace <= 0:
             self._end(session, "relay", "viewer-lost", now)
             return
@@ -626,6 +721,7 @@ class Pairing:
         if session.state == ENDED:
             return
         listed = session.state == WAITING or session.viewer is None
+        self.files.link_lost(session, now)  # (its peers hear `ended`, which says it all)
         session.state = ENDED
         session.control = False
         end_at = now if at is None else at
@@ -695,3 +791,6 @@ class Pairing:
             if state.session is not None:
                 assert state.session.viewer is viewer
         assert len(self._by_resume) == len(self.sessions)
+        for session_id, transfers in self.files.live.items():  # none outlives its session
+            session = self.sessions[session_id]
+            assert transfers and session.state == ACTIVE

@@ -34,9 +34,10 @@ from relay.accounts import (
 )
 from relay.directory import COLUMNS, RELEASED, Entry, resume_hash
 from relay.ledger import _COLUMNS as LEDGER_COLUMNS
-from relay.ledger import LedgerRow
+from relay.ledger import TRANSFER_COLUMNS, LedgerRow
 from relay.login_limits import LoginLimits
 from relay.store import DataError
+from relay.transfers import TransferRow
 
 REVOKED_CHANNEL = "revoked"
 _DIRECTORY_COLUMNS = ", ".join(f'"{c}"' for c in COLUMNS)  # "user" is a keyword here
@@ -113,6 +114,24 @@ MIGRATIONS = (
     ALTER TABLE sessions ADD COLUMN paused_seconds DOUBLE PRECISION NOT NULL DEFAULT 0;
     ALTER TABLE sessions ADD COLUMN paused_at DOUBLE PRECISION;
     CREATE SEQUENCE session_refs INCREMENT BY 1000 START WITH 1;
+    """,
+    # 3: file transfers (issue 13): one row per transfer, written when it ends.
+    """
+    CREATE TABLE transfers (
+        id BIGSERIAL PRIMARY KEY,
+        session TEXT NOT NULL,
+        technician TEXT NOT NULL,
+        transfer BIGINT NOT NULL,
+        direction TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        sha256 TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        sent_bytes BIGINT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        ended_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX transfers_started ON transfers (started_at);
     """,
 )
 
@@ -464,6 +483,21 @@ class PostgresStore:
             "SELECT at, session, kind, detail FROM session_events"
             " WHERE $1::text IS NULL OR session = $1 ORDER BY id", session)
         return [tuple(row) for row in rows]
+
+    async def transfer(self, row: TransferRow) -> None:
+        await self._execute(
+            f"INSERT INTO transfers ({TRANSFER_COLUMNS})"  # noqa: S608 (constants)
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", *astuple(row))
+
+    async def transfers(self, since: float | None = None, technician: str | None = None,
+                        until: float | None = None) -> list[TransferRow]:
+        rows = await self._fetch(
+            f"SELECT {TRANSFER_COLUMNS} FROM transfers"  # noqa: S608 (constants)
+            " WHERE ($1::float8 IS NULL OR started_at >= $1)"
+            " AND ($2::float8 IS NULL OR started_at < $2)"
+            " AND ($3::text IS NULL OR technician = $3)"
+            " ORDER BY started_at, id", since, until, technician)
+        return [TransferRow(*row) for row in rows]
 
     # --- the session directory ------------------------------------------------------------
 

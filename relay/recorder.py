@@ -72,6 +72,9 @@ class QueuedRecorder:
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None:
         self._put(self.store.event, session, kind, detail, at)
 
+    def transfer(self, row: Any) -> None:  # relay.transfers.TransferRow
+        self._put(self.store.transfer, row)
+
     def call(self, write: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Any other store write, in its place in the order (e.g. the session directory)."""
         self._put(write, *args)

@@ -23,6 +23,9 @@ Each queued message is counted with its bookkeeping (QUEUED_MESSAGE_OVERHEAD_BYT
 flood of tiny frames is held to the same bound as a few large ones. A viewer's queue is the
 exception that is coalesced: a newer one replaces the unsent one, and at most one goes out
 per QUEUE_INTERVAL_S, so churning agents cannot push a slow viewer off its link.
+File chunks (relay.transfers) wait in their own queue, bounded by the transfer's window, and
+go out only when no control message or frame is waiting: a file never delays the screen or
+the input.
 
 Strangers (relay.limits): until its hello is valid (an agent registered, a viewer logged
 in), a connection may send one message of at most protocol.MAX_HELLO_BYTES, and only so
@@ -67,6 +70,7 @@ from relay.recorder import QueuedRecorder
 from relay.static import SECURITY_HEADERS, Download, StaticSite, plain, response
 from relay.store import DataError
 from relay.stores import Store, open_store
+from relay.transfers import DEFAULT_MAX_FILE_MB
 
 log = logging.getLogger("relay")
 
@@ -119,6 +123,7 @@ class RelayConfig:
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S
     grace: float = DEFAULT_GRACE_S
     require_code: bool = False  # accepting a caller needs the code they read out
+    max_file_mb: int = DEFAULT_MAX_FILE_MB  # a file offered beyond this is refused at once
     ping_interval: float = PING_INTERVAL_S
     ping_timeout: float = PING_TIMEOUT_S
     handshake_timeout: float = HANDSHAKE_TIMEOUT_S
@@ -162,6 +167,7 @@ class Link:
         self._queue_sent_at = -math.inf
         self._dropped_monitors: set[int] = set()
         self._closing: tuple[int, str] | None = None
+        self._chunks: deque[bytes] = deque()  # file chunks: after everything else
         if role == "viewer":  # (where the platform has it)
             with contextlib.suppress(OSError, AttributeError):
                 ws.transport.get_extra_info("socket").setsockopt(
@@ -202,6 +208,12 @@ class Link:
         self._frame_bytes += cost
         self._wake.set()
 
+    def send_chunk(self, data: bytes) -> None:
+        # Never dropped (a file has no "newer image"); the transfer's window bounds the queue.
+        if self._closing is None:
+            self._chunks.append(data)
+            self._wake.set()
+
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
             self._closing = (code, _close_reason(reason))
@@ -210,6 +222,7 @@ class Link:
     def _overflow(self) -> None:
         log.info("%s is not reading: closing it", self)
         self._items.clear()
+        self._chunks.clear()
         self._queue, self._queue_ready = None, False
         self._frame_bytes = self._control_bytes = 0
         self._closing = (protocol.CLOSE_POLICY, "not reading fast enough")
@@ -218,7 +231,7 @@ class Link:
 
     @property
     def idle(self) -> bool:
-        return not self._items and not self._queue_ready
+        return not self._items and not self._queue_ready and not self._chunks
 
     async def run(self) -> None:
         """Write queued messages until closed; a peer that went away just ends it. Anything
@@ -252,6 +265,8 @@ class Link:
                     if self.ledger is not None and self.ledger.pending:
                         await self.ledger.reached(self.ledger.queued)
                 await self.ws.send(data)
+            elif self._chunks:
+                await self.ws.send(self._chunks.popleft())
             elif self._closing is not None:
                 await self.ws.close(*self._closing)
                 return
@@ -302,6 +317,11 @@ class LoggedLedger:
                  _printable(detail, 200))
         self.ledger.event(session, kind, detail, at)
 
+    def transfer(self, row: Any) -> None:
+        log.info("session %s... file %s (%s bytes, %s): %s", row.session[:8],
+                 _printable(row.name, 80), row.size, row.direction, row.outcome)
+        self.ledger.transfer(row)
+
 
 
 class Relay:
@@ -311,7 +331,8 @@ class Relay:
         self.store = store  # accounts, ledger and session directory (relay.stores)
         self.ledger = QueuedRecorder(store)  # the rules' writes, in order, off the loop
         self.pairing = Pairing(LoggedLedger(self.ledger), wait_timeout=config.wait_timeout,
-                               grace=config.grace, require_code=config.require_code)
+                               grace=config.grace, require_code=config.require_code,
+                               max_file_bytes=config.max_file_mb * 1024 * 1024)
         self.failover = Failover(store, self.pairing, self.ledger)  # the session directory
         self.tls = config.cert is not None
         self.hello_timeout = config.hello_timeout
@@ -524,6 +545,8 @@ class Relay:
                 now = time.time()
                 if isinstance(data, str):
                     self.pairing.agent_message(link, protocol.decode_control(data), now)
+                elif protocol.is_file_chunk(data):
+                    self.pairing.agent_chunk(link, data, now)
                 else:
                     self.pairing.agent_frame(link, data, now)
         except protocol.RemoteProtocolError as error:
@@ -541,14 +564,19 @@ class Relay:
         if technician is None:
             return
         self._known(link)
-        # Viewers send only control text: frame-sized messages stay refused.
+        # Viewers send control text and file chunks (which fit): frame-sized messages stay
+        # refused.
         ws.protocol.max_message_size = protocol.MAX_CONTROL_BYTES
         link.send(protocol.Welcome(technician.id, technician.name, link.token))
         self.pairing.viewer_joined(link, technician, time.time(), link.token)
         try:
             async for data in ws:
                 if not isinstance(data, str):
-                    raise protocol.RemoteProtocolError("a viewer may not send binary messages")
+                    if not protocol.is_file_chunk(data):
+                        raise protocol.RemoteProtocolError(
+                            "a viewer may send no binary message but a file chunk")
+                    self.pairing.viewer_chunk(link, data, time.time())
+                    continue
                 message = protocol.decode_control(data)
                 if isinstance(message, protocol.Logout):
                     await self.store.revoke_token(link.token)

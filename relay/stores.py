@@ -22,8 +22,10 @@ from relay.directory import Directory, Entry
 from relay.ledger import Ledger, LedgerRow
 from relay.location import Location
 from relay.store import DataError
+from relay.transfers import TransferRow
 
-SQLITE_SCHEMA_VERSION = 2  # 2: ledger references and paused time (relay.ledger adds them)
+SQLITE_SCHEMA_VERSION = 3  # 2: ledger references and paused time; 3: file transfers
+# (relay.ledger adds them)
 
 try:  # what PostgreSQL raises when it refuses or goes away mid-request
     import asyncpg
@@ -75,6 +77,9 @@ class Store(Protocol):
                    until: float | None = None) -> list[LedgerRow]: ...
     async def events(self, session: str | None = None
                      ) -> list[tuple[float, str | None, str, str]]: ...
+    async def transfer(self, row: TransferRow) -> None: ...
+    async def transfers(self, since: float | None = None, technician: str | None = None,
+                        until: float | None = None) -> list[TransferRow]: ...
     # the session directory (relay.directory)
     async def put(self, entry: Entry) -> None: ...
     async def get(self, session: str) -> Entry | None: ...
@@ -222,6 +227,13 @@ class SqliteStore:
     async def events(self, session: str | None = None
                      ) -> list[tuple[float, str | None, str, str]]:
         return await self._run(self.ledger.events, session)
+
+    async def transfer(self, row: TransferRow) -> None:
+        await self._run(self.ledger.transfer, row)
+
+    async def transfers(self, since: float | None = None, technician: str | None = None,
+                        until: float | None = None) -> list[TransferRow]:
+        return await self._run(self.ledger.transfers, since, technician, until)
 
     async def put(self, entry: Entry) -> None:
         await self._run(self.directory.put, entry)

@@ -582,7 +582,7 @@ def test_postgres_commands_share_one_database(postgres, tmp_path: Path):
     url = postgres.fresh_url()
     migrated = pg_cli("migrate", url=url)
     assert migrated.returncode == 0, migrated.stderr
-    assert "schema version 2" in migrated.stdout and "@" not in migrated.stdout
+    assert "schema version 3" in migrated.stdout and "@" not in migrated.stdout
     added = pg_cli("add-technician", "david", "--name", "David", url=url, password="david-pw1")
     assert added.returncode == 0, added.stderr
     assert "david" in pg_cli("list-technicians", url=url).stdout

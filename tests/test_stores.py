@@ -47,7 +47,7 @@ def entry(**changes: Any) -> Entry:
 
 def test_a_new_store_is_at_the_current_schema_version(location: Location):
     """Opening for the first time creates the tables and records the current version."""
-    assert with_store(location, lambda store: store.schema_version()) == 2
+    assert with_store(location, lambda store: store.schema_version()) == 3
 
 
 def test_opening_without_create_refuses_a_missing_sqlite_store(tmp_path: Path):

@@ -3,7 +3,7 @@
 
 import {
     CLOSE_REPLACED, PROTOCOL_VERSION, ProtocolError, encodeControl, decodeControl, decodeFrame,
-    technicianWords,
+    isFileChunk, technicianWords,
 } from "./protocol.js";
 
 const TOKEN_KEY = "spotlight.token";
@@ -68,6 +68,7 @@ export class Connection {
         this.onwelcome = () => {};      // (welcome)
         this.onmessage = () => {};      // (message) every control message after welcome
         this.onframe = () => {};        // (frame, byteLength)
+        this.onchunk = () => {};        // (ArrayBuffer) a file chunk
         this.onsignedout = () => {};    // (reason words or "")
     }
 
@@ -204,6 +205,10 @@ export class Connection {
     }
 
     _onBinary(buffer) {
+        if (isFileChunk(buffer)) {  // a file from the customer (files.js), not the screen
+            this.onchunk(buffer);
+            return;
+        }
         let frame;
         try {
             frame = decodeFrame(buffer);

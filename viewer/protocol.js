@@ -25,6 +25,23 @@ export const MAX_TEXT_CHARS = 2000;
 export const MAX_SCREENS = 17;
 export const MAX_SCREEN_EDGE = 32767;
 export const MAX_QUEUE_ENTRIES = 200;
+// File transfer (see protocol.py).
+export const MAX_FILE_NAME_CHARS = 255;
+export const MAX_FILE_SIZE_BYTES = 2 ** 40;
+export const FILE_CHUNK_BYTES = 32 * 1024;
+export const FILE_WINDOW_BYTES = 256 * 1024;
+export const FILE_ACK_BYTES = 64 * 1024;
+export const MAX_TRANSFERS_PER_SESSION = 4;
+export const FILE_CANCEL_REASONS = Object.freeze([
+    "file-cancelled", "file-declined", "file-too-big", "file-corrupt", "file-failed",
+    "file-lost", "file-busy",
+]);
+export const MAX_CHAT_CHARS = 1000;
+export const MAX_CLIPBOARD_CHARS = 10000;
+export const CHAT_MESSAGES_PER_S = 1;
+export const CHAT_BURST = 5;
+export const CLIPBOARD_UPDATES_PER_S = 2;
+export const CLIPBOARD_BURST = 4;
 
 export const ROLES = Object.freeze(["agent", "viewer"]);
 export const BUTTONS = Object.freeze(["left", "middle", "right"]);
@@ -54,6 +71,7 @@ const SESSION_CODE = /^[0-9]{6}$/;
 const NOT_PRINTABLE = /(?! )[\p{C}\p{Z}]/u;
 const LONE_SURROGATE = /\p{Cs}/u;
 const TYPED_CONTROL = /[\x00-\x08\x0b-\x1f]/; // below space, except tab and newline
+const SHARED_CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/; // chat, clipboard: \r allowed too
 const PY_INT_MAX_STR_DIGITS = 4300; // Python refuses longer integers in JSON
 
 export class ProtocolError extends Error {
@@ -438,7 +456,83 @@ const BY_TYPE = new Map([
         checkStr("code", m.code, 64);
         checkStr("message", m.message, 500);
     }),
+    messageSpec("chat", ["session", "text"], (m) => {
+        checkSession(m.session);
+        checkSharedText("text", m.text);
+    }),
+    messageSpec("clipboard", ["session", "text"], (m) => {
+        checkSession(m.session);
+        checkSharedText("text", m.text);
+    }),
 ].map((spec) => [spec.type, spec]));
+
+// --- file transfer (protocol.py's FileOffer ... FileDone) -------------------------------
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+function checkTransfer(value) {
+    checkInt("transfer", value, 1, 2 ** 31 - 1);
+}
+
+function checkFileName(name, value) {
+    checkStr(name, value, MAX_FILE_NAME_CHARS, false);
+    if (value === "") fail(`${name} must not be empty`);
+}
+
+export const FILE_TYPES = Object.freeze(
+    ["file_offer", "file_answer", "file_ack", "file_cancel", "file_done"]);
+
+for (const spec of [
+    messageSpec("file_offer", ["session", "transfer", "name", "size", "sha256"], (m) => {
+        checkSession(m.session);
+        checkTransfer(m.transfer);
+        checkFileName("name", m.name);
+        checkInt("size", m.size, 0, MAX_FILE_SIZE_BYTES);
+        if (typeof m.sha256 !== "string" || !SHA256_HEX.test(m.sha256)) {
+            fail("sha256 must be 64 lower-case hex digits");
+        }
+    }),
+    messageSpec("file_answer", ["session", "transfer", "accept"], (m) => {
+        checkSession(m.session);
+        checkTransfer(m.transfer);
+        checkBool("accept", m.accept);
+    }),
+    messageSpec("file_ack", ["session", "transfer", "received"], (m) => {
+        checkSession(m.session);
+        checkTransfer(m.transfer);
+        checkInt("received", m.received, 0, MAX_FILE_SIZE_BYTES);
+    }),
+    messageSpec("file_cancel", ["session", "transfer", "reason"], (m) => {
+        checkSession(m.session);
+        checkTransfer(m.transfer);
+        checkOneOf("reason", m.reason, FILE_CANCEL_REASONS);
+    }),
+    messageSpec("file_done", ["session", "transfer", "saved_as"], (m) => {
+        checkSession(m.session);
+        checkTransfer(m.transfer);
+        checkFileName("saved_as", m.saved_as);
+    }),
+]) BY_TYPE.set(spec.type, spec);
+// Chat and clipboard text (protocol.py's _check_shared_text): its size cap is overLimit's.
+function checkSharedText(name, value) {
+    checkStr(name, value, MAX_CONTROL_BYTES, false);
+    if (value === "") fail(`${name} must not be empty`);
+    if (SHARED_CONTROL.test(value)) {
+        fail(`${name} may contain only printable characters, line breaks and tabs`);
+    }
+}
+
+// The refusal code when a chat or clipboard message is over its size cap, else "" (counted
+// in code points, as protocol.py counts).
+export function overLimit(message) {
+    if (message.type === "chat" && charCount(message.text) > MAX_CHAT_CHARS) {
+        return "chat-too-long";
+    }
+    if (message.type === "clipboard" && charCount(message.text) > MAX_CLIPBOARD_CHARS) {
+        return "clipboard-too-long";
+    }
+    return "";
+}
 
 function checkRoundTripTime(m) {
     // 2**53 bounds what a JavaScript number holds exactly, so the echo comes back unchanged.
@@ -700,7 +794,53 @@ export const WORDING = Object.freeze({
         customer: "Reconnecting to the support server.",
         technician: "The customer's connection dropped; waiting for it to come back.",
     }),
+    // file transfer: the reasons of `file_cancel`
+    "file-cancelled": Object.freeze({
+        customer: "The file transfer was cancelled.",
+        technician: "The file transfer was cancelled.",
+    }),
+    "file-declined": Object.freeze({
+        customer: "You declined the file.",
+        technician: "The customer declined the file.",
+    }),
+    "file-too-big": Object.freeze({
+        customer: "The file is larger than the support server allows.",
+        technician: "The file is larger than this relay allows (serve --max-file-mb).",
+    }),
+    "file-corrupt": Object.freeze({
+        customer: "The file arrived damaged (its SHA-256 did not match), so it was not kept.",
+        technician: "The file arrived damaged (its SHA-256 did not match), so it was not kept.",
+    }),
+    "file-failed": Object.freeze({
+        customer: "The file could not be saved on this computer.",
+        technician: "The file could not be saved on the customer's computer.",
+    }),
+    "file-lost": Object.freeze({
+        customer: "The connection dropped, so the file transfer was cancelled.",
+        technician: "The connection dropped, so the file transfer was cancelled.",
+    }),
+    "file-busy": Object.freeze({
+        customer: "Another file is on its way; please wait until it is done.",
+        technician: "Another file is on its way; send this one when it is done.",
+    }),
+    "chat-too-long": Object.freeze({
+        customer: `That message is too long to send (at most ${MAX_CHAT_CHARS} characters).`,
+        technician: `That message is too long to send (at most ${MAX_CHAT_CHARS} characters).`,
+    }),
+    "chat-rate-limited": Object.freeze({
+        customer: "Messages are being sent too quickly. Please wait a moment.",
+        technician: "Messages are being sent too quickly. Please wait a moment.",
+    }),
+    "clipboard-too-long": Object.freeze({
+        customer: "The copied text is too long to share "
+            + `(at most ${MAX_CLIPBOARD_CHARS} characters).`,
+        technician: "The clipboard text is too long to send "
+            + `(at most ${MAX_CLIPBOARD_CHARS} characters).`,
+    }),
 });
+// Refusals of one message that leave the session as it was (protocol.py's NOTICE_CODES).
+export const NOTICE_CODES = Object.freeze(["chat-too-long", "chat-rate-limited",
+    "clipboard-too-long"]);
 export const UNKNOWN_WORDING = Object.freeze({
     customer: "The support server ended the connection. Please run this program again.",
     technician: "The relay refused the request.",
@@ -823,3 +963,90 @@ export const decodeFrame = fromPeer(function decodeFrame(data) {
     checkFrame(frame);
     return frame;
 });
+
+// --- file chunks (binary) -----------------------------------------------------------
+
+// kind (FILE_CHUNK), reserved (0), reserved (0), transfer, offset (struct "!BBHIQ"), then bytes.
+export const FILE_CHUNK_HEADER_BYTES = 16;
+export const FILE_CHUNK = 0x10; // never a frame kind: the first byte tells a chunk from a frame
+
+/** True if this binary message is a file chunk, not a screen update. */
+export function isFileChunk(data) {
+    const bytes = asBytes(data);
+    return bytes !== undefined && bytes.length > 0 && bytes[0] === FILE_CHUNK;
+}
+
+function checkChunk(chunk) {
+    checkTransfer(chunk.transfer);
+    checkInt("offset", chunk.offset, 0, MAX_FILE_SIZE_BYTES);
+    const data = asBytes(chunk.data);
+    if (data === undefined) fail("chunk data must be bytes");
+    if (!(data.length >= 1 && data.length <= FILE_CHUNK_BYTES)) {
+        fail(`a chunk holds 1 to ${FILE_CHUNK_BYTES} bytes`);
+    }
+    return data;
+}
+
+/** The binary message of one file chunk {transfer, offset, data}. */
+export function encodeFileChunk(chunk) {
+    const data = checkChunk(chunk);
+    const out = new Uint8Array(FILE_CHUNK_HEADER_BYTES + data.length);
+    const view = new DataView(out.buffer);
+    view.setUint8(0, FILE_CHUNK);
+    view.setUint32(4, chunk.transfer);
+    view.setBigUint64(8, BigInt(chunk.offset));
+    out.set(data, FILE_CHUNK_HEADER_BYTES);
+    return out;
+}
+
+/** Parse one file chunk; `data` is a view into the message, not a copy. */
+export const decodeFileChunk = fromPeer(function decodeFileChunk(message) {
+    const bytes = asBytes(message);
+    if (bytes === undefined) fail("a file chunk must be bytes");
+    if (bytes.length < FILE_CHUNK_HEADER_BYTES) {
+        fail("binary message is shorter than the file chunk header");
+    }
+    const view = new DataView(bytes.buffer, bytes.byteOffset, FILE_CHUNK_HEADER_BYTES);
+    if (view.getUint8(0) !== FILE_CHUNK) fail(`not a file chunk (kind ${view.getUint8(0)})`);
+    if (view.getUint8(1) !== 0 || view.getUint16(2) !== 0) {
+        fail("file chunk reserved bytes must be 0");
+    }
+    const offset = view.getBigUint64(8);
+    const chunk = {
+        transfer: view.getUint32(4),
+        offset: Number(offset), // (beyond 2**53 inexact, but refused all the same)
+        data: bytes.subarray(FILE_CHUNK_HEADER_BYTES),
+    };
+    checkChunk(chunk);
+    return chunk;
+});
+
+/** protocol.FileWindow: at most `limit` bytes sent beyond what the receiver acknowledged. */
+export class FileWindow {
+    constructor(size, limit = FILE_WINDOW_BYTES) {
+        this.size = size;
+        this.limit = limit;
+        this.sent = 0;
+        this.acked = 0;
+    }
+
+    room() {
+        return Math.max(0, Math.min(this.size - this.sent, this.acked + this.limit - this.sent));
+    }
+
+    admit(offset, length) {
+        if (offset !== this.sent || length > this.room()) return false;
+        this.sent += length;
+        return true;
+    }
+
+    ack(received) {
+        if (!(this.acked <= received && received <= this.sent)) return false;
+        this.acked = received;
+        return true;
+    }
+
+    get complete() {
+        return this.sent === this.size;
+    }
+}

@@ -2,11 +2,13 @@
 // (connection.js), the screen (display.js), the keyboard and pointer (input.js) and the
 // queue (queue.js). Everything an agent sends reaches the DOM through textContent only.
 
-import { FLAG_LAST, technicianWords } from "./protocol.js";
+import { FLAG_LAST, NOTICE_CODES, technicianWords } from "./protocol.js";
+import { Chat } from "./chat.js";
 import { Connection, storedToken, viewerSocketUrl } from "./connection.js";
 import { Display } from "./display.js";
 import { Input } from "./input.js";
 import { QueueList, clock, groupedCode } from "./queue.js";
+import { Files } from "./files.js";
 
 const SESSION_KEY = "spotlight.session";
 const $ = (id) => document.getElementById(id);
@@ -15,12 +17,32 @@ let soundBlocked = false;   // the browser keeps the arrival chime silent until 
 const connection = new Connection(viewerSocketUrl(window.location));
 const display = new Display($("screen"), $("viewport"), $("stage"), $("remote-pointer"));
 const input = new Input($("screen"), display, (message) => sendForSession(message));
+const chat = new Chat(
+    { pane: $("chat-pane"), log: $("chat-log"), form: $("chat-form"), input: $("chat-input"),
+      toggle: $("chat-toggle"), unread: $("chat-unread"), clip: $("remote-clipboard"),
+      clipText: $("remote-clipboard-text"), clipCopy: $("remote-clipboard-copy"),
+      clipClose: $("remote-clipboard-close") },
+    (message) => session !== null && connection.send({ ...message, session: session.id }),
+    (text) => toast(text),
+);
+input.onrefused = (code) => toast(technicianWords(code));
 const queue = new QueueList(
     { list: $("queue"), template: $("queue-item-template"), count: $("queue-count"),
       empty: $("queue-empty"), more: $("queue-more") },
     (session) => accept(session),
     (blocked) => showSound(blocked),
 );
+
+const files = new Files({
+    send: (message) => connection.send(message),
+    sendBinary: (bytes) => {
+        if (!connection.connected) return false;
+        connection.socket.send(bytes);
+        return true;
+    },
+    buffered: () => connection.socket?.bufferedAmount ?? 0,
+    sessionId: () => (session?.attached ? session.id : null),
+}, $("files"), $("file-template"));
 
 // The open session: {id, machine, user, acceptedAt, attached, control: "off"|"asking"|"on"}
 let session = null;
@@ -180,6 +202,7 @@ connection.onsignedout = (reason) => {
 // --- messages from the relay -----------------------------------------------------------
 
 connection.onmessage = (message) => {
+    if (files.handle(message)) return;
     switch (message.type) {
         case "queue":
             queue.update(message.sessions, message.more);
@@ -209,6 +232,12 @@ connection.onmessage = (message) => {
         case "ended":
             if (session?.id === message.session) closeSession(endedWords(message));
             break;
+        case "chat":
+            if (session?.id === message.session) chat.add("customer", message.text);
+            break;
+        case "clipboard":  // the relay sends it only while we hold control
+            if (session?.id === message.session) chat.offerClipboard(message.text);
+            break;
         case "error":
             onError(message);
             break;
@@ -216,6 +245,8 @@ connection.onmessage = (message) => {
             break;
     }
 };
+
+connection.onchunk = (buffer) => files.chunk(buffer);
 
 connection.onframe = (frame) => {
     if (!session) return;
@@ -242,6 +273,11 @@ function onError(error) {
     }
     if (["code-required", "wrong-code"].includes(error.code) && pendingAccept) {
         askForCode(pendingAccept, error.code === "wrong-code");
+        return;
+    }
+    if (NOTICE_CODES.includes(error.code)) {  // one message refused; nothing else changes
+        if (session && error.code.startsWith("chat")) chat.add("notice", text);
+        else toast(text);
         return;
     }
     if (error.code === "no-such-session") {
@@ -305,7 +341,10 @@ function openSession(accepted) {
     };
     rejoin = { id: session.id, asked: false };
     saveRejoin();
-    if (!same) display.reset(accepted.screens);
+    if (!same) {
+        display.reset(accepted.screens);
+        chat.reset(accepted.user || accepted.machine);
+    }
     else display.setScreens(accepted.screens);
     fillMonitors(accepted.screens);
     $("session-machine").textContent = accepted.machine || "Unnamed computer";
@@ -352,6 +391,7 @@ $("code-input").addEventListener("keydown", (event) => {
 // While the link to the relay is down the last picture stays on the canvas: say that it is
 // frozen, and that nothing typed reaches the customer, until the link is back.
 function showLinkDown(words) {
+    if (words) files.stopAll(technicianWords("file-lost")); // the relay cancelled them
     $("link-down").hidden = !words;
     $("link-down-state").textContent = words;
 }
@@ -406,9 +446,11 @@ function closeSession(words) {
 
 function leaveSession() {
     if (!session) return;
+    files.stopAll(technicianWords("file-lost"));
     input.disable({ sendReleases: false });
     session = null;
     display.reset([]);
+    chat.hideClipboard();  // a copied password does not stay on screen after the session
     closeKeysMenu();
     closeDialogs();
     showLinkDown("");
@@ -652,3 +694,23 @@ setInterval(tick, 1000);
 showAlertsState();
 if (storedToken() && connection.resume()) show("queue");
 else show("login");
+
+// --- files to the customer (files.js) ---------------------------------------------------
+
+$("send-file").addEventListener("change", (event) => {
+    for (const file of event.target.files) files.offer(file);
+    event.target.value = "";
+});
+$("viewport").addEventListener("dragover", (event) => {
+    if (!session || !event.dataTransfer.types.includes("Files")) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+    $("viewport").classList.add("drop-target");
+});
+$("viewport").addEventListener("dragleave", () => $("viewport").classList.remove("drop-target"));
+$("viewport").addEventListener("drop", (event) => {
+    $("viewport").classList.remove("drop-target");
+    if (!session || !event.dataTransfer.files.length) return;
+    event.preventDefault();
+    for (const file of event.dataTransfer.files) files.offer(file);
+});
