@@ -66,6 +66,16 @@ RTT_WINDOW_S = 10.0  # its round trip: the smallest seen this long
 MIN_RTT_S = 0.001
 PACING_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)  # probe up, drain, cruise
 PACING_PHASE_S = 0.1
+# ... but first a startup, as BBR's: paced (and budgeted) at twice the estimate, so the rate
+# learnt doubles every round trip, until STARTUP_FLAT_ROUNDS round trips of link-limited
+# samples raised it by less than STARTUP_GROWTH; then a drain at the inverse gain until
+# what is unacknowledged fits one round trip at the rate; then the cycle above.
+# (From the first sample at gain 1.25 one phase in 8, a loopback link whose first sample
+# was slow took many seconds to be believed fast.)
+STARTUP_GAIN = 2.0
+STARTUP_GROWTH = 1.25
+STARTUP_FLAT_ROUNDS = 3
+STARTUP, DRAIN, CRUISE = "startup", "drain", "cruise"
 LOST = "The connection to the support server was lost. Please run this program again."
 HANDED_OFF = "The session goes on in the program running as administrator."
 CAPTURE_FAILED = ("The screen could not be captured, so the session has ended. Please run this "
@@ -242,7 +252,8 @@ class FlowControl:
     where an echo of input can pass them, not in a socket buffer), and they leave one update
     of the wire's allowance free: an interactive update (input's echo) may always start. The
     pacing gain cycles (PACING_GAINS) to find a faster link and drain what a slower one
-    queued. Before any acknowledgement nothing is known: only the count applies.
+    queued, after a startup at STARTUP_GAIN that finds the link's rate in a few round trips.
+    Before any acknowledgement nothing is known: only the count applies.
 
     A sample is app-limited when nothing was held back while its update was in flight (typing
     on a fast link: the agent had no more to send, so the sample says how much it sent, not
@@ -265,6 +276,11 @@ class FlowControl:
         self.next_write_at = 0.0
         self.waiting = False  # something was held back: the next ack wakes the streamer
         self.holds = 0  # times a bulk update or frame was held back (app-limited samples)
+        self.ahead: set[int] = set()  # bulk updates encoded ahead, started when written
+        self.mode = STARTUP
+        self.full_rate = 0.0  # startup: the rate last seen to grow by STARTUP_GROWTH
+        self.flat_rounds = 0  # ... round trips since, of link-limited samples
+        self.round_at = 0.0  # ... the next of which ends at this time
 
     @property
     def rate(self) -> float | None:
@@ -281,7 +297,8 @@ class FlowControl:
         rate, rtt = self.rate, self.rtt
         if rate is None or rtt is None:
             return float("inf")
-        return max(MIN_BUDGET_BYTES, rate * (rtt + UNACKED_EXTRA_S))
+        gain = STARTUP_GAIN if self.mode == STARTUP else 1.0
+        return max(MIN_BUDGET_BYTES, gain * rate * (rtt + UNACKED_EXTRA_S))
 
     def may_start(self, interactive: bool = False) -> bool:
         """May a new update begin? Interactive ones only need a free place in the wire's
@@ -304,6 +321,23 @@ class FlowControl:
         against the wire's allowance, and its delivery rate from its first write."""
         self.in_flight[seq] = [0, None, 0, 0.0, self.holds]
         self.window.started(seq)
+
+    def ahead_of_time(self, seq: int) -> None:
+        """Bulk update ``seq`` is encoded before the link may take it (so that the next
+        video frame is ready when an acknowledgement frees a place, not encoded only then):
+        it starts with its first write, once may_write_ahead() allows."""
+        self.ahead.add(seq)
+
+    def may_write_ahead(self, seq: int, now: float) -> bool | None:
+        """May update ``seq``, encoded ahead, begin now? (It begins: started().) None when it
+        is not one: already started, or forgotten by a restart."""
+        if seq not in self.ahead:
+            return None
+        if not self.may_start():
+            return False
+        self.ahead.discard(seq)
+        self.started(seq, now)
+        return True
 
     def write_delay(self, size: int, interactive: bool, now: float) -> float:
         """Seconds until a frame of ``size`` bytes may be written (0: now). Interactive
@@ -335,7 +369,12 @@ class FlowControl:
         self.wrote(seq, size, now)
 
     def gain(self, now: float) -> float:
-        """The pacing gain now: a phase of PACING_PHASE_S (at least a round trip) each."""
+        """The pacing gain now: STARTUP_GAIN in startup, its inverse in the drain, then the
+        cycle's, a phase of PACING_PHASE_S (at least a round trip) each."""
+        if self.mode == STARTUP:
+            return STARTUP_GAIN
+        if self.mode == DRAIN:
+            return 1 / STARTUP_GAIN
         phase = max(PACING_PHASE_S, self.rtt or 0.0)
         return PACING_GAINS[int(now / phase) % len(PACING_GAINS)]
 
@@ -357,10 +396,30 @@ class FlowControl:
                          RTT_WINDOW_S)
         if written_at is not None and now > delivered_at_then:
             rate = (self.delivered - delivered_then) / (now - delivered_at_then)
-            if self.holds > holds_then or rate >= (self.rate or 0.0):  # (app-limited: above)
+            limited = self.holds > holds_then  # by the link, not by what there was to send
+            if limited or rate >= (self.rate or 0.0):  # (app-limited: above)
                 self._sample(self.rates, rate, now, RATE_WINDOW_S)
+            if limited:
+                self._startup(now)
+        if self.mode == DRAIN and self.rate and self.rtt and \
+                self.unacked <= self.rate * self.rtt:
+            self.mode = CRUISE
         woken, self.waiting = self.waiting, False
         return woken
+
+    def _startup(self, now: float) -> None:
+        """A link-limited sample came: has the rate stopped growing? (App-limited samples
+        say nothing: typing alone must not end the startup.)"""
+        if self.mode != STARTUP:
+            return
+        rate = self.rate or 0.0
+        if rate >= self.full_rate * STARTUP_GROWTH:
+            self.full_rate, self.flat_rounds, self.round_at = rate, 0, now + (self.rtt or 0)
+        elif now >= self.round_at:
+            self.flat_rounds += 1
+            self.round_at = now + (self.rtt or 0)
+            if self.flat_rounds >= STARTUP_FLAT_ROUNDS:
+                self.mode = DRAIN
 
     @staticmethod
     def _sample(samples: deque, value: float, now: float, window: float) -> None:
@@ -372,6 +431,7 @@ class FlowControl:
         """A full image comes next: nothing older waits for an acknowledgement. (What was
         learnt about the link stays: it is the same link.)"""
         self.in_flight.clear()
+        self.ahead.clear()
         self.window.restart()
         self.unacked = 0
         self.next_write_at = 0.0

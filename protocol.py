@@ -52,6 +52,10 @@ message and forwards it unchanged):
                                       link is closed with CLOSE_HANDED_OFF
     close            A -> R           reason            (the customer chose Close)
     end              V -> R           session, reason   (the support person ended it)
+    decline          V -> R           session           (turn a waiting customer down)
+    note             V -> R, R -> V   session, text     (the session's note; replaces it;
+                                      the relay sends it to a viewer that rejoins)
+    noted            R -> V           session           (the note is saved)
     ended            R -> A, R -> V   session, by, reason, ref (ledger reference), billable_s
     ping / pong      V -> R -> V      t                 (round-trip time; echoed unchanged)
     chat             V -> R -> A      session, text     (a chat line; also A -> R -> V)
@@ -130,6 +134,10 @@ MAX_SCREEN_EDGE = 32767
 MAX_QUEUE_ENTRIES = 200
 HANDOFF_EXPIRES_S = 60  # a hand-off secret is good once, for this long (the UAC prompt waits
 # for the customer's click, and the elevated copy then starts: a minute covers both)
+MAX_NOTE_CHARS = 2000  # one session note: a ticket number and a few lines of what was done
+# A note stays editable this long after its session ended: time to finish typing after the
+# call, short enough that a billed record does not change later without anyone noticing.
+NOTE_EDITABLE_S = 600
 # File transfer (the relay's own cap, `serve --max-file-mb`, is usually lower than the field limit)
 MAX_FILE_NAME_CHARS = 255  # as offered; the receiver cleans and shortens it
 MAX_FILE_SIZE_BYTES = 2**40  # what a size field may say
@@ -724,6 +732,37 @@ class End(Message):
 
 
 @dataclass(frozen=True)
+class Decline(_SessionMessage):
+    """Turn a waiting customer down: the session ends by "technician", reason "declined",
+    never billed. Only a waiting session can be declined (an accepted one is ended)."""
+
+    TYPE = "decline"
+
+
+@dataclass(frozen=True)
+class Note(Message):
+    """The support person's note on a session (ticket number, what was done): plain text,
+    newlines and tabs allowed, kept in the ledger; each note replaces the one before."""
+
+    TYPE = "note"
+    session: str
+    text: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_str("text", self.text, MAX_NOTE_CHARS, printable=False)
+        if any((c < " " and c not in "\n\t") or c == "\x7f" for c in self.text):
+            _fail("a note may contain only printable characters, newlines and tabs")
+
+
+@dataclass(frozen=True)
+class Noted(_SessionMessage):
+    """The relay saved the note of ``session``."""
+
+    TYPE = "noted"
+
+
+@dataclass(frozen=True)
 class Ended(Message):
     """The session is over. ``ref`` is its ledger reference and ``billable_s`` the seconds
     billed (both 0 for a session never accepted): the customer's receipt shows them."""
@@ -969,6 +1008,9 @@ WORDING: dict[str, Wording] = {
         "The support server restarted, so the session has ended. "
         "Please run this program again.",
         "The relay restarted, so the session has ended."),
+    "declined": Wording(
+        "Your support person could not take your call now. Please call them again.",
+        "You declined the call."),
     "relay-lost": Wording(
         "The support server stopped answering, so the session has ended. "
         "Please run this program again.",
@@ -1029,6 +1071,13 @@ WORDING: dict[str, Wording] = {
     "paused": Wording(
         "You paused the session.",
         "The customer paused the session: no screen and no input until they resume."),
+    "not-waiting": Wording(
+        "The support person tried to turn down a session that had already started.",
+        "Only a waiting customer can be declined: this session has started. End it instead."),
+    "note-closed": Wording(
+        "The support person's note could not be saved.",
+        f"This session's note can no longer be changed: a note closes "
+        f"{NOTE_EDITABLE_S // 60} minutes after its session ends."),
     "agent-reconnecting": Wording(
         "Reconnecting to the support server.",
         "The customer's connection dropped; waiting for it to come back."),
@@ -1147,8 +1196,8 @@ _BY_TYPE: dict[str, type[Message]] = {
     for cls in (
         Registered, Welcome, Queue, Accept, Accepted, TakeControl, ReleaseControl, Control,
         PointerMove, Button, Wheel, Key, Text, Refresh, Ack, Cursor, Screens, Pause, Close,
-        End, Ended, Ping, Pong, Logout, Error, Chat, Clipboard, Desktop, Elevate, Elevation,
-        Handoff, HandoffSecret,
+        End, Decline, Note, Noted, Ended, Ping, Pong, Logout, Error, Chat, Clipboard, Desktop,
+        Elevate, Elevation, Handoff, HandoffSecret,
     )
 }
 _BY_TYPE.update({cls.TYPE: cls for cls in FILE_TYPES})

@@ -44,6 +44,14 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
 - Hand-off (relay/handoff.py): the agent's elevated copy says hello with a one-time secret
   and takes the live session over: same id, code, clock, viewer and control; the old link
   is closed with ``CLOSE_HANDED_OFF``. A reused or late secret gets ``handoff-failed``.
+- decline: the owner turns a waiting session down; it ends by "technician", reason
+  "declined", never billed. Any other state gets ``not-waiting``.
+- note: the owner's note on a session, live or ended less than ``protocol.NOTE_EDITABLE_S``
+  ago (only sessions a support person acted on, accepted or declined, are remembered for
+  that: a flood of agents cannot fill it); written to the ledger, answered ``noted``,
+  and sent back as ``note`` to a viewer that rejoins the session;
+  later ``note-closed``. At most ``NOTES_PER_S`` a second per viewer (the page saves as
+  the person types).
 - Files (relay.transfers): file messages and chunks of the watched session, either way,
   with the relay's cap checked before any byte; a link that drops cancels its transfers.
 - Chat and clipboard (``protocol.Chat``, ``protocol.Clipboard``) pass between the session's
@@ -69,9 +77,12 @@ from protocol import (
     Close,
     Control,
     Cursor,
+    Decline,
     End,
     Ended,
     Error,
+    Note,
+    Noted,
     Ping,
     Pong,
     Queue,
@@ -108,6 +119,12 @@ WRONG_CODE = protocol.refusal("wrong-code", "viewer")
 PAUSED = protocol.refusal("paused", "viewer")
 SECURE_DESKTOP = protocol.refusal("secure-desktop", "viewer")
 HANDOFF_FAILED = protocol.refusal("handoff-failed", "agent")
+NOT_WAITING = protocol.refusal("not-waiting", "viewer")
+NOTE_CLOSED = protocol.refusal("note-closed", "viewer")
+# A late save of a closed note gets the sentence "note-closed" for this long, not the
+# blanket no-such-session.
+NOTE_REFUSAL_KEPT_S = 3600.0
+NOTES_PER_S, NOTES_BURST = 2.0, 10  # note saves a viewer may make (typing saves every second)
 
 
 class Peer(Protocol):
@@ -145,6 +162,7 @@ class Recorder(Protocol):
     def control(self, session: str, taken: bool, at: float) -> None: ...
     def paused(self, session: str, paused: bool, at: float) -> None: ...
     def ended(self, session: str, by: str, reason: str, at: float) -> None: ...
+    def note(self, session: str, text: str, at: float) -> None: ...
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None: ...
     def transfer(self, row: Any) -> None: ...  # relay.transfers.TransferRow
 
@@ -191,6 +209,7 @@ class Session:
     paused_s: float = 0.0  # earlier pauses, not billed
     secure: bool = False  # an administrator prompt is up on the customer's PC: no input
     buckets: dict[str, TokenBucket] = field(default_factory=dict)  # chat/clipboard rates
+    note: str = ""  # the support person's note (ticket number, what was done)
 
     def share_allowed(self, kind: str, rate: float, burst: float, now: float) -> bool:
         """Take one token from this session's ``kind`` bucket (e.g. "chat from agent")."""
@@ -222,6 +241,7 @@ class ViewerState:
     rate_notice_at: float = 0.0
     refusals_recorded: int = 0
     login: str = ""  # the login token: the same one again is the same browser tab
+    notes: TokenBucket | None = None
 
 
 def _new_secret() -> str:
@@ -246,6 +266,8 @@ class Pairing:
     agents: dict[Peer, Session] = field(default_factory=dict)
     viewers: dict[Peer, ViewerState] = field(default_factory=dict)
     refusals: Budget = field(default_factory=Budget)
+    # Ended sessions whose note may still change: id -> (owner, ended at), oldest first.
+    noted_until: dict[str, tuple[str, float]] = field(default_factory=dict)
     max_file_bytes: int = DEFAULT_MAX_FILE_MB * 1024 * 1024  # serve --max-file-mb
     _by_resume: dict[str, Session] = field(default_factory=dict)
     handoffs: Handoffs | None = None  # (made from new_secret in __post_init__)
@@ -565,6 +587,9 @@ class Pairing:
         if isinstance(message, (*protocol.INPUT_TYPES, protocol.Clipboard)):
             self._input(viewer, state, message, now)
             return
+        if isinstance(message, Note):
+            self._note(viewer, state, message, now)
+            return
         handler = self._SESSION_HANDLERS.get(type(message))
         if handler is None:
             raise protocol.RemoteProtocolError(f"a viewer may not send {message.TYPE}")
@@ -624,6 +649,8 @@ class Pairing:
         viewer.send(session.accepted_message(now))
         if session.secure:
             viewer.send(protocol.Desktop(True))
+        if session.note:  # a rejoin (a reload, another relay after a fail-over): keep it
+            viewer.send(Note(session.id, session.note))
         if session.agent is None:
             viewer.send(AGENT_RECONNECTING)
         self._push_queue(session.technician, now)
@@ -700,13 +727,42 @@ class Pairing:
             viewer.send(AGENT_RECONNECTING)
         else:
             session.agent.send(message)
+    def _decline(self, viewer: Peer, state: ViewerState, session: Session,
+                 message: Decline, now: float) -> None:
+        if session.state != WAITING:
+            viewer.send(NOT_WAITING)
+            return
+        self._end(session, "technician", "declined", now)
 
     _SESSION_HANDLERS: ClassVar[dict[type, Callable]] = {
         Accept: _accept, TakeControl: _control, ReleaseControl: _control,
-        Ack: _forward, Refresh: _forward, End: _end_by_viewer, protocol.Elevate: _elevate,
+        Ack: _forward, Refresh: _forward, End: _end_by_viewer, Decline: _decline,
+        protocol.Elevate: _elevate,
         **dict.fromkeys(protocol.FILE_TYPES, _file),
         protocol.Chat: _chat_from_viewer,
     }
+
+    def _note(self, viewer: Peer, state: ViewerState, message: Note, now: float) -> None:
+        """A live session's note goes through ``_owned`` (strangers get the one refusal); an
+        ended one's is checked against the record kept for ``NOTE_EDITABLE_S``."""
+        if state.notes is None:
+            state.notes = TokenBucket(NOTES_PER_S, NOTES_BURST, now)
+        if not state.notes.take(now):
+            viewer.send(RATE_LIMITED)
+            return
+        ended = self.noted_until.get(message.session)
+        if message.session not in self.sessions and ended is not None \
+                and ended[0] == state.technician:
+            if now - ended[1] > protocol.NOTE_EDITABLE_S:
+                viewer.send(NOTE_CLOSED)
+                return
+        else:
+            session = self._owned(viewer, state, message.session, message.TYPE, now)
+            if session is None:
+                return
+            session.note = message.text
+        self.ledger.note(message.session, message.text, now)
+        viewer.send(Noted(message.session))
 
     def _input(self, viewer: Peer, state: ViewerState, message: protocol.Message,
                now: float) -> None:
@@ -787,6 +843,11 @@ class Pairing:
     def tick(self, now: float) -> None:
         """Expire what waited too long, sum up refusals; call about once a second."""
         self.handoffs.expire(now)
+        while self.noted_until:  # oldest first: stop at the first still open
+            session_id, (_, ended_at) = next(iter(self.noted_until.items()))
+            if now - ended_at <= protocol.NOTE_EDITABLE_S + NOTE_REFUSAL_KEPT_S:
+                break
+            del self.noted_until[session_id]
         left_out = self.refusals.summary(now)
         if left_out:
             self.ledger.event(None, "refused", f"{left_out} more refused hellos in the last "
@@ -841,6 +902,9 @@ class Pairing:
         self.sessions.pop(session.id, None)
         self._by_resume.pop(session.resume, None)
         self.handoffs.forget(session.id)
+        if session.accepted_at is not None or reason == "declined":
+            # A support person acted on it: its note may still be written for a while.
+            self.noted_until[session.id] = (session.technician, now)
         if listed:
             self._push_queue(session.technician, now)
 

@@ -312,6 +312,10 @@ class LoggedLedger:
         log.info("session %s... ended by %s: %s", session[:8], by, reason)
         self.ledger.ended(session, by, reason, at)
 
+    def note(self, session: str, text: str, at: float) -> None:
+        log.info("session %s... note saved (%d characters)", session[:8], len(text))
+        self.ledger.note(session, text, at)
+
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None:
         log.info("session %s %s: %s", f"{session[:8]}..." if session else "-", kind,
                  _printable(detail, 200))

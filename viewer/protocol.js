@@ -25,6 +25,8 @@ export const MAX_TEXT_CHARS = 2000;
 export const MAX_SCREENS = 17;
 export const MAX_SCREEN_EDGE = 32767;
 export const MAX_QUEUE_ENTRIES = 200;
+export const MAX_NOTE_CHARS = 2000;
+export const NOTE_EDITABLE_S = 600;
 // File transfer (see protocol.py).
 export const MAX_FILE_NAME_CHARS = 255;
 export const MAX_FILE_SIZE_BYTES = 2 ** 40;
@@ -74,6 +76,7 @@ const NOT_PRINTABLE = /(?! )[\p{C}\p{Z}]/u;
 const LONE_SURROGATE = /\p{Cs}/u;
 const TYPED_CONTROL = /[\x00-\x08\x0b-\x1f]/; // below space, except tab and newline
 const SHARED_CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/; // chat, clipboard: \r allowed too
+const NOTE_CONTROL = /[\x00-\x08\x0b-\x1f\x7f]/; // notes: as TYPED_CONTROL, and DEL
 const PY_INT_MAX_STR_DIGITS = 4300; // Python refuses longer integers in JSON
 
 export class ProtocolError extends Error {
@@ -448,6 +451,15 @@ const BY_TYPE = new Map([
         checkSession(m.session);
         checkStr("reason", m.reason, 200);
     }),
+    messageSpec("decline", ["session"], (m) => checkSession(m.session)),
+    messageSpec("note", ["session", "text"], (m) => {
+        checkSession(m.session);
+        checkStr("text", m.text, MAX_NOTE_CHARS, false);
+        if (NOTE_CONTROL.test(m.text)) {
+            fail("a note may contain only printable characters, newlines and tabs");
+        }
+    }),
+    messageSpec("noted", ["session"], (m) => checkSession(m.session)),
     messageSpec("ended", ["session", "by", "reason", "ref", "billable_s"], (m) => {
         checkSession(m.session);
         checkOneOf("by", m.by, ENDED_BY);
@@ -732,6 +744,10 @@ export const WORDING = Object.freeze({
         customer: "The support server restarted, so the session has ended. Please run this program again.",
         technician: "The relay restarted, so the session has ended.",
     }),
+    "declined": Object.freeze({
+        customer: "Your support person could not take your call now. Please call them again.",
+        technician: "You declined the call.",
+    }),
     "relay-lost": Object.freeze({
         customer: "The support server stopped answering, so the session has ended. Please run this program again.",
         technician: "The relay holding this session stopped and nobody rejoined it in time, so the session has ended.",
@@ -803,6 +819,14 @@ export const WORDING = Object.freeze({
     "paused": Object.freeze({
         customer: "You paused the session.",
         technician: "The customer paused the session: no screen and no input until they resume.",
+    }),
+    "not-waiting": Object.freeze({
+        customer: "The support person tried to turn down a session that had already started.",
+        technician: "Only a waiting customer can be declined: this session has started. End it instead.",
+    }),
+    "note-closed": Object.freeze({
+        customer: "The support person's note could not be saved.",
+        technician: "This session's note can no longer be changed: a note closes 10 minutes after its session ends.",
     }),
     "agent-reconnecting": Object.freeze({
         customer: "Reconnecting to the support server.",

@@ -8,6 +8,7 @@ import { Connection, storedToken, viewerSocketUrl } from "./connection.js";
 import { Display } from "./display.js";
 import { Input } from "./input.js";
 import { QueueList, clock, groupedCode } from "./queue.js";
+import { SessionNote } from "./note.js";
 import { Files } from "./files.js";
 
 const SESSION_KEY = "spotlight.session";
@@ -31,6 +32,12 @@ const queue = new QueueList(
       empty: $("queue-empty"), more: $("queue-more") },
     (session) => accept(session),
     (blocked) => showSound(blocked),
+    (session, machine) => askToDecline(session, machine),
+);
+const note = new SessionNote(
+    { form: $("note"), title: $("note-title"), text: $("session-note"), status: $("note-status"),
+      done: $("note-done"), live: $("note-live"), after: $("note-after") },
+    (message) => connection.send(message),
 );
 
 const files = new Files({
@@ -236,7 +243,17 @@ connection.onmessage = (message) => {
             }
             break;
         case "ended":
-            if (session?.id === message.session) closeSession(endedWords(message));
+            if (session?.id === message.session) {
+                const machine = session.machine;
+                closeSession(endedWords(message));
+                note.ended(machine);
+            }
+            break;
+        case "note":
+            note.received(message);
+            break;
+        case "noted":
+            note.noted(message);
             break;
         case "chat":
             if (session?.id === message.session) chat.add("customer", message.text);
@@ -268,6 +285,10 @@ connection.onframe = (frame) => {
 
 function onError(error) {
     const text = technicianWords(error.code, error.message);
+    if (error.code === "note-closed" || (error.code === "rate-limited" && note.sent !== null)) {
+        note.refused(error.code, text);
+        return;
+    }
     if (rejoining && ["no-such-session", "open-elsewhere"].includes(error.code)) {
         // The answer to a rejoin of a session the queue no longer listed.
         rejoining = null;
@@ -357,6 +378,7 @@ function openSession(accepted) {
     $("session-code").textContent = groupedCode(accepted.code);
     $("session-user").textContent = accepted.user || "Unknown user";
     $("screen-hint").hidden = display.hasImage;
+    note.open(session.id, session.machine || "this computer");
     const machine = session.machine || "this computer";
     $("end-title").textContent = `End the session with ${machine}?`;
     $("signout-title").textContent = `Sign out and end the session with ${machine}?`;
@@ -404,6 +426,17 @@ const ELEVATION_WORDS = Object.freeze({
 $("elevate").addEventListener("click", () => {
     if (session) connection.send({ type: "elevate", session: session.id });
 });
+// Decline asks first: the button sits beside Accept, and a caller turned down by a slip
+// would have to start the program again (there is no undo once the relay ended it).
+function askToDecline(id, machine) {
+    $("decline-title").textContent = `Decline the call from ${machine || "this computer"}?`;
+    confirmThen("decline-dialog", () => {
+        queue.unlockSound();
+        if (connection.send({ type: "decline", session: id })) {
+            notice(`You declined the call from ${machine || "this computer"}.`);
+        }
+    });
+}
 
 // --relay --require-code: the support person types the code the customer reads out.
 function askForCode(id, wrong) {
@@ -707,6 +740,7 @@ function showAlertsState() {
 
 function tick() {
     queue.tick();
+    note.tick();
     const bytes = connection.bytesReceived;
     const rate = bytes - lastBytes;
     lastBytes = bytes;
