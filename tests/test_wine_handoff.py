@@ -2,7 +2,8 @@
 watch's interface (SPOTLIGHT_DESKTOP=fake:PATH), and the restart as administrator end to end:
 the support person asks, the customer's Yes in the exe's own question, ShellExecuteExW
 "runas" (Wine 8 starts the process without a UAC prompt), the hand-off file, and the elevated
-copy taking the live session over while the viewer stays attached.
+copy taking the live session over while the viewer stays attached. Also the Win32 panel's
+chat both ways (the exe's panel is the Win32 one, which no X11 test runs).
 
 Its own Wine prefix (tests/test_wine.py recreates its run prefix; each prefix is ~700 MB, so
 this one is removed at the end). The exe is the one packaging/build-windows.sh builds.
@@ -20,13 +21,14 @@ from pathlib import Path
 import pytest
 
 import protocol as p
-from tests.helpers.desktop import Output, require_tools, until
+from tests.helpers.desktop import Output, grab_screen, require_tools, until
 from tests.helpers.viewer import ScriptedViewer
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("SPOTLIGHT_WINE_CACHE") or ROOT / ".cache" / "wine")
 PREFIX = CACHE / "handoff-prefix"
 EXE = ROOT / "dist" / "windows" / "SpotlightSupport.exe"
+SHOTS = ROOT / "test-artifacts" / "panel"
 WAIT_S = 120
 
 pytestmark = [pytest.mark.wine, pytest.mark.build, pytest.mark.x11]
@@ -193,3 +195,57 @@ async def _drive(relay, exe: subprocess.Popen, output: Output, flag: Path) -> No
         assert (ended.session, ended.by) == (session, "technician")
         assert await until(lambda: exe.poll() is not None, WAIT_S), windows_copies()
         assert exe.returncode == 0, output.text()  # the first copy's exit code
+
+
+@pytest.mark.timeout(900)
+def test_exe_under_wine_chats_both_ways_in_its_win32_panel(env, relay, tmp_path):
+    """Under Wine: the support person's line shows in the Win32 panel's chat (as text), and a
+    line the customer types there and sends with Enter reaches the viewer as typed.
+    Screenshots in test-artifacts/panel/exe-chat-*.png."""
+    exe = subprocess.Popen(
+        ["wine", str(EXE), "--relay", relay.ws_url, "--technician", "david"], cwd=tmp_path,
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    output = Output(exe)
+    try:
+        asyncio.run(asyncio.wait_for(_chat(relay, output), 600))
+        assert until_sync(lambda: exe.poll() is not None), windows_copies()
+        assert exe.returncode == 0, output.text()
+    finally:
+        if exe.poll() is None:
+            exe.kill()
+        subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=60)
+        exe.wait(timeout=30)
+        output.wait()
+
+
+async def _chat(relay, output: Output) -> None:
+    async def run(*args: str) -> str:
+        done = await asyncio.to_thread(subprocess.run, list(args), capture_output=True,
+                                       text=True, timeout=WAIT_S, check=True)
+        return done.stdout
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    async with await ScriptedViewer.login(relay, "david", "david-pw") as viewer:
+        pending = await viewer.wait_for_pending(timeout=WAIT_S)
+        await viewer.accept(pending.session)
+        await viewer.expect(p.Frame, timeout=WAIT_S)
+        await viewer.send(p.Chat(viewer.session, "Hello <b>from</b> David"))
+        # The title is set last, so a panel found by it is laid out (chat area included).
+        window = (await run("xdotool", "search", "--sync", "--onlyvisible", "--name",
+                            "can see your screen")).split()[0]
+        geometry = dict(line.strip().split(": ", 1) for line in
+                        (await run("xdotool", "getwindowgeometry", window)).splitlines()[1:])
+        left, top = map(int, geometry["Position"].split(" ")[0].split(","))
+        height = int(geometry["Geometry"].split("x")[1])
+        # The chat's input is the panel's last row, at its left (panel_chat.Win32Chat.layout).
+        await run("xdotool", "mousemove", str(left + 60), str(top + height - 27), "click", "1")
+        await run("xdotool", "type", "--delay", "40", "thanks <i>a lot</i>")
+        await run("xdotool", "key", "Return")
+        line = await viewer.expect(p.Chat, timeout=WAIT_S)
+        assert line.text == "thanks <i>a lot</i>", output.text()
+        grab_screen(p.Screen(left, top, int(geometry["Geometry"].split("x")[0]), height)) \
+            .save(SHOTS / "exe-chat-panel.png")
+        await viewer.send(p.End(viewer.session, "done"))
+        await viewer.expect(p.Ended)
