@@ -909,14 +909,14 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
     to Retry (a log panel asks nothing: its sentence goes to a message instead)."""
     controls.window = window
     interactive = not isinstance(window, panel.LogPanel)
+    person = dict(config.people).get(technician, technician)
     try:
         screen, user_input = make_screen(), make_input()
-        tray = make_tray(controls.end, controls.pause)
+        tray = make_tray(controls.end, controls.pause, controls.send_file, person)
     except Exception as e:  # no display, no permission: say so instead of a traceback
         log.exception("start-up failed")
         dialogs.message(config.company, f"This program cannot run here: {e}", error=True)
         return EXIT_FAILED
-    person = dict(config.people).get(technician, technician)
     try:
         while True:
             controls.forget_choices()
