@@ -546,8 +546,8 @@ class _Win32File:
 
         def decline() -> None:
             if once():
+                self.close()  # first: the window goes as the answer leaves
                 answer(False)
-                self.close()
 
         self._enter, self._escape = save, decline
         self._show(title, title, f"{name}\n{size}\n\nSave puts it in your Downloads folder.",
