@@ -21,7 +21,8 @@ win32|x11|dummy (default: the platform's), SPOTLIGHT_TRAY=pystray|log (default p
 writes the tray's states to the log instead of showing an icon), SPOTLIGHT_PANEL=win32|tk|log
 (default: the platform's; "log" writes the panel's states to the log: the only way to share
 the screen without a window saying so, for tests), SPOTLIGHT_DIALOGS=win32|tk|stderr
-(default: the platform's), SPOTLIGHT_LOG=debug for a verbose log.
+(default: the platform's), SPOTLIGHT_CLIPBOARD=win32|x11|dummy (agent_clipboard.py),
+SPOTLIGHT_LOG=debug for a verbose log.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+import agent_clipboard
 import agent_session as core
 import agent_ui
 import file_window
@@ -407,8 +409,14 @@ class Agent:
                  tray: Tray, machine: str, user: str, ssl_context: ssl.SSLContext | None = None,
                  clock: Callable[[], float] = time.monotonic, window: Panel | None = None,
                  company: str = APP_NAME, person: str = "", phone: str = "",
-                 files: file_window.FileDesk | None = None) -> None:
+                 files: file_window.FileDesk | None = None,
+                 clipboard: agent_clipboard.Clipboard | None = None) -> None:
         self.url, self.ssl_context = url, ssl_context
+        self.clipboard = clipboard if clipboard is not None else \
+            agent_clipboard.DummyClipboard()
+        self._clipboard_seen: object = None  # the clipboard's marker last looked at
+        self._clipboard_written = ""  # the text the support person last pasted
+        self.clipboard_watching = 0  # the session's control_epoch watched for copies (0: none)
         self.screen, self.input, self.tray, self.clock = screen, input, tray, clock
         self.display = agent_ui.SessionDisplay(
             window if window is not None else panel.LogPanel(), tray, company,
@@ -426,7 +434,7 @@ class Agent:
         self._full = True
         self._capture_failed = False  # the streamer failed: the session ends
         self.files = files if files is not None else file_window.FileDesk()  # files sent in
-        self._link: Any = None  # the websocket of the current connection, for file answers
+        self._link: Any = None  # the websocket of the current connection, for file answers and chat
         self._file_tasks: set[asyncio.Future] = set()
         self._show(self.session.view)
 
@@ -464,6 +472,50 @@ class Agent:
     def _buffered(self) -> int:
         """Bytes waiting in the link's buffer (a file's chunks wait for the screen's)."""
         return self._link.transport.get_write_buffer_size() if self._link is not None else 0
+    def request_chat(self, text: str) -> None:
+        """The customer sent a chat line (any thread: the panel)."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(
+                    lambda: asyncio.ensure_future(self._chat(text)))
+
+    async def _chat(self, text: str) -> None:
+        with contextlib.suppress(Exception):  # a link that just went: the line is not sent
+            await self._do(self._link, self.session.chat(text, self.clock()))
+
+    async def _watch_clipboard(self, ws: Any) -> None:
+        """Look for a new copy every agent_clipboard.POLL_S (why polling: that module); a
+        change is offered only while in control and not paused (the core decides), and one
+        made before is not sent later."""
+        while True:
+            await asyncio.sleep(agent_clipboard.POLL_S)
+            if not self.session.shares_clipboard:
+                continue  # not looked at: a copy made now is not sent later
+            try:
+                marker = await asyncio.to_thread(self.clipboard.marker)
+                if self.clipboard_watching != self.session.control_epoch:  # control began:
+                    self.clipboard_watching = self.session.control_epoch  # what is there stays
+                    self._clipboard_seen = marker
+                    log.info("clipboard: watching for copies while in control")
+                    continue
+                if marker == self._clipboard_seen:
+                    continue
+                self._clipboard_seen = marker
+                text = await asyncio.to_thread(self.clipboard.text)
+            except Exception as e:  # a clipboard that fails must not end the session
+                log.warning("reading the clipboard failed: %r", e)
+                continue
+            if text != self._clipboard_written:
+                await self._do(ws, self.session.clipboard_changed(text, self.clock()))
+
+    async def _set_clipboard(self, text: str) -> None:
+        try:
+            # Our own write is not a copy of the customer's to send back: the watch skips
+            # this text (not the marker read after it, which a quick copy could be).
+            self._clipboard_written = text
+            await asyncio.to_thread(self.clipboard.set_text, text)
+        except Exception as e:  # a clipboard held by another program must not end it
+            log.warning("setting the clipboard failed: %r", e)
 
     def _ask_pause(self, paused: bool) -> None:
         self._pause_wish = paused
@@ -569,6 +621,7 @@ class Agent:
         session = self.session
         self._asked.clear()  # a Pause pressed while the link was down is not kept
         self._link = ws
+        watcher = asyncio.ensure_future(self._watch_clipboard(ws))
         try:
             done = await self._do(ws, session.connected(self.screen.monitors()))
             while done is None:
@@ -609,6 +662,9 @@ class Agent:
             self._link = None
             for action in self.files.link_lost(session):  # (only key and button releases)
                 self._inject(action)
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
             await self._stop_stream()
 
     async def _do(self, ws: Any, actions: list) -> core.End | core.Reconnect | None:
@@ -620,6 +676,10 @@ class Agent:
                 self._inject(action)
             elif isinstance(action, core.Balloon):
                 self.display.balloon(action.text)
+            elif isinstance(action, core.ChatLine):
+                self.display.chat(action.who, action.text)
+            elif isinstance(action, core.SetClipboard):
+                await self._set_clipboard(action.text)
             elif isinstance(action, core.Stream):
                 self._full = self._full or action.full
                 if self._streamer is None and ws is not None:
@@ -913,6 +973,7 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
     try:
         screen, user_input = make_screen(), make_input()
         tray = make_tray(controls.end, controls.pause, controls.send_file, person)
+        clipboard = agent_clipboard.make_clipboard()
     except Exception as e:  # no display, no permission: say so instead of a traceback
         log.exception("start-up failed")
         dialogs.message(config.company, f"This program cannot run here: {e}", error=True)
@@ -924,7 +985,8 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
                 url=agent_url(config.relay, technician),  # ?technician= for HAProxy
                 technician=technician, screen=screen, input=user_input,
                 tray=tray, machine=socket.gethostname(), user=_user_name(), ssl_context=link[1],
-                window=window, company=config.company, person=person, phone=config.phone)
+                window=window, company=config.company, person=person, phone=config.phone,
+                clipboard=clipboard)
             outcome = asyncio.run(controls.agent.run())
             log.info("exit %d %s", outcome.code, outcome.message)
             if controls.quitting:

@@ -22,6 +22,10 @@ returns, in order:
     connect_failed / untrusted                 Reconnect(after a delay) or End
     close() / capture_failed()                 Inject ups, StopStream, End(farewell: close)
     receipt(ended), after our close            (the view gains the ledger's reference)
+    receive(chat) / chat(text), customer       ChatLine / Send(chat), ChatLine
+    receive(clipboard), in control             SetClipboard(text)
+    clipboard_changed(text), in control        Send(clipboard), ChatLine("clipboard")
+    receive(error) with a NOTICE_CODES code    ChatLine("notice"): the session goes on
 
 States: connecting -> waiting -> accepted <-> in_control, either <-> paused, -> ended; and
 from any live state reconnecting -> (waiting | accepted | in_control | paused) when the link
@@ -126,7 +130,24 @@ class End:
     close_reason: str = ""
 
 
-Action = Send | Inject | Balloon | Stream | StopStream | Reconnect | End
+@dataclass(frozen=True)
+class ChatLine:
+    """A line for the customer's chat area. ``who``: "technician" (their message), "customer"
+    (ours, sent), "notice" (a refusal in the customer's words) or "clipboard" (the customer's
+    clipboard text was shared; ``text`` is never shown, only its length)."""
+
+    who: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SetClipboard:
+    """Put ``text`` on the customer's clipboard (the support person pastes it next)."""
+
+    text: str
+
+
+Action = Send | Inject | Balloon | Stream | StopStream | Reconnect | End | ChatLine | SetClipboard
 
 
 @dataclass(frozen=True)
@@ -362,11 +383,14 @@ class Session:
         self.monitor = 0
         self.flow = FlowControl()
         self.rate = RateLimit(p.MAX_INPUT_EVENTS_PER_S, p.INPUT_BURST)
+        self.chat_rate = RateLimit(p.CHAT_MESSAGES_PER_S, p.CHAT_BURST)
+        self.clipboard_rate = RateLimit(p.CLIPBOARD_UPDATES_PER_S, p.CLIPBOARD_BURST)
         self.held_keys: set[str] = set()
         self.held_buttons: set[str] = set()
         self.paused = False  # the customer's wish: it outlasts a lost link
         self.granted = False  # the relay's word: the support person holds control
         self.asking = False  # a question to the customer is up (a file's consent dialog)
+        self.control_epoch = 0  # counts the times control began (the clipboard's watch)
         self._state = CONNECTING
         self._before_loss = CONNECTING  # the state the lost link interrupted
         self._lost_at: float | None = None
@@ -391,6 +415,8 @@ class Session:
         self._changed(before)
 
     def _changed(self, before: View) -> None:
+        if self._state == IN_CONTROL and before.state != IN_CONTROL:
+            self.control_epoch += 1
         if self.on_change is not None and self.view != before:
             self.on_change(self.view)
 
@@ -481,6 +507,40 @@ class Session:
         self.flow.reset()
         return [Send(p.Pause(False)), Stream(full=True)]
 
+    def chat(self, text: str, now: float) -> list[Action]:
+        """The customer typed a chat line: sent while accepted (paused too), refused in words
+        when over the size cap or the rate (the relay would refuse it anyway)."""
+        text = "".join(c for c in text if c.isprintable() or c in "\n\t").strip()
+        if not text or self._state not in SHARING:
+            return []
+        message = p.Chat(self.session, text)
+        refusal = p.over_limit(message) or ("" if self.chat_rate.allow(now) else
+                                             "chat-rate-limited")
+        if refusal:
+            return [ChatLine("notice", p.customer_words(refusal))]
+        return [Send(message), ChatLine("customer", text)]
+
+    @property
+    def shares_clipboard(self) -> bool:
+        """The customer's clipboard goes to the support person only while they hold control
+        and the customer has not paused (the relay checks this too)."""
+        return self._state == IN_CONTROL
+
+    def clipboard_changed(self, text: str, now: float) -> list[Action]:
+        """The customer's clipboard text changed: offered to the support person while in
+        control; the customer's chat area says it was shared (copied passwords are a risk)."""
+        if not self.shares_clipboard or not text:
+            return []
+        text = "".join(c for c in text if c.isprintable() or c in "\r\n\t")
+        if not text:
+            return []
+        message = p.Clipboard(self.session, text)
+        if refusal := p.over_limit(message):
+            return [ChatLine("notice", p.customer_words(refusal))]
+        if not self.clipboard_rate.allow(now):
+            return []
+        return [Send(message), ChatLine("clipboard", text)]
+
     def capture_failed(self, now: float) -> list[Action]:
         """Capturing the screen failed (the loop logs why): the relay and the customer are
         told the session ended."""
@@ -506,6 +566,8 @@ class Session:
             return self._input(msg, now)
         if isinstance(msg, p.Ended):
             return [*self._release(), StopStream(), *self._ended(msg, now)]
+        if isinstance(msg, p.Error) and msg.code in p.NOTICE_CODES:  # one message refused
+            return [ChatLine("notice", p.customer_words(msg.code, msg.message))]
         if isinstance(msg, p.Error):  # by code; a code this side does not know: its message
             why = p.customer_words(msg.code, msg.message)
             return [*self._release(), StopStream(), *self._end(Outcome(EXIT_FAILED, why), now)]
@@ -535,6 +597,10 @@ class Session:
         if isinstance(msg, p.Ack):
             held_back = self.flow.acked(msg.seq, now)
             return [Stream(full=False)] if held_back and not self.paused else []
+        if isinstance(msg, p.Chat) and self._state in SHARING:
+            return [ChatLine("technician", msg.text)]
+        if isinstance(msg, p.Clipboard) and self.shares_clipboard:
+            return [SetClipboard(msg.text)]
         return []
 
     def receipt(self, msg: p.Ended) -> None:

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple, Protocol
 
 import agent_session as core
 import panel
+import panel_chat
 
 APP_NAME = "Spotlight Remote Support"
 TRAY_HIDE_TIMEOUT_S = 1.0
@@ -365,6 +366,9 @@ class SessionDisplay:
         self._tray_shown: tuple[str, str] | None = None
         self._ended_at: datetime | None = None
         self._said = ("", "")  # the state and headline last logged
+        self._chat = panel_chat.ChatHistory()
+        self._chat_shown: panel_chat.ChatView | None = None
+        self._name = person  # the support person's name, as the chat area calls them
 
     def show(self, view: core.View, now: float) -> None:
         if view.state == core.ENDED and self._ended_at is None:
@@ -376,6 +380,8 @@ class SessionDisplay:
             log.info("session: %s | %s%s", shown.state, shown.headline,
                      f" ({view.sentence})" if view.sentence else "")
         self.window.show(shown)
+        self._name = view.technician_name or self.person
+        self._show_chat(view.accepted and view.state != core.ENDED)
         if shown.tray_state is not None and (shown.tray_state, shown.tooltip) != \
                 self._tray_shown:
             self._tray_shown = (shown.tray_state, shown.tooltip)
@@ -384,6 +390,22 @@ class SessionDisplay:
     def balloon(self, text: str) -> None:
         if self._tray_shown is not None:
             self.tray.show(*self._tray_shown, text)
+
+    def chat(self, who: str, text: str) -> None:
+        """A line for the chat area (agent_session.ChatLine); a line from the support person
+        also shows in a balloon, in case the panel's chat area is out of sight."""
+        self._chat.add(who, text, datetime.now())
+        if who == "clipboard":  # the fact, never the text
+            log.info("clipboard: shared with %s (%d characters)", self._name, len(text))
+        self._show_chat(self._chat_shown is not None and self._chat_shown.visible)
+        if who == "technician":
+            self.balloon(f"{self._name}: {text[:200]}")
+
+    def _show_chat(self, visible: bool) -> None:
+        view = panel_chat.chat_view(self._chat, self._name, visible)
+        if view != self._chat_shown:
+            self._chat_shown = view
+            self.window.chat(view)
 
 
 NO_WINDOW = ("This program shows a window for as long as your screen is shared, and it cannot "
@@ -404,11 +426,16 @@ class Controls:
         return panel.PanelActions(
             on_pause=lambda: self.pause(True), on_resume=lambda: self.pause(False),
             on_end=self.end, on_retry=lambda: self.choices.put("retry"),
-            on_dismiss=lambda: self.choices.put("dismiss"), on_send_file=self.send_file)
+            on_dismiss=lambda: self.choices.put("dismiss"), on_send_file=self.send_file,
+            on_chat=self.chat)
 
     def send_file(self) -> None:
         if self.agent is not None:
             self.agent.request_send_file()
+
+    def chat(self, text: str) -> None:
+        if self.agent is not None:
+            self.agent.request_chat(text)
 
     def pause(self, paused: bool) -> None:
         if self.agent is not None:

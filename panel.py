@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import panel_chat
+
 log = logging.getLogger("agent.panel")  # the agent's log handlers see it without set-up
 
 # --- constants -------------------------------------------------------------------------
@@ -363,6 +365,7 @@ class PanelActions:
     on_retry: Callable[[], None] = _nothing
     on_dismiss: Callable[[], None] = _nothing
     on_send_file: Callable[[], None] = _nothing
+    on_chat: Callable[[str], None] = lambda _text: None  # the customer sent a chat line
 
     def run(self, action: str) -> None:
         try:
@@ -378,6 +381,9 @@ class Panel(Protocol):
     def to_front(self) -> None:
         """Bring the window up and in front (a second start of the program asks for it)."""
 
+    def chat(self, view: panel_chat.ChatView) -> None:
+        """Show the chat area (panel_chat.py); any thread."""
+
     def close(self) -> None:
         """Remove the window and end its thread; any thread, more than once is fine."""
 
@@ -388,6 +394,11 @@ class LogPanel:
 
     def __init__(self) -> None:
         self._last: tuple = ()
+        self._chat: panel_chat.ChatView | None = None
+
+    def chat(self, view: panel_chat.ChatView) -> None:
+        panel_chat.log_chat(self._chat, view)
+        self._chat = view
 
     def show(self, view: PanelView) -> None:
         said = (view.state, view.title, view.headline, view.detail, view.code)
@@ -479,6 +490,9 @@ class _ThreadedPanel:
     def to_front(self) -> None:
         self._ui.call("to_front")
 
+    def chat(self, view: panel_chat.ChatView) -> None:
+        self._ui.call("chat", view)
+
     def close(self) -> None:
         self._ui.stop()
 
@@ -547,6 +561,11 @@ class _TkWindow:
             for keysym in (key, key.upper()):
                 root.bind(f"<Alt-KeyPress-{keysym}>", lambda _e, k=key: self._press_key(k))
         root.after(UI_POLL_MS, self._poll)
+        self._chat = panel_chat.TkChat(root, wrap, actions.on_chat)
+
+    def chat(self, view: panel_chat.ChatView) -> None:
+        if self._chat.show(view) and self._view is not None:
+            self._place()
 
     def wake(self) -> None:
         pass  # _poll looks for calls every UI_POLL_MS (Tk offers no thread-safe wake-up)
@@ -591,15 +610,19 @@ class _TkWindow:
         if v.dismiss_after_s is not None:
             self._dismiss_timer = root.after(int(v.dismiss_after_s * 1000),
                                              lambda: self._actions.run("dismiss"))
-        if not self._dragged:  # bottom right, above where a taskbar usually is
-            root.update_idletasks()
-            x = root.winfo_screenwidth() - root.winfo_reqwidth() - MARGIN_PX
-            y = root.winfo_screenheight() - root.winfo_reqheight() - MARGIN_PX - TASKBAR_PX
-            root.geometry(f"+{max(0, x)}+{max(0, y)}")
+        self._place()
         if first:
             root.deiconify()
         root.update_idletasks()
         root.title(v.title)  # last: whoever finds the window by its title finds it drawn
+
+    def _place(self) -> None:
+        if not self._dragged:  # bottom right, above where a taskbar usually is
+            root = self._root
+            root.update_idletasks()
+            x = root.winfo_screenwidth() - root.winfo_reqwidth() - MARGIN_PX
+            y = root.winfo_screenheight() - root.winfo_reqheight() - MARGIN_PX - TASKBAR_PX
+            root.geometry(f"+{max(0, x)}+{max(0, y)}")
 
     def _show_buttons(self, buttons: tuple[Button, ...]) -> None:
         for widget in self._buttons:
@@ -627,8 +650,8 @@ class _TkWindow:
         self._root.attributes("-topmost", True)
 
     def _drag_start(self, event: Any) -> None:
-        if getattr(event.widget, "winfo_class", str)() == "TButton":
-            self._grab = None  # a press on a button is a click, not a drag
+        if getattr(event.widget, "winfo_class", str)() in ("TButton", "TEntry", "Text"):
+            self._grab = None  # a press on a button or in the chat is a click, not a drag
         else:
             self._grab = (event.x_root - self._root.winfo_x(),
                           event.y_root - self._root.winfo_y())
@@ -715,6 +738,11 @@ class _Win32Window:
         table = (accel * len(KEYS))(*[accel(FALT | FVIRTKEY, ord(k.upper()), 201 + i)
                                       for i, k in enumerate(KEYS)])
         self._accel = u32.CreateAcceleratorTableW(table, len(KEYS))
+        self._chat = panel_chat.make_win32_chat(self._hwnd, u32, body, actions.on_chat)
+
+    def chat(self, view: panel_chat.ChatView) -> None:
+        if self._chat.show(view) and self._view is not None:
+            self.show(self._view)  # lay out again: the chat area came, went or grew
 
     def wake(self) -> None:
         self._u32.PostMessageW(self._hwnd, WM_APP, 0, 0)  # thread-safe
@@ -780,7 +808,8 @@ class _Win32Window:
                 wide = round(max(110, 8 * len(b.label)) * s)  # "Send a file to David…"
                 u32.MoveWindow(hwnd, x, y, wide, height, True)
                 x += wide + round(8 * s)
-        self._place(inner + 2 * pad, y + height + pad)
+        y = self._chat.layout(pad, y + height + gap, inner, s) - gap
+        self._place(inner + 2 * pad, y + pad)
         u32.KillTimer(self._hwnd, DISMISS_TIMER)
         if v.dismiss_after_s is not None:
             u32.SetTimer(self._hwnd, DISMISS_TIMER, int(v.dismiss_after_s * 1000), None)
@@ -855,7 +884,7 @@ class _Win32Window:
 
     def _command(self, ident: int) -> None:
         v = self._view
-        if v is None:
+        if v is None or self._chat.command(ident):
             return
         if 201 <= ident < 201 + len(KEYS):
             button = v.button(KEYS[ident - 201])

@@ -43,6 +43,9 @@ message and forwards it unchanged):
     end              V -> R           session, reason   (the support person ended it)
     ended            R -> A, R -> V   session, by, reason, ref (ledger reference), billable_s
     ping / pong      V -> R -> V      t                 (round-trip time; echoed unchanged)
+    chat             V -> R -> A      session, text     (a chat line; also A -> R -> V)
+    clipboard        V -> R -> A      session, text     (set the customer's clipboard: a paste;
+                                                        also A -> R -> V: theirs changed)
     logout           V -> R           (nothing)
     error            R -> A, R -> V   code, message     (a refusal; the relay may then close)
     <binary>         A -> R -> V      FRAME_HEADER + image: one rectangle of update `seq`
@@ -59,6 +62,12 @@ File chunks are binary messages whose first byte is FILE_CHUNK, never a frame ki
 keeps at most FILE_WINDOW_BYTES sent beyond what the receiver acknowledged (``FileWindow``),
 and the relay forwards chunks only after text and screen updates, so files never delay the
 screen or input.
+
+`chat` and `clipboard` text over MAX_CHAT_CHARS / MAX_CLIPBOARD_CHARS, or faster than their
+rates, is not a protocol error: the relay refuses that one message with an `error` whose code
+is in NOTICE_CODES and keeps the link (``over_limit`` is the one size rule). The relay never
+stores or logs their text. `clipboard` flows only while the support person holds control and
+the customer has not paused.
 
 Every `error` code and `ended` reason has one plain sentence for the customer and one for
 the support person in ``WORDING``; ``refusal(code, to)`` builds the `error`. Close codes are
@@ -117,6 +126,12 @@ FILE_ACK_BYTES = 64 * 1024  # the receiver acknowledges at least this often (and
 MAX_TRANSFERS_PER_SESSION = 4  # transfers under way at once, both directions
 FILE_CANCEL_REASONS = ("file-cancelled", "file-declined", "file-too-big", "file-corrupt",
                        "file-failed", "file-lost", "file-busy")
+MAX_CHAT_CHARS = 1000  # one chat line: a few sentences, not a document
+MAX_CLIPBOARD_CHARS = 10000  # clipboard text; even 4 UTF-8 bytes a character fits one message
+CHAT_MESSAGES_PER_S = 1  # sustained chat lines a second from one side of a session ...
+CHAT_BURST = 5  # ... with this many at once (a few quick lines)
+CLIPBOARD_UPDATES_PER_S = 2  # sustained clipboard messages a second from one side ...
+CLIPBOARD_BURST = 4  # ... with this many at once
 
 ROLES = ("agent", "viewer")
 BUTTONS = ("left", "middle", "right")
@@ -781,6 +796,51 @@ class FileDone(Message):
 
 
 FILE_TYPES = (FileOffer, FileAnswer, FileAck, FileCancel, FileDone)
+def _check_shared_text(name: str, value: Any) -> None:
+    """Chat and clipboard text: not empty, printable but for line breaks and tabs. Its size
+    cap is not checked here (``over_limit``): over-long text is refused politely, not as a
+    protocol error, and MAX_CONTROL_BYTES bounds it anyway."""
+    _check_str(name, value, MAX_CONTROL_BYTES, printable=False)
+    if not value:
+        _fail(f"{name} must not be empty")
+    if any(c < " " and c not in "\n\r\t" for c in value) or "\x7f" in value:
+        _fail(f"{name} may contain only printable characters, line breaks and tabs")
+
+
+@dataclass(frozen=True)
+class Chat(Message):
+    """A chat line, viewer to agent or agent to viewer; plain text, never markup."""
+
+    TYPE = "chat"
+    session: str
+    text: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_shared_text("text", self.text)
+
+
+@dataclass(frozen=True)
+class Clipboard(Message):
+    """Clipboard text: from the viewer, put it on the customer's clipboard (a paste comes
+    next); from the agent, the customer's clipboard changed."""
+
+    TYPE = "clipboard"
+    session: str
+    text: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_shared_text("text", self.text)
+
+
+def over_limit(message: Message) -> str:
+    """The refusal code when a chat or clipboard message is over its size cap, else ""."""
+    if isinstance(message, Chat) and len(message.text) > MAX_CHAT_CHARS:
+        return "chat-too-long"
+    if isinstance(message, Clipboard) and len(message.text) > MAX_CLIPBOARD_CHARS:
+        return "clipboard-too-long"
+    return ""
 
 
 # --- refusals, endings and close codes ---------------------------------------------------
@@ -920,7 +980,20 @@ WORDING: dict[str, Wording] = {
     "file-busy": Wording(
         "Another file is on its way; please wait until it is done.",
         "Another file is on its way; send this one when it is done."),
+    # notices: one message refused, the session goes on (NOTICE_CODES)
+    "chat-too-long": Wording(
+        f"That message is too long to send (at most {MAX_CHAT_CHARS} characters).",
+        f"That message is too long to send (at most {MAX_CHAT_CHARS} characters)."),
+    "chat-rate-limited": Wording(
+        "Messages are being sent too quickly. Please wait a moment.",
+        "Messages are being sent too quickly. Please wait a moment."),
+    "clipboard-too-long": Wording(
+        f"The copied text is too long to share (at most {MAX_CLIPBOARD_CHARS} characters).",
+        f"The clipboard text is too long to send (at most {MAX_CLIPBOARD_CHARS} characters)."),
 }
+# Refusals of one message that leave the session as it was: the agent shows them, it does
+# not end on them (every other `error` to the agent ends its session).
+NOTICE_CODES = frozenset({"chat-too-long", "chat-rate-limited", "clipboard-too-long"})
 UNKNOWN_WORDING = Wording(
     "The support server ended the connection. Please run this program again.",
     "The relay refused the request.")
@@ -990,7 +1063,7 @@ _BY_TYPE: dict[str, type[Message]] = {
     for cls in (
         Registered, Welcome, Queue, Accept, Accepted, TakeControl, ReleaseControl, Control,
         PointerMove, Button, Wheel, Key, Text, Refresh, Ack, Cursor, Screens, Pause, Close,
-        End, Ended, Ping, Pong, Logout, Error,
+        End, Ended, Ping, Pong, Logout, Error, Chat, Clipboard,
     )
 }
 _BY_TYPE.update({cls.TYPE: cls for cls in FILE_TYPES})

@@ -40,6 +40,12 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
 - A viewer connection watches at most one session: binary frames carry no session id.
 - Files (relay.transfers): file messages and chunks of the watched session, either way,
   with the relay's cap checked before any byte; a link that drops cancels its transfers.
+- Chat and clipboard (``protocol.Chat``, ``protocol.Clipboard``) pass between the session's
+  agent and its watching viewer only, and their text is never stored or logged. Text over
+  its cap, or faster than its rate (a token bucket per session and direction), is refused
+  to its sender with a notice (``protocol.NOTICE_CODES``) and the link stays up. Clipboard
+  text flows only while the viewer holds control and the customer has not paused: from the
+  viewer it is input (the same gates and bucket), from the agent it is dropped otherwise.
 """
 
 from __future__ import annotations
@@ -174,6 +180,14 @@ class Session:
     ref: int = 0  # the ledger's reference for this session (the customer's receipt)
     paused_at: float | None = None  # the customer paused: no screen and no input since then
     paused_s: float = 0.0  # earlier pauses, not billed
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)  # chat/clipboard rates
+
+    def share_allowed(self, kind: str, rate: float, burst: float, now: float) -> bool:
+        """Take one token from this session's ``kind`` bucket (e.g. "chat from agent")."""
+        bucket = self.buckets.get(kind)
+        if bucket is None:
+            bucket = self.buckets[kind] = TokenBucket(rate, burst, now)
+        return bucket.take(now)
 
     def paused_until(self, now: float) -> float:
         """Seconds paused so far, the pause still running included."""
@@ -338,8 +352,30 @@ class Pairing:
         elif isinstance(message, protocol.FILE_TYPES):
             if session.state == ACTIVE:
                 self.files.message(session, "agent", message, now)
+        elif isinstance(message, (protocol.Chat, protocol.Clipboard)):
+            self._share_from_agent(agent, session, message, now)
         else:
             raise protocol.RemoteProtocolError(f"an agent may not send {message.TYPE}")
+
+    def _share_from_agent(self, agent: Peer, session: Session,
+                          message: protocol.Chat | protocol.Clipboard, now: float) -> None:
+        """A chat line or the customer's clipboard: to the watching viewer, or refused."""
+        if message.session != session.id:
+            raise protocol.RemoteProtocolError(f"{message.TYPE} names another session")
+        chat = isinstance(message, protocol.Chat)
+        if not chat and not (session.control and session.paused_at is None):
+            return  # the agent checks too; a copy racing a release or pause goes nowhere
+        refusal = protocol.over_limit(message)
+        if refusal:
+            agent.send(protocol.refusal(refusal, "agent"))
+        elif not session.share_allowed(
+                f"{message.TYPE} from agent",
+                *((protocol.CHAT_MESSAGES_PER_S, protocol.CHAT_BURST) if chat else
+                  (protocol.CLIPBOARD_UPDATES_PER_S, protocol.CLIPBOARD_BURST)), now):
+            if chat:  # (the agent polls its clipboard no faster than this rate allows)
+                agent.send(protocol.refusal("chat-rate-limited", "agent"))
+        elif session.state == ACTIVE and session.viewer is not None:
+            session.viewer.send(message)
 
     def _pause(self, session: Session, paused: bool, now: float) -> None:
         """The customer paused or resumed: no frames and no input while paused, and the
@@ -444,7 +480,7 @@ class Pairing:
         if isinstance(message, Ping):
             viewer.send(Pong(message.t))
             return
-        if isinstance(message, protocol.INPUT_TYPES):
+        if isinstance(message, (*protocol.INPUT_TYPES, protocol.Clipboard)):
             self._input(viewer, state, message, now)
             return
         handler = self._SESSION_HANDLERS.get(type(message))
@@ -555,10 +591,26 @@ class Pairing:
                        message: End, now: float) -> None:
         self._end(session, "technician", "technician-ended", now)
 
+    def _chat_from_viewer(self, viewer: Peer, state: ViewerState, session: Session,
+                          message: protocol.Chat, now: float) -> None:
+        """A chat line for the customer: only from the watching viewer (paused or not)."""
+        if session.viewer is not viewer:
+            viewer.send(NOT_WATCHING)
+        elif refusal := protocol.over_limit(message):
+            viewer.send(protocol.refusal(refusal, "viewer"))
+        elif not session.share_allowed("chat from viewer", protocol.CHAT_MESSAGES_PER_S,
+                                       protocol.CHAT_BURST, now):
+            viewer.send(protocol.refusal("chat-rate-limited", "viewer"))
+        elif session.agent is None:
+            viewer.send(AGENT_RECONNECTING)
+        else:
+            session.agent.send(message)
+
     _SESSION_HANDLERS: ClassVar[dict[type, Callable]] = {
         Accept: _accept, TakeControl: _control, ReleaseControl: _control,
         Ack: _forward, Refresh: _forward, End: _end_by_viewer,
         **dict.fromkeys(protocol.FILE_TYPES, _file),
+        protocol.Chat: _chat_from_viewer,
     }
 
     def _input(self, viewer: Peer, state: ViewerState, message: protocol.Message,
@@ -575,7 +627,9 @@ class Pairing:
         session = self._owned(viewer, state, session_id, message.TYPE, now)
         if session is None:
             return
-        if session.paused_at is not None and session.viewer is viewer:
+        if refusal := protocol.over_limit(message):
+            viewer.send(protocol.refusal(refusal, "viewer"))
+        elif session.paused_at is not None and session.viewer is viewer:
             if not state.told_paused:  # the agent drops it too; say so once per pause
                 state.told_paused = True
                 viewer.send(PAUSED)

@@ -131,6 +131,7 @@ class FakePanel:
     def __init__(self, actions=None) -> None:
         self.actions = actions
         self.views: list = []
+        self.chats: list = []  # every panel_chat.ChatView shown
         self.fronted = 0
         self.closed = False
         self.changed = threading.Event()
@@ -154,6 +155,10 @@ class FakePanel:
 
     def to_front(self) -> None:
         self.fronted += 1
+
+    def chat(self, view) -> None:
+        self.chats.append(view)
+        self.changed.set()
 
     def close(self) -> None:
         self.closed = True

@@ -2,8 +2,12 @@
 // character they produced (key), pointer moves at most about 60 a second, buttons and wheel,
 // the browser's own shortcuts suppressed inside the screen area, and everything held
 // released when the page loses focus or control ends. No websocket and no drawing here.
+//
+// A paste (Ctrl+V, or Cmd+V on a Mac) is let through to the browser so that it fires a paste
+// event: the pasted text goes to the customer's clipboard first (`clipboard`), then the V key
+// follows, so the customer's program pastes what the support person pasted.
 
-import { MAX_TEXT_CHARS } from "./protocol.js";
+import { MAX_TEXT_CHARS, overLimit } from "./protocol.js";
 
 const POINTER_INTERVAL_MS = 17;
 const WHEEL_NOTCH_PX = 100;     // one wheel click in Chromium and Firefox pixel mode
@@ -18,6 +22,8 @@ const MODIFIER_CODES = new Set([
 // the page's help line name it. Remote Desktop uses the same chord for its connection bar.
 export const LEAVE_KEYS = "Ctrl+Alt+Home";
 const isLeaveKey = (e) => e.code === "Home" && e.ctrlKey && e.altKey && !e.metaKey;
+const isPasteKey = (e) => e.code === "KeyV" && !e.altKey && !e.shiftKey
+    && (e.ctrlKey !== e.metaKey);  // Ctrl+V, or Cmd+V on a Mac
 
 // What a physical key types on the US layout the agent's key table assumes, without and
 // with Shift. A `key` that disagrees (a capital without Shift from an on-screen keyboard,
@@ -77,6 +83,8 @@ export class Input {
         this.display = display;
         this.send = send;
         this.onleave = () => {};        // the leave key was pressed: the page moves the focus
+        this.onrefused = () => {};      // (code) a paste over the clipboard cap was not sent
+        this._paste = null;             // {code, key}: a paste key waiting for its paste event
         this.enabled = false;
         this._keys = new Map();         // code -> key, for every key we sent down
         this._buttons = new Set();
@@ -95,6 +103,7 @@ export class Input {
 
     // When the relay already took control away, releases would only be refused: forget them.
     disable({ sendReleases = true } = {}) {
+        this._paste = null;
         if (sendReleases) this.releaseAll();
         this._keys.clear();
         this._buttons.clear();
@@ -153,6 +162,9 @@ export class Input {
         canvas.addEventListener("contextmenu", (e) => {
             if (this.enabled) e.preventDefault();
         });
+        // The paste event of a paste key let through; the canvas has the focus, but browsers
+        // differ on whether a paste in something not editable is fired at it or the body.
+        document.addEventListener("paste", (e) => this._onPaste(e));
         canvas.addEventListener("blur", () => this.releaseAll());
         window.addEventListener("blur", () => this.releaseAll());
         document.addEventListener("visibilitychange", () => {
@@ -170,9 +182,20 @@ export class Input {
             return;
         }
         if (!this.enabled || event.isComposing) return;
+        if (down && isPasteKey(event)) {
+            // Not prevented, so the browser fires `paste`; the V goes after the clipboard.
+            event.stopPropagation();
+            this._paste = { code: event.code, key: Array.from(event.key).slice(0, 32).join("") };
+            // No paste event by the end of this task (no text, or a browser that fired
+            // none): the key still goes, as a plain key.
+            setTimeout(() => this._pasteKey(), 0);
+            return;
+        }
         event.preventDefault();
         event.stopPropagation();
         const { code } = event;
+        // A paste key released before its paste event: its press goes first, then this.
+        if (!down && this._paste?.code === code) this._pasteKey();
         if (!KEY_CODE.test(code) || (down && typesAsText(event))) {
             // No physical key (a virtual keyboard) or a character the key alone would not
             // give: send the character as typed.
@@ -203,6 +226,34 @@ export class Input {
         }
         this.typeText(char);
         for (const [code, key] of held) this._send({ type: "key", code, key, down: true });
+    }
+
+    _onPaste(event) {
+        if (!this.enabled || !this._paste) return;
+        event.preventDefault();
+        const pasted = event.clipboardData?.getData("text/plain") || "";
+        // eslint-disable-next-line no-control-regex
+        const text = pasted.replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/g, "");
+        if (text) {
+            const message = { type: "clipboard", text };
+            const refused = overLimit(message);
+            if (refused) {
+                this._paste = null;  // the customer would paste their old clipboard
+                this.onrefused(refused);
+                return;
+            }
+            this._send(message);
+        }
+        this._pasteKey();
+    }
+
+    _pasteKey() {
+        const paste = this._paste;
+        this._paste = null;
+        if (!paste || !this.enabled) return;
+        this._keys.delete(paste.code);
+        this._keys.set(paste.code, paste.key);  // released by its keyup, as any key
+        this._send({ type: "key", code: paste.code, key: paste.key, down: true });
     }
 
     _onButton(event, down) {

@@ -36,6 +36,12 @@ export const FILE_CANCEL_REASONS = Object.freeze([
     "file-cancelled", "file-declined", "file-too-big", "file-corrupt", "file-failed",
     "file-lost", "file-busy",
 ]);
+export const MAX_CHAT_CHARS = 1000;
+export const MAX_CLIPBOARD_CHARS = 10000;
+export const CHAT_MESSAGES_PER_S = 1;
+export const CHAT_BURST = 5;
+export const CLIPBOARD_UPDATES_PER_S = 2;
+export const CLIPBOARD_BURST = 4;
 
 export const ROLES = Object.freeze(["agent", "viewer"]);
 export const BUTTONS = Object.freeze(["left", "middle", "right"]);
@@ -65,6 +71,7 @@ const SESSION_CODE = /^[0-9]{6}$/;
 const NOT_PRINTABLE = /(?! )[\p{C}\p{Z}]/u;
 const LONE_SURROGATE = /\p{Cs}/u;
 const TYPED_CONTROL = /[\x00-\x08\x0b-\x1f]/; // below space, except tab and newline
+const SHARED_CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/; // chat, clipboard: \r allowed too
 const PY_INT_MAX_STR_DIGITS = 4300; // Python refuses longer integers in JSON
 
 export class ProtocolError extends Error {
@@ -449,6 +456,14 @@ const BY_TYPE = new Map([
         checkStr("code", m.code, 64);
         checkStr("message", m.message, 500);
     }),
+    messageSpec("chat", ["session", "text"], (m) => {
+        checkSession(m.session);
+        checkSharedText("text", m.text);
+    }),
+    messageSpec("clipboard", ["session", "text"], (m) => {
+        checkSession(m.session);
+        checkSharedText("text", m.text);
+    }),
 ].map((spec) => [spec.type, spec]));
 
 // --- file transfer (protocol.py's FileOffer ... FileDone) -------------------------------
@@ -498,6 +513,26 @@ for (const spec of [
         checkFileName("saved_as", m.saved_as);
     }),
 ]) BY_TYPE.set(spec.type, spec);
+// Chat and clipboard text (protocol.py's _check_shared_text): its size cap is overLimit's.
+function checkSharedText(name, value) {
+    checkStr(name, value, MAX_CONTROL_BYTES, false);
+    if (value === "") fail(`${name} must not be empty`);
+    if (SHARED_CONTROL.test(value)) {
+        fail(`${name} may contain only printable characters, line breaks and tabs`);
+    }
+}
+
+// The refusal code when a chat or clipboard message is over its size cap, else "" (counted
+// in code points, as protocol.py counts).
+export function overLimit(message) {
+    if (message.type === "chat" && charCount(message.text) > MAX_CHAT_CHARS) {
+        return "chat-too-long";
+    }
+    if (message.type === "clipboard" && charCount(message.text) > MAX_CLIPBOARD_CHARS) {
+        return "clipboard-too-long";
+    }
+    return "";
+}
 
 function checkRoundTripTime(m) {
     // 2**53 bounds what a JavaScript number holds exactly, so the echo comes back unchanged.
@@ -788,7 +823,24 @@ export const WORDING = Object.freeze({
         customer: "Another file is on its way; please wait until it is done.",
         technician: "Another file is on its way; send this one when it is done.",
     }),
+    "chat-too-long": Object.freeze({
+        customer: `That message is too long to send (at most ${MAX_CHAT_CHARS} characters).`,
+        technician: `That message is too long to send (at most ${MAX_CHAT_CHARS} characters).`,
+    }),
+    "chat-rate-limited": Object.freeze({
+        customer: "Messages are being sent too quickly. Please wait a moment.",
+        technician: "Messages are being sent too quickly. Please wait a moment.",
+    }),
+    "clipboard-too-long": Object.freeze({
+        customer: "The copied text is too long to share "
+            + `(at most ${MAX_CLIPBOARD_CHARS} characters).`,
+        technician: "The clipboard text is too long to send "
+            + `(at most ${MAX_CLIPBOARD_CHARS} characters).`,
+    }),
 });
+// Refusals of one message that leave the session as it was (protocol.py's NOTICE_CODES).
+export const NOTICE_CODES = Object.freeze(["chat-too-long", "chat-rate-limited",
+    "clipboard-too-long"]);
 export const UNKNOWN_WORDING = Object.freeze({
     customer: "The support server ended the connection. Please run this program again.",
     technician: "The relay refused the request.",

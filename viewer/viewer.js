@@ -2,7 +2,8 @@
 // (connection.js), the screen (display.js), the keyboard and pointer (input.js) and the
 // queue (queue.js). Everything an agent sends reaches the DOM through textContent only.
 
-import { FLAG_LAST, technicianWords } from "./protocol.js";
+import { FLAG_LAST, NOTICE_CODES, technicianWords } from "./protocol.js";
+import { Chat } from "./chat.js";
 import { Connection, storedToken, viewerSocketUrl } from "./connection.js";
 import { Display } from "./display.js";
 import { Input } from "./input.js";
@@ -16,6 +17,15 @@ let soundBlocked = false;   // the browser keeps the arrival chime silent until 
 const connection = new Connection(viewerSocketUrl(window.location));
 const display = new Display($("screen"), $("viewport"), $("stage"), $("remote-pointer"));
 const input = new Input($("screen"), display, (message) => sendForSession(message));
+const chat = new Chat(
+    { pane: $("chat-pane"), log: $("chat-log"), form: $("chat-form"), input: $("chat-input"),
+      toggle: $("chat-toggle"), unread: $("chat-unread"), clip: $("remote-clipboard"),
+      clipText: $("remote-clipboard-text"), clipCopy: $("remote-clipboard-copy"),
+      clipClose: $("remote-clipboard-close") },
+    (message) => session !== null && connection.send({ ...message, session: session.id }),
+    (text) => toast(text),
+);
+input.onrefused = (code) => toast(technicianWords(code));
 const queue = new QueueList(
     { list: $("queue"), template: $("queue-item-template"), count: $("queue-count"),
       empty: $("queue-empty"), more: $("queue-more") },
@@ -222,6 +232,12 @@ connection.onmessage = (message) => {
         case "ended":
             if (session?.id === message.session) closeSession(endedWords(message));
             break;
+        case "chat":
+            if (session?.id === message.session) chat.add("customer", message.text);
+            break;
+        case "clipboard":  // the relay sends it only while we hold control
+            if (session?.id === message.session) chat.offerClipboard(message.text);
+            break;
         case "error":
             onError(message);
             break;
@@ -257,6 +273,11 @@ function onError(error) {
     }
     if (["code-required", "wrong-code"].includes(error.code) && pendingAccept) {
         askForCode(pendingAccept, error.code === "wrong-code");
+        return;
+    }
+    if (NOTICE_CODES.includes(error.code)) {  // one message refused; nothing else changes
+        if (session && error.code.startsWith("chat")) chat.add("notice", text);
+        else toast(text);
         return;
     }
     if (error.code === "no-such-session") {
@@ -320,7 +341,10 @@ function openSession(accepted) {
     };
     rejoin = { id: session.id, asked: false };
     saveRejoin();
-    if (!same) display.reset(accepted.screens);
+    if (!same) {
+        display.reset(accepted.screens);
+        chat.reset(accepted.user || accepted.machine);
+    }
     else display.setScreens(accepted.screens);
     fillMonitors(accepted.screens);
     $("session-machine").textContent = accepted.machine || "Unnamed computer";
@@ -426,6 +450,7 @@ function leaveSession() {
     input.disable({ sendReleases: false });
     session = null;
     display.reset([]);
+    chat.hideClipboard();  // a copied password does not stay on screen after the session
     closeKeysMenu();
     closeDialogs();
     showLinkDown("");
