@@ -127,8 +127,8 @@ async def send(viewer: ScriptedViewer, data: bytes, transfer: int) -> None:
 def test_the_exe_asks_in_its_own_window_esc_declines_and_enter_saves_with_the_sha256(
         wine_run_env, relay, tmp_path):
     """Under Wine: "David wants to send you a file" appears; Esc declines the first file
-    (nothing written), Enter saves the second in SPOTLIGHT_DOWNLOADS with the same SHA-256,
-    and the window then says "File saved"."""
+    (nothing written), Enter saves the second in SPOTLIGHT_DOWNLOADS with the same SHA-256
+    ("File saved"), and Esc in "Receiving big.bin" cancels the third (nothing left of it)."""
     downloads = tmp_path / "Downloads"
     env = {**wine_run_env, "SPOTLIGHT_DOWNLOADS": windows_path(downloads)}
     data = os.urandom(300_000)
@@ -156,6 +156,17 @@ def test_the_exe_asks_in_its_own_window_esc_declines_and_enter_saves_with_the_sh
                 done = await viewer.expect(p.FileDone, lambda m: m.transfer == 4)
                 await asyncio.to_thread(window, "File saved")
                 await asyncio.to_thread(screenshot, "saved")
+
+                # a third file, taken and then cancelled by the customer while it waits
+                await viewer.send(offer(viewer.session, data, "big.bin", 5))
+                await asyncio.to_thread(press, await asyncio.to_thread(window, TITLE), "Return")
+                assert (await viewer.expect(p.FileAnswer, lambda m: m.transfer == 5)).accept
+                receiving = await asyncio.to_thread(window, "Receiving big.bin")
+                await asyncio.to_thread(screenshot, "receiving")
+                await asyncio.to_thread(press, receiving, "Escape")
+                cancelled = await viewer.expect(p.FileCancel, lambda m: m.transfer == 5)
+                assert cancelled.reason == "file-cancelled", cancelled
+                await asyncio.to_thread(window, "File not saved")
                 return declined, done
 
         declined, done = asyncio.run(asyncio.wait_for(scenario(), 300))
@@ -168,7 +179,8 @@ def test_the_exe_asks_in_its_own_window_esc_declines_and_enter_saves_with_the_sh
         output.wait()
     assert declined.accept is False, output.text()
     assert done.saved_as == "report.pdf"
-    assert sorted(f.name for f in downloads.iterdir()) == ["report.pdf"]  # nothing declined
+    # nothing of the declined file, nor of the cancelled one (not even a temporary file)
+    assert sorted(f.name for f in downloads.iterdir()) == ["report.pdf"]
     saved = (downloads / "report.pdf").read_bytes()
     assert hashlib.sha256(saved).hexdigest() == hashlib.sha256(data).hexdigest()
     log = "".join(output.lines)  # the exe's log comes on stdout when stderr is a pipe
