@@ -22,7 +22,9 @@ writes the tray's states to the log instead of showing an icon), SPOTLIGHT_PANEL
 (default: the platform's; "log" writes the panel's states to the log: the only way to share
 the screen without a window saying so, for tests), SPOTLIGHT_DIALOGS=win32|tk|stderr
 (default: the platform's), SPOTLIGHT_CLIPBOARD=win32|x11|dummy (agent_clipboard.py),
-SPOTLIGHT_LOG=debug for a verbose log.
+SPOTLIGHT_LOG=debug for a verbose log; SPOTLIGHT_DESKTOP and SPOTLIGHT_ELEVATION: see
+agent_elevation.py (the administrator prompt and the restart as administrator, whose
+elevated copy starts with --handoff-file).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import agent_clipboard
+import agent_elevation
 import agent_session as core
 import agent_ui
 import file_window
@@ -69,6 +72,7 @@ from panel import Panel
 
 ENCODER_THREADS = 2  # strips of a large update are encoded in parallel
 INLINE_ENCODE_MAX_PX = 128 * 128  # smaller updates (typing) are encoded in the event loop
+WAIT_FOR_ACK_S = 0.1  # an update encoded ahead looks again this soon if no ack woke it
 CURSOR_INTERVAL_S = 0.045  # the customer's pointer is asked for at most this often
 CURSOR_RESTING_INTERVAL_S = 0.1  # ... and this often once it has not moved for CURSOR_REST_S
 CURSOR_REST_S = 1.0
@@ -80,6 +84,7 @@ RECONNECT_JITTER = 0.3  # each reconnect delay +-30%: agents cut off together co
 DUMMY_SCREEN = p.Screen(0, 0, 1024, 768)
 METER_TICK_S = 1.0  # the panel's meter counts seconds
 ASKED = object()  # _until_closed: the customer asked to pause or resume
+DESKTOP_CHECK_INTERVAL_S = 0.25  # how soon an administrator prompt is noticed
 tray_image = agent_ui.tray_image  # icons/make_icons.py draws the exe icon with it
 log = logging.getLogger("agent")
 
@@ -410,7 +415,10 @@ class Agent:
                  clock: Callable[[], float] = time.monotonic, window: Panel | None = None,
                  company: str = APP_NAME, person: str = "", phone: str = "",
                  files: file_window.FileDesk | None = None,
-                 clipboard: agent_clipboard.Clipboard | None = None) -> None:
+                 clipboard: agent_clipboard.Clipboard | None = None,
+                 desktop: agent_elevation.DesktopWatch | None = None,
+                 elevation: agent_elevation.Elevation | None = None, handoff: str = "",
+                 elevate_args: list[str] | None = None) -> None:
         self.url, self.ssl_context = url, ssl_context
         self.clipboard = clipboard if clipboard is not None else \
             agent_clipboard.DummyClipboard()
@@ -422,7 +430,15 @@ class Agent:
             window if window is not None else panel.LogPanel(), tray, company,
             person or technician, phone)
         self.session = core.Session(technician, machine, user, KEY_TABLE,
-                                    on_change=self._show)
+                                    on_change=self._show, handoff=handoff)
+        self.desktop = desktop or agent_elevation.NoDesktopWatch()
+        self.elevation = elevation or agent_elevation.NoElevation()
+        self.elevate_args = elevate_args or ["--technician", technician]
+        # Offered to the customer where it means something: Windows, not elevated yet.
+        self.display.can_elevate = tray.can_elevate = \
+            not handoff and self.elevation.available()
+        self._ws: Any = None  # the live link, for what happens outside _serve's turn
+        self._tasks: set[asyncio.Future] = set()  # the desktop watch's and elevation's steps
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()  # set before the loop runs is honoured too
         self._closed: asyncio.Event | None = None  # the same, for the loop
@@ -431,6 +447,7 @@ class Agent:
         self._wake: asyncio.Event | None = None  # the streamer: ack, refresh or input
         self._streamer: asyncio.Future | None = None
         self._pacer: Any = None  # the streamer's screen_codec.Pacer
+        self._sendable: asyncio.Event | None = None  # the streamer's: frames may be written
         self._full = True
         self._capture_failed = False  # the streamer failed: the session ends
         self.files = files if files is not None else file_window.FileDesk()  # files sent in
@@ -451,6 +468,59 @@ class Agent:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._ask_pause, paused)
 
+    def request_elevate(self) -> None:
+        """The customer chose Restart as administrator (any thread: panel, tray menu)."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._act, self.session.elevate)
+
+    def _act(self, event: Callable[[float], list]) -> None:
+        """Hand the core an event from outside the link's own turn (the desktop watch, the
+        customer's answer) and carry out what it says on the live link."""
+        actions = event(self.clock())
+        if actions:
+            self._background(self._do(self._ws, actions))
+
+    def _background(self, coro: Any) -> None:
+        """Run ``coro`` beside the link's turn; a link that closes meanwhile is _serve's to
+        handle, so its error here is only logged."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(task: asyncio.Future) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.info("background step failed: %r", task.exception())
+
+        task.add_done_callback(done)
+
+    async def _watch_desktop(self) -> None:
+        """Poll the desktop watch: an administrator prompt stops capture and input."""
+        secure = False
+        while True:
+            try:
+                now_secure = self.desktop.secure()
+            except Exception as e:  # a failing watch must not end the session
+                log.warning("desktop watch failed: %r", e)
+                now_secure = False
+            if now_secure != secure:
+                secure = now_secure
+                log.info("desktop: %s", "administrator prompt" if secure else "default")
+                self._act(lambda now, s=secure: self.session.desktop(s, now))
+            await asyncio.sleep(DESKTOP_CHECK_INTERVAL_S)
+
+    async def _ask_elevation(self, person: str) -> None:
+        """The support person asked for a restart as administrator: the customer decides
+        (in a dialog of their own, off the loop)."""
+        yes = await asyncio.to_thread(self.elevation.confirm, person)
+        log.info("restart as administrator: the customer said %s", "yes" if yes else "no")
+        self._act(self.session.elevate if yes else
+                  (lambda now: self.session.elevation_result("declined", now)))
+
+    async def _start_elevated(self, secret: str) -> None:
+        result = await asyncio.to_thread(self.elevation.start, secret, self.elevate_args)
+        log.info("restart as administrator: %s", result)
+        self._act(lambda now: self.session.elevation_result(result, now))
     def request_send_file(self) -> None:
         """The customer chose "Send a file to David…" (any thread: panel, tray menu)."""
         if self._loop is not None and not self._loop.is_closed():
@@ -528,10 +598,12 @@ class Agent:
         if self._closing.is_set():
             self._closed.set()
         meter = asyncio.ensure_future(self._tick())
+        watch = asyncio.ensure_future(self._watch_desktop())
         try:
             return await self._run()
         finally:
             meter.cancel()
+            watch.cancel()
             self.files.close()
             await self._stop_stream()
             for action in self.session.close(self.clock()):  # after an end: nothing
@@ -620,6 +692,7 @@ class Agent:
 
         session = self.session
         self._asked.clear()  # a Pause pressed while the link was down is not kept
+        self._ws = ws
         self._link = ws
         watcher = asyncio.ensure_future(self._watch_clipboard(ws))
         try:
@@ -659,6 +732,7 @@ class Agent:
             done = await self._do(None, session.link_lost(code, reason, self.clock()))
             return done or core.End(Outcome(EXIT_FAILED, core.LOST))
         finally:
+            self._ws = None
             self._link = None
             for action in self.files.link_lost(session):  # (only key and button releases)
                 self._inject(action)
@@ -682,6 +756,8 @@ class Agent:
                 await self._set_clipboard(action.text)
             elif isinstance(action, core.Stream):
                 self._full = self._full or action.full
+                if self._sendable is not None:
+                    self._sendable.set()
                 if self._streamer is None and ws is not None:
                     self._full = True
                     self._streamer = asyncio.ensure_future(self._stream(ws))
@@ -695,6 +771,10 @@ class Agent:
                 return action
             elif isinstance(action, core.Reconnect):
                 return action
+            elif isinstance(action, core.AskElevation):
+                self._background(self._ask_elevation(action.person))
+            elif isinstance(action, core.StartElevated):
+                self._background(self._start_elevated(action.secret))
         return None
 
     async def _goodbye(self, ws: Any, end: core.End) -> None:
@@ -736,6 +816,7 @@ class Agent:
 
     async def _stop_stream(self) -> None:
         streamer, self._streamer, self._pacer = self._streamer, None, None
+        self._sendable = None
         if streamer is not None:
             streamer.cancel()
             with contextlib.suppress(BaseException):
@@ -746,6 +827,11 @@ class Agent:
 
         if task.cancelled() or isinstance(task.exception(), (ConnectionClosed, type(None))):
             return
+        with contextlib.suppress(Exception):
+            if self.desktop.secure():  # capture fails on the secure desktop: not the end
+                log.info("capture failed under an administrator prompt: %r", task.exception())
+                self._act(lambda now: self.session.desktop(True, now))
+                return
         log.error("screen capture failed", exc_info=task.exception())
         self._capture_failed = True
         self._closed.set()
@@ -763,6 +849,7 @@ class Agent:
         pacer = self._pacer = codec.Pacer(polled_at, ENCODER_THREADS)
         pool = ThreadPoolExecutor(ENCODER_THREADS, "encoder")
         sendable, writing = asyncio.Event(), asyncio.Lock()
+        self._sendable = sendable  # an ack sets it: an update encoded ahead may go at once
         sender = asyncio.ensure_future(self._send(ws, outbox, sendable, writing))
         try:
             while True:
@@ -793,7 +880,13 @@ class Agent:
                         await ws.send(p.encode_control(p.Cursor(session.monitor, *cursor)))
                 if self._full:
                     outbox.clear()  # a full image replaces whatever was not written yet
-                bulk = flow.may_start() and not outbox.bulk_waiting()
+                # One bulk update is encoded ahead while the link's places are taken: it is
+                # written (and starts) as soon as an ack frees one (FlowControl.ahead_of_time),
+                # instead of the grab and encode starting only then. (In motion in Chromium
+                # that left 2 updates in flight idle for an encode each: 26 fps, not 40.)
+                # Another is encoded once it started, even while its frames are still paced
+                # out: the outbox holds at most two bulk updates.
+                bulk = not flow.ahead
                 interactive = pacer.interactive(polled_at) and flow.may_start(interactive=True)
                 if not (bulk or interactive):
                     pacer.held_back()  # held back by the link: the next update is cheaper
@@ -808,12 +901,15 @@ class Agent:
                 plans = pacer.plan(rects, polled_at, flow.rate, full=full)
                 for plan in plans:
                     if not (full or (plan.interactive and flow.may_start(interactive=True))
-                            or (bulk and flow.may_start())):
+                            or bulk):
                         pacer.held_back()  # not committed: found again by a later poll
                         continue
                     diff.commit(pixels, plan.rects, owned=codec.writeable(pixels))
                     seq = flow.next_seq()
-                    flow.started(seq, self.clock())
+                    if full or plan.interactive:
+                        flow.started(seq, self.clock())
+                    else:
+                        flow.ahead_of_time(seq)
                     args = (diff.shown, plan.rects, session.monitor, seq, plan.quality, full)
                     options = {"subsampling": plan.subsampling, "rows": plan.rows}
                     if sum(w * h for _, _, w, h in plan.rects) <= INLINE_ENCODE_MAX_PX:
@@ -824,7 +920,10 @@ class Agent:
                     pacer.encoded(plan, frames, polled_at)
                     encoded = [((f.x, f.y, f.width, f.height), p.encode_frame(f))
                                for f in frames]
-                    outbox.add(seq, encoded, plan.interactive)
+                    # a bulk update's waiting frames that input's echo overlaps are
+                    # encoded again instead of holding the echo back (Outbox.add)
+                    outbox.add(seq, encoded, plan.interactive, None if plan.interactive else
+                               codec.redoer(diff, *args[2:6], **options))
                     if plan.interactive and not writing.locked():
                         # written now, not when the sender task next runs (while it writes,
                         # it writes this next: the streamer never waits for the link)
@@ -864,11 +963,14 @@ class Agent:
         async with writing:  # one writer at a time keeps the outbox's order on the wire
             while (item := outbox.peek()) is not None:
                 seq, interactive, _, data = item
-                if seq not in flow.in_flight:  # forgotten by a restart: a full image follows
-                    outbox.pop()
-                    continue
                 if interactive_only and not interactive:
                     return 0.0
+                ahead = flow.may_write_ahead(seq, self.clock())
+                if ahead is False:
+                    return WAIT_FOR_ACK_S  # (an ack sets sendable: this is a fallback)
+                if ahead is None and seq not in flow.in_flight:
+                    outbox.pop()  # forgotten by a restart: a full image follows
+                    continue
                 delay = flow.write_delay(len(data), interactive, self.clock())
                 if delay > 0:
                     return delay
@@ -908,6 +1010,8 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
     parser.add_argument("--check-config", type=Path, metavar="FILE",
                         help="only check that FILE is a configuration this program accepts "
                              "(exit 0) or say what is wrong with it (exit 2)")
+    # The elevated copy's hand-off: a file holding a one-time secret, removed at once.
+    parser.add_argument("--handoff-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.check_config is not None:
         ok, line = check_config(args.check_config)
@@ -924,11 +1028,18 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
         log.error("configuration: %s", e)
         dialogs.message(e.company or APP_NAME, e.customer, error=True)
         return EXIT_CONFIG
+    handoff = ""
+    if args.handoff_file is not None:
+        try:
+            handoff = agent_elevation.read_secret(args.handoff_file)  # (and removes it)
+        except agent_elevation.HandoffError as e:
+            log.error("hand-off: %s", e)
+            return EXIT_FAILED  # the first copy goes on with the session
     controls = agent_ui.Controls()
     # One program at a time (the elevated hand-off, started by this program, skips this).
     instance = instance or agent_ui.make_instance()
     try:
-        first = instance.acquire(controls.front)
+        first = True if handoff else instance.acquire(controls.front)
     except OSError as e:  # no private place for the lock: run, as before there was one
         log.warning("running without the one-program lock: %r", e)
         first = True
@@ -956,15 +1067,28 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), lambda *_: controls.quit())
         try:
-            return _sessions(config, technician, (url, context), controls, window, dialogs)
+            return _sessions(config, technician, (url, context), controls, window, dialogs,
+                             _copy_args(args, technician), handoff)
         finally:
             window.close()
     finally:
         instance.release()
 
 
+def _copy_args(args: argparse.Namespace, technician: str) -> list[str]:
+    """The arguments of the elevated copy: the same relay, configuration and support person
+    (the hand-off file is added by the elevation itself)."""
+    copy = ["--technician", technician]
+    if args.relay:
+        copy += ["--relay", args.relay]
+    if args.config is not None:
+        copy += ["--config", str(args.config.resolve())]
+    return copy
+
+
 def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
-              controls: agent_ui.Controls, window: Panel, dialogs: Dialogs) -> int:
+              controls: agent_ui.Controls, window: Panel, dialogs: Dialogs,
+              copy_args: list[str] | None = None, handoff: str = "") -> int:
     """Sessions with ``technician`` on ``window`` until one ends without the customer asking
     to Retry (a log panel asks nothing: its sentence goes to a message instead)."""
     controls.window = window
@@ -972,8 +1096,11 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
     person = dict(config.people).get(technician, technician)
     try:
         screen, user_input = make_screen(), make_input()
-        tray = make_tray(controls.end, controls.pause, controls.send_file, person)
+        tray = make_tray(controls.end, controls.pause, controls.elevate,
+                         on_send_file=controls.send_file, person=person)
         clipboard = agent_clipboard.make_clipboard()
+        desktop, elevation = agent_elevation.make_desktop_watch(), \
+            agent_elevation.make_elevation()
     except Exception as e:  # no display, no permission: say so instead of a traceback
         log.exception("start-up failed")
         dialogs.message(config.company, f"This program cannot run here: {e}", error=True)
@@ -986,11 +1113,13 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
                 technician=technician, screen=screen, input=user_input,
                 tray=tray, machine=socket.gethostname(), user=_user_name(), ssl_context=link[1],
                 window=window, company=config.company, person=person, phone=config.phone,
-                clipboard=clipboard)
+                clipboard=clipboard, desktop=desktop, elevation=elevation, handoff=handoff,
+                elevate_args=copy_args)
+            handoff = ""  # spent: a Retry starts a session of its own
             outcome = asyncio.run(controls.agent.run())
             log.info("exit %d %s", outcome.code, outcome.message)
-            if controls.quitting:
-                break
+            if controls.quitting or outcome.message == core.HANDED_OFF:
+                break  # (handed off: no receipt, the elevated copy's panel goes on)
             if not interactive:  # the log panel: the sentence as a message instead
                 if outcome.message:
                     dialogs.message(config.company, outcome.message,

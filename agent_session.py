@@ -22,6 +22,13 @@ returns, in order:
     connect_failed / untrusted                 Reconnect(after a delay) or End
     close() / capture_failed()                 Inject ups, StopStream, End(farewell: close)
     receipt(ended), after our close            (the view gains the ledger's reference)
+    desktop(secure), the desktop watch         Inject ups, StopStream, Send(desktop) /
+                                               Send(desktop), Stream(full)
+    receive(elevate)                           Send(elevation asked), AskElevation
+    elevate() (the customer's click or Yes)    Send(handoff)
+    receive(handoff_secret)                    StartElevated(secret)
+    elevation_result(declined / failed)        Send(elevation)
+    link_lost(CLOSE_HANDED_OFF)                End (quietly: the elevated copy has it now)
     receive(chat) / chat(text), customer       ChatLine / Send(chat), ChatLine
     receive(clipboard), in control             SetClipboard(text)
     clipboard_changed(text), in control        Send(clipboard), ChatLine("clipboard")
@@ -30,9 +37,10 @@ returns, in order:
 States: connecting -> waiting -> accepted <-> in_control, either <-> paused, -> ended; and
 from any live state reconnecting -> (waiting | accepted | in_control | paused) when the link
 is lost in a way that may resume. Input is injected only in ``in_control``, and never while
-a question to the customer (a file's consent dialog) is up (``asking_customer``); every way
-out of it (pause included) releases what the support person holds. Nothing is captured while
-paused. ``ended`` is final. ``view`` is what the customer's windows (the panel, the tray)
+a question to the customer (a file's consent dialog) is up (``asking_customer``) or an
+administrator prompt is (``secure``); every way out of it (pause included) releases what the
+support person holds. Nothing is captured while paused, nor during an administrator prompt.
+``ended`` is final. ``view`` is what the customer's windows (the panel, the tray)
 show; ``on_change`` is called with it whenever it changes.
 """
 
@@ -58,7 +66,18 @@ RTT_WINDOW_S = 10.0  # its round trip: the smallest seen this long
 MIN_RTT_S = 0.001
 PACING_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)  # probe up, drain, cruise
 PACING_PHASE_S = 0.1
+# ... but first a startup, as BBR's: paced (and budgeted) at twice the estimate, so the rate
+# learnt doubles every round trip, until STARTUP_FLAT_ROUNDS round trips of link-limited
+# samples raised it by less than STARTUP_GROWTH; then a drain at the inverse gain until
+# what is unacknowledged fits one round trip at the rate; then the cycle above.
+# (From the first sample at gain 1.25 one phase in 8, a loopback link whose first sample
+# was slow took many seconds to be believed fast.)
+STARTUP_GAIN = 2.0
+STARTUP_GROWTH = 1.25
+STARTUP_FLAT_ROUNDS = 3
+STARTUP, DRAIN, CRUISE = "startup", "drain", "cruise"
 LOST = "The connection to the support server was lost. Please run this program again."
+HANDED_OFF = "The session goes on in the program running as administrator."
 CAPTURE_FAILED = ("The screen could not be captured, so the session has ended. Please run this "
                   "program again.")
 
@@ -131,6 +150,22 @@ class End:
 
 
 @dataclass(frozen=True)
+class AskElevation:
+    """Ask the customer whether the support person ``person`` may have the program restart
+    as administrator; the answer comes back as elevate() or elevation_result(DECLINED)."""
+
+    person: str
+
+
+@dataclass(frozen=True)
+class StartElevated:
+    """Start this program as administrator, passing ``secret`` privately; the outcome comes
+    back as elevation_result()."""
+
+    secret: str
+
+
+@dataclass(frozen=True)
 class ChatLine:
     """A line for the customer's chat area. ``who``: "technician" (their message), "customer"
     (ours, sent), "notice" (a refusal in the customer's words) or "clipboard" (the customer's
@@ -147,7 +182,8 @@ class SetClipboard:
     text: str
 
 
-Action = Send | Inject | Balloon | Stream | StopStream | Reconnect | End | ChatLine | SetClipboard
+Action = (Send | Inject | Balloon | Stream | StopStream | Reconnect | End | AskElevation
+          | StartElevated | ChatLine | SetClipboard)
 
 
 @dataclass(frozen=True)
@@ -216,7 +252,8 @@ class FlowControl:
     where an echo of input can pass them, not in a socket buffer), and they leave one update
     of the wire's allowance free: an interactive update (input's echo) may always start. The
     pacing gain cycles (PACING_GAINS) to find a faster link and drain what a slower one
-    queued. Before any acknowledgement nothing is known: only the count applies.
+    queued, after a startup at STARTUP_GAIN that finds the link's rate in a few round trips.
+    Before any acknowledgement nothing is known: only the count applies.
 
     A sample is app-limited when nothing was held back while its update was in flight (typing
     on a fast link: the agent had no more to send, so the sample says how much it sent, not
@@ -239,6 +276,11 @@ class FlowControl:
         self.next_write_at = 0.0
         self.waiting = False  # something was held back: the next ack wakes the streamer
         self.holds = 0  # times a bulk update or frame was held back (app-limited samples)
+        self.ahead: set[int] = set()  # bulk updates encoded ahead, started when written
+        self.mode = STARTUP
+        self.full_rate = 0.0  # startup: the rate last seen to grow by STARTUP_GROWTH
+        self.flat_rounds = 0  # ... round trips since, of link-limited samples
+        self.round_at = 0.0  # ... the next of which ends at this time
 
     @property
     def rate(self) -> float | None:
@@ -255,7 +297,8 @@ class FlowControl:
         rate, rtt = self.rate, self.rtt
         if rate is None or rtt is None:
             return float("inf")
-        return max(MIN_BUDGET_BYTES, rate * (rtt + UNACKED_EXTRA_S))
+        gain = STARTUP_GAIN if self.mode == STARTUP else 1.0
+        return max(MIN_BUDGET_BYTES, gain * rate * (rtt + UNACKED_EXTRA_S))
 
     def may_start(self, interactive: bool = False) -> bool:
         """May a new update begin? Interactive ones only need a free place in the wire's
@@ -278,6 +321,23 @@ class FlowControl:
         against the wire's allowance, and its delivery rate from its first write."""
         self.in_flight[seq] = [0, None, 0, 0.0, self.holds]
         self.window.started(seq)
+
+    def ahead_of_time(self, seq: int) -> None:
+        """Bulk update ``seq`` is encoded before the link may take it (so that the next
+        video frame is ready when an acknowledgement frees a place, not encoded only then):
+        it starts with its first write, once may_write_ahead() allows."""
+        self.ahead.add(seq)
+
+    def may_write_ahead(self, seq: int, now: float) -> bool | None:
+        """May update ``seq``, encoded ahead, begin now? (It begins: started().) None when it
+        is not one: already started, or forgotten by a restart."""
+        if seq not in self.ahead:
+            return None
+        if not self.may_start():
+            return False
+        self.ahead.discard(seq)
+        self.started(seq, now)
+        return True
 
     def write_delay(self, size: int, interactive: bool, now: float) -> float:
         """Seconds until a frame of ``size`` bytes may be written (0: now). Interactive
@@ -309,7 +369,12 @@ class FlowControl:
         self.wrote(seq, size, now)
 
     def gain(self, now: float) -> float:
-        """The pacing gain now: a phase of PACING_PHASE_S (at least a round trip) each."""
+        """The pacing gain now: STARTUP_GAIN in startup, its inverse in the drain, then the
+        cycle's, a phase of PACING_PHASE_S (at least a round trip) each."""
+        if self.mode == STARTUP:
+            return STARTUP_GAIN
+        if self.mode == DRAIN:
+            return 1 / STARTUP_GAIN
         phase = max(PACING_PHASE_S, self.rtt or 0.0)
         return PACING_GAINS[int(now / phase) % len(PACING_GAINS)]
 
@@ -331,10 +396,30 @@ class FlowControl:
                          RTT_WINDOW_S)
         if written_at is not None and now > delivered_at_then:
             rate = (self.delivered - delivered_then) / (now - delivered_at_then)
-            if self.holds > holds_then or rate >= (self.rate or 0.0):  # (app-limited: above)
+            limited = self.holds > holds_then  # by the link, not by what there was to send
+            if limited or rate >= (self.rate or 0.0):  # (app-limited: above)
                 self._sample(self.rates, rate, now, RATE_WINDOW_S)
+            if limited:
+                self._startup(now)
+        if self.mode == DRAIN and self.rate and self.rtt and \
+                self.unacked <= self.rate * self.rtt:
+            self.mode = CRUISE
         woken, self.waiting = self.waiting, False
         return woken
+
+    def _startup(self, now: float) -> None:
+        """A link-limited sample came: has the rate stopped growing? (App-limited samples
+        say nothing: typing alone must not end the startup.)"""
+        if self.mode != STARTUP:
+            return
+        rate = self.rate or 0.0
+        if rate >= self.full_rate * STARTUP_GROWTH:
+            self.full_rate, self.flat_rounds, self.round_at = rate, 0, now + (self.rtt or 0)
+        elif now >= self.round_at:
+            self.flat_rounds += 1
+            self.round_at = now + (self.rtt or 0)
+            if self.flat_rounds >= STARTUP_FLAT_ROUNDS:
+                self.mode = DRAIN
 
     @staticmethod
     def _sample(samples: deque, value: float, now: float, window: float) -> None:
@@ -346,6 +431,7 @@ class FlowControl:
         """A full image comes next: nothing older waits for an acknowledgement. (What was
         learnt about the link stays: it is the same link.)"""
         self.in_flight.clear()
+        self.ahead.clear()
         self.window.restart()
         self.unacked = 0
         self.next_write_at = 0.0
@@ -373,7 +459,7 @@ class Session:
     """One customer session, from the first connection to the end, across reconnections."""
 
     def __init__(self, technician: str, machine: str, user: str, keys: Collection[str],
-                 on_change: Callable[[View], None] | None = None) -> None:
+                 on_change: Callable[[View], None] | None = None, handoff: str = "") -> None:
         self.technician, self.machine, self.user = technician, clean_name(machine), \
             clean_name(user)
         self.keys = frozenset(keys)  # the key codes the input backend can press
@@ -389,6 +475,10 @@ class Session:
         self.held_buttons: set[str] = set()
         self.paused = False  # the customer's wish: it outlasts a lost link
         self.granted = False  # the relay's word: the support person holds control
+        self.secure = False  # an administrator prompt is up (the desktop watch's word)
+        self.handoff = handoff  # the elevated copy's one-time secret, for its first hello
+        self._taking_over = bool(handoff)  # the relay's pause state is ours, not our wish
+        self._elevating = False  # a restart as administrator is under way
         self.asking = False  # a question to the customer is up (a file's consent dialog)
         self.control_epoch = 0  # counts the times control began (the clipboard's watch)
         self._state = CONNECTING
@@ -433,13 +523,17 @@ class Session:
         self.flow.reset()
         self._attempt = 0
         return [Send(p.AgentHello("agent", p.PROTOCOL_VERSION, self.technician, self.machine,
-                                  self.user, screens, self.resume))]
+                                  self.user, screens, self.resume,
+                                  "" if self.resume else self.handoff))]
 
     def link_lost(self, close_code: int | None, reason: str, now: float) -> list[Action]:
         """The connection closed without an end: resume if the rule allows, else end."""
         if self._state == ENDED:
             return []
         actions = [*self._release(), StopStream()]
+        if close_code == p.CLOSE_HANDED_OFF and self.session:
+            # The elevated copy holds the session now: this one bows out without a word.
+            return [*actions, *self._end(Outcome(EXIT_OK, HANDED_OFF), now)]
         if not (self.session and self.resume and can_resume(close_code)):
             why = p.customer_words(reason) if reason in p.WORDING else LOST
             return [*actions, *self._end(Outcome(EXIT_FAILED, why), now)]
@@ -505,7 +599,7 @@ class Session:
         self._state = self._sharing_state()
         self._changed(before)
         self.flow.reset()
-        return [Send(p.Pause(False)), Stream(full=True)]
+        return [Send(p.Pause(False)), *([] if self.secure else [Stream(full=True)])]
 
     def chat(self, text: str, now: float) -> list[Action]:
         """The customer typed a chat line: sent while accepted (paused too), refused in words
@@ -554,7 +648,39 @@ class Session:
         self.screens = screens
         self.monitor = self.monitor if self.monitor < len(screens) else 0
         self.flow.reset()
-        return [Send(p.Screens(screens)), *([] if self.paused else [Stream(full=True)])]
+        return [Send(p.Screens(screens)),
+                *([] if self.paused or self.secure else [Stream(full=True)])]
+
+    def desktop(self, secure: bool, now: float) -> list[Action]:
+        """The desktop watch: an administrator prompt opened (``secure``) or closed. While it
+        is up nothing is captured or injected; the relay hears it when it can show it."""
+        if secure == self.secure or self._state == ENDED:
+            return []
+        self.secure = secure
+        if self._state not in (ACCEPTED, IN_CONTROL, PAUSED):
+            return []  # `accepted` after a resume or a wait says it (_accepted_by)
+        if secure:
+            return [*self._release(keep_control=True), StopStream(), Send(p.Desktop(True))]
+        self.flow.reset()
+        return [Send(p.Desktop(False)), *([] if self.paused else [Stream(full=True)])]
+
+    def elevate(self, now: float) -> list[Action]:
+        """The customer chose Restart as administrator (or said Yes to the support person's
+        request): ask the relay for a hand-off secret."""
+        if self._elevating or self._state not in (WAITING, *SHARING):
+            return []
+        self._elevating = True
+        return [Send(p.Handoff())]
+
+    def elevation_result(self, result: str, now: float) -> list[Action]:
+        """What became of the restart: "started" waits for the new copy to take over (the
+        relay then closes this link); "declined" or "failed" and the session goes on."""
+        if result == "started" or self._state == ENDED:
+            return []
+        self._elevating = False
+        if self._state not in (WAITING, *SHARING):
+            return []
+        return [Send(p.Elevation(result))]
 
     # --- the relay ---
 
@@ -573,10 +699,16 @@ class Session:
             return [*self._release(), StopStream(), *self._end(Outcome(EXIT_FAILED, why), now)]
         if isinstance(msg, p.Registered):
             return self._registered(msg)
+        if isinstance(msg, p.HandoffSecret):
+            return [StartElevated(msg.secret)] if self._elevating else []
         if getattr(msg, "session", None) != self.session:
             return []
         if isinstance(msg, p.Accepted):
             return self._accepted_by(msg, now)
+        if isinstance(msg, p.Elevate):
+            if self._elevating or self._state not in SHARING:
+                return []
+            return [Send(p.Elevation("asked")), AskElevation(self.name)]
         if isinstance(msg, p.Control):
             self.granted = msg.granted and self._state in (*SHARING, RECONNECTING)
             if self.granted and self._state == ACCEPTED:
@@ -589,14 +721,16 @@ class Session:
                 self._become(ACCEPTED)
             return actions
         if isinstance(msg, p.Refresh):
-            if msg.monitor >= len(self.screens) or self._state not in (ACCEPTED, IN_CONTROL):
+            if (msg.monitor >= len(self.screens) or self._state not in (ACCEPTED, IN_CONTROL)
+                    or self.secure):
                 return []
             self.monitor = msg.monitor
             self.flow.reset()
             return [Stream(full=True)]
         if isinstance(msg, p.Ack):
             held_back = self.flow.acked(msg.seq, now)
-            return [Stream(full=False)] if held_back and not self.paused else []
+            return [Stream(full=False)] if held_back and not (self.paused or self.secure) \
+                else []
         if isinstance(msg, p.Chat) and self._state in SHARING:
             return [ChatLine("technician", msg.text)]
         if isinstance(msg, p.Clipboard) and self.shares_clipboard:
@@ -614,6 +748,7 @@ class Session:
     def _registered(self, msg: p.Registered) -> list[Action]:
         resumed = self._state == RECONNECTING and msg.session == self.session
         self.session, self.resume, self.name = msg.session, msg.resume, msg.technician_name
+        self.handoff = ""  # spent: from now on this copy resumes like any other
         before = self.view
         self.code = msg.code
         if self._state in SHARING or (resumed and self._before_loss != WAITING):
@@ -626,7 +761,9 @@ class Session:
     def _accepted_by(self, msg: p.Accepted, now: float) -> list[Action]:
         """Accepted (or told again after a resume or the viewer's rejoin): the billed clock
         takes the relay's count; the customer's pause holds whatever the relay thought."""
-        fresh = self._state == WAITING
+        fresh = self._state == WAITING and not self._taking_over
+        if self._taking_over:  # the session's pause is the relay's, not a wish of this copy
+            self._taking_over, self.paused = False, msg.paused
         before = self.view
         self.name, self.code, self._accepted = msg.technician_name, msg.code, True
         self._billed = Stopwatch(msg.elapsed_s, None if self.paused else now)
@@ -636,7 +773,9 @@ class Session:
         actions: list[Action] = [Balloon(f"{self.name} can see your screen")] if fresh else []
         if msg.paused != self.paused:  # the relay missed the customer's last word
             actions.append(Send(p.Pause(self.paused)))
-        if self.paused:
+        if self.secure:  # the relay forgot it across the new link: say it again
+            actions.append(Send(p.Desktop(True)))
+        if self.paused or self.secure:
             return actions
         self.flow.reset()
         return [*actions, Stream(full=True)]
@@ -649,7 +788,8 @@ class Session:
         return self._release(keep_control=True) if asking else []
 
     def _input(self, msg: p.Message, now: float) -> list[Action]:
-        if self._state != IN_CONTROL or msg.session != self.session or self.asking:
+        if (self._state != IN_CONTROL or msg.session != self.session or self.asking
+                or self.secure):  # (the relay drops input during an administrator prompt too)
             return []
         if not self.rate.allow(now):
             return []

@@ -31,6 +31,7 @@ import panel_chat
 APP_NAME = "Spotlight Remote Support"
 TRAY_HIDE_TIMEOUT_S = 1.0
 SHARING_TRAY_STATES = ("active", "control", "paused")  # the tray's Pause/Resume works here
+ELEVATE_TRAY_STATES = ("pending", "active", "control")  # ... and Restart as administrator
 log = logging.getLogger("agent")
 
 
@@ -58,6 +59,7 @@ class TrayItem(NamedTuple):
     label: str
     key: str | None
     enabled: bool = True
+    visible: bool = True
 
 
 class TrayMenu:
@@ -65,17 +67,20 @@ class TrayMenu:
     (the same Controls paths as the panel's buttons). PystrayTray draws it; tests read it."""
 
     def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None],
-                 on_send_file: Callable[[], None], person: str = "") -> None:
+                 on_send_file: Callable[[], None], person: str = "",
+                 on_elevate: Callable[[], None] | None = None) -> None:
         self.on_close, self.on_pause, self.on_send_file = on_close, on_pause, on_send_file
-        self.person = person
+        self.on_elevate, self.person = on_elevate, person
 
-    def items(self, state: str, status: str) -> tuple[TrayItem, ...]:
+    def items(self, state: str, status: str, can_elevate: bool = False) -> tuple[TrayItem, ...]:
         sharing = state in SHARING_TRAY_STATES
         return (TrayItem(status, None, enabled=False),
                 TrayItem("Resume", "resume", sharing) if state == "paused"
                 else TrayItem("Pause", "pause", sharing),
                 TrayItem(f"Send a file to {self.person or 'your support person'}\u2026",
                          "send_file", sharing),
+                TrayItem("Restart as administrator", "elevate", state in ELEVATE_TRAY_STATES,
+                         visible=can_elevate and self.on_elevate is not None),
                 TrayItem("Close", "close"))
 
     def choose(self, key: str) -> None:
@@ -86,20 +91,25 @@ class TrayMenu:
             self.on_pause(key == "pause")
         elif key == "send_file":
             self.on_send_file()
+        elif key == "elevate" and self.on_elevate is not None:
+            self.on_elevate()
 
 
 class PystrayTray:
     """The icon lives in its own thread (win32 wants it created where it runs). Its menu
     (TrayMenu): the state in words, Pause or Resume and "Send a file to David…" (while the
-    support person is connected), Close."""
+    support person is connected), Restart as administrator (where the program can), Close."""
 
     def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None],
+                 on_elevate: Callable[[], None] | None = None,
                  on_send_file: Callable[[], None] = lambda: None, person: str = "") -> None:
         import pystray
 
         self._pystray, self.on_close, self.on_pause = pystray, on_close, on_pause
+        self.on_elevate = on_elevate
+        self.can_elevate = False  # SessionDisplay says when the item applies
         self.menu = TrayMenu(lambda: self.on_close(), lambda paused: self.on_pause(paused),
-                             on_send_file, person)
+                             on_send_file, person, lambda: self._elevate())
         self._icon: Any = None
         self._status = self._state = ""
         self._ready = threading.Event()
@@ -123,14 +133,15 @@ class PystrayTray:
         def line(index: int) -> Any:
             # text and enabled are read again at each update_menu: the state they show changes
             def now() -> TrayItem:
-                return self.menu.items(self._state, self._status)[index]
+                return self.menu.items(self._state, self._status,
+                                       self.can_elevate and self.on_elevate is not None)[index]
 
             def choose() -> None:
                 if (key := now().key) is not None:
                     self.menu.choose(key)
 
             return item(lambda _: now().label, choose, enabled=lambda _: now().enabled,
-                        default=index == 0)
+                        visible=lambda _: now().visible, default=index == 0)
 
         count = len(self.menu.items(state, tooltip))
         self._icon = self._pystray.Icon("spotlight", panel.tray_icon(state), tooltip,
@@ -144,6 +155,10 @@ class PystrayTray:
             self._icon.run(setup)
         finally:
             self._ready.set()
+
+    def _elevate(self) -> None:
+        if self.on_elevate is not None:
+            self.on_elevate()
 
     def hide(self) -> None:
         if self._icon is not None:
@@ -163,8 +178,11 @@ class PystrayTray:
 class LogTray:
     """SPOTLIGHT_TRAY=log: no icon, each state written to the log (headless runs, tests)."""
 
-    def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None]) -> None:
+    def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None],
+                 on_elevate: Callable[[], None] | None = None) -> None:
         self.on_close, self.on_pause = on_close, on_pause  # no menu: the panel has the buttons
+        self.on_elevate = on_elevate
+        self.can_elevate = False
 
     def show(self, state: str, tooltip: str, balloon: str) -> None:
         log.info("tray: %s | %s | %s", state, tooltip, balloon)
@@ -299,10 +317,11 @@ def make_dialogs() -> Dialogs:
 
 
 def make_tray(on_close: Callable[[], None], on_pause: Callable[[bool], None],
+              on_elevate: Callable[[], None] | None = None,
               on_send_file: Callable[[], None] = lambda: None, person: str = "") -> Tray:
     if os.environ.get("SPOTLIGHT_TRAY", "pystray") == "log":
-        return LogTray(on_close, on_pause)
-    return PystrayTray(on_close, on_pause, on_send_file, person)
+        return LogTray(on_close, on_pause, on_elevate)
+    return PystrayTray(on_close, on_pause, on_elevate, on_send_file, person)
 
 
 def tray_image(rgb: tuple[int, int, int], size: int = 64) -> Any:
@@ -327,7 +346,7 @@ PANEL_STATES = {core.CONNECTING: "connecting", core.WAITING: "waiting",
 
 
 def panel_facts(view: core.View, now: float, company: str, person: str, phone: str,
-                ended_at: datetime | None) -> panel.SessionFacts:
+                ended_at: datetime | None, can_elevate: bool = False) -> panel.SessionFacts:
     """The session core's view at ``now`` as the panel's facts. A session that failed
     before anyone accepted it is an error (Retry, the phone number); any other end is the
     receipt. ``person`` is the configured name until the relay names the support person."""
@@ -340,7 +359,7 @@ def panel_facts(view: core.View, now: float, company: str, person: str, phone: s
         elapsed_s=view.billed.seconds(now), paused_s=view.paused.seconds(now),
         message=view.sentence, failed=view.failed, phone=phone,
         ended_at=ended_at if state == "ended" else None,
-        reference=str(view.ref) if view.ref else "")
+        reference=str(view.ref) if view.ref else "", can_elevate=can_elevate)
 
 
 # --- one program at a time ----------------------------------------------------------------
@@ -363,6 +382,7 @@ class SessionDisplay:
                  phone: str) -> None:
         self.window, self.tray = window, tray
         self.company, self.person, self.phone = company, person, phone
+        self.can_elevate = False  # the program can restart as administrator (Agent says)
         self._tray_shown: tuple[str, str] | None = None
         self._ended_at: datetime | None = None
         self._said = ("", "")  # the state and headline last logged
@@ -373,7 +393,8 @@ class SessionDisplay:
     def show(self, view: core.View, now: float) -> None:
         if view.state == core.ENDED and self._ended_at is None:
             self._ended_at = datetime.now()
-        facts = panel_facts(view, now, self.company, self.person, self.phone, self._ended_at)
+        facts = panel_facts(view, now, self.company, self.person, self.phone, self._ended_at,
+                            self.can_elevate)
         shown = panel.view(facts)
         if (shown.state, shown.headline) != self._said:
             self._said = (shown.state, shown.headline)
@@ -427,12 +448,16 @@ class Controls:
             on_pause=lambda: self.pause(True), on_resume=lambda: self.pause(False),
             on_end=self.end, on_retry=lambda: self.choices.put("retry"),
             on_dismiss=lambda: self.choices.put("dismiss"), on_send_file=self.send_file,
-            on_chat=self.chat)
+            on_elevate=self.elevate, on_chat=self.chat)
 
     def send_file(self) -> None:
         if self.agent is not None:
             self.agent.request_send_file()
 
+    def elevate(self) -> None:
+        """Restart as administrator, from the panel or the tray (agent_elevation.py)."""
+        if self.agent is not None:
+            self.agent.request_elevate()
     def chat(self, text: str) -> None:
         if self.agent is not None:
             self.agent.request_chat(text)

@@ -78,6 +78,7 @@ class SessionFacts:
     phone: str = ""  # the company's phone number from the configuration, "" if none
     ended_at: datetime | None = None  # local time the session ended
     reference: str = ""  # the ledger row's reference, "" when the relay did not say
+    can_elevate: bool = False  # Windows, not yet elevated: offer Restart as administrator
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -96,7 +97,8 @@ class Button:
     """A push button. Its label is also the name a screen reader says (Win32 buttons are
     named by their text), with Alt+key as the keyboard shortcut."""
 
-    action: str  # a PanelActions callback without "on_": pause, resume, end, retry, dismiss
+    action: str  # a PanelActions callback without "on_": pause, resume, end, retry, dismiss,
+    # elevate
     label: str
     key: str  # Alt+key presses it; its letter is underlined in the label
     enabled: bool = True
@@ -137,14 +139,17 @@ class PanelView:
         return next((b for b in self.buttons if b.key == key and b.enabled), None)
 
 
-def _buttons(state: str) -> tuple[Button, ...]:
+def _buttons(state: str, can_elevate: bool = False) -> tuple[Button, ...]:
     if state == "error":
         return (Button("retry", "Retry", "r"), Button("dismiss", "Close", "c"))
     if state == "ended":
         return (Button("dismiss", "Close", "c"),)
     toggle = Button("resume", "Resume", "p") if state == "paused" else \
         Button("pause", "Pause", "p", state in ("accepted", "control"))
-    return (toggle, Button("end", "End session", "e"))
+    # (agent_elevation.py: the same program restarts with the rights, in the same session)
+    elevate = (Button("elevate", "Restart as administrator", "a",
+                      state in ("waiting", "accepted", "control")),) if can_elevate else ()
+    return (toggle, Button("end", "End session", "e"), *elevate)
 
 
 def _send_file(state: str, person: str) -> tuple[Button, ...]:
@@ -209,7 +214,8 @@ def view(facts: SessionFacts) -> PanelView:
     return PanelView(
         state=state, title=f"{company} support: {title}", headline=headline, detail=detail,
         code=code, meter=meter, phone=phone, progress=state in ("connecting", "reconnecting"),
-        buttons=_buttons(state) + _send_file(state, person), close_action=close_action,
+        buttons=_buttons(state, f.can_elevate) + _send_file(state, person),
+        close_action=close_action,
         dismiss_after_s=dismiss_after, tray_state=tray, tooltip=tooltip)
 
 
@@ -364,6 +370,7 @@ class PanelActions:
     on_end: Callable[[], None] = _nothing
     on_retry: Callable[[], None] = _nothing
     on_dismiss: Callable[[], None] = _nothing
+    on_elevate: Callable[[], None] = _nothing
     on_send_file: Callable[[], None] = _nothing
     on_chat: Callable[[str], None] = lambda _text: None  # the customer sent a chat line
 
@@ -675,8 +682,9 @@ SWP_NOACTIVATE, HWND_TOPMOST, SPI_GETWORKAREA, COLOR_BTNFACE = 0x10, -1, 0x30, 1
 FALT, FVIRTKEY, ICC_PROGRESS_CLASS, IDC_ARROW = 0x10, 0x01, 0x20, 32512
 RDW_INVALIDATE, RDW_UPDATENOW, RDW_ALLCHILDREN = 0x1, 0x100, 0x80
 PROGRESS_TIMER, DISMISS_TIMER, PROGRESS_STEP_MS = 1, 2, 50
-ACTIONS = ("pause", "resume", "end", "retry", "dismiss", "send_file")  # button ids 101...
-KEYS = "percf"  # accelerator ids 201... (f: Send a file)
+ACTIONS = ("pause", "resume", "end", "retry", "dismiss", "send_file",
+           "elevate")  # button ids 101...
+KEYS = "percfa"  # accelerator ids 201... (f: Send a file, a: Restart as administrator)
 
 
 class _Win32Window:
@@ -802,7 +810,12 @@ class _Win32Window:
         for action, hwnd in self._buttons.items():
             b = shown.get(action)
             u32.ShowWindow(hwnd, SW_SHOWNOACTIVATE if b else SW_HIDE)
-            if b is not None:
+            if b is not None and action == "elevate":  # a long label: a row of its own
+                y += height + round(8 * s)
+                u32.SetWindowTextW(hwnd, b.win32_text)
+                u32.EnableWindow(hwnd, b.enabled)
+                u32.MoveWindow(hwnd, pad, y, inner, height, True)
+            elif b is not None:
                 u32.SetWindowTextW(hwnd, b.win32_text)
                 u32.EnableWindow(hwnd, b.enabled)
                 wide = round(max(110, 8 * len(b.label)) * s)  # "Send a file to David…"

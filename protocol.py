@@ -16,7 +16,8 @@ message and forwards it unchanged):
     message          direction        fields
     ---------------  ---------------  --------------------------------------------------------
     hello            A -> R           role="agent", version, technician, machine, user,
-                                      screens, resume ("" or the secret from `registered`)
+                                      screens, resume ("" or the secret from `registered`),
+                                      handoff ("" or the secret from `handoff_secret`)
     hello            V -> R           role="viewer", version, and user+password or token
     registered       R -> A           session, technician_name, expires_s, resume, code
                                       (code: the 6-digit session code the customer reads out)
@@ -39,8 +40,22 @@ message and forwards it unchanged):
     cursor           A -> R -> V      monitor, x, y     (the customer's pointer)
     screens          A -> R -> V      screens           (the monitor layout changed)
     pause            A -> R -> V      paused            (the customer paused or resumed)
+    desktop          A -> R -> V      secure            (a Windows administrator prompt is
+                                                         up: no picture, no input until false)
+    elevate          V -> R -> A      session           (ask the customer to restart the
+                                                         program as administrator)
+    elevation        A -> R -> V      state             (asked, declined, started, failed)
+    handoff          A -> R           (nothing)         (ask for a one-time hand-off secret)
+    handoff_secret   R -> A           secret, expires_s (for the elevated copy's hello)
+    hello            A -> R           ... handoff=secret: the elevated copy takes over the live
+                                      session (same id, code, clock, viewer, control); the old
+                                      link is closed with CLOSE_HANDED_OFF
     close            A -> R           reason            (the customer chose Close)
     end              V -> R           session, reason   (the support person ended it)
+    decline          V -> R           session           (turn a waiting customer down)
+    note             V -> R, R -> V   session, text     (the session's note; replaces it;
+                                      the relay sends it to a viewer that rejoins)
+    noted            R -> V           session           (the note is saved)
     ended            R -> A, R -> V   session, by, reason, ref (ledger reference), billable_s
     ping / pong      V -> R -> V      t                 (round-trip time; echoed unchanged)
     chat             V -> R -> A      session, text     (a chat line; also A -> R -> V)
@@ -117,6 +132,12 @@ MAX_TEXT_CHARS = 2000  # one `text` message
 MAX_SCREENS = 17  # the bounding box plus 16 monitors
 MAX_SCREEN_EDGE = 32767
 MAX_QUEUE_ENTRIES = 200
+HANDOFF_EXPIRES_S = 60  # a hand-off secret is good once, for this long (the UAC prompt waits
+# for the customer's click, and the elevated copy then starts: a minute covers both)
+MAX_NOTE_CHARS = 2000  # one session note: a ticket number and a few lines of what was done
+# A note stays editable this long after its session ended: time to finish typing after the
+# call, short enough that a billed record does not change later without anyone noticing.
+NOTE_EDITABLE_S = 600
 # File transfer (the relay's own cap, `serve --max-file-mb`, is usually lower than the field limit)
 MAX_FILE_NAME_CHARS = 255  # as offered; the receiver cleans and shortens it
 MAX_FILE_SIZE_BYTES = 2**40  # what a size field may say
@@ -137,6 +158,7 @@ ROLES = ("agent", "viewer")
 BUTTONS = ("left", "middle", "right")
 ENDED_BY = ("customer", "technician", "relay")
 WAITING_STATES = ("waiting", "detached")
+ELEVATION_STATES = ("asked", "declined", "started", "failed")
 
 _TECHNICIAN_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -305,6 +327,7 @@ class AgentHello(Message):
     user: str
     screens: tuple[Screen, ...]
     resume: str = ""
+    handoff: str = ""  # the elevated copy's one-time secret: take over the live session
 
     def check(self) -> None:
         if self.role != "agent":
@@ -316,6 +339,10 @@ class AgentHello(Message):
         _check_screens(self.screens)
         if self.resume != "":  # null, 0, [] and {} are not "no resume"
             _check_session(self.resume)
+        if self.handoff != "":
+            _check_session(self.handoff)
+            if self.resume != "":
+                _fail("a hello may resume or take over, not both")
 
 
 @dataclass(frozen=True)
@@ -630,6 +657,61 @@ class Pause(Message):
 
 
 @dataclass(frozen=True)
+class Desktop(Message):
+    """The customer's input desktop: ``secure`` while a Windows administrator prompt (the
+    secure desktop) is up. No program of the user's can see or click it, so the viewer keeps
+    the last image under a notice and no input is sent, forwarded or injected until false."""
+
+    TYPE = "desktop"
+    secure: bool
+
+    def check(self) -> None:
+        _check_bool("secure", self.secure)
+
+
+@dataclass(frozen=True)
+class Elevate(_SessionMessage):
+    """The support person asks the customer to restart the program as administrator (the
+    customer decides; Windows asks them once more)."""
+
+    TYPE = "elevate"
+
+
+@dataclass(frozen=True)
+class Elevation(Message):
+    """What became of a restart as administrator: "asked" (the customer is being asked),
+    "declined" (they said No: the session goes on as it was), "started" (the elevated copy
+    is taking over), "failed" (it could not start or take over; the session goes on)."""
+
+    TYPE = "elevation"
+    state: str
+
+    def check(self) -> None:
+        if self.state not in ELEVATION_STATES:
+            _fail(f"state must be one of {', '.join(ELEVATION_STATES)}")
+
+
+@dataclass(frozen=True)
+class Handoff(Message):
+    """The agent asks for a one-time secret for its elevated copy."""
+
+    TYPE = "handoff"
+
+
+@dataclass(frozen=True)
+class HandoffSecret(Message):
+    """The one-time secret the elevated copy says hello with, good for ``expires_s``."""
+
+    TYPE = "handoff_secret"
+    secret: str
+    expires_s: int
+
+    def check(self) -> None:
+        _check_session(self.secret)
+        _check_int("expires_s", self.expires_s, 1, 3600)
+
+
+@dataclass(frozen=True)
 class Close(Message):
     TYPE = "close"
     reason: str
@@ -647,6 +729,37 @@ class End(Message):
     def check(self) -> None:
         _check_session(self.session)
         _check_str("reason", self.reason, 200)
+
+
+@dataclass(frozen=True)
+class Decline(_SessionMessage):
+    """Turn a waiting customer down: the session ends by "technician", reason "declined",
+    never billed. Only a waiting session can be declined (an accepted one is ended)."""
+
+    TYPE = "decline"
+
+
+@dataclass(frozen=True)
+class Note(Message):
+    """The support person's note on a session (ticket number, what was done): plain text,
+    newlines and tabs allowed, kept in the ledger; each note replaces the one before."""
+
+    TYPE = "note"
+    session: str
+    text: str
+
+    def check(self) -> None:
+        _check_session(self.session)
+        _check_str("text", self.text, MAX_NOTE_CHARS, printable=False)
+        if any((c < " " and c not in "\n\t") or c == "\x7f" for c in self.text):
+            _fail("a note may contain only printable characters, newlines and tabs")
+
+
+@dataclass(frozen=True)
+class Noted(_SessionMessage):
+    """The relay saved the note of ``session``."""
+
+    TYPE = "noted"
 
 
 @dataclass(frozen=True)
@@ -895,6 +1008,9 @@ WORDING: dict[str, Wording] = {
         "The support server restarted, so the session has ended. "
         "Please run this program again.",
         "The relay restarted, so the session has ended."),
+    "declined": Wording(
+        "Your support person could not take your call now. Please call them again.",
+        "You declined the call."),
     "relay-lost": Wording(
         "The support server stopped answering, so the session has ended. "
         "Please run this program again.",
@@ -955,6 +1071,13 @@ WORDING: dict[str, Wording] = {
     "paused": Wording(
         "You paused the session.",
         "The customer paused the session: no screen and no input until they resume."),
+    "not-waiting": Wording(
+        "The support person tried to turn down a session that had already started.",
+        "Only a waiting customer can be declined: this session has started. End it instead."),
+    "note-closed": Wording(
+        "The support person's note could not be saved.",
+        f"This session's note can no longer be changed: a note closes "
+        f"{NOTE_EDITABLE_S // 60} minutes after its session ends."),
     "agent-reconnecting": Wording(
         "Reconnecting to the support server.",
         "The customer's connection dropped; waiting for it to come back."),
@@ -990,6 +1113,15 @@ WORDING: dict[str, Wording] = {
     "clipboard-too-long": Wording(
         f"The copied text is too long to share (at most {MAX_CLIPBOARD_CHARS} characters).",
         f"The clipboard text is too long to send (at most {MAX_CLIPBOARD_CHARS} characters)."),
+    "secure-desktop": Wording(
+        "The support person cannot see or use your computer while a Windows administrator "
+        "prompt is open. Please click Yes or No on it.",
+        "The customer sees a Windows administrator prompt. Ask them to click Yes or No."),
+    "handoff-failed": Wording(
+        "The program could not take over the session as administrator. The session goes on "
+        "in the first window, without administrator rights.",
+        "The customer's program could not restart as administrator; the session goes on "
+        "without administrator rights."),
 }
 # Refusals of one message that leave the session as it was: the agent shows them, it does
 # not end on them (every other `error` to the agent ends its session).
@@ -1034,6 +1166,7 @@ CLOSE_INTERNAL = 1011  # a bug on the sender's side; also websockets' keepalive 
 CLOSE_RESTART = 1012  # the relay restarts: come back
 CLOSE_TRY_AGAIN = 1013  # the relay is overloaded: come back later
 CLOSE_REPLACED = 4001  # a viewer link replaced by the same login's newer one: don't retry
+CLOSE_HANDED_OFF = 4002  # an agent link whose elevated copy took the session over: exit quietly
 RESUMABLE_CLOSE_CODES = frozenset({CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_RESTART,
                                    CLOSE_TRY_AGAIN})
 OBSERVERS = ("agent", "relay")
@@ -1063,7 +1196,8 @@ _BY_TYPE: dict[str, type[Message]] = {
     for cls in (
         Registered, Welcome, Queue, Accept, Accepted, TakeControl, ReleaseControl, Control,
         PointerMove, Button, Wheel, Key, Text, Refresh, Ack, Cursor, Screens, Pause, Close,
-        End, Ended, Ping, Pong, Logout, Error, Chat, Clipboard,
+        End, Decline, Note, Noted, Ended, Ping, Pong, Logout, Error, Chat, Clipboard, Desktop,
+        Elevate, Elevation, Handoff, HandoffSecret,
     )
 }
 _BY_TYPE.update({cls.TYPE: cls for cls in FILE_TYPES})

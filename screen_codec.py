@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import io
 import struct
 import sys
@@ -528,6 +529,19 @@ def encode_update(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
     return frames
 
 
+
+def redoer(diff: ScreenDiff, monitor: int, seq: int, quality: int, full: bool,
+           subsampling: str = "444", rows: int = STRIP_ROWS) -> Callable:
+    """Outbox's ``redo`` for a bulk update encoded with these settings: a rectangle's frames
+    from the viewer's copy (``diff.shown``) as it is when called."""
+    def redo(rect: Rect, last: bool) -> list[tuple[Rect, bytes]]:
+        frames = encode_update(diff.shown, [rect], monitor, seq, quality, full,
+                               subsampling=subsampling, rows=rows)
+        if not last:
+            frames = [dataclasses.replace(f, flags=f.flags & ~p.FLAG_LAST) for f in frames]
+        return [((f.x, f.y, f.width, f.height), p.encode_frame(f)) for f in frames]
+    return redo
+
 # --- pacing ------------------------------------------------------------------------------
 
 POLL_INTERVAL_S = 1 / 30
@@ -753,21 +767,53 @@ class Outbox:
     """Encoded frames waiting for the link, in the order they are written: the streamer adds
     whole updates, the sender takes frames as flow control lets it. An interactive update
     goes ahead of the bulk frames still waiting (a keystroke's echo never waits behind a
-    video frame), but after any it overlaps: older pixels must never land on newer."""
+    video frame), but after any it overlaps: older pixels must never land on newer. A bulk
+    update added with ``redo`` is superseded instead: a waiting frame the echo overlaps is
+    encoded again from the viewer's copy as it is now (so its pixels there are the echo's
+    own, no longer older), and the echo still goes first; else the echo would wait for that
+    paced strip's turn."""
 
     def __init__(self) -> None:
         self.items: deque[tuple[int, bool, Rect, bytes]] = deque()  # seq, interactive, ...
+        self.redos: dict[tuple[int, Rect], tuple[Callable, bool]] = {}  # -> redo, last
 
-    def add(self, seq: int, frames: list[tuple[Rect, bytes]], interactive: bool) -> None:
+    def add(self, seq: int, frames: list[tuple[Rect, bytes]], interactive: bool,
+            redo: Callable[[Rect, bool], list[tuple[Rect, bytes]]] | None = None) -> None:
+        """Queue update ``seq``. ``redo(rect, last)``: frames of this bulk update covering
+        ``rect`` with the pixels the viewer's copy holds when it is called (FLAG_LAST only
+        if ``last``)."""
         new = [(seq, interactive, rect, data) for rect, data in frames]
         at = len(self.items)
         if interactive:  # after the last frame it overlaps, ahead of the other bulk frames
-            overlapping = [n for n, (_, _, r, _) in enumerate(self.items)
-                           if any(_overlaps(r, rect) for rect, _ in frames)]
-            first_bulk = next((n for n, item in enumerate(self.items) if not item[1]), at)
-            at = max(first_bulk, overlapping[-1] + 1) if overlapping else first_bulk
+            fresh: set[int] = set()  # frames encoded again just now (from the end: the
+            for n in range(len(self.items) - 1, -1, -1):  # indices ahead stay valid)
+                other, bulk, rect = self.items[n][0], not self.items[n][1], self.items[n][2]
+                if bulk and (other, rect) in self.redos and \
+                        any(_overlaps(rect, r) for r, _ in frames):
+                    fresh.update(id(item) for item in self._supersede(n))
+            overlapping = [n for n, item in enumerate(self.items) if id(item) not in fresh
+                           and any(_overlaps(item[2], r) for r, _ in frames)]
+            first_bulk = next((n for n, item in enumerate(self.items) if not item[1]),
+                              len(self.items))
+            at = max(first_bulk, max(overlapping) + 1) if overlapping else first_bulk
+        elif redo is not None:
+            for n, (rect, _) in enumerate(frames):
+                self.redos[(seq, rect)] = (redo, n == len(frames) - 1)
         for offset, item in enumerate(new):
             self.items.insert(at + offset, item)
+
+    def _supersede(self, n: int) -> list[tuple[int, bool, Rect, bytes]]:
+        """Encode waiting bulk frame ``n`` again from the viewer's copy, in its place; the
+        new frames (a later echo may supersede them in turn)."""
+        seq, _, rect, _ = self.items[n]
+        redo, last = self.redos.pop((seq, rect))
+        del self.items[n]
+        parts = redo(rect, last)
+        new = [(seq, False, part, data) for part, data in parts]
+        for offset, item in enumerate(new):
+            self.items.insert(n + offset, item)
+            self.redos[(seq, item[2])] = (redo, last and offset == len(new) - 1)
+        return new
 
     def bulk_waiting(self) -> bool:
         """Whether frames of a bulk update are still to be written."""
@@ -777,7 +823,10 @@ class Outbox:
         return self.items[0] if self.items else None
 
     def pop(self) -> tuple[int, bool, Rect, bytes]:
-        return self.items.popleft()
+        item = self.items.popleft()
+        self.redos.pop((item[0], item[2]), None)
+        return item
 
     def clear(self) -> None:
         self.items.clear()
+        self.redos.clear()

@@ -93,14 +93,14 @@ class RelayProcess:
 
 
 def start_agent(desktop: Desktop, relay: RelayProcess, url: str = "",
-                env: dict[str, str] | None = None) -> subprocess.Popen:
+                env: dict[str, str] | None = None, root: Path = ROOT) -> subprocess.Popen:
     """The customer's program from source, as a customer would run it, on `desktop`;
     `url` reaches the relay some other way (a slow link in front of it), `env` adds to its
-    environment."""
+    environment; `root`: another checkout's agent (a before/after comparison)."""
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "agent.py"), "--relay", url or relay.ws_url,
+        [sys.executable, str(root / "agent.py"), "--relay", url or relay.ws_url,
          "--technician", TECHNICIAN],
-        cwd=ROOT, env={**desktop.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr",
+        cwd=root, env={**desktop.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr",
                        **(env or {})},
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS session_directory (
     address TEXT NOT NULL DEFAULT '',
     requested_at REAL NOT NULL DEFAULT 0,
     screens TEXT NOT NULL DEFAULT '[]',
-    ref INTEGER NOT NULL DEFAULT 0
+    ref INTEGER NOT NULL DEFAULT 0,
+    note TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS session_directory_relay ON session_directory (relay);
 """
@@ -63,6 +64,7 @@ class Entry:
     requested_at: float = 0.0
     screens: str = "[]"  # JSON [[x, y, width, height], ...]: the layout before a resume
     ref: int = 0  # the ledger's reference (the customer's receipt)
+    note: str = ""  # the support person's note (issue 13): a relay taking over keeps it
 
 
 COLUMNS = tuple(f.name for f in fields(Entry))
@@ -75,6 +77,11 @@ class Directory(Store):
 
     def __init__(self, db_path: Path) -> None:
         super().__init__(db_path, _SCHEMA)
+        with self._lock:  # a file from before notes
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(session_directory)")}
+            if "note" not in have:
+                self._db.execute(
+                    "ALTER TABLE session_directory ADD COLUMN note TEXT NOT NULL DEFAULT ''")
 
     def put(self, entry: Entry) -> None:
         """Insert or replace the session's row."""

@@ -42,7 +42,8 @@ def entry_of(session: Session, relay: str, now: float) -> Entry:
         screens=json.dumps([[s.x, s.y, s.width, s.height] for s in session.screens]),
         # issue 12's session code, pause and receipt reference, where the rules have them
         code=getattr(session, "code", ""), paused_s=getattr(session, "paused_s", 0.0),
-        paused_at=getattr(session, "paused_at", None), ref=getattr(session, "ref", 0))
+        paused_at=getattr(session, "paused_at", None), ref=getattr(session, "ref", 0),
+        note=session.note)
 
 
 class Failover:
@@ -63,7 +64,8 @@ class Failover:
                 continue  # a waiting session cannot be resumed elsewhere: nothing to publish
             entry = entry_of(session, self.store.relay, now)
             key = (entry.state, entry.accepted_at, entry.resume_sha256, entry.control,
-                   entry.screens, entry.code, entry.paused_s, entry.paused_at, entry.ref)
+                   entry.screens, entry.code, entry.paused_s, entry.paused_at, entry.ref,
+                   entry.note)
             if self._published.get(session.id) != key:
                 self._published[session.id] = key
                 self.writer.call(self.store.put, entry)
@@ -117,7 +119,7 @@ class Failover:
             secret or self.pairing._fresh_secret(),  # a placeholder until the agent is back
             None, state=ACTIVE, accepted_at=claimed.accepted_at,
             agent_lost_at=lost_at, viewer_lost_at=lost_at)
-        for name in ("code", "ref", "paused_s", "paused_at"):  # issue 12, where present
+        for name in ("code", "ref", "paused_s", "paused_at", "note"):  # issues 12 and 13
             if hasattr(session, name):
                 setattr(session, name, getattr(claimed, name))
         self.pairing.sessions[session.id] = session

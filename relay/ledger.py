@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     end_reason TEXT,
     ref INTEGER,
     paused_seconds REAL NOT NULL DEFAULT 0,
-    paused_at REAL
+    paused_at REAL,
+    note TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS sessions_requested ON sessions (requested_at);
 CREATE TABLE IF NOT EXISTS session_events (
@@ -67,20 +68,21 @@ CREATE TABLE IF NOT EXISTS transfers (
 CREATE INDEX IF NOT EXISTS transfers_started ON transfers (started_at);
 """
 
-# Columns a ledger made before session references and pauses gets when opened.
+# Columns a ledger made before session references, pauses and notes gets when opened.
 _ADDED_COLUMNS = (("ref", "INTEGER"), ("paused_seconds", "REAL NOT NULL DEFAULT 0"),
-                  ("paused_at", "REAL"))
+                  ("paused_at", "REAL"), ("note", "TEXT NOT NULL DEFAULT ''"))
 
 CSV_FIELDS = (
     "ref", "session", "technician", "machine", "user", "address", "requested_at",
     "accepted_at", "ended_at", "paused_seconds", "billable_seconds", "ended_by", "end_reason",
+    "note",
 )
 TRANSFER_COLUMNS = ("session, technician, transfer, direction, name, size, sha256, outcome,"
                     " sent_bytes, started_at, ended_at")
 TRANSFER_CSV_FIELDS = ("session", "technician", "direction", "name", "size", "sha256",
                        "outcome", "sent_bytes", "started_at", "ended_at")
 _COLUMNS = ("session, technician, machine, user, address, requested_at, accepted_at,"
-            " ended_at, ended_by, end_reason, coalesce(ref, 0), paused_seconds")
+            " ended_at, ended_by, end_reason, coalesce(ref, 0), paused_seconds, note")
 
 
 def billable_seconds(accepted_at: float | None, ended_at: float | None,
@@ -113,6 +115,7 @@ class LedgerRow:
     end_reason: str | None
     ref: int = 0  # the reference on the customer's receipt
     paused_s: float = 0.0  # paused by the customer: not billed
+    note: str = ""  # the support person's note (protocol.Note): ticket number, what was done
 
     @property
     def billable_s(self) -> float:
@@ -212,6 +215,11 @@ class Ledger(Store):
         )
         if changed:
             self.event(session, "ended", f"{by}: {reason}", at)
+
+    def note(self, session: str, text: str, at: float) -> None:
+        """The support person's note replaces the one before (relay.pairing decides who may
+        write it, and until when)."""
+        self._write("UPDATE sessions SET note = ? WHERE session = ?", (text, session))
 
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None:
         """Any other fact worth keeping: refusals, viewer detached/rejoined, link gaps."""
@@ -348,7 +356,7 @@ def write_csv(rows: Iterable[LedgerRow], out: TextIO) -> None:
         (row.ref, row.session, row.technician, row.machine, row.user, row.address,
          iso_utc(row.requested_at), iso_utc(row.accepted_at), iso_utc(row.ended_at),
          whole_seconds(row.paused_s), row.billable_whole_s, row.ended_by or "",
-         row.end_reason or "")
+         row.end_reason or "", row.note)
         for row in rows
     ))
 

@@ -38,6 +38,20 @@ gets the identical refusal ``no-such-session`` (and the attempt is recorded, kin
   ``error{code: "rate-limited"}`` at most once a second); input is never reordered.
   Key and button releases are always forwarded and never charged.
 - A viewer connection watches at most one session: binary frames carry no session id.
+- Administrator prompt: while the agent says ``desktop{secure: true}`` the viewer is told so
+  and input is dropped (the viewer is told ``secure-desktop`` once); a rejoining viewer
+  learns it after ``accepted``.
+- Hand-off (relay/handoff.py): the agent's elevated copy says hello with a one-time secret
+  and takes the live session over: same id, code, clock, viewer and control; the old link
+  is closed with ``CLOSE_HANDED_OFF``. A reused or late secret gets ``handoff-failed``.
+- decline: the owner turns a waiting session down; it ends by "technician", reason
+  "declined", never billed. Any other state gets ``not-waiting``.
+- note: the owner's note on a session, live or ended less than ``protocol.NOTE_EDITABLE_S``
+  ago (only sessions a support person acted on, accepted or declined, are remembered for
+  that: a flood of agents cannot fill it); written to the ledger, answered ``noted``,
+  and sent back as ``note`` to a viewer that rejoins the session;
+  later ``note-closed``. At most ``NOTES_PER_S`` a second per viewer (the page saves as
+  the person types).
 - Files (relay.transfers): file messages and chunks of the watched session, either way,
   with the relay's cap checked before any byte; a link that drops cancels its transfers.
 - Chat and clipboard (``protocol.Chat``, ``protocol.Clipboard``) pass between the session's
@@ -63,9 +77,12 @@ from protocol import (
     Close,
     Control,
     Cursor,
+    Decline,
     End,
     Ended,
     Error,
+    Note,
+    Noted,
     Ping,
     Pong,
     Queue,
@@ -76,6 +93,7 @@ from protocol import (
     TakeControl,
     Waiting,
 )
+from relay.handoff import Handoffs
 from relay.ledger import billable_seconds
 from relay.limits import Budget, subnet
 from relay.transfers import DEFAULT_MAX_FILE_MB, Transfers
@@ -99,6 +117,14 @@ AGENT_RECONNECTING = protocol.refusal("agent-reconnecting", "viewer")
 CODE_REQUIRED = protocol.refusal("code-required", "viewer")
 WRONG_CODE = protocol.refusal("wrong-code", "viewer")
 PAUSED = protocol.refusal("paused", "viewer")
+SECURE_DESKTOP = protocol.refusal("secure-desktop", "viewer")
+HANDOFF_FAILED = protocol.refusal("handoff-failed", "agent")
+NOT_WAITING = protocol.refusal("not-waiting", "viewer")
+NOTE_CLOSED = protocol.refusal("note-closed", "viewer")
+# A late save of a closed note gets the sentence "note-closed" for this long, not the
+# blanket no-such-session.
+NOTE_REFUSAL_KEPT_S = 3600.0
+NOTES_PER_S, NOTES_BURST = 2.0, 10  # note saves a viewer may make (typing saves every second)
 
 
 class Peer(Protocol):
@@ -136,6 +162,7 @@ class Recorder(Protocol):
     def control(self, session: str, taken: bool, at: float) -> None: ...
     def paused(self, session: str, paused: bool, at: float) -> None: ...
     def ended(self, session: str, by: str, reason: str, at: float) -> None: ...
+    def note(self, session: str, text: str, at: float) -> None: ...
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None: ...
     def transfer(self, row: Any) -> None: ...  # relay.transfers.TransferRow
 
@@ -180,7 +207,9 @@ class Session:
     ref: int = 0  # the ledger's reference for this session (the customer's receipt)
     paused_at: float | None = None  # the customer paused: no screen and no input since then
     paused_s: float = 0.0  # earlier pauses, not billed
+    secure: bool = False  # an administrator prompt is up on the customer's PC: no input
     buckets: dict[str, TokenBucket] = field(default_factory=dict)  # chat/clipboard rates
+    note: str = ""  # the support person's note (ticket number, what was done)
 
     def share_allowed(self, kind: str, rate: float, burst: float, now: float) -> bool:
         """Take one token from this session's ``kind`` bucket (e.g. "chat from agent")."""
@@ -208,9 +237,11 @@ class ViewerState:
     session: Session | None = None
     told_no_control: bool = False
     told_paused: bool = False
+    told_secure: bool = False
     rate_notice_at: float = 0.0
     refusals_recorded: int = 0
     login: str = ""  # the login token: the same one again is the same browser tab
+    notes: TokenBucket | None = None
 
 
 def _new_secret() -> str:
@@ -235,12 +266,17 @@ class Pairing:
     agents: dict[Peer, Session] = field(default_factory=dict)
     viewers: dict[Peer, ViewerState] = field(default_factory=dict)
     refusals: Budget = field(default_factory=Budget)
+    # Ended sessions whose note may still change: id -> (owner, ended at), oldest first.
+    noted_until: dict[str, tuple[str, float]] = field(default_factory=dict)
     max_file_bytes: int = DEFAULT_MAX_FILE_MB * 1024 * 1024  # serve --max-file-mb
     _by_resume: dict[str, Session] = field(default_factory=dict)
+    handoffs: Handoffs | None = None  # (made from new_secret in __post_init__)
     files: Transfers = field(init=False)
 
     def __post_init__(self) -> None:
         self.files = Transfers(self.ledger, self.max_file_bytes)
+        if self.handoffs is None:
+            self.handoffs = Handoffs(self.new_secret)
 
     # --- agents ---------------------------------------------------------------------------
 
@@ -249,6 +285,8 @@ class Pairing:
         """Register (or resume) the agent's session; False if refused (the agent is closed)."""
         if hello.resume:
             return self._resume(agent, hello, technician, now)
+        if hello.handoff:
+            return self._take_over(agent, hello, technician, now)
         if technician is None or not technician.enabled or technician.id != hello.technician:
             self._refuse_agent(agent, TECHNICIAN_UNKNOWN, now,
                                f"agent asked for unknown technician {hello.technician}")
@@ -330,6 +368,7 @@ class Pairing:
         if session.viewer is not None:
             agent.send(Refresh(session.id, 0))
             session.window.restart_sent()
+        self._desktop(session, False, now)  # the resumed agent says so again if still up
         return True
 
     def agent_message(self, agent: Peer, message: protocol.Message, now: float) -> None:
@@ -349,6 +388,16 @@ class Pairing:
                 session.viewer.send(message)
         elif isinstance(message, protocol.Pause):
             self._pause(session, message.paused, now)
+        elif isinstance(message, protocol.Desktop):
+            self._desktop(session, message.secure, now)
+        elif isinstance(message, protocol.Elevation):
+            # (not written to the ledger: an agent could send it without end; the takeover
+            # itself is recorded, and each one needs a new connection)
+            if session.state == ACTIVE and session.viewer is not None:
+                session.viewer.send(message)
+        elif isinstance(message, protocol.Handoff):
+            secret = self.handoffs.issue(session.id, now)
+            agent.send(protocol.HandoffSecret(secret, int(self.handoffs.expires_s)))
         elif isinstance(message, protocol.FILE_TYPES):
             if session.state == ACTIVE:
                 self.files.message(session, "agent", message, now)
@@ -395,6 +444,61 @@ class Pairing:
         self.ledger.paused(session.id, paused, now)
         if session.viewer is not None:
             session.viewer.send(protocol.Pause(paused))
+
+    def _desktop(self, session: Session, secure: bool, now: float) -> None:
+        """An administrator prompt opened or closed on the customer's PC. While it is up,
+        input is dropped here (the agent refuses it too) and the viewer keeps its last
+        image under a notice."""
+        if secure == session.secure:
+            return
+        session.secure = secure  # (not in the ledger: it bills nothing, and an agent could
+        # toggle it without end)
+        if secure:
+            viewer_state = self.viewers.get(session.viewer) if session.viewer else None
+            if viewer_state is not None:
+                viewer_state.told_secure = False
+        if session.state == ACTIVE and session.viewer is not None:
+            session.viewer.send(protocol.Desktop(secure))
+
+    def _take_over(self, agent: Peer, hello: protocol.AgentHello,
+                   technician: Technician | None, now: float) -> bool:
+        """The agent's elevated copy takes the live session over with its one-time secret:
+        the same session (id, code, billing clock, viewer, control) on the new link; the old
+        link is told to go (CLOSE_HANDED_OFF) only now that the new one holds it."""
+        session_id = self.handoffs.take(hello.handoff, now)
+        session = self.sessions.get(session_id) if session_id is not None else None
+        if (session is None or session.technician != hello.technician or technician is None
+                or not technician.enabled):
+            self._refuse_agent(agent, HANDOFF_FAILED, now, "agent hand-off refused")
+            return False
+        old = session.agent
+        if old is not None:
+            self.agents.pop(old, None)
+        session.agent, session.agent_lost_at = agent, None
+        self.agents[agent] = session
+        self._by_resume.pop(session.resume, None)
+        session.resume = self._fresh_secret()
+        self._by_resume[session.resume] = session
+        self.ledger.event(session.id, "agent-handoff", f"elevated copy from {agent.address}",
+                          now)
+        agent.send(Registered(session.id, session.technician_name,
+                              int(min(self.wait_timeout, 86400)), session.resume, session.code))
+        if old is not None:
+            old.close(protocol.CLOSE_HANDED_OFF, "handed over to the elevated program")
+        if session.state != ACTIVE:
+            return True
+        if session.screens != hello.screens:
+            session.screens = hello.screens
+            if session.viewer is not None:
+                session.viewer.send(Screens(hello.screens))
+        agent.send(session.accepted_message(now))
+        session.window.restart_sent()
+        if session.control:
+            agent.send(Control(session.id, True))
+        if session.viewer is not None:
+            session.viewer.send(protocol.Elevation("started"))
+        self._desktop(session, False, now)  # the new copy says so again if a prompt is up
+        return True
 
     def agent_frame(self, agent: Peer, data: bytes, now: float) -> bool:
         """A binary screen update; forwarded only to the accepted viewer, within the update
@@ -483,6 +587,9 @@ class Pairing:
         if isinstance(message, (*protocol.INPUT_TYPES, protocol.Clipboard)):
             self._input(viewer, state, message, now)
             return
+        if isinstance(message, Note):
+            self._note(viewer, state, message, now)
+            return
         handler = self._SESSION_HANDLERS.get(type(message))
         if handler is None:
             raise protocol.RemoteProtocolError(f"a viewer may not send {message.TYPE}")
@@ -540,6 +647,10 @@ class Pairing:
                 session.agent.send(Refresh(session.id, 0))
                 session.window.restart_sent()
         viewer.send(session.accepted_message(now))
+        if session.secure:
+            viewer.send(protocol.Desktop(True))
+        if session.note:  # a rejoin (a reload, another relay after a fail-over): keep it
+            viewer.send(Note(session.id, session.note))
         if session.agent is None:
             viewer.send(AGENT_RECONNECTING)
         self._push_queue(session.technician, now)
@@ -572,6 +683,17 @@ class Pairing:
             else:
                 session.window.restart_sent()
 
+    def _elevate(self, viewer: Peer, state: ViewerState, session: Session,
+                 message: protocol.Elevate, now: float) -> None:
+        """The support person asks the customer to restart as administrator: the agent asks
+        the customer, who decides."""
+        if session.viewer is not viewer:
+            viewer.send(NOT_WATCHING)
+        elif session.agent is None:
+            viewer.send(AGENT_RECONNECTING)
+        else:
+            self.ledger.event(session.id, "elevation", "asked by the support person", now)
+            session.agent.send(message)
     def _file(self, viewer: Peer, state: ViewerState, session: Session,
               message: protocol.Message, now: float) -> None:
         if session.viewer is not viewer:
@@ -605,13 +727,42 @@ class Pairing:
             viewer.send(AGENT_RECONNECTING)
         else:
             session.agent.send(message)
+    def _decline(self, viewer: Peer, state: ViewerState, session: Session,
+                 message: Decline, now: float) -> None:
+        if session.state != WAITING:
+            viewer.send(NOT_WAITING)
+            return
+        self._end(session, "technician", "declined", now)
 
     _SESSION_HANDLERS: ClassVar[dict[type, Callable]] = {
         Accept: _accept, TakeControl: _control, ReleaseControl: _control,
-        Ack: _forward, Refresh: _forward, End: _end_by_viewer,
+        Ack: _forward, Refresh: _forward, End: _end_by_viewer, Decline: _decline,
+        protocol.Elevate: _elevate,
         **dict.fromkeys(protocol.FILE_TYPES, _file),
         protocol.Chat: _chat_from_viewer,
     }
+
+    def _note(self, viewer: Peer, state: ViewerState, message: Note, now: float) -> None:
+        """A live session's note goes through ``_owned`` (strangers get the one refusal); an
+        ended one's is checked against the record kept for ``NOTE_EDITABLE_S``."""
+        if state.notes is None:
+            state.notes = TokenBucket(NOTES_PER_S, NOTES_BURST, now)
+        if not state.notes.take(now):
+            viewer.send(RATE_LIMITED)
+            return
+        ended = self.noted_until.get(message.session)
+        if message.session not in self.sessions and ended is not None \
+                and ended[0] == state.technician:
+            if now - ended[1] > protocol.NOTE_EDITABLE_S:
+                viewer.send(NOTE_CLOSED)
+                return
+        else:
+            session = self._owned(viewer, state, message.session, message.TYPE, now)
+            if session is None:
+                return
+            session.note = message.text
+        self.ledger.note(message.session, message.text, now)
+        viewer.send(Noted(message.session))
 
     def _input(self, viewer: Peer, state: ViewerState, message: protocol.Message,
                now: float) -> None:
@@ -633,6 +784,10 @@ class Pairing:
             if not state.told_paused:  # the agent drops it too; say so once per pause
                 state.told_paused = True
                 viewer.send(PAUSED)
+        elif session.secure and session.viewer is viewer:
+            if not state.told_secure:  # the agent refuses it too; say so once per prompt
+                state.told_secure = True
+                viewer.send(SECURE_DESKTOP)
         elif (session.state == ACTIVE and session.viewer is viewer and session.control
                 and session.agent is not None):
             session.agent.send(message)
@@ -687,6 +842,12 @@ class Pairing:
 
     def tick(self, now: float) -> None:
         """Expire what waited too long, sum up refusals; call about once a second."""
+        self.handoffs.expire(now)
+        while self.noted_until:  # oldest first: stop at the first still open
+            session_id, (_, ended_at) = next(iter(self.noted_until.items()))
+            if now - ended_at <= protocol.NOTE_EDITABLE_S + NOTE_REFUSAL_KEPT_S:
+                break
+            del self.noted_until[session_id]
         left_out = self.refusals.summary(now)
         if left_out:
             self.ledger.event(None, "refused", f"{left_out} more refused hellos in the last "
@@ -740,6 +901,10 @@ class Pairing:
         session.viewer = session.agent = None
         self.sessions.pop(session.id, None)
         self._by_resume.pop(session.resume, None)
+        self.handoffs.forget(session.id)
+        if session.accepted_at is not None or reason == "declined":
+            # A support person acted on it: its note may still be written for a while.
+            self.noted_until[session.id] = (session.technician, now)
         if listed:
             self._push_queue(session.technician, now)
 

@@ -133,6 +133,12 @@ MIGRATIONS = (
     );
     CREATE INDEX transfers_started ON transfers (started_at);
     """,
+    # 4: the support person's note per session (issue 13), in the ledger and, while the
+    # session lives, in the directory so that a relay taking it over keeps it.
+    """
+    ALTER TABLE sessions ADD COLUMN note TEXT NOT NULL DEFAULT '';
+    ALTER TABLE session_directory ADD COLUMN note TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 
@@ -426,6 +432,9 @@ class PostgresStore:
             self.relay)
         if not status.endswith(" 0"):
             await self.event(session, "ended", f"{by}: {reason}", at)
+
+    async def note(self, session: str, text: str, at: float) -> None:
+        await self._execute("UPDATE sessions SET note = $1 WHERE session = $2", text, session)
 
     async def event(self, session: str | None, kind: str, detail: str, at: float) -> None:
         await self._execute(

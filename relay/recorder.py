@@ -69,6 +69,9 @@ class QueuedRecorder:
     def ended(self, session: str, by: str, reason: str, at: float) -> None:
         self._put(self.store.ended, session, by, reason, at)
 
+    def note(self, session: str, text: str, at: float) -> None:
+        self._put(self.store.note, session, text, at)
+
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None:
         self._put(self.store.event, session, kind, detail, at)
 

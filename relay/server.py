@@ -312,6 +312,10 @@ class LoggedLedger:
         log.info("session %s... ended by %s: %s", session[:8], by, reason)
         self.ledger.ended(session, by, reason, at)
 
+    def note(self, session: str, text: str, at: float) -> None:
+        log.info("session %s... note saved (%d characters)", session[:8], len(text))
+        self.ledger.note(session, text, at)
+
     def event(self, session: str | None, kind: str, detail: str, at: float) -> None:
         log.info("session %s %s: %s", f"{session[:8]}..." if session else "-", kind,
                  _printable(detail, 200))
@@ -538,7 +542,7 @@ class Relay:
         ws.protocol.max_message_size = protocol.MAX_MESSAGE_BYTES
         session = self.pairing.agents[link]
         log.info("%s: session %s... for %s (%s)", link, session.id[:8], session.technician,
-                 "resumed" if hello.resume else "waiting")
+                 "resumed" if hello.resume else "taken over" if hello.handoff else "waiting")
         resumable = False
         try:
             async for data in ws:

@@ -24,8 +24,8 @@ from relay.location import Location
 from relay.store import DataError
 from relay.transfers import TransferRow
 
-SQLITE_SCHEMA_VERSION = 3  # 2: ledger references and paused time; 3: file transfers
-# (relay.ledger adds them)
+SQLITE_SCHEMA_VERSION = 4  # 2: ledger references and paused time; 3: file transfers;
+# 4: session notes (relay.ledger and relay.directory add them)
 
 try:  # what PostgreSQL raises when it refuses or goes away mid-request
     import asyncpg
@@ -70,6 +70,7 @@ class Store(Protocol):
     async def accepted(self, session: str, at: float) -> None: ...
     async def control(self, session: str, taken: bool, at: float) -> None: ...
     async def ended(self, session: str, by: str, reason: str, at: float) -> None: ...
+    async def note(self, session: str, text: str, at: float) -> None: ...
     async def event(self, session: str | None, kind: str, detail: str, at: float) -> None: ...
     async def heartbeat(self, at: float) -> None: ...
     async def recover(self) -> int: ...
@@ -201,6 +202,9 @@ class SqliteStore:
 
     async def ended(self, session: str, by: str, reason: str, at: float) -> None:
         await self._run(self.ledger.ended, session, by, reason, at)
+
+    async def note(self, session: str, text: str, at: float) -> None:
+        await self._run(self.ledger.note, session, text, at)
 
     async def event(self, session: str | None, kind: str, detail: str, at: float) -> None:
         await self._run(self.ledger.event, session, kind, detail, at)

@@ -973,9 +973,9 @@ def test_every_key_code_is_valid_on_the_wire() -> None:
 
 # --- configuration ---------------------------------------------------------------------
 
-AGENT_MODULES = ("agent.py", "agent_config.py", "agent_session.py", "agent_ui.py", "panel.py",
-                 "protocol.py", "screen_codec.py", "agent_files.py", "file_window.py",
-                 "agent_clipboard.py", "panel_chat.py")
+AGENT_MODULES = ("agent.py", "agent_config.py", "agent_elevation.py", "agent_session.py",
+                 "agent_ui.py", "panel.py", "protocol.py", "screen_codec.py", "agent_files.py",
+                 "file_window.py", "agent_clipboard.py", "panel_chat.py")
 NEW_COPY = ("This program cannot connect because its settings are damaged or missing: please "
             "ask the company that sent you this program for a new copy.")
 

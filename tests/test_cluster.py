@@ -209,12 +209,18 @@ def test_disabling_a_support_person_closes_their_viewers_on_every_relay(cluster)
 
 async def directory_control(cluster: Cluster, session: str) -> str | None:
     """Who holds control of the session as the shared directory has it (None: not there)."""
+    return await directory_column(cluster, session, "control")
+
+
+async def directory_column(cluster: Cluster, session: str, column: str) -> str | None:
+    """One column of the session's row in the shared directory (None: not there)."""
     import asyncpg
 
+    assert column in ("control", "note")  # a name, not a value: it goes into the SQL
     connection = await asyncpg.connect(cluster.postgres.url)
     try:
         return await connection.fetchval(
-            "SELECT control FROM session_directory WHERE session = $1", session)
+            f"SELECT {column} FROM session_directory WHERE session = $1", session)
     finally:
         await connection.close()
 
@@ -233,10 +239,14 @@ async def rejoin_agent(cluster: Cluster, resume: str, technician: str = "david"
     pytest.fail("the agent found no relay to come back to")
 
 
+NOTE = "Ticket 4711: printer driver"
+
+
 @pytest.mark.timing
 def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
     """The viewer and the agent are back in the same session on another relay within 10 s,
-    control released; the ledger has one row, billed from the first acceptance."""
+    control released, the session's note kept; the ledger has one row, billed from the
+    first acceptance."""
     async def scenario() -> tuple[str, float, float, float]:
         agent = await open_ws(f"{cluster.ws_url}/ws/agent?technician=david")
         await agent.send(agent_hello())
@@ -250,7 +260,10 @@ def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
         accepted_at = time.time()
         await viewer.send(json.dumps({"type": "take_control", "session": session}))
         assert (await next_of(agent, "control"))["granted"] is True
-        while await directory_control(cluster, session) != "david":  # published
+        await viewer.send(json.dumps({"type": "note", "session": session, "text": NOTE}))
+        await next_of(viewer, "noted")
+        while (await directory_control(cluster, session) != "david"  # published
+               or await directory_column(cluster, session, "note") != NOTE):
             await asyncio.sleep(0.1)
         holder = served_by(cluster.url, "david")
         killed_at = time.monotonic()
@@ -265,6 +278,7 @@ def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
         await viewer2.send(json.dumps({"type": "accept", "session": session}))
         rejoined = await next_of(viewer2, "accepted")
         back_s = time.monotonic() - killed_at
+        assert (await next_of(viewer2, "note"))["text"] == NOTE  # from the directory
         assert rejoined["session"] == session
         assert rejoined["elapsed_s"] >= time.time() - accepted_at - 2  # the same clock
         await viewer2.send(json.dumps({"type": "take_control", "session": session}))
@@ -286,6 +300,7 @@ def test_kill_9_of_the_relay_holding_a_controlled_session(cluster):
     assert back_s < 10
     rows = [row for row in ledger(cluster) if row["session"] == session]
     assert len(rows) == 1 and rows[0]["end_reason"] == "technician-ended"
+    assert rows[0]["note"] == NOTE
     assert abs(int(rows[0]["billable_seconds"]) - (ended_at - accepted_at)) <= 2
 
 

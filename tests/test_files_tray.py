@@ -68,6 +68,7 @@ def test_the_trays_other_lines_keep_their_actions():
         menu.choose(line(menu, state, label).key)
     assert agent.asked == ["pause", "resume", "close"]
     assert line(menu, "active", "status").key is None
+    assert not line(menu, "active", "Restart as administrator").visible  # not offered here
 
 
 def test_the_tray_names_the_support_person_it_was_started_for():

@@ -208,16 +208,19 @@ def test_csv_format_is_exact(ledger: Ledger):
     request(ledger, SESSION, T0)
     ledger.accepted(SESSION, T0 + 30.4)
     ledger.ended(SESSION, "customer", "customer-closed", T0 + 630.9)
+    ledger.note(SESSION, "Ticket 4711", T0 + 700)
     request(ledger, OTHER, T0 + 7200)
     out = io.StringIO()
     write_csv(ledger.rows(), out)
     assert out.getvalue() == (
         '"ref","session","technician","machine","user","address","requested_at",'
-        '"accepted_at","ended_at","paused_seconds","billable_seconds","ended_by","end_reason"\n'
+        '"accepted_at","ended_at","paused_seconds","billable_seconds","ended_by","end_reason",'
+        '"note"\n'
         f'"1","{SESSION}","david","FRONT-DESK","anna","203.0.113.7","2026-11-26T00:20:00Z",'
-        '"2026-11-26T00:20:30Z","2026-11-26T00:30:30Z","0","600","customer","customer-closed"\n'
+        '"2026-11-26T00:20:30Z","2026-11-26T00:30:30Z","0","600","customer","customer-closed",'
+        '"Ticket 4711"\n'
         f'"2","{OTHER}","david","FRONT-DESK","anna","203.0.113.7","2026-11-26T02:20:00Z",'
-        '"","","0","0","",""\n'
+        '"","","0","0","","",""\n'
     )
 
 

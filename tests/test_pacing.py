@@ -12,10 +12,13 @@ import screen_codec as codec
 LIMIT = p.MAX_UPDATES_IN_FLIGHT
 
 
-def learnt(rate: float = 100_000.0, rtt: float = 0.15) -> core.FlowControl:
+def learnt(rate: float = 100_000.0, rtt: float = 0.15,
+           mode: str = core.CRUISE) -> core.FlowControl:
     """A FlowControl that has seen one large update and one small echo: ``rate`` bytes a
-    second, a round trip of ``rtt`` seconds, nothing in flight, at t=10."""
+    second, a round trip of ``rtt`` seconds, nothing in flight, at t=10; past its startup
+    unless ``mode`` says (the startup and the drain are tested on their own below)."""
     flow = core.FlowControl()
+    flow.mode = mode
     flow.started(0, 0.0)
     flow.wrote(0, int(rate), 0.0)  # a second's worth, acknowledged after a second
     flow.acked(0, 1.0)
@@ -98,6 +101,93 @@ def test_the_pacing_gain_probes_up_then_drains_then_cruises() -> None:
     flow = learnt(rtt=0.3)
     gains = [flow.gain(0.3 * i + 0.15) for i in range(8)]
     assert gains == list(core.PACING_GAINS) and gains[:2] == [1.25, 0.75]
+
+
+
+def held_round(flow: core.FlowControl, seq: int, size: int, now: float, took: float) -> None:
+    """Update ``seq`` of ``size`` bytes written at ``now`` while a bulk one was held back
+    (link-limited), acknowledged ``took`` seconds later."""
+    flow.started(seq, now)
+    flow.wrote(seq, size, now)
+    flow.holds += 1  # as may_start() / write_delay() count a bulk update held back
+    flow.acked(seq, now + took)
+
+
+def test_startup_paces_and_budgets_at_twice_the_rate_while_the_rate_keeps_growing() -> None:
+    """In startup the pacing gain is STARTUP_GAIN and so is the budget's; a link-limited
+    sample each round that doubles the rate keeps it in startup."""
+    flow = learnt(rtt=0.1, mode=core.STARTUP)
+    assert flow.gain(10.0) == core.STARTUP_GAIN == 2.0
+    assert flow.budget() == pytest.approx(2 * 100_000 * (0.1 + core.UNACKED_EXTRA_S))
+    flow.started(2, 10.0)
+    flow.wrote(2, 10_000, 10.0)
+    assert flow.write_delay(1000, False, 10.0) == pytest.approx(10_000 / 200_000)
+    flow.acked(2, 10.1)
+    now, rate = 10.5, 200_000
+    for seq in range(3, 9):
+        held_round(flow, seq, int(rate * 0.2), now, 0.2)
+        assert flow.mode == core.STARTUP and flow.rate == pytest.approx(rate)
+        now, rate = now + 0.5, rate * 2
+
+
+def test_startup_ends_after_three_round_trips_without_growth_then_drains_then_cruises() \
+        -> None:
+    """Three round trips of link-limited samples that raise the rate by less than a quarter
+    end the startup; the drain paces at the inverse gain until what is unacknowledged fits
+    one round trip at the rate; then the probing cycle runs."""
+    flow = learnt(rate=100_000, rtt=0.1, mode=core.STARTUP)
+    now = 2.0  # (the 100 KB/s sample of t=1 is still in the window)
+    held_round(flow, 2, 10_000, now, 0.2)  # 100 KB/s: the rate startup last saw grow
+    for seq in (3, 4):
+        now += 0.3
+        held_round(flow, seq, 10_000, now, 0.2)  # no growth
+        assert flow.mode == core.STARTUP
+    now += 0.3
+    flow.started(5, now)
+    flow.wrote(5, 10_000, now)
+    flow.holds += 1
+    for seq in (6, 7):  # bulk written after it, still in flight when it is acknowledged
+        flow.started(seq, now)
+        flow.wrote(seq, 30_000, now)
+    flow.acked(5, now + 0.2)  # the third round without growth
+    assert flow.mode == core.DRAIN and flow.gain(now) == 1 / core.STARTUP_GAIN
+    assert flow.budget() == pytest.approx(100_000 * (0.1 + core.UNACKED_EXTRA_S))
+    flow.acked(6, now + 0.25)
+    assert flow.mode == core.DRAIN  # 30 KB still unacknowledged: more than a round trip's
+    flow.acked(7, now + 0.3)
+    assert flow.mode == core.CRUISE and flow.gain(0.01) == core.PACING_GAINS[0]
+
+
+def test_app_limited_samples_never_end_the_startup() -> None:
+    """Typing alone (nothing held back) measures what there was to send, not the link: a
+    minute of small echoes leaves the startup running."""
+    flow = learnt(mode=core.STARTUP)
+    now = 2.0
+    for seq in range(2, 200):
+        flow.started(seq, now)
+        flow.wrote(seq, 300, now)
+        flow.acked(seq, now + 0.02)
+        now += 0.3
+    assert flow.mode == core.STARTUP
+
+
+
+def test_a_bulk_update_encoded_ahead_starts_only_when_its_first_write_is_allowed() -> None:
+    """An update encoded ahead takes no place until written: it may begin only once a bulk
+    update may start (it then counts), an ack frees its place, and a restart forgets it."""
+    flow = core.FlowControl()
+    for seq in range(LIMIT - 1):
+        flow.started(seq, 0.0)
+    flow.ahead_of_time(10)
+    assert 10 not in flow.in_flight and flow.may_start(interactive=True)
+    assert flow.may_write_ahead(10, 0.1) is False
+    assert flow.acked(0, 0.2)  # it was held back: the ack wakes the writer
+    assert flow.may_write_ahead(10, 0.2) is True
+    assert 10 in flow.in_flight and 10 in flow.window.open
+    assert flow.may_write_ahead(10, 0.3) is None  # started: written as any other
+    flow.ahead_of_time(11)
+    flow.reset()
+    assert flow.may_write_ahead(11, 0.4) is None and 11 not in flow.in_flight
 
 
 def test_a_slower_link_is_learnt_once_the_faster_samples_are_older_than_the_window() -> None:
@@ -188,6 +278,46 @@ def test_an_echo_that_overlaps_a_waiting_frame_goes_after_it_but_before_the_rest
                interactive=False)
     outbox.add(2, frames((50, 8, 8, 16)), interactive=True)  # rows 8-23: strips 1 and 2
     assert [outbox.pop()[2][1] for _ in range(4)] == [0, 16, 8, 32]
+
+
+
+def test_an_echo_that_overlaps_a_redoable_waiting_strip_supersedes_it_and_goes_first() -> None:
+    """A paced strip the echo overlaps is encoded again from the viewer's copy (its pixels
+    there become the echo's) in its place, keeping its update's last flag; the echo goes
+    ahead of every bulk frame; a later echo supersedes the new frame in turn."""
+    calls = []
+
+    def redo(rect, last):
+        calls.append((rect, last))
+        return [(rect, f"redo{len(calls)}".encode())]
+
+    outbox = codec.Outbox()
+    outbox.add(1, frames((0, 0, 100, 16), (0, 16, 100, 16), (0, 32, 100, 16)),
+               interactive=False, redo=redo)
+    outbox.pop()  # the first strip is written; the other two wait for the pacing
+    outbox.add(2, frames((50, 30, 8, 16)), interactive=True)  # rows 30-45: strips 2 and 3
+    assert calls == [((0, 32, 100, 16), True), ((0, 16, 100, 16), False)]
+    assert [(seq, interactive, rect[1], data) for seq, interactive, rect, data in
+            outbox.items] == [(2, True, 30, b"x" * 10), (1, False, 16, b"redo2"),
+                              (1, False, 32, b"redo1")]
+    outbox.add(3, frames((60, 40, 8, 8)), interactive=True)  # only strip 3 again
+    assert calls[2:] == [((0, 32, 100, 16), True)]
+    assert [outbox.pop()[0] for _ in range(4)] == [2, 3, 1, 1]
+    assert not outbox.redos  # nothing kept for frames written
+
+
+def test_an_echo_still_follows_a_waiting_frame_without_redo_or_an_earlier_echo() -> None:
+    """Only bulk frames added with redo are superseded: the echo goes after an overlapped
+    interactive frame, and after a bulk frame that cannot be encoded again."""
+    outbox = codec.Outbox()
+    outbox.add(1, frames((0, 0, 100, 16)), interactive=False)  # no redo
+    outbox.add(2, frames((0, 100, 8, 16)), interactive=True)
+    outbox.add(3, frames((0, 200, 100, 16)), interactive=False,
+               redo=lambda rect, last: [(rect, b"again")])
+    outbox.add(4, frames((4, 4, 8, 8), (4, 104, 8, 8), (4, 204, 8, 8)), interactive=True)
+    assert [(item[0], item[3]) for item in outbox.items] == [
+        (2, b"x" * 10), (1, b"x" * 10), (4, b"x" * 10), (4, b"x" * 10), (4, b"x" * 10),
+        (3, b"again")]
 
 
 def test_what_the_pacing_writes_the_relays_window_admits() -> None:

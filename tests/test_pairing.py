@@ -74,6 +74,9 @@ class FakeLedger:
     def ended(self, session, by, reason, at):
         self.calls.append(("ended", session, by, reason, at))
 
+    def note(self, session, text, at):
+        self.calls.append(("note", session, text, at))
+
     def event(self, session, kind, detail, at):
         self.calls.append(("event", session, kind, detail, at))
 
@@ -876,3 +879,122 @@ class PairingMachine(RuleBasedStateMachine):
 PairingMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
                                             deadline=None)
 test_random_operation_sequences_keep_the_invariants = PairingMachine.TestCase
+
+
+# --- decline and the session note (issue 13) ---------------------------------------------
+
+
+def test_the_owner_declines_a_waiting_session_unbilled(pairing, ledger):
+    """decline ends a waiting session by technician, reason declined, billing nothing; the
+    customer gets the receipt and the queue empties."""
+    agent, session = register(pairing)
+    viewer = viewer_of(pairing)
+    pairing.viewer_message(viewer, protocol.Decline(session), T0 + 5)
+    ended = agent.of(protocol.Ended)[0]
+    assert (ended.by, ended.reason, ended.billable_s, ended.ref) == (
+        "technician", "declined", 0, 1)
+    assert agent.closed == (protocol.CLOSE_NORMAL, "session ended")
+    assert ("ended", session, "technician", "declined", T0 + 5) in ledger.calls
+    assert viewer.last() == protocol.Queue(())
+    pairing.check_invariants()
+
+
+@pytest.mark.parametrize("who", ["stranger", "unknown session"])
+def test_decline_by_a_stranger_or_of_an_unknown_session_is_the_one_refusal(pairing, who):
+    """Another support person, or a made-up id, gets no-such-session; nothing ends."""
+    agent, session = register(pairing)
+    viewer = viewer_of(pairing, PETUR if who == "stranger" else DAVID)
+    target = session if who == "stranger" else "x" * 22
+    pairing.viewer_message(viewer, protocol.Decline(target), T0 + 5)
+    assert viewer.last() == REFUSED
+    assert not agent.of(protocol.Ended) and pairing.sessions[session].state == WAITING
+
+
+def test_an_accepted_session_cannot_be_declined(pairing):
+    """decline of an active session gets not-waiting, with the sentence; it goes on."""
+    agent, viewer, session = active(pairing)
+    pairing.viewer_message(viewer, protocol.Decline(session), T0 + 5)
+    assert viewer.last() == protocol.refusal("not-waiting", "viewer")
+    assert "End it instead" in viewer.last().message
+    assert pairing.sessions[session].state == ACTIVE and not agent.of(protocol.Ended)
+
+
+def test_the_owner_notes_a_live_session_and_gets_noted(pairing, ledger):
+    """A note during the session is kept on the session (for the directory), written to the
+    ledger and answered with noted."""
+    _, viewer, session = active(pairing)
+    pairing.viewer_message(viewer, protocol.Note(session, "Ticket 4711"), T0 + 5)
+    assert viewer.last() == protocol.Noted(session)
+    assert pairing.sessions[session].note == "Ticket 4711"
+    assert ("note", session, "Ticket 4711", T0 + 5) in ledger.calls
+
+
+def test_a_note_stays_editable_until_note_editable_s_after_the_end(pairing, ledger):
+    """After the end the owner may still change the note for NOTE_EDITABLE_S; then the
+    relay says note-closed (for a while), and later only no-such-session."""
+    _, viewer, session = active(pairing)
+    pairing.viewer_message(viewer, protocol.End(session, "done"), T0 + 10)
+    last_moment = T0 + 10 + protocol.NOTE_EDITABLE_S
+    pairing.tick(last_moment)
+    pairing.viewer_message(viewer, protocol.Note(session, "done at the end"), last_moment)
+    assert viewer.last() == protocol.Noted(session)
+    pairing.viewer_message(viewer, protocol.Note(session, "too late"), last_moment + 1)
+    assert viewer.last() == protocol.refusal("note-closed", "viewer")
+    assert [c[2] for c in ledger.calls if c[0] == "note"] == ["done at the end"]
+    pairing.tick(last_moment + 10 * 3600)
+    assert not pairing.noted_until
+    pairing.viewer_message(viewer, protocol.Note(session, "much later"), last_moment + 36001)
+    assert viewer.last() == REFUSED
+
+
+def test_a_declined_sessions_note_may_be_written_after_the_decline(pairing, ledger):
+    """Declining is an act of the support person: its note can say why."""
+    _, session = register(pairing)
+    viewer = viewer_of(pairing)
+    pairing.viewer_message(viewer, protocol.Decline(session), T0 + 5)
+    pairing.viewer_message(viewer, protocol.Note(session, "wrong department"), T0 + 6)
+    assert viewer.last() == protocol.Noted(session)
+
+
+def test_a_note_for_another_persons_session_is_refused_live_or_ended(pairing, ledger):
+    """Petur can note neither David's live session nor David's just ended one."""
+    _, david, session = active(pairing)
+    petur = viewer_of(pairing, PETUR)
+    pairing.viewer_message(petur, protocol.Note(session, "mine now"), T0 + 5)
+    assert petur.last() == REFUSED
+    pairing.viewer_message(david, protocol.End(session, "done"), T0 + 6)
+    pairing.viewer_message(petur, protocol.Note(session, "mine now"), T0 + 7)
+    assert petur.last() == REFUSED
+    assert not [c for c in ledger.calls if c[0] == "note"]
+
+
+def test_a_waiting_session_nobody_acted_on_is_not_remembered_for_notes(pairing):
+    """Sessions that expire or whose customer leaves unaccepted keep no note record: a
+    flood of agents cannot fill it."""
+    agent, _ = register(pairing)
+    pairing.agent_message(agent, protocol.Close("bye"), T0 + 1)
+    assert not pairing.noted_until
+
+
+def test_note_saves_beyond_their_rate_are_refused_rate_limited(pairing, ledger):
+    """A viewer saves at most NOTES_BURST notes at once, then NOTES_PER_S."""
+    from relay.pairing import NOTES_BURST
+
+    _, viewer, session = active(pairing)
+    for i in range(NOTES_BURST + 1):
+        pairing.viewer_message(viewer, protocol.Note(session, f"v{i}"), T0 + 5)
+    assert viewer.last().code == "rate-limited"
+    assert len([c for c in ledger.calls if c[0] == "note"]) == NOTES_BURST
+    pairing.viewer_message(viewer, protocol.Note(session, "later"), T0 + 6)
+    assert viewer.last() == protocol.Noted(session)
+
+
+def test_a_viewer_rejoining_a_noted_session_gets_the_note_back(pairing):
+    """After a reload (or a relay's fail-over) the page shows the note saved before."""
+    _, viewer, session = active(pairing)
+    pairing.viewer_message(viewer, protocol.Note(session, "Ticket 4711"), T0 + 5)
+    pairing.viewer_gone(viewer, T0 + 6)
+    again = viewer_of(pairing, now=T0 + 7)
+    pairing.viewer_message(again, protocol.Accept(session), T0 + 8)
+    accepted = again.of(protocol.Accepted)[0]
+    assert again.sent[again.sent.index(accepted) + 1] == protocol.Note(session, "Ticket 4711")

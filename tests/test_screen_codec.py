@@ -588,3 +588,23 @@ def test_the_agent_and_its_codec_run_without_numpy() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[(7,", "5,", "1,", "1)]", "[2,", "2,", "2,", "2]",
                                      "False"]
+
+
+def test_a_redone_frame_carries_the_viewers_copy_as_it_is_now_and_its_own_flags() -> None:
+    """redoer(): a waiting strip encoded again after an echo was committed shows the echo's
+    pixels (exact PNG here), with the update's seq, FLAG_FULL kept and FLAG_LAST only on the
+    frame that had it."""
+    diff = codec.ScreenDiff()
+    diff.commit(bgrx(64, 64, (10, 20, 30)), [])
+    redo = codec.redoer(diff, 0, 7, 85, True)
+    echo = bgrx(64, 64, (10, 20, 30))
+    echo[16:24, 8:16, :3] = (200, 100, 0)  # BGR of (0, 100, 200)
+    diff.commit(echo, [(8, 16, 8, 8)])
+    (rect, data), = redo((0, 16, 64, 16), True)
+    frame = p.decode_frame(data)
+    assert rect == (0, 16, 64, 16) and frame.seq == 7
+    assert frame.flags == p.FLAG_LAST | p.FLAG_FULL
+    assert tuple(decode(frame)[4, 12]) == (0, 100, 200)
+    assert tuple(decode(frame)[10, 40]) == (10, 20, 30)
+    (_, data), = redo((0, 32, 64, 16), False)
+    assert p.decode_frame(data).flags == p.FLAG_FULL

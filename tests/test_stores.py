@@ -47,7 +47,7 @@ def entry(**changes: Any) -> Entry:
 
 def test_a_new_store_is_at_the_current_schema_version(location: Location):
     """Opening for the first time creates the tables and records the current version."""
-    assert with_store(location, lambda store: store.schema_version()) == 3
+    assert with_store(location, lambda store: store.schema_version()) == 4  # 4: notes
 
 
 def test_opening_without_create_refuses_a_missing_sqlite_store(tmp_path: Path):
@@ -302,6 +302,25 @@ def test_references_come_in_disjoint_blocks_and_land_on_the_row(location: Locati
     with_store(location, body)
 
 
+def test_a_note_is_kept_in_the_ledger_and_the_directory(location: Location):
+    """The support person's note (lines, quotes, astral characters) replaces the one before,
+    survives the end, and rides in the directory entry a relay taking over reads."""
+    note = 'Ticket 4711\n\tprinter "fixed" 😀'
+
+    async def body(store: Store) -> None:
+        await store.requested(SESSION, "david", "PC", "anna", "203.0.113.7", T0, 0)
+        await store.note(SESSION, "first", T0 + 5)
+        await store.note(SESSION, note, T0 + 6)
+        await store.ended(SESSION, "technician", "declined", T0 + 7)
+        (row,) = await store.rows()
+        assert (row.note, row.end_reason, row.billable_whole_s) == (note, "declined", 0)
+        await store.put(entry(note=note))
+        assert (await store.get(SESSION)).note == note
+        assert (await store.claim(SESSION, "relay-b", T0 + 8)).note == note
+
+    with_store(location, body)
+
+
 def test_paused_time_is_not_billed(location: Location):
     """Two pauses (30 s and 50 s, one paused twice) come off a 600 s session: 520 s billed."""
     async def body(store: Store) -> None:
@@ -363,3 +382,31 @@ def test_an_orphan_ended_while_paused_is_not_billed_for_the_pause(location: Loca
         assert (row.end_reason, row.paused_s, row.billable_whole_s) == ("relay-lost", 70, 30)
 
     with_store(location, body)
+
+
+def test_a_sqlite_file_from_before_notes_gets_the_note_columns(tmp_path: Path):
+    """A relay data folder made before notes opens with empty notes, and takes new ones."""
+    import sqlite3
+
+    from relay.accounts import DB_FILE
+
+    data = tmp_path / "data"
+    with_store(Location(path=data), lambda store: store.ping())
+    db = sqlite3.connect(data / DB_FILE)
+    # Rebuild both tables as they were before notes (SQLite 3.35+ can drop a column).
+    db.execute("ALTER TABLE sessions DROP COLUMN note")
+    db.execute("ALTER TABLE session_directory DROP COLUMN note")
+    db.execute("INSERT INTO sessions (session, technician, machine, user, address,"
+               " requested_at, ref) VALUES (?, 'david', 'PC', 'anna', '::1', ?, 1)",
+               (SESSION, T0))
+    db.commit()
+    db.close()
+
+    async def body(store: Store) -> None:
+        (row,) = await store.rows()
+        assert row.note == ""
+        await store.note(SESSION, "after the upgrade", T0 + 1)
+        await store.put(entry(note="kept"))
+        return (await store.rows())[0].note, (await store.get(SESSION)).note
+
+    assert with_store(Location(path=data), body) == ("after the upgrade", "kept")

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +17,10 @@ from pathlib import Path
 import pytest
 
 import protocol
+from tests.helpers import browser as browser_tab
 from tests.helpers.agent import ScriptedAgent
 from tests.helpers.browser import WAIT_S, launch
+from tests.helpers.desktop import agent_from_source, xterm_running_cat
 
 pytestmark = pytest.mark.browser
 
@@ -53,76 +52,22 @@ def browser(playwright_driver) -> Iterator:
     chromium.close()
 
 
-class Viewer:
-    """One support person's browser tab, with what it sent over its websocket."""
-
-    def __init__(self, browser, url: str, size: tuple[int, int] = (1280, 800)) -> None:
-        width, height = size
-        self.context = browser.new_context(viewport={"width": width, "height": height})
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(WAIT_S * 1000)
-        self.sent: list[dict] = []
-        self.errors: list[str] = []
-        self.page.on("websocket", self._watch)
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-        self.page.on("console", self._console)
-        self.url = url
-
-    def open(self) -> Viewer:
-        self.page.goto(self.url + "/console/")
-        return self
+class Viewer(browser_tab.Viewer):
+    """A support person's tab (tests/helpers/browser.py) on a console whose link to the relay
+    this module cuts on purpose."""
 
     def _console(self, message) -> None:
         # A refused websocket while the link is cut is expected; script errors are not.
         if message.type == "error" and "WebSocket" not in message.text:
             self.errors.append(message.text)
 
-    def _watch(self, socket) -> None:
-        def sent(payload) -> None:
-            if isinstance(payload, str):
-                self.sent.append(json.loads(payload))
-
-        socket.on("framesent", sent)
-
-    def by(self, testid: str):
-        return self.page.get_by_test_id(testid)
-
-    def signed_in(self) -> Viewer:
-        self.by("login-user").fill("david")
-        self.by("login-password").fill("david-pw")
-        self.by("login-submit").click()
-        self.by("queue").wait_for(state="visible")
-        return self
-
-    def item(self, session: str):
-        return self.page.locator(f'[data-testid="queue-item"][data-session-id="{session}"]')
-
     def accept(self, agent: ScriptedAgent) -> None:
-        self.item(agent.session).get_by_test_id("accept").click()
-        self.by("screen").wait_for(state="visible")
+        super().accept(agent)
         agent.expect(protocol.Accepted)
-
-    def take_control(self, agent: ScriptedAgent) -> None:
-        self.by("control-toggle").click()
-        agent.expect(protocol.Control, lambda m: m.granted)
-        self.wait_true("document.querySelector('[data-testid=control-toggle]').textContent"
-                       " === 'Release control'")
-
-    def wait_true(self, expression: str) -> None:
-        self.page.wait_for_function(f"() => {expression}")
-
-    def focused(self) -> str:
-        """The focused element's test id, id or tag."""
-        return self.page.evaluate(
-            "() => { const e = document.activeElement;"
-            " return e.dataset.testid || e.id || e.tagName.toLowerCase(); }")
 
     def screenshot(self, name: str) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
         self.page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"))
-
-    def close(self) -> None:
-        self.context.close()
 
 
 @pytest.fixture
@@ -131,9 +76,9 @@ def open_viewer(browser, relay) -> Iterator[Callable[..., Viewer]]:
 
     def open_one(size: tuple[int, int] = (1280, 800), url: str | None = None,
                  on=None) -> Viewer:
-        viewer = Viewer(on or browser, url or relay.http_url, size)
+        viewer = Viewer(on or browser, relay, size, url)
         viewers.append(viewer)
-        return viewer.open()
+        return viewer
 
     yield open_one
     for viewer in viewers:
@@ -593,43 +538,17 @@ def wait_until(what: str, check: Callable, timeout_s: float = WAIT_S):
 @pytest.fixture
 def xterm_cat(xvfb, tmp_path) -> Iterator[tuple[Path, tuple[int, int, int, int]]]:
     """An xterm running `cat > FILE`, and where its window is on the X screen."""
-    for tool in ("xterm", "xdotool"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: run ./dev test, which installs it")
-    env = {**xvfb.env(), "LC_ALL": "C.UTF-8"}
     typed = tmp_path / "typed.txt"
-    process = subprocess.Popen(
-        ["xterm", "-geometry", "50x8+300+200", "-title", "spotlight-console-keys",
-         "-e", "sh", "-c", f"exec cat > '{typed}'"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    window = subprocess.run(
-        ["xdotool", "search", "--sync", "--name", "spotlight-console-keys"], env=env,
-        capture_output=True, text=True, timeout=30, check=True).stdout.split()[0]
-    wait_until("the xterm's cat", typed.exists)
-    shape = subprocess.run(["xdotool", "getwindowgeometry", "--shell", window], env=env,
-                           capture_output=True, text=True, check=True).stdout
-    values = dict(line.split("=", 1) for line in shape.split())
-    yield typed, tuple(int(values[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
-    process.terminate()
-    process.wait(timeout=10)
+    env = {**xvfb.env(), "LC_ALL": "C.UTF-8"}
+    with xterm_running_cat(env, typed, "spotlight-console-keys", "50x8+300+200") as window:
+        yield typed, window
 
 
 @pytest.fixture
 def real_agent(xvfb, relay, tmp_path) -> Iterator[subprocess.Popen]:
     """agent.py from source on the Xvfb screen, choosing david, its tray as log lines."""
-    env = {**xvfb.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr"}
-    with (tmp_path / "agent.log").open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "agent.py", "--relay", relay.ws_url, "--technician", "david"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    yield process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with agent_from_source(xvfb.env(), relay.ws_url, tmp_path / "agent.log") as process:
+        yield process
 
 
 @pytest.mark.x11

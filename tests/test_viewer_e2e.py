@@ -8,13 +8,13 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.browser import WAIT_S, Viewer
+from tests.helpers.desktop import agent_from_source, xterm_running_cat
 
 pytestmark = [pytest.mark.x11, pytest.mark.browser]
 
@@ -38,58 +38,23 @@ def wait_until(what: str, check, timeout_s: float = WAIT_S):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def window_geometry(env: dict, window: str) -> tuple[int, int, int, int]:
-    out = subprocess.run(["xdotool", "getwindowgeometry", "--shell", window], env=env,
-                         capture_output=True, text=True, check=True).stdout
-    values = dict(line.split("=", 1) for line in out.split())
-    return tuple(int(values[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
-
-
 @pytest.fixture
 def xterm_cat(xvfb, tmp_path):
     """An xterm running `cat > FILE` in the lower right of a solid-coloured X screen."""
-    for tool in ("xterm", "xdotool", "xsetroot"):
-        need(tool)
+    need("xsetroot")
     env = xvfb.env()
     colour = "#{:02x}{:02x}{:02x}".format(*BACKGROUND)
     subprocess.run(["xsetroot", "-solid", colour], env=env, check=True)
     typed = tmp_path / "typed.txt"
-    process = subprocess.Popen(
-        ["xterm", "-geometry", "50x8+160+120", "-title", "spotlight-e2e",
-         "-e", "sh", "-c", f"exec cat > '{typed}'"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-
-    def find() -> str:
-        result = subprocess.run(["xdotool", "search", "--name", "spotlight-e2e"], env=env,
-                                capture_output=True, text=True)
-        return result.stdout.split()[0] if result.stdout.split() else ""
-
-    window = wait_until("the xterm window", find)
-    wait_until("the xterm's cat", lambda: typed.exists())
-    yield typed, window_geometry(env, window)
-    process.terminate()
-    process.wait(timeout=10)
+    with xterm_running_cat(env, typed, "spotlight-e2e", "50x8+160+120") as window:
+        yield typed, window
 
 
 @pytest.fixture
 def real_agent(xvfb, relay, tmp_path):
     """agent.py from source, choosing david, with its tray reduced to log lines."""
-    log = (tmp_path / "agent.log").open("w")
-    env = {**xvfb.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr"}
-    process = subprocess.Popen(
-        [sys.executable, "agent.py", "--relay", relay.ws_url, "--technician", "david"],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-    )
-    yield process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    log.close()
+    with agent_from_source(xvfb.env(), relay.ws_url, tmp_path / "agent.log") as process:
+        yield process
 
 
 def test_support_person_sees_types_into_and_ends_a_real_agent_session(

@@ -25,6 +25,8 @@ export const MAX_TEXT_CHARS = 2000;
 export const MAX_SCREENS = 17;
 export const MAX_SCREEN_EDGE = 32767;
 export const MAX_QUEUE_ENTRIES = 200;
+export const MAX_NOTE_CHARS = 2000;
+export const NOTE_EDITABLE_S = 600;
 // File transfer (see protocol.py).
 export const MAX_FILE_NAME_CHARS = 255;
 export const MAX_FILE_SIZE_BYTES = 2 ** 40;
@@ -47,6 +49,8 @@ export const ROLES = Object.freeze(["agent", "viewer"]);
 export const BUTTONS = Object.freeze(["left", "middle", "right"]);
 export const ENDED_BY = Object.freeze(["customer", "technician", "relay"]);
 export const WAITING_STATES = Object.freeze(["waiting", "detached"]);
+export const ELEVATION_STATES = Object.freeze(["asked", "declined", "started", "failed"]);
+export const HANDOFF_EXPIRES_S = 60; // a hand-off secret is good once, for this long
 export const INPUT_TYPES = Object.freeze(["pointer_move", "button", "wheel", "key", "text"]);
 
 // Binary update: kind, flags, monitor, reserved (0), seq, x, y, width, height, image length
@@ -72,6 +76,7 @@ const NOT_PRINTABLE = /(?! )[\p{C}\p{Z}]/u;
 const LONE_SURROGATE = /\p{Cs}/u;
 const TYPED_CONTROL = /[\x00-\x08\x0b-\x1f]/; // below space, except tab and newline
 const SHARED_CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/; // chat, clipboard: \r allowed too
+const NOTE_CONTROL = /[\x00-\x08\x0b-\x1f\x7f]/; // notes: as TYPED_CONTROL, and DEL
 const PY_INT_MAX_STR_DIGITS = 4300; // Python refuses longer integers in JSON
 
 export class ProtocolError extends Error {
@@ -312,7 +317,7 @@ function sessionMessage(type) {
 
 const AGENT_HELLO = messageSpec(
     "hello",
-    ["role", "version", "technician", "machine", "user", "screens", "resume"],
+    ["role", "version", "technician", "machine", "user", "screens", "resume", "handoff"],
     (m) => {
         if (m.role !== "agent") fail("role must be agent");
         checkInt("version", m.version, 0, 2 ** 31);
@@ -321,8 +326,12 @@ const AGENT_HELLO = messageSpec(
         checkStr("user", m.user, MAX_NAME_CHARS);
         checkScreens(m.screens);
         if (m.resume !== "") checkSession(m.resume);
+        if (m.handoff !== "") {
+            checkSession(m.handoff);
+            if (m.resume !== "") fail("a hello may resume or take over, not both");
+        }
     },
-    { resume: "" },
+    { resume: "", handoff: "" },
 );
 
 const VIEWER_HELLO = messageSpec(
@@ -442,6 +451,15 @@ const BY_TYPE = new Map([
         checkSession(m.session);
         checkStr("reason", m.reason, 200);
     }),
+    messageSpec("decline", ["session"], (m) => checkSession(m.session)),
+    messageSpec("note", ["session", "text"], (m) => {
+        checkSession(m.session);
+        checkStr("text", m.text, MAX_NOTE_CHARS, false);
+        if (NOTE_CONTROL.test(m.text)) {
+            fail("a note may contain only printable characters, newlines and tabs");
+        }
+    }),
+    messageSpec("noted", ["session"], (m) => checkSession(m.session)),
     messageSpec("ended", ["session", "by", "reason", "ref", "billable_s"], (m) => {
         checkSession(m.session);
         checkOneOf("by", m.by, ENDED_BY);
@@ -452,6 +470,14 @@ const BY_TYPE = new Map([
     messageSpec("ping", ["t"], checkRoundTripTime),
     messageSpec("pong", ["t"], checkRoundTripTime),
     messageSpec("logout", []),
+    messageSpec("desktop", ["secure"], (m) => checkBool("secure", m.secure)),
+    sessionMessage("elevate"),
+    messageSpec("elevation", ["state"], (m) => checkOneOf("state", m.state, ELEVATION_STATES)),
+    messageSpec("handoff", []),
+    messageSpec("handoff_secret", ["secret", "expires_s"], (m) => {
+        checkSession(m.secret);
+        checkInt("expires_s", m.expires_s, 1, 3600);
+    }),
     messageSpec("error", ["code", "message"], (m) => {
         checkStr("code", m.code, 64);
         checkStr("message", m.message, 500);
@@ -718,6 +744,10 @@ export const WORDING = Object.freeze({
         customer: "The support server restarted, so the session has ended. Please run this program again.",
         technician: "The relay restarted, so the session has ended.",
     }),
+    "declined": Object.freeze({
+        customer: "Your support person could not take your call now. Please call them again.",
+        technician: "You declined the call.",
+    }),
     "relay-lost": Object.freeze({
         customer: "The support server stopped answering, so the session has ended. Please run this program again.",
         technician: "The relay holding this session stopped and nobody rejoined it in time, so the session has ended.",
@@ -790,6 +820,14 @@ export const WORDING = Object.freeze({
         customer: "You paused the session.",
         technician: "The customer paused the session: no screen and no input until they resume.",
     }),
+    "not-waiting": Object.freeze({
+        customer: "The support person tried to turn down a session that had already started.",
+        technician: "Only a waiting customer can be declined: this session has started. End it instead.",
+    }),
+    "note-closed": Object.freeze({
+        customer: "The support person's note could not be saved.",
+        technician: "This session's note can no longer be changed: a note closes 10 minutes after its session ends.",
+    }),
     "agent-reconnecting": Object.freeze({
         customer: "Reconnecting to the support server.",
         technician: "The customer's connection dropped; waiting for it to come back.",
@@ -837,6 +875,14 @@ export const WORDING = Object.freeze({
         technician: "The clipboard text is too long to send "
             + `(at most ${MAX_CLIPBOARD_CHARS} characters).`,
     }),
+    "secure-desktop": Object.freeze({
+        customer: "The support person cannot see or use your computer while a Windows administrator prompt is open. Please click Yes or No on it.",
+        technician: "The customer sees a Windows administrator prompt. Ask them to click Yes or No.",
+    }),
+    "handoff-failed": Object.freeze({
+        customer: "The program could not take over the session as administrator. The session goes on in the first window, without administrator rights.",
+        technician: "The customer's program could not restart as administrator; the session goes on without administrator rights.",
+    }),
 });
 // Refusals of one message that leave the session as it was (protocol.py's NOTICE_CODES).
 export const NOTICE_CODES = Object.freeze(["chat-too-long", "chat-rate-limited",
@@ -868,6 +914,7 @@ export const CLOSE_INTERNAL = 1011;
 export const CLOSE_RESTART = 1012;
 export const CLOSE_TRY_AGAIN = 1013;
 export const CLOSE_REPLACED = 4001; // a viewer link replaced by the same login's newer one
+export const CLOSE_HANDED_OFF = 4002; // an agent link whose elevated copy took the session over
 export const RESUMABLE_CLOSE_CODES = Object.freeze(
     [CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_TRY_AGAIN]);
 export const OBSERVERS = Object.freeze(["agent", "relay"]);

@@ -5,13 +5,16 @@ const ALERT_TITLE = "A customer is waiting";
 
 export class QueueList {
     // onSound(blocked) hears whether the browser keeps the chime silent until a click.
-    constructor({ list, template, count, empty, more }, onAccept, onSound = () => {}) {
+    // onDecline(session, machine) asks before turning a waiting customer down.
+    constructor({ list, template, count, empty, more }, onAccept, onSound = () => {},
+                onDecline = () => {}) {
         this.list = list;
         this.more = more;
         this.template = template;
         this.count = count;
         this.empty = empty;
         this.onAccept = onAccept;
+        this.onDecline = onDecline;
         this.entries = [];
         this.moreCount = 0;         // waiting, but not listed
         this._rows = new Map();     // session -> {row, entry, receivedAt}
@@ -77,6 +80,7 @@ export class QueueList {
         const button = item.row.querySelector("[data-testid=accept]");
         button.disabled = busy;
         button.textContent = busy ? "Opening…" : acceptLabel(item.entry);
+        item.row.querySelector("[data-testid=decline]").disabled = busy;
     }
 
     unlockSound() {
@@ -89,6 +93,10 @@ export class QueueList {
         row.querySelector("[data-testid=accept]").addEventListener("click", () => {
             this._chime.unlock();
             this.onAccept(row.dataset.sessionId);
+        });
+        row.querySelector("[data-testid=decline]").addEventListener("click", () => {
+            const item = this._rows.get(row.dataset.sessionId);
+            this.onDecline(row.dataset.sessionId, item?.entry.machine || "");
         });
         return row;
     }
@@ -105,6 +113,8 @@ export class QueueList {
         code.hidden = !entry.code;
         const button = row.querySelector("[data-testid=accept]");
         if (!button.disabled) button.textContent = acceptLabel(entry);
+        // Only a waiting caller can be declined; a detached session of ours is rejoined.
+        row.querySelector("[data-testid=decline]").hidden = entry.state !== "waiting";
         this._fillWaited(item, performance.now());
     }
 

@@ -8,6 +8,7 @@ import { Connection, storedToken, viewerSocketUrl } from "./connection.js";
 import { Display } from "./display.js";
 import { Input } from "./input.js";
 import { QueueList, clock, groupedCode } from "./queue.js";
+import { SessionNote } from "./note.js";
 import { Files } from "./files.js";
 
 const SESSION_KEY = "spotlight.session";
@@ -31,6 +32,12 @@ const queue = new QueueList(
       empty: $("queue-empty"), more: $("queue-more") },
     (session) => accept(session),
     (blocked) => showSound(blocked),
+    (session, machine) => askToDecline(session, machine),
+);
+const note = new SessionNote(
+    { form: $("note"), title: $("note-title"), text: $("session-note"), status: $("note-status"),
+      done: $("note-done"), live: $("note-live"), after: $("note-after") },
+    (message) => connection.send(message),
 );
 
 const files = new Files({
@@ -215,6 +222,12 @@ connection.onmessage = (message) => {
         case "pause":
             if (session) setPaused(message.paused);
             break;
+        case "desktop":
+            if (session) setSecure(message.secure);
+            break;
+        case "elevation":
+            if (session) toast(ELEVATION_WORDS[message.state]);
+            break;
         case "control":
             if (session?.id === message.session) {
                 setControl(message.granted ? "on" : "off", { sendReleases: false });
@@ -230,7 +243,17 @@ connection.onmessage = (message) => {
             }
             break;
         case "ended":
-            if (session?.id === message.session) closeSession(endedWords(message));
+            if (session?.id === message.session) {
+                const machine = session.machine;
+                closeSession(endedWords(message));
+                note.ended(machine);
+            }
+            break;
+        case "note":
+            note.received(message);
+            break;
+        case "noted":
+            note.noted(message);
             break;
         case "chat":
             if (session?.id === message.session) chat.add("customer", message.text);
@@ -262,6 +285,10 @@ connection.onframe = (frame) => {
 
 function onError(error) {
     const text = technicianWords(error.code, error.message);
+    if (error.code === "note-closed" || (error.code === "rate-limited" && note.sent !== null)) {
+        note.refused(error.code, text);
+        return;
+    }
     if (rejoining && ["no-such-session", "open-elsewhere"].includes(error.code)) {
         // The answer to a rejoin of a session the queue no longer listed.
         rejoining = null;
@@ -351,12 +378,14 @@ function openSession(accepted) {
     $("session-code").textContent = groupedCode(accepted.code);
     $("session-user").textContent = accepted.user || "Unknown user";
     $("screen-hint").hidden = display.hasImage;
+    note.open(session.id, session.machine || "this computer");
     const machine = session.machine || "this computer";
     $("end-title").textContent = `End the session with ${machine}?`;
     $("signout-title").textContent = `Sign out and end the session with ${machine}?`;
     showLinkDown("");
     setControl("off", { sendReleases: false });
     setPaused(accepted.paused);
+    setSecure(false);  // the relay says `desktop` right after if a prompt is up
     notice("");
     show("session");
     tick();
@@ -367,9 +396,46 @@ function openSession(accepted) {
 function setPaused(paused) {
     session.paused = paused;
     $("paused").hidden = !paused;
+    syncInput();
+}
+
+// A Windows administrator prompt on the customer's PC (the secure desktop): nobody's program
+// can see or click it, so the last image stays under a notice and no input is sent (the
+// relay drops it and the agent refuses it as well).
+function setSecure(secure) {
+    session.secure = secure;
+    $("secure-desktop-text").textContent = technicianWords("secure-desktop");
+    $("secure-desktop").hidden = !secure;
+    syncInput();
+}
+
+function syncInput() {
     if (session.control !== "on") return;
-    if (paused) input.disable({ sendReleases: false });  // the customer's side let go already
+    // the customer's side let go of held keys already
+    if (session.paused || session.secure) input.disable({ sendReleases: false });
     else input.enable();
+}
+
+const ELEVATION_WORDS = Object.freeze({
+    asked: "Asking the customer to restart the program as administrator…",
+    declined: "The customer did not restart as administrator; the session goes on as before.",
+    started: "The customer's program now runs as administrator; the session goes on.",
+    failed: technicianWords("handoff-failed"),
+});
+
+$("elevate").addEventListener("click", () => {
+    if (session) connection.send({ type: "elevate", session: session.id });
+});
+// Decline asks first: the button sits beside Accept, and a caller turned down by a slip
+// would have to start the program again (there is no undo once the relay ended it).
+function askToDecline(id, machine) {
+    $("decline-title").textContent = `Decline the call from ${machine || "this computer"}?`;
+    confirmThen("decline-dialog", () => {
+        queue.unlockSound();
+        if (connection.send({ type: "decline", session: id })) {
+            notice(`You declined the call from ${machine || "this computer"}.`);
+        }
+    });
 }
 
 // --relay --require-code: the support person types the code the customer reads out.
@@ -399,7 +465,7 @@ function showLinkDown(words) {
 function setControl(state, { sendReleases = true } = {}) {
     if (!session) return;
     session.control = state;
-    if (state === "on") input.enable();
+    if (state === "on") syncInput();  // (not while paused or under an administrator prompt)
     else input.disable({ sendReleases });
     const toggle = $("control-toggle");
     toggle.textContent = state === "on" ? "Release control" : state === "asking" ? "Asking…" : "Take control";
@@ -455,13 +521,14 @@ function leaveSession() {
     closeDialogs();
     showLinkDown("");
     $("paused").hidden = true;
+    $("secure-desktop").hidden = true;
     if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     for (const entry of queue.entries) queue.setBusy(entry.session, false);
 }
 
 // Messages the keyboard and pointer produce, addressed to the open session.
 function sendForSession(message) {
-    if (!session || session.control !== "on") return;
+    if (!session || session.control !== "on" || session.secure) return;
     connection.send({ ...message, session: session.id });
 }
 
@@ -673,6 +740,7 @@ function showAlertsState() {
 
 function tick() {
     queue.tick();
+    note.tick();
     const bytes = connection.bytesReceived;
     const rate = bytes - lastBytes;
     lastBytes = bytes;
@@ -687,6 +755,7 @@ function tick() {
     $("stat-latency").textContent = connection.rttMs === null ? "–"
         : `${Math.round(connection.rttMs)} ms`;
     $("control-toggle").disabled = session.control === "asking" || !connection.connected;
+    $("elevate").disabled = !connection.connected;
     drawnUpdates = 0;
 }
 

@@ -30,8 +30,11 @@ def launch(playwright, *extra_args: str):
 class Viewer:
     """One support person's browser tab, with what it sent over its websocket."""
 
-    def __init__(self, browser, relay) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
+    def __init__(self, browser, relay, size: tuple[int, int] = (1280, 800),
+                 url: str | None = None) -> None:
+        """A tab of ``size`` on the relay's console (or on ``url``, e.g. a proxy to it)."""
+        width, height = size
+        self.context = browser.new_context(viewport={"width": width, "height": height})
         self.page = self.context.new_page()
         self.page.set_default_timeout(WAIT_S * 1000)
         self.sent: list[dict] = []
@@ -42,7 +45,7 @@ class Viewer:
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.on("console", self._console)
         self.relay = relay
-        self.response = self.page.goto(relay.http_url + "/console/")
+        self.response = self.page.goto((url or relay.http_url) + "/console/")
 
     def _console(self, message) -> None:
         # A CSP violation or a script error shows up here; a refused websocket would too.
@@ -86,6 +89,15 @@ class Viewer:
         self.page.wait_for_function(
             "() => document.querySelector('[data-testid=control-toggle]').textContent"
             " === 'Release control'")
+
+    def wait_true(self, expression: str) -> None:
+        self.page.wait_for_function(f"() => {expression}")
+
+    def focused(self) -> str:
+        """The focused element's test id, id or tag."""
+        return self.page.evaluate(
+            "() => { const e = document.activeElement;"
+            " return e.dataset.testid || e.id || e.tagName.toLowerCase(); }")
 
     def pixel(self, x: int, y: int) -> tuple[int, int, int]:
         rgba = self.page.evaluate(

@@ -4,12 +4,14 @@ windows and pointer are, and waiting for a condition instead of sleeping."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +26,7 @@ import protocol as p
 if TYPE_CHECKING:
     from tests.helpers.viewer import ScriptedViewer
 
+ROOT = Path(__file__).resolve().parents[2]
 BACKGROUND = (0x33, 0x66, 0xCC)  # the X root window's colour, set with xsetroot
 BACKGROUND_NAME = "#3366cc"
 MAX_MEAN_DIFF = 6.0  # mean absolute difference per channel between drawn and real screen
@@ -164,3 +167,52 @@ async def until(condition: Callable[[], bool], timeout: float = 20, every: float
             return False
         await asyncio.sleep(every)
     return True
+
+
+@contextlib.contextmanager
+def xterm_running_cat(env: dict[str, str], typed: Path, title: str, geometry: str
+                      ) -> Iterator[tuple[int, int, int, int]]:
+    """An xterm titled ``title`` at ``geometry`` running `cat > typed`: what is typed into it
+    lands in the file. Yields the window's x, y, width and height once cat runs."""
+    require_tools("xterm", "xdotool")
+    process = subprocess.Popen(
+        ["xterm", "-geometry", geometry, "-title", title,
+         "-e", "sh", "-c", f"exec cat > '{typed}'"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        window = subprocess.run(
+            ["xdotool", "search", "--sync", "--name", title], env=env,
+            capture_output=True, text=True, timeout=30, check=True).stdout.split()[0]
+        deadline = time.monotonic() + 30
+        while not typed.exists():  # the shell has opened the file: cat is reading
+            assert time.monotonic() < deadline, "the xterm's cat did not start"
+            time.sleep(0.1)
+        shape = subprocess.run(["xdotool", "getwindowgeometry", "--shell", window], env=env,
+                               capture_output=True, text=True, check=True, timeout=10).stdout
+        values = dict(line.split("=", 1) for line in shape.split())
+        yield int(values["X"]), int(values["Y"]), int(values["WIDTH"]), int(values["HEIGHT"])
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def agent_from_source(env: dict[str, str], relay_ws_url: str, log: Path
+                      ) -> Iterator[subprocess.Popen]:
+    """agent.py from source choosing david, its tray as log lines and its dialogs on stderr,
+    all its output in ``log``; stopped (killed if it will not stop) at the end."""
+    env = {**env, "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr"}
+    with log.open("w") as out:  # the child keeps its own copy of the file
+        process = subprocess.Popen(
+            [sys.executable, "agent.py", "--relay", relay_ws_url, "--technician", "david"],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
