@@ -1093,9 +1093,11 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
     to Retry (a log panel asks nothing: its sentence goes to a message instead)."""
     controls.window = window
     interactive = not isinstance(window, panel.LogPanel)
+    person = dict(config.people).get(technician, technician)
     try:
         screen, user_input = make_screen(), make_input()
-        tray = make_tray(controls.end, controls.pause, controls.elevate)
+        tray = make_tray(controls.end, controls.pause, controls.elevate,
+                         on_send_file=controls.send_file, person=person)
         clipboard = agent_clipboard.make_clipboard()
         desktop, elevation = agent_elevation.make_desktop_watch(), \
             agent_elevation.make_elevation()
@@ -1103,7 +1105,6 @@ def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
         log.exception("start-up failed")
         dialogs.message(config.company, f"This program cannot run here: {e}", error=True)
         return EXIT_FAILED
-    person = dict(config.people).get(technician, technician)
     try:
         while True:
             controls.forget_choices()

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import agent_session as core
 import panel
@@ -53,18 +53,63 @@ class Dialogs(Protocol):
     def message(self, title: str, text: str, error: bool = False) -> None: ...
 
 
-class PystrayTray:
-    """The icon lives in its own thread (win32 wants it created where it runs). Its menu: the
-    state in words, Pause or Resume (while the support person is connected), Restart as
-    administrator (where the program can), Close."""
+class TrayItem(NamedTuple):
+    """One line of the tray's menu: ``key`` names what choosing it does (TrayMenu.choose);
+    None is a line that only says something."""
+    label: str
+    key: str | None
+    enabled: bool = True
+    visible: bool = True
+
+
+class TrayMenu:
+    """The tray's menu without pystray: what it shows in a state, and what each line does
+    (the same Controls paths as the panel's buttons). PystrayTray draws it; tests read it."""
 
     def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None],
+                 on_send_file: Callable[[], None], person: str = "",
                  on_elevate: Callable[[], None] | None = None) -> None:
+        self.on_close, self.on_pause, self.on_send_file = on_close, on_pause, on_send_file
+        self.on_elevate, self.person = on_elevate, person
+
+    def items(self, state: str, status: str, can_elevate: bool = False) -> tuple[TrayItem, ...]:
+        sharing = state in SHARING_TRAY_STATES
+        return (TrayItem(status, None, enabled=False),
+                TrayItem("Resume", "resume", sharing) if state == "paused"
+                else TrayItem("Pause", "pause", sharing),
+                TrayItem(f"Send a file to {self.person or 'your support person'}\u2026",
+                         "send_file", sharing),
+                TrayItem("Restart as administrator", "elevate", state in ELEVATE_TRAY_STATES,
+                         visible=can_elevate and self.on_elevate is not None),
+                TrayItem("Close", "close"))
+
+    def choose(self, key: str) -> None:
+        """A line was clicked (on the tray's thread)."""
+        if key == "close":
+            self.on_close()
+        elif key in ("pause", "resume"):
+            self.on_pause(key == "pause")
+        elif key == "send_file":
+            self.on_send_file()
+        elif key == "elevate" and self.on_elevate is not None:
+            self.on_elevate()
+
+
+class PystrayTray:
+    """The icon lives in its own thread (win32 wants it created where it runs). Its menu
+    (TrayMenu): the state in words, Pause or Resume and "Send a file to David…" (while the
+    support person is connected), Restart as administrator (where the program can), Close."""
+
+    def __init__(self, on_close: Callable[[], None], on_pause: Callable[[bool], None],
+                 on_elevate: Callable[[], None] | None = None,
+                 on_send_file: Callable[[], None] = lambda: None, person: str = "") -> None:
         import pystray
 
         self._pystray, self.on_close, self.on_pause = pystray, on_close, on_pause
         self.on_elevate = on_elevate
         self.can_elevate = False  # SessionDisplay says when the item applies
+        self.menu = TrayMenu(lambda: self.on_close(), lambda paused: self.on_pause(paused),
+                             on_send_file, person, lambda: self._elevate())
         self._icon: Any = None
         self._status = self._state = ""
         self._ready = threading.Event()
@@ -84,16 +129,23 @@ class PystrayTray:
 
     def _run(self, state: str, tooltip: str) -> None:
         item, menu = self._pystray.MenuItem, self._pystray.Menu
-        self._icon = self._pystray.Icon(
-            "spotlight", panel.tray_icon(state), tooltip,
-            menu=menu(item(lambda _: self._status, None, enabled=False, default=True),
-                      item(lambda _: "Resume" if self._state == "paused" else "Pause",
-                           lambda: self.on_pause(self._state != "paused"),
-                           enabled=lambda _: self._state in SHARING_TRAY_STATES),
-                      item("Restart as administrator", lambda: self._elevate(),
-                           visible=lambda _: self.can_elevate and self.on_elevate is not None,
-                           enabled=lambda _: self._state in ELEVATE_TRAY_STATES),
-                      item("Close", lambda: self.on_close())))
+
+        def line(index: int) -> Any:
+            # text and enabled are read again at each update_menu: the state they show changes
+            def now() -> TrayItem:
+                return self.menu.items(self._state, self._status,
+                                       self.can_elevate and self.on_elevate is not None)[index]
+
+            def choose() -> None:
+                if (key := now().key) is not None:
+                    self.menu.choose(key)
+
+            return item(lambda _: now().label, choose, enabled=lambda _: now().enabled,
+                        visible=lambda _: now().visible, default=index == 0)
+
+        count = len(self.menu.items(state, tooltip))
+        self._icon = self._pystray.Icon("spotlight", panel.tray_icon(state), tooltip,
+                                        menu=menu(*(line(i) for i in range(count))))
 
         def setup(icon: Any) -> None:
             icon.visible = True
@@ -265,10 +317,11 @@ def make_dialogs() -> Dialogs:
 
 
 def make_tray(on_close: Callable[[], None], on_pause: Callable[[bool], None],
-              on_elevate: Callable[[], None] | None = None) -> Tray:
+              on_elevate: Callable[[], None] | None = None,
+              on_send_file: Callable[[], None] = lambda: None, person: str = "") -> Tray:
     if os.environ.get("SPOTLIGHT_TRAY", "pystray") == "log":
         return LogTray(on_close, on_pause, on_elevate)
-    return PystrayTray(on_close, on_pause, on_elevate)
+    return PystrayTray(on_close, on_pause, on_elevate, on_send_file, person)
 
 
 def tray_image(rgb: tuple[int, int, int], size: int = 64) -> Any:

@@ -8,7 +8,7 @@ message and chunk.
     file_done  <-- the SHA-256 matched and the file has its name: "Open folder", "Close"
 
 Backends, chosen like the agent's other windows (SPOTLIGHT_DIALOGS=win32|tk|stderr):
-``TkFileWindow`` (from source on Linux), ``Win32FileWindow`` (message boxes through ctypes:
+``TkFileWindow`` (from source on Linux), ``Win32FileWindow`` (a native window through ctypes:
 the Windows build has no tkinter) and ``LogFileWindow`` (no display: nobody can say yes, so
 every file is declined and the log says why). Windows run on their own UI thread
 (panel._UiThread); their methods may be called from any thread, and the answers come back
@@ -325,56 +325,293 @@ class _Once:
 
 
 class Win32FileWindow:
-    """Windows: native message boxes (ctypes; the exe has no tkinter), each on its own
-    thread. OK (the default, Enter) saves, Cancel (Esc) declines; no progress window yet."""
-
-    MB_OKCANCEL, MB_YESNO, MB_OK = 0x1, 0x4, 0x0
-    MB_ICONQUESTION, MB_ICONINFORMATION, MB_TOPMOST, MB_SETFOREGROUND = (
-        0x20, 0x40, 0x40000, 0x10000)
-    IDOK, IDYES = 1, 6
+    """Windows: a small native window through ctypes (the exe has no tkinter) on its own UI
+    thread, in the style of panel.Win32Panel: the question with Save (Enter) and Decline
+    (Esc, the close box), then a progress bar with Cancel, then "Open folder" and Close."""
 
     def __init__(self) -> None:
         import ctypes
 
         if not hasattr(ctypes, "WinDLL"):
             raise PanelError("the Win32 file window needs Windows")
-        self._box = ctypes.WinDLL("user32").MessageBoxW
-        self._title = ""
-
-    def _show(self, text: str, flags: int, then: Callable[[int], None]) -> None:
-        flags |= self.MB_TOPMOST | self.MB_SETFOREGROUND
-        threading.Thread(target=lambda: then(self._box(None, text, self._title, flags)),
-                         name="file message box", daemon=True).start()
+        self._ui = _UiThread(_Win32File, "file window")
 
     def ask(self, title: str, name: str, size: str,
             answer: Callable[[bool], None], cancel: Callable[[], None]) -> None:
-        self._title = title
-        self._show(f"{name}\n{size}\n\nOK saves it in your Downloads folder.",
-                   self.MB_OKCANCEL | self.MB_ICONQUESTION,
-                   lambda pressed: answer(pressed == self.IDOK))
+        self._ui.call("ask", title, name, size, answer, cancel)
 
     def progress(self, received: int, size: int) -> None:
-        pass
+        self._ui.call("progress", received, size)
 
     def saved(self, sentence: str, folder: Path) -> None:
-        self._show(f"{sentence}\n\nOpen the folder?", self.MB_YESNO | self.MB_ICONINFORMATION,
-                   lambda pressed: open_folder(folder) if pressed == self.IDYES else None)
+        self._ui.call("saved", sentence, folder)
 
     def failed(self, sentence: str) -> None:
-        self._show(sentence, self.MB_OK, lambda _pressed: None)
+        self._ui.call("failed", sentence)
 
     def pick(self, title: str, picked: Callable[[Path | None], None]) -> None:
+        # GetOpenFileNameW is modal with its own message loop: its own thread, so the
+        # window's thread keeps taking calls
         threading.Thread(target=lambda: picked(_win32_open_file(title)),
                          name="file picker", daemon=True).start()
 
     def sending(self, title: str, sentence: str, cancel: Callable[[], None]) -> None:
-        pass  # no progress window on Windows yet: the outcome comes as a message box
+        self._ui.call("sending", title, sentence, cancel)
 
     def sent(self, sentence: str) -> None:
-        self._show(sentence, self.MB_OK | self.MB_ICONINFORMATION, lambda _pressed: None)
+        self._ui.call("sent", sentence)
 
     def close(self) -> None:
-        pass
+        self._ui.stop()
+
+
+# winuser.h, beyond what panel.py names
+WM_KEYDOWN, VK_RETURN, VK_ESCAPE, PBM_SETRANGE32 = 0x100, 0x0D, 0x1B, 0x406
+BS_DEFPUSHBUTTON, SW_SHOW = 0x1, 5
+BUTTON_IDS = (101, 102)
+
+
+class _Win32File:
+    """The Win32 side of Win32FileWindow: every method runs on its UI thread. Enter and Esc
+    are taken in the message loop before any control sees them, so they mean Save and
+    Decline wherever the focus is (as the Tk window's bindings on its root do)."""
+
+    def __init__(self, ui: _UiThread) -> None:
+        import ctypes
+        from ctypes import wintypes as w
+
+        import panel
+
+        self._ui, self._c, self._w, self._panel = ui, ctypes, w, panel
+        u32, gdi = self._u32, self._gdi = panel._win32_api(ctypes, w)
+        for name, args, result in (("SetFocus", [w.HWND], w.HWND),
+                                   ("IsChild", [w.HWND, w.HWND], w.BOOL),
+                                   ("BringWindowToTop", [w.HWND], w.BOOL)):
+            function = getattr(u32, name)
+            function.argtypes, function.restype = args, result
+        instance = ctypes.WinDLL("kernel32").GetModuleHandleW(None)
+        self._proc = panel._WNDPROC(ctypes, w)(self._window_proc)  # kept: Windows calls it
+        self._class = f"SpotlightFile{id(self)}"
+        wc = panel._WNDCLASSEXW(ctypes, w)(
+            lpfnWndProc=self._proc, hInstance=instance, lpszClassName=self._class,
+            hCursor=u32.LoadCursorW(None, ctypes.c_void_p(panel.IDC_ARROW)),
+            hbrBackground=ctypes.c_void_p(panel.COLOR_BTNFACE + 1))
+        wc.cbSize = ctypes.sizeof(wc)
+        if not u32.RegisterClassExW(ctypes.byref(wc)):
+            raise ctypes.WinError(ctypes.get_last_error())
+        self._style = panel.WS_CAPTION | panel.WS_SYSMENU
+        self._ex_style = panel.WS_EX_TOPMOST | panel.WS_EX_CONTROLPARENT
+        self._hwnd = u32.CreateWindowExW(self._ex_style, self._class, "", self._style,
+                                         0, 0, 100, 100, None, None, instance, None)
+        if not self._hwnd:
+            raise ctypes.WinError(ctypes.get_last_error())
+        dpi_for = getattr(u32, "GetDpiForWindow", None)
+        self._scale = (dpi_for(self._hwnd) or 96) / 96 if dpi_for else 1.0
+
+        def font(points: int, bold: bool = False) -> Any:
+            px = -round(points * 96 * self._scale / 72)
+            return gdi.CreateFontW(px, 0, 0, 0, 700 if bold else 400, 0, 0, 0, 1, 0, 0, 5, 0,
+                                   "Segoe UI")
+
+        self._fonts = [font(10), font(11, True)]
+        body, bold = self._fonts
+
+        def child(cls: str, style: int, ident: int, use: Any) -> Any:
+            hwnd = u32.CreateWindowExW(0, cls, "", panel.WS_CHILD | style, 0, 0, 10, 10,
+                                       self._hwnd, ctypes.c_void_p(ident), instance, None)
+            u32.SendMessageW(hwnd, panel.WM_SETFONT, use, 1)
+            return hwnd
+
+        comctl = ctypes.WinDLL("comctl32")
+        icc = (ctypes.c_uint32 * 2)(8, panel.ICC_PROGRESS_CLASS)  # INITCOMMONCONTROLSEX
+        comctl.InitCommonControlsEx(ctypes.byref(icc))
+        self._headline = (child("STATIC", panel.SS_NOPREFIX, 0, bold), bold)
+        self._detail = (child("STATIC", panel.SS_NOPREFIX, 0, body), body)
+        self._bar = child("msctls_progress32", 0, 0, body)
+        u32.SendMessageW(self._bar, PBM_SETRANGE32, 0, 1000)
+        self._buttons = [child("BUTTON", panel.WS_TABSTOP | (BS_DEFPUSHBUTTON if i == 0 else 0),
+                               ident, body) for i, ident in enumerate(BUTTON_IDS)]
+        self._actions: list[Callable[[], None]] = []
+        self._enter: Callable[[], None] = lambda: None
+        self._escape: Callable[[], None] = lambda: None
+        self._texts = ("", "")
+        self._shown = False
+
+    def wake(self) -> None:
+        self._u32.PostMessageW(self._hwnd, self._panel.WM_APP, 0, 0)  # thread-safe
+
+    def loop(self) -> None:
+        c, u32 = self._c, self._u32
+        msg = self._w.MSG()
+        try:
+            while u32.GetMessageW(c.byref(msg), None, 0, 0) > 0:
+                if msg.message == WM_KEYDOWN and msg.wParam in (VK_RETURN, VK_ESCAPE) and (
+                        msg.hWnd == self._hwnd or u32.IsChild(self._hwnd, msg.hWnd)):
+                    self._guarded(self._enter if msg.wParam == VK_RETURN else self._escape)
+                    continue
+                if u32.IsDialogMessageW(self._hwnd, c.byref(msg)):  # Tab between buttons
+                    continue
+                u32.TranslateMessage(c.byref(msg))
+                u32.DispatchMessageW(c.byref(msg))
+        finally:
+            for f in self._fonts:
+                self._gdi.DeleteObject(f)
+            u32.UnregisterClassW(self._class, None)
+
+    def close(self) -> None:
+        self._u32.DestroyWindow(self._hwnd)  # WM_DESTROY ends the loop
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception:  # an exception must not end the window's loop
+            log.exception("file window: an action failed")
+
+    # --- what the window says --------------------------------------------------------
+
+    def _show(self, title: str, headline: str, detail: str, bar: bool,
+              *buttons: tuple[str, Callable[[], None]], front: bool = False) -> None:
+        u32, s, panel = self._u32, self._scale, self._panel
+        self._texts = (headline, detail)
+        pad, gap = round(14 * s), round(6 * s)
+        inner = round((WINDOW_WIDTH_PX - 28) * s)
+        y = pad
+        for (hwnd, font), text in ((self._headline, headline), (self._detail, detail)):
+            u32.SetWindowTextW(hwnd, text)
+            u32.ShowWindow(hwnd, panel.SW_SHOWNOACTIVATE if text else panel.SW_HIDE)
+            if text:
+                height = self._text_height(text, font, inner)
+                u32.MoveWindow(hwnd, pad, y, inner, height, True)
+                y += height + gap
+        u32.ShowWindow(self._bar, panel.SW_SHOWNOACTIVATE if bar else panel.SW_HIDE)
+        if bar:
+            u32.SendMessageW(self._bar, panel.PBM_SETPOS, 0, 0)
+            u32.MoveWindow(self._bar, pad, y, inner, round(14 * s), True)
+            y += round(14 * s) + gap
+        y += gap
+        x, height = pad, round(30 * s)
+        self._actions = [action for _label, action in buttons]
+        for i, hwnd in enumerate(self._buttons):
+            u32.ShowWindow(hwnd, panel.SW_SHOWNOACTIVATE if i < len(buttons) else panel.SW_HIDE)
+            if i < len(buttons):
+                label = buttons[i][0]
+                u32.SetWindowTextW(hwnd, label)
+                wide = round(max(90, 8 * len(label)) * s)
+                u32.MoveWindow(hwnd, x, y, wide, height, True)
+                x += wide + round(8 * s)
+        self._place(inner + 2 * pad, y + height + pad)
+        if front or not self._shown:
+            self._shown = True
+            u32.ShowWindow(self._hwnd, SW_SHOW)
+            u32.BringWindowToTop(self._hwnd)
+            u32.SetForegroundWindow(self._hwnd)
+            if buttons:
+                u32.SetFocus(self._buttons[0])
+        u32.RedrawWindow(self._hwnd, None, None, panel.RDW_INVALIDATE | panel.RDW_UPDATENOW |
+                         panel.RDW_ALLCHILDREN)
+        u32.SetWindowTextW(self._hwnd, title)  # last: found by its title, it is drawn
+
+    def _text_height(self, text: str, font: Any, width: int) -> int:
+        c, u32, gdi, panel = self._c, self._u32, self._gdi, self._panel
+        rect = self._w.RECT(0, 0, width, 0)
+        dc = u32.GetDC(self._hwnd)
+        old = gdi.SelectObject(dc, font)
+        u32.DrawTextW(dc, text or " ", -1, c.byref(rect),
+                      panel.DT_CALCRECT | panel.DT_WORDBREAK | panel.DT_NOPREFIX)
+        gdi.SelectObject(dc, old)
+        u32.ReleaseDC(self._hwnd, dc)
+        return rect.bottom - rect.top
+
+    def _place(self, client_w: int, client_h: int) -> None:
+        """Size the window to its content, centred a third of the way down the work area."""
+        c, u32, panel = self._c, self._u32, self._panel
+        rect = self._w.RECT(0, 0, client_w, client_h)
+        u32.AdjustWindowRectEx(c.byref(rect), self._style, False, self._ex_style)
+        width, height = rect.right - rect.left, rect.bottom - rect.top
+        area = self._w.RECT()
+        u32.SystemParametersInfoW(panel.SPI_GETWORKAREA, 0, c.byref(area), 0)
+        x = area.left + max(0, (area.right - area.left - width) // 2)
+        y = area.top + max(0, (area.bottom - area.top - height) // 3)
+        u32.SetWindowPos(self._hwnd, c.c_void_p(panel.HWND_TOPMOST), x, y, width, height,
+                         panel.SWP_NOACTIVATE)
+
+    def ask(self, title: str, name: str, size: str,
+            answer: Callable[[bool], None], cancel: Callable[[], None]) -> None:
+        once = _Once()
+
+        def save() -> None:
+            if once():
+                answer(True)
+                self._receiving(name, cancel)
+
+        def decline() -> None:
+            if once():
+                self.close()  # first: the window goes as the answer leaves
+                answer(False)
+
+        self._enter, self._escape = save, decline
+        self._show(title, title, f"{name}\n{size}\n\nSave puts it in your Downloads folder.",
+                   False, ("Save", save), ("Decline", decline), front=True)
+
+    def _receiving(self, name: str, cancel: Callable[[], None]) -> None:
+        once = _Once()
+
+        def stop() -> None:
+            if once():
+                cancel()
+
+        self._enter, self._escape = lambda: None, stop
+        self._show(f"Receiving {name}", f"Receiving {name}", " ", True, ("Cancel", stop))
+
+    def progress(self, received: int, size: int) -> None:
+        self._u32.SendMessageW(self._bar, self._panel.PBM_SETPOS,
+                               1000 * received // max(1, size), 0)
+        self._u32.SetWindowTextW(self._detail[0], f"{agent_files.size_text(received)} of "
+                                                  f"{agent_files.size_text(size)}")
+
+    def saved(self, sentence: str, folder: Path) -> None:
+        self._enter, self._escape = self.close, self.close
+        self._show("File saved", sentence, f"in {folder}", False,
+                   ("Open folder", lambda: open_folder(folder)), ("Close", self.close))
+
+    def failed(self, sentence: str) -> None:
+        self._enter, self._escape = self.close, self.close
+        self._show("File not saved", sentence, "", False, ("Close", self.close))
+
+    def sending(self, title: str, sentence: str, cancel: Callable[[], None]) -> None:
+        once = _Once()
+
+        def stop() -> None:
+            if once():
+                cancel()
+
+        self._enter, self._escape = lambda: None, stop
+        self._show(title, sentence, " ", True, ("Cancel", stop), front=True)
+
+    def sent(self, sentence: str) -> None:
+        self._enter, self._escape = self.close, self.close
+        self._show("File sent", sentence, "", False, ("Close", self.close))
+
+    def _window_proc(self, hwnd: Any, msg: int, wparam: int, lparam: int) -> int:
+        panel = self._panel
+        try:
+            if msg == panel.WM_APP:
+                self._ui.drain()
+                return 0
+            if msg == panel.WM_COMMAND:
+                ident = wparam & 0xFFFF
+                if ident in BUTTON_IDS and BUTTON_IDS.index(ident) < len(self._actions):
+                    self._actions[BUTTON_IDS.index(ident)]()
+                return 0
+            if msg == panel.WM_CLOSE:  # the close box: Decline, Cancel or Close
+                self._escape()
+                return 0
+            if msg == panel.WM_DESTROY:
+                self._u32.PostQuitMessage(0)
+                return 0
+        except Exception:  # an exception must not cross back into Windows
+            log.exception("file window: message %#x failed", msg)
+        return self._u32.DefWindowProcW(hwnd, msg, wparam, lparam)
 
 
 def _win32_open_file(title: str) -> Path | None:
