@@ -211,7 +211,9 @@ def test_clipboard_both_ways_with_xclip(browser, relay, xvfb, desktop, real_agen
     viewer.by("screen").focus()
     viewer.page.keyboard.press("Control+V")
     wait_until("the pasted text on the X clipboard", lambda: xclip_out(desktop) == pasted)
-    sent = [m for m in viewer.sent if m["type"] in ("clipboard", "key")]
+    sent = [m for m in viewer.sent_once(lambda sent: any(
+        m.get("code") == "KeyV" and m.get("down") for m in sent))
+            if m["type"] in ("clipboard", "key")]
     clip = next(i for i, m in enumerate(sent) if m["type"] == "clipboard")
     key_v = next(i for i, m in enumerate(sent) if m.get("code") == "KeyV" and m["down"])
     assert sent[clip]["text"] == pasted and clip < key_v

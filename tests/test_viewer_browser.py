@@ -392,7 +392,8 @@ def test_nothing_is_sent_while_view_only(open_viewer, agents):
     viewer.page.keyboard.press("KeyM")
     marker = agent.expect(protocol.Key)
     assert marker.code == "KeyM"
-    kinds = [m["type"] for m in viewer.sent]
+    kinds = [m["type"] for m in viewer.sent_once(lambda sent: any(
+        m.get("code") == "KeyM" for m in sent))]
     first_input = kinds.index("key")
     assert kinds.index("take_control") < first_input
     assert viewer.inputs_sent()[0] == {
@@ -470,7 +471,8 @@ def test_held_keys_are_released_when_control_is_released(open_viewer, agents):
     viewer.take_control(agent)
     viewer.page.keyboard.press("KeyQ")
     assert agent.expect(protocol.Key).code == "KeyQ"
-    kinds = [m["type"] for m in viewer.sent]
+    kinds = [m["type"] for m in viewer.sent_once(lambda sent: any(
+        m.get("code") == "KeyQ" for m in sent))]
     released_at = kinds.index("release_control")
     retaken_at = kinds.index("take_control", released_at)
     assert not [k for k in kinds[released_at:retaken_at] if k in ("key", "pointer_move")]
@@ -541,7 +543,8 @@ def test_ending_while_a_key_is_held_releases_it_first_and_records_no_refusal(
     agent.expect(protocol.Ended)
     viewer.by("queue").wait_for(state="visible")
     viewer.page.keyboard.up("ShiftLeft")
-    kinds = [m["type"] for m in viewer.sent]
+    kinds = [m["type"] for m in viewer.sent_once(
+        lambda sent: any(m["type"] == "end" for m in sent))]
     assert "key" not in kinds[kinds.index("end"):]
     assert not [e for e in relay_events(relay) if e[2] == "refused"]
 

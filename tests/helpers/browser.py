@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -137,6 +139,16 @@ class Viewer:
         return tuple(self.page.evaluate(
             "() => { const c = document.querySelector('[data-testid=screen]');"
             " return [c.width, c.height]; }"))
+
+    def sent_once(self, arrived: Callable[[list[dict]], bool], timeout_s: float = 10) -> list[dict]:
+        """The messages sent so far, once ``arrived(messages)`` holds. Playwright hands each
+        sent frame to Python as an event, which can come after the peer already has the
+        message: a test that saw it arrive must still wait here before reading the record."""
+        deadline = time.monotonic() + timeout_s
+        while not arrived(self.sent):
+            assert time.monotonic() < deadline, f"not in the record of sent messages: {self.sent}"
+            self.page.wait_for_timeout(10)  # lets Playwright deliver the pending events
+        return list(self.sent)
 
     def inputs_sent(self) -> list[dict]:
         names = {cls.TYPE for cls in protocol.INPUT_TYPES}
