@@ -12,46 +12,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import protocol
 from relay.pairing import ACTIVE, REFUSED, WAITING, Pairing
+from tests.helpers.pairing import DAVID, PETUR, FakePeer, FakeTechnician
 
 SCREENS = (protocol.Screen(0, 0, 1280, 800), protocol.Screen(0, 0, 1280, 800))
 T0 = 1_800_000_000.0
-
-
-@dataclass(frozen=True)
-class FakeTechnician:
-    id: str
-    name: str
-    enabled: bool = True
-
-
-DAVID = FakeTechnician("david", "David")
-PETUR = FakeTechnician("petur", "Petur")
-
-
-@dataclass(eq=False)
-class FakePeer:
-    """Records what the rules send it."""
-
-    address: str = "192.0.2.1"
-    sent: list = field(default_factory=list)
-    frames: list = field(default_factory=list)
-    closed: tuple | None = None
-
-    def send(self, message: protocol.Message) -> None:
-        assert self.closed is None, f"sent {message} after close"
-        self.sent.append(message)
-
-    def send_frame(self, data: bytes, monitor: int) -> None:
-        self.frames.append(data)
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-
-    def of(self, kind: type) -> list:
-        return [m for m in self.sent if isinstance(m, kind)]
-
-    def last(self) -> protocol.Message:
-        return self.sent[-1]
 
 
 @dataclass
