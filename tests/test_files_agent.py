@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import mss
@@ -18,6 +15,7 @@ import pytest
 from PIL import Image
 
 import protocol as p
+from tests.helpers.desktop import agent_from_source, require_tools
 from tests.helpers.viewer import ScriptedViewer
 
 pytestmark = pytest.mark.x11
@@ -26,32 +24,11 @@ SHOTS = ROOT / "test-artifacts" / "files"
 TITLE = "David wants to send you a file"
 
 
-def need(*tools: str) -> None:
-    for tool in tools:
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: run ./dev test, which installs it")
-
-
-def start_agent(relay, tmp_path: Path, downloads: Path) -> subprocess.Popen:
-    env = {**os.environ, "SPOTLIGHT_DIALOGS": "tk", "SPOTLIGHT_TRAY": "log",
-           "SPOTLIGHT_PANEL": "log", "XDG_RUNTIME_DIR": str(tmp_path),
-           "SPOTLIGHT_DOWNLOADS": str(downloads)}
-    with open(tmp_path / "agent.log", "w") as log:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "agent.py"), "--relay", relay.ws_url,
-             "--technician", "david"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def agent_env(tmp_path: Path, downloads: Path, panel: str = "log") -> dict[str, str]:
+    """The agent's environment here: Tk dialogs (the consent window), downloads in a folder of
+    the test's own."""
+    return {**os.environ, "SPOTLIGHT_DIALOGS": "tk", "SPOTLIGHT_PANEL": panel,
+            "XDG_RUNTIME_DIR": str(tmp_path), "SPOTLIGHT_DOWNLOADS": str(downloads)}
 
 
 def dialog(title: str = TITLE) -> str:
@@ -105,13 +82,13 @@ def test_a_file_accepted_with_enter_is_saved_in_downloads_with_its_sha256(
         xvfb, relay, tmp_path) -> None:
     """Enter in the dialog titled "David wants to send you a file" saves it: the bytes in
     Downloads have the offered SHA-256, under a new name beside the file already there."""
-    need("xdotool")
+    require_tools("xdotool")
     downloads = tmp_path / "Downloads"
     downloads.mkdir()
     (downloads / "report.pdf").write_bytes(b"the customer's own file")
     data = os.urandom(600_000)
-    agent = start_agent(relay, tmp_path, downloads)
-    try:
+    with agent_from_source(agent_env(tmp_path, downloads), relay.ws_url,
+                           tmp_path / "agent.log"):
         async def scenario() -> p.FileDone:
             async with await ScriptedViewer.login(relay) as viewer:
                 await viewer.accept_waiting()
@@ -128,8 +105,6 @@ def test_a_file_accepted_with_enter_is_saved_in_downloads_with_its_sha256(
                 return done
 
         done = run(scenario())
-    finally:
-        stop(agent)
     assert done.saved_as == "report (2).pdf"
     saved = downloads / "report (2).pdf"
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
@@ -142,10 +117,10 @@ def test_escape_declines_and_no_input_is_injected_while_the_dialog_is_up(
         xvfb, relay, tmp_path) -> None:
     """With control taken, the support person's Enter while the dialog is up is not injected
     (else it would save the file): the customer's Esc, pressed after it, is the answer."""
-    need("xdotool")
+    require_tools("xdotool")
     downloads = tmp_path / "Downloads"
-    agent = start_agent(relay, tmp_path, downloads)
-    try:
+    with agent_from_source(agent_env(tmp_path, downloads), relay.ws_url,
+                           tmp_path / "agent.log"):
         async def scenario() -> p.FileAnswer:
             async with await ScriptedViewer.login(relay) as viewer:
                 await viewer.accept_waiting()
@@ -164,7 +139,5 @@ def test_escape_declines_and_no_input_is_injected_while_the_dialog_is_up(
                 return await viewer.expect(p.FileAnswer)
 
         answer = run(scenario())
-    finally:
-        stop(agent)
     assert answer.accept is False
     assert list(downloads.iterdir()) == []  # not even a temporary file

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.browser import Viewer
+from tests.helpers.desktop import agent_from_source, require_tools
 
 pytestmark = [pytest.mark.x11, pytest.mark.browser]
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,33 +20,11 @@ SHOTS = ROOT / "test-artifacts" / "files"
 TITLE = "David wants to send you a file"
 
 
-def need(*tools: str) -> None:
-    for tool in tools:
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: run ./dev test, which installs it")
-
-
-def start_agent(relay, tmp_path: Path, downloads: Path, panel: str = "log"
-                ) -> subprocess.Popen:
-    env = {**os.environ, "SPOTLIGHT_DIALOGS": "tk", "SPOTLIGHT_TRAY": "log",
-           "SPOTLIGHT_PANEL": panel, "XDG_RUNTIME_DIR": str(tmp_path),
-           "SPOTLIGHT_DOWNLOADS": str(downloads)}
-    with open(tmp_path / "agent.log", "w") as log:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "agent.py"), "--relay", relay.ws_url,
-             "--technician", "david"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def agent_env(tmp_path: Path, downloads: Path, panel: str = "log") -> dict[str, str]:
+    """The agent's environment here: Tk dialogs (the consent window), downloads in a folder of
+    the test's own."""
+    return {**os.environ, "SPOTLIGHT_DIALOGS": "tk", "SPOTLIGHT_PANEL": panel,
+            "XDG_RUNTIME_DIR": str(tmp_path), "SPOTLIGHT_DOWNLOADS": str(downloads)}
 
 
 def answer_dialog(key: str) -> None:
@@ -70,11 +46,11 @@ def test_a_file_chosen_in_the_viewer_reaches_the_customers_downloads(
         xvfb, relay, open_viewer, tmp_path) -> None:
     """send-file -> the dialog -> Enter: the file is in Downloads with the same SHA-256, and
     the page says where it was saved."""
-    need("xdotool")
+    require_tools("xdotool")
     downloads = tmp_path / "Downloads"
     data = os.urandom(700_000)
-    agent = start_agent(relay, tmp_path, downloads)
-    try:
+    with agent_from_source(agent_env(tmp_path, downloads), relay.ws_url,
+                           tmp_path / "agent.log"):
         viewer = open_viewer()
         in_session(viewer)
         viewer.by("send-file").set_input_files(
@@ -85,8 +61,6 @@ def test_a_file_chosen_in_the_viewer_reaches_the_customers_downloads(
         SHOTS.mkdir(parents=True, exist_ok=True)
         viewer.page.screenshot(path=str(SHOTS / "viewer-saved.png"))
         file_messages = [m["type"] for m in viewer.sent if m["type"].startswith("file_")]
-    finally:
-        stop(agent)
     saved = downloads / "setup notes.txt"
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
     assert file_messages == ["file_offer"]  # the rest went as binary chunks
@@ -96,10 +70,10 @@ def test_a_file_dropped_on_the_screen_and_declined_says_so(
         xvfb, relay, open_viewer, tmp_path) -> None:
     """A drop onto the screen offers the file; Esc in the dialog declines it and the page
     says "The customer declined the file."; nothing is written."""
-    need("xdotool")
+    require_tools("xdotool")
     downloads = tmp_path / "Downloads"
-    agent = start_agent(relay, tmp_path, downloads)
-    try:
+    with agent_from_source(agent_env(tmp_path, downloads), relay.ws_url,
+                           tmp_path / "agent.log"):
         viewer = open_viewer()
         in_session(viewer)
         viewer.page.evaluate("""() => {
@@ -114,8 +88,6 @@ def test_a_file_dropped_on_the_screen_and_declined_says_so(
         answer_dialog("Escape")
         viewer.by("file-state").first.filter(
             has_text="The customer declined the file.").wait_for()
-    finally:
-        stop(agent)
     assert not downloads.exists() or list(downloads.iterdir()) == []
 
 
@@ -123,12 +95,12 @@ def test_a_file_the_customer_sends_is_offered_as_a_download_with_its_sha256(
         xvfb, relay, open_viewer, tmp_path) -> None:
     """"Send a file to David…" on the customer's panel (Alt+F), the file picked in the Tk
     dialog: the viewer checks its SHA-256 and offers it as a download of the same bytes."""
-    need("xdotool")
+    require_tools("xdotool")
     data = os.urandom(400_000)
     upload = tmp_path / "upload.bin"
     upload.write_bytes(data)
-    agent = start_agent(relay, tmp_path, tmp_path / "Downloads", panel="tk")
-    try:
+    with agent_from_source(agent_env(tmp_path, tmp_path / "Downloads", panel="tk"), relay.ws_url,
+                           tmp_path / "agent.log"):
         viewer = open_viewer()
         in_session(viewer)
         found = subprocess.run(["xdotool", "search", "--sync", "--name", "can see your screen"],
@@ -150,6 +122,4 @@ def test_a_file_the_customer_sends_is_offered_as_a_download_with_its_sha256(
         with viewer.page.expect_download() as download:
             link.click()
         received = Path(download.value.path()).read_bytes()
-    finally:
-        stop(agent)
     assert hashlib.sha256(received).hexdigest() == hashlib.sha256(data).hexdigest()

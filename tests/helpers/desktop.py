@@ -199,9 +199,10 @@ def xterm_running_cat(env: dict[str, str], typed: Path, title: str, geometry: st
 @contextlib.contextmanager
 def agent_from_source(env: dict[str, str], relay_ws_url: str, log: Path
                       ) -> Iterator[subprocess.Popen]:
-    """agent.py from source choosing david, its tray as log lines and its dialogs on stderr,
-    all its output in ``log``; stopped (killed if it will not stop) at the end."""
-    env = {**env, "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr"}
+    """agent.py from source choosing david, its tray as log lines and its dialogs on stderr
+    unless ``env`` says otherwise, all its output in ``log``; stopped (killed if it will not
+    stop) at the end."""
+    env = {"SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr", **env}
     with log.open("w") as out:  # the child keeps its own copy of the file
         process = subprocess.Popen(
             [sys.executable, "agent.py", "--relay", relay_ws_url, "--technician", "david"],
