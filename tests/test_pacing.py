@@ -361,3 +361,20 @@ def test_what_the_pacing_writes_the_relays_window_admits() -> None:
     relay.restart_sent()
     start([(0, 0, 1920, 1080)], full=True)
     write(1)
+
+
+def test_a_late_then_bunched_acknowledgement_does_not_make_the_link_seem_faster() -> None:
+    """Update 2's ack comes late and update 3's at once after it (a viewer decoding a large
+    strip, then acking a small one): update 4, begun at 2's ack, sees 20 KB acked in 0.15 s
+    (133 KB/s), but those bytes were written over 0.3 s: the sample is 67 KB/s, as BBR bounds
+    it by the send rate, and the 100 KB/s link is not believed faster."""
+    flow = learnt()
+    for seq, at in ((2, 10.0), (3, 10.1)):
+        flow.started(seq, at)
+        flow.wrote(seq, 10_000, at)
+    flow.acked(2, 10.30)  # on time: 10.25
+    flow.started(4, 10.30)
+    flow.wrote(4, 10_000, 10.30)
+    flow.acked(3, 10.31)  # on time: 10.35
+    flow.acked(4, 10.45)
+    assert flow.rate == pytest.approx(100_000)
