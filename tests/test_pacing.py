@@ -1,5 +1,6 @@
 """The pacing rules without I/O: given these acknowledgements and this clock, send this much
-(agent_session.FlowControl), in this order (screen_codec.Outbox)."""
+(agent_session.FlowControl), in this order (screen_codec.Outbox), at motion's quality or not
+(screen_codec.Motion)."""
 
 from __future__ import annotations
 
@@ -378,3 +379,18 @@ def test_a_late_then_bunched_acknowledgement_does_not_make_the_link_seem_faster(
     flow.acked(3, 10.31)  # on time: 10.35
     flow.acked(4, 10.45)
     assert flow.rate == pytest.approx(100_000)
+
+
+def test_a_region_in_motion_that_stalled_is_in_motion_again_at_its_next_change() -> None:
+    """A video stalls for longer than MOTION_GAP_S (its player starved of CPU): its next
+    frame, within MOTION_RESUME_S, is in motion at once (not three polls of full-quality
+    still updates); a glyph typed over a corner of it then is not."""
+    motion = codec.Motion(now=0.0)
+    video, glyph = (500, 300, 200, 100), (500, 300, 8, 16)
+    for n in range(codec.MOTION_AFTER_CHANGES):
+        motion.saw([video], 0.02 * n)
+    assert motion.saw([video], 0.1) == [video]
+    assert motion.saw([], 0.1 + 2 * codec.MOTION_GAP_S) == [] and motion.run == 0
+    assert motion.saw([glyph], 0.3) == []
+    assert motion.saw([], 0.4) == []
+    assert motion.saw([(500, 310, 200, 80)], 0.5) == [(500, 310, 200, 80)]
