@@ -58,9 +58,12 @@ SHARING = (ACCEPTED, IN_CONTROL, PAUSED)  # accepted by the support person, link
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 RECONNECT_DELAYS_S = (0.5, 1, 2, 4, 5)  # capped backoff (the loop adds +-30% jitter)
 RECONNECT_GRACE_S = 60  # how long after the link was lost connecting again is worth trying
-# Pacing (FlowControl): at most a round trip plus this much data unacknowledged
-UNACKED_EXTRA_S = 0.1
-MIN_BUDGET_BYTES = 16 * 1024  # ... but never less (a slow ack path must not stall the stream)
+# Pacing (FlowControl): at most a round trip plus this much data unacknowledged. It is the
+# queue that video keeps at the link's bottleneck, and input's echo waits behind it: 100 ms
+# left typing at 2 Mbit/s 60-80 ms over the round trip (issue 14's target: 30 ms).
+UNACKED_EXTRA_S = 0.03
+MIN_BUDGET_BYTES = 8 * 1024  # ... but never less (a slow ack path must not stall the stream;
+#                              16 KiB was a 250 ms queue at 512 kbit/s)
 RATE_WINDOW_S = 10.0  # the link's rate: the largest delivery rate seen this long
 RTT_WINDOW_S = 10.0  # its round trip: the smallest seen this long
 MIN_RTT_S = 0.001
@@ -395,11 +398,10 @@ class FlowControl:
         self.delivered += size
         self.delivered_at = now
         if written_at is not None:
-            # its own bytes took size/rate to cross the link (at the rate known before it:
-            # its own sample would explain all of its time): the rest is the round trip
-            crossing = size / self.rate if self.rate else 0.0
-            self._sample(self.rtts, max(MIN_RTT_S, now - written_at - crossing), now,
-                         RTT_WINDOW_S)
+            # from its last write: its earlier frames' time on the link is not the round
+            # trip (subtracting size/rate for it took the whole sample away, to the 1 ms
+            # floor, whenever the rate was underestimated: in the startup, on a lossy link)
+            self._sample(self.rtts, max(MIN_RTT_S, now - last_at), now, RTT_WINDOW_S)
         if written_at is not None and now > delivered_at_then:
             # over the longer of the times to acknowledge and to write these bytes
             elapsed = max(now - delivered_at_then, last_at - sent_then)
