@@ -700,3 +700,30 @@ def test_win32_panel_under_wine_is_topmost_found_by_title_and_keys_work(wine_pyt
         assert driver.process.wait(timeout=60) == 0
     finally:
         driver.close()
+
+
+@pytest.mark.x11
+def test_tk_file_window_opens_in_the_tk_panels_interpreter_and_the_panel_goes_on(
+        tk_panel) -> None:
+    """With a Tk panel up, the file window is a Toplevel of its Tk (no second interpreter
+    and UI thread): it asks, Enter saves, it closes, and the panel still answers its keys."""
+    import file_window
+
+    window, pressed = tk_panel
+    window.show(view(facts("accepted")))
+    panel_id = find("can see your screen")
+    answers: queue.Queue = queue.Queue()
+    files = file_window.TkFileWindow()
+    try:
+        assert panel.tk_host() is not None
+        assert "file window" not in [t.name for t in threading.enumerate()]
+        files.ask("David sends you a file", "notes.txt", "12 bytes", answers.put,
+                  lambda: answers.put("cancelled"))
+        press(find("David sends you a file"), "Return")
+        assert answers.get(timeout=20) is True
+        files.failed("notes.txt was not saved: the disk is full")
+        assert find("File not saved")
+    finally:
+        files.close()
+    press(panel_id, "alt+e")
+    assert pressed.next() == ("end", "session panel")
