@@ -168,8 +168,8 @@ class _Guest:
             finally:
                 made.set()
 
-        if host.on_thread():
-            make(host._window._root)
+        if host.on_thread():  # (made from the panel's own thread: at once, not queued)
+            host.run_here("guest", make)
         else:
             host.call("guest", make)
             if not made.wait(START_TIMEOUT_S):

@@ -465,6 +465,10 @@ class _UiThread:
     def on_thread(self) -> bool:
         return self._thread is threading.current_thread()
 
+    def run_here(self, name: str, *args: Any) -> None:
+        """The UI thread: run ``window.<name>(*args)`` now, ahead of the queued calls."""
+        getattr(self._window, name)(*args)
+
     def stop(self) -> None:
         """Close the window and wait (briefly) for its thread to end."""
         if self._thread.is_alive():

@@ -727,3 +727,29 @@ def test_tk_file_window_opens_in_the_tk_panels_interpreter_and_the_panel_goes_on
         files.close()
     press(panel_id, "alt+e")
     assert pressed.next() == ("end", "session panel")
+
+
+@pytest.mark.x11
+def test_a_file_window_made_on_the_panels_own_thread_appears_at_once(xvfb, monkeypatch) -> None:
+    """A file window made by a panel button's callback (on the panel's thread) is made there
+    and then, not queued behind the call that makes it (which would wait for ever)."""
+    import file_window
+
+    need("xdotool")
+    monkeypatch.setenv("SPOTLIGHT_PANEL", "tk")
+    made: queue.Queue = queue.Queue()
+
+    def send_file() -> None:
+        files = file_window.TkFileWindow()
+        files.sending("Sending to David", "Sending notes.txt to David", lambda: None)
+        made.put(files)
+
+    window = panel.make_panel(panel.PanelActions(on_send_file=send_file))
+    try:
+        window.show(view(facts("accepted")))
+        press(find("can see your screen"), "alt+f")
+        files = made.get(timeout=20)
+        assert find("Sending to David")
+        files.close()
+    finally:
+        window.close()
