@@ -50,6 +50,9 @@ TILE_PX = 64  # changed-tile grid
 SAMPLE_ROWS = 4  # a sampled compare reads every 4th row first (the next poll the next rows)
 STRIP_ROWS = 128  # large rectangles go in strips of this many rows (a multiple of 16)
 PALETTE_MAX_COLOURS = 256
+# A whole image's columns with at most this many colours are flat (desktop, window fills):
+# with more, a 64-pixel column of a video's smooth gradient went as a PNG 3x its JPEG
+FLAT_MAX_COLOURS = 8
 EVERY_COLUMN_ROWS = 8  # sampled rows checked at a time for "every column differs" (video)
 CROP_MAX_TILES = 16  # runs of up to this many tiles are cropped to the changed pixels
 SMALL_RECT_PX = 128 * 128  # both encoders are tried on rectangles up to this size
@@ -448,29 +451,42 @@ SUBSAMPLINGS = {"444": 0, "420": 2}  # our name -> Pillow's number
 
 
 def _jpeg(pixels: Pixels, x: int, y: int, w: int, h: int, quality: int,
-          subsampling: str = "444", rgb: Image.Image | None = None) -> bytes:
+          subsampling: str = "444", rgb: Image.Image | None = None,
+          optimize: bool = False) -> bytes:
     """JPEG of the rectangle, without chroma subsampling unless asked for 4:2:0 (Pillow's
-    libjpeg-turbo, from the RGB image that palette detection made already)."""
+    libjpeg-turbo, from the RGB image that palette detection made already); ``optimize``:
+    Huffman tables made for this image (a second pass: 20-30% fewer bytes at low quality)."""
+    image = rgb or _rgb_image(pixels, x, y, w, h)
+    if optimize:
+        buffer = io.BytesIO()
+        try:
+            image.save(buffer, "JPEG", quality=quality, subsampling=SUBSAMPLINGS[subsampling],
+                       optimize=True)
+            return buffer.getvalue()
+        except OSError:  # Pillow's one-shot buffer (a byte a pixel) held less than it made
+            pass  # (noise at high quality): made the plain way
     buffer = io.BytesIO()
-    (rgb or _rgb_image(pixels, x, y, w, h)).save(buffer, "JPEG", quality=quality,
-                                                 subsampling=SUBSAMPLINGS[subsampling])
+    image.save(buffer, "JPEG", quality=quality, subsampling=SUBSAMPLINGS[subsampling])
     return buffer.getvalue()
 
 
 def encode_rect(pixels: Pixels, rect: Rect, quality: int,
-                subsampling: str = "444") -> tuple[int, bytes]:
-    """(frame kind, image bytes) of one rectangle of a C-contiguous BGRX image."""
+                subsampling: str = "444", optimize: bool = False) -> tuple[int, bytes]:
+    """(frame kind, image bytes) of one rectangle of a C-contiguous BGRX image.
+    ``optimize`` (a whole image's part): a JPEG's Huffman tables made for it, and a
+    rectangle of any size with many colours in whichever format is smaller (PNG of a
+    video's smooth gradients within 256 colours came out 3x the JPEG)."""
     if subsampling not in SUBSAMPLINGS:
         raise ValueError(f"unknown chroma subsampling {subsampling!r}")
     x, y, w, h = rect
     rgb = _rgb_image(pixels, x, y, w, h)
     colours = rgb.getcolors(PALETTE_MAX_COLOURS)
     if colours is None:
-        return p.FRAME_JPEG, _jpeg(pixels, x, y, w, h, quality, subsampling, rgb)
+        return p.FRAME_JPEG, _jpeg(pixels, x, y, w, h, quality, subsampling, rgb, optimize)
     png = _png(pixels, x, y, w, h, colours, rgb)
-    if BOTH_ENCODERS_MIN_PX <= w * h <= SMALL_RECT_PX and \
+    if (optimize or BOTH_ENCODERS_MIN_PX <= w * h <= SMALL_RECT_PX) and \
             len(colours) >= BOTH_ENCODERS_MIN_COLOURS:
-        jpeg = _jpeg(pixels, x, y, w, h, quality, subsampling, rgb)
+        jpeg = _jpeg(pixels, x, y, w, h, quality, subsampling, rgb, optimize)
         if len(jpeg) < len(png):
             return p.FRAME_JPEG, jpeg
     return p.FRAME_PNG, png
@@ -491,11 +507,35 @@ def strips(rects: Iterable[Rect], rows: int = STRIP_ROWS,
     return parts
 
 
+def palette_runs(pixels: Pixels, rect: Rect, column: int = TILE_PX) -> list[Rect]:
+    """``rect`` cut, on a grid of ``column``-pixel columns, into runs of flat columns (at
+    most FLAT_MAX_COLOURS colours each) that share one palette of at most PALETTE_MAX_COLOURS
+    colours (an exact PNG), and runs of the other columns (encode_rect chooses), left to
+    right. A whole screen's strip through a video beside a flat desktop was one JPEG: its
+    flat part cost a third of the first image's bytes (bench/slow_link's desktop: 10 of 35 KB
+    at q35), where x11vnc's Tight sends it as fills."""
+    x, y, w, h = rect
+    runs: list[list] = []  # [x0, x1, its colours, or None: not flat]
+    for cx in range(x, x + w, column):
+        cw = min(column, x + w - cx)
+        found = _rgb_image(pixels, cx, y, cw, h).getcolors(FLAT_MAX_COLOURS)
+        colours = None if found is None else {colour for _, colour in found}
+        last = runs[-1] if runs else None
+        if last is not None and colours is None and last[2] is None:
+            last[1] = cx + cw
+        elif last is not None and colours is not None and last[2] is not None and \
+                len(union := last[2] | colours) <= PALETTE_MAX_COLOURS:
+            last[1], last[2] = cx + cw, union
+        else:
+            runs.append([cx, cx + cw, colours])
+    return [(x0, y, x1 - x0, h) for x0, x1, _ in runs]
+
+
 def encode_within(pixels: Pixels, rect: Rect, quality: int, subsampling: str,
-                  max_bytes: int) -> list[tuple[Rect, int, bytes]]:
+                  max_bytes: int, optimize: bool = False) -> list[tuple[Rect, int, bytes]]:
     """(rectangle, frame kind, image bytes) covering ``rect``, each image at most
     ``max_bytes``: a rectangle whose image came out larger is halved and encoded again."""
-    kind, image = encode_rect(pixels, rect, quality, subsampling)
+    kind, image = encode_rect(pixels, rect, quality, subsampling, optimize)
     if len(image) <= max_bytes:
         return [(rect, kind, image)]
     x, y, w, h = rect
@@ -507,7 +547,7 @@ def encode_within(pixels: Pixels, rect: Rect, quality: int, subsampling: str,
     else:
         raise ValueError(f"one pixel does not fit in {max_bytes} bytes")
     return [part for half in halves
-            for part in encode_within(pixels, half, quality, subsampling, max_bytes)]
+            for part in encode_within(pixels, half, quality, subsampling, max_bytes, optimize)]
 
 
 def encode_update(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
@@ -516,12 +556,19 @@ def encode_update(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
                   max_frame_bytes: int = p.MAX_FRAME_BYTES) -> list[p.Frame]:
     """The frames of one update, FLAG_LAST on the last, none larger than ``max_frame_bytes``
     (header included); ``mapper`` (e.g. a thread pool's map) may encode the strips (of at most
-    ``rows`` rows, fewer for wide ones) in parallel: Pillow releases the GIL while it works."""
+    ``rows`` rows, fewer for wide ones) in parallel: Pillow releases the GIL while it works.
+    A ``full`` image, rare and the largest, gets more care for its bytes: each strip cut into
+    palette_runs (PNG beside JPEG), JPEG Huffman tables made for each image."""
     budget = max_frame_bytes - p.FRAME_HEADER.size
     parts = strips(rects, rows, max(1, int(budget / EXPECTED_BYTES_PER_PX)))
-    encoded = [piece for pieces in (mapper if len(parts) > 1 else map)(
-        lambda rect: encode_within(pixels, rect, quality, subsampling, budget), parts)
-        for piece in pieces]
+
+    def encode(strip: Rect) -> list[tuple[Rect, int, bytes]]:
+        runs = palette_runs(pixels, strip) if full else [strip]
+        return [piece for run in runs for piece in
+                encode_within(pixels, run, quality, subsampling, budget, full)]
+
+    encoded = [piece for pieces in (mapper if len(parts) > 1 else map)(encode, parts)
+               for piece in pieces]
     frames = []
     for i, ((x, y, w, h), kind, image) in enumerate(encoded):
         flags = (p.FLAG_LAST if i == len(encoded) - 1 else 0) | (p.FLAG_FULL if full else 0)

@@ -332,6 +332,76 @@ def test_four_1080p_monitors_of_noise_fit_in_frames() -> None:
             assert sum(f.width * f.height for f in frames) == 7680 * 1080
 
 
+# --- a whole image ---------------------------------------------------------------------------
+
+
+def video_beside_desktop(height: int = 128, width: int = 512) -> np.ndarray:
+    """A flat dark desktop with a bright window, and smooth photo-like content (a video's
+    gradient with noise) over columns 160..288."""
+    image = bgrx(height, width, (0, 0, 0))
+    image[8:40, 8:120, :3] = 255
+    rng = np.random.default_rng(3)
+    ramp = np.linspace(0, 200, 128, dtype=np.float32)
+    photo = ramp[None, :, None] + rng.normal(0, 12, (height, 128, 3))
+    image[:, 160:288, :3] = np.clip(photo, 0, 255).astype(np.uint8)
+    return image
+
+
+def test_a_whole_image_strip_is_cut_where_flat_columns_meet_photo_like_ones() -> None:
+    """On the 64-pixel column grid: the flat columns before the photo, every column the photo
+    touches, the flat columns after it, each a run of its own, covering the strip."""
+    image = video_beside_desktop()
+    assert codec.palette_runs(image, (0, 0, 512, 128)) == \
+        [(0, 0, 128, 128), (128, 0, 192, 128), (320, 0, 192, 128)]
+    assert codec.palette_runs(image, (0, 64, 170, 16)) == [(0, 64, 128, 16), (128, 64, 42, 16)]
+
+
+def test_flat_columns_whose_palettes_together_exceed_256_colours_start_a_new_run() -> None:
+    """Each 64-pixel column has 8 colours of its own: 32 columns fill one palette, the 33rd
+    begins the next run."""
+    image = bgrx(16, 64 * 40)
+    for column in range(40):
+        for stripe in range(8):
+            x = column * 64 + stripe * 8
+            image[:, x:x + 8, :3] = (column, stripe, 7)
+    assert codec.palette_runs(image, (0, 0, 64 * 40, 16)) == \
+        [(0, 0, 64 * 32, 16), (64 * 32, 0, 64 * 8, 16)]
+
+
+def test_a_full_update_sends_flat_parts_as_exact_png_and_only_the_photo_as_jpeg() -> None:
+    """A whole image: the desktop and window beside the photo are palette PNGs, exact; only
+    the photo's columns are JPEG; every pixel is covered once; and it takes fewer bytes than
+    the same strips each sent as one JPEG (the update that is not a whole image)."""
+    image = video_beside_desktop()
+    frames = codec.encode_update(image, [(0, 0, 512, 128)], 0, 1, 35, True, subsampling="420")
+    assert [(f.x, f.width, f.kind) for f in frames] == \
+        [(0, 128, p.FRAME_PNG), (128, 192, p.FRAME_JPEG), (320, 192, p.FRAME_PNG)]
+    for f in frames:
+        if f.kind == p.FRAME_PNG:
+            assert np.array_equal(decode(f), image[:, f.x:f.x + f.width, 2::-1])
+    assert [f.last for f in frames] == [False, False, True]
+    plain = codec.encode_update(image, [(0, 0, 512, 128)], 0, 1, 35, False, subsampling="420")
+    assert [f.kind for f in plain] == [p.FRAME_JPEG]
+    assert sum(len(f.image) for f in frames) < sum(len(f.image) for f in plain)
+
+
+def test_a_whole_image_jpeg_has_huffman_tables_of_its_own_same_pixels_fewer_bytes() -> None:
+    """optimize: the same decoded pixels (only the entropy coding differs), fewer bytes."""
+    image = video_beside_desktop()
+    plain = codec._jpeg(image, 0, 0, 512, 128, 35, "420")
+    tuned = codec._jpeg(image, 0, 0, 512, 128, 35, "420", optimize=True)
+    assert len(tuned) < len(plain)
+    assert np.array_equal(decode(tuned), decode(plain))
+
+
+def test_a_whole_image_of_noise_at_the_best_quality_is_still_encoded() -> None:
+    """Noise at quality 100 outgrows the buffer Pillow gives an optimised JPEG: it is made the
+    plain way instead of failing."""
+    image = noise(512, 512)
+    data = codec._jpeg(image, 0, 0, 512, 512, 100, optimize=True)
+    assert data == codec._jpeg(image, 0, 0, 512, 512, 100)
+
+
 # --- pacing ----------------------------------------------------------------------------------
 
 
