@@ -599,6 +599,7 @@ class Agent:
             self._closed.set()
         meter = asyncio.ensure_future(self._tick())
         watch = asyncio.ensure_future(self._watch_desktop())
+        self._background(asyncio.to_thread(_warm_encoders))  # while the customer waits
         try:
             return await self._run()
         finally:
@@ -855,7 +856,8 @@ class Agent:
             while True:
                 self._wake.clear()
                 delay = polled_at + pacer.interval(self.clock()) - self.clock()
-                if delay > 0:  # a fixed cadence: the time spent encoding counts
+                # a fixed cadence: the time spent encoding counts; a whole image: look now
+                if delay > 0 and not self._full:
                     # (a timer that sets the event: wait_for would make a task every poll)
                     timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
                     try:
@@ -929,6 +931,8 @@ class Agent:
                         # it writes this next: the streamer never waits for the link)
                         await self._write(ws, outbox, writing, interactive_only=True)
                     sendable.set()
+                    if full:  # the sender writes it now, not after the next grab and compare
+                        await asyncio.sleep(0)
                     full = False
                     bulk = bulk and plan.interactive  # one bulk update at a time is queued
         finally:
@@ -978,6 +982,19 @@ class Agent:
                 await ws.send(data)
                 flow.wrote(seq, len(data), self.clock())
         return 0.0
+
+
+def _warm_encoders() -> None:
+    """Import the codec and run Pillow's JPEG and PNG encoders once, on a tiny image made
+    here (nothing of the screen): done at the first image, this cost 90-180 ms of its time
+    (bench/slow_link, load 7-9), and the first encode ran 60-200 ms slower than the next."""
+    import screen_codec as codec
+
+    pixels = bytearray(128 * 16 * 4)  # noise on the left (JPEG), black on the right (PNG)
+    for row in range(16):
+        pixels[row * 512:row * 512 + 256] = os.urandom(256)
+    codec.encode_update(memoryview(pixels).cast("B", (16, 128, 4)), [(0, 0, 128, 16)], 0, 0,
+                        codec.JPEG_QUALITIES[-1], True, subsampling="420")
 
 
 def _describe(error: BaseException) -> str:
