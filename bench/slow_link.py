@@ -65,6 +65,7 @@ class SlowResult:
     peer: str
     link: Link
     first_image_s: float = float("nan")
+    first_image_bytes: int = 0  # TCP payload received from asking to the first image
     latencies_ms: list[float] = field(default_factory=list)
     video_updates_per_s: float = 0.0
     video_jpegs: Counter = field(default_factory=Counter)
@@ -190,9 +191,11 @@ async def watch_video(viewer: Viewer, seconds: float, result: SlowResult) -> Non
 
 
 async def measure_viewer(viewer: Viewer, box: tuple[int, int, int, int], result: SlowResult,
-                         presses: int, seconds: float) -> None:
+                         presses: int, seconds: float, asked_bytes: int) -> None:
+    """``asked_bytes``: the viewer's bytes received when it asked for the first image."""
     await asyncio.wait_for(viewer.first_update.wait(), FIRST_IMAGE_TIMEOUT_S)
     result.first_image_s = viewer.first_update_at - viewer.asked_at
+    result.first_image_bytes = viewer.bytes_received() - asked_bytes
     await asyncio.sleep(1.0)  # past the first image's tail
     await watch_video(viewer, seconds, result)
     result.latencies_ms = await echo_latencies(viewer, box, presses)
@@ -207,7 +210,7 @@ async def run_x11vnc(screen: d.Desktop, box: tuple[int, int, int, int], link: Li
     try:
         shaper.start()
         await viewer.connect(shaper.port)
-        await measure_viewer(viewer, box, result, presses, seconds)
+        await measure_viewer(viewer, box, result, presses, seconds, viewer.bytes_received())
     finally:
         await viewer.close()
         shaper.stop()
@@ -226,8 +229,9 @@ async def run_ours(screen: d.Desktop, relay: RelayProcess, box: tuple[int, int, 
     viewer = SpotlightViewer()
     try:
         await viewer.connect(relay.ws_url)
+        asked_bytes = viewer.bytes_received()  # (the Accept just went: no image yet)
         await asyncio.wait_for(viewer.controlling.wait(), FIRST_IMAGE_TIMEOUT_S)
-        await measure_viewer(viewer, box, result, presses, seconds)
+        await measure_viewer(viewer, box, result, presses, seconds, asked_bytes)
     finally:
         await viewer.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -294,11 +298,13 @@ def report_lines(results: list[SlowResult]) -> list[str]:
              "the first finished rectangle that overlaps the xterm (a press with no echo in "
              f"{KEY_TIMEOUT_S:g} s counts as {KEY_TIMEOUT_S:g} s). First image: from asking "
              "(ours: Accept; x11vnc: the first FramebufferUpdateRequest) to the first complete "
-             "update. Rows marked 'no video' ran after the video stopped (x11vnc at the "
-             "highest level asked for). The link sits between the agent and the relay, and "
-             "between x11vnc and its client: bench/shaper.py (a shaping TCP proxy: rate as "
-             "serialisation time, half the round trip each way, a 100 ms bottleneck queue; it "
-             "cannot drop packets), or "
+             "update, and the KB the viewer's socket received by then (x11vnc: that update; "
+             "ours: also the relay's few messages, and the start of the next update if it was "
+             "already on its way). Rows marked 'no video' ran after the video stopped "
+             "(x11vnc at the highest level asked for). The link sits between the agent and "
+             "the relay, and between x11vnc and its client: bench/shaper.py (a shaping TCP "
+             "proxy: rate as serialisation time, half the round trip each way, a 100 ms "
+             "bottleneck queue; it cannot drop packets), or "
              "for a lossy link bench/netem.py (netem's rules on IP packets between two TUN "
              "devices in two network namespaces; needs root).", ""]
     for link in dict.fromkeys(r.link for r in results):
@@ -314,13 +320,14 @@ def report_lines(results: list[SlowResult]) -> list[str]:
             title = f"{link.name} ({link.emulator()})"
         lines += [f"### {title}", "",
                   f"| peer | key to screen p50 ms (target <= {p50_target:g}) | "
-                  f"p95 ms (target <= {p95_target:g}) | first full image s | "
+                  f"p95 ms (target <= {p95_target:g}) | first full image s | its KB | "
                   "video updates/s | video JPEG | wire KB/s |",
-                  "|---|---:|---:|---:|---:|---|---:|"]
+                  "|---|---:|---:|---:|---:|---:|---|---:|"]
         for r in runs:
             p50, p95 = percentile(r.latencies_ms, 50), percentile(r.latencies_ms, 95)
             lines.append(f"| {r.peer} | {_ms(p50)} | {_ms(p95)} | {r.first_image_s:.2f} | "
-                         f"{r.video_updates_per_s:.1f} | {census_text(r.video_jpegs)} | "
+                         f"{r.first_image_bytes / 1000:,.1f} | {r.video_updates_per_s:.1f} | "
+                         f"{census_text(r.video_jpegs)} | "
                          f"{r.bytes_per_s / 1000:,.1f} |")
         lines.append("")
         ours = next((r for r in runs if r.peer == "ours"), None)
