@@ -385,6 +385,27 @@ def test_a_full_update_sends_flat_parts_as_exact_png_and_only_the_photo_as_jpeg(
     assert sum(len(f.image) for f in frames) < sum(len(f.image) for f in plain)
 
 
+def test_frames_come_out_as_their_strips_are_encoded_not_after_all_of_them() -> None:
+    """encode_frames gives the first frame once the second strip is encoded (it must know
+    which is last), and in all the same frames as encode_update."""
+    image = text_like(300, 200, seed=4)
+    encoded = []
+
+    def mapper(encode, parts):
+        for part in parts:
+            encoded.append(part)
+            yield encode(part)
+
+    frames = codec.encode_frames(image, [(0, 0, 200, 300)], 0, 1, 35, True, mapper, "420")
+    first = next(frames)
+    assert (first.y, first.last, len(encoded)) == (0, False, 2)
+    rest = list(frames)
+    assert [f.last for f in rest] == [False, True]
+    assert [first, *rest] == codec.encode_update(image, [(0, 0, 200, 300)], 0, 1, 35, True,
+                                                 subsampling="420")
+    assert list(codec.encode_frames(image, [], 0, 1, 35, True)) == []
+
+
 def test_a_whole_image_jpeg_has_huffman_tables_of_its_own_same_pixels_fewer_bytes() -> None:
     """optimize: the same decoded pixels (only the entropy coding differs), fewer bytes."""
     image = video_beside_desktop()
