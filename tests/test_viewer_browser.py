@@ -292,6 +292,57 @@ def test_large_images_are_decoded_on_the_page_when_the_decode_worker_fails(open_
     viewer.wait_for_pixel(800, 500, colours[-1])
 
 
+COUNT_FRAMES = """(() => {
+    // each drawImage onto the page's canvas, with the animation frame it fell in; and the
+    // decode workers' answers (viewer/decoder.js: one message back per image)
+    window.painted = [];
+    window.answers = 0;
+    window.tick = 0;
+    const step = () => { window.tick += 1; requestAnimationFrame(step); };
+    requestAnimationFrame(step);
+    const draw = CanvasRenderingContext2D.prototype.drawImage;
+    CanvasRenderingContext2D.prototype.drawImage = function (...args) {
+        window.painted.push([window.tick, args[5], args[6]]);
+        return draw.apply(this, args);
+    };
+    const RealWorker = window.Worker;
+    window.Worker = class extends RealWorker {
+        constructor(...args) {
+            super(...args);
+            this.addEventListener("message", () => { window.answers += 1; });
+        }
+    };
+})();"""
+
+
+def test_the_strips_of_one_update_are_drawn_in_one_animation_frame(open_viewer, agents):
+    """An update's first three strips, decoded animation frames before its last arrives, are
+    drawn with the last one, in the same animation frame; the update is acknowledged."""
+    viewer = open_viewer()
+    viewer.context.add_init_script(COUNT_FRAMES)
+    viewer.page.reload()
+    viewer.signed_in()
+    agent = agents()
+    viewer.accept(agent)
+    agent.expect(protocol.Accepted)
+    agent.send_full((200, 40, 40), seq=1)
+    agent.expect(protocol.Ack, lambda m: m.seq == 1)
+    noise = Image.effect_noise((400, 250), 80).convert("RGB")  # large: decoded in workers
+    answered = viewer.page.evaluate("() => window.answers")
+    for i in range(3):
+        agent.send_image(noise, seq=2, x=0, y=250 * i, kind=protocol.FRAME_JPEG, flags=0)
+    viewer.page.wait_for_function(f"() => window.answers >= {answered + 3}")  # decoded
+    ticked = viewer.page.evaluate("() => window.tick")
+    viewer.page.wait_for_function(f"() => window.tick >= {ticked + 2}")  # and time passed
+    agent.send_image(noise, seq=2, x=0, y=750, kind=protocol.FRAME_JPEG)  # the last strip
+    agent.expect(protocol.Ack, lambda m: m.seq == 2)
+    painted = viewer.page.evaluate("() => window.painted")
+    strips = [(tick, x, y) for tick, x, y in painted if (x, y) in
+              ((0, 0), (0, 250), (0, 500), (0, 750)) and tick > 0]
+    assert [(x, y) for _, x, y in strips[-4:]] == [(0, 0), (0, 250), (0, 500), (0, 750)]
+    assert len({tick for tick, _, _ in strips[-4:]}) == 1, strips
+
+
 def test_queue_lists_the_newest_customers_and_counts_the_others(open_viewer, relay):
     """With more customers waiting than the queue lists, the page lists the newest and says
     how many more wait; the count includes them."""

@@ -6,7 +6,7 @@
 // image is decoded only if its own header declares no more pixels than the frame's rectangle,
 // and at most MAX_UPDATES_IN_FLIGHT images are decoded at once (the agent's in-flight rule).
 
-import { FRAME_PNG, FLAG_FULL, MAX_UPDATES_IN_FLIGHT } from "./protocol.js";
+import { FRAME_PNG, FLAG_FULL, FLAG_LAST, MAX_UPDATES_IN_FLIGHT } from "./protocol.js";
 import { Decoder } from "./decoder.js";
 
 const JPEG_SOF = new Set([0xc0, 0xc1, 0xc2, 0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcd,
@@ -58,6 +58,7 @@ export class Display {
         this._cursor = null;
         this._chain = Promise.resolve();
         this._generation = 0;
+        this._held = [];            // [frame, bitmap] of the update being drawn: see draw()
         new ResizeObserver(() => this._layout()).observe(viewport);
     }
 
@@ -66,6 +67,7 @@ export class Display {
         this._generation += 1;
         this._chain = Promise.resolve();
         for (const waiting of this._waiting.splice(0)) waiting.drop();
+        for (const [, bitmap] of this._held.splice(0)) bitmap.close();
         this.screens = screens || [];
         this.monitor = null;
         this._cursor = null;
@@ -93,8 +95,12 @@ export class Display {
     }
 
     // Start decoding (in a worker) as soon as a slot is free, draw when every earlier frame has
-    // been drawn.
-    // The promise resolves once this rectangle is on the canvas (or was dropped), never rejects.
+    // been drawn. The strips of one update are drawn together, with its last (FLAG_LAST), in
+    // one task and so in one animation frame: the support person sees whole updates, never
+    // the top of one over the bottom of the one before. A strip of another update arriving
+    // first draws the held ones before it (the order of pixels stays the wire's).
+    // The promise resolves once this rectangle is on the canvas or held for its update's last
+    // (or was dropped), never rejects.
     draw(frame) {
         const size = imageSize(frame.kind, frame.image);
         const generation = this._generation;
@@ -103,6 +109,7 @@ export class Display {
             console.warn("refused an image larger than its frame says:",
                 size ? `${size.width}x${size.height}` : "no size",
                 `for ${frame.width}x${frame.height}`);
+            if (frame.flags & FLAG_LAST) this._chain = this._chain.then(() => this._drawHeld());
             return this._chain;
         }
         const decoding = this._decode(frame);
@@ -112,11 +119,18 @@ export class Display {
             try {
                 bitmap = await decoding;
             } catch {
-                if (generation === this._generation) this.decodeErrors += 1;
+                if (generation !== this._generation) return;
+                this.decodeErrors += 1;
+                if (frame.flags & FLAG_LAST) this._drawHeld();  // the update's other strips
                 return;
             }
-            if (generation === this._generation) this._paint(frame, bitmap);
-            bitmap.close();
+            if (generation !== this._generation) {
+                bitmap.close();
+                return;
+            }
+            if (this._held.length && this._held[0][0].seq !== frame.seq) this._drawHeld();
+            this._held.push([frame, bitmap]);
+            if (frame.flags & FLAG_LAST) this._drawHeld();
         });
         return this._chain;
     }
@@ -135,6 +149,13 @@ export class Display {
             if (this._decoding < MAX_UPDATES_IN_FLIGHT) start();
             else this._waiting.push({ start, drop: () => reject(new Error("dropped")) });
         });
+    }
+
+    _drawHeld() {
+        for (const [frame, bitmap] of this._held.splice(0)) {
+            this._paint(frame, bitmap);
+            bitmap.close();
+        }
     }
 
     _paint(frame, bitmap) {
