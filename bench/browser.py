@@ -173,12 +173,34 @@ async def echo_floor(browser, screen: d.Desktop, relay: RelayProcess):
         d.stop(process)
 
 
+async def serve_viewer_from(page, relay: RelayProcess, root: Path) -> None:
+    """The page gets the viewer's files of checkout ``root`` (with the relay's own headers,
+    its CSP among them): a before/after comparison of the viewer on one relay. Its scripts
+    only: a document answered by the route has no address, and Chromium then refuses its
+    websocket to the loopback (ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS)."""
+    async def answer(route) -> None:
+        name = route.request.url.split("/console/", 1)[1].split("?", 1)[0]
+        if not name.endswith(".js"):
+            await route.continue_()
+            return
+        response = await route.fetch()
+        path = root / "viewer" / name
+        if name and "/" not in name and path.is_file():
+            headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+            await route.fulfill(response=response, headers=headers, body=path.read_bytes())
+        else:
+            await route.fulfill(response=response)
+    await page.context.route(f"http://127.0.0.1:{relay.port}/console/**", answer)
+
+
 @contextlib.asynccontextmanager
 async def our_viewer(browser, screen: d.Desktop, relay: RelayProcess, root: Path = ROOT):
     agent = start_agent(screen, relay, root=root)
     page = None
     try:
         page = await new_page(browser)
+        if root != ROOT:
+            await serve_viewer_from(page, relay, root)
         await page.goto(f"http://127.0.0.1:{relay.port}/console/")
         await page.get_by_test_id("login-user").fill(TECHNICIAN)
         await page.get_by_test_id("login-password").fill(PASSWORD)
@@ -289,8 +311,8 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
               clip_seconds: float = d.CLIP_SECONDS, before: Path | None = None,
               novnc: bool = True) -> tuple[list[BrowserResult], float]:
     """Every peer typing and in full motion; returns the results and the motion's rate.
-    ``before``: another checkout whose agent runs too, as the peer "ours before" (its
-    relay and viewer are this one's)."""
+    ``before``: another checkout whose agent and viewer run too, as the peer "ours before"
+    (its relay is this one's)."""
     from playwright.async_api import async_playwright
 
     peers = dict(PEERS)
@@ -431,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="full motion measured")
     parser.add_argument("--clip-seconds", type=float, default=d.CLIP_SECONDS)
     parser.add_argument("--before", type=Path, default=None, metavar="DIR",
-                        help="also run the agent of this checkout (e.g. main's, from git "
-                             "archive) as 'ours before', in the same run")
+                        help="also run the agent and viewer of this checkout (e.g. main's, "
+                             "from git archive) as 'ours before', in the same run")
     parser.add_argument("--novnc", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
     require()
