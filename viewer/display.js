@@ -64,9 +64,7 @@ export class Display {
         this._chain = Promise.resolve();
         this._generation = 0;
         this._held = [];            // [frame, bitmap] of the update being drawn: see draw()
-        this._arrived = 0;
-        clearTimeout(this._holdTimer);
-        this._holdTimer = null;          // frames given to draw() not yet decoded and drawn or held
+        this._arrived = 0;          // frames given to draw() not yet decoded and drawn or held
         this._holdTimer = null;     // draws the held strips when it fires, and then the rest
         this._flowing = null;       // of their update (this seq) as they come
         new ResizeObserver(() => this._layout()).observe(viewport);
@@ -81,6 +79,7 @@ export class Display {
         this._arrived = 0;
         clearTimeout(this._holdTimer);
         this._holdTimer = null;
+        this._flowing = null;
         this.screens = screens || [];
         this.monitor = null;
         this._cursor = null;
