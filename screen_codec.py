@@ -552,6 +552,10 @@ REFINE_AFTER_S = 0.2  # ... and the area is resent at full quality, 4:4:4, once 
 MOTION_MARGIN_PX = TILE_PX  # changes this near the region in motion are part of it
 MOTION_GAP_S = 0.05  # a poll without a change there this soon does not end the motion (a
 #                      video changes the screen 24-50 times a second, polled 60 times)
+MOTION_RESUME_S = 1.0  # a region in motion this recently is in motion again at its first
+#                        change of at least a quarter of it (a video that stalled: its next
+#                        frames are not a still update at full quality, 100 KB that input's
+#                        echo waited behind on a slow link; a keystroke's glyph stays still)
 IDLE_POLL_INTERVAL_S = 0.1  # once nothing has changed for IDLE_AFTER_S (and no input came)
 IDLE_AFTER_S = 2.0
 FAST_POLL_INTERVAL_S = 0.010  # right after input, so the support person sees it at once
@@ -605,6 +609,8 @@ class Motion:
         self.changed_at = self.moved_at = now
         self._lossy: Rect | None = None  # the area sent at motion quality
         self._lossy_at = now  # ... last
+        self._was: Rect | None = None  # the last region in motion
+        self._was_at = -1e9  # ... last seen moving
 
     def saw(self, rects: list[Rect], now: float) -> list[Rect]:
         """Count one poll; the rectangles of it that are in motion (to send at motion
@@ -619,6 +625,12 @@ class Motion:
                              self.box[2] + 2 * MOTION_MARGIN_PX,
                              self.box[3] + 2 * MOTION_MARGIN_PX)
         inside = [r for r in rects if near and _overlaps(r, near)]
+        was = self._was
+        if not inside and was and now - self._was_at <= MOTION_RESUME_S:
+            again = [r for r in rects if _overlaps(r, was)]
+            if 4 * sum(w * h for _, _, w, h in again) >= was[2] * was[3]:
+                self.box, self.moving, inside = was, MOTION_AFTER_CHANGES - 1, again
+                self._recent.clear()
         if not inside:
             if self.box is not None and now - self.moved_at <= MOTION_GAP_S:
                 return []  # the region is between two of its frames; this is elsewhere
@@ -635,6 +647,7 @@ class Motion:
         self.moving, self.moved_at = self.moving + 1, now
         if self.moving < MOTION_AFTER_CHANGES:
             return []
+        self._was, self._was_at = self.box, now
         self.sent_lossy(inside, now)
         return inside
 
