@@ -856,8 +856,9 @@ class Agent:
             while True:
                 self._wake.clear()
                 delay = polled_at + pacer.interval(self.clock()) - self.clock()
-                # a fixed cadence: the time spent encoding counts; a whole image: look now
-                if delay > 0 and not self._full:
+                # a fixed cadence: the time spent encoding counts; the session's first
+                # image is looked for at once (no update numbered yet: flow.seq is 0)
+                if delay > 0 and flow.seq:
                     # (a timer that sets the event: wait_for would make a task every poll)
                     timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
                     try:
