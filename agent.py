@@ -61,8 +61,8 @@ from agent_config import (
     agent_url,
     check_config,
     config_paths,
+    link_ssl_context,
     load_config,
-    make_ssl_context,
 )
 from agent_session import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, KEY_TABLE, Outcome
 from agent_ui import APP_NAME, Dialogs, Tray, make_dialogs, make_tray
@@ -1023,7 +1023,8 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
     dialogs = make_dialogs()
     try:
         config, technician = _config(args)
-        url, context = agent_url(config.relay), make_ssl_context(config.ca_cert)
+        url = agent_url(config.relay)
+        context = link_ssl_context(url, config.ca_cert)
     except ConfigError as e:
         log.error("configuration: %s", e)
         dialogs.message(e.company or APP_NAME, e.customer, error=True)
@@ -1086,7 +1087,7 @@ def _copy_args(args: argparse.Namespace, technician: str) -> list[str]:
     return copy
 
 
-def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext],
+def _sessions(config: Config, technician: str, link: tuple[str, ssl.SSLContext | None],
               controls: agent_ui.Controls, window: Panel, dialogs: Dialogs,
               copy_args: list[str] | None = None, handoff: str = "") -> int:
     """Sessions with ``technician`` on ``window`` until one ends without the customer asking

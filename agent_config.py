@@ -165,6 +165,12 @@ def make_ssl_context(ca_pem: str) -> ssl.SSLContext:
     return context
 
 
+def link_ssl_context(url: str, ca_pem: str) -> ssl.SSLContext | None:
+    """The TLS context for the agent's link to ``url``: only a wss:// link has one (it
+    costs memory: OpenSSL's verification store, on Windows the system's certificates)."""
+    return make_ssl_context(ca_pem) if url.startswith("wss:") else None
+
+
 def check_config(path: Path) -> tuple[bool, str]:
     """``agent.py --check-config``: (whether ``path`` is a configuration this program
     accepts, one line saying so or what is wrong)."""

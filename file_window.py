@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import agent_files
 import agent_session as core
 import protocol as p
-from panel import UI_POLL_MS, PanelError, _UiThread
+from panel import START_TIMEOUT_S, UI_POLL_MS, PanelError, _UiThread, tk_host
 
 log = logging.getLogger("agent.files")
 
@@ -115,12 +115,16 @@ class LogFileWindow:
 
 
 class TkFileWindow:
-    """Linux, from source: a small Tk window on top of the others, on its own thread."""
+    """Linux, from source: a small Tk window on top of the others: a Toplevel of the Tk
+    panel's when one is up (one Tcl interpreter: panel.tk_host), else a Tk of its own on its
+    own thread."""
 
     def __init__(self) -> None:
         import tkinter  # noqa: F401 (fail here, in the caller's thread, when it is missing)
 
-        self._ui = _UiThread(_TkFile, "file window")
+        host = tk_host()
+        self._ui: _UiThread | _Guest = _UiThread(_TkFile, "file window") if host is None \
+            else _Guest(host, _TkFile)
 
     def ask(self, title: str, name: str, size: str,
             answer: Callable[[bool], None], cancel: Callable[[], None]) -> None:
@@ -148,15 +152,63 @@ class TkFileWindow:
         self._ui.stop()
 
 
-class _TkFile:
-    """The Tk side of TkFileWindow: every method runs on its UI thread."""
+class _Guest:
+    """A window made and used on another window's UI thread (the Tk panel's: ``host``);
+    the calls of _UiThread, queued there."""
 
-    def __init__(self, ui: _UiThread) -> None:
+    def __init__(self, host: _UiThread, make_window: Callable[[Any, Any], Any]) -> None:
+        self._host, self._window = host, None
+        made, failure = threading.Event(), []
+
+        def make(root: Any) -> None:
+            try:
+                self._window = make_window(self, root)
+            except Exception as e:  # as _UiThread: only the words leave the UI thread
+                failure.append(str(e) or type(e).__name__)
+            finally:
+                made.set()
+
+        if host.on_thread():  # (made from the panel's own thread: at once, not queued)
+            host.run_here("guest", make)
+        else:
+            host.call("guest", make)
+            if not made.wait(START_TIMEOUT_S):
+                raise PanelError(f"the file window did not appear within {START_TIMEOUT_S:.0f} s")
+        if failure:
+            raise PanelError(f"the file window cannot be shown here: {failure[0]}")
+
+    def call(self, name: str, *args: Any) -> None:
+        """Run ``window.<name>(*args)`` on the host's thread, in order with other calls."""
+        self._host.call("guest", lambda _root: self._run(name, args))
+
+    def _run(self, name: str, args: tuple) -> None:
+        window = self._window
+        if window is None:  # closed: as a _UiThread whose window went
+            return
+        try:
+            getattr(window, name)(*args)
+        except Exception:  # never into the host's loop: its panel must go on
+            log.exception("the file window failed")
+
+    def gone(self) -> None:
+        """The window closed itself (its Close, Decline): later calls are dropped."""
+        self._window = None
+
+    def stop(self) -> None:
+        self.call("close")
+
+
+class _TkFile:
+    """The Tk side of TkFileWindow: every method runs on its UI thread. With ``parent`` (a
+    Tk panel's root) a Toplevel of it, whose loop is the panel's, else a Tk of its own."""
+
+    def __init__(self, ui: _UiThread | _Guest, parent: Any = None) -> None:
         import tkinter as tk
         from tkinter import font, ttk
 
-        self._ui, self._ttk = ui, ttk
-        root = self._root = tk.Tk(className="SpotlightFile")
+        self._ui, self._ttk, self._hosted = ui, ttk, parent is not None
+        root = self._root = tk.Tk(className="SpotlightFile") if parent is None else \
+            tk.Toplevel(parent, class_="SpotlightFile")
         root.withdraw()
         root.resizable(False, False)
         root.attributes("-topmost", True)
@@ -181,7 +233,8 @@ class _TkFile:
         root.bind("<KeyPress-KP_Enter>", lambda _e: self._enter())
         root.bind("<KeyPress-Escape>", lambda _e: self._escape())
         root.protocol("WM_DELETE_WINDOW", lambda: self._escape())
-        root.after(UI_POLL_MS, self._poll)
+        if not self._hosted:  # (a hosted window's calls are drained by its host)
+            root.after(UI_POLL_MS, self._poll)
 
     def wake(self) -> None:
         pass  # _poll looks for calls every UI_POLL_MS
@@ -197,7 +250,11 @@ class _TkFile:
         self._root.after(UI_POLL_MS, self._poll)
 
     def close(self) -> None:
-        self._root.quit()
+        if self._hosted:
+            self._root.destroy()  # the host's loop goes on
+            self._ui.gone()  # type: ignore[union-attr] (hosted: a _Guest)
+        else:
+            self._root.quit()
 
     def _buttons_are(self, *buttons: tuple[str, Callable[[], None]]) -> None:
         for widget in self._buttons:

@@ -458,6 +458,17 @@ class _UiThread:
                 name, args = self._calls.get_nowait()
                 getattr(self._window, name)(*args)
 
+    def alive(self) -> bool:
+        """Whether the window is up and its thread drains calls."""
+        return self._window is not None and self._thread.is_alive()
+
+    def on_thread(self) -> bool:
+        return self._thread is threading.current_thread()
+
+    def run_here(self, name: str, *args: Any) -> None:
+        """The UI thread: run ``window.<name>(*args)`` now, ahead of the queued calls."""
+        getattr(self._window, name)(*args)
+
     def stop(self) -> None:
         """Close the window and wait (briefly) for its thread to end."""
         if self._thread.is_alive():
@@ -504,14 +515,34 @@ class _ThreadedPanel:
         self._ui.stop()
 
 
+_tk_host: _UiThread | None = None  # the live TkPanel's UI thread (tk_host)
+
+
+def tk_host() -> _UiThread | None:
+    """The UI thread of the Tk panel that is up, if any: other Tk windows (the file window)
+    are made there, as Toplevels in the panel's Tcl interpreter: a Tk of their own costs
+    5-6 MB more (a second interpreter, its fonts and its thread)."""
+    host = _tk_host
+    return host if host is not None and host.alive() else None
+
+
 class TkPanel(_ThreadedPanel):
     """Linux, from source: a Tk window kept on top (Tk sets _NET_WM_STATE_ABOVE for
-    -topmost), draggable by its body, Alt+P / Alt+E / Alt+R / Alt+C press its buttons."""
+    -topmost), draggable by its body, Alt+P / Alt+E / Alt+R / Alt+C press its buttons.
+    Its Tk also hosts the file window (tk_host)."""
 
     def __init__(self, actions: PanelActions) -> None:
         import tkinter  # noqa: F401 (fail here, in the caller's thread, when it is missing)
 
+        global _tk_host
         super().__init__(lambda ui: _TkWindow(ui, actions))
+        _tk_host = self._ui
+
+    def close(self) -> None:
+        global _tk_host
+        if _tk_host is self._ui:
+            _tk_host = None
+        super().close()
 
 
 class Win32Panel(_ThreadedPanel):
@@ -576,6 +607,10 @@ class _TkWindow:
 
     def wake(self) -> None:
         pass  # _poll looks for calls every UI_POLL_MS (Tk offers no thread-safe wake-up)
+
+    def guest(self, run: Callable[[Any], None]) -> None:
+        """Run ``run(root)`` here: a window hosted in this Tk (tk_host) made or used."""
+        run(self._root)
 
     def loop(self) -> None:
         try:

@@ -379,8 +379,8 @@ def report_lines(sizes: list[Size], counts: Counts | None, seconds: float) -> li
                   "|---|---|---:|---:|"]
         for phase, calls in counts.phases.items():
             shown = ", ".join(f"{m} {n:.2f}" for m, n in sorted(calls.items()) if n >= 0.005)
-            shown = shown.replace("check_token", "check_token (each viewer's login, "
-                                  "re-checked every second)") if phase == "held" else shown
+            shown = shown.replace("valid_tokens", "valid_tokens (every viewer's login, "
+                                  "in one query a second)") if phase == "held" else shown
             lines.append(f"| {phase} | {shown or '-'} | {sum(calls.values()):.2f} | "
                          f"{counts.statements[phase]:.2f} |")
         idle = ", ".join(f"{m} {n:.2f}" for m, n in sorted(counts.idle_per_s.items())

@@ -1,12 +1,17 @@
 """The agent's memory against x11vnc's: peak RSS while typing and in full motion, and a soak.
 
     python -m bench.memory [--seconds 6] [--soak-minutes 10] [--soak-workload typing]
+                           [--before DIR] [--panel tk|log]
 
 Each peer runs fresh per workload with its scripted viewer on the loopback (ours through the
 relay), so the peak (VmHWM) is that of start-up plus this workload. The soak keeps one
 session going for `--soak-minutes`, samples the resident set (VmRSS) every SOAK_SAMPLE_S and
 reports its least-squares slope in MB/min, leaving out the first SOAK_SETTLE_FRACTION of the
-samples (start-up and the first full images are not growth).
+samples (start-up and the first full images are not growth). `--before DIR` also runs the
+agent of another checkout (e.g. main's: `git worktree add /tmp/before main`) as "ours before",
+right after ours on the same workload, so that both see the same load. `--panel log` runs
+the agents without a window (the lower bound of any panel: what the exe's Win32 panel costs
+cannot be measured here).
 """
 
 from __future__ import annotations
@@ -20,14 +25,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import desktop as d
 from bench.measure import Viewer
-from bench.ours import RelayProcess, SpotlightViewer, start_agent
+from bench.ours import ROOT, RelayProcess, SpotlightViewer, start_agent
 from bench.rfb import X11VNC_TUNING, RfbViewer, start_x11vnc
 
 X11VNC_LEVEL = 7  # 4:4:4 q86, as the main runs
-SHOW_PANEL = {"SPOTLIGHT_PANEL": "tk"}  # the customer's panel (panel.py) on the Xvfb, counted
+PANEL = "tk"  # the customer's panel (panel.py) shown on the Xvfb, and so counted
+BEFORE = "ours before"
 SOAK_SAMPLE_S = 1.0
 SOAK_SETTLE_FRACTION = 0.1
 PEAK_WORKLOADS = ("typing", "motion")
@@ -57,11 +64,13 @@ def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
 
 
 @contextlib.asynccontextmanager
-async def session(peer: str, screen: d.Desktop, relay: RelayProcess):
+async def session(peer: str, screen: d.Desktop, relay: RelayProcess,
+                  before: Path | None = None, panel: str = PANEL):
     """A running server (agent or x11vnc) with its scripted viewer; yields its Meter."""
     viewer: Viewer
-    if peer == "ours":
-        process = start_agent(screen, relay, env=SHOW_PANEL)
+    if peer in ("ours", BEFORE):
+        root = before if peer == BEFORE and before is not None else ROOT
+        process = start_agent(screen, relay, env={"SPOTLIGHT_PANEL": panel}, root=root)
         viewer = SpotlightViewer()
         connect = viewer.connect(relay.ws_url)
     else:
@@ -90,10 +99,10 @@ def resident_parts_mb(pid: int) -> dict[str, float]:
     return parts
 
 
-async def peak(peer: str, screen: d.Desktop, relay: RelayProcess, seconds: float
-               ) -> tuple[float, dict[str, float]]:
+async def peak(peer: str, screen: d.Desktop, relay: RelayProcess, seconds: float,
+               **agent: Any) -> tuple[float, dict[str, float]]:
     """VmHWM in MB after `seconds` of the running workload, and the resident parts then."""
-    async with session(peer, screen, relay) as meter:
+    async with session(peer, screen, relay, **agent) as meter:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             meter.rss_kb()
@@ -101,10 +110,10 @@ async def peak(peer: str, screen: d.Desktop, relay: RelayProcess, seconds: float
         return meter.hwm_kb() / 1024, resident_parts_mb(meter.pid)
 
 
-async def soak(peer: str, screen: d.Desktop, relay: RelayProcess, minutes: float
-               ) -> list[tuple[float, float]]:
+async def soak(peer: str, screen: d.Desktop, relay: RelayProcess, minutes: float,
+               **agent: Any) -> list[tuple[float, float]]:
     samples = []
-    async with session(peer, screen, relay) as meter:
+    async with session(peer, screen, relay, **agent) as meter:
         start = time.monotonic()
         while (elapsed := time.monotonic() - start) < minutes * 60:
             samples.append((elapsed / 60, meter.rss_kb() / 1024))
@@ -113,9 +122,11 @@ async def soak(peer: str, screen: d.Desktop, relay: RelayProcess, minutes: float
 
 
 async def run(screen: d.Desktop, relay: RelayProcess, seconds: float, soak_minutes: float,
-              soak_workload: str = "typing", clip_seconds: float = d.CLIP_SECONDS
-              ) -> list[MemoryResult]:
-    results = {peer: MemoryResult(peer) for peer in ("x11vnc", "ours")}
+              soak_workload: str = "typing", clip_seconds: float = d.CLIP_SECONDS,
+              before: Path | None = None, panel: str = PANEL) -> list[MemoryResult]:
+    peers = ("x11vnc", "ours", BEFORE) if before is not None else ("x11vnc", "ours")
+    results = {peer: MemoryResult(peer) for peer in peers}
+    agent = {"before": before, "panel": panel}
     workloads = list(PEAK_WORKLOADS)
     if soak_minutes > 0 and soak_workload not in workloads:
         workloads.append(soak_workload)
@@ -128,11 +139,11 @@ async def run(screen: d.Desktop, relay: RelayProcess, seconds: float, soak_minut
                 if name in PEAK_WORKLOADS:
                     print(f"  memory {name}: {peer} ...", file=sys.stderr, flush=True)
                     result.peak_mb[name], result.parts_mb[name] = await peak(
-                        peer, screen, relay, seconds)
+                        peer, screen, relay, seconds, **agent)
                 if soak_minutes > 0 and name == soak_workload:
                     print(f"  memory soak ({name}, {soak_minutes:g} min): {peer} ...",
                           file=sys.stderr, flush=True)
-                    result.soak = await soak(peer, screen, relay, soak_minutes)
+                    result.soak = await soak(peer, screen, relay, soak_minutes, **agent)
         finally:
             workload.stop()
     return list(results.values())
@@ -140,21 +151,23 @@ async def run(screen: d.Desktop, relay: RelayProcess, seconds: float, soak_minut
 
 def report_lines(results: list[MemoryResult], soak_workload: str = "typing") -> list[str]:
     by_peer = {r.peer: r for r in results}
-    x, o = by_peer["x11vnc"], by_peer["ours"]
+    x, o, b = by_peer["x11vnc"], by_peer["ours"], by_peer.get(BEFORE)
     lines = ["## Agent memory (issue 14)", "",
              "Peak resident memory (VmHWM: start-up plus the workload) of a fresh agent and a "
              "fresh x11vnc per workload, each with its scripted viewer on the loopback.", "",
-             "| workload | x11vnc MB | ours MB | target (ours <= 60 MB) |", "|---|---:|---:|---|"]
+             f"| workload | x11vnc MB | ours MB |{' ours before MB |' if b else ''} "
+             "target (ours <= 60 MB) |", f"|---|---:|---:|{'---:|' if b else ''}---|"]
     for name in PEAK_WORKLOADS:
         mine = o.peak_mb.get(name, float("nan"))
-        lines.append(f"| {name} | {x.peak_mb.get(name, float('nan')):.1f} | {mine:.1f} | "
-                     f"{'met' if mine <= 60 else '**missed**'} |")
+        then = f" {b.peak_mb.get(name, float('nan')):.1f} |" if b else ""
+        lines.append(f"| {name} | {x.peak_mb.get(name, float('nan')):.1f} | {mine:.1f} |"
+                     f"{then} {'met' if mine <= 60 else '**missed**'} |")
     lines += ["", "Resident memory by kind at the end of each run (MB): anonymous (heaps, "
               "Python objects, the viewer's copy of the screen), file-backed (libraries, "
               "fonts), shared (the X11 grab buffer).", "",
               "| workload | peer | anonymous | file | shared |", "|---|---|---:|---:|---:|"]
     for name in PEAK_WORKLOADS:
-        for r in (x, o):
+        for r in results:
             parts = r.parts_mb.get(name, {})
             lines.append(f"| {name} | {r.peer} | {parts.get('anon', float('nan')):.1f} | "
                          f"{parts.get('file', float('nan')):.1f} | "
@@ -166,7 +179,7 @@ def report_lines(results: list[MemoryResult], soak_workload: str = "typing") -> 
                   f"{SOAK_SETTLE_FRACTION:.0%} of the samples.", "",
                   "| peer | minutes | samples | first MB | last MB | slope MB/min | MB/hour |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
-        for r in (x, o):
+        for r in results:
             if not r.soak:
                 continue
             settled = r.soak[int(len(r.soak) * SOAK_SETTLE_FRACTION):]
@@ -184,7 +197,7 @@ async def _standalone(args: argparse.Namespace) -> list[MemoryResult]:
     relay = RelayProcess(data).start()
     try:
         return await run(screen, relay, args.seconds, args.soak_minutes, args.soak_workload,
-                         args.clip_seconds)
+                         args.clip_seconds, args.before, args.panel)
     finally:
         relay.stop()
         screen.close()
@@ -197,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-minutes", type=float, default=10.0, help="0: no soak")
     parser.add_argument("--soak-workload", choices=sorted(d.WORKLOADS), default="typing")
     parser.add_argument("--clip-seconds", type=float, default=d.CLIP_SECONDS)
+    parser.add_argument("--before", type=Path, default=None, metavar="DIR",
+                        help="also run the agent of this checkout (e.g. `git worktree add "
+                             "DIR main`) as 'ours before', right after ours, in the same run")
+    parser.add_argument("--panel", choices=("tk", "log"), default=PANEL,
+                        help="the agents' SPOTLIGHT_PANEL (log: no window, the lower bound)")
     args = parser.parse_args(argv)
     d.require("Xvfb", "xterm", "xdotool", "x11vnc", "ffmpeg", "ffplay")
     print("\n".join(report_lines(asyncio.run(_standalone(args)), args.soak_workload)))

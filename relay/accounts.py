@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import hashlib
+import json
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -345,6 +347,21 @@ class Accounts(Store):
                 (_token_hash(token), now),
             ).fetchone()
         return Technician(row[0], row[1], True, row[2]) if row else None
+
+    def valid_tokens(self, tokens: Iterable[str], now: float) -> set[str]:
+        """Those of ``tokens`` that check_token() accepts, in one query (the relay re-checks
+        every viewer's login each second: one query, not one each). The hashes go in as one
+        JSON array, so any number fits SQLite's limit on bound values."""
+        by_hash = {_token_hash(t): t for t in tokens if isinstance(t, str)}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT k.token_sha256 FROM login_tokens AS k"
+                " JOIN technicians AS t ON t.id = k.technician"
+                " WHERE k.token_sha256 IN (SELECT value FROM json_each(?))"
+                " AND k.expires_at > ? AND t.enabled = 1 AND k.generation = t.generation",
+                (json.dumps(list(by_hash)), now),
+            ).fetchall()
+        return {by_hash[row[0]] for row in rows}
 
     def revoke_token(self, token: str) -> None:
         if isinstance(token, str):

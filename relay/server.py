@@ -674,13 +674,16 @@ class Relay:
                 log.exception("relay tick failed")
 
     async def recheck_logins(self, technician: str | None) -> None:
-        """Close the viewers (of ``technician``, or all) whose login is no longer valid."""
-        for link in list(self.pairing.viewers):  # logged-in viewer links
-            if technician is not None and link.technician != technician:
-                continue
+        """Close the viewers (of ``technician``, or all) whose login is no longer valid: one
+        store query for all of them, whatever their number."""
+        links = [link for link in self.pairing.viewers  # logged-in viewer links
+                 if technician is None or link.technician == technician]
+        if not links:
+            return
+        valid = await self.store.valid_tokens({link.token for link in links}, time.time())
+        for link in links:
             now = time.time()
-            if await self.store.check_token(link.token, now) is None \
-                    and link in self.pairing.viewers:
+            if link.token not in valid and link in self.pairing.viewers:
                 log.info("%s: login of %s no longer valid", link, link.technician)
                 self.pairing.viewer_gone(link, now)
                 link.send(LOGIN_EXPIRED)

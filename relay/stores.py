@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,6 +59,7 @@ class Store(Protocol):
     async def issue_token(self, technician_id: str, now: float,
                           ttl_s: float = TOKEN_TTL_S) -> str: ...
     async def check_token(self, token: str, now: float) -> Technician | None: ...
+    async def valid_tokens(self, tokens: Iterable[str], now: float) -> set[str]: ...
     async def revoke_token(self, token: str) -> None: ...
     def revocations(self, on_revoked: Callable[[str], None]
                     ) -> contextlib.AbstractAsyncContextManager: ...
@@ -161,6 +162,9 @@ class SqliteStore:
 
     async def check_token(self, token: str, now: float) -> Technician | None:
         return await self._run(self.accounts.check_token, token, now)
+
+    async def valid_tokens(self, tokens: Iterable[str], now: float) -> set[str]:
+        return await self._run(self.accounts.valid_tokens, list(tokens), now)
 
     async def revoke_token(self, token: str) -> None:
         await self._run(self.accounts.revoke_token, token)

@@ -995,6 +995,15 @@ def test_relay_urls_map_to_the_agent_endpoint() -> None:
     assert agent_config.agent_url("ws://[::1]:5/") == "ws://[::1]:5/ws/agent"
 
 
+def test_only_a_wss_link_gets_a_tls_context_and_it_verifies_the_relay() -> None:
+    """ws:// to localhost makes no TLS context (no certificate store loaded); wss:// one that
+    checks the certificate and the host name, from TLS 1.2."""
+    assert agent_config.link_ssl_context("ws://127.0.0.1:5/ws/agent", "") is None
+    context = agent_config.link_ssl_context("wss://help.example.com/ws/agent", "")
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname and context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
 def test_example_configuration_is_valid() -> None:
     """support.example.json parses."""
     config = agent_config.load_config(ROOT / "support.example.json")

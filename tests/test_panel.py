@@ -700,3 +700,56 @@ def test_win32_panel_under_wine_is_topmost_found_by_title_and_keys_work(wine_pyt
         assert driver.process.wait(timeout=60) == 0
     finally:
         driver.close()
+
+
+@pytest.mark.x11
+def test_tk_file_window_opens_in_the_tk_panels_interpreter_and_the_panel_goes_on(
+        tk_panel) -> None:
+    """With a Tk panel up, the file window is a Toplevel of its Tk (no second interpreter
+    and UI thread): it asks, Enter saves, it closes, and the panel still answers its keys."""
+    import file_window
+
+    window, pressed = tk_panel
+    window.show(view(facts("accepted")))
+    panel_id = find("can see your screen")
+    answers: queue.Queue = queue.Queue()
+    files = file_window.TkFileWindow()
+    try:
+        assert panel.tk_host() is not None
+        assert "file window" not in [t.name for t in threading.enumerate()]
+        files.ask("David sends you a file", "notes.txt", "12 bytes", answers.put,
+                  lambda: answers.put("cancelled"))
+        press(find("David sends you a file"), "Return")
+        assert answers.get(timeout=20) is True
+        files.failed("notes.txt was not saved: the disk is full")
+        assert find("File not saved")
+    finally:
+        files.close()
+    press(panel_id, "alt+e")
+    assert pressed.next() == ("end", "session panel")
+
+
+@pytest.mark.x11
+def test_a_file_window_made_on_the_panels_own_thread_appears_at_once(xvfb, monkeypatch) -> None:
+    """A file window made by a panel button's callback (on the panel's thread) is made there
+    and then, not queued behind the call that makes it (which would wait for ever)."""
+    import file_window
+
+    need("xdotool")
+    monkeypatch.setenv("SPOTLIGHT_PANEL", "tk")
+    made: queue.Queue = queue.Queue()
+
+    def send_file() -> None:
+        files = file_window.TkFileWindow()
+        files.sending("Sending to David", "Sending notes.txt to David", lambda: None)
+        made.put(files)
+
+    window = panel.make_panel(panel.PanelActions(on_send_file=send_file))
+    try:
+        window.show(view(facts("accepted")))
+        press(find("can see your screen"), "alt+f")
+        files = made.get(timeout=20)
+        assert find("Sending to David")
+        files.close()
+    finally:
+        window.close()

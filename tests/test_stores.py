@@ -109,6 +109,27 @@ def test_disable_and_new_password_revoke_tokens(location: Location, change: str)
     with_store(location, body)
 
 
+def test_valid_tokens_keeps_only_the_logins_that_still_hold(location: Location):
+    """One query sorts many viewers' tokens: a disabled account's, an expired one, a revoked
+    one and made-up values drop out; the rest stay, however many there are."""
+    async def body(store: Store) -> None:
+        await store.add_technician("david", "David", PASSWORD)
+        await store.add_technician("petur", "Petur", PASSWORD)
+        davids = [await store.issue_token("david", T0) for _ in range(1200)]  # > 999 (SQLite)
+        short = await store.issue_token("david", T0, ttl_s=5)
+        revoked = await store.issue_token("david", T0)
+        await store.revoke_token(revoked)
+        peturs = await store.issue_token("petur", T0)
+        asked = [*davids, short, revoked, peturs, "made-up-token-value-1234", ""]
+        assert await store.valid_tokens(asked, T0 + 1) == {*davids, short, peturs}
+        assert await store.valid_tokens(asked, T0 + 10) == {*davids, peturs}
+        await store.disable("petur")
+        assert await store.valid_tokens(asked, T0 + 10) == set(davids)
+        assert await store.valid_tokens([], T0) == set()
+
+    with_store(location, body)
+
+
 def test_ledger_lifecycle_and_first_end_wins(location: Location):
     """Requested, accepted, control, ended twice: one row, the first end, events in order."""
     async def body(store: Store) -> None:
