@@ -58,9 +58,12 @@ SHARING = (ACCEPTED, IN_CONTROL, PAUSED)  # accepted by the support person, link
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 RECONNECT_DELAYS_S = (0.5, 1, 2, 4, 5)  # capped backoff (the loop adds +-30% jitter)
 RECONNECT_GRACE_S = 60  # how long after the link was lost connecting again is worth trying
-# Pacing (FlowControl): at most a round trip plus this much data unacknowledged
-UNACKED_EXTRA_S = 0.1
-MIN_BUDGET_BYTES = 16 * 1024  # ... but never less (a slow ack path must not stall the stream)
+# Pacing (FlowControl): at most a round trip plus this much data unacknowledged. It is the
+# queue that video keeps at the link's bottleneck, and input's echo waits behind it: 100 ms
+# left typing at 2 Mbit/s 60-80 ms over the round trip (issue 14's target: 30 ms).
+UNACKED_EXTRA_S = 0.03
+MIN_BUDGET_BYTES = 8 * 1024  # ... but never less (a slow ack path must not stall the stream;
+#                              16 KiB was a 250 ms queue at 512 kbit/s)
 RATE_WINDOW_S = 10.0  # the link's rate: the largest delivery rate seen this long
 RTT_WINDOW_S = 10.0  # its round trip: the smallest seen this long
 MIN_RTT_S = 0.001
@@ -242,18 +245,20 @@ class RateLimit:
 class FlowControl:
     """What the link to the viewer can take now, from its acknowledgements (time passed in).
 
-    The wire's rule (protocol.MAX_UPDATES_IN_FLIGHT, which the relay enforces) caps the
-    updates unacknowledged; within it the agent paces by bytes and time, as TCP's BBR does:
-    each acknowledgement gives a delivery-rate sample (bytes acknowledged since the update's
-    first write, over the time) and a round-trip sample; the estimate is the largest rate of the
-    last RATE_WINDOW_S and the smallest round trip of the last RTT_WINDOW_S. Bulk updates
-    (video, scrolling) start only while at most one round trip plus UNACKED_EXTRA_S of data
-    is unacknowledged, their frames are written no faster than the rate (so they wait here,
-    where an echo of input can pass them, not in a socket buffer), and they leave one update
-    of the wire's allowance free: an interactive update (input's echo) may always start. The
-    pacing gain cycles (PACING_GAINS) to find a faster link and drain what a slower one
-    queued, after a startup at STARTUP_GAIN that finds the link's rate in a few round trips.
-    Before any acknowledgement nothing is known: only the count applies.
+    The wire's rule (protocol.MAX_UPDATES_IN_FLIGHT, which the relay enforces) caps the updates
+    unacknowledged; within it the agent paces by bytes and time, as TCP's BBR does: each
+    acknowledgement gives a delivery-rate sample (bytes acknowledged since the update's first
+    write, over the time, and never above the rate they were written at: acknowledgements that
+    arrive bunched, after a viewer's decode, must not make the link seem faster than it is, as
+    BBR bounds its sample by the send rate) and a round-trip sample; the estimate is the largest
+    rate of the last RATE_WINDOW_S and the smallest round trip of the last RTT_WINDOW_S. Bulk
+    updates (video, scrolling) start only while at most one round trip plus UNACKED_EXTRA_S of
+    data is unacknowledged, their frames are written no faster than the rate (so they wait here,
+    where an echo of input can pass them, not in a socket buffer), and they leave one update of
+    the wire's allowance free: an interactive update (input's echo) may always start. The pacing
+    gain cycles (PACING_GAINS) to find a faster link and drain what a slower one queued, after a
+    startup at STARTUP_GAIN that finds the link's rate in a few round trips. Before any
+    acknowledgement nothing is known: only the count applies.
 
     A sample is app-limited when nothing was held back while its update was in flight (typing
     on a fast link: the agent had no more to send, so the sample says how much it sent, not
@@ -266,11 +271,12 @@ class FlowControl:
         self.window = p.UpdateWindow(limit)  # the wire's rule, as the relay enforces it
         self.seq = 0
         # seq -> [bytes written, first written at, and then: delivered, delivered_at;
-        #         holds when it started]
+        #         holds when it started; and then: sent_at; last written at]
         self.in_flight: dict[int, list] = {}
         self.unacked = 0  # bytes written and not yet acknowledged
         self.delivered = 0  # bytes acknowledged since the start
         self.delivered_at: float | None = None
+        self.sent_at = 0.0  # when the last byte acknowledged was written (BBR's first_sent)
         self.rates: deque[tuple[float, float]] = deque()  # (at, bytes/s)
         self.rtts: deque[tuple[float, float]] = deque()  # (at, seconds)
         self.next_write_at = 0.0
@@ -319,7 +325,7 @@ class FlowControl:
     def started(self, seq: int, now: float) -> None:
         """Update ``seq`` begins (its frames may wait to be written): it counts from now
         against the wire's allowance, and its delivery rate from its first write."""
-        self.in_flight[seq] = [0, None, 0, 0.0, self.holds]
+        self.in_flight[seq] = [0, None, 0, 0.0, self.holds, 0.0, 0.0]
         self.window.started(seq)
 
     def ahead_of_time(self, seq: int) -> None:
@@ -356,9 +362,11 @@ class FlowControl:
             entry = self.in_flight[seq]
         if entry[1] is None:  # its rate counts from here: its encoding is not the link's
             if not self.unacked:  # after a pause, not from before it
-                self.delivered_at = now
+                self.delivered_at = self.sent_at = now
             entry[1:4] = now, self.delivered, self.delivered_at
+            entry[5] = self.sent_at
         entry[0] += size
+        entry[6] = now
         self.unacked += size
         rate = self.rate
         if rate is not None:
@@ -384,18 +392,21 @@ class FlowControl:
         if entry is None:
             return False
         self.window.acked(seq)
-        size, written_at, delivered_then, delivered_at_then, holds_then = entry
+        size, written_at, delivered_then, delivered_at_then, holds_then, sent_then, last_at = \
+            entry
         self.unacked -= size
         self.delivered += size
         self.delivered_at = now
         if written_at is not None:
-            # its own bytes took size/rate to cross the link (at the rate known before it:
-            # its own sample would explain all of its time): the rest is the round trip
-            crossing = size / self.rate if self.rate else 0.0
-            self._sample(self.rtts, max(MIN_RTT_S, now - written_at - crossing), now,
-                         RTT_WINDOW_S)
+            # from its last write: its earlier frames' time on the link is not the round
+            # trip (subtracting size/rate for it took the whole sample away, to the 1 ms
+            # floor, whenever the rate was underestimated: in the startup, on a lossy link)
+            self._sample(self.rtts, max(MIN_RTT_S, now - last_at), now, RTT_WINDOW_S)
         if written_at is not None and now > delivered_at_then:
-            rate = (self.delivered - delivered_then) / (now - delivered_at_then)
+            # over the longer of the times to acknowledge and to write these bytes
+            elapsed = max(now - delivered_at_then, last_at - sent_then)
+            rate = (self.delivered - delivered_then) / elapsed
+            self.sent_at = last_at
             limited = self.holds > holds_then  # by the link, not by what there was to send
             if limited or rate >= (self.rate or 0.0):  # (app-limited: above)
                 self._sample(self.rates, rate, now, RATE_WINDOW_S)

@@ -74,6 +74,9 @@ class BrowserResult:
     browser_cpu: float = float("nan")
     screen_changes: float = float("nan")  # the motion source's frames/s meanwhile
     updates_per_s: float = float("nan")  # ours: whole updates drawn (the viewer's own count)
+    messages_per_s: float = float("nan")  # binary websocket messages received (ours: strips)
+    kb_per_s: float = float("nan")  # ... their bytes
+    peer_cpu: float = float("nan")  # the screen's sender (our agent, x11vnc), % of one core
 
 
 # --- Chromium's processes -----------------------------------------------------------------
@@ -101,6 +104,12 @@ def chromium_cpu_seconds() -> dict[int, float]:
         ours.update(children)
         frontier += children
     return {pid: stats[pid][2] for pid in ours if stats[pid][1].startswith("chrom")}
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of one process so far (nan once it is gone)."""
+    stat = _stat(pid)
+    return stat[2] if stat else float("nan")
 
 
 class BrowserCpu:
@@ -164,17 +173,40 @@ async def echo_floor(browser, screen: d.Desktop, relay: RelayProcess):
         d.stop(process)
 
 
+async def serve_viewer_from(page, relay: RelayProcess, root: Path) -> None:
+    """The page gets the viewer's files of checkout ``root`` (with the relay's own headers,
+    its CSP among them): a before/after comparison of the viewer on one relay. Its scripts
+    only: a document answered by the route has no address, and Chromium then refuses its
+    websocket to the loopback (ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS)."""
+    async def answer(route) -> None:
+        name = route.request.url.split("/console/", 1)[1].split("?", 1)[0]
+        if not name.endswith(".js"):
+            await route.continue_()
+            return
+        response = await route.fetch()
+        path = root / "viewer" / name
+        if name and "/" not in name and path.is_file():
+            headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+            await route.fulfill(response=response, headers=headers, body=path.read_bytes())
+        else:
+            await route.fulfill(response=response)
+    await page.context.route(f"http://127.0.0.1:{relay.port}/console/**", answer)
+
+
 @contextlib.asynccontextmanager
 async def our_viewer(browser, screen: d.Desktop, relay: RelayProcess, root: Path = ROOT):
     agent = start_agent(screen, relay, root=root)
     page = None
     try:
         page = await new_page(browser)
+        if root != ROOT:
+            await serve_viewer_from(page, relay, root)
         await page.goto(f"http://127.0.0.1:{relay.port}/console/")
         await page.get_by_test_id("login-user").fill(TECHNICIAN)
         await page.get_by_test_id("login-password").fill(PASSWORD)
         await page.get_by_test_id("login-submit").click()
         await page.get_by_test_id("queue-item").first.get_by_test_id("accept").click()
+        page.bench_sender = agent.pid  # its CPU is measured beside the browser's
         await page.get_by_test_id("screen").wait_for(state="visible")
         await page.get_by_test_id("control-toggle").click()
         await page.wait_for_function(
@@ -203,6 +235,7 @@ async def novnc_viewer(browser, screen: d.Desktop, relay: RelayProcess):
     try:
         _wait_for_port(port, websockify)
         page = await new_page(browser)
+        page.bench_sender = x11vnc.pid
         await page.goto(f"http://127.0.0.1:{port}/bench.html")
         await page.wait_for_selector("body[data-ready]")
         yield page
@@ -244,10 +277,12 @@ async def key_latencies(page, presses: int) -> list[float]:
 
 async def delivered_frames(page, seconds: float, result: BrowserResult,
                            motion: d.Motion) -> None:
-    counts = "() => [__bench.frames, __bench.draws]"
+    counts = "() => [__bench.frames, __bench.draws, __bench.messages, __bench.messageBytes]"
     cpu = BrowserCpu()
-    frames0, draws0 = await page.evaluate(counts)
+    sender = getattr(page, "bench_sender", None)
+    frames0, draws0, messages0, bytes0 = await page.evaluate(counts)
     cpu.start()
+    sender0 = cpu_seconds(sender) if sender else float("nan")
     start, put = time.monotonic(), motion.put
     # Our viewer's own count of whole updates drawn (and acknowledged), shown once a second:
     # an animation frame with a draw may hold half an update (its strips drawn apart).
@@ -260,8 +295,12 @@ async def delivered_frames(page, seconds: float, result: BrowserResult,
             shown.append(float(text[:-2]))
     if shown:
         result.updates_per_s = sum(shown) / len(shown)
-    frames1, draws1 = await page.evaluate(counts)
+    frames1, draws1, messages1, bytes1 = await page.evaluate(counts)
     elapsed = time.monotonic() - start
+    if sender:
+        result.peer_cpu = 100 * (cpu_seconds(sender) - sender0) / elapsed
+    result.messages_per_s = (messages1 - messages0) / elapsed
+    result.kb_per_s = (bytes1 - bytes0) / 1024 / elapsed
     result.screen_changes = motion.rate_since(put, start)
     result.browser_cpu = cpu.percent()
     result.fps = (frames1 - frames0) / elapsed
@@ -272,8 +311,8 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
               clip_seconds: float = d.CLIP_SECONDS, before: Path | None = None,
               novnc: bool = True) -> tuple[list[BrowserResult], float]:
     """Every peer typing and in full motion; returns the results and the motion's rate.
-    ``before``: another checkout whose agent runs too, as the peer "ours before" (its
-    relay and viewer are this one's)."""
+    ``before``: another checkout whose agent and viewer run too, as the peer "ours before"
+    (its relay is this one's)."""
     from playwright.async_api import async_playwright
 
     peers = dict(PEERS)
@@ -350,11 +389,25 @@ def report_lines(results: list[BrowserResult], rate: float) -> list[str]:
     lines.append("| full motion: whole updates drawn/s (the viewer's count) | "
                  + " | ".join("-" if r is floor else _num(r.updates_per_s) for r in results)
                  + " |")
+    lines.append("| full motion: binary messages/s received (ours: strips) | "
+                 + " | ".join("-" if r is floor else _num(r.messages_per_s) for r in results)
+                 + " |")
+    lines.append("| full motion: strips per whole update (by the viewer's count) | "
+                 + " | ".join("-" if r is floor else
+                              _num(r.messages_per_s / max(r.updates_per_s, 1e-9))
+                              for r in results) + " |")
+    lines.append("| full motion: KB per whole update (by the viewer's count) | "
+                 + " | ".join("-" if r is floor else
+                              _num(r.kb_per_s / max(r.updates_per_s, 1e-9), 0)
+                              for r in results) + " |")
     lines.append("| full motion: screen changes/s (the source's) | "
                  + " | ".join("-" if r is floor else _num(r.screen_changes) for r in results)
                  + " |")
     lines.append("| full motion: browser CPU, % of one core | "
                  + " | ".join("-" if r is floor else _num(r.browser_cpu) for r in results)
+                 + " |")
+    lines.append("| full motion: sender's CPU (agent / x11vnc), % of one core | "
+                 + " | ".join("-" if r is floor else _num(r.peer_cpu) for r in results)
                  + " |")
     lines.append("")
     f50, f95 = percentile(floor.latencies_ms, 50), percentile(floor.latencies_ms, 95)
@@ -400,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="full motion measured")
     parser.add_argument("--clip-seconds", type=float, default=d.CLIP_SECONDS)
     parser.add_argument("--before", type=Path, default=None, metavar="DIR",
-                        help="also run the agent of this checkout (e.g. main's, from git "
-                             "archive) as 'ours before', in the same run")
+                        help="also run the agent and viewer of this checkout (e.g. main's, "
+                             "from git archive) as 'ours before', in the same run")
     parser.add_argument("--novnc", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
     require()

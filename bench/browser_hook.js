@@ -36,9 +36,27 @@
 
     const bench = {
         keyAt: 0, echoAt: 0, lastDraw: 0, draws: 0, frames: 0, drewThisFrame: false,
+        messages: 0, messageBytes: 0,  // binary websocket messages received (our strips)
         arm() { this.keyAt = 0; this.echoAt = 0; },
     };
     window.__bench = bench;
+    // Binary messages in: with the viewer's count of whole updates, the strips an update
+    // was cut into and its size (what the browser has to decode per update).
+    const NativeWebSocket = window.WebSocket;
+    window.WebSocket = function (...args) {
+        const socket = new NativeWebSocket(...args);
+        socket.addEventListener("message", (event) => {
+            const data = event.data;
+            if (typeof data === "string") return;
+            bench.messages += 1;
+            bench.messageBytes += data.byteLength ?? data.size ?? 0;
+        });
+        return socket;
+    };
+    window.WebSocket.prototype = NativeWebSocket.prototype;
+    for (const name of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) {
+        window.WebSocket[name] = NativeWebSocket[name];
+    }
     const drawn = (t) => {
         bench.draws += 1;
         bench.lastDraw = t;

@@ -1,13 +1,16 @@
 """Typing on a slow link while a video plays: ours against x11vnc, through bench/shaper.py.
 
-    python -m bench.slow_link [--presses 30] [--seconds 6] [--levels 3,7]
+    python -m bench.slow_link [--presses 30] [--seconds 6] [--levels 3,7] [--before DIR]
+                              [--rounds 1]
 
 An 800x450 video plays in the bottom-right corner while a scripted viewer types into an
 xterm in the top-left. Per link and peer: the first full 1080p image's time, the time from a
 key to the first finished rectangle that overlaps the xterm (p50/p95, against the targets of
 issue 14), how many updates a second touched the video and with which JPEG settings. The
 shaper sits between the agent and the relay (our viewer reaches the relay directly), and
-between x11vnc and its RFB client.
+between x11vnc and its RFB client. With --before, another checkout's agent (main's, from git
+archive) runs on each link too, as "ours before", alternated with ours --rounds times: the
+machine's load changes from minute to minute, so a before/after is only fair in one run.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ KEY_TIMEOUT_S = 5.0  # a press with no echo by then counts as this (it shows in 
 PRESS_GAP_S = 0.3  # after an echo, so its last rectangles do not answer the next press
 FIRST_IMAGE_TIMEOUT_S = 60.0
 NO_VIDEO = ", no video"  # the label of the runs after the video has stopped
+BEFORE = "ours before"
 
 
 @dataclass(frozen=True)
@@ -212,10 +216,13 @@ async def run_x11vnc(screen: d.Desktop, box: tuple[int, int, int, int], link: Li
 
 
 async def run_ours(screen: d.Desktop, relay: RelayProcess, box: tuple[int, int, int, int],
-                   link: Link, presses: int, seconds: float, label: str = "") -> SlowResult:
-    result = SlowResult(f"ours{label}", link)
+                   link: Link, presses: int, seconds: float, label: str = "",
+                   root: Path | None = None, peer: str = "ours") -> SlowResult:
+    """Our agent (``root``: another checkout's, as ``peer``) across ``link``."""
+    result = SlowResult(f"{peer}{label}", link)
     shaper = LinkProcess(link.shape, relay.port, link.applied_loss()).start()
-    process = start_agent(screen, relay, f"ws://127.0.0.1:{shaper.port}")
+    process = start_agent(screen, relay, f"ws://127.0.0.1:{shaper.port}",
+                          **({"root": root} if root is not None else {}))
     viewer = SpotlightViewer()
     try:
         await viewer.connect(relay.ws_url)
@@ -232,10 +239,12 @@ async def run_ours(screen: d.Desktop, relay: RelayProcess, box: tuple[int, int, 
 
 async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: float,
               levels: tuple[int, ...], without_video: bool = True,
-              links: tuple[Link, ...] = LINKS) -> list[SlowResult]:
+              links: tuple[Link, ...] = LINKS, before: Path | None = None,
+              rounds: int = 1) -> list[SlowResult]:
     """Every link, x11vnc at each of `levels` then ours, with the video playing; then, with
     `without_video`, x11vnc at the highest level and ours again once the video has stopped
-    (what the link alone costs a keystroke)."""
+    (what the link alone costs a keystroke). `before`: another checkout's agent runs before
+    ours on each link, the pair `rounds` times (rows of later rounds say which)."""
     workload = VideoBesideXterm(screen)
     workload.start()
     results = []
@@ -247,8 +256,15 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
                 print(f"  slow link {link.name}: x11vnc level {level} ...", file=sys.stderr,
                       flush=True)
                 results.append(await run_x11vnc(screen, box, link, level, presses, seconds))
-            print(f"  slow link {link.name}: ours ...", file=sys.stderr, flush=True)
-            results.append(await run_ours(screen, relay, box, link, presses, seconds))
+            for n in range(rounds):
+                tag = f" #{n + 1}" if n else ""
+                if before is not None:
+                    print(f"  slow link {link.name}: {BEFORE}{tag} ...", file=sys.stderr,
+                          flush=True)
+                    results.append(await run_ours(screen, relay, box, link, presses, seconds,
+                                                  tag, before, BEFORE))
+                print(f"  slow link {link.name}: ours{tag} ...", file=sys.stderr, flush=True)
+                results.append(await run_ours(screen, relay, box, link, presses, seconds, tag))
         if without_video and levels:
             workload.stop_video()
             for link in links:
@@ -334,7 +350,7 @@ async def _standalone(args: argparse.Namespace) -> list[SlowResult]:
     relay = RelayProcess(data).start()
     try:
         return await run(screen, relay, args.presses, args.seconds, args.levels,
-                         args.without_video)
+                         args.without_video, before=args.before, rounds=args.rounds)
     finally:
         relay.stop()
         screen.close()
@@ -356,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="x11vnc Tight quality levels to run (comma-separated)")
     parser.add_argument("--without-video", action=argparse.BooleanOptionalAction,
                         default=True, help="also run each link once the video has stopped")
+    parser.add_argument("--before", type=Path, default=None, metavar="DIR",
+                        help="also run the agent of this checkout (e.g. main's, from git "
+                             "archive) as 'ours before', in the same run")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="ours (and ours before) this many times per link, alternated")
     args = parser.parse_args(argv)
     d.require("Xvfb", "xterm", "xdotool", "x11vnc", "ffmpeg", "ffplay")
     print("\n".join(report_lines(asyncio.run(_standalone(args)))))

@@ -486,6 +486,52 @@ def test_on_a_slow_link_bulk_updates_go_in_strips_of_a_few_tens_of_milliseconds(
     assert before < rows(1e6, pacer) <= codec.STRIP_ROWS
 
 
+def motion_rows(rate: float | None, height: int = 1080, threads: int = 2) -> int:
+    """The strip height the Pacer plans for full-screen motion of ``height`` rows."""
+    pacer = codec.Pacer(now=0.0, threads=threads)
+    moving = [(0, 0, 1920, height)]
+    plans = [pacer.plan(moving, t * 0.016, rate=rate) for t in range(1, 5)]
+    [plan] = plans[-1]
+    assert plan.motion
+    return plan.rows
+
+
+def test_full_screen_motion_on_a_fast_link_goes_in_one_strip_per_encoder_thread() -> None:
+    """1080p motion on a link that carries such a strip within STRIP_LINK_S, or one not yet
+    known: one strip per encoder thread (rows a multiple of 16), taller than STRIP_ROWS:
+    fewer images for the browser to decode and draw per update."""
+    assert motion_rows(None) == motion_rows(100e6) == 544
+    assert motion_rows(100e6, threads=4) == 272
+    assert motion_rows(100e6) > codec.STRIP_ROWS
+
+
+def test_full_screen_motion_on_a_fast_link_holds_it_at_most_strip_link_s_a_strip() -> None:
+    """From FAST_LINK_BYTES_S on, a motion strip holds the link at most about STRIP_LINK_S
+    (at the bytes a pixel guessed for 4:2:0): the most rows, a multiple of 16, that fit."""
+    row_bytes = 1920 * codec.BYTES_PER_PX["420"]
+    for rate in (codec.FAST_LINK_BYTES_S, 2e6, 4e6, 8e6):
+        rows = motion_rows(rate)
+        assert rows % 16 == 0 and 16 <= rows <= 544, (rate, rows)
+        assert rows * row_bytes <= rate * codec.STRIP_LINK_S, (rate, rows)
+        assert rows == 544 or (rows + 16) * row_bytes > rate * codec.STRIP_LINK_S, (rate, rows)
+    assert motion_rows(4e6) > codec.STRIP_ROWS
+
+
+def test_motion_on_a_slow_link_goes_in_strips_as_any_bulk_update() -> None:
+    """Below FAST_LINK_BYTES_S (2 Mbit/s, 512 kbit/s) motion strips are those of other bulk
+    updates: at most STRIP_ROWS, fewer where one would hold the link over STRIP_LINK_S."""
+    video = [(1120, 630, 800, 450)]
+    for rate in (64e3, 512e3 / 8, 2e6 / 8, codec.FAST_LINK_BYTES_S - 1):
+        pacer = codec.Pacer(now=0.0, threads=2)
+        for t in range(1, 4):
+            pacer.plan(video, t * 0.016, rate=rate)
+        [motion] = pacer.plan(video, 0.064, rate=rate)
+        rows = min(codec.STRIP_ROWS, int(rate * codec.STRIP_LINK_S / (
+            800 * codec.BYTES_PER_PX["420"])) // 16 * 16)
+        assert motion.motion and motion.rows == max(16, rows), (rate, motion.rows)
+    assert motion_rows(64e3) == 16
+
+
 # --- without numpy: the same bytes, read-only views, nothing imported ----------------------
 
 

@@ -292,6 +292,75 @@ def test_large_images_are_decoded_on_the_page_when_the_decode_worker_fails(open_
     viewer.wait_for_pixel(800, 500, colours[-1])
 
 
+COUNT_FRAMES = """(() => {
+    // each drawImage onto the page's canvas, with the animation frame it fell in
+    window.painted = [];
+    window.tick = 0;
+    const step = () => { window.tick += 1; requestAnimationFrame(step); };
+    requestAnimationFrame(step);
+    const draw = CanvasRenderingContext2D.prototype.drawImage;
+    CanvasRenderingContext2D.prototype.drawImage = function (...args) {
+        window.painted.push([window.tick, args[5], args[6]]);
+        return draw.apply(this, args);
+    };
+})();"""
+
+
+def strips_session(open_viewer, agents) -> tuple[Viewer, ScriptedAgent]:
+    """A session whose page records its draws (COUNT_FRAMES), after a first whole image."""
+    viewer = open_viewer()
+    viewer.context.add_init_script(COUNT_FRAMES)
+    viewer.page.reload()
+    viewer.signed_in()
+    agent = agents()
+    viewer.accept(agent)
+    agent.expect(protocol.Accepted)
+    agent.send_full((200, 40, 40), seq=1)
+    agent.expect(protocol.Ack, lambda m: m.seq == 1)
+    return viewer, agent
+
+
+def drawn_strips(viewer: Viewer, tops: list[int]) -> list[tuple[int, int]]:
+    """(animation frame, top) of each draw at x=0 whose top is one of ``tops``, after the first
+    whole image (also drawn at 0, 0)."""
+    painted = viewer.page.evaluate("() => window.painted")[1:]
+    return [(tick, y) for tick, x, y in painted if x == 0 and y in tops]
+
+
+def test_the_strips_of_one_update_are_drawn_in_one_animation_frame(open_viewer, agents):
+    """Four large strips of one update arriving together (each decoded in a worker, at most
+    MAX_UPDATES_IN_FLIGHT at once, finishing apart) are drawn in order in one animation
+    frame; the update is acknowledged."""
+    viewer, agent = strips_session(open_viewer, agents)
+    buffer = io.BytesIO()
+    Image.effect_noise((1600, 250), 80).convert("RGB").save(buffer, "JPEG", quality=90)
+    tops = [0, 250, 500, 750]
+    frames = [protocol.encode_frame(protocol.Frame(
+        protocol.FRAME_JPEG, protocol.FLAG_LAST if y == tops[-1] else 0, 1, 2, 0, y, 1600, 250,
+        buffer.getvalue())) for y in tops]
+    for frame in frames:  # back to back, as written on a fast link
+        agent.socket.send(frame)
+    agent.expect(protocol.Ack, lambda m: m.seq == 2)
+    strips = drawn_strips(viewer, tops)
+    assert [y for _, y in strips] == tops
+    assert len({tick for tick, _ in strips}) == 1, strips
+
+
+def test_the_strips_of_an_update_still_arriving_are_drawn_as_they_come(open_viewer, agents):
+    """On a slow link: the first three strips of an update, with nothing behind them, are
+    drawn before its last has arrived (after HOLD_STRIPS_MS); then the last, and the update
+    is acknowledged."""
+    viewer, agent = strips_session(open_viewer, agents)
+    noise = Image.effect_noise((1600, 250), 80).convert("RGB")
+    for y in (0, 250, 500):
+        agent.send_image(noise, seq=2, x=0, y=y, kind=protocol.FRAME_JPEG, flags=0)
+    viewer.page.wait_for_function(
+        "() => window.painted.slice(1).filter(([, x, y]) => x === 0 && y === 500).length")
+    agent.send_image(noise, seq=2, x=0, y=750, kind=protocol.FRAME_JPEG)
+    agent.expect(protocol.Ack, lambda m: m.seq == 2)
+    assert [y for _, y in drawn_strips(viewer, [0, 250, 500, 750])] == [0, 250, 500, 750]
+
+
 def test_queue_lists_the_newest_customers_and_counts_the_others(open_viewer, relay):
     """With more customers waiting than the queue lists, the page lists the newest and says
     how many more wait; the count includes them."""

@@ -6,8 +6,13 @@
 // image is decoded only if its own header declares no more pixels than the frame's rectangle,
 // and at most MAX_UPDATES_IN_FLIGHT images are decoded at once (the agent's in-flight rule).
 
-import { FRAME_PNG, FLAG_FULL, MAX_UPDATES_IN_FLIGHT } from "./protocol.js";
+import { FRAME_PNG, FLAG_FULL, FLAG_LAST, MAX_UPDATES_IN_FLIGHT } from "./protocol.js";
 import { Decoder } from "./decoder.js";
+
+// A strip with nothing arrived behind it waits this long for the rest of its update (on a
+// fast link they come paced a few ms apart); on a slow link a large update takes seconds,
+// and is better seen as it comes than all at once at the end.
+const HOLD_STRIPS_MS = 100;
 
 const JPEG_SOF = new Set([0xc0, 0xc1, 0xc2, 0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 0xcb, 0xcd,
     0xce, 0xcf]);
@@ -58,6 +63,10 @@ export class Display {
         this._cursor = null;
         this._chain = Promise.resolve();
         this._generation = 0;
+        this._held = [];            // [frame, bitmap] of the update being drawn: see draw()
+        this._arrived = 0;          // frames given to draw() not yet decoded and drawn or held
+        this._holdTimer = null;     // draws the held strips when it fires, and then the rest
+        this._flowing = null;       // of their update (this seq) as they come
         new ResizeObserver(() => this._layout()).observe(viewport);
     }
 
@@ -66,6 +75,11 @@ export class Display {
         this._generation += 1;
         this._chain = Promise.resolve();
         for (const waiting of this._waiting.splice(0)) waiting.drop();
+        for (const [, bitmap] of this._held.splice(0)) bitmap.close();
+        this._arrived = 0;
+        clearTimeout(this._holdTimer);
+        this._holdTimer = null;
+        this._flowing = null;
         this.screens = screens || [];
         this.monitor = null;
         this._cursor = null;
@@ -93,8 +107,14 @@ export class Display {
     }
 
     // Start decoding (in a worker) as soon as a slot is free, draw when every earlier frame has
-    // been drawn.
-    // The promise resolves once this rectangle is on the canvas (or was dropped), never rejects.
+    // been drawn. The strips of one update are drawn together with its last (FLAG_LAST), in one
+    // task and so in one animation frame: the support person sees whole updates, never the
+    // top of one over the bottom of the one before. Unless the rest is slow to come: held
+    // strips with nothing arrived behind them for HOLD_STRIPS_MS are drawn, and the rest of
+    // their update as it comes (a slow link). A strip of another update draws the held ones
+    // first (the order of pixels stays the wire's).
+    // The promise resolves once this rectangle is on the canvas or held for its update's last
+    // (or was dropped), never rejects.
     draw(frame) {
         const size = imageSize(frame.kind, frame.image);
         const generation = this._generation;
@@ -103,20 +123,33 @@ export class Display {
             console.warn("refused an image larger than its frame says:",
                 size ? `${size.width}x${size.height}` : "no size",
                 `for ${frame.width}x${frame.height}`);
+            if (frame.flags & FLAG_LAST) this._chain = this._chain.then(() => this._drawHeld());
             return this._chain;
         }
         const decoding = this._decode(frame);
         decoding.catch(() => {});   // reported in order, below
+        this._arrived += 1;
         this._chain = this._chain.then(async () => {
             let bitmap;
             try {
                 bitmap = await decoding;
             } catch {
-                if (generation === this._generation) this.decodeErrors += 1;
+                if (generation !== this._generation) return;
+                this._arrived -= 1;
+                this.decodeErrors += 1;
+                if (frame.flags & FLAG_LAST) this._drawHeld();  // the update's other strips
+                else this._holdOn();
                 return;
             }
-            if (generation === this._generation) this._paint(frame, bitmap);
-            bitmap.close();
+            if (generation !== this._generation) {
+                bitmap.close();
+                return;
+            }
+            this._arrived -= 1;
+            if (this._held.length && this._held[0][0].seq !== frame.seq) this._drawHeld();
+            this._held.push([frame, bitmap]);
+            if (frame.flags & FLAG_LAST || this._flowing === frame.seq) this._drawHeld();
+            else this._holdOn();
         });
         return this._chain;
     }
@@ -135,6 +168,25 @@ export class Display {
             if (this._decoding < MAX_UPDATES_IN_FLIGHT) start();
             else this._waiting.push({ start, drop: () => reject(new Error("dropped")) });
         });
+    }
+
+    // Strips are held; with nothing arrived behind them, not for longer than HOLD_STRIPS_MS.
+    _holdOn() {
+        if (this._arrived || this._holdTimer !== null || !this._held.length) return;
+        this._holdTimer = setTimeout(() => {
+            this._holdTimer = null;
+            this._flowing = this._held[0]?.[0].seq ?? null;
+            this._drawHeld();
+        }, HOLD_STRIPS_MS);
+    }
+
+    _drawHeld() {
+        clearTimeout(this._holdTimer);
+        this._holdTimer = null;
+        for (const [frame, bitmap] of this._held.splice(0)) {
+            this._paint(frame, bitmap);
+            bitmap.close();
+        }
     }
 
     _paint(frame, bitmap) {
