@@ -24,6 +24,8 @@ from PIL import Image
 import panel
 import protocol as p
 from panel import SessionFacts, view
+from tests.helpers import wine as wine_helpers
+from tests.helpers.wine import windows_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-artifacts" / "panel"
@@ -547,7 +549,6 @@ def test_tk_panel_draws_every_state_on_a_1280x800_screen(tk_panel) -> None:
 
 # --- the real Win32 panel under Wine -----------------------------------------------------
 
-WINE_CACHE = Path(os.environ.get("SPOTLIGHT_WINE_CACHE") or ROOT / ".cache" / "wine")
 WIN32_DRIVER = r"""
 import ctypes, sys
 from datetime import datetime
@@ -589,33 +590,22 @@ say("closed")
 @pytest.fixture(scope="module")
 def wine_python(xvfb):
     """The Windows build's python.exe (made by packaging/build-windows.sh when missing) and
-    the environment of a Wine prefix of its own to run it in."""
+    the environment of a Wine prefix of its own to run it in (kept between runs: this test
+    runs the panel module from source, not the exe, so nothing installed is at stake)."""
     need("wine", "wineserver", "wineboot", "xdotool")
-    python = WINE_CACHE / "python" / "python.exe"
-    if not (WINE_CACHE / "python" / ".spotlight-ready").is_file():
-        result = subprocess.run(["bash", str(ROOT / "packaging" / "build-windows.sh")],
-                                cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True,
-                                text=True, timeout=1500)
-        assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    prefix = WINE_CACHE / "panel-prefix"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
-    env.update(WINEPREFIX=str(prefix), WINEARCH="win64", WINEDEBUG="-all",
-               WINEDLLOVERRIDES="mscoree,mshtml=", DISPLAY=xvfb.name, SPOTLIGHT_PANEL="win32")
+    python = wine_helpers.CACHE / "python" / "python.exe"
+    if not (wine_helpers.CACHE / "python" / ".spotlight-ready").is_file():
+        wine_helpers.build_windows_exe()
+    prefix = wine_helpers.CACHE / "panel-prefix"
+    env = {**wine_helpers.wine_env(prefix, xvfb.name), "SPOTLIGHT_PANEL": "win32"}
     if not (prefix / ".spotlight-ready").is_file():
-        for command in (["wineboot", "--init"],
-                        ["wine", "reg", "add", "HKCU\\Software\\Wine", "/v", "Version", "/d",
-                         "win10", "/f"],
-                        ["wineserver", "-w"]):
-            subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=300, check=True)
+        wine_helpers.wine(env, "wineboot", "--init")
+        wine_helpers.wine(env, "wine", "reg", "add", "HKCU\\Software\\Wine", "/v", "Version",
+                          "/d", "win10", "/f")
+        wine_helpers.wine(env, "wineserver", "-w")
         (prefix / ".spotlight-ready").touch()
     yield python, env
-    subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
-                   capture_output=True, timeout=60)
-
-
-def windows_path(path: Path) -> str:
-    return "Z:" + str(path.resolve()).replace("/", "\\")
+    wine_helpers.stop_wine(env)
 
 
 class WineDriver:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -41,12 +40,21 @@ from tests.helpers.desktop import (
 )
 from tests.helpers.relay import ledger_csv
 from tests.helpers.viewer import ScriptedViewer
+from tests.helpers.wine import (
+    CACHE,
+    EXE,
+    ROOT,
+    build_windows_exe,
+    clean_prefix,
+    exe_processes,
+    running_exe,
+    stop_wine,
+    windows_path,
+    wine,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("SPOTLIGHT_WINE_CACHE") or ROOT / ".cache" / "wine")
 RUN_PREFIX = CACHE / "run-prefix"  # recreated by every run: the exe must need nothing in it
 WINDOWS_PYTHON = CACHE / "python" / "python.exe"
-EXE = ROOT / "dist" / "windows" / "SpotlightSupport.exe"
 CLOSE_FROM_TRAY = ROOT / "packaging" / "close_from_tray.py"
 SIGN_PASSWORD = "throwaway-test-password"
 # Issue 15: 20 MB or less, without UPX. Measured 2026-12 (packaging/exe_contents.py): 27.7 MB
@@ -65,61 +73,6 @@ with open(sys.argv[1], "w", encoding="utf-8", newline="\\n") as out:
 """
 
 pytestmark = [pytest.mark.wine, pytest.mark.build, pytest.mark.x11]
-
-
-def windows_path(path: Path) -> str:
-    """The path as a Windows program under Wine sees it (Wine maps / to Z:)."""
-    return "Z:" + str(path.resolve()).replace("/", "\\")
-
-
-def wine_env(display: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
-    return {**env, "WINEPREFIX": str(RUN_PREFIX), "WINEARCH": "win64", "WINEDEBUG": "-all",
-            "WINEDLLOVERRIDES": "mscoree,mshtml=", "DISPLAY": display}
-
-
-def wine(env: dict[str, str], *args: str, timeout: float = 120) -> str:
-    """Run a Wine command to its end. Output goes to a pipe (never a file), stdin is open."""
-    result = subprocess.run(list(args), env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}"
-    return result.stdout
-
-
-def build_windows_exe() -> None:
-    result = subprocess.run(["bash", str(ROOT / "packaging" / "build-windows.sh")], cwd=ROOT,
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            timeout=1500)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    assert EXE.is_file()
-
-
-def make_run_prefix(env: dict[str, str]) -> None:
-    shutil.rmtree(RUN_PREFIX, ignore_errors=True)
-    wine(env, "wineboot", "--init")
-    # Wine 8 says it is Windows 7 by default; the exe's Python 3.13 wants 8.1 or later.
-    wine(env, "wine", "reg", "add", "HKCU\\Software\\Wine", "/v", "Version", "/d", "win10", "/f")
-    wine(env, "wine", "reg", "add", "HKCU\\Software\\Wine\\WineDbg", "/v", "ShowCrashDialog",
-         "/t", "REG_DWORD", "/d", "0", "/f")
-    wine(env, "wineserver", "-w")
-
-
-def exe_processes() -> list[int]:
-    """Processes running SpotlightSupport.exe in the run prefix."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"SpotlightSupport.exe" in cmdline and \
-                f"WINEPREFIX={RUN_PREFIX}".encode() in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
 
 
 VERSION_PROBE = """\
@@ -142,6 +95,7 @@ def built_exe() -> Path:
     """The exe built by packaging/build-windows.sh (cached toolchain), once for the module."""
     require_tools("wine", "wineserver", "wineboot")
     build_windows_exe()
+    assert EXE.is_file()
     return EXE
 
 
@@ -190,11 +144,8 @@ def signed_exe(built_exe, certificate, tmp_path_factory) -> Path:
 def wine_run_env(xvfb, built_exe) -> Iterator[dict[str, str]]:
     """A clean run prefix for the built exe; the Wine environment."""
     require_tools("xdotool", "xsetroot")
-    env = wine_env(xvfb.name)
-    make_run_prefix(env)
-    yield env
-    subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
-                   capture_output=True, timeout=60)
+    with clean_prefix(RUN_PREFIX, xvfb.name) as env:
+        yield env
 
 
 @pytest.mark.timeout(1800)  # a build from nothing (prefix, Python, packages) takes minutes
@@ -211,32 +162,21 @@ def test_signed_exe_under_wine_streams_takes_input_and_ends_on_the_customers_clo
          windows_path(typed)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     console_output = Output(console)
-    exe = None
     try:
         assert wait_for_file(typed, "ready", timeout=60) == "ready\n", console_output.text()
         window = subprocess.run(
             ["xdotool", "search", "--sync", "--onlyvisible", "--name", r"python\.exe"],
             capture_output=True, text=True, timeout=30).stdout.split()[0]
         started = time.monotonic()
-        exe = subprocess.Popen(
-            ["wine", str(signed_exe), "--relay", relay.ws_url, "--technician", "david"],
-            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)
-        output = Output(exe)
-        connected_s = asyncio.run(_drive_exe(relay, env, output, started, window, typed))
-        assert exe.wait(timeout=30) == 0, output.text()
-        assert exe_processes() == [], output.text()
+        with running_exe(env, tmp_path, "--relay", relay.ws_url, "--technician", "david",
+                         exe=signed_exe) as (exe, output):
+            connected_s = asyncio.run(_drive_exe(relay, env, output, started, window, typed))
+            assert exe.wait(timeout=30) == 0, output.text()
+            assert exe_processes(RUN_PREFIX) == [], output.text()
     finally:
-        if exe is not None and exe.poll() is None:
-            exe.kill()
-        subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=60)
-        for process in (exe, console):
-            if process is not None:
-                process.wait(timeout=30)
+        stop_wine(env)
+        console.wait(timeout=30)
         console_output.wait()
-        if exe is not None:
-            output.wait()
 
     rows = [row for row in ledger_csv(relay) if row.get("technician") == "david"]
     assert [row["ended_by"] for row in rows] == ["customer"], rows
@@ -372,11 +312,7 @@ def test_exe_without_a_chosen_person_shows_the_picker_and_cancel_ends_it(
     env = wine_run_env
     company = json.loads((ROOT / "support.example.json").read_text(encoding="utf-8"))["company"]
     started = time.monotonic()
-    exe = subprocess.Popen(["wine", str(EXE)], cwd=tmp_path, env=env,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-    output = Output(exe)
-    try:
+    with running_exe(env, tmp_path) as (exe, output):
         found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name",
                                 company], capture_output=True, text=True, timeout=120)
         picker_s = time.monotonic() - started
@@ -387,13 +323,6 @@ def test_exe_without_a_chosen_person_shows_the_picker_and_cancel_ends_it(
         subprocess.run(["xdotool", "key", "--window", windows[0], "Escape"], check=True,
                        timeout=30)
         assert exe.wait(timeout=60) == 0, output.text()
-    finally:
-        if exe.poll() is None:
-            exe.kill()
-        subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=60)
-        exe.wait(timeout=30)
-        output.wait()
     with capsys.disabled():
         print(f"\nlaunch to the picker window under Wine: {picker_s:.1f} s")
 
@@ -408,10 +337,7 @@ def test_exe_shows_its_panel_and_a_second_start_only_brings_it_to_the_front(
     env = wine_run_env
     company = json.loads((ROOT / "support.example.json").read_text(encoding="utf-8"))["company"]
     command = ["wine", str(EXE), "--relay", "ws://127.0.0.1:9", "--technician", "david"]
-    exe = subprocess.Popen(command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = Output(exe)
-    try:
+    with running_exe(env, tmp_path, *command[2:]) as (exe, output):
         title = f"{company} support: not connected"
         found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name",
                                 title], capture_output=True, text=True, timeout=120)
@@ -435,10 +361,3 @@ def test_exe_shows_its_panel_and_a_second_start_only_brings_it_to_the_front(
                        check=True, timeout=30)
         subprocess.run(["xdotool", "key", "--clearmodifiers", "alt+c"], check=True, timeout=30)
         assert exe.wait(timeout=60) == 1, output.text()
-    finally:
-        if exe.poll() is None:
-            exe.kill()
-        subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=60)
-        exe.wait(timeout=30)
-        output.wait()

@@ -8,68 +8,40 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import mss
 import pytest
 from PIL import Image
 
 import protocol as p
-from tests.helpers.desktop import Output, require_tools
+from tests.helpers.desktop import require_tools
 from tests.helpers.viewer import ScriptedViewer
+from tests.helpers.wine import (
+    CACHE,
+    ROOT,
+    build_windows_exe,
+    clean_prefix,
+    running_exe,
+    windows_path,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("SPOTLIGHT_WINE_CACHE") or ROOT / ".cache" / "wine")
 RUN_PREFIX = CACHE / "run-prefix"  # recreated here: the exe must need nothing in it
-EXE = ROOT / "dist" / "windows" / "SpotlightSupport.exe"
 SHOTS = ROOT / "test-artifacts" / "wine-files"
 TITLE = "David wants to send you a file"
 
 pytestmark = [pytest.mark.wine, pytest.mark.build, pytest.mark.x11]
 
 
-def windows_path(path: Path) -> str:
-    """The path as a Windows program under Wine sees it (Wine maps / to Z:)."""
-    return "Z:" + str(path.resolve()).replace("/", "\\")
-
-
-def wine_env(display: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
-    return {**env, "WINEPREFIX": str(RUN_PREFIX), "WINEARCH": "win64", "WINEDEBUG": "-all",
-            "WINEDLLOVERRIDES": "mscoree,mshtml=", "DISPLAY": display}
-
-
-def wine(env: dict[str, str], *args: str, timeout: float = 120) -> None:
-    """A Wine command to its end; output to a pipe (Wine's Python dies on a file handle)."""
-    result = subprocess.run(list(args), env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}"
-
-
 @pytest.fixture(scope="module")
 def wine_run_env(xvfb) -> Iterator[dict[str, str]]:
     """The exe built by packaging/build-windows.sh (cached toolchain) and a clean prefix."""
     require_tools("wine", "wineserver", "wineboot", "xdotool")
-    built = subprocess.run(["bash", str(ROOT / "packaging" / "build-windows.sh")], cwd=ROOT,
-                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=1500)
-    assert built.returncode == 0, (built.stdout + built.stderr)[-5000:]
-    env = wine_env(xvfb.name)
-    shutil.rmtree(RUN_PREFIX, ignore_errors=True)
-    wine(env, "wineboot", "--init")
-    # Wine 8 says it is Windows 7 by default; the exe's Python 3.13 wants 8.1 or later.
-    wine(env, "wine", "reg", "add", "HKCU\\Software\\Wine", "/v", "Version", "/d", "win10", "/f")
-    wine(env, "wine", "reg", "add", "HKCU\\Software\\Wine\\WineDbg", "/v", "ShowCrashDialog",
-         "/t", "REG_DWORD", "/d", "0", "/f")
-    wine(env, "wineserver", "-w")
-    yield env
-    subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
-                   capture_output=True, timeout=60)
+    build_windows_exe()
+    with clean_prefix(RUN_PREFIX, xvfb.name) as env:
+        yield env
 
 
 def window(title: str) -> str:
@@ -132,12 +104,8 @@ def test_the_exe_asks_in_its_own_window_esc_declines_and_enter_saves_with_the_sh
     downloads = tmp_path / "Downloads"
     env = {**wine_run_env, "SPOTLIGHT_DOWNLOADS": windows_path(downloads)}
     data = os.urandom(300_000)
-    exe = subprocess.Popen(
-        ["wine", str(EXE), "--relay", relay.ws_url, "--technician", "david"],
-        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    output = Output(exe)
-    try:
+    with running_exe(env, tmp_path, "--relay", relay.ws_url, "--technician", "david"
+                     ) as (_, output):
         async def scenario() -> tuple[p.FileAnswer, p.FileDone]:
             async with await ScriptedViewer.login(relay, "david", "david-pw") as viewer:
                 await viewer.accept((await viewer.wait_for_pending(timeout=90)).session)
@@ -170,13 +138,6 @@ def test_the_exe_asks_in_its_own_window_esc_declines_and_enter_saves_with_the_sh
                 return declined, done
 
         declined, done = asyncio.run(asyncio.wait_for(scenario(), 300))
-    finally:
-        if exe.poll() is None:
-            exe.kill()
-        subprocess.run(["wineserver", "-k"], env=wine_run_env, stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=60)
-        exe.wait(timeout=30)
-        output.wait()
     assert declined.accept is False, output.text()
     assert done.saved_as == "report.pdf"
     # nothing of the declined file, nor of the cancelled one (not even a temporary file)

@@ -12,8 +12,6 @@ this one is removed at the end). The exe is the one packaging/build-windows.sh b
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,52 +21,21 @@ import pytest
 import protocol as p
 from tests.helpers.desktop import Output, grab_screen, require_tools, until
 from tests.helpers.viewer import ScriptedViewer
+from tests.helpers.wine import (
+    CACHE,
+    ROOT,
+    build_windows_exe,
+    clean_prefix,
+    exe_processes,
+    running_exe,
+    windows_path,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("SPOTLIGHT_WINE_CACHE") or ROOT / ".cache" / "wine")
 PREFIX = CACHE / "handoff-prefix"
-EXE = ROOT / "dist" / "windows" / "SpotlightSupport.exe"
 SHOTS = ROOT / "test-artifacts" / "panel"
 WAIT_S = 120
 
 pytestmark = [pytest.mark.wine, pytest.mark.build, pytest.mark.x11]
-
-
-def windows_path(path: Path) -> str:
-    """The path as a Windows program under Wine sees it (Wine maps / to Z:)."""
-    return "Z:" + str(path.resolve()).replace("/", "\\")
-
-
-def wine_env(display: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PIP_", "PYTHON", "SPOTLIGHT_"))}
-    return {**env, "WINEPREFIX": str(PREFIX), "WINEARCH": "win64", "WINEDEBUG": "-all",
-            "WINEDLLOVERRIDES": "mscoree,mshtml=", "DISPLAY": display}
-
-
-def wine(env: dict[str, str], *args: str, timeout: float = 180) -> None:
-    """A Wine command to its end; output to a pipe (never a file), stdin open."""
-    result = subprocess.run(list(args), env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}"
-
-
-def copies_running() -> list[int]:
-    """Processes running SpotlightSupport.exe in this module's prefix."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"SpotlightSupport.exe" in cmdline and \
-                f"WINEPREFIX={PREFIX}".encode() in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return found
 
 
 def windows_copies() -> list[bytes]:
@@ -76,7 +43,7 @@ def windows_copies() -> list[bytes]:
     `wine` commands that started them: Wine's launcher lives on while any process it
     started (the elevated copy included, through ShellExecute) still runs."""
     lines = []
-    for pid in copies_running():
+    for pid in exe_processes(PREFIX):
         try:
             line = (Path("/proc") / str(pid) / "cmdline").read_bytes()
         except OSError:
@@ -89,28 +56,14 @@ def windows_copies() -> list[bytes]:
 @pytest.fixture(scope="module")
 def built_exe() -> Path:
     require_tools("wine", "wineserver", "wineboot", "xdotool")
-    result = subprocess.run(["bash", str(ROOT / "packaging" / "build-windows.sh")], cwd=ROOT,
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            timeout=1500)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return EXE
+    return build_windows_exe()
 
 
 @pytest.fixture(scope="module")
 def env(xvfb, built_exe) -> Iterator[dict[str, str]]:
     """A clean prefix of this module's own (removed afterwards: ~700 MB)."""
-    environment = wine_env(xvfb.name)
-    shutil.rmtree(PREFIX, ignore_errors=True)
-    wine(environment, "wineboot", "--init")
-    wine(environment, "wine", "reg", "add", "HKCU\\Software\\Wine", "/v", "Version", "/d",
-         "win10", "/f")
-    wine(environment, "wine", "reg", "add", "HKCU\\Software\\Wine\\WineDbg", "/v",
-         "ShowCrashDialog", "/t", "REG_DWORD", "/d", "0", "/f")
-    wine(environment, "wineserver", "-w")
-    yield environment
-    subprocess.run(["wineserver", "-k"], env=environment, stdin=subprocess.DEVNULL,
-                   capture_output=True, timeout=60)
-    shutil.rmtree(PREFIX, ignore_errors=True)
+    with clean_prefix(PREFIX, xvfb.name, remove_after=True) as environment:
+        yield environment
 
 
 @pytest.mark.timeout(1800)
@@ -122,21 +75,10 @@ def test_exe_under_wine_reports_the_prompt_and_hands_the_session_to_its_elevated
     file is gone, and ending the session ends the copy."""
     flag = tmp_path / "prompt"
     run_env = {**env, "SPOTLIGHT_DESKTOP": f"fake:{windows_path(tmp_path)}\\prompt"}
-    exe = subprocess.Popen(
-        ["wine", str(EXE), "--relay", relay.ws_url, "--technician", "david"], cwd=tmp_path,
-        env=run_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    output = Output(exe)
-    try:
+    with running_exe(run_env, tmp_path, "--relay", relay.ws_url, "--technician", "david"
+                     ) as (exe, output):
         asyncio.run(asyncio.wait_for(_drive(relay, exe, output, flag), 900))
-        assert until_sync(lambda: not copies_running()), windows_copies()
-    finally:
-        if exe.poll() is None:
-            exe.kill()
-        subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=60)
-        exe.wait(timeout=30)
-        output.wait()
+        assert until_sync(lambda: not exe_processes(PREFIX)), windows_copies()
 
 
 def until_sync(condition, timeout: float = 60) -> bool:
@@ -202,22 +144,11 @@ def test_exe_under_wine_chats_both_ways_in_its_win32_panel(env, relay, tmp_path)
     """Under Wine: the support person's line shows in the Win32 panel's chat (as text), and a
     line the customer types there and sends with Enter reaches the viewer as typed.
     Screenshots in test-artifacts/panel/exe-chat-*.png."""
-    exe = subprocess.Popen(
-        ["wine", str(EXE), "--relay", relay.ws_url, "--technician", "david"], cwd=tmp_path,
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
-    output = Output(exe)
-    try:
+    with running_exe(env, tmp_path, "--relay", relay.ws_url, "--technician", "david"
+                     ) as (exe, output):
         asyncio.run(asyncio.wait_for(_chat(relay, output), 600))
         assert until_sync(lambda: exe.poll() is not None), windows_copies()
         assert exe.returncode == 0, output.text()
-    finally:
-        if exe.poll() is None:
-            exe.kill()
-        subprocess.run(["wineserver", "-k"], env=env, stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=60)
-        exe.wait(timeout=30)
-        output.wait()
 
 
 async def _chat(relay, output: Output) -> None:

@@ -74,9 +74,11 @@ const SESSION_CODE = /^[0-9]{6}$/;
 // Python's str.isprintable(): no character of category Other or Separator but the space.
 const NOT_PRINTABLE = /(?! )[\p{C}\p{Z}]/u;
 const LONE_SURROGATE = /\p{Cs}/u;
-const TYPED_CONTROL = /[\x00-\x08\x0b-\x1f]/; // below space, except tab and newline
-const SHARED_CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/; // chat, clipboard: \r allowed too
-const NOTE_CONTROL = /[\x00-\x08\x0b-\x1f\x7f]/; // notes: as TYPED_CONTROL, and DEL
+// The control characters (below space, and DEL) each kind of free text may hold, as
+// protocol.py's _TYPED_CONTROLS, _NOTE_CONTROLS and _SHARED_CONTROLS.
+const TYPED_CONTROLS = "\t\n\x7f";
+const NOTE_CONTROLS = "\t\n";
+const SHARED_CONTROLS = "\t\n\r";
 const PY_INT_MAX_STR_DIGITS = 4300; // Python refuses longer integers in JSON
 
 export class ProtocolError extends Error {
@@ -427,9 +429,7 @@ const BY_TYPE = new Map([
     messageSpec("text", ["session", "text"], (m) => {
         checkSession(m.session);
         checkStr("text", m.text, MAX_TEXT_CHARS, false);
-        if (TYPED_CONTROL.test(m.text)) {
-            fail("text may contain only printable characters, newlines and tabs");
-        }
+        checkControls("text", m.text, TYPED_CONTROLS);
     }),
     messageSpec("refresh", ["session", "monitor"], (m) => {
         checkSession(m.session);
@@ -455,9 +455,7 @@ const BY_TYPE = new Map([
     messageSpec("note", ["session", "text"], (m) => {
         checkSession(m.session);
         checkStr("text", m.text, MAX_NOTE_CHARS, false);
-        if (NOTE_CONTROL.test(m.text)) {
-            fail("a note may contain only printable characters, newlines and tabs");
-        }
+        checkControls("a note", m.text, NOTE_CONTROLS);
     }),
     messageSpec("noted", ["session"], (m) => checkSession(m.session)),
     messageSpec("ended", ["session", "by", "reason", "ref", "billable_s"], (m) => {
@@ -543,8 +541,16 @@ for (const spec of [
 function checkSharedText(name, value) {
     checkStr(name, value, MAX_CONTROL_BYTES, false);
     if (value === "") fail(`${name} must not be empty`);
-    if (SHARED_CONTROL.test(value)) {
-        fail(`${name} may contain only printable characters, line breaks and tabs`);
+    checkControls(name, value, SHARED_CONTROLS);
+}
+
+// protocol.py's _check_controls: a control character not in `allowed` is refused.
+function checkControls(subject, value, allowed) {
+    for (const c of value) {
+        if ((c < " " || c === "\x7f") && !allowed.includes(c)) {
+            const breaks = allowed.includes("\r") ? "line breaks" : "newlines";
+            fail(`${subject} may contain only printable characters, ${breaks} and tabs`);
+        }
     }
 }
 

@@ -6,4 +6,5 @@
 - agent.py: ScriptedAgent, the scripted customer's program
 - desktop.py: Xvfb, screenshots, X windows and waiting for a condition
 - browser.py: Chromium through Playwright and one support person's tab in it
+- wine.py: the Windows exe under Wine: its build, a clean prefix, Wine commands, its processes
 """
