@@ -953,22 +953,32 @@ class Agent:
         once all were encoded, the first image's first byte waited 70-90 ms under load.)"""
         loop = asyncio.get_running_loop()
         ready: asyncio.Queue = asyncio.Queue()
+        abandoned = threading.Event()  # the session ended meanwhile: stop encoding
 
         def encode() -> None:
             try:
                 for frame in frames:
+                    if abandoned.is_set():
+                        return
                     loop.call_soon_threadsafe(ready.put_nowait, frame)
             finally:
-                loop.call_soon_threadsafe(ready.put_nowait, None)
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(ready.put_nowait, None)
 
         encoding = asyncio.ensure_future(asyncio.to_thread(encode))
         done = []
-        while (frame := await ready.get()) is not None:
-            done.append(frame)
-            outbox.add(seq, [((frame.x, frame.y, frame.width, frame.height),
-                              p.encode_frame(frame))], False)
-            sendable.set()
-        await encoding  # its error, if any
+        try:
+            while (frame := await ready.get()) is not None:
+                done.append(frame)
+                outbox.add(seq, [((frame.x, frame.y, frame.width, frame.height),
+                                  p.encode_frame(frame))], False)
+                sendable.set()
+            await encoding  # its error, if any
+        finally:
+            # cancelled (the session ended): a task left behind would start its thread only
+            # once the loop's executor is shut down, and die there unheard
+            abandoned.set()
+            encoding.cancel()
         return done
 
     async def _send(self, ws: Any, outbox: Any, sendable: asyncio.Event,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -1414,3 +1416,39 @@ def test_the_programs_tk_panel_is_found_by_its_code_and_its_keys_pause_resume_an
     assert code == 0, log
     assert "session: ended | Session with David ended" in log and "ref\xa0123" in log
     assert "Traceback" not in log
+
+
+def test_a_whole_image_cut_short_by_the_session_end_leaves_no_error_unheard(caplog):
+    """The session ends while its whole image is still encoded, and the encoder pool is shut
+    down under the encoding thread: the encoding stops, and no task is left to fail unheard
+    (asyncio's 'Task exception was never retrieved')."""
+    pixels = memoryview(bytearray(64 * 32 * 4)).cast("B", (32, 64, 4))
+    (first, *_) = codec.encode_frames(pixels, [(0, 0, 64, 32)], 0, 0, 85, True)
+    resume, finished = threading.Event(), threading.Event()
+
+    def frames():
+        try:
+            yield first
+            resume.wait(timeout=30)
+            raise RuntimeError("cannot schedule new futures after shutdown")  # as pool.map
+        finally:
+            finished.set()
+
+    async def session() -> None:
+        outbox, sendable = codec.Outbox(), asyncio.Event()
+        passing = asyncio.ensure_future(agent.Agent._pass_on(frames(), 7, outbox, sendable))
+        await sendable.wait()  # the first strip is in the outbox: the encoding thread runs
+        assert outbox.peek()[0] == 7
+        passing.cancel()  # the session ended
+        with pytest.raises(asyncio.CancelledError):
+            await passing
+        resume.set()
+        assert await asyncio.to_thread(finished.wait, 30)
+        for _ in range(5):  # the thread's result reaches the loop's callbacks
+            await asyncio.sleep(0)
+        gc.collect()  # an unretrieved task exception is reported when the task is collected
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(session())
+        gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
