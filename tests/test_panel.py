@@ -599,10 +599,7 @@ def wine_python(xvfb):
     prefix = wine_helpers.CACHE / "panel-prefix"
     env = {**wine_helpers.wine_env(prefix, xvfb.name), "SPOTLIGHT_PANEL": "win32"}
     if not (prefix / ".spotlight-ready").is_file():
-        wine_helpers.wine(env, "wineboot", "--init")
-        wine_helpers.wine(env, "wine", "reg", "add", "HKCU\\Software\\Wine", "/v", "Version",
-                          "/d", "win10", "/f")
-        wine_helpers.wine(env, "wineserver", "-w")
+        wine_helpers.init_prefix(env)
         (prefix / ".spotlight-ready").touch()
     yield python, env
     wine_helpers.stop_wine(env)

@@ -64,6 +64,16 @@ def build_windows_exe() -> Path:
     return EXE
 
 
+def init_prefix(env: dict[str, str]) -> None:
+    """Make the Wine prefix of ``env`` (wine_env) ready for the Windows Python and the exe."""
+    wine(env, "wineboot", "--init")
+    # Wine 8 says it is Windows 7 by default; the exe's Python 3.13 wants 8.1 or later.
+    wine(env, "wine", "reg", "add", "HKCU\\Software\\Wine", "/v", "Version", "/d", "win10", "/f")
+    wine(env, "wine", "reg", "add", "HKCU\\Software\\Wine\\WineDbg", "/v", "ShowCrashDialog",
+         "/t", "REG_DWORD", "/d", "0", "/f")
+    wine(env, "wineserver", "-w")
+
+
 @contextlib.contextmanager
 def clean_prefix(prefix: Path, display: str, *, remove_after: bool = False
                  ) -> Iterator[dict[str, str]]:
@@ -71,12 +81,7 @@ def clean_prefix(prefix: Path, display: str, *, remove_after: bool = False
     afterwards, and the prefix removed too with ``remove_after``."""
     env = wine_env(prefix, display)
     shutil.rmtree(prefix, ignore_errors=True)
-    wine(env, "wineboot", "--init")
-    # Wine 8 says it is Windows 7 by default; the exe's Python 3.13 wants 8.1 or later.
-    wine(env, "wine", "reg", "add", "HKCU\\Software\\Wine", "/v", "Version", "/d", "win10", "/f")
-    wine(env, "wine", "reg", "add", "HKCU\\Software\\Wine\\WineDbg", "/v", "ShowCrashDialog",
-         "/t", "REG_DWORD", "/d", "0", "/f")
-    wine(env, "wineserver", "-w")
+    init_prefix(env)
     try:
         yield env
     finally:
