@@ -445,6 +445,7 @@ class Agent:
         self._asked: asyncio.Event | None = None  # the customer asked to pause or resume
         self._pause_wish: bool | None = None  # what they asked for last
         self._wake: asyncio.Event | None = None  # the streamer: ack, refresh or input
+        self._look_now = False  # ... an ack or a refresh: poll at once, not when due
         self._streamer: asyncio.Future | None = None
         self._pacer: Any = None  # the streamer's screen_codec.Pacer
         self._sendable: asyncio.Event | None = None  # the streamer's: frames may be written
@@ -763,6 +764,7 @@ class Agent:
                     self._full = True
                     self._streamer = asyncio.ensure_future(self._stream(ws))
                     self._streamer.add_done_callback(self._stream_done)
+                self._look_now = True
                 self._wake.set()
             elif isinstance(action, core.StopStream):
                 await self._stop_stream()
@@ -807,8 +809,8 @@ class Agent:
                         return
 
     def _inject(self, action: core.Inject) -> None:
-        if self._pacer is not None:
-            self._pacer.input(self.clock())
+        if self._pacer is not None:  # (a pointer move changes little: no echo awaited)
+            self._pacer.input(self.clock(), echo=action.method != "move")
             self._wake.set()
         try:
             getattr(self.input, action.method)(*action.args)
@@ -854,17 +856,23 @@ class Agent:
         sender = asyncio.ensure_future(self._send(ws, outbox, sendable, writing))
         try:
             while True:
-                self._wake.clear()
-                delay = polled_at + pacer.interval(self.clock()) - self.clock()
                 # a fixed cadence: the time spent encoding counts; the session's first
-                # image is looked for at once (no update numbered yet: flow.seq is 0)
-                if delay > 0 and flow.seq:
+                # image is looked for at once (no update numbered yet: flow.seq is 0), and
+                # so is what an ack or a refresh asks for during the wait; input re-times
+                # it (Pacer.due: its echo is looked for a few ms on, even when it came
+                # while the last poll encoded: a wake cleared here lost it, ~10 ms)
+                self._look_now = False
+                while flow.seq and not self._look_now and \
+                        (delay := pacer.due(polled_at, self.clock()) - self.clock()) > 0:
+                    self._wake.clear()
                     # (a timer that sets the event: wait_for would make a task every poll)
                     timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
                     try:
                         await self._wake.wait()
                     finally:
                         timer.cancel()
+                    if asyncio.get_running_loop().time() >= timer.when():
+                        break  # the wait is over (a clock of the session's own may stand)
                 if sender.done():
                     sender.result()  # its error (a closed link) ends the stream
                 sendable.set()  # an ack may have made room for frames waiting

@@ -624,6 +624,13 @@ IDLE_POLL_INTERVAL_S = 0.1  # once nothing has changed for IDLE_AFTER_S (and no 
 IDLE_AFTER_S = 2.0
 FAST_POLL_INTERVAL_S = 0.010  # right after input, so the support person sees it at once
 FAST_POLL_WINDOW_S = 0.300  # ... and what changed then outside the motion is interactive
+# After a key, a button or a scroll, polls this long after it until one finds a change
+# outside the region in motion (its echo), then FAST_POLL_INTERVAL_S. A poll at the injection
+# itself found nothing: xterm drew a key's echo 0.8 / 1.8 / 5.0 / 9.7 ms after XTest's call
+# (p10 / p50 / p90 / max), and the echo waited ~7 ms for the next 10 ms poll. A poll costs
+# ~1.2 ms, so rungs are a few ms apart, and a pointer move (up to 60 a second, most changing
+# nothing) has none.
+ECHO_POLLS_S = (0.002, 0.004, 0.006, 0.009, 0.012, 0.016, 0.020, 0.025, 0.030)
 JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back
 QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quality again
 # On a slow link a bulk update goes in strips of about this much link time each, so that an
@@ -756,13 +763,18 @@ class Pacer:
         self.motion = Motion(now)
         self.threads = threads  # encoder threads: in motion, one strip each
         self.input_at = -1e9
+        self.echo_awaited_since: float | None = None  # the ladder's input (ECHO_POLLS_S)
         self.quality_step = 0
         self.smooth_updates = 0
         self.bytes_per_px = dict(BYTES_PER_PX)
 
-    def input(self, now: float) -> None:
-        """The support person's input was injected: the screen will change, look soon."""
+    def input(self, now: float, echo: bool = True) -> None:
+        """The support person's input was injected: the screen will change, look soon;
+        with ``echo`` (a key, a button, a scroll: not a pointer move), on the ladder of
+        ECHO_POLLS_S until a poll finds its echo."""
         self.input_at = now
+        if echo:
+            self.echo_awaited_since = now
 
     def interactive(self, now: float) -> bool:
         """Whether what changes now is probably the answer to input."""
@@ -784,6 +796,19 @@ class Pacer:
         if plan.refine and lossy:
             self.motion.sent_lossy(lossy, now)
 
+    def due(self, polled_at: float, now: float) -> float:
+        """When to poll next, the last poll having been at ``polled_at``: the interval's
+        cadence, or sooner the ladder's next rung after that poll while an echo is awaited."""
+        at = polled_at + self.interval(now)
+        since = self.echo_awaited_since
+        if since is not None:
+            rung = next((since + s for s in ECHO_POLLS_S if since + s > polled_at), None)
+            if rung is None:  # past the last rung: no echo came, the cadence goes on
+                self.echo_awaited_since = None
+            else:
+                at = min(at, rung)
+        return at
+
     def interval(self, now: float) -> float:
         """The time from one poll to the next."""
         if self.interactive(now):
@@ -801,6 +826,9 @@ class Pacer:
         order (what is still or interactive first, then the region in motion); none when
         nothing changed."""
         moving = self.motion.saw(rects, now)
+        if self.echo_awaited_since is not None and now > self.echo_awaited_since and \
+                len(moving) < len(rects):  # found: the ladder stops (a video is no echo)
+            self.echo_awaited_since = None
         still = [r for r in rects if r not in moving] + self.motion.refinement(now)
         if not still and not moving:
             return []

@@ -405,3 +405,73 @@ def test_a_region_in_motion_that_stalled_is_in_motion_again_at_its_next_change()
     assert motion.saw([glyph], 0.3) == []
     assert motion.saw([], 0.4) == []
     assert motion.saw([(500, 310, 200, 80)], 0.5) == [(500, 310, 200, 80)]
+
+
+def _polls(pacer: codec.Pacer, polled_at: float, until: float,
+           echo_at: float | None = None, video: codec.Rect | None = None) -> list[float]:
+    """The poll times the Pacer asks for from ``polled_at`` up to ``until``, each poll taken
+    when due (``echo_at``: from then on a poll finds the echo, a glyph in an xterm; ``video``:
+    every poll finds it changing)."""
+    times = []
+    while (polled_at := pacer.due(polled_at, polled_at)) <= until:
+        times.append(round(polled_at, 6))
+        found = [(5, 5, 8, 16)] if echo_at is not None and polled_at >= echo_at else []
+        pacer.plan(found + ([video] if video else []), polled_at)
+        echo_at = None if found else echo_at  # the glyph is in the viewer's copy now
+    return times
+
+
+def test_after_a_key_polls_follow_the_ladder_until_one_finds_its_echo() -> None:
+    """A key at t=10 on a still screen polled at t=9.995: polls 2, 4 and 6 ms after it; the
+    echo drawn 5 ms after it is found by the third, and then the usual 10 ms cadence."""
+    pacer = codec.Pacer(now=0.0)
+    pacer.input(10.0)
+    assert _polls(pacer, 9.995, 10.03, echo_at=10.005) == [10.002, 10.004, 10.006, 10.016,
+                                                           10.026]
+    assert codec.ECHO_POLLS_S[:3] == (0.002, 0.004, 0.006)
+
+
+def test_a_key_whose_echo_never_comes_costs_the_ladders_polls_then_the_cadence() -> None:
+    """A key that changes nothing (Shift) is looked for on every rung up to the last, 30 ms
+    after it, then every FAST_POLL_INTERVAL_S while the input is recent."""
+    pacer = codec.Pacer(now=0.0)
+    pacer.input(10.0)
+    ladder = [round(10.0 + s, 6) for s in codec.ECHO_POLLS_S]
+    after = [round(ladder[-1] + codec.FAST_POLL_INTERVAL_S * n, 6) for n in (1, 2)]
+    assert _polls(pacer, 9.999, ladder[-1] + 0.025) == ladder + after
+
+
+def test_a_rung_already_passed_by_a_late_poll_is_skipped() -> None:
+    """A poll that came late (7 ms after the key, under load) is followed by the next rung
+    after it (9 ms), not by the rungs it passed."""
+    pacer = codec.Pacer(now=0.0)
+    pacer.input(10.0)
+    assert pacer.due(10.007, 10.007) == pytest.approx(10.009)
+
+
+def test_a_pointer_move_keeps_the_fast_cadence_without_a_ladder() -> None:
+    """Moves come up to 60 a second and mostly change nothing: after one the next poll is
+    FAST_POLL_INTERVAL_S after the last, as before any ladder."""
+    pacer = codec.Pacer(now=0.0)
+    pacer.input(10.0, echo=False)
+    assert pacer.due(9.999, 10.0) == pytest.approx(9.999 + codec.FAST_POLL_INTERVAL_S)
+
+
+def test_a_video_playing_does_not_end_the_ladder_but_an_echo_beside_it_does() -> None:
+    """With a region in motion found at every poll, the ladder goes on until a poll finds a
+    change outside it (the echo, 5 ms after the key), then the cadence."""
+    pacer = codec.Pacer(now=0.0)
+    video = (1100, 600, 800, 450)
+    for n in range(codec.MOTION_AFTER_CHANGES + 1):
+        pacer.plan([video], 9.9 + 0.016 * n)
+    pacer.input(10.0)
+    assert _polls(pacer, 9.999, 10.02, echo_at=10.005, video=video) == [10.002, 10.004,
+                                                                         10.006, 10.016]
+
+
+def test_a_second_key_starts_the_ladder_again_from_itself() -> None:
+    """A key's release 1 ms after its press: the rungs count from the release."""
+    pacer = codec.Pacer(now=0.0)
+    pacer.input(10.0)
+    pacer.input(10.001)
+    assert pacer.due(10.0, 10.001) == pytest.approx(10.003)
