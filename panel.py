@@ -163,11 +163,13 @@ def view(facts: SessionFacts) -> PanelView:
     """What the panel shows for ``facts``: pure, the same facts give the same view."""
     f = facts
     company, person, state = f.company, f.person, f.state
-    meter = f"Session time {clock_text(f.elapsed_s)}"
+    # whole minutes: a meter counting seconds changed the customer's screen every second, so
+    # the agent streamed its own panel once a second and never went idle (bench/RESULTS.md)
+    meter = f"Session time {minutes_text(f.elapsed_s)}"
     if state in ("connecting", "waiting"):
-        meter += f" (starts when {person} accepts)"
+        meter = f"Session time starts when {person} accepts"
     elif f.paused_s and state != "ended":
-        meter += f" · paused {clock_text(f.paused_s)}, not billed"
+        meter += f" · paused {minutes_text(f.paused_s)}, not billed"
     busy = "You can pause or end the session at any time."
     code, tray, dismiss_after, phone = "", None, None, ""
     close_action = "end"
@@ -235,11 +237,13 @@ def group_code(code: str) -> str:
     return f"{code[:3]} {code[3:]}" if code else ""
 
 
-def clock_text(seconds: float) -> str:
-    """A running meter: 0:05, 12:30, 1:02:05."""
-    s = int(seconds)
-    h, m = divmod(s // 60, 60)
-    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+def minutes_text(seconds: float) -> str:
+    """A running meter in whole minutes: under 1 min, 12 min, 1 h 2 min (the receipt and
+    the ledger keep the seconds)."""
+    m = int(seconds) // 60
+    if not m:
+        return "under 1 min"
+    return f"{m // 60} h {m % 60} min" if m >= 60 else f"{m} min"
 
 
 def duration_text(seconds: float) -> str:
