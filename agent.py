@@ -809,8 +809,8 @@ class Agent:
                         return
 
     def _inject(self, action: core.Inject) -> None:
-        if self._pacer is not None:  # (a pointer move changes little: no echo awaited)
-            self._pacer.input(self.clock(), echo=action.method != "move")
+        if self._pacer is not None:
+            self._pacer.input(self.clock(), self._pacer.awaits_echo(action.method, action.args))
             self._wake.set()
         try:
             getattr(self.input, action.method)(*action.args)

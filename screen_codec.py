@@ -631,6 +631,12 @@ FAST_POLL_WINDOW_S = 0.300  # ... and what changed then outside the motion is in
 # ~1.2 ms, so rungs are a few ms apart, and a pointer move (up to 60 a second, most changing
 # nothing) has none.
 ECHO_POLLS_S = (0.002, 0.004, 0.006, 0.009, 0.012, 0.016, 0.020, 0.025, 0.030)
+# ... nor a key's release or a modifier's press (typed by a person, the release comes ~100 ms
+# after the press, whose echo was found: its ladder would be 9 polls for nothing, ~11 ms of
+# CPU a key). A button's release has it: a click acts on the release.
+ECHOLESS_KEYS = frozenset({"ShiftLeft", "ShiftRight", "ControlLeft", "ControlRight",
+                           "AltLeft", "AltRight", "MetaLeft", "MetaRight"})
+
 JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back
 QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quality again
 # On a slow link a bulk update goes in strips of about this much link time each, so that an
@@ -775,6 +781,15 @@ class Pacer:
         self.input_at = now
         if echo:
             self.echo_awaited_since = now
+
+    @staticmethod
+    def awaits_echo(method: str, args: tuple) -> bool:
+        """Whether input injected as ``method(*args)`` (agent_session.Inject) is looked for
+        on the ladder of ECHO_POLLS_S."""
+        if method == "key":
+            code, down = args
+            return down and code not in ECHOLESS_KEYS
+        return method in ("button", "scroll", "type")
 
     def interactive(self, now: float) -> bool:
         """Whether what changes now is probably the answer to input."""

@@ -475,3 +475,20 @@ def test_a_second_key_starts_the_ladder_again_from_itself() -> None:
     pacer.input(10.0)
     pacer.input(10.001)
     assert pacer.due(10.0, 10.001) == pytest.approx(10.003)
+
+
+@pytest.mark.parametrize(("method", "args", "ladder"), [
+    ("key", ("KeyA", True), True),
+    ("key", ("KeyA", False), False),
+    ("key", ("ShiftLeft", True), False),
+    ("key", ("MetaLeft", True), False),
+    ("type", ("é",), True),
+    ("button", ("left", True), True),
+    ("button", ("left", False), True),
+    ("scroll", (0, 1), True),
+    ("move", (10, 10), False),
+])
+def test_what_input_is_looked_for_on_the_ladder(method: str, args: tuple, ladder: bool) -> None:
+    """A key's press (not a modifier's), text, a button either way and a scroll await an
+    echo; a key's release, a modifier's press and a pointer move do not."""
+    assert codec.Pacer.awaits_echo(method, args) is ladder
