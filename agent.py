@@ -862,8 +862,9 @@ class Agent:
                 # it (Pacer.due: its echo is looked for a few ms on, even when it came
                 # while the last poll encoded: a wake cleared here lost it, ~10 ms)
                 self._look_now = False
+                done_at = self.clock()  # the last poll's work is done
                 while flow.seq and not self._look_now and \
-                        (delay := pacer.due(polled_at, self.clock()) - self.clock()) > 0:
+                        (delay := pacer.due(polled_at, done_at) - self.clock()) > 0:
                     self._wake.clear()
                     # (a timer that sets the event: wait_for would make a task every poll)
                     timer = asyncio.get_running_loop().call_later(delay, self._wake.set)

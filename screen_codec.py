@@ -812,8 +812,11 @@ class Pacer:
             self.motion.sent_lossy(lossy, now)
 
     def due(self, polled_at: float, now: float) -> float:
-        """When to poll next, the last poll having been at ``polled_at``: the interval's
-        cadence, or sooner the ladder's next rung after that poll while an echo is awaited."""
+        """When to poll next, the last poll having begun at ``polled_at`` and its work
+        (grab, compare, encode) ended at ``now``: the interval's cadence, or sooner the
+        ladder's next rung after that poll while an echo is awaited, but no sooner than the
+        last poll's work took again after it ended: on a busy machine a poll took 12-25 ms,
+        and polls back to back took the CPU that the echo's own program needed to draw it."""
         at = polled_at + self.interval(now)
         since = self.echo_awaited_since
         if since is not None:
@@ -821,7 +824,7 @@ class Pacer:
             if rung is None:  # past the last rung: no echo came, the cadence goes on
                 self.echo_awaited_since = None
             else:
-                at = min(at, rung)
+                at = min(at, max(rung, now + (now - polled_at)))
         return at
 
     def interval(self, now: float) -> float:

@@ -492,3 +492,12 @@ def test_what_input_is_looked_for_on_the_ladder(method: str, args: tuple, ladder
     """A key's press (not a modifier's), text, a button either way and a scroll await an
     echo; a key's release, a modifier's press and a pointer move do not."""
     assert codec.Pacer.awaits_echo(method, args) is ladder
+
+
+def test_a_slow_poll_spaces_the_ladder_by_its_own_cost() -> None:
+    """On a busy machine the poll 2 ms after a key took 3 ms (ended at 5 ms): the next waits
+    as long again (8 ms), not the 4 ms rung; one that took 15 ms leaves the cadence."""
+    pacer = codec.Pacer(now=0.0)
+    pacer.input(10.0)
+    assert pacer.due(10.002, 10.005) == pytest.approx(10.008)
+    assert pacer.due(10.002, 10.017) == pytest.approx(10.002 + codec.FAST_POLL_INTERVAL_S)
