@@ -114,17 +114,11 @@ class LogFileWindow:
         pass
 
 
-class TkFileWindow:
-    """Linux, from source: a small Tk window on top of the others: a Toplevel of the Tk
-    panel's when one is up (one Tcl interpreter: panel.tk_host), else a Tk of its own on its
-    own thread."""
+class _OnItsUiThread:
+    """A file window whose calls are each carried out on its window's UI thread (``_ui``:
+    a _UiThread, or a _Guest on the Tk panel's)."""
 
-    def __init__(self) -> None:
-        import tkinter  # noqa: F401 (fail here, in the caller's thread, when it is missing)
-
-        host = tk_host()
-        self._ui: _UiThread | _Guest = _UiThread(_TkFile, "file window") if host is None \
-            else _Guest(host, _TkFile)
+    _ui: Any
 
     def ask(self, title: str, name: str, size: str,
             answer: Callable[[bool], None], cancel: Callable[[], None]) -> None:
@@ -150,6 +144,19 @@ class TkFileWindow:
 
     def close(self) -> None:
         self._ui.stop()
+
+
+class TkFileWindow(_OnItsUiThread):
+    """Linux, from source: a small Tk window on top of the others: a Toplevel of the Tk
+    panel's when one is up (one Tcl interpreter: panel.tk_host), else a Tk of its own on its
+    own thread."""
+
+    def __init__(self) -> None:
+        import tkinter  # noqa: F401 (fail here, in the caller's thread, when it is missing)
+
+        host = tk_host()
+        self._ui: _UiThread | _Guest = _UiThread(_TkFile, "file window") if host is None \
+            else _Guest(host, _TkFile)
 
 
 class _Guest:
@@ -381,7 +388,7 @@ class _Once:
         return first
 
 
-class Win32FileWindow:
+class Win32FileWindow(_OnItsUiThread):
     """Windows: a small native window through ctypes (the exe has no tkinter) on its own UI
     thread, in the style of panel.Win32Panel: the question with Save (Enter) and Decline
     (Esc, the close box), then a progress bar with Cancel, then "Open folder" and Close."""
@@ -393,33 +400,11 @@ class Win32FileWindow:
             raise PanelError("the Win32 file window needs Windows")
         self._ui = _UiThread(_Win32File, "file window")
 
-    def ask(self, title: str, name: str, size: str,
-            answer: Callable[[bool], None], cancel: Callable[[], None]) -> None:
-        self._ui.call("ask", title, name, size, answer, cancel)
-
-    def progress(self, received: int, size: int) -> None:
-        self._ui.call("progress", received, size)
-
-    def saved(self, sentence: str, folder: Path) -> None:
-        self._ui.call("saved", sentence, folder)
-
-    def failed(self, sentence: str) -> None:
-        self._ui.call("failed", sentence)
-
     def pick(self, title: str, picked: Callable[[Path | None], None]) -> None:
         # GetOpenFileNameW is modal with its own message loop: its own thread, so the
         # window's thread keeps taking calls
         threading.Thread(target=lambda: picked(_win32_open_file(title)),
                          name="file picker", daemon=True).start()
-
-    def sending(self, title: str, sentence: str, cancel: Callable[[], None]) -> None:
-        self._ui.call("sending", title, sentence, cancel)
-
-    def sent(self, sentence: str) -> None:
-        self._ui.call("sent", sentence)
-
-    def close(self) -> None:
-        self._ui.stop()
 
 
 # winuser.h, beyond what panel.py names
