@@ -431,42 +431,15 @@ class _Win32File:
                                    ("BringWindowToTop", [w.HWND], w.BOOL)):
             function = getattr(u32, name)
             function.argtypes, function.restype = args, result
-        instance = ctypes.WinDLL("kernel32").GetModuleHandleW(None)
         self._proc = panel._WNDPROC(ctypes, w)(self._window_proc)  # kept: Windows calls it
         self._class = f"SpotlightFile{id(self)}"
-        wc = panel._WNDCLASSEXW(ctypes, w)(
-            lpfnWndProc=self._proc, hInstance=instance, lpszClassName=self._class,
-            hCursor=u32.LoadCursorW(None, ctypes.c_void_p(panel.IDC_ARROW)),
-            hbrBackground=ctypes.c_void_p(panel.COLOR_BTNFACE + 1))
-        wc.cbSize = ctypes.sizeof(wc)
-        if not u32.RegisterClassExW(ctypes.byref(wc)):
-            raise ctypes.WinError(ctypes.get_last_error())
         self._style = panel.WS_CAPTION | panel.WS_SYSMENU
         self._ex_style = panel.WS_EX_TOPMOST | panel.WS_EX_CONTROLPARENT
-        self._hwnd = u32.CreateWindowExW(self._ex_style, self._class, "", self._style,
-                                         0, 0, 100, 100, None, None, instance, None)
-        if not self._hwnd:
-            raise ctypes.WinError(ctypes.get_last_error())
-        dpi_for = getattr(u32, "GetDpiForWindow", None)
-        self._scale = (dpi_for(self._hwnd) or 96) / 96 if dpi_for else 1.0
-
-        def font(points: int, bold: bool = False) -> Any:
-            px = -round(points * 96 * self._scale / 72)
-            return gdi.CreateFontW(px, 0, 0, 0, 700 if bold else 400, 0, 0, 0, 1, 0, 0, 5, 0,
-                                   "Segoe UI")
-
-        self._fonts = [font(10), font(11, True)]
+        frame = panel.Win32Frame(ctypes, w, u32, gdi, self._proc, self._class, self._style,
+                                 self._ex_style)
+        self._hwnd, self._scale, child = frame.hwnd, frame.scale, frame.child
+        self._fonts = [frame.font(10), frame.font(11, True)]
         body, bold = self._fonts
-
-        def child(cls: str, style: int, ident: int, use: Any) -> Any:
-            hwnd = u32.CreateWindowExW(0, cls, "", panel.WS_CHILD | style, 0, 0, 10, 10,
-                                       self._hwnd, ctypes.c_void_p(ident), instance, None)
-            u32.SendMessageW(hwnd, panel.WM_SETFONT, use, 1)
-            return hwnd
-
-        comctl = ctypes.WinDLL("comctl32")
-        icc = (ctypes.c_uint32 * 2)(8, panel.ICC_PROGRESS_CLASS)  # INITCOMMONCONTROLSEX
-        comctl.InitCommonControlsEx(ctypes.byref(icc))
         self._headline = (child("STATIC", panel.SS_NOPREFIX, 0, bold), bold)
         self._detail = (child("STATIC", panel.SS_NOPREFIX, 0, body), body)
         self._bar = child("msctls_progress32", 0, 0, body)
