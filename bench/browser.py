@@ -309,10 +309,13 @@ async def delivered_frames(page, seconds: float, result: BrowserResult,
 
 async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: float,
               clip_seconds: float = d.CLIP_SECONDS, before: Path | None = None,
-              novnc: bool = True) -> tuple[list[BrowserResult], float]:
+              novnc: bool = True, rounds: int = 1) -> tuple[list[BrowserResult], float]:
     """Every peer typing and in full motion; returns the results and the motion's rate.
     ``before``: another checkout whose agent and viewer run too, as the peer "ours before"
-    (its relay is this one's)."""
+    (its relay is this one's). ``rounds``: the typing ``presses`` of every peer that many
+    times, in the reverse order every other round: in two runs at load 7-9 with the order
+    swapped, the checkout that typed first (right after the floor) measured 10-13 ms slower
+    at p50 both times, so one round may compare the order more than the checkouts."""
     from playwright.async_api import async_playwright
 
     peers = dict(PEERS)
@@ -330,11 +333,13 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
             typing = d.Idle(screen)
             typing.start()
             try:
-                for name, peer in peers.items():
-                    print(f"  browser typing: {name} ...", file=sys.stderr, flush=True)
-                    async with peer(browser, screen, relay) as page:
-                        await asyncio.sleep(1.0)
-                        results[name].latencies_ms = await key_latencies(page, presses)
+                for n in range(rounds):
+                    for name, peer in list(peers.items())[::-1 if n % 2 else 1]:
+                        print(f"  browser typing: {name}{f' #{n + 1}' if n else ''} ...",
+                              file=sys.stderr, flush=True)
+                        async with peer(browser, screen, relay) as page:
+                            await asyncio.sleep(1.0)
+                            results[name].latencies_ms += await key_latencies(page, presses)
             finally:
                 typing.stop()
             d.motion_clip(clip_seconds)
@@ -440,7 +445,7 @@ async def _standalone(args: argparse.Namespace) -> tuple[list[BrowserResult], fl
     relay = RelayProcess(data).start()
     try:
         return await run(screen, relay, args.presses, args.seconds, args.clip_seconds,
-                         args.before, args.novnc)
+                         args.before, args.novnc, args.rounds)
     finally:
         relay.stop()
         screen.close()
@@ -456,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the agent and viewer of this checkout (e.g. main's, "
                              "from git archive) as 'ours before', in the same run")
     parser.add_argument("--novnc", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="every peer's typing this many times, the order reversed every "
+                             "other round (for --before: who goes first measures slower)")
     args = parser.parse_args(argv)
     require()
     print("\n".join(report_lines(*asyncio.run(_standalone(args)))))
