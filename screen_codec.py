@@ -624,12 +624,12 @@ IDLE_POLL_INTERVAL_S = 0.1  # once nothing has changed for IDLE_AFTER_S (and no 
 IDLE_AFTER_S = 2.0
 FAST_POLL_INTERVAL_S = 0.010  # right after input, so the support person sees it at once
 FAST_POLL_WINDOW_S = 0.300  # ... and what changed then outside the motion is interactive
-# After a key, a button or a scroll, polls this long after it until one finds a change
-# outside the region in motion (its echo), then FAST_POLL_INTERVAL_S. A poll at the injection
-# itself found nothing: xterm drew a key's echo 0.8 / 1.8 / 5.0 / 9.7 ms after XTest's call
-# (p10 / p50 / p90 / max), and the echo waited ~7 ms for the next 10 ms poll. A poll costs
-# ~1.2 ms, so rungs are a few ms apart, and a pointer move (up to 60 a second, most changing
-# nothing) has none.
+# After a key, a button or a scroll, polls this long after it until one finds a change (its
+# echo), then FAST_POLL_INTERVAL_S; not while a region is in motion (Pacer.due). A poll at
+# the injection itself found nothing: xterm drew a key's echo 0.8 / 1.8 / 5.0 / 9.7 ms after
+# XTest's call (p10 / p50 / p90 / max), and the echo waited ~7 ms for the next 10 ms poll. A
+# poll costs ~1.2 ms, so rungs are a few ms apart, and a pointer move (up to 60 a second, most
+# changing nothing) has none.
 ECHO_POLLS_S = (0.002, 0.004, 0.006, 0.009, 0.012, 0.016, 0.020, 0.025, 0.030)
 # ... nor a key's release or a modifier's press (typed by a person, the release comes ~100 ms
 # after the press, whose echo was found: its ladder would be 9 polls for nothing, ~11 ms of
