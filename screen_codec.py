@@ -566,15 +566,19 @@ def encode_update(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
 def encode_frames(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
                   quality: int, full: bool, mapper: Callable = map,
                   subsampling: str = "444", rows: int = STRIP_ROWS,
-                  max_frame_bytes: int = p.MAX_FRAME_BYTES) -> Iterator[p.Frame]:
+                  max_frame_bytes: int = p.MAX_FRAME_BYTES,
+                  reuse: Callable[[Rect], list | None] | None = None) -> Iterator[p.Frame]:
     """encode_update's frames, each as soon as it and those before it are encoded (a thread
     pool's map encodes ahead), the one before last held until the last is known: a whole
     image's first strips can be on the link while the rest are encoded (70-90 ms of 1080p
-    under load, most of the link time of its 28 KB at 2 Mbit/s)."""
+    under load, most of the link time of its 28 KB at 2 Mbit/s). ``reuse``: a strip's
+    pieces encoded already (EncodedAhead.pieces().get), or None to encode it."""
     budget = max_frame_bytes - p.FRAME_HEADER.size
     parts = strips(rects, rows, max(1, int(budget / EXPECTED_BYTES_PER_PX)))
 
     def encode(strip: Rect) -> list[tuple[Rect, int, bytes]]:
+        if reuse is not None and (done := reuse(strip)) is not None:
+            return done
         runs = palette_runs(pixels, strip) if full else [strip]
         return [piece for run in runs for piece in
                 encode_within(pixels, run, quality, subsampling, budget, full)]
@@ -605,6 +609,77 @@ def redoer(diff: ScreenDiff, monitor: int, seq: int, quality: int, full: bool,
             frames = [dataclasses.replace(f, flags=f.flags & ~p.FLAG_LAST) for f in frames]
         return [((f.x, f.y, f.width, f.height), p.encode_frame(f)) for f in frames]
     return redo
+
+class EncodedAhead:
+    """A whole image encoded before anyone asked for it (while the customer waits for the
+    accept), strip by strip, with the copy of the screen it was encoded from. At the accept
+    the streamer grabs once: the strips that still show the same pixels go as encoded, only
+    the others are encoded then, so the first image is the screen as it is at the accept and
+    its first bytes go at once. Nothing in here leaves the agent by itself. Strips are keyed
+    by their rectangle: one cut differently is simply encoded again."""
+
+    def __init__(self, quality: int, subsampling: str, rows: int = STRIP_ROWS) -> None:
+        self.quality, self.subsampling, self.rows = quality, subsampling, rows
+        self.image: memoryview | None = None  # the copy the pieces were encoded from
+        self._pieces: dict[Rect, list[tuple[Rect, int, bytes]]] = {}
+
+    def strips(self) -> list[Rect]:
+        """The strips of the copy, as encode_frames cuts a whole image of its size."""
+        if self.image is None:
+            return []
+        height, width = self.image.shape[:2]
+        budget = p.MAX_FRAME_BYTES - p.FRAME_HEADER.size
+        return strips([(0, 0, width, height)], self.rows,
+                      max(1, int(budget / EXPECTED_BYTES_PER_PX)))
+
+    def update(self, pixels: Pixels) -> list[Rect]:
+        """Bring the copy up to ``pixels``: the strips that differed (all of them for a new
+        size), copied, their pieces forgotten; the others keep theirs."""
+        source, width, height = _bytes_of(pixels)
+        if self.image is None or self.image.shape[:2] != (height, width):
+            self.image, self._pieces = new_image(width, height), {}
+            changed = self.strips()
+        else:
+            compare = _Compare(_bytes_of(self.image)[0], source)
+            try:  # whole rows: one memcmp a strip
+                changed = [s for s in self.strips() if not compare.equal(
+                    s[1] * width * 4, (s[1] + s[3]) * width * 4)]
+            finally:
+                compare.close()
+        copy, row_bytes = _bytes_of(self.image)[0], width * 4
+        for strip in changed:
+            start, stop = strip[1] * row_bytes, (strip[1] + strip[3]) * row_bytes
+            copy[start:stop] = source[start:stop]
+            self._pieces.pop(strip, None)
+        return changed
+
+    def encode(self, rects: Iterable[Rect], stop: threading.Event | None = None) -> int:
+        """Encode these strips of the copy (a thread may: the copy must not change meanwhile),
+        one by one until ``stop`` is set; how many were encoded."""
+        done = 0
+        for rect in rects:
+            if stop is not None and stop.is_set():
+                break
+            frames = encode_update(self.image, [rect], 0, 0, self.quality, True,
+                                   subsampling=self.subsampling, rows=self.rows)
+            self._pieces[rect] = [((f.x, f.y, f.width, f.height), f.kind, f.image)
+                                  for f in frames]
+            done += 1
+        return done
+
+    def pieces(self, quality: int, subsampling: str) -> dict[Rect, list]:
+        """The strips encoded with these settings (encode_frames' ``reuse``), by rectangle;
+        none for other settings."""
+        if (quality, subsampling) != (self.quality, self.subsampling):
+            return {}
+        return dict(self._pieces)
+
+    def give(self) -> memoryview | None:
+        """The copy, given away (ScreenDiff.commit(..., owned=True): no second 8 MB for the
+        viewer's copy of a 1080p screen); the pieces are forgotten with it."""
+        image, self.image, self._pieces = self.image, None, {}
+        return image
+
 
 # --- pacing ------------------------------------------------------------------------------
 

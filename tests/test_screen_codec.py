@@ -745,3 +745,81 @@ def test_a_redone_frame_carries_the_viewers_copy_as_it_is_now_and_its_own_flags(
     assert tuple(decode(frame)[10, 40]) == (10, 20, 30)
     (_, data), = redo((0, 32, 64, 16), False)
     assert p.decode_frame(data).flags == p.FLAG_FULL
+
+
+def three_strips() -> np.ndarray:
+    """384 rows: three 128-row strips of a flat desktop beside a photo."""
+    return np.concatenate([video_beside_desktop(), video_beside_desktop(),
+                           video_beside_desktop()])
+
+
+def test_strips_encoded_ahead_that_did_not_change_go_as_encoded_and_the_image_is_the_same()\
+        -> None:
+    """After one strip changed, only it is encoded again; the whole image made with the
+    strips encoded ahead is frame for frame the one encoded at once from the new screen."""
+    ahead = codec.EncodedAhead(35, "420")
+    old = three_strips()
+    assert ahead.update(old) == [(0, 0, 512, 128), (0, 128, 512, 128), (0, 256, 512, 128)]
+    assert ahead.encode(ahead.strips()) == 3
+    new = old.copy()
+    new[140:150, 10:100, :3] = 90  # in the middle strip
+    assert ahead.update(new) == [(0, 128, 512, 128)]
+    pieces = ahead.pieces(35, "420")
+    assert sorted(pieces) == [(0, 0, 512, 128), (0, 256, 512, 128)]
+    reused = []
+
+    def reuse(strip):
+        found = pieces.get(strip)
+        if found is not None:
+            reused.append(strip)
+        return found
+
+    whole = [(0, 0, 512, 384)]
+    frames = list(codec.encode_frames(new, whole, 0, 1, 35, True, subsampling="420",
+                                      reuse=reuse))
+    assert reused == [(0, 0, 512, 128), (0, 256, 512, 128)]
+    assert frames == codec.encode_update(new, whole, 0, 1, 35, True, subsampling="420")
+
+
+def test_nothing_encoded_ahead_serves_other_settings_or_another_screen_size() -> None:
+    """Pieces are offered only for the quality and subsampling they were encoded at; a
+    screen of another size makes every strip new."""
+    ahead = codec.EncodedAhead(35, "420")
+    ahead.update(three_strips())
+    ahead.encode(ahead.strips())
+    assert ahead.pieces(35, "444") == {} and ahead.pieces(85, "420") == {}
+    assert len(ahead.pieces(35, "420")) == 3
+    assert ahead.update(bgrx(200, 320)) == [(0, 0, 320, 128), (0, 128, 320, 72)]
+    assert ahead.pieces(35, "420") == {}
+
+
+def test_encoding_ahead_stops_between_strips_when_asked_and_keeps_those_it_finished() -> None:
+    """A stop seen before the second strip: the first strip's pieces are kept, no others."""
+    class StopAfterOne:
+        checks = 0
+
+        def is_set(self) -> bool:
+            self.checks += 1
+            return self.checks > 1
+
+    ahead = codec.EncodedAhead(35, "420")
+    ahead.update(three_strips())
+    assert ahead.encode(ahead.strips(), StopAfterOne()) == 1
+    assert sorted(ahead.pieces(35, "420")) == [(0, 0, 512, 128)]
+
+
+def test_the_copy_given_away_is_the_latest_screen_and_becomes_the_viewers_copy() -> None:
+    """give() hands over the copy brought up to the last update (no second copy for the
+    viewer's), and keeps nothing: no image, no pieces."""
+    ahead = codec.EncodedAhead(35, "420")
+    ahead.update(three_strips())
+    ahead.encode(ahead.strips())
+    new = three_strips()
+    new[300:310, 0:50, :3] = 1
+    ahead.update(new)
+    given = ahead.give()
+    assert np.array_equal(np.asarray(given), new)
+    diff = codec.ScreenDiff()
+    diff.commit(given, [(0, 0, 512, 384)], owned=True)
+    assert diff.shown is given and codec.writeable(given)
+    assert ahead.image is None and ahead.pieces(35, "420") == {} and ahead.strips() == []
