@@ -33,6 +33,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import io
+import itertools
 import struct
 import sys
 import threading
@@ -572,13 +573,13 @@ def encode_frames(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
     pool's map encodes ahead), the one before last held until the last is known: a whole
     image's first strips can be on the link while the rest are encoded (70-90 ms of 1080p
     under load, most of the link time of its 28 KB at 2 Mbit/s). ``reuse``: a strip's
-    pieces encoded already (EncodedAhead.pieces().get), or None to encode it."""
+    pieces encoded already (EncodedAhead.pieces().get), or None to encode it: those come
+    first, while the others are encoded (the viewer draws an update's strips together, so
+    their order is free; a strip's waited 25-45 ms for the pool's threads under load)."""
     budget = max_frame_bytes - p.FRAME_HEADER.size
     parts = strips(rects, rows, max(1, int(budget / EXPECTED_BYTES_PER_PX)))
 
     def encode(strip: Rect) -> list[tuple[Rect, int, bytes]]:
-        if reuse is not None and (done := reuse(strip)) is not None:
-            return done
         runs = palette_runs(pixels, strip) if full else [strip]
         return [piece for run in runs for piece in
                 encode_within(pixels, run, quality, subsampling, budget, full)]
@@ -588,8 +589,11 @@ def encode_frames(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
         flags = (p.FLAG_LAST if last else 0) | (p.FLAG_FULL if full else 0)
         return p.Frame(kind, flags, monitor, seq, x, y, w, h, image)
 
-    pieces = (piece for pieces in (mapper if len(parts) > 1 else map)(encode, parts)
-              for piece in pieces)
+    known = [] if reuse is None else [(strip, reuse(strip)) for strip in parts]
+    parts = [strip for strip, done in known if done is None] if known else parts
+    pieces = (piece for pieces in itertools.chain(
+        (done for _, done in known if done is not None),
+        (mapper if len(parts) > 1 else map)(encode, parts)) for piece in pieces)
     held = next(pieces, None)
     for piece in pieces:
         yield frame(held, False)

@@ -753,10 +753,11 @@ def three_strips() -> np.ndarray:
                            video_beside_desktop()])
 
 
-def test_strips_encoded_ahead_that_did_not_change_go_as_encoded_and_the_image_is_the_same()\
+def test_strips_encoded_ahead_that_did_not_change_go_first_as_encoded_and_the_rest_follow()\
         -> None:
-    """After one strip changed, only it is encoded again; the whole image made with the
-    strips encoded ahead is frame for frame the one encoded at once from the new screen."""
+    """After one strip changed, only it is encoded again; the strips encoded ahead come first,
+    and the whole image is frame for frame the one encoded at once from the new screen, in
+    another order (the last frame still marked last)."""
     ahead = codec.EncodedAhead(35, "420")
     old = three_strips()
     assert ahead.update(old) == [(0, 0, 512, 128), (0, 128, 512, 128), (0, 256, 512, 128)]
@@ -778,7 +779,14 @@ def test_strips_encoded_ahead_that_did_not_change_go_as_encoded_and_the_image_is
     frames = list(codec.encode_frames(new, whole, 0, 1, 35, True, subsampling="420",
                                       reuse=reuse))
     assert reused == [(0, 0, 512, 128), (0, 256, 512, 128)]
-    assert frames == codec.encode_update(new, whole, 0, 1, 35, True, subsampling="420")
+    assert [f.y for f in frames] == [0, 0, 0, 256, 256, 256, 128, 128, 128]
+    assert [f.last for f in frames] == [False] * 8 + [True]
+    at_once = codec.encode_update(new, whole, 0, 1, 35, True, subsampling="420")
+
+    def unmarked(frames):
+        return sorted((f.y, f.x, f.kind, f.image) for f in frames)
+
+    assert unmarked(frames) == unmarked(at_once)
 
 
 def test_nothing_encoded_ahead_serves_other_settings_or_another_screen_size() -> None:
