@@ -826,7 +826,11 @@ class Agent:
         changed, off the event loop. Nothing of it is sent: at the accept the streamer grabs
         once and sends as encoded only the strips that still show the same pixels (encoded
         at the accept, 1080p took 50-130 ms under load before its first byte went)."""
-        await asyncio.to_thread(_warm_encoders)
+        try:
+            await asyncio.to_thread(_warm_encoders)
+        except Exception as e:  # (a task's error nobody awaits is reported at exit)
+            log.info("could not warm the encoders: %r", e)
+            return
         import screen_codec as codec
 
         while True:

@@ -591,9 +591,11 @@ def encode_frames(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
 
     known = [] if reuse is None else [(strip, reuse(strip)) for strip in parts]
     parts = [strip for strip, done in known if done is None] if known else parts
+    def encoded() -> Iterator[list[tuple[Rect, int, bytes]]]:  # (once those known are out:
+        yield from (mapper if len(parts) > 1 else map)(encode, parts)  # no GIL shared till then)
+
     pieces = (piece for pieces in itertools.chain(
-        (done for _, done in known if done is not None),
-        (mapper if len(parts) > 1 else map)(encode, parts)) for piece in pieces)
+        (done for _, done in known if done is not None), encoded()) for piece in pieces)
     held = next(pieces, None)
     for piece in pieces:
         yield frame(held, False)

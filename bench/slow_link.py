@@ -37,10 +37,10 @@ VIDEO_BOX = (d.WIDTH - VIDEO_W, d.HEIGHT - VIDEO_H, VIDEO_W, VIDEO_H)
 KEY_TIMEOUT_S = 5.0  # a press with no echo by then counts as this (it shows in p95)
 PRESS_GAP_S = 0.3  # after an echo, so its last rectangles do not answer the next press
 FIRST_IMAGE_TIMEOUT_S = 60.0
-# The support person accepts this long after our agent starts: a person reads the name and
-# clicks, and the agent encodes the first image ahead while the customer waits
-# (agent.Agent._encode_ahead). 0: at once, as soon as the session shows (a script's speed).
-ACCEPT_AFTER_S = 3.0
+# The support person accepts this long after our agent's session shows in their queue: a
+# person reads the name and clicks, and the agent encodes the first image ahead while the
+# customer waits (agent.Agent._encode_ahead). 0: at once (a script's speed).
+ACCEPT_AFTER_S = 2.0
 NO_VIDEO = ", no video"  # the label of the runs after the video has stopped
 BEFORE = "ours before"
 
@@ -227,15 +227,14 @@ async def run_ours(screen: d.Desktop, relay: RelayProcess, box: tuple[int, int, 
                    root: Path | None = None, peer: str = "ours",
                    accept_after_s: float = ACCEPT_AFTER_S) -> SlowResult:
     """Our agent (``root``: another checkout's, as ``peer``) across ``link``, accepted
-    ``accept_after_s`` after it started."""
+    ``accept_after_s`` after its session showed."""
     result = SlowResult(f"{peer}{label}", link)
     shaper = LinkProcess(link.shape, relay.port, link.applied_loss()).start()
     process = start_agent(screen, relay, f"ws://127.0.0.1:{shaper.port}",
                           **({"root": root} if root is not None else {}))
     viewer = SpotlightViewer()
     try:
-        await asyncio.sleep(accept_after_s)
-        await viewer.connect(relay.ws_url)
+        await viewer.connect(relay.ws_url, accept_after_s=accept_after_s)
         asked_bytes = viewer.bytes_received()  # (the Accept just went: no image yet)
         await asyncio.wait_for(viewer.controlling.wait(), FIRST_IMAGE_TIMEOUT_S)
         await measure_viewer(viewer, box, result, presses, seconds, asked_bytes)
@@ -392,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the agent of this checkout (e.g. main's, from git "
                              "archive) as 'ours before', in the same run")
     parser.add_argument("--accept-after", type=float, default=ACCEPT_AFTER_S, metavar="S",
-                        help="our viewer accepts this long after the agent started (0: at "
+                        help="our viewer accepts this long after the session showed (0: at "
                              "once)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="ours (and ours before) this many times per link, alternated")
