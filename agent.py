@@ -452,7 +452,6 @@ class Agent:
         self._full = True
         self._ahead: Any = None  # the first image encoded ahead (codec.EncodedAhead)
         self._ahead_stop = threading.Event()  # ... whose encoding the streamer stops
-        self._ahead_busy: asyncio.Future | None = None  # ... and waits for
         self._capture_failed = False  # the streamer failed: the session ends
         self.files = files if files is not None else file_window.FileDesk()  # files sent in
         self._link: Any = None  # the websocket of the current connection, for file answers and chat
@@ -846,24 +845,19 @@ class Agent:
                         [(0, 0, area.width, area.height)], self.clock(), full=True)[0]
                     self._ahead = codec.EncodedAhead(plan.quality, plan.subsampling, plan.rows)
                 changed = self._ahead.update(self.screen.grab_view(area))  # (copied)
-                if changed:
-                    self._ahead_busy = asyncio.ensure_future(asyncio.to_thread(
-                        self._ahead.encode, changed, self._ahead_stop))
-                    await asyncio.wait({self._ahead_busy})  # (the streamer may wait too)
-                    self._ahead_busy.result()
+                if changed:  # (a stop of its own: the streamer does not wait for it)
+                    self._ahead_stop = threading.Event()
+                    await asyncio.to_thread(self._ahead.encode, changed, self._ahead_stop)
             except Exception as e:  # the first image is then encoded at the accept
                 log.info("encoding ahead stopped: %r", e)
                 self._ahead = None
                 return
             await asyncio.sleep(AHEAD_INTERVAL_S)
 
-    async def _take_ahead(self) -> Any:
-        """The first image encoded ahead (its encoding stopped and waited for), once."""
+    def _take_ahead(self) -> Any:
+        """The first image encoded ahead (its encoding told to store nothing more), once."""
         self._ahead_stop.set()
-        if self._ahead_busy is not None:
-            await asyncio.wait({self._ahead_busy})
         ahead, self._ahead = self._ahead, None
-        self._ahead_stop.clear()
         return ahead
 
     async def _stop_stream(self) -> None:
@@ -904,7 +898,7 @@ class Agent:
         self._sendable = sendable  # an ack sets it: an update encoded ahead may go at once
         sender = asyncio.ensure_future(self._send(ws, outbox, sendable, writing))
         try:
-            ahead = await self._take_ahead()  # for the first image
+            ahead = self._take_ahead()  # for the first image
             while True:
                 self._wake.clear()
                 delay = polled_at + pacer.interval(self.clock()) - self.clock()

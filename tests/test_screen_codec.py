@@ -801,19 +801,22 @@ def test_nothing_encoded_ahead_serves_other_settings_or_another_screen_size() ->
     assert ahead.pieces(35, "420") == {}
 
 
-def test_encoding_ahead_stops_between_strips_when_asked_and_keeps_those_it_finished() -> None:
-    """A stop seen before the second strip: the first strip's pieces are kept, no others."""
-    class StopAfterOne:
+@pytest.mark.parametrize(("false_checks", "stored"), [(1, 0), (2, 1), (3, 1), (4, 2)])
+def test_encoding_ahead_stores_nothing_once_told_to_stop(false_checks, stored) -> None:
+    """The stop is looked at before each strip and again before its pieces are stored: one
+    set while a strip is encoded (the streamer changing the copy meanwhile) keeps that strip
+    out too; the strips stored before it stay."""
+    class StopAfter:
         checks = 0
 
         def is_set(self) -> bool:
             self.checks += 1
-            return self.checks > 1
+            return self.checks > false_checks
 
     ahead = codec.EncodedAhead(35, "420")
     ahead.update(three_strips())
-    assert ahead.encode(ahead.strips(), StopAfterOne()) == 1
-    assert sorted(ahead.pieces(35, "420")) == [(0, 0, 512, 128)]
+    assert ahead.encode(ahead.strips(), StopAfter()) == stored
+    assert sorted(ahead.pieces(35, "420")) == ahead.strips()[:stored]
 
 
 def test_the_copy_given_away_is_the_latest_screen_and_becomes_the_viewers_copy() -> None:
