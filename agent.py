@@ -847,7 +847,9 @@ class Agent:
                 changed = self._ahead.update(self.screen.grab_view(area))  # (copied)
                 if changed:  # (a stop of its own: the streamer does not wait for it)
                     self._ahead_stop = threading.Event()
-                    await asyncio.to_thread(self._ahead.encode, changed, self._ahead_stop)
+                    done = await asyncio.to_thread(self._ahead.encode, changed,
+                                                   self._ahead_stop)
+                    log.debug("first image encoded ahead: %d of %d strips", done, len(changed))
             except Exception as e:  # the first image is then encoded at the accept
                 log.info("encoding ahead stopped: %r", e)
                 self._ahead = None
