@@ -614,6 +614,9 @@ MOTION_AFTER_CHANGES = 3  # consecutive polls changing one region that mean "in 
 MOTION_JPEG_QUALITY = 75  # ... JPEG 4:2:0 at most this quality (half the work and bytes),
 REFINE_AFTER_S = 0.2  # ... and the area is resent at full quality, 4:4:4, once this still
 MOTION_MARGIN_PX = TILE_PX  # changes this near the region in motion are part of it
+MOTION_MIN_PX = TILE_PX * TILE_PX  # a region smaller than this is never in motion: a line
+#                                    typed fast, a spinner (nothing to gain from 4:2:0, and
+#                                    an echo typed there must stay interactive)
 MOTION_GAP_S = 0.05  # a poll without a change there this soon does not end the motion (a
 #                      video changes the screen 24-50 times a second, polled 60 times)
 MOTION_RESUME_S = 1.0  # a region in motion this recently is in motion again at its first
@@ -708,7 +711,8 @@ class Motion:
         # whole image once sent does not make the whole screen a region for ever
         self._recent.append(_bounds(inside))
         self.box = _bounds(self._recent)
-        self.moving, self.moved_at = self.moving + 1, now
+        small = self.box[2] * self.box[3] < MOTION_MIN_PX  # a candidate still, at most
+        self.moving, self.moved_at = 1 if small else self.moving + 1, now
         if self.moving < MOTION_AFTER_CHANGES:
             return []
         self._was, self._was_at = self.box, now
@@ -822,7 +826,9 @@ class Pacer:
             # run), not capped at STRIP_ROWS, but none holding the link longer than
             # STRIP_LINK_S (an echo waits behind at most one); on a slow link strips as any
             # bulk update's. Rows a multiple of 16.
-            share = -(-max(h for _, _, _, h in moving) // self.threads)
+            # A region of at most STRIP_ROWS rows stays one strip: cut in two, a 100x100
+            # video's strips are encoded inline anyway, only twice the frames.
+            share = max(STRIP_ROWS, -(-max(h for _, _, _, h in moving) // self.threads))
             fast = rate is None or rate >= FAST_LINK_BYTES_S
             rows = min(-(-share // 16) * 16, self._link_rows(moving, "420", rate) if fast
                        else self._rows(moving, "420", rate))

@@ -405,3 +405,56 @@ def test_a_region_in_motion_that_stalled_is_in_motion_again_at_its_next_change()
     assert motion.saw([glyph], 0.3) == []
     assert motion.saw([], 0.4) == []
     assert motion.saw([(500, 310, 200, 80)], 0.5) == [(500, 310, 200, 80)]
+
+
+def typed(pacer: codec.Pacer, chars: int, start: float = 0.0) -> list[list[codec.Encoding]]:
+    """``chars`` glyphs typed into an xterm at 20 a second, each with the cursor block after
+    it, the screen polled 60 times a second: the plans of the polls that found a change."""
+    plans = []
+    for n in range(chars):
+        t = start + n * 0.05
+        glyph_and_cursor = (100 + 9 * n, 191, 18, 19)
+        plans.append(pacer.plan([glyph_and_cursor], t))
+        for still in (t + 1 / 60, t + 2 / 60):
+            pacer.plan([], still)
+    return plans
+
+
+def test_a_line_typed_fast_is_never_a_region_in_motion() -> None:
+    """Glyphs typed faster than MOTION_GAP_S apart, each beside the last: the region they
+    make stays under MOTION_MIN_PX, so no poll is motion (no 4:2:0, no strips per encoder
+    thread, no refinement later), and each glyph goes as one 4:4:4 strip."""
+    pacer = codec.Pacer(now=0.0, threads=2)
+    for [plan] in typed(pacer, 40):
+        assert (plan.motion, plan.subsampling, plan.rows >= 19) == (False, "444", True)
+    assert pacer.motion.moving <= 1
+    assert pacer.plan([], 10.0) == []
+
+
+def test_the_echo_of_a_line_typed_fast_beside_a_video_stays_interactive() -> None:
+    """With the support person's input, each glyph typed fast is an interactive update of
+    its own; the video beside it remains the region in motion."""
+    pacer = codec.Pacer(now=0.0, threads=2)
+    video = (1120, 630, 800, 450)
+    for n in range(1, codec.MOTION_AFTER_CHANGES + 1):
+        pacer.plan([video], n / 60)
+    for n in range(20):
+        t = 0.1 + n * 0.05
+        pacer.input(t - 0.005)
+        echo, motion = pacer.plan([(100 + 9 * n, 191, 18, 19), video], t)
+        assert (echo.interactive, echo.motion, motion.rects, motion.motion) == \
+            (True, False, [video], True)
+
+
+def test_a_region_in_motion_no_taller_than_strip_rows_is_one_strip() -> None:
+    """On a fast link a region in motion of up to STRIP_ROWS rows goes in one strip (cut in
+    one per encoder thread it only doubled the frames); a taller one in one per thread."""
+    for height, rows in ((100, codec.STRIP_ROWS), (codec.STRIP_ROWS, codec.STRIP_ROWS),
+                         (400, 208)):
+        pacer = codec.Pacer(now=0.0, threads=2)
+        region = [(500, 300, 300, height)]
+        plans = [pacer.plan(region, n / 60, rate=100e6) for n in range(1, 5)]
+        [plan] = plans[-1]
+        assert (plan.motion, plan.rows) == (True, rows), height
+        assert len(codec.strips(plan.rects, plan.rows)) == -(-height // rows)
+

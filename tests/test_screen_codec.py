@@ -487,7 +487,7 @@ def test_typing_alone_is_never_motion() -> None:
 
 def test_motion_is_planned_apart_at_4_2_0_after_what_input_changed() -> None:
     """A video beside an xterm: once in motion the video goes in its own update, JPEG 4:2:0
-    at most MOTION_JPEG_QUALITY in one strip per encoder thread (rows a multiple of 16),
+    at most MOTION_JPEG_QUALITY in one strip (at most STRIP_ROWS rows high: not split),
     after the xterm's update, which is interactive right after input; still again, the
     video's area comes back at 4:4:4 with what changed then."""
     pacer = codec.Pacer(now=0.0, threads=2)
@@ -498,7 +498,7 @@ def test_motion_is_planned_apart_at_4_2_0_after_what_input_changed() -> None:
     first, second = pacer.plan([video, echo], 0.03)
     assert (first.rects, first.interactive, first.motion) == ([echo], True, False)
     assert (second.rects, second.subsampling, second.quality, second.rows, second.motion) == \
-        ([video], "420", codec.MOTION_JPEG_QUALITY, 64, True)
+        ([video], "420", codec.MOTION_JPEG_QUALITY, codec.STRIP_ROWS, True)
     assert pacer.plan([], 0.1) == []
     [plan] = pacer.plan([echo], 0.03 + codec.REFINE_AFTER_S + 0.1)
     assert (plan.rects, plan.subsampling, plan.interactive) == ([echo, video], "444", False)
