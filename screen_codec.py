@@ -627,7 +627,9 @@ IDLE_POLL_INTERVAL_S = 0.1  # once nothing has changed for IDLE_AFTER_S (and no 
 IDLE_AFTER_S = 2.0
 FAST_POLL_INTERVAL_S = 0.010  # right after input, so the support person sees it at once
 FAST_POLL_WINDOW_S = 0.300  # ... and what changed then outside the motion is interactive
-JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back
+JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back:
+HELD_BACK_AFTER_S = 1 / 30  # ... while an update encoded ahead waits this long to begin (the
+#                             link takes fewer than 30 a second; waiting at all is normal)
 QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quality again
 # On a slow link a bulk update goes in strips of about this much link time each, so that an
 # interactive update waits behind at most one strip (at least 16 rows: JPEG's MCU).
@@ -772,9 +774,13 @@ class Pacer:
         """Whether what changes now is probably the answer to input."""
         return now - self.input_at < FAST_POLL_WINDOW_S
 
-    def held_back(self) -> None:
-        """Flow control stopped an update: the next one is a JPEG step cheaper."""
-        self.smooth_updates = -1
+    def held_back(self, waited: float | None = None) -> None:
+        """Flow control stopped an update: the next one is a JPEG step cheaper. ``waited``:
+        an update encoded ahead has waited this long to begin; only from HELD_BACK_AFTER_S on
+        is that a hold (in motion one is encoded ahead as a rule: at 4:2:0 q75 on the loopback
+        that lowered the quality to q35 within half a second, and it stayed there)."""
+        if waited is None or waited >= HELD_BACK_AFTER_S:
+            self.smooth_updates = -1
 
     def encoded(self, plan: Encoding, frames: list[p.Frame], now: float) -> None:
         """``plan`` came out as ``frames``: the next strips are cut by what it cost, and a

@@ -178,14 +178,14 @@ def test_a_bulk_update_encoded_ahead_starts_only_when_its_first_write_is_allowed
     flow = core.FlowControl()
     for seq in range(LIMIT - 1):
         flow.started(seq, 0.0)
-    flow.ahead_of_time(10)
+    flow.ahead_of_time(10, 0.0)
     assert 10 not in flow.in_flight and flow.may_start(interactive=True)
     assert flow.may_write_ahead(10, 0.1) is False
     assert flow.acked(0, 0.2)  # it was held back: the ack wakes the writer
     assert flow.may_write_ahead(10, 0.2) is True
     assert 10 in flow.in_flight and 10 in flow.window.open
     assert flow.may_write_ahead(10, 0.3) is None  # started: written as any other
-    flow.ahead_of_time(11)
+    flow.ahead_of_time(11, 0.0)
     flow.reset()
     assert flow.may_write_ahead(11, 0.4) is None and 11 not in flow.in_flight
 
@@ -458,3 +458,37 @@ def test_a_region_in_motion_no_taller_than_strip_rows_is_one_strip() -> None:
         assert (plan.motion, plan.rows) == (True, rows), height
         assert len(codec.strips(plan.rects, plan.rows)) == -(-height // rows)
 
+
+def test_an_update_encoded_ahead_counts_its_wait_from_its_encoding_until_it_begins() -> None:
+    """held_for: 0 with none encoded ahead; the seconds since the one encoded ahead was
+    encoded; 0 again once it began (or a restart forgot it)."""
+    flow = learnt()
+    assert flow.held_for(10.0) == 0.0
+    flow.started(2, 10.0)
+    flow.wrote(2, 1_000, 10.0)
+    flow.ahead_of_time(3, 10.01)
+    assert flow.held_for(10.05) == pytest.approx(0.04)
+    assert flow.may_write_ahead(3, 10.05) is True
+    assert flow.held_for(10.06) == 0.0
+    flow.ahead_of_time(4, 10.07)
+    flow.reset()
+    assert flow.held_for(10.5) == 0.0
+
+
+def test_quality_steps_down_only_when_an_update_encoded_ahead_waits_long_and_recovers() \
+        -> None:
+    """An update encoded ahead that waits less than HELD_BACK_AFTER_S to begin (the normal
+    state of encoding ahead) keeps the quality; one that waits longer lowers it one step;
+    QUALITY_UP_AFTER_UPDATES updates without such a wait bring it back."""
+    pacer = codec.Pacer(now=0.0)
+    change = [(0, 0, 10, 10)]  # (never motion, whose quality is capped)
+    for _ in range(50):
+        pacer.held_back(codec.HELD_BACK_AFTER_S / 2)
+        assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[0]
+    pacer.held_back(codec.HELD_BACK_AFTER_S)
+    pacer.held_back(codec.HELD_BACK_AFTER_S * 3)  # the same wait, seen by two polls: one step
+    assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[1]
+    for _ in range(codec.QUALITY_UP_AFTER_UPDATES - 1):
+        pacer.held_back(0.0)
+        assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[1]
+    assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[0]
