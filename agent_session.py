@@ -335,9 +335,10 @@ class FlowControl:
         self.ahead[seq] = now
 
     def held_for(self, now: float) -> float:
-        """Seconds the update encoded ahead has waited to begin (0: none waits). One is
-        encoded ahead while another is in flight, as a rule: only a long wait says the link
-        (or the viewer) takes fewer updates than the screen offers."""
+        """Seconds the update encoded ahead has waited to begin, counted from ahead_of_time()
+        (its grab: its encoding counts) (0: none waits). One is encoded ahead while another
+        is in flight, as a rule: only a long wait says the link (or the viewer) takes fewer
+        updates than the screen offers."""
         return max((now - at for at in self.ahead.values()), default=0.0)
 
     def may_write_ahead(self, seq: int, now: float) -> bool | None:

@@ -628,8 +628,9 @@ IDLE_AFTER_S = 2.0
 FAST_POLL_INTERVAL_S = 0.010  # right after input, so the support person sees it at once
 FAST_POLL_WINDOW_S = 0.300  # ... and what changed then outside the motion is interactive
 JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back:
-HELD_BACK_AFTER_S = 1 / 30  # ... while an update encoded ahead waits this long to begin (the
-#                             link takes fewer than 30 a second; waiting at all is normal)
+HELD_BACK_AFTER_S = 1 / 30  # ... while an update encoded ahead waits this long from its grab
+#                             to its start (the link takes fewer than 30 a second; waiting
+#                             at all is normal: one is encoded while another is in flight)
 QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quality again
 # On a slow link a bulk update goes in strips of about this much link time each, so that an
 # interactive update waits behind at most one strip (at least 16 rows: JPEG's MCU).

@@ -461,7 +461,7 @@ def test_a_region_in_motion_no_taller_than_strip_rows_is_one_strip() -> None:
 
 def test_an_update_encoded_ahead_counts_its_wait_from_its_encoding_until_it_begins() -> None:
     """held_for: 0 with none encoded ahead; the seconds since the one encoded ahead was
-    encoded; 0 again once it began (or a restart forgot it)."""
+    announced (grabbed, before its encoding); 0 again once it began (or a restart forgot it)."""
     flow = learnt()
     assert flow.held_for(10.0) == 0.0
     flow.started(2, 10.0)
