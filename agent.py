@@ -82,7 +82,7 @@ CONNECT_TIMEOUT_S = 10
 KEEPALIVE_S = 10  # a silent link is noticed within 2x this, well inside the relay's grace
 RECONNECT_JITTER = 0.3  # each reconnect delay +-30%: agents cut off together come back spread
 DUMMY_SCREEN = p.Screen(0, 0, 1024, 768)
-METER_TICK_S = 1.0  # the panel's meter counts seconds
+METER_TICK_S = 1.0  # the meter (whole minutes) is looked at this often; redrawn when it changed
 ASKED = object()  # _until_closed: the customer asked to pause or resume
 DESKTOP_CHECK_INTERVAL_S = 0.25  # how soon an administrator prompt is noticed
 tray_image = agent_ui.tray_image  # icons/make_icons.py draws the exe icon with it
@@ -629,7 +629,7 @@ class Agent:
         self.display.show(view, self.clock())
 
     async def _tick(self) -> None:
-        """The panel's meter, once a second while it runs."""
+        """The panel's meter, looked at once a second while it runs."""
         while True:
             await asyncio.sleep(METER_TICK_S)
             if self.session.state in (*core.SHARING, core.RECONNECTING):

@@ -386,6 +386,7 @@ class SessionDisplay:
         self._tray_shown: tuple[str, str] | None = None
         self._ended_at: datetime | None = None
         self._said = ("", "")  # the state and headline last logged
+        self._shown: panel.PanelView | None = None  # what the window shows now
         self._chat = panel_chat.ChatHistory()
         self._chat_shown: panel_chat.ChatView | None = None
         self._name = person  # the support person's name, as the chat area calls them
@@ -400,7 +401,9 @@ class SessionDisplay:
             self._said = (shown.state, shown.headline)
             log.info("session: %s | %s%s", shown.state, shown.headline,
                      f" ({view.sentence})" if view.sentence else "")
-        self.window.show(shown)
+        if shown != self._shown:  # the meter's tick mostly changes nothing: no redraw
+            self._shown = shown
+            self.window.show(shown)
         self._name = view.technician_name or self.person
         self._show_chat(view.accepted and view.state != core.ENDED)
         if shown.tray_state is not None and (shown.tray_state, shown.tooltip) != \

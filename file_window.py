@@ -114,17 +114,11 @@ class LogFileWindow:
         pass
 
 
-class TkFileWindow:
-    """Linux, from source: a small Tk window on top of the others: a Toplevel of the Tk
-    panel's when one is up (one Tcl interpreter: panel.tk_host), else a Tk of its own on its
-    own thread."""
+class _OnItsUiThread:
+    """A file window whose calls are each carried out on its window's UI thread (``_ui``:
+    a _UiThread, or a _Guest on the Tk panel's)."""
 
-    def __init__(self) -> None:
-        import tkinter  # noqa: F401 (fail here, in the caller's thread, when it is missing)
-
-        host = tk_host()
-        self._ui: _UiThread | _Guest = _UiThread(_TkFile, "file window") if host is None \
-            else _Guest(host, _TkFile)
+    _ui: Any
 
     def ask(self, title: str, name: str, size: str,
             answer: Callable[[bool], None], cancel: Callable[[], None]) -> None:
@@ -150,6 +144,19 @@ class TkFileWindow:
 
     def close(self) -> None:
         self._ui.stop()
+
+
+class TkFileWindow(_OnItsUiThread):
+    """Linux, from source: a small Tk window on top of the others: a Toplevel of the Tk
+    panel's when one is up (one Tcl interpreter: panel.tk_host), else a Tk of its own on its
+    own thread."""
+
+    def __init__(self) -> None:
+        import tkinter  # noqa: F401 (fail here, in the caller's thread, when it is missing)
+
+        host = tk_host()
+        self._ui: _UiThread | _Guest = _UiThread(_TkFile, "file window") if host is None \
+            else _Guest(host, _TkFile)
 
 
 class _Guest:
@@ -381,7 +388,7 @@ class _Once:
         return first
 
 
-class Win32FileWindow:
+class Win32FileWindow(_OnItsUiThread):
     """Windows: a small native window through ctypes (the exe has no tkinter) on its own UI
     thread, in the style of panel.Win32Panel: the question with Save (Enter) and Decline
     (Esc, the close box), then a progress bar with Cancel, then "Open folder" and Close."""
@@ -393,33 +400,11 @@ class Win32FileWindow:
             raise PanelError("the Win32 file window needs Windows")
         self._ui = _UiThread(_Win32File, "file window")
 
-    def ask(self, title: str, name: str, size: str,
-            answer: Callable[[bool], None], cancel: Callable[[], None]) -> None:
-        self._ui.call("ask", title, name, size, answer, cancel)
-
-    def progress(self, received: int, size: int) -> None:
-        self._ui.call("progress", received, size)
-
-    def saved(self, sentence: str, folder: Path) -> None:
-        self._ui.call("saved", sentence, folder)
-
-    def failed(self, sentence: str) -> None:
-        self._ui.call("failed", sentence)
-
     def pick(self, title: str, picked: Callable[[Path | None], None]) -> None:
         # GetOpenFileNameW is modal with its own message loop: its own thread, so the
         # window's thread keeps taking calls
         threading.Thread(target=lambda: picked(_win32_open_file(title)),
                          name="file picker", daemon=True).start()
-
-    def sending(self, title: str, sentence: str, cancel: Callable[[], None]) -> None:
-        self._ui.call("sending", title, sentence, cancel)
-
-    def sent(self, sentence: str) -> None:
-        self._ui.call("sent", sentence)
-
-    def close(self) -> None:
-        self._ui.stop()
 
 
 # winuser.h, beyond what panel.py names
@@ -446,42 +431,15 @@ class _Win32File:
                                    ("BringWindowToTop", [w.HWND], w.BOOL)):
             function = getattr(u32, name)
             function.argtypes, function.restype = args, result
-        instance = ctypes.WinDLL("kernel32").GetModuleHandleW(None)
         self._proc = panel._WNDPROC(ctypes, w)(self._window_proc)  # kept: Windows calls it
         self._class = f"SpotlightFile{id(self)}"
-        wc = panel._WNDCLASSEXW(ctypes, w)(
-            lpfnWndProc=self._proc, hInstance=instance, lpszClassName=self._class,
-            hCursor=u32.LoadCursorW(None, ctypes.c_void_p(panel.IDC_ARROW)),
-            hbrBackground=ctypes.c_void_p(panel.COLOR_BTNFACE + 1))
-        wc.cbSize = ctypes.sizeof(wc)
-        if not u32.RegisterClassExW(ctypes.byref(wc)):
-            raise ctypes.WinError(ctypes.get_last_error())
         self._style = panel.WS_CAPTION | panel.WS_SYSMENU
         self._ex_style = panel.WS_EX_TOPMOST | panel.WS_EX_CONTROLPARENT
-        self._hwnd = u32.CreateWindowExW(self._ex_style, self._class, "", self._style,
-                                         0, 0, 100, 100, None, None, instance, None)
-        if not self._hwnd:
-            raise ctypes.WinError(ctypes.get_last_error())
-        dpi_for = getattr(u32, "GetDpiForWindow", None)
-        self._scale = (dpi_for(self._hwnd) or 96) / 96 if dpi_for else 1.0
-
-        def font(points: int, bold: bool = False) -> Any:
-            px = -round(points * 96 * self._scale / 72)
-            return gdi.CreateFontW(px, 0, 0, 0, 700 if bold else 400, 0, 0, 0, 1, 0, 0, 5, 0,
-                                   "Segoe UI")
-
-        self._fonts = [font(10), font(11, True)]
+        frame = panel.Win32Frame(ctypes, w, u32, gdi, self._proc, self._class, self._style,
+                                 self._ex_style)
+        self._hwnd, self._scale, child = frame.hwnd, frame.scale, frame.child
+        self._fonts = [frame.font(10), frame.font(11, True)]
         body, bold = self._fonts
-
-        def child(cls: str, style: int, ident: int, use: Any) -> Any:
-            hwnd = u32.CreateWindowExW(0, cls, "", panel.WS_CHILD | style, 0, 0, 10, 10,
-                                       self._hwnd, ctypes.c_void_p(ident), instance, None)
-            u32.SendMessageW(hwnd, panel.WM_SETFONT, use, 1)
-            return hwnd
-
-        comctl = ctypes.WinDLL("comctl32")
-        icc = (ctypes.c_uint32 * 2)(8, panel.ICC_PROGRESS_CLASS)  # INITCOMMONCONTROLSEX
-        comctl.InitCommonControlsEx(ctypes.byref(icc))
         self._headline = (child("STATIC", panel.SS_NOPREFIX, 0, bold), bold)
         self._detail = (child("STATIC", panel.SS_NOPREFIX, 0, body), body)
         self._bar = child("msctls_progress32", 0, 0, body)

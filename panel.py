@@ -163,11 +163,13 @@ def view(facts: SessionFacts) -> PanelView:
     """What the panel shows for ``facts``: pure, the same facts give the same view."""
     f = facts
     company, person, state = f.company, f.person, f.state
-    meter = f"Session time {clock_text(f.elapsed_s)}"
+    # whole minutes: a meter counting seconds changed the customer's screen every second, so
+    # the agent streamed its own panel once a second and never went idle (bench/RESULTS.md)
+    meter = f"Session time {minutes_text(f.elapsed_s)}"
     if state in ("connecting", "waiting"):
-        meter += f" (starts when {person} accepts)"
+        meter = f"Session time starts when {person} accepts"
     elif f.paused_s and state != "ended":
-        meter += f" · paused {clock_text(f.paused_s)}, not billed"
+        meter += f" · paused {minutes_text(f.paused_s)}, not billed"
     busy = "You can pause or end the session at any time."
     code, tray, dismiss_after, phone = "", None, None, ""
     close_action = "end"
@@ -235,11 +237,13 @@ def group_code(code: str) -> str:
     return f"{code[:3]} {code[3:]}" if code else ""
 
 
-def clock_text(seconds: float) -> str:
-    """A running meter: 0:05, 12:30, 1:02:05."""
-    s = int(seconds)
-    h, m = divmod(s // 60, 60)
-    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+def minutes_text(seconds: float) -> str:
+    """A running meter in whole minutes: under 1 min, 12 min, 1 h 2 min (the receipt and
+    the ledger keep the seconds)."""
+    m = int(seconds) // 60
+    if not m:
+        return "under 1 min"
+    return f"{m // 60} h {m % 60} min" if m >= 60 else f"{m} min"
 
 
 def duration_text(seconds: float) -> str:
@@ -735,42 +739,15 @@ class _Win32Window:
         self._placed_at = (0, 0)
         self._progress_at = 0
         u32, gdi = self._u32, self._gdi = _win32_api(ctypes, w)
-        instance = ctypes.WinDLL("kernel32").GetModuleHandleW(None)
         self._proc = _WNDPROC(ctypes, w)(self._window_proc)  # kept: Windows calls it
         self._class = f"SpotlightPanel{id(self)}"
-        wc = _WNDCLASSEXW(ctypes, w)(
-            lpfnWndProc=self._proc, hInstance=instance, lpszClassName=self._class,
-            hCursor=u32.LoadCursorW(None, ctypes.c_void_p(IDC_ARROW)),
-            hbrBackground=ctypes.c_void_p(COLOR_BTNFACE + 1))
-        wc.cbSize = ctypes.sizeof(wc)
-        if not u32.RegisterClassExW(ctypes.byref(wc)):
-            raise ctypes.WinError(ctypes.get_last_error())
         self._style = WS_CAPTION | WS_SYSMENU | WS_MINIMIZEBOX
         self._ex_style = WS_EX_TOPMOST | WS_EX_CONTROLPARENT
-        self._hwnd = u32.CreateWindowExW(self._ex_style, self._class, "", self._style,
-                                         0, 0, 100, 100, None, None, instance, None)
-        if not self._hwnd:
-            raise ctypes.WinError(ctypes.get_last_error())
-        dpi_for = getattr(u32, "GetDpiForWindow", None)
-        self._scale = (dpi_for(self._hwnd) or 96) / 96 if dpi_for else 1.0
-
-        def font(points: int, bold: bool = False) -> Any:
-            px = -round(points * 96 * self._scale / 72)
-            return gdi.CreateFontW(px, 0, 0, 0, 700 if bold else 400, 0, 0, 0, 1, 0, 0, 5, 0,
-                                   "Segoe UI")
-
-        self._fonts = [font(10), font(11, True), font(20, True)]
+        frame = Win32Frame(ctypes, w, u32, gdi, self._proc, self._class, self._style,
+                           self._ex_style)
+        self._hwnd, self._scale, child = frame.hwnd, frame.scale, frame.child
+        self._fonts = [frame.font(10), frame.font(11, True), frame.font(20, True)]
         body, bold, big = self._fonts
-
-        def child(cls: str, style: int, ident: int, use: Any) -> Any:
-            hwnd = u32.CreateWindowExW(0, cls, "", WS_CHILD | style, 0, 0, 10, 10, self._hwnd,
-                                       ctypes.c_void_p(ident), instance, None)
-            u32.SendMessageW(hwnd, WM_SETFONT, use, 1)
-            return hwnd
-
-        comctl = ctypes.WinDLL("comctl32")
-        icc = (ctypes.c_uint32 * 2)(8, ICC_PROGRESS_CLASS)  # INITCOMMONCONTROLSEX
-        comctl.InitCommonControlsEx(ctypes.byref(icc))
         self._texts = {name: (child("STATIC", SS_NOPREFIX, 0, f), f) for name, f in (
             ("headline", bold), ("detail", body), ("code", big), ("phone", body),
             ("meter", body))}
@@ -949,6 +926,44 @@ class _Win32Window:
         elif ident == DISMISS_TIMER:
             self._u32.KillTimer(self._hwnd, DISMISS_TIMER)
             self._actions.run("dismiss")
+
+
+class Win32Frame:
+    """A hidden top-level window of a window class of its own, sized to the system's DPI, and
+    what its controls are made with: fonts at that DPI and child controls (the common
+    controls' progress bar included). The panel's and the file window's."""
+
+    def __init__(self, c: Any, w: Any, u32: Any, gdi: Any, proc: Any, class_name: str,
+                 style: int, ex_style: int) -> None:
+        self._c, self._u32, self._gdi = c, u32, gdi
+        self.instance = c.WinDLL("kernel32").GetModuleHandleW(None)
+        wc = _WNDCLASSEXW(c, w)(
+            lpfnWndProc=proc, hInstance=self.instance, lpszClassName=class_name,
+            hCursor=u32.LoadCursorW(None, c.c_void_p(IDC_ARROW)),
+            hbrBackground=c.c_void_p(COLOR_BTNFACE + 1))
+        wc.cbSize = c.sizeof(wc)
+        if not u32.RegisterClassExW(c.byref(wc)):
+            raise c.WinError(c.get_last_error())
+        self.hwnd = u32.CreateWindowExW(ex_style, class_name, "", style, 0, 0, 100, 100, None,
+                                        None, self.instance, None)
+        if not self.hwnd:
+            raise c.WinError(c.get_last_error())
+        dpi_for = getattr(u32, "GetDpiForWindow", None)
+        self.scale = (dpi_for(self.hwnd) or 96) / 96 if dpi_for else 1.0
+        icc = (c.c_uint32 * 2)(8, ICC_PROGRESS_CLASS)  # INITCOMMONCONTROLSEX
+        c.WinDLL("comctl32").InitCommonControlsEx(c.byref(icc))
+
+    def font(self, points: int, bold: bool = False) -> Any:
+        px = -round(points * 96 * self.scale / 72)
+        return self._gdi.CreateFontW(px, 0, 0, 0, 700 if bold else 400, 0, 0, 0, 1, 0, 0, 5, 0,
+                                     "Segoe UI")
+
+    def child(self, cls: str, style: int, ident: int, font: Any) -> Any:
+        """A control of window class ``cls`` (hidden until laid out) with ``font``."""
+        hwnd = self._u32.CreateWindowExW(0, cls, "", WS_CHILD | style, 0, 0, 10, 10, self.hwnd,
+                                         self._c.c_void_p(ident), self.instance, None)
+        self._u32.SendMessageW(hwnd, WM_SETFONT, font, 1)
+        return hwnd
 
 
 def _WNDPROC(c: Any, w: Any) -> Any:

@@ -686,11 +686,11 @@ def test_pause_on_the_panel_stops_input_and_frames_and_the_trays_resume_sends_a_
             pause, _ = await next_control(peer, p.Pause)
             assert pause == p.Pause(True) and user_input.held == set()
             await until(lambda: window.last.state == "paused", "the panel paused")
-            assert tray.shown[-1][0] == "paused" and window.last.meter == "Session time 1:05"
+            assert tray.shown[-1][0] == "paused" and window.last.meter == "Session time 1 min"
             events = len(user_input.events)
             await peer.send(p.Key(SESSION, "KeyA", "a", True))  # paused: never injected
             await peer.send(p.Refresh(SESSION, 0))  # paused: no image
-            clock.now += 30
+            clock.now += 60  # the meter would have reached 2 min, had it counted on
             tray.click_pause(False)
             resume, between = await next_control(peer, p.Pause)
             assert resume == p.Pause(False) and between == []  # no frame while paused
@@ -701,10 +701,23 @@ def test_pause_on_the_panel_stops_input_and_frames_and_the_trays_resume_sends_a_
             await until(lambda: ("key", "KeyB", True) in user_input.events, "KeyB")
             assert ("key", "KeyA", True) not in user_input.events
             assert window.last.state == "control"
-            assert window.last.meter == "Session time 1:05 · paused 0:30, not billed"
+            assert window.last.meter == "Session time 1 min · paused 1 min, not billed"
             await peer.send(p.Ended(SESSION, "technician", "technician-ended"))
             await task
     run(scenario())
+
+
+def test_the_meters_ticks_redraw_the_panel_once_a_minute() -> None:
+    """A second's tick that leaves the meter's minutes as they were shows nothing new: the
+    customer's screen (which the support person watches) does not change every second."""
+    window, tray = FakePanel(), FakeTray()
+    display = agent_ui.SessionDisplay(window, tray, "Spotlight", "David", "")
+    sharing = core.View(core.ACCEPTED, "David", billed=core.Stopwatch(0.0, 100.0),
+                        accepted=True)
+    for second in range(150):
+        display.show(sharing, 100.0 + second)
+    assert [v.meter for v in window.views] == [
+        "Session time under 1 min", "Session time 1 min", "Session time 2 min"]
 
 
 def test_end_session_on_the_panel_closes_as_the_customer_with_the_ledgers_receipt() -> None:

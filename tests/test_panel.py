@@ -90,7 +90,7 @@ def test_accepted_says_who_can_see_the_screen() -> None:
     assert v.headline == "David (Spotlight) can see your screen"
     assert v.title == "Spotlight support: David (Spotlight) can see your screen"
     assert v.tray_state == "active" and v.tooltip == v.headline
-    assert v.meter == "Session time 1:15"
+    assert v.meter == "Session time 1 min"
 
 
 def test_control_says_who_uses_the_mouse_and_keyboard() -> None:
@@ -106,7 +106,7 @@ def test_paused_offers_resume_and_the_meter_counts_paused_time_apart() -> None:
     v = view(facts("paused", elapsed_s=750, paused_s=65))
     assert v.headline == "Paused: David cannot see your screen"
     assert "Paused" in v.title and v.tray_state == "paused"
-    assert v.meter == "Session time 12:30 · paused 1:05, not billed"
+    assert v.meter == "Session time 12 min · paused 1 min, not billed"
     assert [b.action for b in v.buttons] == ["resume", "end"]
 
 
@@ -166,7 +166,7 @@ def test_ended_after_a_pause_says_the_paused_time_was_not_billed() -> None:
 def test_every_state_shows_the_meter_and_a_titled_window(state: str) -> None:
     """The billed time is always shown; the title names the company and differs by state."""
     v = view(facts(state, code="482913", elapsed_s=5))
-    assert v.meter.startswith("Session time 0:05")
+    assert v.meter.startswith("Session time ")
     assert v.title.startswith("Spotlight support: ")
     titles = {view(facts(s, code="482913")).title for s in panel.STATES}
     assert len(titles) == len(panel.STATES)
@@ -174,8 +174,8 @@ def test_every_state_shows_the_meter_and_a_titled_window(state: str) -> None:
 
 def test_meter_counts_only_after_acceptance() -> None:
     """Before acceptance the meter says when billing starts."""
-    assert view(facts("waiting")).meter == "Session time 0:00 (starts when David accepts)"
-    assert view(facts("control", elapsed_s=3725)).meter == "Session time 1:02:05"
+    assert view(facts("waiting")).meter == "Session time starts when David accepts"
+    assert view(facts("control", elapsed_s=3725)).meter == "Session time 1 h 2 min"
 
 
 @pytest.mark.parametrize(("state", "shown"), [
@@ -223,13 +223,14 @@ def test_bad_facts_are_refused_with_a_clear_error(bad: dict) -> None:
         SessionFacts(**args)
 
 
-@pytest.mark.parametrize(("seconds", "clock", "words"), [
-    (0, "0:00", "0 s"), (45.9, "0:45", "45 s"), (750, "12:30", "12 min 30 s"),
-    (720, "12:00", "12 min"), (3725, "1:02:05", "1 h 2 min 5 s"), (7200, "2:00:00", "2 h"),
+@pytest.mark.parametrize(("seconds", "meter", "words"), [
+    (0, "under 1 min", "0 s"), (59.9, "under 1 min", "59 s"), (750, "12 min", "12 min 30 s"),
+    (720, "12 min", "12 min"), (3725, "1 h 2 min", "1 h 2 min 5 s"), (7200, "2 h 0 min", "2 h"),
 ])
-def test_times_read_as_a_meter_and_in_words(seconds: float, clock: str, words: str) -> None:
-    """The meter as m:ss or h:mm:ss; the receipt in words, zero parts left out."""
-    assert panel.clock_text(seconds) == clock
+def test_times_read_as_a_meter_and_in_words(seconds: float, meter: str, words: str) -> None:
+    """The meter in whole minutes (it changes the screen once a minute, not every second);
+    the receipt to the second, in words, zero parts left out."""
+    assert panel.minutes_text(seconds) == meter
     assert panel.duration_text(seconds) == words
 
 
