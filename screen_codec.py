@@ -12,9 +12,10 @@ which may be encoded in parallel threads):
 
 - an exact palette PNG when it has at most 256 colours (text, anti-aliased text, UI, flat
   backgrounds): lossless, and far smaller than JPEG for such content;
-- JPEG 4:4:4 otherwise (4:2:0 smears coloured text), by Pillow's libjpeg-turbo; the
-  caller may ask for 4:2:0 (half the encoding work and bytes) while most of the screen is in
-  motion, and resend the area at 4:4:4 once it is still;
+- JPEG 4:4:4 otherwise (4:2:0 smears coloured text), by Pillow's libjpeg-turbo, straight
+  from the BGRX pixels (no RGB copy of the rectangle); the caller may ask for 4:2:0 (half the
+  encoding work and bytes) while most of the screen is in motion, and resend the area at
+  4:4:4 once it is still;
 - for small rectangles with many (<= 256) colours, whichever of the two is smaller.
 
 No frame is larger than MAX_FRAME_BYTES: strips are cut by pixels (wide monitors get fewer
