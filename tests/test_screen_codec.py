@@ -745,3 +745,71 @@ def test_a_redone_frame_carries_the_viewers_copy_as_it_is_now_and_its_own_flags(
     assert tuple(decode(frame)[10, 40]) == (10, 20, 30)
     (_, data), = redo((0, 32, 64, 16), False)
     assert p.decode_frame(data).flags == p.FLAG_FULL
+
+
+# --- JPEG straight from BGRX ---------------------------------------------------------------
+
+
+def jpeg_of_converted(image: np.ndarray, rect: codec.Rect, quality: int, subsampling: str,
+                      optimize: bool = False) -> bytes:
+    """The JPEG as it was made before: the rectangle converted to an RGB image, then saved."""
+    x, y, w, h = rect
+    rgb = Image.fromarray(np.ascontiguousarray(image[y:y + h, x:x + w, 2::-1]))
+    for tuned in (True, False) if optimize else (False,):
+        buffer = io.BytesIO()
+        try:
+            rgb.save(buffer, "JPEG", quality=quality,
+                     subsampling=codec.SUBSAMPLINGS[subsampling], optimize=tuned)
+        except OSError:  # noise at quality 100 outgrows an optimised JPEG's buffer
+            continue
+        return buffer.getvalue()
+    raise AssertionError("not encoded")
+
+
+def test_this_pillow_encodes_jpeg_straight_from_the_bgrx_pixels() -> None:
+    """The check made at import found that the direct path gives Pillow's own bytes here (so
+    the tests below exercise it, not the fallback)."""
+    assert codec._DIRECT_JPEG and codec._direct_jpeg_works()
+
+
+@pytest.mark.parametrize(("rect", "quality", "subsampling", "optimize"), [
+    ((0, 0, 512, 128), 75, "420", False),  # a motion strip: whole rows
+    ((160, 16, 128, 80), 85, "444", False),  # inside the image, rows wider than it
+    ((160, 48, 200, 80), 35, "420", True),  # down to the last row, right of x = 0: converted
+    ((0, 0, 512, 128), 100, "444", True),  # optimised, as a whole image's parts
+])
+def test_jpeg_from_bgrx_is_byte_for_byte_the_jpeg_of_the_converted_image(
+        rect, quality, subsampling, optimize) -> None:
+    """Whether the rectangle is mapped (BGR rows packed by the encoder) or converted first,
+    the JPEG is the very one Pillow made of the RGB image."""
+    image = video_beside_desktop()
+    image[:, 300:, :3] = noise(128, 212)[..., :3]
+    x, y, w, h = rect
+    assert codec._jpeg(image, x, y, w, h, quality, subsampling, optimize=optimize) == \
+        jpeg_of_converted(image, rect, quality, subsampling, optimize)
+
+
+def test_a_many_coloured_rectangle_is_encoded_without_an_rgb_copy(monkeypatch) -> None:
+    """Motion (more than 256 colours) is counted and encoded from the BGRX pixels themselves:
+    no RGB image of the strip is made (4 MB for a 544-row 1080p strip), same bytes."""
+    image = noise(96, 256)
+    expected = codec.encode_rect(image, (0, 0, 256, 96), 75, "420")
+
+    def no_conversion(*args):
+        raise AssertionError("converted to RGB")
+
+    monkeypatch.setattr(codec, "_rgb_image", no_conversion)
+    assert codec.encode_rect(image, (0, 0, 256, 96), 75, "420") == expected
+    assert expected[0] == p.FRAME_JPEG
+
+
+def test_a_mapped_rectangle_counts_the_colours_of_its_own_pixels_only() -> None:
+    """_bgr_image: the rectangle's colours (blue first), the fourth byte ignored; none where
+    Pillow cannot map it (right of x = 0 down to the image's last row)."""
+    image = bgrx(40, 64, (1, 2, 3))
+    image[10:20, 30:40, :3] = (30, 20, 10)  # BGR of (10, 20, 30)
+    image[..., 3] = np.arange(64, dtype=np.uint8)  # padding that varies: not a colour
+    mapped = codec._bgr_image(image, 25, 5, 20, 20)
+    assert sorted(mapped.getcolors(256)) == [(100, (30, 20, 10)), (300, (3, 2, 1))]
+    assert codec._bgr_image(image, 25, 5, 20, 35) is None
+    assert codec._bgr_image(image, 0, 5, 64, 35) is not None
