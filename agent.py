@@ -940,7 +940,8 @@ class Agent:
                 bulk = not flow.ahead
                 interactive = pacer.interactive(polled_at) and flow.may_start(interactive=True)
                 if not (bulk or interactive):
-                    pacer.held_back()  # held back by the link: the next update is cheaper
+                    # held back by the link (if for long): the next update is cheaper
+                    pacer.held_back(flow.held_for(polled_at))
                     continue
                 # A view without a copy, valid until the next grab: the viewer's copy
                 # (diff.shown) takes what changed, and updates are encoded from it.
@@ -953,7 +954,8 @@ class Agent:
                 for plan in plans:
                     if not (full or (plan.interactive and flow.may_start(interactive=True))
                             or bulk):
-                        pacer.held_back()  # not committed: found again by a later poll
+                        # not committed: found again by a later poll
+                        pacer.held_back(flow.held_for(polled_at))
                         continue
                     reuse = None
                     if full and ahead is not None:  # the strips still as encoded ahead
@@ -967,7 +969,7 @@ class Agent:
                     if full or plan.interactive:
                         flow.started(seq, self.clock())
                     else:
-                        flow.ahead_of_time(seq)
+                        flow.ahead_of_time(seq, self.clock())
                     args = (diff.shown, plan.rects, session.monitor, seq, plan.quality, full)
                     options = {"subsampling": plan.subsampling, "rows": plan.rows}
                     if full:  # on the link strip by strip while the rest is encoded

@@ -487,7 +487,7 @@ def test_typing_alone_is_never_motion() -> None:
 
 def test_motion_is_planned_apart_at_4_2_0_after_what_input_changed() -> None:
     """A video beside an xterm: once in motion the video goes in its own update, JPEG 4:2:0
-    at most MOTION_JPEG_QUALITY in one strip per encoder thread (rows a multiple of 16),
+    at most MOTION_JPEG_QUALITY in one strip (at most STRIP_ROWS rows high: not split),
     after the xterm's update, which is interactive right after input; still again, the
     video's area comes back at 4:4:4 with what changed then."""
     pacer = codec.Pacer(now=0.0, threads=2)
@@ -498,7 +498,7 @@ def test_motion_is_planned_apart_at_4_2_0_after_what_input_changed() -> None:
     first, second = pacer.plan([video, echo], 0.03)
     assert (first.rects, first.interactive, first.motion) == ([echo], True, False)
     assert (second.rects, second.subsampling, second.quality, second.rows, second.motion) == \
-        ([video], "420", codec.MOTION_JPEG_QUALITY, 64, True)
+        ([video], "420", codec.MOTION_JPEG_QUALITY, codec.STRIP_ROWS, True)
     assert pacer.plan([], 0.1) == []
     [plan] = pacer.plan([echo], 0.03 + codec.REFINE_AFTER_S + 0.1)
     assert (plan.rects, plan.subsampling, plan.interactive) == ([echo, video], "444", False)
@@ -834,3 +834,71 @@ def test_the_copy_given_away_is_the_latest_screen_and_becomes_the_viewers_copy()
     diff.commit(given, [(0, 0, 512, 384)], owned=True)
     assert diff.shown is given and codec.writeable(given)
     assert ahead.image is None and ahead.pieces(35, "420") == {} and ahead.strips() == []
+
+
+# --- JPEG straight from BGRX ---------------------------------------------------------------
+
+
+def jpeg_of_converted(image: np.ndarray, rect: codec.Rect, quality: int, subsampling: str,
+                      optimize: bool = False) -> bytes:
+    """The JPEG as it was made before: the rectangle converted to an RGB image, then saved."""
+    x, y, w, h = rect
+    rgb = Image.fromarray(np.ascontiguousarray(image[y:y + h, x:x + w, 2::-1]))
+    for tuned in (True, False) if optimize else (False,):
+        buffer = io.BytesIO()
+        try:
+            rgb.save(buffer, "JPEG", quality=quality,
+                     subsampling=codec.SUBSAMPLINGS[subsampling], optimize=tuned)
+        except OSError:  # noise at quality 100 outgrows an optimised JPEG's buffer
+            continue
+        return buffer.getvalue()
+    raise AssertionError("not encoded")
+
+
+def test_this_pillow_encodes_jpeg_straight_from_the_bgrx_pixels() -> None:
+    """The check made at import found that the direct path gives Pillow's own bytes here (so
+    the tests below exercise it, not the fallback)."""
+    assert codec._DIRECT_JPEG and codec._direct_jpeg_works()
+
+
+@pytest.mark.parametrize(("rect", "quality", "subsampling", "optimize"), [
+    ((0, 0, 512, 128), 75, "420", False),  # a motion strip: whole rows
+    ((160, 16, 128, 80), 85, "444", False),  # inside the image, rows wider than it
+    ((160, 48, 200, 80), 35, "420", True),  # down to the last row, right of x = 0: converted
+    ((0, 0, 512, 128), 100, "444", True),  # optimised, as a whole image's parts
+])
+def test_jpeg_from_bgrx_is_byte_for_byte_the_jpeg_of_the_converted_image(
+        rect, quality, subsampling, optimize) -> None:
+    """Whether the rectangle is mapped (BGR rows packed by the encoder) or converted first,
+    the JPEG is the very one Pillow made of the RGB image."""
+    image = video_beside_desktop()
+    image[:, 300:, :3] = noise(128, 212)[..., :3]
+    x, y, w, h = rect
+    assert codec._jpeg(image, x, y, w, h, quality, subsampling, optimize=optimize) == \
+        jpeg_of_converted(image, rect, quality, subsampling, optimize)
+
+
+def test_a_many_coloured_rectangle_is_encoded_without_an_rgb_copy(monkeypatch) -> None:
+    """Motion (more than 256 colours) is counted and encoded from the BGRX pixels themselves:
+    no RGB image of the strip is made (4 MB for a 544-row 1080p strip), same bytes."""
+    image = noise(96, 256)
+    expected = codec.encode_rect(image, (0, 0, 256, 96), 75, "420")
+
+    def no_conversion(*args):
+        raise AssertionError("converted to RGB")
+
+    monkeypatch.setattr(codec, "_rgb_image", no_conversion)
+    assert codec.encode_rect(image, (0, 0, 256, 96), 75, "420") == expected
+    assert expected[0] == p.FRAME_JPEG
+
+
+def test_a_mapped_rectangle_counts_the_colours_of_its_own_pixels_only() -> None:
+    """_bgr_image: the rectangle's colours (blue first), the fourth byte ignored; none where
+    Pillow cannot map it (right of x = 0 down to the image's last row)."""
+    image = bgrx(40, 64, (1, 2, 3))
+    image[10:20, 30:40, :3] = (30, 20, 10)  # BGR of (10, 20, 30)
+    image[..., 3] = np.arange(64, dtype=np.uint8)  # padding that varies: not a colour
+    mapped = codec._bgr_image(image, 25, 5, 20, 20)
+    assert sorted(mapped.getcolors(256)) == [(100, (30, 20, 10)), (300, (3, 2, 1))]
+    assert codec._bgr_image(image, 25, 5, 20, 35) is None
+    assert codec._bgr_image(image, 0, 5, 64, 35) is not None
