@@ -282,7 +282,7 @@ class FlowControl:
         self.next_write_at = 0.0
         self.waiting = False  # something was held back: the next ack wakes the streamer
         self.holds = 0  # times a bulk update or frame was held back (app-limited samples)
-        self.ahead: set[int] = set()  # bulk updates encoded ahead, started when written
+        self.ahead: dict[int, float] = {}  # encoded ahead -> when; each starts when written
         self.mode = STARTUP
         self.full_rate = 0.0  # startup: the rate last seen to grow by STARTUP_GROWTH
         self.flat_rounds = 0  # ... round trips since, of link-limited samples
@@ -328,11 +328,18 @@ class FlowControl:
         self.in_flight[seq] = [0, None, 0, 0.0, self.holds, 0.0, 0.0]
         self.window.started(seq)
 
-    def ahead_of_time(self, seq: int) -> None:
+    def ahead_of_time(self, seq: int, now: float) -> None:
         """Bulk update ``seq`` is encoded before the link may take it (so that the next
         video frame is ready when an acknowledgement frees a place, not encoded only then):
         it starts with its first write, once may_write_ahead() allows."""
-        self.ahead.add(seq)
+        self.ahead[seq] = now
+
+    def held_for(self, now: float) -> float:
+        """Seconds the update encoded ahead has waited to begin, counted from ahead_of_time()
+        (its grab: its encoding counts) (0: none waits). One is encoded ahead while another
+        is in flight, as a rule: only a long wait says the link (or the viewer) takes fewer
+        updates than the screen offers."""
+        return max((now - at for at in self.ahead.values()), default=0.0)
 
     def may_write_ahead(self, seq: int, now: float) -> bool | None:
         """May update ``seq``, encoded ahead, begin now? (It begins: started().) None when it
@@ -341,7 +348,7 @@ class FlowControl:
             return None
         if not self.may_start():
             return False
-        self.ahead.discard(seq)
+        del self.ahead[seq]
         self.started(seq, now)
         return True
 

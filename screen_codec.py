@@ -12,9 +12,10 @@ which may be encoded in parallel threads):
 
 - an exact palette PNG when it has at most 256 colours (text, anti-aliased text, UI, flat
   backgrounds): lossless, and far smaller than JPEG for such content;
-- JPEG 4:4:4 otherwise (4:2:0 smears coloured text), by Pillow's libjpeg-turbo; the
-  caller may ask for 4:2:0 (half the encoding work and bytes) while most of the screen is in
-  motion, and resend the area at 4:4:4 once it is still;
+- JPEG 4:4:4 otherwise (4:2:0 smears coloured text), by Pillow's libjpeg-turbo, straight
+  from the BGRX pixels (no RGB copy of the rectangle); the caller may ask for 4:2:0 (half the
+  encoding work and bytes) while most of the screen is in motion, and resend the area at
+  4:4:4 once it is still;
 - for small rectangles with many (<= 256) colours, whichever of the two is smaller.
 
 No frame is larger than MAX_FRAME_BYTES: strips are cut by pixels (wide monitors get fewer
@@ -33,6 +34,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import io
+import itertools
 import struct
 import sys
 import threading
@@ -42,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageFile
 
 import protocol as p
 
@@ -58,6 +60,7 @@ CROP_MAX_TILES = 16  # runs of up to this many tiles are cropped to the changed 
 SMALL_RECT_PX = 128 * 128  # both encoders are tried on rectangles up to this size
 BOTH_ENCODERS_MIN_PX = 32 * 32  # ... and at least this size (a glyph is always PNG)
 BOTH_ENCODERS_MIN_COLOURS = 24  # ... when they have at least this many colours
+MANY_COLOURS_ROWS = 8  # a rectangle with more than 256 colours in this many rows is JPEG
 PYTHON_INDEX_MAX_PX = 1024  # palette indexes of up to this many pixels looked up in Python
 PNG_LEVELS = ((64 * 64 * 4, 9), (256 * 256, 6), (1 << 62, 3))  # (up to px, zlib level)
 # Strips are planned at this many bytes a pixel (JPEG of noise: 1.6 at quality 85 4:4:4, 4.1
@@ -100,16 +103,19 @@ def _address(buffer: memoryview) -> Iterator[int]:
     """Where a buffer's bytes are, read-only ones too (mss's shared-memory grab), for memcmp:
     ctypes' from_buffer wants a writable buffer."""
     view = _PyBuffer()
-    ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(buffer), ctypes.byref(view), 0)
+    _GET_BUFFER(ctypes.py_object(buffer), ctypes.byref(view), 0)
     try:
         yield view.buf
     finally:
-        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(view))
+        _RELEASE_BUFFER(ctypes.byref(view))
 
 
-ctypes.pythonapi.PyObject_GetBuffer.argtypes = (ctypes.py_object, ctypes.POINTER(_PyBuffer),
-                                                ctypes.c_int)
-ctypes.pythonapi.PyBuffer_Release.argtypes = (ctypes.POINTER(_PyBuffer),)
+# function objects of our own (pythonapi["..."], not pythonapi.X, which every module shares):
+# another copy of this module (bench/codec_speed's baseline) sets argtypes of its own class
+_GET_BUFFER = ctypes.pythonapi["PyObject_GetBuffer"]
+_GET_BUFFER.argtypes = (ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int)
+_RELEASE_BUFFER = ctypes.pythonapi["PyBuffer_Release"]
+_RELEASE_BUFFER.argtypes = (ctypes.POINTER(_PyBuffer),)
 
 
 def _bytes_of(pixels: Pixels) -> tuple[memoryview, int, int]:
@@ -361,6 +367,86 @@ def _rgb_image(pixels: Pixels, x: int, y: int, w: int, h: int) -> Image.Image:
                             width * 4, 1)
 
 
+def _bgr_image(pixels: Pixels, x: int, y: int, w: int, h: int) -> Image.Image | None:
+    """A Pillow "RGB" image mapped onto one rectangle of a BGRX image, without a copy or a
+    conversion: its channels are the pixels' blue, green, red in that order (Pillow keeps RGB
+    in four bytes a pixel and ignores the fourth). Its colour count is the rectangle's, and
+    the JPEG encoder packs it back to RGB row by row (_jpeg): a 1080p motion strip of 544 rows
+    no longer converts 4 MB of RGB first (1.1 ms, and the peak memory of each encoder
+    thread). None where Pillow cannot map it (it maps only whole strides: a rectangle right of
+    x = 0 in the image's last rows) or cannot map at all: the caller converts instead."""
+    data, width, _ = _bytes_of(pixels)
+    offset, stride = (y * width + x) * 4, width * 4
+    if offset + h * stride > len(data):
+        return None
+    try:
+        return Image.new("RGB", (0, 0))._new(
+            Image.core.map_buffer(data, (w, h), "raw", offset, ("RGB", stride, 1)))
+    except (AttributeError, TypeError, ValueError):  # a Pillow without this mapping
+        return None
+
+
+_JPEG_CONFIGS: dict[tuple[int, str, bool], tuple] = {}
+
+
+def _jpeg_config(quality: int, subsampling: str, optimize: bool) -> tuple:
+    """Pillow's JPEG encoder settings for these options, as its own JPEG writer makes them
+    (from saving one pixel): the encoder is called directly only to give it BGR rows."""
+    key = (quality, subsampling, optimize)
+    if key not in _JPEG_CONFIGS:
+        probe = Image.new("RGB", (1, 1))
+        probe.save(io.BytesIO(), "JPEG", quality=quality,
+                   subsampling=SUBSAMPLINGS[subsampling], optimize=optimize)
+        _JPEG_CONFIGS[key] = probe.encoderconfig
+    return _JPEG_CONFIGS[key]
+
+
+def _jpeg_of_bgr(bgr: Image.Image, quality: int, subsampling: str, optimize: bool) -> bytes:
+    """JPEG of a _bgr_image by Pillow's encoder, told its rows are BGR: libjpeg-turbo gets
+    RGB rows packed one at a time, the same bytes as Image.save of the converted image."""
+    encoder = Image._getencoder("RGB", "jpeg", "BGR",
+                                _jpeg_config(quality, subsampling, optimize))
+    w, h = bgr.size
+    # as Pillow's writer: an optimised JPEG is written in one buffer (a byte a pixel, two
+    # from quality 95)
+    one_shot = (2 if quality >= 95 else 1) * w * h if optimize else 0
+    size = max(ImageFile.MAXBLOCK, w * 4, one_shot)
+    try:
+        encoder.setimage(bgr.im, (0, 0, w, h))
+        chunks = []
+        while True:
+            _, error, data = encoder.encode(size)
+            chunks.append(data)
+            if error:
+                break
+        if error < 0:
+            raise OSError(f"JPEG encoder error {error}")
+        return b"".join(chunks)
+    finally:
+        encoder.cleanup()
+
+
+def _direct_jpeg_works() -> bool:
+    """Whether this Pillow encodes a _bgr_image to the very bytes of Image.save of the
+    converted image (checked once, on a small image of noise: else JPEG converts first)."""
+    noise = bytearray((i * 7919 + i // 5) % 251 for i in range(16 * 32 * 4))
+    pixels = memoryview(noise).cast("B", (16, 32, 4))
+    try:
+        for quality, subsampling, optimize in ((75, "420", False), (85, "444", True)):
+            bgr = _bgr_image(pixels, 0, 0, 32, 16)
+            if bgr is None:
+                return False
+            buffer = io.BytesIO()
+            _rgb_image(pixels, 0, 0, 32, 16).save(
+                buffer, "JPEG", quality=quality, subsampling=SUBSAMPLINGS[subsampling],
+                optimize=optimize)
+            if _jpeg_of_bgr(bgr, quality, subsampling, optimize) != buffer.getvalue():
+                return False
+    except (AttributeError, TypeError, ValueError, OSError):
+        return False
+    return True
+
+
 def _pairs_to_index(low: bytes, high: bytes, pairs: list[int], width: int,
                     height: int) -> bytes:
     """For each pixel, the position in ``pairs`` of its (low + 256 * high) number, looked up
@@ -456,6 +542,12 @@ def _jpeg(pixels: Pixels, x: int, y: int, w: int, h: int, quality: int,
     """JPEG of the rectangle, without chroma subsampling unless asked for 4:2:0 (Pillow's
     libjpeg-turbo, from the RGB image that palette detection made already); ``optimize``:
     Huffman tables made for this image (a second pass: 20-30% fewer bytes at low quality)."""
+    bgr = None if rgb is not None or not _DIRECT_JPEG else _bgr_image(pixels, x, y, w, h)
+    if bgr is not None:
+        if optimize:
+            with contextlib.suppress(OSError):  # as below
+                return _jpeg_of_bgr(bgr, quality, subsampling, True)
+        return _jpeg_of_bgr(bgr, quality, subsampling, False)
     image = rgb or _rgb_image(pixels, x, y, w, h)
     if optimize:
         buffer = io.BytesIO()
@@ -470,6 +562,9 @@ def _jpeg(pixels: Pixels, x: int, y: int, w: int, h: int, quality: int,
     return buffer.getvalue()
 
 
+_DIRECT_JPEG = _direct_jpeg_works()
+
+
 def encode_rect(pixels: Pixels, rect: Rect, quality: int,
                 subsampling: str = "444", optimize: bool = False) -> tuple[int, bytes]:
     """(frame kind, image bytes) of one rectangle of a C-contiguous BGRX image.
@@ -479,6 +574,12 @@ def encode_rect(pixels: Pixels, rect: Rect, quality: int,
     if subsampling not in SUBSAMPLINGS:
         raise ValueError(f"unknown chroma subsampling {subsampling!r}")
     x, y, w, h = rect
+    # more than 256 colours in its first rows (motion, photos): JPEG, straight from BGRX
+    # (counting the whole rectangle here would count a palette PNG's pixels twice)
+    rows = min(h, MANY_COLOURS_ROWS)
+    head = _bgr_image(pixels, x, y, w, rows) if w * rows > PALETTE_MAX_COLOURS else None
+    if head is not None and head.getcolors(PALETTE_MAX_COLOURS) is None:
+        return p.FRAME_JPEG, _jpeg(pixels, x, y, w, h, quality, subsampling, None, optimize)
     rgb = _rgb_image(pixels, x, y, w, h)
     colours = rgb.getcolors(PALETTE_MAX_COLOURS)
     if colours is None:
@@ -518,7 +619,8 @@ def palette_runs(pixels: Pixels, rect: Rect, column: int = TILE_PX) -> list[Rect
     runs: list[list] = []  # [x0, x1, its colours, or None: not flat]
     for cx in range(x, x + w, column):
         cw = min(column, x + w - cx)
-        found = _rgb_image(pixels, cx, y, cw, h).getcolors(FLAT_MAX_COLOURS)
+        column_image = _bgr_image(pixels, cx, y, cw, h) or _rgb_image(pixels, cx, y, cw, h)
+        found = column_image.getcolors(FLAT_MAX_COLOURS)  # (only counted: BGR order will do)
         colours = None if found is None else {colour for _, colour in found}
         last = runs[-1] if runs else None
         if last is not None and colours is None and last[2] is None:
@@ -566,11 +668,15 @@ def encode_update(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
 def encode_frames(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
                   quality: int, full: bool, mapper: Callable = map,
                   subsampling: str = "444", rows: int = STRIP_ROWS,
-                  max_frame_bytes: int = p.MAX_FRAME_BYTES) -> Iterator[p.Frame]:
+                  max_frame_bytes: int = p.MAX_FRAME_BYTES,
+                  reuse: Callable[[Rect], list | None] | None = None) -> Iterator[p.Frame]:
     """encode_update's frames, each as soon as it and those before it are encoded (a thread
     pool's map encodes ahead), the one before last held until the last is known: a whole
     image's first strips can be on the link while the rest are encoded (70-90 ms of 1080p
-    under load, most of the link time of its 28 KB at 2 Mbit/s)."""
+    under load, most of the link time of its 28 KB at 2 Mbit/s). ``reuse``: a strip's
+    pieces encoded already (EncodedAhead.pieces().get), or None to encode it: those come
+    first, while the others are encoded (the viewer draws an update's strips together, so
+    their order is free; a strip's waited 25-45 ms for the pool's threads under load)."""
     budget = max_frame_bytes - p.FRAME_HEADER.size
     parts = strips(rects, rows, max(1, int(budget / EXPECTED_BYTES_PER_PX)))
 
@@ -584,8 +690,14 @@ def encode_frames(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
         flags = (p.FLAG_LAST if last else 0) | (p.FLAG_FULL if full else 0)
         return p.Frame(kind, flags, monitor, seq, x, y, w, h, image)
 
-    pieces = (piece for pieces in (mapper if len(parts) > 1 else map)(encode, parts)
-              for piece in pieces)
+    known = [] if reuse is None else [(strip, reuse(strip)) for strip in parts]
+    parts = [strip for strip, done in known if done is None] if known else parts
+
+    def encoded() -> Iterator[list[tuple[Rect, int, bytes]]]:  # (once those known are out:
+        yield from (mapper if len(parts) > 1 else map)(encode, parts)  # no GIL shared till then)
+
+    pieces = (piece for pieces in itertools.chain(
+        (done for _, done in known if done is not None), encoded()) for piece in pieces)
     held = next(pieces, None)
     for piece in pieces:
         yield frame(held, False)
@@ -606,6 +718,90 @@ def redoer(diff: ScreenDiff, monitor: int, seq: int, quality: int, full: bool,
         return [((f.x, f.y, f.width, f.height), p.encode_frame(f)) for f in frames]
     return redo
 
+class EncodedAhead:
+    """A whole image encoded before anyone asked for it (while the customer waits for the
+    accept), strip by strip, with the copy of the screen it was encoded from. At the accept
+    the streamer grabs once: the strips that still show the same pixels go as encoded, only
+    the others are encoded then, so the first image is the screen as it is at the accept and
+    its first bytes go at once. Nothing in here leaves the agent by itself. Strips are keyed
+    by their rectangle: one cut differently is simply encoded again."""
+
+    def __init__(self, quality: int, subsampling: str, rows: int = STRIP_ROWS) -> None:
+        self.quality, self.subsampling, self.rows = quality, subsampling, rows
+        self.image: memoryview | None = None  # the copy the pieces were encoded from
+        self._pieces: dict[Rect, list[tuple[Rect, int, bytes]]] = {}
+        # A strip's pieces are stored, and the copy changed, under this lock: once ``stop``
+        # is set, an encoding thread stores nothing more, so the streamer need not wait for
+        # it (at load 8 it waited 190 ms for one encoding five strips of video).
+        self._lock = threading.Lock()
+
+    def strips(self) -> list[Rect]:
+        """The strips of the copy, as encode_frames cuts a whole image of its size."""
+        if self.image is None:
+            return []
+        height, width = self.image.shape[:2]
+        budget = p.MAX_FRAME_BYTES - p.FRAME_HEADER.size
+        return strips([(0, 0, width, height)], self.rows,
+                      max(1, int(budget / EXPECTED_BYTES_PER_PX)))
+
+    def update(self, pixels: Pixels) -> list[Rect]:
+        """Bring the copy up to ``pixels``: the strips that differed (all of them for a new
+        size), copied, their pieces forgotten; the others keep theirs."""
+        with self._lock:
+            return self._update(pixels)
+
+    def _update(self, pixels: Pixels) -> list[Rect]:
+        source, width, height = _bytes_of(pixels)
+        if self.image is None or self.image.shape[:2] != (height, width):
+            self.image, self._pieces = new_image(width, height), {}
+            changed = self.strips()
+        else:
+            compare = _Compare(_bytes_of(self.image)[0], source)
+            try:  # whole rows: one memcmp a strip
+                changed = [s for s in self.strips() if not compare.equal(
+                    s[1] * width * 4, (s[1] + s[3]) * width * 4)]
+            finally:
+                compare.close()
+        copy, row_bytes = _bytes_of(self.image)[0], width * 4
+        for strip in changed:
+            start, stop = strip[1] * row_bytes, (strip[1] + strip[3]) * row_bytes
+            copy[start:stop] = source[start:stop]
+            self._pieces.pop(strip, None)
+        return changed
+
+    def encode(self, rects: Iterable[Rect], stop: threading.Event | None = None) -> int:
+        """Encode these strips of the copy (in a thread: update() only once ``stop`` is set),
+        one by one until ``stop`` is set; how many were stored."""
+        done, image = 0, self.image
+        for rect in rects:
+            if stop is not None and stop.is_set():
+                break
+            frames = encode_update(image, [rect], 0, 0, self.quality, True,
+                                   subsampling=self.subsampling, rows=self.rows)
+            with self._lock:  # (pixels changed meanwhile by update() are not stored)
+                if stop is not None and stop.is_set():
+                    break
+                self._pieces[rect] = [((f.x, f.y, f.width, f.height), f.kind, f.image)
+                                      for f in frames]
+            done += 1
+        return done
+
+    def pieces(self, quality: int, subsampling: str) -> dict[Rect, list]:
+        """The strips encoded with these settings (encode_frames' ``reuse``), by rectangle;
+        none for other settings."""
+        if (quality, subsampling) != (self.quality, self.subsampling):
+            return {}
+        with self._lock:
+            return dict(self._pieces)
+
+    def give(self) -> memoryview | None:
+        """The copy, given away (ScreenDiff.commit(..., owned=True): no second 8 MB for the
+        viewer's copy of a 1080p screen); the pieces are forgotten with it."""
+        with self._lock:
+            image, self.image, self._pieces = self.image, None, {}
+        return image
+
+
 # --- pacing ------------------------------------------------------------------------------
 
 POLL_INTERVAL_S = 1 / 30
@@ -614,6 +810,9 @@ MOTION_AFTER_CHANGES = 3  # consecutive polls changing one region that mean "in 
 MOTION_JPEG_QUALITY = 75  # ... JPEG 4:2:0 at most this quality (half the work and bytes),
 REFINE_AFTER_S = 0.2  # ... and the area is resent at full quality, 4:4:4, once this still
 MOTION_MARGIN_PX = TILE_PX  # changes this near the region in motion are part of it
+MOTION_MIN_PX = TILE_PX * TILE_PX  # a region smaller than this is never in motion: a line
+#                                    typed fast, a spinner (nothing to gain from 4:2:0, and
+#                                    an echo typed there must stay interactive)
 MOTION_GAP_S = 0.05  # a poll without a change there this soon does not end the motion (a
 #                      video changes the screen 24-50 times a second, polled 60 times)
 MOTION_RESUME_S = 1.0  # a region in motion this recently is in motion again at its first
@@ -637,7 +836,10 @@ ECHO_POLLS_S = (0.002, 0.004, 0.006, 0.009, 0.012, 0.016, 0.020, 0.025, 0.030)
 ECHOLESS_KEYS = frozenset({"ShiftLeft", "ShiftRight", "ControlLeft", "ControlRight",
                            "AltLeft", "AltRight", "MetaLeft", "MetaRight"})
 
-JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back
+JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back:
+HELD_BACK_AFTER_S = 1 / 30  # ... while an update encoded ahead waits this long from its grab
+#                             to its start (the link takes fewer than 30 a second; waiting
+#                             at all is normal: one is encoded while another is in flight)
 QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quality again
 # On a slow link a bulk update goes in strips of about this much link time each, so that an
 # interactive update waits behind at most one strip (at least 16 rows: JPEG's MCU).
@@ -721,7 +923,8 @@ class Motion:
         # whole image once sent does not make the whole screen a region for ever
         self._recent.append(_bounds(inside))
         self.box = _bounds(self._recent)
-        self.moving, self.moved_at = self.moving + 1, now
+        small = self.box[2] * self.box[3] < MOTION_MIN_PX  # a candidate still, at most
+        self.moving, self.moved_at = 1 if small else self.moving + 1, now
         if self.moving < MOTION_AFTER_CHANGES:
             return []
         self._was, self._was_at = self.box, now
@@ -795,9 +998,13 @@ class Pacer:
         """Whether what changes now is probably the answer to input."""
         return now - self.input_at < FAST_POLL_WINDOW_S
 
-    def held_back(self) -> None:
-        """Flow control stopped an update: the next one is a JPEG step cheaper."""
-        self.smooth_updates = -1
+    def held_back(self, waited: float | None = None) -> None:
+        """Flow control stopped an update: the next one is a JPEG step cheaper. ``waited``:
+        an update encoded ahead has waited this long to begin; only from HELD_BACK_AFTER_S on
+        is that a hold (in motion one is encoded ahead as a rule: at 4:2:0 q75 on the loopback
+        that lowered the quality to q35 within half a second, and it stayed there)."""
+        if waited is None or waited >= HELD_BACK_AFTER_S:
+            self.smooth_updates = -1
 
     def encoded(self, plan: Encoding, frames: list[p.Frame], now: float) -> None:
         """``plan`` came out as ``frames``: the next strips are cut by what it cost, and a
@@ -871,7 +1078,9 @@ class Pacer:
             # run), not capped at STRIP_ROWS, but none holding the link longer than
             # STRIP_LINK_S (an echo waits behind at most one); on a slow link strips as any
             # bulk update's. Rows a multiple of 16.
-            share = -(-max(h for _, _, _, h in moving) // self.threads)
+            # A region of at most STRIP_ROWS rows stays one strip: cut in two, a 100x100
+            # video's strips are encoded inline anyway, only twice the frames.
+            share = max(STRIP_ROWS, -(-max(h for _, _, _, h in moving) // self.threads))
             fast = rate is None or rate >= FAST_LINK_BYTES_S
             rows = min(-(-share // 16) * 16, self._link_rows(moving, "420", rate) if fast
                        else self._rows(moving, "420", rate))

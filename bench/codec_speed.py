@@ -6,9 +6,11 @@ Captures pairs of 1920x1080 frames from an Xvfb (an xterm being typed into, a fu
 text, a full-screen video, and an 800x450 video in a corner of the text) and times, on the
 same frames in the same run, this tree's screen_codec.py and the one at GIT_REF (loaded from
 git as a module of its own): the sampled compare of an unchanged screen and of each change,
-the full compare, and encoding what changed. Each time is the median CPU time of --repeat runs
-(after one warm-up); the results are also checked to be the same (rectangles, PNG bytes; the
-JPEG of another encoder build may differ by its bytes, so only its size is shown).
+the full compare, and encoding what changed (a full-screen video also as motion goes on a
+fast link: one strip per encoder thread). Each time is the median CPU time of --repeat runs
+(after one warm-up), the two versions' runs in turn; the results are also checked to be the
+same (rectangles, PNG bytes; the JPEG of another encoder build may differ by its bytes, so
+only its size is shown).
 """
 
 from __future__ import annotations
@@ -44,16 +46,21 @@ def load_baseline(ref: str) -> ModuleType:
     return module
 
 
-def median_ms(work: Callable[[], object], repeat: int) -> float:
-    """The median CPU time of this thread (all the work runs in it): on a machine shared by
-    many, wall time mostly measures the wait for a core."""
-    work()
-    times = []
-    for _ in range(repeat):
-        start = time.thread_time()
+def median_ms(works: list[Callable[[], object]], repeat: int) -> list[float]:
+    """The median CPU time of this thread (all the work runs in it) of each of ``works``,
+    run in turn (one run of each, in alternating order, ``repeat`` times): on a machine
+    shared by many, wall time mostly measures the wait for a core, and the load moves too
+    much between one version's runs and the other's for separate series to compare."""
+    times: list[list[float]] = [[] for _ in works]
+    for work in works:
         work()
-        times.append(time.thread_time() - start)
-    return statistics.median(times) * 1000
+    for n in range(repeat):
+        order = list(enumerate(works))
+        for i, work in order if n % 2 == 0 else reversed(order):
+            start = time.thread_time()
+            work()
+            times[i].append(time.thread_time() - start)
+    return [statistics.median(series) * 1000 for series in times]
 
 
 def capture(screen: d.Desktop) -> dict[str, tuple[bytes, bytes]]:
@@ -124,32 +131,36 @@ def as_image(codec: ModuleType, raw: bytes):
     return memoryview(bytearray(raw)).cast("B", (d.HEIGHT, d.WIDTH, 4))
 
 
-def measure(codec: ModuleType, frames: dict[str, tuple[bytes, bytes]], repeat: int
-            ) -> dict[str, tuple[float, object]]:
-    """name -> (median ms, what came out)"""
-    out: dict[str, tuple[float, object]] = {}
+def measure(codecs: list[ModuleType], frames: dict[str, tuple[bytes, bytes]], repeat: int
+            ) -> list[dict[str, tuple[float, object]]]:
+    """For each version: name -> (median ms, what came out); the versions timed in turn."""
+    out: list[dict[str, tuple[float, object]]] = [{} for _ in codecs]
     for name, (before, after) in frames.items():
-        out.update(measure_pair(codec, name, as_image(codec, before), as_image(codec, after),
-                                repeat))
+        steps = [steps_of(codec, name, as_image(codec, before), as_image(codec, after))
+                 for codec in codecs]
+        for step in steps[0]:
+            works = [version[step][0] for version in steps]
+            for version, ms in enumerate(median_ms(works, repeat)):
+                out[version][step] = (ms, steps[version][step][1]())
     return out
 
 
-def measure_pair(codec: ModuleType, name: str, old, new, repeat: int
-                 ) -> dict[str, tuple[float, object]]:
-    out: dict[str, tuple[float, object]] = {}
+def steps_of(codec: ModuleType, name: str, old, new
+             ) -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
+    """name -> (the work to time, what it came out as) of one version on one pair of frames."""
+    out: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {}
     diff = codec.ScreenDiff()
     diff.commit(old, [])
     out[f"sampled compare, unchanged ({name})"] = (
-        median_ms(lambda: diff.changes(old, codec.SAMPLE_ROWS), repeat), [])
+        lambda: diff.changes(old, codec.SAMPLE_ROWS), lambda: [])
 
     def sampled():
         diff._phase = 0  # the same rows each time
         return diff.changes(new, codec.SAMPLE_ROWS)
 
-    out[f"sampled compare, {name}"] = (median_ms(sampled, repeat), sampled())
+    out[f"sampled compare, {name}"] = (sampled, sampled)
     rects = codec.changed_rects(old, new)
-    out[f"full compare, {name}"] = (
-        median_ms(lambda: codec.changed_rects(old, new), repeat), rects)
+    out[f"full compare, {name}"] = (lambda: codec.changed_rects(old, new), lambda: rects)
     full = name == "video"  # the sampled compare answers the whole screen
     if full:
         rects = [(0, 0, d.WIDTH, d.HEIGHT)]
@@ -158,10 +169,19 @@ def measure_pair(codec: ModuleType, name: str, old, new, repeat: int
     def encode():
         return codec.encode_update(new, rects, 0, 1, quality, full, subsampling=subsampling)
 
-    out[f"encode {name} ({sum(w * h for _, _, w, h in rects)} px)"] = (
-        median_ms(encode, repeat),
-        [(f.kind, f.x, f.y, f.width, f.height,
-          f.image if f.kind == FRAME_PNG else len(f.image)) for f in encode()])
+    def result(encoder):
+        return lambda: [(f.kind, f.x, f.y, f.width, f.height,
+                         f.image if f.kind == FRAME_PNG else len(f.image)) for f in encoder()]
+
+    out[f"encode {name} ({sum(w * h for _, _, w, h in rects)} px)"] = (encode, result(encode))
+    if full:  # as the agent sends motion on a fast link: one strip per encoder thread (two)
+        rows = -(-d.HEIGHT // 2 // 16) * 16
+
+        def motion():
+            return codec.encode_update(new, rects, 0, 1, quality, False, subsampling="420",
+                                       rows=rows)
+
+        out[f"encode {name} as motion ({rows}-row strips)"] = (motion, result(motion))
     return out
 
 
@@ -181,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         screen.close()
     load = os.getloadavg()[0]
-    before = measure(baseline, frames, args.repeat)
-    after = measure(screen_codec, frames, args.repeat)
-    print(f"load average (1 min) at the start: {load:.2f}; {os.cpu_count()} cores\n")
+    before, after = measure([baseline, screen_codec], frames, args.repeat)
+    print(f"load average (1 min) at the start: {load:.2f}, at the end: "
+          f"{os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; the two versions timed in turn\n")
     print(f"| step | {args.baseline} ms | this tree ms | same result |")
     print("|---|---:|---:|---|")
     for name, (ms, result) in after.items():

@@ -152,7 +152,9 @@ class SpotlightViewer(Viewer):
         self._acks: asyncio.Future | None = None  # the latest update's ack, after the earlier
         self.rect_listeners: list = []
 
-    async def connect(self, url: str, timeout_s: float = 30) -> None:
+    async def connect(self, url: str, timeout_s: float = 30, accept_after_s: float = 0.0
+                      ) -> None:
+        """Log in and accept the first waiting session, ``accept_after_s`` after it showed."""
         self._ws, _ = await login(url)
         deadline = time.monotonic() + timeout_s
         while not self.session:
@@ -164,6 +166,7 @@ class SpotlightViewer(Viewer):
                 waiting = [e for e in message.sessions if e.state == "waiting"]
                 if waiting:
                     self.session = waiting[0].session
+        await asyncio.sleep(accept_after_s)
         self.asked_at = time.perf_counter()
         await self._ws.send(p.encode_control(p.Accept(self.session)))
         await self._ws.send(p.encode_control(p.TakeControl(self.session)))

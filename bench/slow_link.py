@@ -37,6 +37,10 @@ VIDEO_BOX = (d.WIDTH - VIDEO_W, d.HEIGHT - VIDEO_H, VIDEO_W, VIDEO_H)
 KEY_TIMEOUT_S = 5.0  # a press with no echo by then counts as this (it shows in p95)
 PRESS_GAP_S = 0.3  # after an echo, so its last rectangles do not answer the next press
 FIRST_IMAGE_TIMEOUT_S = 60.0
+# The support person accepts this long after our agent's session shows in their queue: a
+# person reads the name and clicks, and the agent encodes the first image ahead while the
+# customer waits (agent.Agent._encode_ahead). 0: at once (a script's speed).
+ACCEPT_AFTER_S = 2.0
 NO_VIDEO = ", no video"  # the label of the runs after the video has stopped
 BEFORE = "ours before"
 
@@ -220,15 +224,17 @@ async def run_x11vnc(screen: d.Desktop, box: tuple[int, int, int, int], link: Li
 
 async def run_ours(screen: d.Desktop, relay: RelayProcess, box: tuple[int, int, int, int],
                    link: Link, presses: int, seconds: float, label: str = "",
-                   root: Path | None = None, peer: str = "ours") -> SlowResult:
-    """Our agent (``root``: another checkout's, as ``peer``) across ``link``."""
+                   root: Path | None = None, peer: str = "ours",
+                   accept_after_s: float = ACCEPT_AFTER_S) -> SlowResult:
+    """Our agent (``root``: another checkout's, as ``peer``) across ``link``, accepted
+    ``accept_after_s`` after its session showed."""
     result = SlowResult(f"{peer}{label}", link)
     shaper = LinkProcess(link.shape, relay.port, link.applied_loss()).start()
     process = start_agent(screen, relay, f"ws://127.0.0.1:{shaper.port}",
                           **({"root": root} if root is not None else {}))
     viewer = SpotlightViewer()
     try:
-        await viewer.connect(relay.ws_url)
+        await viewer.connect(relay.ws_url, accept_after_s=accept_after_s)
         asked_bytes = viewer.bytes_received()  # (the Accept just went: no image yet)
         await asyncio.wait_for(viewer.controlling.wait(), FIRST_IMAGE_TIMEOUT_S)
         await measure_viewer(viewer, box, result, presses, seconds, asked_bytes)
@@ -244,7 +250,7 @@ async def run_ours(screen: d.Desktop, relay: RelayProcess, box: tuple[int, int, 
 async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: float,
               levels: tuple[int, ...], without_video: bool = True,
               links: tuple[Link, ...] = LINKS, before: Path | None = None,
-              rounds: int = 1) -> list[SlowResult]:
+              rounds: int = 1, accept_after_s: float = ACCEPT_AFTER_S) -> list[SlowResult]:
     """Every link, x11vnc at each of `levels` then ours, with the video playing; then, with
     `without_video`, x11vnc at the highest level and ours again once the video has stopped
     (what the link alone costs a keystroke). `before`: another checkout's agent runs before
@@ -266,9 +272,10 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
                     print(f"  slow link {link.name}: {BEFORE}{tag} ...", file=sys.stderr,
                           flush=True)
                     results.append(await run_ours(screen, relay, box, link, presses, seconds,
-                                                  tag, before, BEFORE))
+                                                  tag, before, BEFORE, accept_after_s))
                 print(f"  slow link {link.name}: ours{tag} ...", file=sys.stderr, flush=True)
-                results.append(await run_ours(screen, relay, box, link, presses, seconds, tag))
+                results.append(await run_ours(screen, relay, box, link, presses, seconds, tag,
+                                              accept_after_s=accept_after_s))
         if without_video and levels:
             workload.stop_video()
             for link in links:
@@ -277,7 +284,7 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
                 results.append(await run_x11vnc(screen, box, link, max(levels), presses,
                                                 seconds, NO_VIDEO))
                 results.append(await run_ours(screen, relay, box, link, presses, seconds,
-                                              NO_VIDEO))
+                                              NO_VIDEO, accept_after_s=accept_after_s))
     finally:
         workload.stop()
     return results
@@ -357,7 +364,8 @@ async def _standalone(args: argparse.Namespace) -> list[SlowResult]:
     relay = RelayProcess(data).start()
     try:
         return await run(screen, relay, args.presses, args.seconds, args.levels,
-                         args.without_video, before=args.before, rounds=args.rounds)
+                         args.without_video, before=args.before, rounds=args.rounds,
+                         accept_after_s=args.accept_after)
     finally:
         relay.stop()
         screen.close()
@@ -382,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, default=None, metavar="DIR",
                         help="also run the agent of this checkout (e.g. main's, from git "
                              "archive) as 'ours before', in the same run")
+    parser.add_argument("--accept-after", type=float, default=ACCEPT_AFTER_S, metavar="S",
+                        help="our viewer accepts this long after the session showed (0: at "
+                             "once)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="ours (and ours before) this many times per link, alternated")
     args = parser.parse_args(argv)

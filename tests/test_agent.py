@@ -204,20 +204,52 @@ def test_pending_yellow_then_accepted_green_then_ended_by_technician() -> None:
     run(scenario())
 
 
-def test_nothing_is_captured_or_sent_before_acceptance() -> None:
-    """While pending the agent grabs no screen and sends nothing but its hello: the end of the
-    session is the marker (all it sent before, it sent before closing)."""
+def test_nothing_is_sent_before_acceptance(monkeypatch) -> None:
+    """While pending the agent sends nothing but its hello, though it grabs and encodes the
+    first image ahead (kept in the agent): the end of the session is the marker (all it sent
+    before, it sent before closing)."""
+    monkeypatch.setattr(agent, "AHEAD_INTERVAL_S", 0.01)
+
     async def scenario():
         async with ScriptedRelay() as relay:
             screen = FakeScreen()
             task, peer = await started_agent(relay, screen=screen)
             await peer.register()
+            await polls(screen, 3)  # encoded ahead, twice at least
+            screen.image[:20, :20, :3] = 9
+            await polls(screen, 2)
             await peer.send(p.Ended(SESSION, "relay", "expired"))
             assert await peer.until_closed() == []
-            assert screen.grabs == 0
             outcome = await task
         assert outcome == agent.Outcome(agent.EXIT_FAILED, p.customer_words("expired"))
         assert "expired" not in outcome.message  # a sentence, not the code
+    run(scenario())
+
+
+def test_the_first_image_is_the_screen_at_the_accept_not_the_one_encoded_ahead(monkeypatch
+                                                                              ) -> None:
+    """The screen changes in its lower strip after the agent encoded the first image ahead:
+    the first update after the accept shows the screen as it is then; updates keep working
+    from there (the copy encoded ahead became the viewer's)."""
+    monkeypatch.setattr(agent, "AHEAD_INTERVAL_S", 0.01)
+
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen = FakeScreen()
+            screen.image[20:30, 10:200, :3] = 255
+            task, peer = await started_agent(relay, screen=screen)
+            hello = await peer.register()
+            await polls(screen, 2)  # the second waited for the first one's encoding
+            screen.image[150:160, 10:300, :3] = (0, 200, 0)  # in the strip below row 128
+            await peer.accept(hello)
+            canvas = np.zeros((200, 320, 3), np.uint8)
+            paint(await peer.update(), canvas)
+            assert np.array_equal(canvas, rgb(screen))
+            screen.image[40:50, 10:100, :3] = 0  # found by comparing with the copy given
+            while not np.array_equal(canvas, rgb(screen)):
+                paint(await peer.update(), canvas)
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
     run(scenario())
 
 

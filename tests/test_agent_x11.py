@@ -107,6 +107,42 @@ def test_screen_reaches_the_viewer_and_matches_the_x_screen(xvfb, relay, tmp_pat
     assert "Traceback" not in agent_log(tmp_path)
 
 
+def test_the_first_image_is_the_screen_at_the_accept_after_one_encoded_ahead(
+        xvfb, relay, tmp_path) -> None:
+    """While the customer waits the agent encodes the first image ahead (its log says so);
+    the background then turns red below a window that stays: the first update after the
+    accept shows the red, and the window."""
+    need("xsetroot", "xterm", "xdotool")
+    subprocess.run(["xsetroot", "-solid", "#3366cc"], check=True)
+    term = subprocess.Popen(["xterm", "-title", "top-window", "-geometry", "150x16+0+0",
+                             "-e", "sleep", "120"])
+    agent = None
+    try:
+        subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name",
+                        "top-window"], check=True, capture_output=True, timeout=30)
+        agent = start_agent(relay, tmp_path, env_extra={"SPOTLIGHT_LOG": "debug"})
+
+        async def scenario():
+            async with await ScriptedViewer.login(relay) as viewer:
+                waiting = await viewer.wait_for_pending()
+                while "first image encoded ahead" not in agent_log(tmp_path):
+                    await asyncio.sleep(0.02)
+                subprocess.run(["xsetroot", "-solid", "#cc3333"], check=True)
+                accepted = await viewer.accept(waiting.session)
+                await viewer.expect(p.Frame, lambda frame: frame.last)  # the first update
+                drawn = viewer.pixels()
+                reference = np.asarray(grab_screen(accepted.screens[1]))
+                assert tuple(drawn[-5, -5]) == (0xCC, 0x33, 0x33)
+                assert np.abs(drawn.astype(int) - reference.astype(int)).mean() < 1.0
+        run(scenario())
+    finally:
+        term.kill()
+        term.wait()
+        if agent is not None:
+            stop(agent)
+    assert "Traceback" not in agent_log(tmp_path)
+
+
 def test_keys_and_text_arrive_in_xterm_and_clicks_land(xvfb, relay, tmp_path) -> None:
     """Keys by code and a text message typed into xterm's `cat > FILE`; the click lands."""
     need("xterm", "xdotool")

@@ -178,14 +178,14 @@ def test_a_bulk_update_encoded_ahead_starts_only_when_its_first_write_is_allowed
     flow = core.FlowControl()
     for seq in range(LIMIT - 1):
         flow.started(seq, 0.0)
-    flow.ahead_of_time(10)
+    flow.ahead_of_time(10, 0.0)
     assert 10 not in flow.in_flight and flow.may_start(interactive=True)
     assert flow.may_write_ahead(10, 0.1) is False
     assert flow.acked(0, 0.2)  # it was held back: the ack wakes the writer
     assert flow.may_write_ahead(10, 0.2) is True
     assert 10 in flow.in_flight and 10 in flow.window.open
     assert flow.may_write_ahead(10, 0.3) is None  # started: written as any other
-    flow.ahead_of_time(11)
+    flow.ahead_of_time(11, 0.0)
     flow.reset()
     assert flow.may_write_ahead(11, 0.4) is None and 11 not in flow.in_flight
 
@@ -499,3 +499,90 @@ def test_a_slow_poll_spaces_the_ladder_by_its_own_cost() -> None:
     pacer.input(10.0)
     assert pacer.due(10.002, 10.005) == pytest.approx(10.008)
     assert pacer.due(10.002, 10.017) == pytest.approx(10.002 + codec.FAST_POLL_INTERVAL_S)
+
+
+def typed(pacer: codec.Pacer, chars: int, start: float = 0.0) -> list[list[codec.Encoding]]:
+    """``chars`` glyphs typed into an xterm at 20 a second, each with the cursor block after
+    it, the screen polled 60 times a second: the plans of the polls that found a change."""
+    plans = []
+    for n in range(chars):
+        t = start + n * 0.05
+        glyph_and_cursor = (100 + 9 * n, 191, 18, 19)
+        plans.append(pacer.plan([glyph_and_cursor], t))
+        for still in (t + 1 / 60, t + 2 / 60):
+            pacer.plan([], still)
+    return plans
+
+
+def test_a_line_typed_fast_is_never_a_region_in_motion() -> None:
+    """Glyphs typed faster than MOTION_GAP_S apart, each beside the last: the region they
+    make stays under MOTION_MIN_PX, so no poll is motion (no 4:2:0, no strips per encoder
+    thread, no refinement later), and each glyph goes as one 4:4:4 strip."""
+    pacer = codec.Pacer(now=0.0, threads=2)
+    for [plan] in typed(pacer, 40):
+        assert (plan.motion, plan.subsampling, plan.rows >= 19) == (False, "444", True)
+    assert pacer.motion.moving <= 1
+    assert pacer.plan([], 10.0) == []
+
+
+def test_the_echo_of_a_line_typed_fast_beside_a_video_stays_interactive() -> None:
+    """With the support person's input, each glyph typed fast is an interactive update of
+    its own; the video beside it remains the region in motion."""
+    pacer = codec.Pacer(now=0.0, threads=2)
+    video = (1120, 630, 800, 450)
+    for n in range(1, codec.MOTION_AFTER_CHANGES + 1):
+        pacer.plan([video], n / 60)
+    for n in range(20):
+        t = 0.1 + n * 0.05
+        pacer.input(t - 0.005)
+        echo, motion = pacer.plan([(100 + 9 * n, 191, 18, 19), video], t)
+        assert (echo.interactive, echo.motion, motion.rects, motion.motion) == \
+            (True, False, [video], True)
+
+
+def test_a_region_in_motion_no_taller_than_strip_rows_is_one_strip() -> None:
+    """On a fast link a region in motion of up to STRIP_ROWS rows goes in one strip (cut in
+    one per encoder thread it only doubled the frames); a taller one in one per thread."""
+    for height, rows in ((100, codec.STRIP_ROWS), (codec.STRIP_ROWS, codec.STRIP_ROWS),
+                         (400, 208)):
+        pacer = codec.Pacer(now=0.0, threads=2)
+        region = [(500, 300, 300, height)]
+        plans = [pacer.plan(region, n / 60, rate=100e6) for n in range(1, 5)]
+        [plan] = plans[-1]
+        assert (plan.motion, plan.rows) == (True, rows), height
+        assert len(codec.strips(plan.rects, plan.rows)) == -(-height // rows)
+
+
+def test_an_update_encoded_ahead_counts_its_wait_from_its_encoding_until_it_begins() -> None:
+    """held_for: 0 with none encoded ahead; the seconds since the one encoded ahead was
+    announced (grabbed, before its encoding); 0 again once it began (or a restart forgot it)."""
+    flow = learnt()
+    assert flow.held_for(10.0) == 0.0
+    flow.started(2, 10.0)
+    flow.wrote(2, 1_000, 10.0)
+    flow.ahead_of_time(3, 10.01)
+    assert flow.held_for(10.05) == pytest.approx(0.04)
+    assert flow.may_write_ahead(3, 10.05) is True
+    assert flow.held_for(10.06) == 0.0
+    flow.ahead_of_time(4, 10.07)
+    flow.reset()
+    assert flow.held_for(10.5) == 0.0
+
+
+def test_quality_steps_down_only_when_an_update_encoded_ahead_waits_long_and_recovers() \
+        -> None:
+    """An update encoded ahead that waits less than HELD_BACK_AFTER_S to begin (the normal
+    state of encoding ahead) keeps the quality; one that waits longer lowers it one step;
+    QUALITY_UP_AFTER_UPDATES updates without such a wait bring it back."""
+    pacer = codec.Pacer(now=0.0)
+    change = [(0, 0, 10, 10)]  # (never motion, whose quality is capped)
+    for _ in range(50):
+        pacer.held_back(codec.HELD_BACK_AFTER_S / 2)
+        assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[0]
+    pacer.held_back(codec.HELD_BACK_AFTER_S)
+    pacer.held_back(codec.HELD_BACK_AFTER_S * 3)  # the same wait, seen by two polls: one step
+    assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[1]
+    for _ in range(codec.QUALITY_UP_AFTER_UPDATES - 1):
+        pacer.held_back(0.0)
+        assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[1]
+    assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[0]

@@ -487,7 +487,7 @@ def test_typing_alone_is_never_motion() -> None:
 
 def test_motion_is_planned_apart_at_4_2_0_after_what_input_changed() -> None:
     """A video beside an xterm: once in motion the video goes in its own update, JPEG 4:2:0
-    at most MOTION_JPEG_QUALITY in one strip per encoder thread (rows a multiple of 16),
+    at most MOTION_JPEG_QUALITY in one strip (at most STRIP_ROWS rows high: not split),
     after the xterm's update, which is interactive right after input; still again, the
     video's area comes back at 4:4:4 with what changed then."""
     pacer = codec.Pacer(now=0.0, threads=2)
@@ -498,7 +498,7 @@ def test_motion_is_planned_apart_at_4_2_0_after_what_input_changed() -> None:
     first, second = pacer.plan([video, echo], 0.03)
     assert (first.rects, first.interactive, first.motion) == ([echo], True, False)
     assert (second.rects, second.subsampling, second.quality, second.rows, second.motion) == \
-        ([video], "420", codec.MOTION_JPEG_QUALITY, 64, True)
+        ([video], "420", codec.MOTION_JPEG_QUALITY, codec.STRIP_ROWS, True)
     assert pacer.plan([], 0.1) == []
     [plan] = pacer.plan([echo], 0.03 + codec.REFINE_AFTER_S + 0.1)
     assert (plan.rects, plan.subsampling, plan.interactive) == ([echo, video], "444", False)
@@ -745,3 +745,160 @@ def test_a_redone_frame_carries_the_viewers_copy_as_it_is_now_and_its_own_flags(
     assert tuple(decode(frame)[10, 40]) == (10, 20, 30)
     (_, data), = redo((0, 32, 64, 16), False)
     assert p.decode_frame(data).flags == p.FLAG_FULL
+
+
+def three_strips() -> np.ndarray:
+    """384 rows: three 128-row strips of a flat desktop beside a photo."""
+    return np.concatenate([video_beside_desktop(), video_beside_desktop(),
+                           video_beside_desktop()])
+
+
+def test_strips_encoded_ahead_that_did_not_change_go_first_as_encoded_and_the_rest_follow()\
+        -> None:
+    """After one strip changed, only it is encoded again; the strips encoded ahead come first,
+    and the whole image is frame for frame the one encoded at once from the new screen, in
+    another order (the last frame still marked last)."""
+    ahead = codec.EncodedAhead(35, "420")
+    old = three_strips()
+    assert ahead.update(old) == [(0, 0, 512, 128), (0, 128, 512, 128), (0, 256, 512, 128)]
+    assert ahead.encode(ahead.strips()) == 3
+    new = old.copy()
+    new[140:150, 10:100, :3] = 90  # in the middle strip
+    assert ahead.update(new) == [(0, 128, 512, 128)]
+    pieces = ahead.pieces(35, "420")
+    assert sorted(pieces) == [(0, 0, 512, 128), (0, 256, 512, 128)]
+    reused = []
+
+    def reuse(strip):
+        found = pieces.get(strip)
+        if found is not None:
+            reused.append(strip)
+        return found
+
+    whole = [(0, 0, 512, 384)]
+    frames = list(codec.encode_frames(new, whole, 0, 1, 35, True, subsampling="420",
+                                      reuse=reuse))
+    assert reused == [(0, 0, 512, 128), (0, 256, 512, 128)]
+    assert [f.y for f in frames] == [0, 0, 0, 256, 256, 256, 128, 128, 128]
+    assert [f.last for f in frames] == [False] * 8 + [True]
+    at_once = codec.encode_update(new, whole, 0, 1, 35, True, subsampling="420")
+
+    def unmarked(frames):
+        return sorted((f.y, f.x, f.kind, f.image) for f in frames)
+
+    assert unmarked(frames) == unmarked(at_once)
+
+
+def test_nothing_encoded_ahead_serves_other_settings_or_another_screen_size() -> None:
+    """Pieces are offered only for the quality and subsampling they were encoded at; a
+    screen of another size makes every strip new."""
+    ahead = codec.EncodedAhead(35, "420")
+    ahead.update(three_strips())
+    ahead.encode(ahead.strips())
+    assert ahead.pieces(35, "444") == {} and ahead.pieces(85, "420") == {}
+    assert len(ahead.pieces(35, "420")) == 3
+    assert ahead.update(bgrx(200, 320)) == [(0, 0, 320, 128), (0, 128, 320, 72)]
+    assert ahead.pieces(35, "420") == {}
+
+
+@pytest.mark.parametrize(("false_checks", "stored"), [(1, 0), (2, 1), (3, 1), (4, 2)])
+def test_encoding_ahead_stores_nothing_once_told_to_stop(false_checks, stored) -> None:
+    """The stop is looked at before each strip and again before its pieces are stored: one
+    set while a strip is encoded (the streamer changing the copy meanwhile) keeps that strip
+    out too; the strips stored before it stay."""
+    class StopAfter:
+        checks = 0
+
+        def is_set(self) -> bool:
+            self.checks += 1
+            return self.checks > false_checks
+
+    ahead = codec.EncodedAhead(35, "420")
+    ahead.update(three_strips())
+    assert ahead.encode(ahead.strips(), StopAfter()) == stored
+    assert sorted(ahead.pieces(35, "420")) == ahead.strips()[:stored]
+
+
+def test_the_copy_given_away_is_the_latest_screen_and_becomes_the_viewers_copy() -> None:
+    """give() hands over the copy brought up to the last update (no second copy for the
+    viewer's), and keeps nothing: no image, no pieces."""
+    ahead = codec.EncodedAhead(35, "420")
+    ahead.update(three_strips())
+    ahead.encode(ahead.strips())
+    new = three_strips()
+    new[300:310, 0:50, :3] = 1
+    ahead.update(new)
+    given = ahead.give()
+    assert np.array_equal(np.asarray(given), new)
+    diff = codec.ScreenDiff()
+    diff.commit(given, [(0, 0, 512, 384)], owned=True)
+    assert diff.shown is given and codec.writeable(given)
+    assert ahead.image is None and ahead.pieces(35, "420") == {} and ahead.strips() == []
+
+
+# --- JPEG straight from BGRX ---------------------------------------------------------------
+
+
+def jpeg_of_converted(image: np.ndarray, rect: codec.Rect, quality: int, subsampling: str,
+                      optimize: bool = False) -> bytes:
+    """The JPEG as it was made before: the rectangle converted to an RGB image, then saved."""
+    x, y, w, h = rect
+    rgb = Image.fromarray(np.ascontiguousarray(image[y:y + h, x:x + w, 2::-1]))
+    for tuned in (True, False) if optimize else (False,):
+        buffer = io.BytesIO()
+        try:
+            rgb.save(buffer, "JPEG", quality=quality,
+                     subsampling=codec.SUBSAMPLINGS[subsampling], optimize=tuned)
+        except OSError:  # noise at quality 100 outgrows an optimised JPEG's buffer
+            continue
+        return buffer.getvalue()
+    raise AssertionError("not encoded")
+
+
+def test_this_pillow_encodes_jpeg_straight_from_the_bgrx_pixels() -> None:
+    """The check made at import found that the direct path gives Pillow's own bytes here (so
+    the tests below exercise it, not the fallback)."""
+    assert codec._DIRECT_JPEG and codec._direct_jpeg_works()
+
+
+@pytest.mark.parametrize(("rect", "quality", "subsampling", "optimize"), [
+    ((0, 0, 512, 128), 75, "420", False),  # a motion strip: whole rows
+    ((160, 16, 128, 80), 85, "444", False),  # inside the image, rows wider than it
+    ((160, 48, 200, 80), 35, "420", True),  # down to the last row, right of x = 0: converted
+    ((0, 0, 512, 128), 100, "444", True),  # optimised, as a whole image's parts
+])
+def test_jpeg_from_bgrx_is_byte_for_byte_the_jpeg_of_the_converted_image(
+        rect, quality, subsampling, optimize) -> None:
+    """Whether the rectangle is mapped (BGR rows packed by the encoder) or converted first,
+    the JPEG is the very one Pillow made of the RGB image."""
+    image = video_beside_desktop()
+    image[:, 300:, :3] = noise(128, 212)[..., :3]
+    x, y, w, h = rect
+    assert codec._jpeg(image, x, y, w, h, quality, subsampling, optimize=optimize) == \
+        jpeg_of_converted(image, rect, quality, subsampling, optimize)
+
+
+def test_a_many_coloured_rectangle_is_encoded_without_an_rgb_copy(monkeypatch) -> None:
+    """Motion (more than 256 colours) is counted and encoded from the BGRX pixels themselves:
+    no RGB image of the strip is made (4 MB for a 544-row 1080p strip), same bytes."""
+    image = noise(96, 256)
+    expected = codec.encode_rect(image, (0, 0, 256, 96), 75, "420")
+
+    def no_conversion(*args):
+        raise AssertionError("converted to RGB")
+
+    monkeypatch.setattr(codec, "_rgb_image", no_conversion)
+    assert codec.encode_rect(image, (0, 0, 256, 96), 75, "420") == expected
+    assert expected[0] == p.FRAME_JPEG
+
+
+def test_a_mapped_rectangle_counts_the_colours_of_its_own_pixels_only() -> None:
+    """_bgr_image: the rectangle's colours (blue first), the fourth byte ignored; none where
+    Pillow cannot map it (right of x = 0 down to the image's last row)."""
+    image = bgrx(40, 64, (1, 2, 3))
+    image[10:20, 30:40, :3] = (30, 20, 10)  # BGR of (10, 20, 30)
+    image[..., 3] = np.arange(64, dtype=np.uint8)  # padding that varies: not a colour
+    mapped = codec._bgr_image(image, 25, 5, 20, 20)
+    assert sorted(mapped.getcolors(256)) == [(100, (30, 20, 10)), (300, (3, 2, 1))]
+    assert codec._bgr_image(image, 25, 5, 20, 35) is None
+    assert codec._bgr_image(image, 0, 5, 64, 35) is not None
