@@ -319,16 +319,9 @@ def test_a_typed_glyph_is_drawn_exactly_through_imagedecoder_or_without_it(
     """A small PNG (typing's echo) is decoded on the page by WebCodecs' ImageDecoder where
     the browser has one (Chromium: a fifth of createImageBitmap's time) and drawn with its
     exact pixels; a browser without it draws the same through createImageBitmap."""
-    viewer = open_viewer()
-    viewer.context.add_init_script(
+    viewer, agent = shown_session(
+        open_viewer, agents,
         COUNT_IMAGE_DECODERS if webcodecs else "delete window.ImageDecoder;")
-    viewer.page.reload()
-    viewer.signed_in()
-    agent = agents()
-    viewer.accept(agent)
-    agent.expect(protocol.Accepted)
-    agent.send_full((200, 40, 40), seq=1)
-    agent.expect(protocol.Ack, lambda m: m.seq == 1)
     agent.send_image(glyph(), seq=2, x=300, y=200)
     agent.expect(protocol.Ack, lambda m: m.seq == 2)
     viewer.wait_for_pixel(306, 209, (250, 240, 7))
@@ -350,10 +343,10 @@ COUNT_FRAMES = """(() => {
 })();"""
 
 
-def strips_session(open_viewer, agents) -> tuple[Viewer, ScriptedAgent]:
-    """A session whose page records its draws (COUNT_FRAMES), after a first whole image."""
+def shown_session(open_viewer, agents, init_script: str) -> tuple[Viewer, ScriptedAgent]:
+    """An accepted session whose page ran ``init_script`` first, after a first whole image."""
     viewer = open_viewer()
-    viewer.context.add_init_script(COUNT_FRAMES)
+    viewer.context.add_init_script(init_script)
     viewer.page.reload()
     viewer.signed_in()
     agent = agents()
@@ -362,6 +355,11 @@ def strips_session(open_viewer, agents) -> tuple[Viewer, ScriptedAgent]:
     agent.send_full((200, 40, 40), seq=1)
     agent.expect(protocol.Ack, lambda m: m.seq == 1)
     return viewer, agent
+
+
+def strips_session(open_viewer, agents) -> tuple[Viewer, ScriptedAgent]:
+    """A session whose page records its draws (COUNT_FRAMES), after a first whole image."""
+    return shown_session(open_viewer, agents, COUNT_FRAMES)
 
 
 def drawn_strips(viewer: Viewer, tops: list[int]) -> list[tuple[int, int]]:
