@@ -47,9 +47,17 @@ def wine_run_env(xvfb) -> Iterator[dict[str, str]]:
 def window(title: str) -> str:
     """The X window id of the exe's window with this title, once it is up (Wine gives each
     top-level Win32 window an X window named by its title)."""
-    found = subprocess.run(["xdotool", "search", "--sync", "--name", f"^{title}$"],
-                           check=True, timeout=60, capture_output=True, text=True)
-    return found.stdout.split()[0]
+    deadline = time.monotonic() + 60
+    while True:
+        found = subprocess.run(["xdotool", "search", "--sync", "--name", f"^{title}$"],
+                               timeout=60, capture_output=True, text=True)
+        if found.returncode == 0:
+            return found.stdout.split()[0]
+        # a window destroyed while xdotool read its name (the dialog before this one) is an
+        # X error, on which xdotool exits 1 (CI, once): look again
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no window {title!r}: {found.stderr.strip()}")
+        time.sleep(0.1)
 
 
 def gone(window_id: str) -> None:
