@@ -911,8 +911,8 @@ class Agent:
                 # while the last poll encoded: a wake cleared here lost it, ~10 ms)
                 self._look_now = False
                 done_at = self.clock()  # the last poll's work is done
-                while flow.seq and not self._look_now and \
-                        (delay := pacer.due(polled_at, done_at) - self.clock()) > 0:
+                while flow.seq and not self._look_now and (delay := pacer.due(
+                        polled_at, done_at, bool(flow.ahead)) - self.clock()) > 0:
                     self._wake.clear()
                     # (a timer that sets the event: wait_for would make a task every poll)
                     timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
@@ -958,7 +958,7 @@ class Agent:
                 full = self._full or not diff.matches(pixels)
                 self._full = False  # a refresh while this update is encoded asks for another
                 rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
-                    diff.changes(pixels, codec.SAMPLE_ROWS)
+                    await self._compare(diff, pixels, pacer.echo_awaited_since is None)
                 plans = pacer.plan(rects, polled_at, flow.rate, full=full)
                 for plan in plans:
                     if not (full or (plan.interactive and flow.may_start(interactive=True))
@@ -1010,6 +1010,25 @@ class Agent:
             with contextlib.suppress(BaseException):
                 await sender
             pool.shutdown(wait=False)
+
+    @staticmethod
+    async def _compare(diff: Any, pixels: Any, in_thread: bool) -> list:
+        """What changed (diff.changes), ``in_thread`` (else on the event loop): with a video
+        on the screen a compare took 7-15 ms at load 9, and on the loop, polls back to back,
+        a key waited in the socket unread for up to 130 ms. A poll for input's echo compares
+        on the loop: the hand-off to a thread and back added 4-6 ms at that load, and the
+        key is read by then. Awaited to its end even when cancelled: it reads the grab."""
+        import screen_codec as codec
+
+        if not in_thread:
+            return diff.changes(pixels, codec.SAMPLE_ROWS)
+        compare = asyncio.ensure_future(asyncio.to_thread(diff.changes, pixels,
+                                                          codec.SAMPLE_ROWS))
+        try:
+            return await asyncio.shield(compare)
+        finally:
+            if not compare.done():
+                await asyncio.wait([compare])
 
     @staticmethod
     async def _pass_on(frames: Iterator, seq: int, outbox: Any, sendable: asyncio.Event

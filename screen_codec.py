@@ -1018,29 +1018,34 @@ class Pacer:
         if plan.refine and lossy:
             self.motion.sent_lossy(lossy, now)
 
-    def due(self, polled_at: float, now: float) -> float:
+    def due(self, polled_at: float, now: float, held: bool = False) -> float:
         """When to poll next, the last poll having begun at ``polled_at`` and its work
         (grab, compare, encode) ended at ``now``: the interval's cadence, or sooner the
         ladder's next rung after that poll while an echo is awaited, but no sooner than the
         last poll's work took again after it ended: on a busy machine a poll took 12-25 ms,
-        and polls back to back took the CPU that the echo's own program needed to draw it."""
-        at = polled_at + self.interval(now)
-        since = self.echo_awaited_since
+        and polls back to back took the CPU that the echo's own program needed to draw it.
+        ``held``: flow control holds bulk updates back (see interval)."""
+        since, rung = self.echo_awaited_since, None
         # (not while a region is in motion: each rung's poll found the video and started its
         # update, and on 512 kbit/s typing beside a video measured 5-18 ms slower at p50 in
-        # 3 rounds of 3, with a worse p95 in all 3: the echo behind a video strip, it seems)
-        if since is not None and self.motion.run < MOTION_AFTER_CHANGES:
+        # 3 rounds of 3, with a worse p95 in all 3: the echo behind a video strip, it seems;
+        # unless held: then no poll starts the video's update)
+        if since is not None and (held or self.motion.run < MOTION_AFTER_CHANGES):
             rung = next((since + s for s in ECHO_POLLS_S if since + s > polled_at), None)
             if rung is None:  # past the last rung: no echo came, the cadence goes on
                 self.echo_awaited_since = None
-            else:
-                at = min(at, max(rung, now + (now - polled_at)))
-        return at
+        at = polled_at + self.interval(now, held)
+        return at if rung is None else min(at, max(rung, now + (now - polled_at)))
 
-    def interval(self, now: float) -> float:
-        """The time from one poll to the next."""
+    def interval(self, now: float, held: bool = False) -> float:
+        """The time from one poll to the next. While flow control holds bulk updates back
+        (``held``), a poll can send only what input did: after input, once its echo is found
+        (the ladder, due()), the rest of it is looked for at POLL_INTERVAL_S, not
+        FAST_POLL_INTERVAL_S (on 512 kbit/s with a video playing, polls every 10 ms found
+        the video they could not send, 15 ms of work each at load 9, back to back)."""
         if self.interactive(now):
-            return FAST_POLL_INTERVAL_S
+            found = self.echo_awaited_since is None
+            return POLL_INTERVAL_S if held and found else FAST_POLL_INTERVAL_S
         if self.motion.run >= MOTION_AFTER_CHANGES:
             return MOTION_POLL_INTERVAL_S
         if now - max(self.motion.changed_at, self.input_at) > IDLE_AFTER_S:

@@ -467,6 +467,44 @@ def test_while_a_region_is_in_motion_polls_keep_the_cadence_after_a_key() -> Non
     assert pacer.due(9.999, 10.0) == pytest.approx(9.999 + codec.FAST_POLL_INTERVAL_S)
 
 
+def test_while_bulk_updates_are_held_back_the_ladder_runs_beside_a_region_in_motion() -> None:
+    """A video playing and flow control holding its updates back (one waits, encoded
+    ahead): no poll can start the video's update, so after a key the echo is looked for on
+    the ladder, 2 ms after it, not at the fast cadence."""
+    pacer = codec.Pacer(now=0.0)
+    video = (1100, 600, 800, 450)
+    for n in range(codec.MOTION_AFTER_CHANGES + 1):
+        pacer.plan([video], 9.9 + 0.016 * n)
+    pacer.input(10.0)
+    assert pacer.due(9.999, 10.0, held=True) == pytest.approx(10.002)
+
+
+def test_once_its_echo_is_found_input_is_followed_at_the_usual_cadence_while_held() -> None:
+    """After the echo of a key is found, the rest of the input's window is polled every
+    POLL_INTERVAL_S while bulk updates are held back (a poll then can send only what input
+    did), and every FAST_POLL_INTERVAL_S while they may go."""
+    pacer = codec.Pacer(now=0.0)
+    pacer.input(10.0)
+    pacer.plan([(5, 5, 8, 16)], 10.002)  # the echo
+    assert pacer.due(10.002, 10.003, held=True) == pytest.approx(10.002 + codec.POLL_INTERVAL_S)
+    assert pacer.due(10.002, 10.003) == pytest.approx(10.002 + codec.FAST_POLL_INTERVAL_S)
+
+
+def test_while_held_an_echo_not_found_on_the_ladder_is_then_looked_for_at_the_cadence() -> None:
+    """A key whose echo the ladder did not find (none by its last rung, 30 ms after it):
+    while bulk updates are held back, the next poll is POLL_INTERVAL_S after the last rung's
+    (FAST_POLL_INTERVAL_S while they may go); before that, each rung."""
+    pacer = codec.Pacer(now=0.0)
+    pacer.input(10.0)
+    assert pacer.due(10.002, 10.003, held=True) == pytest.approx(10.004)
+    last = 10.0 + codec.ECHO_POLLS_S[-1]
+    assert pacer.due(last, last + 0.001, held=True) == pytest.approx(
+        last + codec.POLL_INTERVAL_S)
+    pacer.input(20.0)
+    last += 10.0
+    assert pacer.due(last, last + 0.001) == pytest.approx(last + codec.FAST_POLL_INTERVAL_S)
+
+
 def test_a_second_key_starts_the_ladder_again_from_itself() -> None:
     """A key's release 1 ms after its press: the rungs count from the release."""
     pacer = codec.Pacer(now=0.0)
