@@ -901,6 +901,11 @@ class Agent:
         sendable, writing = asyncio.Event(), asyncio.Lock()
         self._sendable = sendable  # an ack sets it: an update encoded ahead may go at once
         sender = asyncio.ensure_future(self._send(ws, outbox, sendable, writing))
+        # A bulk update encoded in the threads while polls go on (its rectangles): input's
+        # echo found meanwhile goes first. Awaited, the echo waited for a video update's
+        # encoding, 100 ms at load 8 on 2 Mbit/s.
+        encoding: asyncio.Future | None = None
+        encoding_rects: list = []
         try:
             ahead = self._take_ahead()  # for the first image
             while True:
@@ -924,6 +929,8 @@ class Agent:
                         break  # the wait is over (a clock of the session's own may stand)
                 if sender.done():
                     sender.result()  # its error (a closed link) ends the stream
+                if encoding is not None and encoding.done():
+                    encoding, _ = None, encoding.result()  # (its error ends the stream)
                 sendable.set()  # an ack may have made room for frames waiting
                 polled_at = self.clock()
                 if polled_at - layout_at > LAYOUT_CHECK_INTERVAL_S:
@@ -946,7 +953,7 @@ class Agent:
                 # that left 2 updates in flight idle for an encode each: 26 fps, not 40.)
                 # Another is encoded once it started, even while its frames are still paced
                 # out: the outbox holds at most two bulk updates.
-                bulk = not flow.ahead
+                bulk = not flow.ahead and encoding is None
                 interactive = pacer.interactive(polled_at) and flow.may_start(interactive=True)
                 if not (bulk or interactive):
                     # held back by the link (if for long): the next update is cheaper
@@ -956,13 +963,17 @@ class Agent:
                 # (diff.shown) takes what changed, and updates are encoded from it.
                 pixels = self.screen.grab_view(area)
                 full = self._full or not diff.matches(pixels)
+                if full and encoding is not None:  # its older pixels go first
+                    encoding, _ = None, await encoding
                 self._full = False  # a refresh while this update is encoded asks for another
                 rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
                     await self._compare(diff, pixels, pacer.echo_awaited_since is None)
                 plans = pacer.plan(rects, polled_at, flow.rate, full=full)
                 for plan in plans:
-                    if not (full or (plan.interactive and flow.may_start(interactive=True))
-                            or bulk):
+                    encoded_over = encoding is not None and any(
+                        _overlap(r, e) for r in plan.rects for e in encoding_rects)
+                    if encoded_over or not (full or bulk or (
+                            plan.interactive and flow.may_start(interactive=True))):
                         # not committed: found again by a later poll
                         pacer.held_back(flow.held_for(polled_at))
                         continue
@@ -987,6 +998,13 @@ class Agent:
                             outbox, sendable)
                     elif sum(w * h for _, _, w, h in plan.rects) <= INLINE_ENCODE_MAX_PX:
                         frames = codec.encode_update(*args, **options)  # a hand-off costs more
+                    elif not plan.interactive:  # frames to the outbox when encoded
+                        encoding_rects = plan.rects
+                        encoding = asyncio.ensure_future(self._encode_bulk(
+                            diff, pacer, plan, args, options, pool, polled_at, outbox,
+                            sendable))
+                        bulk = False
+                        continue
                     else:
                         frames = await asyncio.to_thread(codec.encode_update, *args, pool.map,
                                                          **options)
@@ -1006,10 +1024,27 @@ class Agent:
                     full = False
                     bulk = bulk and plan.interactive  # one bulk update at a time is queued
         finally:
-            sender.cancel()
-            with contextlib.suppress(BaseException):
-                await sender
+            for task in (sender, encoding):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
             pool.shutdown(wait=False)
+
+    @staticmethod
+    async def _encode_bulk(diff: Any, pacer: Any, plan: Any, args: tuple, options: dict,
+                           pool: Any, polled_at: float, outbox: Any, sendable: asyncio.Event
+                           ) -> None:
+        """Encode bulk update ``plan`` (``args``: codec.encode_update's) in the threads, then
+        put it in the outbox, behind any echo added meanwhile."""
+        import screen_codec as codec
+
+        frames = await asyncio.to_thread(codec.encode_update, *args, pool.map, **options)
+        pacer.encoded(plan, frames, polled_at)
+        outbox.add(args[3], [((f.x, f.y, f.width, f.height), p.encode_frame(f))
+                             for f in frames], False,
+                   codec.redoer(diff, *args[2:6], **options))
+        sendable.set()
 
     @staticmethod
     async def _compare(diff: Any, pixels: Any, in_thread: bool) -> list:
@@ -1107,6 +1142,12 @@ class Agent:
                 await ws.send(data)
                 flow.wrote(seq, len(data), self.clock())
         return 0.0
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    """Whether two (x, y, width, height) rectangles share a pixel."""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and \
+        b[1] < a[1] + a[3]
 
 
 def _warm_encoders() -> None:
