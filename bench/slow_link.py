@@ -363,8 +363,9 @@ async def _standalone(args: argparse.Namespace) -> list[SlowResult]:
     data = Path(tempfile.mkdtemp(prefix="bench-slow-"))
     relay = RelayProcess(data).start()
     try:
+        links = tuple(link for link in LINKS if link.name in args.link) if args.link else LINKS
         return await run(screen, relay, args.presses, args.seconds, args.levels,
-                         args.without_video, before=args.before, rounds=args.rounds,
+                         args.without_video, links, before=args.before, rounds=args.rounds,
                          accept_after_s=args.accept_after)
     finally:
         relay.stop()
@@ -393,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accept-after", type=float, default=ACCEPT_AFTER_S, metavar="S",
                         help="our viewer accepts this long after the session showed (0: at "
                              "once)")
+    parser.add_argument("--link", choices=[link.name for link in LINKS], action="append",
+                        help="only this link (may be given again; default: all)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="ours (and ours before) this many times per link, alternated")
     args = parser.parse_args(argv)
