@@ -29,6 +29,7 @@ import agent_ui
 import protocol as p
 import screen_codec as codec
 from tests.fakes import FakeInput, FakeInstance, FakePanel, FakeScreen, FakeTray
+from tests.helpers.desktop import start_xvfb
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = "session-0123456789abcdef"
@@ -1292,6 +1293,42 @@ def test_mss_view_without_a_copy_matches_a_grab_and_follows_the_screen(xvfb) -> 
         assert bytes(after) == bytes(screen.grab(area))
     finally:
         screen.close()
+
+
+@pytest.mark.x11
+def test_mss_layout_follows_a_resized_screen_and_grabs_at_the_new_size(monkeypatch) -> None:
+    """A screen resized after MssScreen started (xrandr) shows in its next monitors() (read
+    on its own connection, not the layout mss remembered), and a grab of it has the new
+    size."""
+    if shutil.which("xrandr") is None:
+        pytest.fail("this test resizes the screen with xrandr (Debian: x11-xserver-utils)")
+    display = start_xvfb(1280, 800)
+    monkeypatch.setenv("DISPLAY", display.name)
+    screen = agent.MssScreen()
+    try:
+        assert screen.monitors()[0] == p.Screen(0, 0, 1280, 800)
+        subprocess.run(["xrandr", "--fb", "1024x600"], env=os.environ, capture_output=True,
+                       check=False)  # (it complains about the output's mode, and resizes)
+        area = screen.monitors()[0]
+        assert area == p.Screen(0, 0, 1024, 600)
+        assert screen.grab_view(area).shape == (600, 1024, 4)
+    finally:
+        screen.close()
+        display.process.terminate()
+        display.process.wait(timeout=10)
+
+
+@pytest.mark.x11
+def test_x11_pointer_position_is_where_the_pointer_was_put(xvfb) -> None:
+    """X11Input.position (one query on pynput's connection) answers where a move put the
+    pointer, twice in a row."""
+    pointer = agent.X11Input()
+    try:
+        for x, y in ((17, 23), (301, 199)):
+            pointer.move(x, y)
+            assert pointer.position() == (x, y)
+    finally:
+        pointer.close()
 
 
 @pytest.mark.build
