@@ -35,6 +35,7 @@ import ctypes.util
 import dataclasses
 import io
 import itertools
+import mmap
 import struct
 import sys
 import threading
@@ -132,8 +133,12 @@ def writeable(pixels: Pixels) -> bool:
 
 
 def new_image(width: int, height: int) -> memoryview:
-    """A black BGRX image of this size: a (height, width, 4) view of a new bytearray."""
-    return memoryview(bytearray(width * height * 4)).cast("B", (height, width, 4))
+    """A black BGRX image of this size: a (height, width, 4) view of memory of its own (an
+    anonymous mapping: dropped, for a grab the viewer's copy now keeps by reference, it goes
+    back to the system, where the heap would keep its 8 MB resident)."""
+    size = width * height * 4
+    memory = mmap.mmap(-1, size) if size else bytearray()
+    return memoryview(memory).cast("B", (height, width, 4))
 
 
 class _Compare:
