@@ -959,7 +959,8 @@ class Agent:
                 self._full = False  # a refresh while this update is encoded asks for another
                 rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
                     diff.changes(pixels, codec.SAMPLE_ROWS)
-                plans = pacer.plan(rects, polled_at, flow.rate, full=full)
+                plans = pacer.plan(rects, polled_at, flow.rate, full=full,
+                                   viewer_limited=flow.viewer_limited)
                 for plan in plans:
                     if not (full or (plan.interactive and flow.may_start(interactive=True))
                             or bulk):
@@ -1081,7 +1082,7 @@ class Agent:
                 if ahead is None and seq not in flow.in_flight:
                     outbox.pop()  # forgotten by a restart: a full image follows
                     continue
-                delay = flow.write_delay(len(data), interactive, self.clock())
+                delay = flow.write_delay(len(data), interactive, self.clock(), seq)
                 if delay > 0:
                     return delay
                 outbox.pop()
