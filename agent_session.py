@@ -80,14 +80,16 @@ STARTUP_GROWTH = 1.25
 STARTUP_FLAT_ROUNDS = 3
 STARTUP, DRAIN, CRUISE = "startup", "drain", "cruise"
 # On a near path (a smallest round trip of at most NEAR_RTT_S: the loopback, a LAN, a relay
-# close by; issue 14's slow links have 60 and 150 ms) a bulk update encoded ahead is written
-# unpaced now and then, alone, as a probe (FlowControl's docstring says why); not in the
+# close by; issue 14's slow links have 60 and 150 ms; Chromium's acks on the loopback came 8
+# ms after the last write at load 4 but 28 ms at load 11, so 30 ms was too tight) a bulk
+# update encoded ahead is written unpaced now and then, alone, as a probe (FlowControl's
+# docstring says why); not in the
 # startup (which probes by its gain, and whose first updates met a cold viewer: 0.36 s for
 # 205 KB in Chromium). At most every PROBE_EVERY_S, twice as long after each probe that found
 # the link no faster than the delivery rate (a near but slow link, whose echoes such a burst
 # delays), up to PROBE_EVERY_MAX_S. A probe at least PROBE_FASTER times the delivery rate
 # says the rate is the viewer's (Chromium on the loopback, load 6-10: 1.4 to 2.2 times).
-NEAR_RTT_S = 0.03
+NEAR_RTT_S = 0.05
 PROBE_EVERY_S = 2.0
 PROBE_EVERY_MAX_S = 64.0
 PROBE_FASTER = 1.25
@@ -290,10 +292,10 @@ class FlowControl:
     PROBE_FASTER times faster the rate is the viewer's (``viewer_limited``): the estimate is
     at least the probe's, the budget's round trip at least the probe's time (so that one
     update is on its way while the viewer decodes the one before, as BBR budgets for a
-    receiver that acks late), and Pacer.plan does not cut motion thin for it. That holds,
-    without more probes (behind another update a probe would time the viewer's decode of
-    both), while the path stays near; pacing at a rate the link was seen to carry keeps its
-    queue short even if the link slows.
+    receiver that acks late), frames are not paced (the budget alone holds bulk updates
+    back), and Pacer.plan does not cut motion thin for it. That holds, without more probes
+    (behind another update a probe would time the viewer's decode of both), while the path
+    stays near.
     """
 
     def __init__(self, limit: int = p.MAX_UPDATES_IN_FLIGHT) -> None:
@@ -412,8 +414,10 @@ class FlowControl:
                     seq: int | None = None) -> float:
         """Seconds until a frame of ``size`` bytes (of update ``seq``) may be written (0:
         now). Interactive frames never wait: they are small, and they are what the support
-        person waits for; nor do a probe's."""
-        if interactive or self.rate is None or seq in self.probes:
+        person waits for; nor do a probe's, nor any while the rate is the viewer's (paced at
+        the probe's rate, an update took as long to write as the probe took to be drawn, and
+        updates went no faster than one at a time: the budget holds them back)."""
+        if interactive or self.rate is None or seq in self.probes or self.viewer_limited:
             return 0.0
         delay = max(0.0, self.next_write_at - now)
         self.holds += delay > 0

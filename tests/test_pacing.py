@@ -605,7 +605,8 @@ def probed(flow: core.FlowControl, seq: int, size: int, now: float, took: float)
 def test_on_a_near_path_a_probe_far_faster_than_delivery_makes_the_rate_the_viewers() -> None:
     """A 10 ms path paced at 500 KB/s: the next update encoded ahead, alone, goes unpaced;
     100 KB acked 50 ms after its start (2 MB/s, four times the delivery rate) says the rate
-    was the viewer's: the rate is the probe's and the budget's round trip its 50 ms."""
+    was the viewer's: the rate is the probe's, the budget's round trip its 50 ms, and bulk
+    frames are not paced."""
     flow = learnt(rate=500_000, rtt=0.01)
     assert not flow.viewer_limited
     assert flow.budget() == pytest.approx(500_000 * (0.01 + core.UNACKED_EXTRA_S))
@@ -613,6 +614,9 @@ def test_on_a_near_path_a_probe_far_faster_than_delivery_makes_the_rate_the_view
     assert flow.viewer_limited
     assert flow.rate == pytest.approx(2_000_000)
     assert flow.budget() == pytest.approx(2_000_000 * (0.05 + core.UNACKED_EXTRA_S))
+    flow.started(3, 10.05)
+    flow.wrote(3, 100_000, 10.05)
+    assert flow.write_delay(100_000, False, 10.05, 3) == 0.0  # the budget holds, not pacing
 
 
 def test_a_viewer_limited_rate_keeps_motion_in_one_strip_per_thread() -> None:
@@ -674,6 +678,6 @@ def test_a_viewer_limited_path_is_not_probed_again_and_ends_when_no_longer_near(
     later = again + core.RTT_WINDOW_S + 1
     flow.started(4, later)
     flow.wrote(4, 100, later)
-    flow.acked(4, later + 0.05)  # the round trip is now 50 ms
+    flow.acked(4, later + 0.08)  # the round trip is now 80 ms
     assert not flow.viewer_limited
-    assert flow.budget() == pytest.approx(flow.rate * (0.05 + core.UNACKED_EXTRA_S))
+    assert flow.budget() == pytest.approx(flow.rate * (0.08 + core.UNACKED_EXTRA_S))
