@@ -1021,7 +1021,8 @@ class Agent:
                 self._full = False  # a refresh while this update is encoded asks for another
                 rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
                     await self._compare(diff, pixels, pacer.echo_awaited_since is None)
-                plans = pacer.plan(rects, polled_at, flow.rate, full=full)
+                plans = pacer.plan(rects, polled_at, flow.rate, full=full,
+                                   viewer_limited=flow.viewer_limited)
                 for plan in plans:
                     encoded_over = encoding is not None and any(
                         _overlap(r, e) for r in plan.rects for e in encoding_rects)
@@ -1188,7 +1189,7 @@ class Agent:
                 if ahead is None and seq not in flow.in_flight:
                     outbox.pop()  # forgotten by a restart: a full image follows
                     continue
-                delay = flow.write_delay(len(data), interactive, self.clock())
+                delay = flow.write_delay(len(data), interactive, self.clock(), seq)
                 if delay > 0:
                     return delay
                 outbox.pop()

@@ -1069,11 +1069,12 @@ class Pacer:
         return POLL_INTERVAL_S
 
     def plan(self, rects: list[Rect], now: float, rate: float | None = None,
-             full: bool = False) -> list[Encoding]:
+             full: bool = False, viewer_limited: bool = False) -> list[Encoding]:
         """How to send what this poll found (``rate``: the link's bytes a second, None if
-        unknown; ``full``: ``rects`` are a whole image, sent as one update): the updates, in
-        order (what is still or interactive first, then the region in motion); none when
-        nothing changed."""
+        unknown; ``full``: ``rects`` are a whole image, sent as one update;
+        ``viewer_limited``: the rate is the viewer's decoding, not the link's,
+        FlowControl.viewer_limited): the updates, in order (what is still or interactive
+        first, then the region in motion); none when nothing changed."""
         moving = self.motion.saw(rects, now)
         if self.echo_awaited_since is not None and now > self.echo_awaited_since and \
                 len(moving) < len(rects):  # found: the ladder stops (a video is no echo)
@@ -1098,13 +1099,17 @@ class Pacer:
             # 1080p motion in 9 strips drew 5.8 whole updates a second, in 3 strips 9.3, same
             # run), not capped at STRIP_ROWS, but none holding the link longer than
             # STRIP_LINK_S (an echo waits behind at most one); on a slow link strips as any
-            # bulk update's. Rows a multiple of 16.
+            # bulk update's. Rows a multiple of 16. A rate that is the viewer's says nothing
+            # of the link: strips cut by it were thinner, so the viewer slower (in Chromium
+            # 128-row strips, 9 a 1080p update, drew 3 whole updates a second where 2 strips
+            # drew 6 to 14), and so its rate lower again.
             # A region of at most STRIP_ROWS rows stays one strip: cut in two, a 100x100
             # video's strips are encoded inline anyway, only twice the frames.
             share = max(STRIP_ROWS, -(-max(h for _, _, _, h in moving) // self.threads))
             fast = rate is None or rate >= FAST_LINK_BYTES_S
-            rows = min(-(-share // 16) * 16, self._link_rows(moving, "420", rate) if fast
-                       else self._rows(moving, "420", rate))
+            rows = -(-share // 16) * 16 if viewer_limited else \
+                min(-(-share // 16) * 16, self._link_rows(moving, "420", rate) if fast
+                    else self._rows(moving, "420", rate))
             plans.append(Encoding(moving, min(quality, MOTION_JPEG_QUALITY), "420", rows,
                                   motion=True))
         return plans
