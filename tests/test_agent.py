@@ -29,6 +29,7 @@ import agent_ui
 import protocol as p
 import screen_codec as codec
 from tests.fakes import FakeInput, FakeInstance, FakePanel, FakeScreen, FakeTray
+from tests.helpers.desktop import find_window
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = "session-0123456789abcdef"
@@ -1368,7 +1369,7 @@ def xdotool(*args: str) -> str:
 
 def window_titled(part: str) -> str:
     """The id of the window whose title contains ``part`` (waits for it; no regex chars)."""
-    return xdotool("search", "--sync", "--name", re.escape(part)).split()[0]
+    return find_window(re.escape(part))
 
 
 def title_of(window: str) -> str:

@@ -29,7 +29,7 @@ import pytest
 from PIL import Image
 
 import protocol as p
-from tests.helpers.desktop import BACKGROUND, grab_screen
+from tests.helpers.desktop import BACKGROUND, find_window, grab_screen
 from tests.helpers.relay import ledger_csv
 from tests.helpers.viewer import ScriptedViewer
 
@@ -118,8 +118,7 @@ def test_the_first_image_is_the_screen_at_the_accept_after_one_encoded_ahead(
                              "-e", "sleep", "120"])
     agent = None
     try:
-        subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name",
-                        "top-window"], check=True, capture_output=True, timeout=30)
+        find_window("top-window", visible=True, timeout=30)
         agent = start_agent(relay, tmp_path, env_extra={"SPOTLIGHT_LOG": "debug"})
 
         async def scenario():
@@ -150,8 +149,7 @@ def test_keys_and_text_arrive_in_xterm_and_clicks_land(xvfb, relay, tmp_path) ->
     term = subprocess.Popen(["xterm", "-T", "agent-typing-test", "-geometry", "80x20+0+0",
                              "-e", "sh", "-c", f"cat > {target}"],
                             env={**os.environ, "LC_ALL": "C.UTF-8"})
-    subprocess.run(["xdotool", "search", "--sync", "--name", "agent-typing-test"],
-                   check=True, timeout=30, capture_output=True)
+    find_window("agent-typing-test", timeout=30)
     agent = start_agent(relay, tmp_path)
     try:
         async def scenario():
@@ -310,9 +308,7 @@ def start_picker(relay, tmp_path: Path) -> subprocess.Popen:
                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
     log.close()
-    window = subprocess.run(["xdotool", "search", "--sync", "--name", "Picker Test Company"],
-                            check=True, timeout=30, capture_output=True, text=True)
-    window_id = window.stdout.split()[0]
+    window_id = find_window("Picker Test Company", timeout=30)
     subprocess.run(["xdotool", "mousemove", "--window", window_id, "20", "20"], check=True)
     return process
 
@@ -442,7 +438,7 @@ def xdotool(*args: str) -> str:
 
 def panel_window(part: str) -> str:
     """The window whose title contains ``part`` (xdotool waits for it)."""
-    return xdotool("search", "--sync", "--name", re.escape(part)).split()[0]
+    return find_window(re.escape(part))
 
 
 async def titled(window: str, part: str) -> str:

@@ -16,6 +16,7 @@ from tests.helpers.desktop import (
     BACKGROUND_NAME,
     Output,
     assert_background,
+    find_window,
     pointer_location,
     require_tools,
     until,
@@ -61,8 +62,7 @@ def test_linux_binary_is_accepted_streams_the_screen_takes_keys_and_closes(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     agent = None
     try:
-        window = subprocess.run(["xdotool", "search", "--sync", "--name", title],
-                                capture_output=True, text=True, timeout=30).stdout.split()[0]
+        window = find_window(title, timeout=30)
         agent = subprocess.Popen(
             [str(binary), "--relay", relay.ws_url, "--technician", "david"],
             cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

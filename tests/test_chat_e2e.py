@@ -13,7 +13,7 @@ import pytest
 
 import protocol
 from tests.helpers.browser import WAIT_S, Viewer
-from tests.helpers.desktop import grab_screen
+from tests.helpers.desktop import find_window, grab_screen
 
 pytestmark = [pytest.mark.x11, pytest.mark.browser]
 
@@ -109,7 +109,7 @@ def chat_lines(viewer: Viewer) -> list[tuple[str, str]]:
 
 
 def panel_window(env: dict) -> str:
-    return xdotool(env, "search", "--sync", "--name", "can see your screen").split()[0]
+    return find_window("can see your screen", env=env)
 
 
 def type_in_panel_chat(env: dict, text: str) -> None:

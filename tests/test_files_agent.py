@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import protocol as p
-from tests.helpers.desktop import agent_from_source, require_tools
+from tests.helpers.desktop import agent_from_source, find_window, require_tools
 from tests.helpers.viewer import ScriptedViewer
 
 pytestmark = pytest.mark.x11
@@ -33,9 +33,7 @@ def agent_env(tmp_path: Path, downloads: Path, panel: str = "log") -> dict[str, 
 
 def dialog(title: str = TITLE) -> str:
     """The window id of the dialog with this title (xdotool takes a regex), once it is up."""
-    found = subprocess.run(["xdotool", "search", "--sync", "--name", f"^{title}$"],
-                           check=True, timeout=30, capture_output=True, text=True)
-    return found.stdout.split()[0]
+    return find_window(f"^{title}$", timeout=30)
 
 
 def press(window: str, key: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.browser import Viewer
-from tests.helpers.desktop import agent_from_source, require_tools
+from tests.helpers.desktop import agent_from_source, find_window, require_tools
 
 pytestmark = [pytest.mark.x11, pytest.mark.browser]
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,9 +29,7 @@ def agent_env(tmp_path: Path, downloads: Path, panel: str = "log") -> dict[str, 
 
 def answer_dialog(key: str) -> None:
     """Find the consent dialog by its title (xdotool takes a regex) and press ``key``."""
-    found = subprocess.run(["xdotool", "search", "--sync", "--name", f"^{TITLE}$"],
-                           check=True, timeout=30, capture_output=True, text=True)
-    window = found.stdout.split()[0]
+    window = find_window(f"^{TITLE}$", timeout=30)
     subprocess.run(["xdotool", "windowfocus", "--sync", window, "key", key],
                    check=True, timeout=30)
 
@@ -103,14 +101,10 @@ def test_a_file_the_customer_sends_is_offered_as_a_download_with_its_sha256(
                            tmp_path / "agent.log"):
         viewer = open_viewer()
         in_session(viewer)
-        found = subprocess.run(["xdotool", "search", "--sync", "--name", "can see your screen"],
-                               check=True, timeout=30, capture_output=True, text=True)
-        subprocess.run(["xdotool", "windowfocus", "--sync", found.stdout.split()[0],
-                        "key", "alt+f"], check=True, timeout=30)
-        picker = subprocess.run(["xdotool", "search", "--sync", "--name",
-                                 "^Send a file to David$"],
-                                check=True, timeout=30, capture_output=True, text=True)
-        window = picker.stdout.split()[0]
+        subprocess.run(["xdotool", "windowfocus", "--sync",
+                        find_window("can see your screen", timeout=30), "key", "alt+f"],
+                       check=True, timeout=30)
+        window = find_window("^Send a file to David$", timeout=30)
         SHOTS.mkdir(parents=True, exist_ok=True)
         subprocess.run(["xdotool", "windowfocus", "--sync", window, "type", "--delay", "5",
                         str(upload)], check=True, timeout=60)

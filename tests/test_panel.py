@@ -25,6 +25,7 @@ import panel
 import protocol as p
 from panel import SessionFacts, view
 from tests.helpers import wine as wine_helpers
+from tests.helpers.desktop import find_window
 from tests.helpers.wine import windows_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -406,8 +407,7 @@ def xdotool(*args: str) -> str:
 
 def find(title_part: str) -> str:
     """The id of the window whose title contains ``title_part`` (waits for it)."""
-    pattern = re.sub(r"([][().*+?^$|{}\\])", r"\\\1", title_part)  # xdotool: a regex
-    return xdotool("search", "--sync", "--name", pattern).split()[0]
+    return find_window(re.escape(title_part))
 
 
 class Pressed:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from tests.helpers.desktop import (
     BACKGROUND_NAME,
     Output,
     assert_background,
+    find_window,
     pointer_location,
     require_tools,
     until,
@@ -164,9 +166,7 @@ def test_signed_exe_under_wine_streams_takes_input_and_ends_on_the_customers_clo
     console_output = Output(console)
     try:
         assert wait_for_file(typed, "ready", timeout=60) == "ready\n", console_output.text()
-        window = subprocess.run(
-            ["xdotool", "search", "--sync", "--onlyvisible", "--name", r"python\.exe"],
-            capture_output=True, text=True, timeout=30).stdout.split()[0]
+        window = find_window(r"python\.exe", visible=True, timeout=30)
         started = time.monotonic()
         with running_exe(env, tmp_path, "--relay", relay.ws_url, "--technician", "david",
                          exe=signed_exe) as (exe, output):
@@ -313,14 +313,11 @@ def test_exe_without_a_chosen_person_shows_the_picker_and_cancel_ends_it(
     company = json.loads((ROOT / "support.example.json").read_text(encoding="utf-8"))["company"]
     started = time.monotonic()
     with running_exe(env, tmp_path) as (exe, output):
-        found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name",
-                                company], capture_output=True, text=True, timeout=120)
+        picker = find_window(re.escape(company), visible=True, timeout=120)
         picker_s = time.monotonic() - started
-        windows = found.stdout.split()
-        assert windows, output.text()
-        subprocess.run(["xdotool", "windowactivate", "--sync", windows[0]], timeout=30,
+        subprocess.run(["xdotool", "windowactivate", "--sync", picker], timeout=30,
                        capture_output=True)
-        subprocess.run(["xdotool", "key", "--window", windows[0], "Escape"], check=True,
+        subprocess.run(["xdotool", "key", "--window", picker, "Escape"], check=True,
                        timeout=30)
         assert exe.wait(timeout=60) == 0, output.text()
     with capsys.disabled():
@@ -339,10 +336,7 @@ def test_exe_shows_its_panel_and_a_second_start_only_brings_it_to_the_front(
     command = ["wine", str(EXE), "--relay", "ws://127.0.0.1:9", "--technician", "david"]
     with running_exe(env, tmp_path, *command[2:]) as (exe, output):
         title = f"{company} support: not connected"
-        found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name",
-                                title], capture_output=True, text=True, timeout=120)
-        assert found.stdout.split(), output.text()
-        window = found.stdout.split()[0]
+        window = find_window(re.escape(title), visible=True, timeout=120)
         x, y, width, height = window_geometry(window)
         shots = ROOT / "test-artifacts" / "panel"
         shots.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import protocol as p
-from tests.helpers.desktop import require_tools
+from tests.helpers.desktop import find_window, require_tools
 from tests.helpers.viewer import ScriptedViewer
 from tests.helpers.wine import (
     CACHE,
@@ -47,17 +47,7 @@ def wine_run_env(xvfb) -> Iterator[dict[str, str]]:
 def window(title: str) -> str:
     """The X window id of the exe's window with this title, once it is up (Wine gives each
     top-level Win32 window an X window named by its title)."""
-    deadline = time.monotonic() + 60
-    while True:
-        found = subprocess.run(["xdotool", "search", "--sync", "--name", f"^{title}$"],
-                               timeout=60, capture_output=True, text=True)
-        if found.returncode == 0:
-            return found.stdout.split()[0]
-        # a window destroyed while xdotool read its name (the dialog before this one) is an
-        # X error, on which xdotool exits 1 (CI, once): look again
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no window {title!r}: {found.stderr.strip()}")
-        time.sleep(0.1)
+    return find_window(f"^{title}$")
 
 
 def gone(window_id: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import protocol as p
-from tests.helpers.desktop import Output, grab_screen, require_tools, until
+from tests.helpers.desktop import Output, find_window, grab_screen, require_tools, until
 from tests.helpers.viewer import ScriptedViewer
 from tests.helpers.wine import (
     CACHE,
@@ -105,11 +105,8 @@ async def _drive(relay, exe: subprocess.Popen, output: Output, flag: Path) -> No
         # Restart as administrator: the support person asks, the customer says Yes.
         await viewer.send(p.Elevate(session))
         await viewer.expect(p.Elevation, lambda m: m.state == "asked")
-        question = await asyncio.to_thread(
-            subprocess.run, ["xdotool", "search", "--sync", "--onlyvisible", "--name",
-                             "Restart as administrator"],
-            capture_output=True, text=True, timeout=WAIT_S)
-        window = question.stdout.split()[0]
+        window = await asyncio.to_thread(find_window, "Restart as administrator",
+                                         visible=True, timeout=WAIT_S)
         await asyncio.to_thread(subprocess.run, ["xdotool", "windowactivate", "--sync",
                                                  window], capture_output=True, timeout=30)
         await asyncio.to_thread(subprocess.run, ["xdotool", "key", "--window", window,
@@ -164,8 +161,8 @@ async def _chat(relay, output: Output) -> None:
         await viewer.expect(p.Frame, timeout=WAIT_S)
         await viewer.send(p.Chat(viewer.session, "Hello <b>from</b> David"))
         # The title is set last, so a panel found by it is laid out (chat area included).
-        window = (await run("xdotool", "search", "--sync", "--onlyvisible", "--name",
-                            "can see your screen")).split()[0]
+        window = await asyncio.to_thread(find_window, "can see your screen", visible=True,
+                                         timeout=WAIT_S)
         geometry = dict(line.strip().split(": ", 1) for line in
                         (await run("xdotool", "getwindowgeometry", window)).splitlines()[1:])
         left, top = map(int, geometry["Position"].split(" ")[0].split(","))

@@ -169,6 +169,29 @@ async def until(condition: Callable[[], bool], timeout: float = 20, every: float
     return True
 
 
+def find_window(name: str, *, visible: bool = False, timeout: float = 60,
+                env: dict[str, str] | None = None) -> str:
+    """The X window id of the first window whose name matches the regex ``name`` (only a
+    mapped one if ``visible``), waiting up to ``timeout`` seconds for it to appear."""
+    command = ["xdotool", "search", "--sync", *(["--onlyvisible"] if visible else []),
+               "--name", name]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = subprocess.run(command, env=env, capture_output=True, text=True,
+                                   timeout=max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no window named {name!r} within {timeout:.0f} s") from None
+        if found.returncode == 0 and found.stdout.split():
+            return found.stdout.split()[0]
+        # Xlib's default error handler makes xdotool exit 1 when any window is destroyed
+        # while it reads that window's name (another dialog closing, a tooltip): look again.
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"no window named {name!r} within {timeout:.0f} s: "
+                                 f"{found.stderr.strip()}")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def xterm_running_cat(env: dict[str, str], typed: Path, title: str, geometry: str
                       ) -> Iterator[tuple[int, int, int, int]]:
@@ -180,9 +203,7 @@ def xterm_running_cat(env: dict[str, str], typed: Path, title: str, geometry: st
          "-e", "sh", "-c", f"exec cat > '{typed}'"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        window = subprocess.run(
-            ["xdotool", "search", "--sync", "--name", title], env=env,
-            capture_output=True, text=True, timeout=30, check=True).stdout.split()[0]
+        window = find_window(title, env=env, timeout=30)
         deadline = time.monotonic() + 30
         while not typed.exists():  # the shell has opened the file: cat is reading
             assert time.monotonic() < deadline, "the xterm's cat did not start"
