@@ -101,9 +101,10 @@ class Screen(Protocol):
         """A new C-contiguous (height, width, 4) BGRX image (a memoryview of that shape, or
         any buffer of it), the caller's to keep."""
 
-    def grab_view(self, area: p.Screen) -> memoryview:
-        """The same pixels, possibly a read-only view valid only until the next grab (no
-        copy where the platform allows): what the streamer uses."""
+    def grab_view(self, area: p.Screen, keep: Any = None) -> memoryview:
+        """The same pixels, possibly a view valid only until a later grab_view (no copy
+        where the platform allows): what the streamer uses. ``keep``: an image an earlier
+        grab_view gave that the caller still holds (the viewer's copy): not written over."""
 
     def close(self) -> None: ...
 
@@ -138,10 +139,10 @@ class MssScreen:
         self._mss, self._sct = mss, mss.MSS()
         self._retired: list[Any] = []  # replaced instances, closed once no view uses them
         self._shm_views = sys.platform.startswith("linux")
+        self._shared: tuple | None = None  # (instance, segment's memory, segment, views)
 
     def monitors(self) -> tuple[p.Screen, ...]:
-        with self._mss.MSS() as fresh:  # a fresh instance re-reads the monitor layout
-            layout = fresh.monitors[: p.MAX_SCREENS]
+        layout = self._layout()[: p.MAX_SCREENS]
         if layout != self._sct.monitors[: p.MAX_SCREENS]:
             self._retired.append(self._sct)  # a view of its buffer may still be in use
             self._sct = self._mss.MSS()
@@ -149,18 +150,30 @@ class MssScreen:
             self._close(old)
         return tuple(p.Screen(m["left"], m["top"], m["width"], m["height"]) for m in layout)
 
+    def _layout(self) -> list[dict]:
+        """The monitor layout as it is now, asked on the instance's own connection (mss
+        keeps its first answer): a fresh instance, with its own connection and MIT-SHM
+        segment, cost 0.7-2.5 ms on the stream path once a second."""
+        impl = getattr(self._sct, "_impl", None)
+        if impl is not None and hasattr(impl, "monitors"):
+            with self._sct._lock:
+                return impl.monitors()
+        with self._mss.MSS() as fresh:  # an mss without that layout: a fresh instance
+            return fresh.monitors
+
     def grab(self, area: p.Screen) -> memoryview:
         shot = self._sct.grab(
             {"left": area.x, "top": area.y, "width": area.width, "height": area.height}
         )
         return memoryview(shot.raw).cast("B", (shot.height, shot.width, 4))
 
-    def grab_view(self, area: p.Screen) -> memoryview:
-        """The pixels without a copy where the platform allows (X11 MIT-SHM: a read-only view
-        of mss's shared buffer, valid until the next grab), else a new image as grab()."""
+    def grab_view(self, area: p.Screen, keep: Any = None) -> memoryview:
+        """The pixels without a copy where the platform allows (X11 MIT-SHM: a writable view
+        of one of two images in shared memory, valid until a grab_view not told to ``keep``
+        it), else a new image as grab()."""
         if self._shm_views:
             try:
-                view = self._shm_view(area)
+                view = self._shm_view(area, keep)
                 if view is not None:
                     return view
             except Exception as e:  # an mss without this layout: copy as before
@@ -168,7 +181,7 @@ class MssScreen:
                 self._shm_views = False
         return self.grab(area)
 
-    def _shm_view(self, area: p.Screen) -> memoryview | None:
+    def _shm_view(self, area: p.Screen, keep: Any) -> memoryview | None:
         from mss.linux import xcb
         from mss.linux.xshmgetimage import ShmStatus
 
@@ -177,16 +190,45 @@ class MssScreen:
             self._sct.grab({"left": area.x, "top": area.y, "width": 1, "height": 1})  # 1 px
         if getattr(impl, "shm_status", None) is not ShmStatus.AVAILABLE:
             return None
-        size = area.width * area.height * 4
-        if size > impl._bufsize:
+        size, room = area.width * area.height * 4, impl._bufsize
+        if size > room:
             return None
+        if self._shared is None or self._shared[0] is not self._sct:
+            self._shared = (self._sct, *self._attach(impl, 2 * room, xcb), [None, None])
+        _, memory, segment, views = self._shared
+        # Two images' room (mss's own segment is read-only and one image): the grab goes
+        # where the viewer's copy is not, so the streamer keeps a whole image by reference
+        # and updates it in place (copying a 1080p motion update into a copy of its own cost
+        # 2-2.6 ms of the event loop per update); the second image is used (and resident)
+        # only once a whole image is kept, as in motion.
+        half = 1 if keep is not None and keep is views[0] else 0
         with self._sct._lock:
             reply = xcb.shm_get_image(
                 impl.conn, impl.drawable, area.x, area.y, area.width, area.height,
-                0xFFFFFFFF, xcb.ImageFormat.ZPixmap, impl._shmseg, 0)
+                0xFFFFFFFF, xcb.ImageFormat.ZPixmap, segment, half * room)
         if reply.depth != impl.drawable_depth or reply.visual != impl.drawable_visual_id:
             raise RuntimeError("the X server answered in another pixel format")
-        return memoryview(impl._buf)[:size].cast("B", (area.height, area.width, 4))
+        view = memoryview(memory)[half * room:half * room + size].cast(
+            "B", (area.height, area.width, 4))
+        views[half] = view
+        return view
+
+    def _attach(self, impl: Any, size: int, xcb: Any) -> tuple[Any, Any]:
+        """A readable and writable MIT-SHM segment of ``size`` bytes on the instance's
+        connection (freed by the X server with the connection; here with its last view)."""
+        import mmap
+
+        fd = os.memfd_create("spotlight-grabs", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            memory = mmap.mmap(fd, size)
+        except OSError:
+            os.close(fd)
+            raise
+        segment = xcb.ShmSeg(xcb.generate_id(impl.conn).value)
+        with self._sct._lock:  # (xcb closes the descriptor, attached or not)
+            xcb.shm_attach_fd(impl.conn, segment, fd, read_only=False)
+        return memory, segment
 
     def _close(self, sct: Any) -> None:
         try:
@@ -265,6 +307,16 @@ class X11Input(_PynputMouse):
         key = self._keycode.from_vk(KEY_TABLE[code][0])
         (self._kb.press if down else self._kb.release)(key)
 
+    def position(self) -> tuple[int, int]:
+        # One round trip on pynput's own connection: its getter also syncs (a second round
+        # trip) and swaps Xlib's error handler, 0.6-0.8 ms of the streamer's poll ~10 times a
+        # second under load; an X error here raises as there.
+        display = getattr(self._mouse, "_display", None)
+        if display is None:  # a pynput without it
+            return super().position()
+        pointer = display.screen().root.query_pointer()
+        return int(pointer.root_x), int(pointer.root_y)
+
     def type(self, text: str) -> None:
         self._typer.type(text)
 
@@ -337,7 +389,7 @@ class DummyScreen:
         return memoryview(bytearray(area.width * area.height * 4)).cast(
             "B", (area.height, area.width, 4))
 
-    def grab_view(self, area: p.Screen) -> memoryview:
+    def grab_view(self, area: p.Screen, keep: Any = None) -> memoryview:
         return self.grab(area)
 
     def close(self) -> None:
@@ -952,14 +1004,16 @@ class Agent:
                     # held back by the link (if for long): the next update is cheaper
                     pacer.held_back(flow.held_for(polled_at))
                     continue
-                # A view without a copy, valid until the next grab: the viewer's copy
-                # (diff.shown) takes what changed, and updates are encoded from it.
-                pixels = self.screen.grab_view(area)
+                # A view without a copy, valid until a grab that does not keep it: the
+                # viewer's copy (diff.shown: this view itself when a whole image is
+                # committed) takes what changed, and updates are encoded from it.
+                pixels = self.screen.grab_view(area, keep=diff.shown)
                 full = self._full or not diff.matches(pixels)
                 self._full = False  # a refresh while this update is encoded asks for another
                 rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
                     diff.changes(pixels, codec.SAMPLE_ROWS)
-                plans = pacer.plan(rects, polled_at, flow.rate, full=full)
+                plans = pacer.plan(rects, polled_at, flow.rate, full=full,
+                                   viewer_limited=flow.viewer_limited)
                 for plan in plans:
                     if not (full or (plan.interactive and flow.may_start(interactive=True))
                             or bulk):
@@ -1081,7 +1135,7 @@ class Agent:
                 if ahead is None and seq not in flow.in_flight:
                     outbox.pop()  # forgotten by a restart: a full image follows
                     continue
-                delay = flow.write_delay(len(data), interactive, self.clock())
+                delay = flow.write_delay(len(data), interactive, self.clock(), seq)
                 if delay > 0:
                     return delay
                 outbox.pop()

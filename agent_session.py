@@ -79,6 +79,20 @@ STARTUP_GAIN = 2.0
 STARTUP_GROWTH = 1.25
 STARTUP_FLAT_ROUNDS = 3
 STARTUP, DRAIN, CRUISE = "startup", "drain", "cruise"
+# On a near path (a smallest round trip of at most NEAR_RTT_S: the loopback, a LAN, a relay
+# close by; issue 14's slow links have 60 and 150 ms; Chromium's acks on the loopback came 8
+# ms after the last write at load 4 but 28 ms at load 11, so 30 ms was too tight) a bulk
+# update encoded ahead is written unpaced now and then, alone, as a probe (FlowControl's
+# docstring says why); not in the
+# startup (which probes by its gain, and whose first updates met a cold viewer: 0.36 s for
+# 205 KB in Chromium). At most every PROBE_EVERY_S, twice as long after each probe that found
+# the link no faster than the delivery rate (a near but slow link, whose echoes such a burst
+# delays), up to PROBE_EVERY_MAX_S. A probe at least PROBE_FASTER times the delivery rate
+# says the rate is the viewer's (Chromium on the loopback, load 6-10: 1.4 to 2.2 times).
+NEAR_RTT_S = 0.05
+PROBE_EVERY_S = 2.0
+PROBE_EVERY_MAX_S = 64.0
+PROBE_FASTER = 1.25
 LOST = "The connection to the support server was lost. Please run this program again."
 HANDED_OFF = "The session goes on in the program running as administrator."
 CAPTURE_FAILED = ("The screen could not be captured, so the session has ended. Please run this "
@@ -264,20 +278,43 @@ class FlowControl:
     on a fast link: the agent had no more to send, so the sample says how much it sent, not
     what the link takes). As in BBR, such a sample counts only when it raises the estimate:
     otherwise a minute of typing would age out what the link was seen to take, and the next
-    bulk update (a scroll, a window opening) would be paced at typing's rate."""
+    bulk update (a scroll, a window opening) would be paced at typing's rate.
+
+    A viewer that decodes (a browser) can set the delivery rate itself: it acks an update once
+    it has drawn it. In Chromium on the loopback that held the estimate at about one 1080p
+    update at a time (0.5 to 1.1 MB/s, wherever the startup left it, in runs of the same
+    code): the budget held less than an update and its frames were paced at the estimate, so
+    no sample could rise above it, and thin strips (Pacer.plan) made the viewer slower still.
+    So on a near path (NEAR_RTT_S) a probe now and then: one bulk update written unpaced while
+    nothing else is in flight. Its bytes over the time from its start to its ack (the link's
+    transfer, the viewer's decode: a lower bound of the link's rate) against the delivery
+    rate tell the two apart: on a slow link it is no faster and changes nothing; when it is
+    PROBE_FASTER times faster the rate is the viewer's (``viewer_limited``): the estimate is
+    at least the probe's, the budget's round trip at least the probe's time (so that one
+    update is on its way while the viewer decodes the one before, as BBR budgets for a
+    receiver that acks late), frames are not paced (the budget alone holds bulk updates
+    back), and Pacer.plan does not cut motion thin for it. That holds, without more probes
+    (behind another update a probe would time the viewer's decode of both), while the path
+    stays near.
+    """
 
     def __init__(self, limit: int = p.MAX_UPDATES_IN_FLIGHT) -> None:
         self.limit = limit
         self.window = p.UpdateWindow(limit)  # the wire's rule, as the relay enforces it
         self.seq = 0
         # seq -> [bytes written, first written at, and then: delivered, delivered_at;
-        #         holds when it started; and then: sent_at; last written at]
+        #         holds when it started; and then: sent_at; last written at; started at]
         self.in_flight: dict[int, list] = {}
         self.unacked = 0  # bytes written and not yet acknowledged
         self.delivered = 0  # bytes acknowledged since the start
         self.delivered_at: float | None = None
         self.sent_at = 0.0  # when the last byte acknowledged was written (BBR's first_sent)
         self.rates: deque[tuple[float, float]] = deque()  # (at, bytes/s)
+        self.probes: set[int] = set()  # updates written unpaced (NEAR_RTT_S)
+        self.probe_every = PROBE_EVERY_S
+        self.probe_at = 0.0  # ... the next from this time
+        self.probed: tuple[float, float] | None = None  # (bytes/s, seconds) of the last probe,
+        #                                                 if PROBE_FASTER than delivery
         self.rtts: deque[tuple[float, float]] = deque()  # (at, seconds)
         self.next_write_at = 0.0
         self.waiting = False  # something was held back: the next ack wakes the streamer
@@ -290,8 +327,19 @@ class FlowControl:
 
     @property
     def rate(self) -> float | None:
-        """The link's estimated rate in bytes a second (None before any acknowledgement)."""
-        return max(r for _, r in self.rates) if self.rates else None
+        """The link's estimated rate in bytes a second (None before any acknowledgement):
+        the largest delivery rate of the window, at least the probe's while the rate is the
+        viewer's."""
+        samples = [r for _, r in self.rates]
+        if self.probed is not None and self.viewer_limited:
+            samples.append(self.probed[0])
+        return max(samples) if samples else None
+
+    @property
+    def viewer_limited(self) -> bool:
+        """Whether a probe found the link PROBE_FASTER than the delivery rate, on a path still
+        near: the rate is the viewer's, no reason to cut motion thin."""
+        return self.probed is not None and self.rtt is not None and self.rtt <= NEAR_RTT_S
 
     @property
     def rtt(self) -> float | None:
@@ -299,10 +347,15 @@ class FlowControl:
 
     def budget(self) -> float:
         """Bytes that may be unacknowledged before a bulk update waits: one round trip plus
-        UNACKED_EXTRA_S at the estimated rate (unlimited while nothing is known)."""
+        UNACKED_EXTRA_S at the estimated rate (unlimited while nothing is known). While the
+        rate is the viewer's, the round trip is a probe's, an update's own (acks come once it
+        is drawn, as a receiver's that aggregates: BBR adds that time too): one update in
+        flight while the viewer decodes the one before, not one at a time."""
         rate, rtt = self.rate, self.rtt
         if rate is None or rtt is None:
             return float("inf")
+        if self.probed is not None and self.viewer_limited:
+            rtt = max(rtt, self.probed[1])
         gain = STARTUP_GAIN if self.mode == STARTUP else 1.0
         return max(MIN_BUDGET_BYTES, gain * rate * (rtt + UNACKED_EXTRA_S))
 
@@ -325,7 +378,7 @@ class FlowControl:
     def started(self, seq: int, now: float) -> None:
         """Update ``seq`` begins (its frames may wait to be written): it counts from now
         against the wire's allowance, and its delivery rate from its first write."""
-        self.in_flight[seq] = [0, None, 0, 0.0, self.holds, 0.0, 0.0]
+        self.in_flight[seq] = [0, None, 0, 0.0, self.holds, 0.0, 0.0, now]
         self.window.started(seq)
 
     def ahead_of_time(self, seq: int, now: float) -> None:
@@ -349,13 +402,22 @@ class FlowControl:
         if not self.may_start():
             return False
         del self.ahead[seq]
+        probe = not self.in_flight and self.rtt is not None and self.rtt <= NEAR_RTT_S and \
+            now >= self.probe_at and not self.viewer_limited and self.mode == CRUISE
         self.started(seq, now)
+        if probe:
+            self.probes.add(seq)
+            self.probe_at = now + self.probe_every
         return True
 
-    def write_delay(self, size: int, interactive: bool, now: float) -> float:
-        """Seconds until a frame of ``size`` bytes may be written (0: now). Interactive
-        frames never wait: they are small, and they are what the support person waits for."""
-        if interactive or self.rate is None:
+    def write_delay(self, size: int, interactive: bool, now: float,
+                    seq: int | None = None) -> float:
+        """Seconds until a frame of ``size`` bytes (of update ``seq``) may be written (0:
+        now). Interactive frames never wait: they are small, and they are what the support
+        person waits for; nor do a probe's, nor any while the rate is the viewer's (paced at
+        the probe's rate, an update took as long to write as the probe took to be drawn, and
+        updates went no faster than one at a time: the budget holds them back)."""
+        if interactive or self.rate is None or seq in self.probes or self.viewer_limited:
             return 0.0
         delay = max(0.0, self.next_write_at - now)
         self.holds += delay > 0
@@ -376,7 +438,7 @@ class FlowControl:
         entry[6] = now
         self.unacked += size
         rate = self.rate
-        if rate is not None:
+        if rate is not None and seq not in self.probes:
             self.next_write_at = max(now, self.next_write_at) + size / (rate * self.gain(now))
 
     def sent(self, seq: int, size: int, now: float) -> None:
@@ -399,8 +461,11 @@ class FlowControl:
         if entry is None:
             return False
         self.window.acked(seq)
-        size, written_at, delivered_then, delivered_at_then, holds_then, sent_then, last_at = \
-            entry
+        size, written_at, delivered_then, delivered_at_then, holds_then, sent_then, last_at, \
+            started_at = entry
+        if seq in self.probes:
+            self.probes.discard(seq)
+            self._probed(size, max(MIN_RTT_S, now - started_at), now)
         self.unacked -= size
         self.delivered += size
         self.delivered_at = now
@@ -439,6 +504,15 @@ class FlowControl:
             if self.flat_rounds >= STARTUP_FLAT_ROUNDS:
                 self.mode = DRAIN
 
+    def _probed(self, size: int, took: float, now: float) -> None:
+        """A probe of ``size`` bytes was acked ``took`` seconds after it started."""
+        rate = size / took
+        faster = rate >= PROBE_FASTER * max((r for _, r in self.rates), default=0.0)
+        self.probed = (rate, took) if faster else None
+        self.probe_every = PROBE_EVERY_S if faster else \
+            min(PROBE_EVERY_MAX_S, 2 * self.probe_every)
+        self.probe_at = now + self.probe_every
+
     @staticmethod
     def _sample(samples: deque, value: float, now: float, window: float) -> None:
         samples.append((now, value))
@@ -450,6 +524,7 @@ class FlowControl:
         learnt about the link stays: it is the same link.)"""
         self.in_flight.clear()
         self.ahead.clear()
+        self.probes.clear()
         self.window.restart()
         self.unacked = 0
         self.next_write_at = 0.0

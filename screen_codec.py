@@ -35,6 +35,7 @@ import ctypes.util
 import dataclasses
 import io
 import itertools
+import mmap
 import struct
 import sys
 import threading
@@ -132,8 +133,12 @@ def writeable(pixels: Pixels) -> bool:
 
 
 def new_image(width: int, height: int) -> memoryview:
-    """A black BGRX image of this size: a (height, width, 4) view of a new bytearray."""
-    return memoryview(bytearray(width * height * 4)).cast("B", (height, width, 4))
+    """A black BGRX image of this size: a (height, width, 4) view of memory of its own (an
+    anonymous mapping: dropped, for a grab the viewer's copy now keeps by reference, it goes
+    back to the system, where the heap would keep its 8 MB resident)."""
+    size = width * height * 4
+    memory = mmap.mmap(-1, size) if size else bytearray()
+    return memoryview(memory).cast("B", (height, width, 4))
 
 
 class _Compare:
@@ -151,6 +156,19 @@ class _Compare:
         if _MEMCMP is not None:
             return _MEMCMP(self._old_at + start, self._new_at + start, stop - start) == 0
         return self.old[start:stop] == self.new[start:stop]
+
+    def differing_rows(self, ys: range, row_bytes: int) -> list[int]:
+        """The rows of ``ys`` (rows of ``row_bytes`` bytes) that differ: memcmp mapped over
+        the rows' addresses, not called from a Python loop (270 sampled rows of a 1080p
+        screen cost 0.8-1.3 ms of the streamer's poll that way, mostly the loop)."""
+        if _MEMCMP is None or not ys:
+            return [y for y in ys if not self.equal(y * row_bytes, (y + 1) * row_bytes)]
+        first, step = ys.start * row_bytes, ys.step * row_bytes
+        stop = first + len(ys) * step
+        return list(itertools.compress(ys, map(
+            _MEMCMP, range(self._old_at + first, self._old_at + stop, step),
+            range(self._new_at + first, self._new_at + stop, step),
+            itertools.repeat(row_bytes))))
 
     def close(self) -> None:
         self._stack.close()
@@ -225,9 +243,7 @@ class ScreenDiff:
 
     def _sampled_bands(self, compare: _Compare, width: int, height: int, step: int
                        ) -> set[int]:
-        row_bytes = width * 4
-        ys = [y for y in range(self._phase, height, step)
-              if not compare.equal(y * row_bytes, (y + 1) * row_bytes)]
+        ys = compare.differing_rows(range(self._phase, height, step), width * 4)
         tile = self.tile
         bands = {y // tile for y in ys}
         # ... and a neighbour when a changed sampled row is near its edge: a change that crosses
@@ -1048,11 +1064,12 @@ class Pacer:
         return POLL_INTERVAL_S
 
     def plan(self, rects: list[Rect], now: float, rate: float | None = None,
-             full: bool = False) -> list[Encoding]:
+             full: bool = False, viewer_limited: bool = False) -> list[Encoding]:
         """How to send what this poll found (``rate``: the link's bytes a second, None if
-        unknown; ``full``: ``rects`` are a whole image, sent as one update): the updates, in
-        order (what is still or interactive first, then the region in motion); none when
-        nothing changed."""
+        unknown; ``full``: ``rects`` are a whole image, sent as one update;
+        ``viewer_limited``: the rate is the viewer's decoding, not the link's,
+        FlowControl.viewer_limited): the updates, in order (what is still or interactive
+        first, then the region in motion); none when nothing changed."""
         moving = self.motion.saw(rects, now)
         if self.echo_awaited_since is not None and now > self.echo_awaited_since and \
                 len(moving) < len(rects):  # found: the ladder stops (a video is no echo)
@@ -1077,13 +1094,17 @@ class Pacer:
             # 1080p motion in 9 strips drew 5.8 whole updates a second, in 3 strips 9.3, same
             # run), not capped at STRIP_ROWS, but none holding the link longer than
             # STRIP_LINK_S (an echo waits behind at most one); on a slow link strips as any
-            # bulk update's. Rows a multiple of 16.
+            # bulk update's. Rows a multiple of 16. A rate that is the viewer's says nothing
+            # of the link: strips cut by it were thinner, so the viewer slower (in Chromium
+            # 128-row strips, 9 a 1080p update, drew 3 whole updates a second where 2 strips
+            # drew 6 to 14), and so its rate lower again.
             # A region of at most STRIP_ROWS rows stays one strip: cut in two, a 100x100
             # video's strips are encoded inline anyway, only twice the frames.
             share = max(STRIP_ROWS, -(-max(h for _, _, _, h in moving) // self.threads))
             fast = rate is None or rate >= FAST_LINK_BYTES_S
-            rows = min(-(-share // 16) * 16, self._link_rows(moving, "420", rate) if fast
-                       else self._rows(moving, "420", rate))
+            rows = -(-share // 16) * 16 if viewer_limited else \
+                min(-(-share // 16) * 16, self._link_rows(moving, "420", rate) if fast
+                    else self._rows(moving, "420", rate))
             plans.append(Encoding(moving, min(quality, MOTION_JPEG_QUALITY), "420", rows,
                                   motion=True))
         return plans

@@ -10,7 +10,10 @@ the full compare, and encoding what changed (a full-screen video also as motion 
 fast link: one strip per encoder thread). Each time is the median CPU time of --repeat runs
 (after one warm-up), the two versions' runs in turn; the results are also checked to be the
 same (rectangles, PNG bytes; the JPEG of another encoder build may differ by its bytes, so
-only its size is shown).
+only its size is shown). Last, live on the Xvfb while the full-screen video plays: the
+streamer's own part of a motion update in the event loop (grab_view, the sampled compare,
+the commit into the viewer's copy) with each version's agent.py MssScreen (this tree's
+screen_codec for both), updates of the two in turn.
 """
 
 from __future__ import annotations
@@ -185,6 +188,66 @@ def steps_of(codec: ModuleType, name: str, old, new
     return out
 
 
+def load_agent(ref: str) -> ModuleType:
+    """agent.py as it is at ``ref``, imported under another name (its own imports are this
+    tree's modules: only its MssScreen is used)."""
+    source = subprocess.run(["git", "show", f"{ref}:agent.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="agent-baseline-")) / "agent_baseline.py"
+    path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("agent_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def motion_updates(screen: d.Desktop, agents: list[ModuleType], codec: ModuleType,
+                   updates: int) -> list[float]:
+    """Per version: the median thread CPU ms of the streamer's event-loop part of a whole
+    motion update (grab_view as its agent's _stream calls it, the sampled compare, the commit
+    as the streamer makes it), on the live full-screen video, the versions in turn."""
+    import inspect
+
+    old_display = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = screen.display
+    video = d.WORKLOADS["motion"](screen)
+    video.start()
+    try:
+        time.sleep(1.5)
+        peers = []
+        for agent in agents:
+            capture = agent.MssScreen()
+            keeps = "keep" in inspect.signature(capture.grab_view).parameters
+            peers.append((capture, capture.monitors()[0], codec.ScreenDiff(), keeps, []))
+        for n in range(updates * 3):
+            order = peers if n % 2 == 0 else peers[::-1]
+            for capture, area, diff, keeps, times in order:
+                start = time.thread_time()
+                pixels = capture.grab_view(area, keep=diff.shown) if keeps else \
+                    capture.grab_view(area)
+                whole = [(0, 0, area.width, area.height)]
+                rects = diff.changes(pixels, codec.SAMPLE_ROWS) if diff.matches(pixels) \
+                    else whole
+                if rects:
+                    diff.commit(pixels, rects, owned=codec.writeable(pixels))
+                if rects == whole and n:  # (the first is the session's first image)
+                    times.append(time.thread_time() - start)
+            time.sleep(1 / 60)
+            if min(len(peer[4]) for peer in peers) >= updates:
+                break
+        for capture, *_ in peers:
+            capture.close()
+        return [statistics.median(peer[4]) * 1000 if peer[4] else float("nan")
+                for peer in peers]
+    finally:
+        video.stop()
+        if old_display is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = old_display
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="main", help="git ref of the other version")
@@ -192,16 +255,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     d.require("Xvfb", "xterm", "xdotool", "ffmpeg", "ffplay")
     sys.path.insert(0, str(ROOT))
+    import agent
     import screen_codec
 
     baseline = load_baseline(args.baseline)
     screen = d.Desktop().start()
     try:
         frames = capture(screen)
+        load = os.getloadavg()[0]
+        before, after = measure([baseline, screen_codec], frames, args.repeat)
+        live = motion_updates(screen, [load_agent(args.baseline), agent], screen_codec,
+                              args.repeat * 10)
     finally:
         screen.close()
-    load = os.getloadavg()[0]
-    before, after = measure([baseline, screen_codec], frames, args.repeat)
     print(f"load average (1 min) at the start: {load:.2f}, at the end: "
           f"{os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; the two versions timed in turn\n")
     print(f"| step | {args.baseline} ms | this tree ms | same result |")
@@ -216,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{sum(r[5] for r in old_result if r[0] != FRAME_PNG)} -> " + \
                 f"{sum(r[5] for r in result if r[0] != FRAME_PNG)}"
         print(f"| {name} | {old_ms:.2f} | {ms:.2f} | {same} |")
+    print(f"| the streamer's grab, compare and commit of a whole motion update (live, each "
+          f"version's MssScreen) | {live[0]:.2f} | {live[1]:.2f} | |")
     return 0
 
 

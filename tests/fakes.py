@@ -28,6 +28,10 @@ class FakeScreen:
         # however slow the test is (a change made by the test between updates can come late
         # enough on a loaded machine for the agent to call the screen still)
         self.paint: Callable[[np.ndarray, int], None] | None = None
+        # grab_view writes into two images by turns, sparing the one the caller keeps
+        self.reused = False
+        self._buffers: list[np.ndarray | None] = [None, None]
+        self._views: list[np.ndarray | None] = [None, None]
 
     def monitors(self) -> tuple[p.Screen, ...]:
         left, top = min(s.x for s in self.layout), min(s.y for s in self.layout)
@@ -46,10 +50,19 @@ class FakeScreen:
         region = self.image[area.y:area.y + area.height, area.x:area.x + area.width]
         return region.copy()  # a new array each time, as Screen.grab promises
 
-    def grab_view(self, area: p.Screen) -> np.ndarray:
+    def grab_view(self, area: p.Screen, keep: np.ndarray | None = None) -> np.ndarray:
         view = self.grab(area)
-        view.flags.writeable = False  # as a real view: the streamer must copy what it keeps
-        return view
+        if not self.reused:
+            view.flags.writeable = False  # as a view: the streamer must copy what it keeps
+            return view
+        # as MssScreen on X11: two images reused, the grab in the one not kept
+        half = 1 if keep is not None and keep is self._views[0] else 0
+        buffer = self._buffers[half]
+        if buffer is None or buffer.shape != view.shape:
+            buffer = self._buffers[half] = np.empty_like(view)
+        buffer[...] = view
+        self._views[half] = buffer
+        return buffer
 
     def close(self) -> None:
         pass

@@ -29,7 +29,7 @@ import agent_ui
 import protocol as p
 import screen_codec as codec
 from tests.fakes import FakeInput, FakeInstance, FakePanel, FakeScreen, FakeTray
-from tests.helpers.desktop import find_window
+from tests.helpers.desktop import find_window, start_xvfb
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = "session-0123456789abcdef"
@@ -968,13 +968,16 @@ def test_untrusted_relay_certificate_is_refused_with_a_clear_message(pki, server
     assert "certificate is not trusted" in outcome.message and why in outcome.message
 
 
-def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly() -> None:
+@pytest.mark.parametrize("reused", [False, True])
+def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly(reused) -> None:
     """A screen that changes everywhere on every poll is sent as JPEG 4:2:0 after a few
     updates; when it stops, the area follows once more at full quality, so the viewer ends up
-    with the exact screen."""
+    with the exact screen; the same when grabs reuse two images (MssScreen on X11) and the
+    streamer keeps whole ones by reference."""
     async def scenario():
         async with ScriptedRelay() as relay:
             screen = FakeScreen()
+            screen.reused = reused
             task, peer = await accepted_agent(relay, screen=screen)
             canvas = np.zeros((200, 320, 3), np.uint8)
             noise = np.random.default_rng(3).integers(0, 256, (200, 320, 3), dtype=np.uint8)
@@ -1274,8 +1277,8 @@ def test_no_input_is_injected_without_an_active_session_and_control(messages) ->
 
 @pytest.mark.x11
 def test_mss_view_without_a_copy_matches_a_grab_and_follows_the_screen(xvfb) -> None:
-    """On X11 grab_view gives the same pixels as grab, read-only, and the next grab_view sees
-    what changed; re-reading the layout while a view is held does not fail."""
+    """On X11 grab_view gives the same pixels as grab, and the next grab_view sees what
+    changed; re-reading the layout while a view is held does not fail."""
     if shutil.which("xsetroot") is None:
         pytest.fail("this test paints the screen with xsetroot (Debian: x11-xserver-utils)")
     screen = agent.MssScreen()
@@ -1283,7 +1286,7 @@ def test_mss_view_without_a_copy_matches_a_grab_and_follows_the_screen(xvfb) -> 
         area = screen.monitors()[0]
         first = screen.grab(area)
         view = screen.grab_view(area)
-        assert view.readonly and view.shape == first.shape == (area.height, area.width, 4)
+        assert view.shape == first.shape == (area.height, area.width, 4)
         assert bytes(view) == bytes(first)
         before = bytes(view)
         subprocess.run(["xsetroot", "-solid", "#12ab34"], env=os.environ, check=True)
@@ -1293,6 +1296,69 @@ def test_mss_view_without_a_copy_matches_a_grab_and_follows_the_screen(xvfb) -> 
         assert bytes(after) == bytes(screen.grab(area))
     finally:
         screen.close()
+
+
+@pytest.mark.x11
+def test_mss_view_kept_by_the_caller_is_not_written_over_by_the_next_grabs(xvfb) -> None:
+    """A view given as ``keep`` still holds its pixels after later grabs of a changed screen
+    (they go to the other image), and may be written by its holder (the viewer's copy is
+    updated in place); a view not kept is the next grab's."""
+    if shutil.which("xsetroot") is None:
+        pytest.fail("this test paints the screen with xsetroot (Debian: x11-xserver-utils)")
+    screen = agent.MssScreen()
+    try:
+        area = screen.monitors()[0]
+        subprocess.run(["xsetroot", "-solid", "#102030"], env=os.environ, check=True)
+        kept = screen.grab_view(area)
+        assert not kept.readonly
+        first = bytes(kept)
+        subprocess.run(["xsetroot", "-solid", "#a0b0c0"], env=os.environ, check=True)
+        for _ in range(2):
+            later = screen.grab_view(area, keep=kept)
+            assert bytes(later) == bytes(screen.grab(area)) != first
+            assert bytes(kept) == first
+        kept.cast("B")[:4] = b"\x01\x02\x03\x00"  # the holder's own change stays
+        assert bytes(kept.cast("B")[:4]) == b"\x01\x02\x03\x00"
+        assert bytes(screen.grab_view(area, keep=later)) == bytes(screen.grab(area))
+        assert bytes(kept) == bytes(screen.grab(area))  # not kept: written by that grab
+    finally:
+        screen.close()
+
+
+@pytest.mark.x11
+def test_mss_layout_follows_a_resized_screen_and_grabs_at_the_new_size(monkeypatch) -> None:
+    """A screen resized after MssScreen started (xrandr) shows in its next monitors() (read
+    on its own connection, not the layout mss remembered), and a grab of it has the new
+    size."""
+    if shutil.which("xrandr") is None:
+        pytest.fail("this test resizes the screen with xrandr (Debian: x11-xserver-utils)")
+    display = start_xvfb(1280, 800)
+    monkeypatch.setenv("DISPLAY", display.name)
+    screen = agent.MssScreen()
+    try:
+        assert screen.monitors()[0] == p.Screen(0, 0, 1280, 800)
+        subprocess.run(["xrandr", "--fb", "1024x600"], env=os.environ, capture_output=True,
+                       check=False)  # (it complains about the output's mode, and resizes)
+        area = screen.monitors()[0]
+        assert area == p.Screen(0, 0, 1024, 600)
+        assert screen.grab_view(area).shape == (600, 1024, 4)
+    finally:
+        screen.close()
+        display.process.terminate()
+        display.process.wait(timeout=10)
+
+
+@pytest.mark.x11
+def test_x11_pointer_position_is_where_the_pointer_was_put(xvfb) -> None:
+    """X11Input.position (one query on pynput's connection) answers where a move put the
+    pointer, twice in a row."""
+    pointer = agent.X11Input()
+    try:
+        for x, y in ((17, 23), (301, 199)):
+            pointer.move(x, y)
+            assert pointer.position() == (x, y)
+    finally:
+        pointer.close()
 
 
 @pytest.mark.build

@@ -586,3 +586,98 @@ def test_quality_steps_down_only_when_an_update_encoded_ahead_waits_long_and_rec
         pacer.held_back(0.0)
         assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[1]
     assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[0]
+
+
+def probed(flow: core.FlowControl, seq: int, size: int, now: float, took: float) -> bool:
+    """Update ``seq`` of ``size`` bytes, encoded ahead, begins at ``now``, is written at once
+    (if it is a probe) and is acked ``took`` seconds later; whether it was a probe."""
+    flow.ahead_of_time(seq, now)
+    assert flow.may_write_ahead(seq, now)
+    probe = seq in flow.probes
+    for part in (size // 2, size - size // 2):
+        if probe:
+            assert flow.write_delay(part, False, now, seq) == 0.0
+        flow.wrote(seq, part, now)
+    flow.acked(seq, now + took)
+    return probe
+
+
+def test_on_a_near_path_a_probe_far_faster_than_delivery_makes_the_rate_the_viewers() -> None:
+    """A 10 ms path paced at 500 KB/s: the next update encoded ahead, alone, goes unpaced;
+    100 KB acked 50 ms after its start (2 MB/s, four times the delivery rate) says the rate
+    was the viewer's: the rate is the probe's, the budget's round trip its 50 ms, and bulk
+    frames are not paced."""
+    flow = learnt(rate=500_000, rtt=0.01)
+    assert not flow.viewer_limited
+    assert flow.budget() == pytest.approx(500_000 * (0.01 + core.UNACKED_EXTRA_S))
+    assert probed(flow, 2, 100_000, 10.0, 0.05)
+    assert flow.viewer_limited
+    assert flow.rate == pytest.approx(2_000_000)
+    assert flow.budget() == pytest.approx(2_000_000 * (0.05 + core.UNACKED_EXTRA_S))
+    flow.started(3, 10.05)
+    flow.wrote(3, 100_000, 10.05)
+    assert flow.write_delay(100_000, False, 10.05, 3) == 0.0  # the budget holds, not pacing
+
+
+def test_a_viewer_limited_rate_keeps_motion_in_one_strip_per_thread() -> None:
+    """Given the acks above, 1080p motion goes in two 544-row strips (one per encoder thread);
+    at the same rate, not known to be the viewer's, in strips of STRIP_LINK_S of it; and the
+    2 Mbit/s link's rate still gives strips thinner than STRIP_ROWS."""
+    flow = learnt(rate=500_000, rtt=0.01)
+    probed(flow, 2, 100_000, 10.0, 0.05)
+    screen = [(0, 0, 1920, 1080)]
+    for rate, viewer_limited, rows in ((flow.rate, flow.viewer_limited, 544),
+                                       (flow.rate, False, 144), (250_000, False, 16)):
+        pacer = codec.Pacer(now=0.0, threads=2)
+        plans = [pacer.plan(screen, n / 60, rate, viewer_limited=viewer_limited)
+                 for n in range(1, 5)]
+        [plan] = plans[-1]
+        assert (plan.motion, plan.rows) == (True, rows), (rate, viewer_limited)
+
+
+def test_a_probe_no_faster_than_delivery_changes_nothing_and_the_next_waits_longer() -> None:
+    """100 KB acked 210 ms after its start on a 500 KB/s path: the link took no more than
+    the pacing gave it (a near but slow link): the rate stays, bulk frames stay paced, and
+    the next probe comes twice PROBE_EVERY_S later, not PROBE_EVERY_S."""
+    flow = learnt(rate=500_000, rtt=0.01)
+    assert probed(flow, 2, 100_000, 10.0, 0.21)
+    assert not flow.viewer_limited and flow.rate == pytest.approx(500_000)
+    acked = 10.21
+    assert not probed(flow, 3, 1_000, acked + core.PROBE_EVERY_S, 0.01)
+    assert probed(flow, 4, 1_000, acked + 2 * core.PROBE_EVERY_S, 0.01)
+
+
+def test_no_probe_on_a_far_path_in_the_startup_or_behind_another_update() -> None:
+    """A 60 ms path (issue 14's 2 Mbit/s link) is never probed: its bulk frames are paced;
+    nor a near one in its startup, nor while another update is in flight (the probe would
+    time the viewer's decode of both)."""
+    far = learnt(rate=250_000, rtt=0.06)
+    far.ahead_of_time(2, 10.0)
+    assert far.may_write_ahead(2, 10.0) and 2 not in far.probes
+    far.wrote(2, 10_000, 10.0)
+    assert far.write_delay(10_000, False, 10.0, 2) > 0
+    starting = learnt(rate=500_000, rtt=0.01, mode=core.STARTUP)
+    assert not probed(starting, 2, 10_000, 10.0, 0.01)
+    near = learnt(rate=500_000, rtt=0.01)
+    near.started(2, 10.0)
+    near.wrote(2, 1_000, 10.0)
+    near.ahead_of_time(3, 10.0)
+    assert near.may_write_ahead(3, 10.0) and 3 not in near.probes
+
+
+def test_a_viewer_limited_path_is_not_probed_again_and_ends_when_no_longer_near() -> None:
+    """Once the rate is the viewer's no probe follows (behind the next update in flight it
+    would measure less and flip the verdict back); it holds while the path's round trip
+    stays within NEAR_RTT_S: once the smallest of the window is longer, the budget's round
+    trip is the path's again."""
+    flow = learnt(rate=500_000, rtt=0.01)
+    assert probed(flow, 2, 100_000, 10.0, 0.08)
+    assert flow.viewer_limited
+    again = 10.08 + 10 * core.PROBE_EVERY_S
+    assert not probed(flow, 3, 1_000, again, 0.01)
+    later = again + core.RTT_WINDOW_S + 1
+    flow.started(4, later)
+    flow.wrote(4, 100, later)
+    flow.acked(4, later + 0.08)  # the round trip is now 80 ms
+    assert not flow.viewer_limited
+    assert flow.budget() == pytest.approx(flow.rate * (0.08 + core.UNACKED_EXTRA_S))

@@ -902,3 +902,26 @@ def test_a_mapped_rectangle_counts_the_colours_of_its_own_pixels_only() -> None:
     assert sorted(mapped.getcolors(256)) == [(100, (30, 20, 10)), (300, (3, 2, 1))]
     assert codec._bgr_image(image, 25, 5, 20, 35) is None
     assert codec._bgr_image(image, 0, 5, 64, 35) is not None
+
+
+@pytest.mark.parametrize("memcmp", [True, False])
+def test_the_rows_a_sampled_compare_reads_are_found_differing_exactly(memcmp, monkeypatch
+                                                                      ) -> None:
+    """_Compare.differing_rows answers the rows of its range that differ, the first byte of
+    a row, its last and the image's last row included; none of an empty range; the same with
+    memcmp and without it."""
+    if not memcmp:
+        monkeypatch.setattr(codec, "_MEMCMP", None)
+    old = bgrx(37, 11)
+    new = old.copy()
+    new[4, 0, 0] = new[9, 10, 3] = new[36, 5, 1] = new[12, 3, 2] = 1
+    compare = codec._Compare(memoryview(old).cast("B"), memoryview(new).cast("B"))
+    try:
+        row_bytes = 11 * 4
+        assert compare.differing_rows(range(0, 37), row_bytes) == [4, 9, 12, 36]
+        assert compare.differing_rows(range(0, 37, 4), row_bytes) == [4, 12, 36]
+        assert compare.differing_rows(range(1, 37, 4), row_bytes) == [9]
+        assert compare.differing_rows(range(2, 37, 4), row_bytes) == []
+        assert compare.differing_rows(range(40, 37, 4), row_bytes) == []
+    finally:
+        compare.close()
