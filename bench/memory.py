@@ -1,7 +1,7 @@
 """The agent's memory against x11vnc's: peak RSS while typing and in full motion, and a soak.
 
     python -m bench.memory [--seconds 6] [--soak-minutes 10] [--soak-workload typing]
-                           [--before DIR] [--panel tk|log]
+                           [--before DIR] [--panel tk|log] [--tls]
 
 Each peer runs fresh per workload with its scripted viewer on the loopback (ours through the
 relay), so the peak (VmHWM) is that of start-up plus this workload. The soak keeps one
@@ -11,7 +11,8 @@ samples (start-up and the first full images are not growth). `--before DIR` also
 agent of another checkout (e.g. main's: `git worktree add /tmp/before main`) as "ours before",
 right after ours on the same workload, so that both see the same load. `--panel log` runs
 the agents without a window (the lower bound of any panel: what the exe's Win32 panel costs
-cannot be measured here).
+cannot be measured here). `--tls` serves wss:// (as shipped; the bench's default link is
+ws://, for which the agent makes no TLS context at all).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,7 @@ BEFORE = "ours before"
 SOAK_SAMPLE_S = 1.0
 SOAK_SETTLE_FRACTION = 0.1
 PEAK_WORKLOADS = ("typing", "motion")
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's, where Python names none
 
 
 @dataclass
@@ -191,10 +195,27 @@ def report_lines(results: list[MemoryResult], soak_workload: str = "typing") -> 
     return lines
 
 
+def trust_test_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl), and the system's CA bundle with it
+    added made this process's and its children's (the agents') default store
+    (SSL_CERT_FILE): a wss:// agent then loads as many CAs as on a customer's machine."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   capture_output=True, timeout=60, check=True)
+    system = Path(ssl.get_default_verify_paths().cafile or SYSTEM_CA_FILE)
+    bundle = folder / "ca-bundle.pem"
+    bundle.write_text((system.read_text() if system.exists() else "") + cert.read_text())
+    os.environ["SSL_CERT_FILE"] = str(bundle)
+    return cert, key
+
+
 async def _standalone(args: argparse.Namespace) -> list[MemoryResult]:
     screen = d.Desktop().start()
     data = Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    relay = RelayProcess(data).start()
+    tls = trust_test_certificate(data) if args.tls else None
+    relay = RelayProcess(data / "relay", tls).start()
     try:
         return await run(screen, relay, args.seconds, args.soak_minutes, args.soak_workload,
                          args.clip_seconds, args.before, args.panel)
@@ -213,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, default=None, metavar="DIR",
                         help="also run the agent of this checkout (e.g. `git worktree add "
                              "DIR main`) as 'ours before', right after ours, in the same run")
+    parser.add_argument("--tls", action="store_true",
+                        help="the relay serves wss:// (a self-signed certificate added to the "
+                             "system's CAs): the agents' link as shipped, not ws://")
     parser.add_argument("--panel", choices=("tk", "log"), default=PANEL,
                         help="the agents' SPOTLIGHT_PANEL (log: no window, the lower bound)")
     args = parser.parse_args(argv)

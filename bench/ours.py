@@ -37,15 +37,16 @@ _LISTENING = re.compile(r"listening on https?://[^\s:]+:(\d+)", re.IGNORECASE)
 class RelayProcess:
     """`python -m relay serve` on 127.0.0.1 port 0, with one support person for the bench."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, tls: tuple[Path, Path] | None = None) -> None:
         self.data = data
+        self.tls = tls  # (certificate, key): serve wss:// as a real deployment does
         self.process: subprocess.Popen | None = None
         self.port = 0
         self.output: list[str] = []
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
     def cli(self, *args: str, password: str | None = None) -> None:
         env = {**os.environ, **({"RELAY_PASSWORD": password} if password else {})}
@@ -63,7 +64,8 @@ class RelayProcess:
                      password=PASSWORD)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "relay", "serve", "--host", "127.0.0.1", "--port", "0",
-             "--data", str(self.data)],
+             "--data", str(self.data),
+             *(("--cert", str(self.tls[0]), "--key", str(self.tls[1])) if self.tls else ())],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, start_new_session=True,
         )
