@@ -36,17 +36,23 @@ from protocol import FRAME_PNG
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_baseline(ref: str) -> ModuleType:
-    """screen_codec.py as it is at ``ref``, imported under another name."""
-    source = subprocess.run(["git", "show", f"{ref}:screen_codec.py"], cwd=ROOT, check=True,
+def load_module_at(ref: str, name: str) -> ModuleType:
+    """The project's module ``name`` (e.g. "screen_codec") as it is at ``ref``, imported as
+    ``name``_baseline (its own imports are this tree's modules)."""
+    source = subprocess.run(["git", "show", f"{ref}:{name}.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="codec-baseline-")) / "screen_codec_baseline.py"
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-baseline-")) / f"{name}_baseline.py"
     path.write_text(source, encoding="utf-8")
-    spec = importlib.util.spec_from_file_location("screen_codec_baseline", path)
+    spec = importlib.util.spec_from_file_location(f"{name}_baseline", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def load_baseline(ref: str) -> ModuleType:
+    """screen_codec.py as it is at ``ref``, imported under another name."""
+    return load_module_at(ref, "screen_codec")
 
 
 def median_ms(works: list[Callable[[], object]], repeat: int) -> list[float]:
@@ -191,15 +197,7 @@ def steps_of(codec: ModuleType, name: str, old, new
 def load_agent(ref: str) -> ModuleType:
     """agent.py as it is at ``ref``, imported under another name (its own imports are this
     tree's modules: only its MssScreen is used)."""
-    source = subprocess.run(["git", "show", f"{ref}:agent.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="agent-baseline-")) / "agent_baseline.py"
-    path.write_text(source, encoding="utf-8")
-    spec = importlib.util.spec_from_file_location("agent_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module_at(ref, "agent")
 
 
 def motion_updates(screen: d.Desktop, agents: list[ModuleType], codec: ModuleType,
