@@ -1010,6 +1010,57 @@ def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly(reused) -> N
     run(scenario())
 
 
+def test_input_echo_found_while_a_large_update_is_encoded_goes_out_before_it(monkeypatch
+                                                                          ) -> None:
+    """A large change is being encoded in the threads when a key's echo appears elsewhere:
+    the echo's update is sent first, the large one after it, and the viewer ends up with the
+    exact screen (on a slow link the echo waited for a video update's encoding)."""
+    encoding_large, release = threading.Event(), threading.Event()
+    encode_update = codec.encode_update
+
+    def held_encode(pixels, rects, *args, **kwargs):
+        if sum(w * h for _, _, w, h in rects) > agent.INLINE_ENCODE_MAX_PX:
+            encoding_large.set()
+            release.wait(20)  # the test lets it finish once the echo went out
+        return encode_update(pixels, rects, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "encode_update", held_encode)
+
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen, user_input = FakeScreen(), FakeInput()
+            task, peer = await accepted_agent(relay, screen=screen, user_input=user_input)
+            canvas = np.zeros((200, 320, 3), np.uint8)
+            first = await peer.update()
+            paint(first, canvas)
+            await peer.send(p.Ack(SESSION, first[0].seq))
+            # a window opening: 38,400 px (encoded in the threads) of a few colours (lossless)
+            screen.image[:120, :, :3] = np.indices((120, 320)).sum(axis=0)[..., None] % 4 * 60
+            assert await asyncio.to_thread(encoding_large.wait, 20)
+            await peer.send(p.Control(SESSION, True))
+            await peer.send(p.Key(SESSION, "KeyA", "a", True))
+            while ("key", "KeyA", True) not in user_input.events:
+                await asyncio.sleep(0.005)
+            screen.image[170:180, 20:28, :3] = 255  # the typed glyph, below the large change
+            echo = await peer.update()
+            assert [(f.y, f.height) for f in echo] == [(170, 10)]
+            release.set()
+            paint(echo, canvas)
+            await peer.send(p.Ack(SESSION, echo[0].seq))
+            while not np.array_equal(canvas, rgb(screen)):  # the large change, refinements
+                message = await peer.recv()  # (updates may interleave: frame by frame)
+                if isinstance(message, p.Frame):
+                    paint([message], canvas)
+                    if message.last:  # acked as the viewer does, each update when complete
+                        await peer.send(p.Ack(SESSION, message.seq))
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+    try:
+        run(scenario())
+    finally:
+        release.set()
+
+
 # --- pure helpers ----------------------------------------------------------------------
 
 
