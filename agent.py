@@ -1063,12 +1063,11 @@ class Agent:
                         frames = await asyncio.to_thread(codec.encode_update, *args, pool.map,
                                                          **options)
                     pacer.encoded(plan, frames, polled_at)
-                    encoded = [((f.x, f.y, f.width, f.height), p.encode_frame(f))
-                               for f in frames]
                     # a bulk update's waiting frames that input's echo overlaps are
                     # encoded again instead of holding the echo back (Outbox.add)
                     if not full:  # (a whole image's frames are in the outbox already)
-                        outbox.add(seq, encoded, plan.interactive, None if plan.interactive
+                        outbox.add(seq, _wire_frames(frames), plan.interactive,
+                                   None if plan.interactive
                                    else codec.redoer(diff, *args[2:6], **options))
                     if plan.interactive and not writing.locked():
                         # written now, not when the sender task next runs (while it writes,
@@ -1095,8 +1094,7 @@ class Agent:
 
         frames = await asyncio.to_thread(codec.encode_update, *args, pool.map, **options)
         pacer.encoded(plan, frames, polled_at)
-        outbox.add(args[3], [((f.x, f.y, f.width, f.height), p.encode_frame(f))
-                             for f in frames], False,
+        outbox.add(args[3], _wire_frames(frames), False,
                    codec.redoer(diff, *args[2:6], **options))
         sendable.set()
 
@@ -1144,8 +1142,7 @@ class Agent:
         try:
             while (frame := await ready.get()) is not None:
                 done.append(frame)
-                outbox.add(seq, [((frame.x, frame.y, frame.width, frame.height),
-                                  p.encode_frame(frame))], False)
+                outbox.add(seq, _wire_frames([frame]), False)
                 sendable.set()
             await encoding  # its error, if any
         finally:
@@ -1196,6 +1193,11 @@ class Agent:
                 await ws.send(data)
                 flow.wrote(seq, len(data), self.clock())
         return 0.0
+
+
+def _wire_frames(frames: list) -> list[tuple[tuple[int, int, int, int], bytes]]:
+    """Encoded frames as the outbox holds them: each one's rectangle and its wire bytes."""
+    return [((f.x, f.y, f.width, f.height), p.encode_frame(f)) for f in frames]
 
 
 def _overlap(a: tuple, b: tuple) -> bool:

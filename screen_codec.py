@@ -1106,10 +1106,11 @@ class Pacer:
             # A region of at most STRIP_ROWS rows stays one strip: cut in two, a 100x100
             # video's strips are encoded inline anyway, only twice the frames.
             share = max(STRIP_ROWS, -(-max(h for _, _, _, h in moving) // self.threads))
-            fast = rate is None or rate >= FAST_LINK_BYTES_S
-            rows = -(-share // 16) * 16 if viewer_limited else \
-                min(-(-share // 16) * 16, self._link_rows(moving, "420", rate) if fast
-                    else self._rows(moving, "420", rate))
+            rows = -(-share // 16) * 16
+            if not viewer_limited:
+                fast = rate is None or rate >= FAST_LINK_BYTES_S
+                rows = min(rows, self._link_rows(moving, "420", rate) if fast
+                           else self._rows(moving, "420", rate))
             plans.append(Encoding(moving, min(quality, MOTION_JPEG_QUALITY), "420", rows,
                                   motion=True))
         return plans
