@@ -1055,7 +1055,8 @@ class Agent:
                     else:
                         flow.ahead_of_time(seq, self.clock())
                     args = (diff.shown, plan.rects, session.monitor, seq, plan.quality, full)
-                    options = {"subsampling": plan.subsampling, "rows": plan.rows}
+                    options = {"subsampling": plan.subsampling, "rows": plan.rows,
+                               "scale": plan.scale}  # 2: half resolution (MOTION_RUNGS)
                     if full:  # on the link strip by strip while the rest is encoded
                         frames = await self._pass_on(
                             codec.encode_frames(*args, pool.map, reuse=reuse, **options), seq,

@@ -63,7 +63,9 @@ message and forwards it unchanged):
                                                         also A -> R -> V: theirs changed)
     logout           V -> R           (nothing)
     error            R -> A, R -> V   code, message     (a refusal; the relay may then close)
-    <binary>         A -> R -> V      FRAME_HEADER + image: one rectangle of update `seq`
+    <binary>         A -> R -> V      FRAME_HEADER + image: one rectangle of update `seq`;
+                                      the image is the rectangle's size, or half of it
+                                      (image_scale): the viewer scales it up to fill it
     file_offer       S -> R -> D      session, transfer, name, size, sha256  (before any byte;
                                       the relay refuses a file over its cap with file_cancel)
     file_answer      D -> R -> S      session, transfer, accept  (the receiver's yes or no)
@@ -1390,6 +1392,57 @@ def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
         _fail("a frame must be bytes")
     kind, flags, monitor, _, seq, x, y, width, height, _ = decode_frame_header(data)
     return Frame(kind, flags, monitor, seq, x, y, width, height, bytes(data[FRAME_HEADER.size:]))
+
+
+# JPEG start-of-frame markers: each gives the image's size (not DHT 0xC4, JPG 0xC8, DAC 0xCC)
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
+                       0xCE, 0xCF})
+
+
+def image_size(kind: int, image: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """(width, height) that a frame's image declares in its own header (PNG's IHDR, JPEG's
+    start-of-frame), read without decoding it; None if no size is found before its data.
+    (viewer/display.js reads it the same way.)"""
+    data = bytes(image[:65536]) if kind == FRAME_JPEG else bytes(image[:24])
+    if kind == FRAME_PNG:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
+        return struct.unpack_from(">II", data, 16)
+    at = 2  # after SOI
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # a fill byte
+            at += 1
+            continue
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack_from(">HH", data, at + 5)
+            return width, height
+        if marker in (0xDA, 0xD9):  # the image data, or its end: no size before it
+            return None
+        at += 2 + struct.unpack_from(">H", data, at + 2)[0]
+    return None
+
+
+@_from_peer
+def image_scale(frame: Frame) -> int:
+    """How many screen pixels each pixel of the frame's image covers, across and down: 1 when
+    the image is the size of its rectangle, 2 when it is half of it (each 2x2 block of the
+    screen one pixel, an odd last row or column its own: ceil(width / 2) x ceil(height / 2)),
+    which a viewer scales up to fill the rectangle. An agent sends a region in motion so on a
+    link or viewer that cannot keep up, and the same rectangle whole once it is still. Any
+    other size is the peer's error: a viewer decodes no image without this check (a small
+    PNG can declare a gigapixel)."""
+    size = image_size(frame.kind, frame.image)
+    if size is None:
+        _fail("the frame's image declares no size")
+    for scale in (1, 2):
+        if size == (-(-frame.width // scale), -(-frame.height // scale)):
+            return scale
+    _fail(f"the frame's image is {size[0]}x{size[1]}: its rectangle is "
+          f"{frame.width}x{frame.height}, so it must be that size or half of it")
+    raise AssertionError  # (unreachable: _fail raised)
 
 
 def frame_fits(screens: tuple[Screen, ...], monitor: int, x: int, y: int, width: int,

@@ -581,24 +581,49 @@ def _jpeg(pixels: Pixels, x: int, y: int, w: int, h: int, quality: int,
 _DIRECT_JPEG = _direct_jpeg_works()
 
 
+def _half_jpeg(pixels: Pixels, rect: Rect, quality: int, subsampling: str) -> bytes:
+    """JPEG of the rectangle at half resolution: each 2x2 block one pixel, their mean
+    (Pillow's reduce; a last odd row or column its own pixels'), so the image is
+    ceil(w / 2) x ceil(h / 2), which the viewer scales up to fill the rectangle
+    (protocol.image_scale). A quarter of the pixels to encode, send and decode: a 1080p
+    strip's reduce took 2 ms, and its JPEG at q75 4:2:0 half the time of q35 at full size."""
+    x, y, w, h = rect
+    bgr = _bgr_image(pixels, x, y, w, h) if _DIRECT_JPEG else None
+    if bgr is not None:  # reduced in BGR order, encoded as BGR rows (see _bgr_image)
+        return _jpeg_of_bgr(bgr.reduce(2), quality, subsampling, False)
+    buffer = io.BytesIO()
+    _rgb_image(pixels, x, y, w, h).reduce(2).save(buffer, "JPEG", quality=quality,
+                                                  subsampling=SUBSAMPLINGS[subsampling])
+    return buffer.getvalue()
+
+
 def encode_rect(pixels: Pixels, rect: Rect, quality: int,
-                subsampling: str = "444", optimize: bool = False) -> tuple[int, bytes]:
+                subsampling: str = "444", optimize: bool = False, scale: int = 1
+                ) -> tuple[int, bytes]:
     """(frame kind, image bytes) of one rectangle of a C-contiguous BGRX image.
     ``optimize`` (a whole image's part): a JPEG's Huffman tables made for it, and a
     rectangle of any size with many colours in whichever format is smaller (PNG of a
-    video's smooth gradients within 256 colours came out 3x the JPEG)."""
+    video's smooth gradients within 256 colours came out 3x the JPEG). ``scale`` 2: a JPEG
+    at half resolution (each 2x2 block one pixel, _half_jpeg); a palette PNG stays whole
+    (exact, and already small)."""
     if subsampling not in SUBSAMPLINGS:
         raise ValueError(f"unknown chroma subsampling {subsampling!r}")
+    if scale not in (1, 2):
+        raise ValueError(f"an image is sent whole or at half resolution, not 1/{scale}")
     x, y, w, h = rect
     # more than 256 colours in its first rows (motion, photos): JPEG, straight from BGRX
     # (counting the whole rectangle here would count a palette PNG's pixels twice)
     rows = min(h, MANY_COLOURS_ROWS)
     head = _bgr_image(pixels, x, y, w, rows) if w * rows > PALETTE_MAX_COLOURS else None
     if head is not None and head.getcolors(PALETTE_MAX_COLOURS) is None:
+        if scale == 2:
+            return p.FRAME_JPEG, _half_jpeg(pixels, rect, quality, subsampling)
         return p.FRAME_JPEG, _jpeg(pixels, x, y, w, h, quality, subsampling, None, optimize)
     rgb = _rgb_image(pixels, x, y, w, h)
     colours = rgb.getcolors(PALETTE_MAX_COLOURS)
     if colours is None:
+        if scale == 2:
+            return p.FRAME_JPEG, _half_jpeg(pixels, rect, quality, subsampling)
         return p.FRAME_JPEG, _jpeg(pixels, x, y, w, h, quality, subsampling, rgb, optimize)
     png = _png(pixels, x, y, w, h, colours, rgb)
     if (optimize or BOTH_ENCODERS_MIN_PX <= w * h <= SMALL_RECT_PX) and \
@@ -650,10 +675,11 @@ def palette_runs(pixels: Pixels, rect: Rect, column: int = TILE_PX) -> list[Rect
 
 
 def encode_within(pixels: Pixels, rect: Rect, quality: int, subsampling: str,
-                  max_bytes: int, optimize: bool = False) -> list[tuple[Rect, int, bytes]]:
+                  max_bytes: int, optimize: bool = False, scale: int = 1
+                  ) -> list[tuple[Rect, int, bytes]]:
     """(rectangle, frame kind, image bytes) covering ``rect``, each image at most
     ``max_bytes``: a rectangle whose image came out larger is halved and encoded again."""
-    kind, image = encode_rect(pixels, rect, quality, subsampling, optimize)
+    kind, image = encode_rect(pixels, rect, quality, subsampling, optimize, scale)
     if len(image) <= max_bytes:
         return [(rect, kind, image)]
     x, y, w, h = rect
@@ -664,28 +690,30 @@ def encode_within(pixels: Pixels, rect: Rect, quality: int, subsampling: str,
         halves = [(x, y, w // 2, 1), (x + w // 2, y, w - w // 2, 1)]
     else:
         raise ValueError(f"one pixel does not fit in {max_bytes} bytes")
-    return [part for half in halves
-            for part in encode_within(pixels, half, quality, subsampling, max_bytes, optimize)]
+    return [part for half in halves for part in
+            encode_within(pixels, half, quality, subsampling, max_bytes, optimize, scale)]
 
 
 def encode_update(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
                   quality: int, full: bool, mapper: Callable = map,
                   subsampling: str = "444", rows: int = STRIP_ROWS,
-                  max_frame_bytes: int = p.MAX_FRAME_BYTES) -> list[p.Frame]:
+                  max_frame_bytes: int = p.MAX_FRAME_BYTES, scale: int = 1) -> list[p.Frame]:
     """The frames of one update, FLAG_LAST on the last, none larger than ``max_frame_bytes``
     (header included); ``mapper`` (e.g. a thread pool's map) may encode the strips (of at most
     ``rows`` rows, fewer for wide ones) in parallel: Pillow releases the GIL while it works.
     A ``full`` image, rare and the largest, gets more care for its bytes: each strip cut into
-    palette_runs (PNG beside JPEG), JPEG Huffman tables made for each image."""
+    palette_runs (PNG beside JPEG), JPEG Huffman tables made for each image. ``scale`` 2: its
+    JPEG images at half resolution (encode_rect; never for a ``full`` image)."""
     return list(encode_frames(pixels, rects, monitor, seq, quality, full, mapper, subsampling,
-                              rows, max_frame_bytes))
+                              rows, max_frame_bytes, scale=scale))
 
 
 def encode_frames(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
                   quality: int, full: bool, mapper: Callable = map,
                   subsampling: str = "444", rows: int = STRIP_ROWS,
                   max_frame_bytes: int = p.MAX_FRAME_BYTES,
-                  reuse: Callable[[Rect], list | None] | None = None) -> Iterator[p.Frame]:
+                  reuse: Callable[[Rect], list | None] | None = None, scale: int = 1
+                  ) -> Iterator[p.Frame]:
     """encode_update's frames, each as soon as it and those before it are encoded (a thread
     pool's map encodes ahead), the one before last held until the last is known: a whole
     image's first strips can be on the link while the rest are encoded (70-90 ms of 1080p
@@ -693,13 +721,15 @@ def encode_frames(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
     pieces encoded already (EncodedAhead.pieces().get), or None to encode it: those come
     first, while the others are encoded (the viewer draws an update's strips together, so
     their order is free; a strip's waited 25-45 ms for the pool's threads under load)."""
+    if full and scale != 1:  # the first image, and a refresh, are the screen as it is
+        raise ValueError("a whole image is never sent at reduced resolution")
     budget = max_frame_bytes - p.FRAME_HEADER.size
     parts = strips(rects, rows, max(1, int(budget / EXPECTED_BYTES_PER_PX)))
 
     def encode(strip: Rect) -> list[tuple[Rect, int, bytes]]:
         runs = palette_runs(pixels, strip) if full else [strip]
         return [piece for run in runs for piece in
-                encode_within(pixels, run, quality, subsampling, budget, full)]
+                encode_within(pixels, run, quality, subsampling, budget, full, scale)]
 
     def frame(piece: tuple[Rect, int, bytes], last: bool) -> p.Frame:
         (x, y, w, h), kind, image = piece
@@ -723,12 +753,12 @@ def encode_frames(pixels: Pixels, rects: Iterable[Rect], monitor: int, seq: int,
 
 
 def redoer(diff: ScreenDiff, monitor: int, seq: int, quality: int, full: bool,
-           subsampling: str = "444", rows: int = STRIP_ROWS) -> Callable:
+           subsampling: str = "444", rows: int = STRIP_ROWS, scale: int = 1) -> Callable:
     """Outbox's ``redo`` for a bulk update encoded with these settings: a rectangle's frames
     from the viewer's copy (``diff.shown``) as it is when called."""
     def redo(rect: Rect, last: bool) -> list[tuple[Rect, bytes]]:
         frames = encode_update(diff.shown, [rect], monitor, seq, quality, full,
-                               subsampling=subsampling, rows=rows)
+                               subsampling=subsampling, rows=rows, scale=scale)
         if not last:
             frames = [dataclasses.replace(f, flags=f.flags & ~p.FLAG_LAST) for f in frames]
         return [((f.x, f.y, f.width, f.height), p.encode_frame(f)) for f in frames]
@@ -853,6 +883,18 @@ ECHOLESS_KEYS = frozenset({"ShiftLeft", "ShiftRight", "ControlLeft", "ControlRig
                            "AltLeft", "AltRight", "MetaLeft", "MetaRight"})
 
 JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back:
+# ... and for a region in motion of at least HALF_SCALE_MIN_PX, at each of those steps:
+# (JPEG quality, 1 whole or 2 half resolution). Below q55 at 4:2:0 motion looked blocky,
+# and the link or viewer still could not keep up; at half resolution a quarter of the pixels
+# go: at q75 a 1080p update was 186 KB against 314 KB whole at q35, and its encode 7 ms
+# against 10 (synthetic detailed frame); in Chromium, which decodes a whole 1080p JPEG in
+# 22-26 ms here, a quarter of the decoding work. So the lower rungs trade resolution, not
+# ever-lower quality, for frame rate; a viewer that keeps up stays on the upper rungs,
+# whole, and what went at half resolution is refined whole once still (Motion.refinement).
+MOTION_RUNGS = ((75, 1), (75, 1), (65, 1), (55, 1), (75, 2), (55, 2))
+# A region in motion smaller than this stays whole at every rung (as below the ladder's
+# lower rungs): a 256x256 JPEG costs the browser about a millisecond, nothing to gain.
+HALF_SCALE_MIN_PX = 256 * 256
 HELD_BACK_AFTER_S = 1 / 30  # ... while an update encoded ahead waits this long from its grab
 #                             to its start (the link takes fewer than 30 a second; waiting
 #                             at all is normal: one is encoded while another is in flight)
@@ -860,7 +902,9 @@ QUALITY_UP_AFTER_UPDATES = 30  # unhindered updates before trying a better quali
 # On a slow link a bulk update goes in strips of about this much link time each, so that an
 # interactive update waits behind at most one strip (at least 16 rows: JPEG's MCU).
 STRIP_LINK_S = 0.03
-BYTES_PER_PX = {"444": 0.5, "420": 0.2}  # first guesses, then learnt from what was sent
+# first guesses, then learnt from what was sent, per pixel of the screen covered ("420/2":
+# 4:2:0 at half resolution, about a third of whole 4:2:0's)
+BYTES_PER_PX = {"444": 0.5, "420": 0.2, "420/2": 0.07}
 # A whole image while the link is slower than this, or not known yet (a session's first),
 # goes first at JPEG 4:2:0 at the lowest quality (palette PNG stays exact), and its JPEG
 # rectangles again at full quality once they are still: the support person sees the screen
@@ -974,14 +1018,21 @@ class Encoding:
     interactive: bool = False
     motion: bool = False
     refine: bool = False  # its JPEG rectangles are to be sent again at full quality
+    scale: int = 1  # 2: its JPEG images at half resolution (only a large region in motion)
+
+    @property
+    def cost(self) -> str:
+        """Its key in Pacer.bytes_per_px."""
+        return self.subsampling if self.scale == 1 else f"{self.subsampling}/{self.scale}"
 
 
 class Pacer:
     """When to poll the screen and how to encode what changed (the streamer asks; time is
     passed in). Fast right after input and during motion, slow once the screen is still;
     JPEG quality lowered before frame rate while flow control holds updates back, and
-    recovered slowly; a region in motion sent cheaply at 4:2:0 in its own update, then
-    refined at full quality; what changed elsewhere right after input is an interactive
+    recovered slowly; a region in motion sent cheaply at 4:2:0 in its own update (a large
+    one at half resolution on the ladder's lower rungs, MOTION_RUNGS), then refined at full
+    quality; what changed elsewhere right after input is an interactive
     update of its own; on a slow link bulk updates go in strips of STRIP_LINK_S each."""
 
     def __init__(self, now: float, threads: int = 2) -> None:
@@ -1027,9 +1078,9 @@ class Pacer:
         quick whole image's JPEG rectangles are refined once still."""
         pixels = sum(w * h for _, _, w, h in plan.rects)
         if pixels:
-            old = self.bytes_per_px[plan.subsampling]
+            old = self.bytes_per_px[plan.cost]
             size = sum(len(frame.image) for frame in frames)
-            self.bytes_per_px[plan.subsampling] = 0.7 * old + 0.3 * size / pixels
+            self.bytes_per_px[plan.cost] = 0.7 * old + 0.3 * size / pixels
         lossy = [(f.x, f.y, f.width, f.height) for f in frames if f.kind == p.FRAME_JPEG]
         if plan.refine and lossy:
             self.motion.sent_lossy(lossy, now)
@@ -1107,27 +1158,31 @@ class Pacer:
             # video's strips are encoded inline anyway, only twice the frames.
             share = max(STRIP_ROWS, -(-max(h for _, _, _, h in moving) // self.threads))
             rows = -(-share // 16) * 16
+            motion_quality, scale = MOTION_RUNGS[self.quality_step]
+            if sum(w * h for _, _, w, h in moving) < HALF_SCALE_MIN_PX:
+                motion_quality, scale = min(quality, MOTION_JPEG_QUALITY), 1
+            cost = "420" if scale == 1 else f"420/{scale}"
             if not viewer_limited:
                 fast = rate is None or rate >= FAST_LINK_BYTES_S
-                rows = min(rows, self._link_rows(moving, "420", rate) if fast
-                           else self._rows(moving, "420", rate))
-            plans.append(Encoding(moving, min(quality, MOTION_JPEG_QUALITY), "420", rows,
-                                  motion=True))
+                rows = min(rows, self._link_rows(moving, cost, rate) if fast
+                           else self._rows(moving, cost, rate))
+            plans.append(Encoding(moving, motion_quality, "420", rows, motion=True,
+                                  scale=scale))
         return plans
 
-    def _rows(self, rects: list[Rect], subsampling: str, rate: float | None) -> int:
+    def _rows(self, rects: list[Rect], cost: str, rate: float | None) -> int:
         """Strip height: STRIP_ROWS, or fewer where one strip would hold the link longer
         than STRIP_LINK_S."""
-        return min(STRIP_ROWS, self._link_rows(rects, subsampling, rate))
+        return min(STRIP_ROWS, self._link_rows(rects, cost, rate))
 
-    def _link_rows(self, rects: list[Rect], subsampling: str, rate: float | None) -> int:
+    def _link_rows(self, rects: list[Rect], cost: str, rate: float | None) -> int:
         """The most rows (a multiple of 16, at least 16) of a strip that the link carries in
         STRIP_LINK_S at ``rate``: an echo waits behind at most one such strip. Unbounded
         (a very large number) while the rate is not known."""
         if rate is None:
             return 1 << 30
         width = max(w for _, _, w, _ in rects)
-        rows = int(rate * STRIP_LINK_S / (width * self.bytes_per_px[subsampling]))
+        rows = int(rate * STRIP_LINK_S / (width * self.bytes_per_px[cost]))
         return max(16, rows // 16 * 16)
 
     def _adapt_quality(self) -> None:

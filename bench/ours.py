@@ -145,6 +145,7 @@ class SpotlightViewer(Viewer):
         self.frames = 0
         self.kinds = {p.FRAME_JPEG: 0, p.FRAME_PNG: 0}
         self.jpegs: Counter[tuple[str, int]] = Counter()  # (subsampling, quality) -> count
+        self.half_images = 0  # images at half their rectangle's resolution (image_scale)
         self._ws = None
         self._task: asyncio.Task | None = None
         self._rects = 0
@@ -192,6 +193,9 @@ class SpotlightViewer(Viewer):
                     self.ended.set()
                 continue
             frame = p.decode_frame(data)
+            # checked before decoding, as viewer/display.js does (this viewer only decodes:
+            # a half-resolution image would be scaled up on drawing, and it draws nothing)
+            self.half_images += p.image_scale(frame) == 2
             loop = asyncio.get_running_loop()
             decoding = loop.run_in_executor(self._decoder, _decode, frame.image)
             if self.rect_listeners:

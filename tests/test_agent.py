@@ -169,7 +169,10 @@ async def accepted_agent(relay, **agent_args) -> tuple[asyncio.Task, Peer]:
 def paint(frames: list[p.Frame], canvas: np.ndarray) -> None:
     """Draw decoded frames onto an RGB canvas, as the viewer does."""
     for frame in frames:
-        image = np.asarray(Image.open(io.BytesIO(frame.image)).convert("RGB"))
+        image = Image.open(io.BytesIO(frame.image)).convert("RGB")
+        if p.image_scale(frame) != 1:  # half resolution: scaled up to fill its rectangle
+            image = image.resize((frame.width, frame.height), Image.Resampling.BILINEAR)
+        image = np.asarray(image)
         assert image.shape[:2] == (frame.height, frame.width)
         canvas[frame.y:frame.y + frame.height, frame.x:frame.x + frame.width] = image
 

@@ -626,6 +626,101 @@ def test_quality_steps_down_only_when_an_update_encoded_ahead_waits_long_and_rec
     assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[0]
 
 
+def in_motion(pacer: codec.Pacer, region: list, holds: int, start: float = 0.0,
+              rate: float | None = None) -> list[tuple[int, int]]:
+    """``region`` changing at 60 polls a second from ``start``, an update encoded ahead held
+    back (HELD_BACK_AFTER_S) before each of ``holds`` polls once it is in motion: the
+    (quality, scale) of each of those polls' motion update, in order."""
+    for n in range(1, codec.MOTION_AFTER_CHANGES):
+        pacer.plan(region, start + n / 60, rate)
+    rungs = []
+    for n in range(holds + 1):
+        if n:
+            pacer.held_back(codec.HELD_BACK_AFTER_S)
+        [plan] = pacer.plan(region, start + (codec.MOTION_AFTER_CHANGES + n) / 60, rate)
+        assert plan.motion
+        rungs.append((plan.quality, plan.scale))
+    return rungs
+
+
+def test_a_large_region_in_motion_goes_at_half_resolution_only_on_the_lower_rungs() -> None:
+    """1080p motion: whole at q75, 75, 65, 55 while flow control holds updates back, then at
+    half resolution at q75 and q55 (never lower quality); unhindered updates climb back one
+    rung each QUALITY_UP_AFTER_UPDATES, to whole resolution again."""
+    pacer = codec.Pacer(now=0.0, threads=2)
+    screen = [(0, 0, 1920, 1080)]
+    assert in_motion(pacer, screen, holds=6) == \
+        [(75, 1), (75, 1), (65, 1), (55, 1), (75, 2), (55, 2), (55, 2)]
+    t, rungs = 1.0, []
+    for _ in range(2 * codec.QUALITY_UP_AFTER_UPDATES):
+        t += 1 / 60
+        [plan] = pacer.plan(screen, t)
+        rungs.append((plan.quality, plan.scale))
+    assert rungs[codec.QUALITY_UP_AFTER_UPDATES - 1] == (75, 2)
+    assert rungs[-1] == (55, 1)
+
+
+def test_a_viewer_that_keeps_up_gets_motion_whole() -> None:
+    """Without a hold (a scripted viewer on the loopback that keeps up), motion stays whole
+    however long it lasts."""
+    pacer = codec.Pacer(now=0.0, threads=2)
+    assert set(in_motion(pacer, [(0, 0, 1920, 1080)], holds=0)) == {(75, 1)}
+    assert {plan.scale for n in range(200) for plan in pacer.plan([(0, 0, 1920, 1080)],
+                                                                   1.0 + n / 60)} == {1}
+
+
+def test_small_motion_a_whole_image_and_input_echo_stay_whole_on_the_lowest_rung() -> None:
+    """On the lowest rung a region in motion under HALF_SCALE_MIN_PX (a spinner, a small
+    animation) is still whole, at the still ladder's quality capped at MOTION_JPEG_QUALITY;
+    so is a whole image (a refresh) and an echo typed beside a large video."""
+    small = [(100, 100, 250, 250)]
+    assert 250 * 250 < codec.HALF_SCALE_MIN_PX
+    assert in_motion(codec.Pacer(now=0.0), small, holds=6)[-1] == (codec.JPEG_QUALITIES[-1], 1)
+    pacer = codec.Pacer(now=0.0)
+    video = [(1120, 630, 800, 450)]
+    assert in_motion(pacer, video, holds=6)[-1] == (55, 2)
+    pacer.input(0.2)
+    echo, motion = pacer.plan([(100, 191, 18, 19), *video], 0.205)
+    assert (echo.interactive, echo.scale, motion.scale) == (True, 1, 2)
+    [whole] = pacer.plan([(0, 0, 1920, 1080)], 0.22, rate=10e6, full=True)
+    assert (whole.scale, whole.subsampling) == (1, "444")
+
+
+def test_motion_at_half_resolution_is_refined_whole_once_still() -> None:
+    """What went at half resolution is sent again whole, at 4:4:4, REFINE_AFTER_S after the
+    region was last seen moving."""
+    pacer = codec.Pacer(now=0.0)
+    video = [(1120, 630, 800, 450)]
+    assert in_motion(pacer, video, holds=5)[-1] == (55, 2)
+    last = (codec.MOTION_AFTER_CHANGES + 5) / 60
+    assert pacer.plan([], last + 0.05) == []
+    [refined] = pacer.plan([], last + codec.REFINE_AFTER_S + 0.01)
+    assert (refined.rects, refined.scale, refined.subsampling, refined.motion) == \
+        (video, 1, "444", False)
+
+
+def test_on_a_slow_link_half_resolution_strips_are_cut_by_what_half_resolution_costs() -> None:
+    """A video on 2 Mbit/s: whole 4:2:0 strips hold the link STRIP_LINK_S at the 4:2:0
+    bytes a pixel (32 rows), half-resolution ones at their own (BYTES_PER_PX["420/2"]: 128);
+    what half-resolution updates cost is learnt apart from whole 4:2:0."""
+    rate, video = 2e6 / 8, [(1120, 630, 800, 450)]
+    pacer = codec.Pacer(now=0.0)
+    in_motion(pacer, video, holds=3, rate=rate)
+    [whole] = pacer.plan(video, 0.2, rate)
+    pacer.held_back()
+    [half] = pacer.plan(video, 0.21, rate)
+    expected = [min(codec.STRIP_ROWS, int(rate * codec.STRIP_LINK_S / (
+        800 * codec.BYTES_PER_PX[key])) // 16 * 16) for key in ("420", "420/2")]
+    assert ((whole.scale, whole.rows), (half.scale, half.rows)) == \
+        ((1, expected[0]), (2, expected[1])) == ((1, 32), (2, 128))
+    frame = p.Frame(p.FRAME_JPEG, p.FLAG_LAST, 1, 9, 1120, 630, 800, 450,
+                    b"\xff\xd8\xff" + bytes(36_000 - 3))
+    pacer.encoded(half, [frame], 0.22)
+    assert pacer.bytes_per_px["420/2"] == pytest.approx(
+        0.7 * codec.BYTES_PER_PX["420/2"] + 0.3 * 36_000 / (800 * 450))
+    assert pacer.bytes_per_px["420"] == codec.BYTES_PER_PX["420"]
+
+
 def probed(flow: core.FlowControl, seq: int, size: int, now: float, took: float) -> bool:
     """Update ``seq`` of ``size`` bytes, encoded ahead, begins at ``now``, is written at once
     (if it is a probe) and is acked ``took`` seconds later; whether it was a probe."""

@@ -7,12 +7,14 @@ compared with the exact text or bytes. Binary vectors are also fed in every shor
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 import protocol
 from protocol import (
@@ -331,6 +333,37 @@ def test_decode_frame_refuses_what_is_not_bytes() -> None:
     for value in ("\x01" * 30, None, [1] * 30):
         with pytest.raises(RemoteProtocolError):
             decode_frame(value)  # type: ignore[arg-type]
+
+
+def image_of(kind: int, width: int, height: int) -> bytes:
+    """A real PNG or JPEG of this size."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 20, 30)).save(
+        buffer, "PNG" if kind == protocol.FRAME_PNG else "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", [protocol.FRAME_PNG, protocol.FRAME_JPEG])
+def test_an_image_is_its_rectangles_size_or_exactly_half(kind: int) -> None:
+    """image_scale: 1 for an image the size of its rectangle, 2 for half of it (odd sizes
+    rounded up: each 2x2 block one pixel); larger, smaller, half one way only, or no size
+    at all is the peer's error, saying both sizes."""
+    def frame(image: bytes, width: int, height: int) -> Frame:
+        return Frame(kind, protocol.FLAG_LAST, 1, 3, 10, 20, width, height, image)
+
+    assert protocol.image_scale(frame(image_of(kind, 101, 50), 101, 50)) == 1
+    assert protocol.image_scale(frame(image_of(kind, 51, 25), 101, 50)) == 2
+    assert protocol.image_scale(frame(image_of(kind, 1, 1), 2, 1)) == 2
+    assert protocol.image_size(kind, image_of(kind, 51, 25)) == (51, 25)
+    for (w, h), (width, height) in (((102, 50), (101, 50)), ((50, 25), (101, 50)),
+                                    ((51, 50), (101, 50)), ((26, 13), (101, 50)),
+                                    ((4096, 4096), (64, 64))):
+        with pytest.raises(RemoteProtocolError) as refused:
+            protocol.image_scale(frame(image_of(kind, w, h), width, height))
+        assert f"image is {w}x{h}: its rectangle is {width}x{height}" in str(refused.value)
+    magic = image_of(kind, 1, 1)[:8 if kind == protocol.FRAME_PNG else 3]
+    with pytest.raises(RemoteProtocolError, match="declares no size"):
+        protocol.image_scale(frame(magic + bytes(40), 64, 64))
 
 
 # --- refusals, endings and close codes -------------------------------------------------

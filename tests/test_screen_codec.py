@@ -204,6 +204,66 @@ def test_jpeg_is_4_2_0_only_when_asked_and_unknown_subsampling_is_refused() -> N
         codec.encode_rect(noise, (0, 0, 64, 64), 75, "411")
 
 
+def smooth(height: int, width: int) -> np.ndarray:
+    """Photo-like pixels (thousands of colours) that change slowly across: a video frame."""
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.zeros((height, width, 4), np.uint8)
+    image[..., 0] = (x * 255 // max(1, width - 1)).astype(np.uint8)
+    image[..., 1] = (y * 255 // max(1, height - 1)).astype(np.uint8)
+    image[..., 2] = ((x + y) % 256).astype(np.uint8)
+    return image
+
+
+def test_half_resolution_jpeg_is_each_2x2_block_one_pixel() -> None:
+    """scale=2: a JPEG of ceil(w/2) x ceil(h/2) pixels (odd sizes too), each the mean of its
+    2x2 block within JPEG's error, in the screen's colours (not red for blue), and fewer than
+    half the whole image's bytes; the rectangle right of x = 0 in the last rows too."""
+    image = smooth(121, 301)
+    for rect in ((0, 0, 301, 121), (3, 40, 297, 81)):
+        x, y, w, h = rect
+        kind, data = codec.encode_rect(image, rect, 90, "420", scale=2)
+        assert kind == p.FRAME_JPEG
+        half = decode(data).astype(int)
+        assert half.shape == (-(-h // 2), -(-w // 2), 3)
+        rgb = Image.fromarray(np.ascontiguousarray(image[y:y + h, x:x + w, 2::-1]))
+        expected = np.asarray(rgb.reduce(2)).astype(int)
+        assert np.abs(half - expected).mean() < 3, rect
+        whole = codec.encode_rect(image, rect, 90, "420")[1]
+        assert len(data) < len(whole) / 2, rect
+    with pytest.raises(ValueError, match="half"):
+        codec.encode_rect(image, (0, 0, 64, 64), 75, "420", scale=3)
+
+
+def test_at_half_resolution_palette_content_stays_whole_and_exact() -> None:
+    """A region in motion with at most 256 colours (a dragged window of text) is an exact
+    palette PNG at its full size whatever the scale: nothing to gain by halving it."""
+    text = text_like(120, 200)
+    kind, data = codec.encode_rect(text, (0, 0, 200, 120), 55, "420", scale=2)
+    assert kind == p.FRAME_PNG
+    assert np.array_equal(decode(data), text[..., 2::-1])
+
+
+def test_an_update_at_half_resolution_keeps_its_rectangles_and_frames_pass_image_scale() \
+        -> None:
+    """encode_update(scale=2): the frames cover the same rectangles as whole ones (strips,
+    the last FLAG_LAST), each image half its rectangle (protocol.image_scale 2), also when
+    encoded again by the outbox's redo; a whole image is never sent at half resolution."""
+    image = smooth(200, 640)
+    frames = codec.encode_update(image, [(0, 0, 640, 200)], 1, 7, 75, False,
+                                 subsampling="420", rows=64, scale=2)
+    assert [(f.x, f.y, f.width, f.height) for f in frames] == \
+        [(0, y, 640, min(64, 200 - y)) for y in range(0, 200, 64)]
+    assert [p.image_scale(f) for f in frames] == [2] * 4
+    assert [f.last for f in frames] == [False, False, False, True]
+    diff = codec.ScreenDiff()
+    diff.commit(image, [(0, 0, 640, 200)])
+    redo = codec.redoer(diff, 1, 7, 75, False, "420", 64, scale=2)
+    [(rect, data)] = redo((0, 64, 640, 64), True)
+    assert rect == (0, 64, 640, 64) and p.image_scale(p.decode_frame(data)) == 2
+    with pytest.raises(ValueError, match="whole image"):
+        codec.encode_update(image, [(0, 0, 640, 200)], 1, 7, 75, True, scale=2)
+
+
 def test_anti_aliased_text_is_an_exact_palette_png() -> None:
     """Text with up to 256 colours (many more than a handful) is lossless, as a palette PNG
     smaller than the JPEG of the same pixels would be."""

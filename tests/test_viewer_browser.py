@@ -220,6 +220,60 @@ def test_an_image_larger_than_its_frame_says_is_never_decoded(open_viewer, agent
     assert sum("refused an image" in text for text in warnings) == 4, warnings
 
 
+def quadrants(width: int, height: int) -> Image.Image:
+    """An image of four flat quadrants: red, green / blue, yellow."""
+    image, w, h = Image.new("RGB", (width, height)), width // 2, height // 2
+    for box, colour in (((0, 0, w, h), (220, 30, 30)), ((w, 0, width, h), (30, 200, 60)),
+                        ((0, h, w, height), (40, 60, 230)),
+                        ((w, h, width, height), (240, 220, 20))):
+        image.paste(colour, box)
+    return image
+
+
+@pytest.mark.parametrize("kind", [protocol.FRAME_PNG, protocol.FRAME_JPEG])
+def test_a_half_resolution_image_is_drawn_filling_its_rectangle(open_viewer, agents, kind):
+    """A 60x40 image sent for a 120x80 rectangle (a region in motion at half resolution)
+    is drawn scaled up over the whole rectangle, each quadrant where it belongs, nothing
+    outside it; the update is acknowledged."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    agent.send_full((0, 0, 0), seq=1)
+    agent.expect(protocol.Ack, lambda m: m.seq == 1)
+    agent.send_image(quadrants(60, 40), seq=2, x=301, y=200, kind=kind, size=(120, 80))
+    agent.expect(protocol.Ack, lambda m: m.seq == 2)
+    tolerance = 0 if kind == protocol.FRAME_PNG else 8
+    viewer.wait_for_pixel(301 + 115, 200 + 75, (240, 220, 20), tolerance)  # bottom right
+    for (x, y), colour in (((4, 4), (220, 30, 30)), ((115, 4), (30, 200, 60)),
+                           ((4, 75), (40, 60, 230)), ((30, 20), (220, 30, 30)),
+                           ((90, 60), (240, 220, 20))):
+        got = viewer.pixel(301 + x, 200 + y)
+        assert max(abs(a - b) for a, b in zip(got, colour, strict=True)) <= tolerance, \
+            (x, y, got)
+    for x, y in ((300, 240), (421, 240), (360, 199), (360, 280)):  # just outside
+        assert viewer.pixel(x, y) == (0, 0, 0)
+
+
+def test_an_image_neither_its_rectangles_size_nor_half_is_never_decoded(open_viewer,
+                                                                         agents):
+    """A 40x40 image sent for a 64x64 rectangle, and a 32x33 one for 64x64 (half across, not
+    down), are refused before decoding (the canvas keeps its colour); the update is still
+    acknowledged."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    warnings: list[str] = []
+    viewer.page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+    agent.send_full((200, 40, 40), seq=1)
+    agent.expect(protocol.Ack, lambda m: m.seq == 1)
+    agent.send_image(Image.new("RGB", (40, 40), (20, 180, 60)), seq=2, x=100, y=100,
+                     flags=0, size=(64, 64))
+    agent.send_image(Image.new("RGB", (32, 33), (20, 180, 60)), seq=2, x=200, y=100,
+                     size=(64, 64))
+    agent.expect(protocol.Ack, lambda m: m.seq == 2)
+    agent.send_image(Image.new("RGB", (64, 64), (20, 180, 60)), seq=3, x=500, y=500)
+    agent.expect(protocol.Ack, lambda m: m.seq == 3)
+    viewer.wait_for_pixel(520, 520, (20, 180, 60))
+    assert viewer.pixel(110, 110) == viewer.pixel(210, 110) == (200, 40, 40)
+    assert sum("refused an image" in text for text in warnings) == 2, warnings
+
+
 COUNT_DECODES = """(() => {
     const decode = window.createImageBitmap.bind(window);
     let now = 0;

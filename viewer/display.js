@@ -3,8 +3,10 @@
 // No websocket here: the page hands frames in and gets a promise per frame back.
 //
 // An image is hostile data: a 32 KB PNG can declare 16384x16384 pixels (1 GB decoded). So an
-// image is decoded only if its own header declares no more pixels than the frame's rectangle,
-// and at most MAX_UPDATES_IN_FLIGHT images are decoded at once (the agent's in-flight rule).
+// image is decoded only if its own header declares the frame's rectangle's size or exactly
+// half of it (imageScale: protocol.py's image_scale), and at most MAX_UPDATES_IN_FLIGHT
+// images are decoded at once (the agent's in-flight rule). A half-size image (a region in
+// motion on a link or viewer that cannot keep up) is drawn scaled up to fill its rectangle.
 
 import { FRAME_PNG, FLAG_FULL, FLAG_LAST, MAX_UPDATES_IN_FLIGHT } from "./protocol.js";
 import { Decoder } from "./decoder.js";
@@ -44,6 +46,17 @@ export function imageSize(kind, bytes) {
     return null;
 }
 
+// 1 if the image is its frame's rectangle's size, 2 if exactly half of it (each 2x2 block of
+// the screen one pixel, an odd last row or column its own), else 0: not to be decoded.
+export function imageScale(frame, size) {
+    if (!size) return 0;
+    for (const scale of [1, 2]) {
+        if (size.width === Math.ceil(frame.width / scale) &&
+            size.height === Math.ceil(frame.height / scale)) return scale;
+    }
+    return 0;
+}
+
 export class Display {
     constructor(canvas, viewport, stage, pointer) {
         this.canvas = canvas;
@@ -57,7 +70,7 @@ export class Display {
         this.scale = 1;
         this.decodeErrors = 0;
         this._decoder = new Decoder();  // off the main thread
-        this.refusedImages = 0;     // larger than their frame said: never decoded
+        this.refusedImages = 0;     // not the size their frame said: never decoded
         this._decoding = 0;         // images being decoded now
         this._waiting = [];         // decodes waiting for a free slot, in arrival order
         this._cursor = null;
@@ -118,9 +131,9 @@ export class Display {
     draw(frame) {
         const size = imageSize(frame.kind, frame.image);
         const generation = this._generation;
-        if (!size || size.width > frame.width || size.height > frame.height) {
+        if (!imageScale(frame, size)) {
             this.refusedImages += 1;
-            console.warn("refused an image larger than its frame says:",
+            console.warn("refused an image not the size its frame says (or half):",
                 size ? `${size.width}x${size.height}` : "no size",
                 `for ${frame.width}x${frame.height}`);
             if (frame.flags & FLAG_LAST) this._chain = this._chain.then(() => this._drawHeld());
@@ -147,7 +160,7 @@ export class Display {
             }
             this._arrived -= 1;
             if (this._held.length && this._held[0][0].seq !== frame.seq) this._drawHeld();
-            this._held.push([frame, bitmap]);
+            this._held.push([frame, bitmap, size]);
             if (frame.flags & FLAG_LAST || this._flowing === frame.seq) this._drawHeld();
             else this._holdOn();
         });
@@ -183,13 +196,14 @@ export class Display {
     _drawHeld() {
         clearTimeout(this._holdTimer);
         this._holdTimer = null;
-        for (const [frame, bitmap] of this._held.splice(0)) {
-            this._paint(frame, bitmap);
+        for (const [frame, bitmap, size] of this._held.splice(0)) {
+            this._paint(frame, bitmap, size);
             bitmap.close();
         }
     }
 
-    _paint(frame, bitmap) {
+    // ``size``: the image's own (its rectangle's, or half of it: scaled up to fill it).
+    _paint(frame, bitmap, size) {
         if (frame.monitor !== this.monitor) {
             // Rectangles of the monitor we left are stale; a full image starts the new one.
             if (this.monitor !== null && !(frame.flags & FLAG_FULL)) return;
@@ -199,7 +213,7 @@ export class Display {
             this.monitor = frame.monitor;
             this._resize(width, height);
         }
-        this.context.drawImage(bitmap, 0, 0, frame.width, frame.height,
+        this.context.drawImage(bitmap, 0, 0, size.width, size.height,
             frame.x, frame.y, frame.width, frame.height);
     }
 

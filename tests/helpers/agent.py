@@ -103,13 +103,16 @@ class ScriptedAgent:
 
     def send_image(self, image: Image.Image, seq: int, x: int = 0, y: int = 0,
                    kind: int = protocol.FRAME_PNG, flags: int = protocol.FLAG_LAST,
-                   monitor: int = 1) -> None:
+                   monitor: int = 1, size: tuple[int, int] | None = None) -> None:
+        """One frame of ``image`` at (x, y); ``size``: its rectangle's, if not the image's
+        (twice it: a half-resolution image)."""
         buffer = io.BytesIO()
         if kind == protocol.FRAME_PNG:
             image.save(buffer, "PNG")
         else:
             image.save(buffer, "JPEG", quality=95, subsampling=0)
-        frame = protocol.Frame(kind, flags, monitor, seq, x, y, image.width, image.height,
+        width, height = size or image.size
+        frame = protocol.Frame(kind, flags, monitor, seq, x, y, width, height,
                                buffer.getvalue())
         self.socket.send(protocol.encode_frame(frame))
 

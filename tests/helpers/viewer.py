@@ -36,6 +36,7 @@ class ScriptedViewer:
         self.monitor = -1  # the monitor of the last update drawn
         self.canvas: Image.Image | None = None
         self.updates = 0
+        self.half_images = 0  # images drawn scaled up from half resolution
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -193,5 +194,9 @@ class ScriptedViewer:
         if self.canvas is None or frame.monitor != self.monitor:
             self.canvas = Image.new("RGB", (area.width, area.height))
             self.monitor = frame.monitor
+        scale = p.image_scale(frame)  # checked before decoding, as viewer/display.js does
         image = Image.open(io.BytesIO(frame.image)).convert("RGB")
+        if scale != 1:  # a half-resolution image fills its rectangle (drawImage's scaling)
+            self.half_images += 1
+            image = image.resize((frame.width, frame.height), Image.Resampling.BILINEAR)
         self.canvas.paste(image, (frame.x, frame.y))
