@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import re
@@ -29,7 +30,8 @@ import pytest
 from PIL import Image
 
 import protocol as p
-from tests.helpers.desktop import BACKGROUND, find_window, grab_screen
+import screen_codec as codec
+from tests.helpers.desktop import BACKGROUND, find_window, grab_screen, until
 from tests.helpers.relay import ledger_csv
 from tests.helpers.viewer import ScriptedViewer
 
@@ -103,6 +105,76 @@ def test_screen_reaches_the_viewer_and_matches_the_x_screen(xvfb, relay, tmp_pat
     finally:
         term.kill()
         term.wait()
+        stop(agent)
+    assert "Traceback" not in agent_log(tmp_path)
+
+
+def screen_still(area: p.Screen, box: tuple[int, int, int, int], for_s: float = 0.5
+                 ) -> bool:
+    """Whether ``box`` (left, top, right, bottom) of the X screen shows the same pixels over
+    ``for_s`` (a video that stopped on its last frame)."""
+    first = grab_screen(area).crop(box).tobytes()
+    deadline = time.monotonic() + for_s
+    while time.monotonic() < deadline:
+        if grab_screen(area).crop(box).tobytes() != first:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_motion_sent_at_half_resolution_ends_as_the_x_screen(xvfb, relay, tmp_path) -> None:
+    """A viewer too slow for a video (each update acknowledged 0.15 s after it is drawn)
+    gets the region in motion at half resolution, drawn scaled up; once the video stops on
+    its last frame, the area is sent again whole: the viewer's screen is the X screen, the
+    video's area within JPEG's error and far from what half resolution shows."""
+    need("ffmpeg", "ffplay", "xsetroot")
+    clip = tmp_path / "zoom.nut"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "mandelbrot=s=640x360:r=25",
+                    "-t", "4", "-c:v", "rawvideo", "-pix_fmt", "bgr0", str(clip)],
+                   check=True, timeout=120)
+    subprocess.run(["xsetroot", "-solid", "#3366cc"], check=True)
+    box = (200, 120, 840, 480)  # where the video plays
+    agent = start_agent(relay, tmp_path)
+    try:
+        async def scenario():
+            async with await ScriptedViewer.login(relay) as viewer:
+                area = (await viewer.accept_waiting()).screens[1]
+                await viewer.settle()
+                viewer.ack_delay_s = 0.15
+                before = grab_screen(area).crop(box).tobytes()
+                video = subprocess.Popen(
+                    ["ffplay", "-v", "error", "-an", "-noborder", "-left", str(box[0]),
+                     "-top", str(box[1]), str(clip)], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    assert await until(
+                        lambda: grab_screen(area).crop(box).tobytes() != before, 30)
+                    deadline = time.monotonic() + 60  # (4 s of video, on a busy machine)
+                    while not await asyncio.to_thread(screen_still, area, box):
+                        assert time.monotonic() < deadline, "the video never stopped"
+                    viewer.ack_delay_s = 0.0
+                    await viewer.settle(quiet_s=1.5)
+                    reference = np.asarray(grab_screen(area)).astype(int)
+                finally:
+                    video.kill()
+                    video.wait()
+                assert viewer.half_images > 0
+                drawn = viewer.pixels().astype(int)
+                left, top, right, bottom = box
+                video_area = reference[top:bottom, left:right]
+                shown = Image.fromarray(video_area.astype(np.uint8))
+                half = shown.reduce(2).resize(shown.size, Image.Resampling.BILINEAR)
+                sharp = io.BytesIO()
+                shown.save(sharp, "JPEG", quality=codec.JPEG_QUALITIES[0], subsampling=0)
+                error = np.abs(drawn[top:bottom, left:right] - video_area).mean()
+                errors = [np.abs(np.asarray(image).astype(int) - video_area).mean()
+                          for image in (Image.open(sharp).convert("RGB"), half)]
+                # within the top quality's JPEG error (strips cut elsewhere: a little more),
+                # far from the half-resolution image's
+                assert error < 1.25 * errors[0] + 0.25 < errors[1], (error, errors)
+                assert np.abs(drawn - reference).mean() < 1.0
+        run(scenario())
+    finally:
         stop(agent)
     assert "Traceback" not in agent_log(tmp_path)
 

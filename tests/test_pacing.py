@@ -687,16 +687,17 @@ def test_small_motion_a_whole_image_and_input_echo_stay_whole_on_the_lowest_rung
 
 
 def test_motion_at_half_resolution_is_refined_whole_once_still() -> None:
-    """What went at half resolution is sent again whole, at 4:4:4, REFINE_AFTER_S after the
-    region was last seen moving."""
+    """What went at half resolution is sent again whole, at 4:4:4 and the top quality (not
+    the lowest rung the ladder fell to), REFINE_AFTER_S after the region was last seen
+    moving."""
     pacer = codec.Pacer(now=0.0)
     video = [(1120, 630, 800, 450)]
     assert in_motion(pacer, video, holds=5)[-1] == (55, 2)
     last = (codec.MOTION_AFTER_CHANGES + 5) / 60
     assert pacer.plan([], last + 0.05) == []
     [refined] = pacer.plan([], last + codec.REFINE_AFTER_S + 0.01)
-    assert (refined.rects, refined.scale, refined.subsampling, refined.motion) == \
-        (video, 1, "444", False)
+    assert (refined.rects, refined.scale, refined.subsampling, refined.motion,
+            refined.quality) == (video, 1, "444", False, codec.JPEG_QUALITIES[0])
 
 
 def test_on_a_slow_link_half_resolution_strips_are_cut_by_what_half_resolution_costs() -> None:

@@ -37,6 +37,9 @@ class ScriptedViewer:
         self.canvas: Image.Image | None = None
         self.updates = 0
         self.half_images = 0  # images drawn scaled up from half resolution
+        # a viewer slower than the agent's updates (a busy browser): each whole update is
+        # acknowledged this long after it is drawn, and nothing is read meanwhile
+        self.ack_delay_s = 0.0
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -177,6 +180,8 @@ class ScriptedViewer:
                     self._draw(frame)
                     if frame.last:
                         self.updates += 1
+                        if self.ack_delay_s:
+                            await asyncio.sleep(self.ack_delay_s)
                         await self.ws.send(p.encode_control(p.Ack(self.session, frame.seq)))
                     await self.messages.put(frame)
                 else:
