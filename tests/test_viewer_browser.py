@@ -231,25 +231,32 @@ def quadrants(width: int, height: int) -> Image.Image:
 
 
 @pytest.mark.parametrize("kind", [protocol.FRAME_PNG, protocol.FRAME_JPEG])
-def test_a_half_resolution_image_is_drawn_filling_its_rectangle(open_viewer, agents, kind):
-    """A 60x40 image sent for a 120x80 rectangle (a region in motion at half resolution)
-    is drawn scaled up over the whole rectangle, each quadrant where it belongs, nothing
-    outside it; the update is acknowledged."""
+@pytest.mark.parametrize("width, height", [(120, 80), (800, 400)])
+def test_a_half_resolution_image_is_drawn_filling_its_rectangle(open_viewer, agents, kind,
+                                                                width, height):
+    """An image half its rectangle's size (a region in motion at half resolution) is drawn
+    scaled up over the whole rectangle, each quadrant where it belongs, nothing outside it,
+    and the update is acknowledged: a small one decoded on the page, a large one in a
+    worker."""
     viewer, agent = accepted_session(open_viewer, agents)
     agent.send_full((0, 0, 0), seq=1)
     agent.expect(protocol.Ack, lambda m: m.seq == 1)
-    agent.send_image(quadrants(60, 40), seq=2, x=301, y=200, kind=kind, size=(120, 80))
+    x, y = 301, 200
+    agent.send_image(quadrants(width // 2, height // 2), seq=2, x=x, y=y, kind=kind,
+                     size=(width, height))
     agent.expect(protocol.Ack, lambda m: m.seq == 2)
     tolerance = 0 if kind == protocol.FRAME_PNG else 8
-    viewer.wait_for_pixel(301 + 115, 200 + 75, (240, 220, 20), tolerance)  # bottom right
-    for (x, y), colour in (((4, 4), (220, 30, 30)), ((115, 4), (30, 200, 60)),
-                           ((4, 75), (40, 60, 230)), ((30, 20), (220, 30, 30)),
-                           ((90, 60), (240, 220, 20))):
-        got = viewer.pixel(301 + x, 200 + y)
+    right, bottom = x + width - 1, y + height - 1
+    viewer.wait_for_pixel(right - 4, bottom - 4, (240, 220, 20), tolerance)
+    for (px, py), colour in (((x + 4, y + 4), (220, 30, 30)), ((right - 4, y + 4), (30, 200, 60)),
+                             ((x + 4, bottom - 4), (40, 60, 230)),
+                             ((x + width // 4, y + height // 4), (220, 30, 30)),
+                             ((x + width * 3 // 4, y + height * 3 // 4), (240, 220, 20))):
+        got = viewer.pixel(px, py)
         assert max(abs(a - b) for a, b in zip(got, colour, strict=True)) <= tolerance, \
-            (x, y, got)
-    for x, y in ((300, 240), (421, 240), (360, 199), (360, 280)):  # just outside
-        assert viewer.pixel(x, y) == (0, 0, 0)
+            (px, py, got)
+    for px, py in ((x - 1, y + 40), (right + 1, y + 40), (x + 60, y - 1), (x + 60, bottom + 1)):
+        assert viewer.pixel(px, py) == (0, 0, 0)  # just outside
 
 
 def test_an_image_neither_its_rectangles_size_nor_half_is_never_decoded(open_viewer,
