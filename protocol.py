@@ -1403,7 +1403,7 @@ def image_size(kind: int, image: bytes | bytearray | memoryview) -> tuple[int, i
     """(width, height) that a frame's image declares in its own header (PNG's IHDR, JPEG's
     start-of-frame), read without decoding it; None if no size is found before its data.
     (viewer/display.js reads it the same way.)"""
-    data = bytes(image[:65536]) if kind == FRAME_JPEG else bytes(image[:24])
+    data = memoryview(image).cast("B")  # (read in place: a frame's image may be megabytes)
     if kind == FRAME_PNG:
         if len(data) < 24 or data[12:16] != b"IHDR":
             return None

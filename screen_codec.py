@@ -884,16 +884,18 @@ ECHOLESS_KEYS = frozenset({"ShiftLeft", "ShiftRight", "ControlLeft", "ControlRig
 
 JPEG_QUALITIES = (85, 75, 65, 55, 45, 35)  # lowered one step while acks hold us back:
 # ... and for a region in motion of at least HALF_SCALE_MIN_PX, at each of those steps:
-# (JPEG quality, 1 whole or 2 half resolution). Below q55 at 4:2:0 motion looked blocky,
-# and the link or viewer still could not keep up; at half resolution a quarter of the pixels
-# go: at q75 a 1080p update was 186 KB against 314 KB whole at q35, and its encode 7 ms
-# against 10 (synthetic detailed frame); in Chromium, which decodes a whole 1080p JPEG in
-# 22-26 ms here, a quarter of the decoding work. So the lower rungs trade resolution, not
-# ever-lower quality, for frame rate; a viewer that keeps up stays on the upper rungs,
-# whole, and what went at half resolution is refined whole once still (Motion.refinement).
+# (JPEG quality, 1 whole or 2 half resolution). Below q55 each step bought few bytes for a
+# visibly worse picture (bench's Mandelbrot at 4:2:0, luma PSNR: q75 39.4 dB, q55 35.6, q35
+# 33.2; a 1080p update main sent at q35 was 100 KB), while the link or viewer still could
+# not keep up; at half resolution a quarter of the pixels go: 35-37 KB an update at q75/q55,
+# and in Chromium (a whole 1080p JPEG decodes in 22-26 ms here) 21-23 whole updates a second
+# against main's 13-15 (bench/README). So the lower rungs trade resolution, not ever-lower
+# quality, for frame rate; a viewer that keeps up stays on the upper rungs, whole, and what
+# went at half resolution is refined whole once still (Motion.refinement, Pacer.plan).
 MOTION_RUNGS = ((75, 1), (75, 1), (65, 1), (55, 1), (75, 2), (55, 2))
-# A region in motion smaller than this stays whole at every rung (as below the ladder's
-# lower rungs): a 256x256 JPEG costs the browser about a millisecond, nothing to gain.
+# A region in motion smaller than this stays whole at every rung, at the still ladder's
+# quality as before (a spinner, a small animation: few pixels to save, and it may be what
+# the support person is reading).
 HALF_SCALE_MIN_PX = 256 * 256
 HELD_BACK_AFTER_S = 1 / 30  # ... while an update encoded ahead waits this long from its grab
 #                             to its start (the link takes fewer than 30 a second; waiting
