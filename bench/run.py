@@ -125,7 +125,8 @@ async def run_ours(screen: d.Desktop, relay: RelayProcess, workload: str,
         await measure(viewer, meters, args.seconds, result)
         if workload == "idle" and args.presses:
             result.latencies_ms = [s * 1000 for s in await key_latencies(viewer, args.presses)]
-        result.note = f"{viewer.kinds[1]} JPEG / {viewer.kinds[2]} PNG rectangles"
+        result.note = (f"{viewer.kinds[1]} JPEG ({viewer.half_images} of them at half "
+                       f"resolution) / {viewer.kinds[2]} PNG rectangles")
         result.jpegs = dict(viewer.jpegs)
     finally:
         await viewer.close()
