@@ -122,6 +122,21 @@ def screen_still(area: p.Screen, box: tuple[int, int, int, int], for_s: float = 
     return True
 
 
+def pointer_root_focus() -> None:
+    """X keyboard focus follows the pointer again, as on a fresh Xvfb without a window
+    manager: SDL (ffplay) sets the focus to its window, and once that is gone X leaves it
+    on the root window, where no later test's xterm or Tk window gets a key."""
+    from Xlib import X
+    from Xlib.display import Display
+
+    display = Display()
+    try:
+        display.set_input_focus(X.PointerRoot, X.RevertToPointerRoot, X.CurrentTime)
+        display.sync()
+    finally:
+        display.close()
+
+
 def test_motion_sent_at_half_resolution_ends_as_the_x_screen(xvfb, relay, tmp_path) -> None:
     """A viewer too slow for a video (each update acknowledged 0.15 s after it is drawn)
     gets the region in motion at half resolution, drawn scaled up; once the video stops on
@@ -162,6 +177,7 @@ def test_motion_sent_at_half_resolution_ends_as_the_x_screen(xvfb, relay, tmp_pa
                 finally:
                     video.kill()
                     video.wait()
+                    pointer_root_focus()
                 assert viewer.half_images > 0
                 drawn = viewer.pixels().astype(int)
                 left, top, right, bottom = box
