@@ -256,6 +256,20 @@ class RateLimit:
         return True
 
 
+@dataclass
+class InFlight:
+    """An update not yet acknowledged: what FlowControl learns from when its ack comes."""
+
+    started_at: float  # when it began: it counts against the wire's allowance from here
+    holds: int  # FlowControl.holds then: none more by its ack makes its sample app-limited
+    size: int = 0  # bytes written so far
+    written_at: float | None = None  # its first write: its rate counts from there ...
+    delivered: int = 0  # ... FlowControl.delivered, delivered_at and sent_at then
+    delivered_at: float = 0.0
+    sent_at: float = 0.0
+    last_at: float = 0.0  # its last write: its round trip counts from there
+
+
 class FlowControl:
     """What the link to the viewer can take now, from its acknowledgements (time passed in).
 
@@ -302,9 +316,7 @@ class FlowControl:
         self.limit = limit
         self.window = p.UpdateWindow(limit)  # the wire's rule, as the relay enforces it
         self.seq = 0
-        # seq -> [bytes written, first written at, and then: delivered, delivered_at;
-        #         holds when it started; and then: sent_at; last written at; started at]
-        self.in_flight: dict[int, list] = {}
+        self.in_flight: dict[int, InFlight] = {}
         self.unacked = 0  # bytes written and not yet acknowledged
         self.delivered = 0  # bytes acknowledged since the start
         self.delivered_at: float | None = None
@@ -378,7 +390,7 @@ class FlowControl:
     def started(self, seq: int, now: float) -> None:
         """Update ``seq`` begins (its frames may wait to be written): it counts from now
         against the wire's allowance, and its delivery rate from its first write."""
-        self.in_flight[seq] = [0, None, 0, 0.0, self.holds, 0.0, 0.0, now]
+        self.in_flight[seq] = InFlight(now, self.holds)
         self.window.started(seq)
 
     def ahead_of_time(self, seq: int, now: float) -> None:
@@ -429,13 +441,13 @@ class FlowControl:
         if entry is None:  # not announced with started(): begins now
             self.started(seq, now)
             entry = self.in_flight[seq]
-        if entry[1] is None:  # its rate counts from here: its encoding is not the link's
+        if entry.written_at is None:  # its rate counts from here: its encoding is not the link's
             if not self.unacked:  # after a pause, not from before it
                 self.delivered_at = self.sent_at = now
-            entry[1:4] = now, self.delivered, self.delivered_at
-            entry[5] = self.sent_at
-        entry[0] += size
-        entry[6] = now
+            entry.written_at, entry.delivered = now, self.delivered
+            entry.delivered_at, entry.sent_at = self.delivered_at, self.sent_at
+        entry.size += size
+        entry.last_at = now
         self.unacked += size
         rate = self.rate
         if rate is not None and seq not in self.probes:
@@ -461,25 +473,23 @@ class FlowControl:
         if entry is None:
             return False
         self.window.acked(seq)
-        size, written_at, delivered_then, delivered_at_then, holds_then, sent_then, last_at, \
-            started_at = entry
         if seq in self.probes:
             self.probes.discard(seq)
-            self._probed(size, max(MIN_RTT_S, now - started_at), now)
-        self.unacked -= size
-        self.delivered += size
+            self._probed(entry.size, max(MIN_RTT_S, now - entry.started_at), now)
+        self.unacked -= entry.size
+        self.delivered += entry.size
         self.delivered_at = now
-        if written_at is not None:
+        if entry.written_at is not None:
             # from its last write: its earlier frames' time on the link is not the round
             # trip (subtracting size/rate for it took the whole sample away, to the 1 ms
             # floor, whenever the rate was underestimated: in the startup, on a lossy link)
-            self._sample(self.rtts, max(MIN_RTT_S, now - last_at), now, RTT_WINDOW_S)
-        if written_at is not None and now > delivered_at_then:
+            self._sample(self.rtts, max(MIN_RTT_S, now - entry.last_at), now, RTT_WINDOW_S)
+        if entry.written_at is not None and now > entry.delivered_at:
             # over the longer of the times to acknowledge and to write these bytes
-            elapsed = max(now - delivered_at_then, last_at - sent_then)
-            rate = (self.delivered - delivered_then) / elapsed
-            self.sent_at = last_at
-            limited = self.holds > holds_then  # by the link, not by what there was to send
+            elapsed = max(now - entry.delivered_at, entry.last_at - entry.sent_at)
+            rate = (self.delivered - entry.delivered) / elapsed
+            self.sent_at = entry.last_at
+            limited = self.holds > entry.holds  # by the link, not by what there was to send
             if limited or rate >= (self.rate or 0.0):  # (app-limited: above)
                 self._sample(self.rates, rate, now, RATE_WINDOW_S)
             if limited:
