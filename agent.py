@@ -1190,8 +1190,10 @@ class Agent:
                 if delay > 0:
                     return delay
                 outbox.pop()
-                await ws.send(data)
+                # recorded before the await: websockets hands the bytes to the transport at
+                # once, and the viewer's ack may be handled while the send waits to drain
                 flow.wrote(seq, len(data), self.clock())
+                await ws.send(data)
         return 0.0
 
 

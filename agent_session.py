@@ -436,11 +436,15 @@ class FlowControl:
         return delay
 
     def wrote(self, seq: int, size: int, now: float) -> None:
-        """``size`` bytes of update ``seq`` were written to the link."""
+        """``size`` bytes of update ``seq``, begun with started() or may_write_ahead(), were
+        written to the link. Nothing for an update no longer in flight: acknowledged already
+        (the agent records a write before awaiting it, but the rule does not lean on that) or
+        forgotten by a restart; a new entry for it would never be acknowledged, and would
+        hold a place of the wire's allowance and its bytes of the budget until the next
+        restart."""
         entry = self.in_flight.get(seq)
-        if entry is None:  # not announced with started(): begins now
-            self.started(seq, now)
-            entry = self.in_flight[seq]
+        if entry is None:
+            return
         if entry.written_at is None:  # its rate counts from here: its encoding is not the link's
             if not self.unacked:  # after a pause, not from before it
                 self.delivered_at = self.sent_at = now
@@ -452,10 +456,6 @@ class FlowControl:
         rate = self.rate
         if rate is not None and seq not in self.probes:
             self.next_write_at = max(now, self.next_write_at) + size / (rate * self.gain(now))
-
-    def sent(self, seq: int, size: int, now: float) -> None:
-        """A whole update written at once (as wrote(), for callers without an outbox)."""
-        self.wrote(seq, size, now)
 
     def gain(self, now: float) -> float:
         """The pacing gain now: STARTUP_GAIN in startup, its inverse in the drain, then the

@@ -392,6 +392,21 @@ def test_a_round_trip_counts_from_an_updates_last_write_whatever_the_rate_estima
     assert flow.rtt == pytest.approx(0.15)
 
 
+def test_a_write_recorded_after_its_updates_acknowledgement_leaves_nothing_in_flight() -> None:
+    """An ack handled while the last frame's write was awaited (the viewer drew it first)
+    is final: the late record of that write neither brings the update back nor counts its
+    bytes as unacknowledged, so the wire's allowance and the byte budget are whole again."""
+    flow = learnt()
+    flow.started(2, 10.0)
+    flow.wrote(2, 10_000, 10.0)
+    flow.acked(2, 10.2)
+    flow.wrote(2, 5_000, 10.2)
+    assert (flow.in_flight, flow.unacked, flow.window.open) == ({}, 0, {})
+    for seq in range(3, 3 + LIMIT - 1):  # all of the allowance for bulk updates again
+        assert flow.may_start()
+        flow.started(seq, 10.2)
+
+
 def test_a_region_in_motion_that_stalled_is_in_motion_again_at_its_next_change() -> None:
     """A video stalls for longer than MOTION_GAP_S (its player starved of CPU): its next
     frame, within MOTION_RESUME_S, is in motion at once (not three polls of full-quality
