@@ -125,7 +125,7 @@ def test_startup_paces_and_budgets_at_twice_the_rate_while_the_rate_keeps_growin
     flow.acked(2, 10.1)
     now, rate = 10.5, 200_000
     for seq in range(3, 9):
-        held_round(flow, seq, int(rate * 0.2), now, 0.2)
+        held_round(flow, seq, int(rate * 0.2), now, 0.2 + 0.1)  # 0.2 s of link, a round trip
         assert flow.mode == core.STARTUP and flow.rate == pytest.approx(rate)
         now, rate = now + 0.5, rate * 2
 
@@ -198,7 +198,7 @@ def test_a_slower_link_is_learnt_once_the_faster_samples_are_older_than_the_wind
     flow.started(2, later)
     flow.wrote(2, 20_000, later)
     assert flow.write_delay(20_000, False, later) > 0  # the next frame waits for the link
-    flow.acked(2, later + 1.0)
+    flow.acked(2, later + 1.0 + 0.15)  # a second of link, then the round trip
     assert flow.rate == pytest.approx(20_000)
 
 
@@ -230,8 +230,94 @@ def test_a_bulk_update_held_back_by_the_budget_makes_its_sample_count() -> None:
     flow.started(2, later)
     flow.wrote(2, 40_000, later)
     assert not flow.may_start()  # 40 KB > the 18 KB budget
-    flow.acked(2, later + 2.0)
+    flow.acked(2, later + 2.0 + 0.15)
     assert flow.rate == pytest.approx(20_000)
+
+
+def test_after_an_idle_link_a_round_trip_comes_off_an_updates_time_on_it() -> None:
+    """Nothing else on the link at its first write (an update at a time): 40 KB acked 0.55 s
+    later on a 150 ms round trip crossed the link in 0.4 s, 100 KB/s; but never faster than
+    it was written (over 0.5 s: 80 KB/s)."""
+    flow = learnt(rate=50_000)
+    flow.started(2, 10.0)
+    flow.wrote(2, 40_000, 10.0)
+    flow.holds += 1
+    flow.acked(2, 10.55)
+    assert flow.rate == pytest.approx(100_000)
+    flow = learnt(rate=50_000)
+    flow.started(2, 10.0)
+    for at in (10.0, 10.25, 10.5):
+        flow.wrote(2, 40_000 // 4 if at < 10.5 else 20_000, at)
+    flow.holds += 1
+    flow.acked(2, 10.55)
+    assert flow.rate == pytest.approx(80_000)
+
+
+def test_a_transfer_shorter_than_two_round_trips_keeps_its_whole_time() -> None:
+    """5 KB acked 0.2 s after its first write on a 150 ms round trip: 25 KB/s, no round trip
+    taken off (its noise would be most of what is left)."""
+    flow = learnt(rate=10_000)
+    flow.started(2, 10.0)
+    flow.wrote(2, 5_000, 10.0)
+    flow.holds += 1
+    flow.acked(2, 10.2)
+    assert flow.rate == pytest.approx(25_000)
+
+
+def test_on_a_near_path_an_updates_time_keeps_its_round_trip() -> None:
+    """Within NEAR_RTT_S (a viewer's decode is as long as the round trip) nothing comes off:
+    40 KB acked 0.5 s after its first write on a 10 ms round trip: 80 KB/s."""
+    flow = learnt(rate=50_000, rtt=0.01)
+    flow.started(2, 10.0)
+    flow.wrote(2, 40_000, 10.0)
+    flow.holds += 1
+    flow.acked(2, 10.5)
+    assert flow.rate == pytest.approx(80_000)
+
+
+def test_an_echo_acked_right_after_a_large_update_does_not_make_the_link_seem_faster() \
+        -> None:
+    """A 40 KB update crosses a 60 KB/s link from t=10 (a 150 ms round trip); an echo
+    written at 10.5, after another echo's ack, is acked just after it: 40 KB in the echo's
+    0.35 s would be 115 KB/s, but those bytes crossed since the update's first write, and
+    the estimate stays the link's (64 KB/s was measured as 81 before this rule)."""
+    flow = learnt(rate=60_000)
+    flow.started(2, 10.0)
+    for n in range(4):  # written at the link's rate
+        flow.wrote(2, 10_000, 10.0 + n / 6)
+    flow.holds += 1
+    flow.started(3, 10.2)
+    flow.wrote(3, 300, 10.2)
+    flow.acked(3, 10.45)
+    flow.started(4, 10.5)
+    flow.wrote(4, 300, 10.5)
+    flow.acked(2, 10.0 + 40_000 / 60_000 + 0.15)
+    flow.acked(4, 10.85)
+    assert flow.rate == pytest.approx(60_000, rel=0.02)
+
+
+def test_an_update_at_a_time_keeps_the_rate_of_a_link_and_finds_it_from_below() -> None:
+    """Updates of 32 KB, more than the budget, so one at a time, each in four frames as the
+    pacing lets them go, across a 250 KB/s link with a 65 ms round trip: the estimate, from
+    half the link's rate, climbs by the pacing gain's probes to the link's in three rate
+    windows and never above it (each sample measured an idle round trip as well before: it
+    sank with every window instead)."""
+    link, rtt = 250_000.0, 0.065
+    flow = learnt(rate=link / 2, rtt=rtt)
+    now, seq, highest = 2.0, 2, 0.0
+    while now < 2.0 + 3 * core.RATE_WINDOW_S:
+        assert flow.may_start()
+        flow.started(seq, now)
+        at = crossed = now
+        for _ in range(4):
+            at += flow.write_delay(8_000, False, at, seq)
+            flow.wrote(seq, 8_000, at)
+            crossed = max(crossed, at) + 8_000 / link  # the link carries it as written
+        assert not flow.may_start()
+        flow.acked(seq, crossed + rtt)
+        highest = max(highest, flow.rate)
+        now, seq = crossed + rtt + 0.01, seq + 1  # the next one, encoded meanwhile
+    assert 0.9 * link <= flow.rate and highest <= link * 1.001
 
 
 def test_the_budget_never_falls_below_a_floor() -> None:
