@@ -287,14 +287,16 @@ class FlowControl:
     acknowledgement gives a delivery-rate sample (bytes acknowledged since the update's first
     write, over the time, and never above the rate they were written at: acknowledgements that
     arrive bunched, after a viewer's decode, must not make the link seem faster than it is, as
-    BBR bounds its sample by the send rate) and a round-trip sample; the estimate is the largest
-    rate of the last RATE_WINDOW_S and the smallest round trip of the last RTT_WINDOW_S. Bulk
-    updates (video, scrolling) start only while at most one round trip plus UNACKED_EXTRA_S of
-    data is unacknowledged, their frames are written no faster than the rate (so they wait here,
-    where an echo of input can pass them, not in a socket buffer), and they leave one update of
-    the wire's allowance free: an interactive update (input's echo) may always start. The pacing
-    gain cycles (PACING_GAINS) to find a faster link and drain what a slower one queued, after a
-    startup at STARTUP_GAIN that finds the link's rate in a few round trips. Before any
+    BBR bounds its sample by the send rate; on a far path, with the two corrections of
+    _elapsed() for acks that come an update at a time) and a round-trip sample; the estimate
+    is the largest rate of the last RATE_WINDOW_S and the smallest round trip of the last
+    RTT_WINDOW_S. Bulk updates (video, scrolling) start only while at most one round trip plus
+    UNACKED_EXTRA_S of data is unacknowledged, their frames are written no faster than the
+    rate (so they wait here, where an echo of input can pass them, not in a socket buffer),
+    and they leave one update of the wire's allowance free: an interactive update (input's
+    echo) may always start. The pacing gain cycles (PACING_GAINS) to find a faster link and
+    drain what a slower one queued, after a startup at STARTUP_GAIN that finds the link's rate
+    in a few round trips. Before any
     acknowledgement nothing is known: only the count applies.
 
     A sample is app-limited when nothing was held back while its update was in flight (typing
