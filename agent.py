@@ -1191,8 +1191,8 @@ class Agent:
                 if interactive_only and not interactive:
                     return 0.0
                 ahead = flow.may_write_ahead(seq, self.clock())
-                if ahead is False:
-                    return WAIT_FOR_ACK_S  # (an ack sets sendable: this is a fallback)
+                if ahead is False:  # an ack sets sendable; the budget may free before one
+                    return min(WAIT_FOR_ACK_S, flow.start_delay(self.clock()) or WAIT_FOR_ACK_S)
                 if ahead is None and seq not in flow.in_flight:
                     outbox.pop()  # forgotten by a restart: a full image follows
                     continue

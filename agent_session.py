@@ -383,14 +383,50 @@ class FlowControl:
         gain = STARTUP_GAIN if self.mode == STARTUP else 1.0
         return max(MIN_BUDGET_BYTES, gain * rate * (rtt + UNACKED_EXTRA_S))
 
-    def may_start(self, interactive: bool = False) -> bool:
+    def may_start(self, interactive: bool = False, now: float | None = None) -> bool:
         """May a new update begin? Interactive ones only need a free place in the wire's
-        allowance; bulk ones leave one free and wait for the byte budget."""
+        allowance; bulk ones leave one free and wait for the byte budget. With ``now``, on a
+        far path, the bytes of the oldest update written that a TCP ack would have freed by
+        now do not count (see carried())."""
         allowed = self.window.may_start() and (interactive or (
-            len(self.window.open) < self.limit - 1 and self.unacked < self.budget()))
+            len(self.window.open) < self.limit - 1 and
+            self.unacked - self.carried(now) < self.budget()))
         self.waiting = self.waiting or not allowed
         self.holds += not allowed and not interactive
         return allowed
+
+    def carried(self, now: float | None) -> float:
+        """Bytes of the oldest update on the link that its first round trip at the estimated
+        rate has delivered by ``now`` (0 on a near path, or without ``now``). Acks come an
+        update at a time, so an update's bytes counted against the budget until its last one
+        was drawn, though the link had carried most of them (a TCP ack frees each segment's):
+        a video update larger than the budget went alone with an idle round trip after it,
+        and on 2 Mbit/s whether the budget (20-23 KB) was just under or over an update (22-24
+        KB) set the video at 4-5 or 8-9 updates a second between runs of the same code. So
+        the next may begin as the last of one is written, not a round trip later; frames are
+        still paced at the rate. (On a near path the budget's round trip already holds an
+        update while the viewer is the limit: PROBE_FASTER.)"""
+        oldest = self._oldest() if now is not None else None
+        if oldest is None:
+            return 0.0
+        return min(oldest.size, self.rate * max(0.0, now - self.rtt - oldest.written_at))
+
+    def start_delay(self, now: float) -> float | None:
+        """Seconds until carried() lets a bulk update begin (0: now); None when only an ack
+        can (the wire's allowance, or more than the oldest update over the budget)."""
+        oldest, budget = self._oldest(), self.budget()
+        if oldest is None or len(self.window.open) >= self.limit - 1 or \
+                self.unacked - oldest.size >= budget:
+            return None
+        at = oldest.written_at + self.rtt + (self.unacked - budget) / self.rate
+        return max(0.0, at - now) + MIN_RTT_S  # (past the boundary: carried() is continuous)
+
+    def _oldest(self) -> InFlight | None:
+        """The update written first of those in flight, on a far path with a rate known."""
+        if self.rate is None or self.rtt is None or self.rtt <= NEAR_RTT_S:
+            return None
+        return min((e for e in self.in_flight.values() if e.written_at is not None),
+                   key=lambda e: e.written_at, default=None)
 
     def may_send(self) -> bool:
         return self.may_start(interactive=False)
@@ -423,7 +459,7 @@ class FlowControl:
         is not one: already started, or forgotten by a restart."""
         if seq not in self.ahead:
             return None
-        if not self.may_start():
+        if not self.may_start(now=now):
             return False
         del self.ahead[seq]
         probe = not self.in_flight and self.rtt is not None and self.rtt <= NEAR_RTT_S and \
@@ -523,9 +559,10 @@ class FlowControl:
         write them, and on a far path (beyond NEAR_RTT_S) two corrections for acks that come
         an update at a time, not a packet at a time as TCP's do.
 
-        After an idle link (nothing else written and unacknowledged at its first write: an
-        update at a time, while the budget is smaller than one) the time to acknowledge
-        holds a round trip in which the link carried nothing of it: those samples were
+        After an idle link (the time to acknowledge counts from the oldest update's first
+        write, nothing being unacknowledged then: an update at a time, while the budget is
+        smaller than one, or the next begun while it is on the link, see carried()) the time
+        to acknowledge holds a round trip in which the link carried nothing of it: they were
         below the rate the update was written at, so each lowered the estimate, the pacing
         and the next sample (on 2 Mbit/s the rate learnt sank from 213 to 96 KB/s in 20 s).
         So a round trip comes off (``idle_rtt``: the smallest of IDLE_RTT_WINDOW_S before
@@ -542,8 +579,8 @@ class FlowControl:
         if idle_rtt is None or idle_rtt <= NEAR_RTT_S:
             return elapsed
         crossed = now - idle_rtt - entry.oldest_at
-        if entry.oldest_at == entry.written_at:  # after an idle link
-            return max(crossed, written) if now - entry.written_at >= 2 * idle_rtt else elapsed
+        if entry.delivered_at == entry.oldest_at:  # after an idle link
+            return max(crossed, written) if now - entry.oldest_at >= 2 * idle_rtt else elapsed
         return max(elapsed, crossed)
 
     def _startup(self, now: float) -> None:

@@ -320,6 +320,57 @@ def test_an_update_at_a_time_keeps_the_rate_of_a_link_and_finds_it_from_below() 
     assert 0.9 * link <= flow.rate and highest <= link * 1.001
 
 
+def test_the_next_bulk_update_begins_as_the_link_carries_the_last_not_at_its_ack() -> None:
+    """At 100 KB/s and 150 ms (an 18 KB budget) a 40 KB update written at t=10 holds the next
+    back until what a TCP ack would still count, 40 KB less what the link delivered a round
+    trip ago, is under the budget: from 10.37 s, not at its ack (10.55 s); told when."""
+    flow = learnt()
+    flow.started(2, 10.0)
+    flow.wrote(2, 40_000, 10.0)
+    assert not flow.may_start(now=10.3)
+    assert flow.start_delay(10.3) == pytest.approx(0.07 + core.MIN_RTT_S)
+    flow.ahead_of_time(3, 10.3)
+    assert not flow.may_write_ahead(3, 10.3)
+    assert flow.may_write_ahead(3, 10.3 + flow.start_delay(10.3))
+    assert not flow.may_start()  # (without the time: every byte unacknowledged counts)
+
+
+def test_an_update_begun_while_the_last_crosses_an_idle_link_measures_the_link() -> None:
+    """40 KB written at t=10 after an idle link, 20 KB more from 10.38 before its ack: the
+    100 KB/s link is busy until 10.6; the first's ack comes late (10.65, the viewer's
+    decode: 80 KB/s), the second's a round trip after its last byte (10.75), whose sample
+    is the link's 100 KB/s, not 80 (60 KB over 0.75 s from the first write)."""
+    flow = learnt(rate=50_000)
+    flow.started(2, 10.0)
+    flow.wrote(2, 40_000, 10.0)
+    flow.holds += 1
+    flow.started(3, 10.38)
+    flow.wrote(3, 20_000, 10.38)
+    flow.acked(2, 10.65)
+    assert flow.rate == pytest.approx(80_000)
+    flow.acked(3, 10.75)
+    assert flow.rate == pytest.approx(100_000)
+
+
+def test_with_the_wires_allowance_for_bulk_taken_only_an_ack_lets_the_next_begin() -> None:
+    """Two bulk updates of 20 KB in flight (LIMIT - 1): however much the link has carried,
+    the next waits for an ack."""
+    flow = learnt()
+    for seq, at in ((2, 10.0), (3, 10.1)):
+        flow.started(seq, at)
+        flow.wrote(seq, 20_000, at)
+    assert not flow.may_start(now=20.0) and flow.start_delay(20.0) is None
+
+
+def test_on_a_near_path_every_unacknowledged_byte_counts() -> None:
+    """Within NEAR_RTT_S the ack waits for the viewer's decode, not the link: the budget is
+    not eased by what the link has carried."""
+    flow = learnt(rtt=0.01)
+    flow.started(2, 10.0)
+    flow.wrote(2, 40_000, 10.0)
+    assert not flow.may_start(now=20.0) and flow.start_delay(20.0) is None
+
+
 def test_the_budget_never_falls_below_a_floor() -> None:
     """A very slow estimate still lets MIN_BUDGET_BYTES be unacknowledged."""
     flow = learnt(rate=1000.0, rtt=0.01)
@@ -450,10 +501,11 @@ def test_what_the_pacing_writes_the_relays_window_admits() -> None:
 
 
 def test_a_late_then_bunched_acknowledgement_does_not_make_the_link_seem_faster() -> None:
-    """Update 2's ack comes late and update 3's at once after it (a viewer decoding a large
-    strip, then acking a small one): update 4, begun at 2's ack, sees 20 KB acked in 0.15 s
-    (133 KB/s), but those bytes were written over 0.3 s: the sample is 67 KB/s, as BBR bounds
-    it by the send rate, and the 100 KB/s link is not believed faster."""
+    """Update 2's ack comes late and update 3's soon after it (a viewer decoding a large
+    strip, then acking a small one; no sooner than its bytes could cross the link): update
+    4, begun at 2's ack, sees 20 KB acked in 0.15 s (133 KB/s), but those bytes were written
+    over 0.3 s: the sample is 67 KB/s, as BBR bounds it by the send rate, and the 100 KB/s
+    link is not believed faster."""
     flow = learnt()
     for seq, at in ((2, 10.0), (3, 10.1)):
         flow.started(seq, at)
@@ -461,7 +513,7 @@ def test_a_late_then_bunched_acknowledgement_does_not_make_the_link_seem_faster(
     flow.acked(2, 10.30)  # on time: 10.25
     flow.started(4, 10.30)
     flow.wrote(4, 10_000, 10.30)
-    flow.acked(3, 10.31)  # on time: 10.35
+    flow.acked(3, 10.36)  # on time: 10.35
     flow.acked(4, 10.45)
     assert flow.rate == pytest.approx(100_000)
 
