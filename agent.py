@@ -72,6 +72,7 @@ from panel import Panel
 
 ENCODER_THREADS = 2  # strips of a large update are encoded in parallel
 INLINE_ENCODE_MAX_PX = 128 * 128  # smaller updates (typing) are encoded in the event loop
+INLINE_COMPARE_MAX_S = 0.003  # a compare that cost less (thread CPU) stays on the event loop
 WAIT_FOR_ACK_S = 0.1  # an update encoded ahead looks again this soon if no ack woke it
 CURSOR_INTERVAL_S = 0.045  # the customer's pointer is asked for at most this often
 CURSOR_RESTING_INTERVAL_S = 0.1  # ... and this often once it has not moved for CURSOR_REST_S
@@ -958,6 +959,7 @@ class Agent:
         # encoding, 100 ms at load 8 on 2 Mbit/s.
         encoding: asyncio.Future | None = None
         encoding_rects: list = []
+        compared = 0.0  # the last compare's cost (thread CPU seconds): compare_in_thread
         try:
             ahead = self._take_ahead()  # for the first image
             while True:
@@ -1019,8 +1021,12 @@ class Agent:
                 if full and encoding is not None:  # its older pixels go first
                     encoding, _ = None, await encoding
                 self._full = False  # a refresh while this update is encoded asks for another
-                rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
-                    await self._compare(diff, pixels, pacer.echo_awaited_since is None)
+                if full:
+                    rects = [(0, 0, pixels.shape[1], pixels.shape[0])]
+                else:
+                    rects, compared = await self._compare(diff, pixels, compare_in_thread(
+                        pacer.echo_awaited_since is not None, compared,
+                        pacer.motion.run >= codec.MOTION_AFTER_CHANGES))
                 plans = pacer.plan(rects, polled_at, flow.rate, full=full,
                                    viewer_limited=flow.viewer_limited)
                 for plan in plans:
@@ -1099,18 +1105,13 @@ class Agent:
         sendable.set()
 
     @staticmethod
-    async def _compare(diff: Any, pixels: Any, in_thread: bool) -> list:
-        """What changed (diff.changes), ``in_thread`` (else on the event loop): with a video
-        on the screen a compare took 7-15 ms at load 9, and on the loop, polls back to back,
-        a key waited in the socket unread for up to 130 ms. A poll for input's echo compares
-        on the loop: the hand-off to a thread and back added 4-6 ms at that load, and the
-        key is read by then. Awaited to its end even when cancelled: it reads the grab."""
-        import screen_codec as codec
-
+    async def _compare(diff: Any, pixels: Any, in_thread: bool) -> tuple[list, float]:
+        """What changed (diff.changes) and what finding it cost (thread CPU seconds),
+        ``in_thread`` (compare_in_thread) or on the event loop. Awaited to its end even when
+        cancelled: it reads the grab."""
         if not in_thread:
-            return diff.changes(pixels, codec.SAMPLE_ROWS)
-        compare = asyncio.ensure_future(asyncio.to_thread(diff.changes, pixels,
-                                                          codec.SAMPLE_ROWS))
+            return _timed_changes(diff, pixels)
+        compare = asyncio.ensure_future(asyncio.to_thread(_timed_changes, diff, pixels))
         try:
             return await asyncio.shield(compare)
         finally:
@@ -1193,6 +1194,28 @@ class Agent:
                 await ws.send(data)
                 flow.wrote(seq, len(data), self.clock())
         return 0.0
+
+
+def compare_in_thread(echo_awaited: bool, last_cost_s: float, in_motion: bool) -> bool:
+    """Whether a poll's compare goes to a thread: only when it is expensive, a region in
+    motion or the last compare having cost INLINE_COMPARE_MAX_S or more. With a video on the
+    screen a compare took 7-15 ms at load 9, and on the loop, polls back to back, a key waited
+    in the socket unread for up to 130 ms. A cheap one (typing: 1-2 ms) stays on the loop:
+    the hand-off (a future, a shield, a thread and back, every poll) cost the typing agent
+    about 2 points of a core (12.0% against 10.1%, 3 rounds, load 0.6-0.8). A poll for
+    input's echo compares on the loop: the hand-off added 4-6 ms at load 9, and the key is
+    read by then."""
+    return not echo_awaited and (in_motion or last_cost_s >= INLINE_COMPARE_MAX_S)
+
+
+def _timed_changes(diff: Any, pixels: Any) -> tuple[list, float]:
+    """diff.changes of a sampled compare, and its cost in the calling thread's CPU time (not
+    wall time: on a busy machine that measures the wait for a core, not the compare)."""
+    import screen_codec as codec
+
+    start = time.thread_time()
+    rects = diff.changes(pixels, codec.SAMPLE_ROWS)
+    return rects, time.thread_time() - start
 
 
 def _wire_frames(frames: list) -> list[tuple[tuple[int, int, int, int], bytes]]:
