@@ -44,3 +44,29 @@ def test_the_timed_compare_returns_the_changes_and_a_cost_in_seconds() -> None:
     rects, cost = agent._timed_changes(diff, pixels)
     assert rects == [(130, 70, 10, 4)]
     assert cost >= 0.0
+
+
+def test_the_echo_band_is_the_last_echos_rows_of_tiles_and_one_more_each_side() -> None:
+    """Rows 170-180 with 64-row tiles: tiles 128-192, widened to 64-256."""
+    assert agent.echo_band((170, 180), 1080) == (64, 256)
+    assert agent.echo_band((128, 192), 1080) == (64, 256)
+
+
+def test_the_echo_band_stops_at_the_screens_edges() -> None:
+    """At the top it starts at row 0, at the bottom it ends at the screen's height."""
+    assert agent.echo_band((3, 10), 1080) == (0, 128)
+    assert agent.echo_band((1070, 1080), 1080) == (960, 1080)
+
+
+def test_a_band_commit_copies_only_the_rects_rows_inside_the_band() -> None:
+    """_commit_band puts the band's pixels into the viewer's copy at their screen rows, and
+    leaves a rectangle's rows outside the band as they were."""
+    diff = codec.ScreenDiff()
+    shown = codec.new_image(8, 6)
+    diff.commit(shown, [(0, 0, 8, 6)], owned=True)
+    band = codec.new_image(8, 2)  # screen rows 2 and 3
+    band.cast("B")[:] = b"\x07" * len(band.cast("B"))
+    agent._commit_band(diff, band, 2, [(1, 1, 3, 4)])  # rows 1-4, columns 1-3
+    rows = [bytes(shown.cast("B")[y * 32:(y + 1) * 32]) for y in range(6)]
+    inside = b"\x00" * 4 + b"\x07" * 12 + b"\x00" * 16
+    assert rows == [bytes(32), bytes(32), inside, inside, bytes(32), bytes(32)]
