@@ -44,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -129,6 +130,15 @@ class Input(Protocol):
 # --- real backends ---------------------------------------------------------------------
 
 
+@dataclass
+class _GrabSegment:
+    """A MIT-SHM segment of two images on one mss instance's connection, and the last view
+    handed out of each image (the streamer may keep one)."""
+
+    instance: Any  # the mss instance whose connection the segment is attached to
+    memory: Any  # the segment's mmap
+    segment: Any  # its xcb id
+    views: list = field(default_factory=lambda: [None, None])
 
 
 class MssScreen:
@@ -140,7 +150,7 @@ class MssScreen:
         self._mss, self._sct = mss, mss.MSS()
         self._retired: list[Any] = []  # replaced instances, closed once no view uses them
         self._shm_views = sys.platform.startswith("linux")
-        self._shared: tuple | None = None  # (instance, segment's memory, segment, views)
+        self._shared: _GrabSegment | None = None
 
     def monitors(self) -> tuple[p.Screen, ...]:
         layout = self._layout()[: p.MAX_SCREENS]
@@ -194,9 +204,9 @@ class MssScreen:
         size, room = area.width * area.height * 4, impl._bufsize
         if size > room:
             return None
-        if self._shared is None or self._shared[0] is not self._sct:
-            self._shared = (self._sct, *self._attach(impl, 2 * room, xcb), [None, None])
-        _, memory, segment, views = self._shared
+        if self._shared is None or self._shared.instance is not self._sct:
+            self._shared = _GrabSegment(self._sct, *self._attach(impl, 2 * room, xcb))
+        memory, segment, views = self._shared.memory, self._shared.segment, self._shared.views
         # Two images' room (mss's own segment is read-only and one image): the grab goes
         # where the viewer's copy is not, so the streamer keeps a whole image by reference
         # and updates it in place (copying a 1080p motion update into a copy of its own cost
