@@ -74,6 +74,7 @@ from panel import Panel
 ENCODER_THREADS = 2  # strips of a large update are encoded in parallel
 INLINE_ENCODE_MAX_PX = 128 * 128  # smaller updates (typing) are encoded in the event loop
 INLINE_COMPARE_MAX_S = 0.003  # a compare that cost less (thread CPU) stays on the event loop
+DRIVEN_S = 2.0  # ... unless the support person's input came this recently (compare_in_thread)
 WAIT_FOR_ACK_S = 0.1  # an update encoded ahead looks again this soon if no ack woke it
 CURSOR_INTERVAL_S = 0.045  # the customer's pointer is asked for at most this often
 CURSOR_RESTING_INTERVAL_S = 0.1  # ... and this often once it has not moved for CURSOR_REST_S
@@ -1048,7 +1049,8 @@ class Agent:
                 else:
                     rects, compared = await self._compare(diff, pixels, compare_in_thread(
                         pacer.echo_awaited_since is not None, compared,
-                        pacer.motion.run >= codec.MOTION_AFTER_CHANGES))
+                        pacer.motion.run >= codec.MOTION_AFTER_CHANGES,
+                        polled_at - pacer.input_at < DRIVEN_S))
                 plans = pacer.plan(rects, polled_at, flow.rate, full=full,
                                    viewer_limited=flow.viewer_limited)
                 for plan in plans:
@@ -1223,16 +1225,19 @@ class Agent:
         return 0.0
 
 
-def compare_in_thread(echo_awaited: bool, last_cost_s: float, in_motion: bool) -> bool:
-    """Whether a poll's compare goes to a thread: only when it is expensive, a region in
-    motion or the last compare having cost INLINE_COMPARE_MAX_S or more. With a video on the
-    screen a compare took 7-15 ms at load 9, and on the loop, polls back to back, a key waited
-    in the socket unread for up to 130 ms. A cheap one (typing: 1-2 ms) stays on the loop:
-    the hand-off (a future, a shield, a thread and back, every poll) cost the typing agent
-    about 2 points of a core (12.0% against 10.1%, 3 rounds, load 0.6-0.8). A poll for
-    input's echo compares on the loop: the hand-off added 4-6 ms at load 9, and the key is
-    read by then."""
-    return not echo_awaited and (in_motion or last_cost_s >= INLINE_COMPARE_MAX_S)
+def compare_in_thread(echo_awaited: bool, last_cost_s: float, in_motion: bool,
+                      driven: bool) -> bool:
+    """Whether a poll's compare goes to a thread: while the support person drives
+    (``driven``: their input came within DRIVEN_S), while a region is in motion, or after a
+    compare that cost INLINE_COMPARE_MAX_S or more; else it stays on the event loop.
+    With a video on the screen a compare took 7-15 ms at load 9, and on the loop, polls back
+    to back, a key waited in the socket unread for up to 130 ms; in Chromium at load 7-10,
+    compares on the loop between keys measured key to canvas p95 55 ms against 39 with them
+    in a thread (4 rounds, same run). Nobody driving, no key waits: the hand-off (a future, a
+    shield, a thread and back, every poll) cost the typing agent about 2 points of a core
+    (12.0% against 10.1%, 3 rounds, load 0.6-0.8). A poll for input's echo compares on the
+    loop: the hand-off added 4-6 ms at load 9, and the key is read by then."""
+    return not echo_awaited and (driven or in_motion or last_cost_s >= INLINE_COMPARE_MAX_S)
 
 
 def echo_band(echo_rows: tuple[int, int], height: int) -> tuple[int, int]:

@@ -9,27 +9,32 @@ CHEAP_S = agent.INLINE_COMPARE_MAX_S / 3
 EXPENSIVE_S = agent.INLINE_COMPARE_MAX_S * 3
 
 
-def test_a_cheap_compare_with_nothing_in_motion_stays_on_the_event_loop() -> None:
-    """Typing: the last compare cost little and nothing moves, so no hand-off to a thread."""
-    assert not agent.compare_in_thread(False, CHEAP_S, False)
-    assert not agent.compare_in_thread(False, 0.0, False)
+def test_a_cheap_compare_nobody_driving_and_nothing_in_motion_stays_on_the_loop() -> None:
+    """The customer typing: the last compare cost little, nothing moves, no input came."""
+    assert not agent.compare_in_thread(False, CHEAP_S, False, False)
+    assert not agent.compare_in_thread(False, 0.0, False, False)
 
 
 def test_an_expensive_last_compare_sends_the_next_to_a_thread() -> None:
     """A compare that cost INLINE_COMPARE_MAX_S or more: the next one runs off the loop."""
-    assert agent.compare_in_thread(False, EXPENSIVE_S, False)
-    assert agent.compare_in_thread(False, agent.INLINE_COMPARE_MAX_S, False)
+    assert agent.compare_in_thread(False, EXPENSIVE_S, False, False)
+    assert agent.compare_in_thread(False, agent.INLINE_COMPARE_MAX_S, False, False)
 
 
 def test_a_region_in_motion_sends_the_compare_to_a_thread_however_cheap_the_last() -> None:
     """A video playing: its compare goes to a thread even after a cheap one."""
-    assert agent.compare_in_thread(False, CHEAP_S, True)
+    assert agent.compare_in_thread(False, CHEAP_S, True, False)
 
 
-def test_a_poll_for_inputs_echo_compares_on_the_loop_even_when_expensive() -> None:
-    """The echo's poll never waits for a hand-off, whatever the compare costs or moves."""
-    assert not agent.compare_in_thread(True, EXPENSIVE_S, True)
-    assert not agent.compare_in_thread(True, CHEAP_S, False)
+def test_while_the_support_person_drives_even_a_cheap_compare_goes_to_a_thread() -> None:
+    """Their next key must not wait unread behind a compare on the loop."""
+    assert agent.compare_in_thread(False, CHEAP_S, False, True)
+
+
+def test_a_poll_for_inputs_echo_compares_on_the_loop_whatever_else_holds() -> None:
+    """The echo's poll never waits for a hand-off: expensive, in motion or driven."""
+    assert not agent.compare_in_thread(True, EXPENSIVE_S, True, True)
+    assert not agent.compare_in_thread(True, CHEAP_S, False, False)
 
 
 def test_the_timed_compare_returns_the_changes_and_a_cost_in_seconds() -> None:
