@@ -73,6 +73,8 @@ from panel import Panel
 
 ENCODER_THREADS = 2  # strips of a large update are encoded in parallel
 INLINE_ENCODE_MAX_PX = 128 * 128  # smaller updates (typing) are encoded in the event loop
+INLINE_COMPARE_MAX_S = 0.003  # a compare that cost less (thread CPU) stays on the event loop
+DRIVEN_S = 2.0  # ... unless the support person's input came this recently (compare_in_thread)
 WAIT_FOR_ACK_S = 0.1  # an update encoded ahead looks again this soon if no ack woke it
 CURSOR_INTERVAL_S = 0.045  # the customer's pointer is asked for at most this often
 CURSOR_RESTING_INTERVAL_S = 0.1  # ... and this often once it has not moved for CURSOR_REST_S
@@ -968,6 +970,9 @@ class Agent:
         # encoding, 100 ms at load 8 on 2 Mbit/s.
         encoding: asyncio.Future | None = None
         encoding_rects: list = []
+        compared = 0.0  # the last compare's cost (thread CPU seconds): compare_in_thread
+        echo_rows: tuple[int, int] | None = None  # the last echo's rows (echo_band)
+        band_for: float | None = None  # the input whose echo a band poll looked for
         try:
             ahead = self._take_ahead()  # for the first image
             while True:
@@ -1024,13 +1029,28 @@ class Agent:
                 # A view without a copy, valid until a grab that does not keep it: the
                 # viewer's copy (diff.shown: this view itself when a whole image is
                 # committed) takes what changed, and updates are encoded from it.
-                pixels = self.screen.grab_view(area, keep=diff.shown)
-                full = self._full or not diff.matches(pixels)
+                band = None  # the first poll for input's echo: only rows near the last one
+                if not self._full and pacer.echo_awaited_since not in (None, band_for) and \
+                        pacer.motion.run < codec.MOTION_AFTER_CHANGES and \
+                        diff.shown is not None and echo_rows is not None and \
+                        memoryview(diff.shown).shape[:2] == (area.height, area.width):
+                    band_for, band = pacer.echo_awaited_since, echo_band(echo_rows, area.height)
+                pixels = self.screen.grab_view(area if band is None else p.Screen(
+                    area.x, area.y + band[0], area.width, band[1] - band[0]), keep=diff.shown)
+                full = self._full or (band is None and not diff.matches(pixels))
                 if full and encoding is not None:  # its older pixels go first
                     encoding, _ = None, await encoding
                 self._full = False  # a refresh while this update is encoded asks for another
-                rects = [(0, 0, pixels.shape[1], pixels.shape[0])] if full else \
-                    await self._compare(diff, pixels, pacer.echo_awaited_since is None)
+                if full:
+                    rects = [(0, 0, pixels.shape[1], pixels.shape[0])]
+                elif band is not None:  # (a full compare of a few rows: cheaper than sampled)
+                    rects = [(x, y + band[0], w, h) for x, y, w, h in codec.changed_rects(
+                        memoryview(diff.shown)[band[0]:band[1]], pixels)]
+                else:
+                    rects, compared = await self._compare(diff, pixels, compare_in_thread(
+                        pacer.echo_awaited_since is not None, compared,
+                        pacer.motion.run >= codec.MOTION_AFTER_CHANGES,
+                        polled_at - pacer.input_at < DRIVEN_S))
                 plans = pacer.plan(rects, polled_at, flow.rate, full=full,
                                    viewer_limited=flow.viewer_limited)
                 for plan in plans:
@@ -1047,8 +1067,13 @@ class Agent:
                         reuse = ahead.pieces(plan.quality, plan.subsampling).get
                         diff.commit(ahead.give(), plan.rects, owned=True)
                         ahead = None
+                    elif band is not None:
+                        _commit_band(diff, pixels, band[0], plan.rects)
                     else:
                         diff.commit(pixels, plan.rects, owned=codec.writeable(pixels))
+                    if plan.interactive:
+                        echo_rows = (min(y for _, y, _, _ in plan.rects),
+                                     max(y + h for _, y, _, h in plan.rects))
                     seq = flow.next_seq()
                     if full or plan.interactive:
                         flow.started(seq, self.clock())
@@ -1110,18 +1135,13 @@ class Agent:
         sendable.set()
 
     @staticmethod
-    async def _compare(diff: Any, pixels: Any, in_thread: bool) -> list:
-        """What changed (diff.changes), ``in_thread`` (else on the event loop): with a video
-        on the screen a compare took 7-15 ms at load 9, and on the loop, polls back to back,
-        a key waited in the socket unread for up to 130 ms. A poll for input's echo compares
-        on the loop: the hand-off to a thread and back added 4-6 ms at that load, and the
-        key is read by then. Awaited to its end even when cancelled: it reads the grab."""
-        import screen_codec as codec
-
+    async def _compare(diff: Any, pixels: Any, in_thread: bool) -> tuple[list, float]:
+        """What changed (diff.changes) and what finding it cost (thread CPU seconds),
+        ``in_thread`` (compare_in_thread) or on the event loop. Awaited to its end even when
+        cancelled: it reads the grab."""
         if not in_thread:
-            return diff.changes(pixels, codec.SAMPLE_ROWS)
-        compare = asyncio.ensure_future(asyncio.to_thread(diff.changes, pixels,
-                                                          codec.SAMPLE_ROWS))
+            return _timed_changes(diff, pixels)
+        compare = asyncio.ensure_future(asyncio.to_thread(_timed_changes, diff, pixels))
         try:
             return await asyncio.shield(compare)
         finally:
@@ -1192,8 +1212,8 @@ class Agent:
                 if interactive_only and not interactive:
                     return 0.0
                 ahead = flow.may_write_ahead(seq, self.clock())
-                if ahead is False:
-                    return WAIT_FOR_ACK_S  # (an ack sets sendable: this is a fallback)
+                if ahead is False:  # an ack sets sendable; the budget may free before one
+                    return min(WAIT_FOR_ACK_S, flow.start_delay(self.clock()) or WAIT_FOR_ACK_S)
                 if ahead is None and seq not in flow.in_flight:
                     outbox.pop()  # forgotten by a restart: a full image follows
                     continue
@@ -1201,9 +1221,64 @@ class Agent:
                 if delay > 0:
                     return delay
                 outbox.pop()
-                await ws.send(data)
+                # recorded before the await: websockets hands the bytes to the transport at
+                # once, and the viewer's ack may be handled while the send waits to drain
                 flow.wrote(seq, len(data), self.clock())
+                await ws.send(data)
         return 0.0
+
+
+def compare_in_thread(echo_awaited: bool, last_cost_s: float, in_motion: bool,
+                      driven: bool) -> bool:
+    """Whether a poll's compare goes to a thread: while the support person drives
+    (``driven``: their input came within DRIVEN_S), while a region is in motion, or after a
+    compare that cost INLINE_COMPARE_MAX_S or more; else it stays on the event loop.
+    With a video on the screen a compare took 7-15 ms at load 9, and on the loop, polls back
+    to back, a key waited in the socket unread for up to 130 ms; in Chromium at load 7-10,
+    compares on the loop between keys measured key to canvas p95 55 ms against 39 with them
+    in a thread (4 rounds, same run). Nobody driving, no key waits: the hand-off (a future, a
+    shield, a thread and back, every poll) cost the typing agent about 2 points of a core
+    (12.0% against 10.1%, 3 rounds, load 0.6-0.8). A poll for input's echo compares on the
+    loop: the hand-off added 4-6 ms at load 9, and the key is read by then."""
+    return not echo_awaited and (driven or in_motion or last_cost_s >= INLINE_COMPARE_MAX_S)
+
+
+def echo_band(echo_rows: tuple[int, int], height: int) -> tuple[int, int]:
+    """The rows (first, end) that the first poll for input's echo grabs and compares: the
+    rows of tiles of the last echo (``echo_rows``, first and end) and one more tile above
+    and below (the next line), within the screen's ``height``. The echo's poll grabbed and
+    compared the whole screen, 4-6 ms of a browser key's 25 ms at load 2-3 (the grab 2.4,
+    the sampled compare 1.5, p50); typed text lands where the last did. Found elsewhere
+    (or not yet drawn), the next rung's poll looks at the whole screen as before."""
+    import screen_codec as codec
+
+    tile = codec.TILE_PX
+    first = max(0, (echo_rows[0] // tile - 1) * tile)
+    return first, min(height, (-(-echo_rows[1] // tile) + 1) * tile)
+
+
+def _commit_band(diff: Any, band: Any, first: int, rects: list) -> None:
+    """The viewer's copy (diff.shown) takes ``rects`` (screen rows) from ``band``, the grab
+    of rows ``first`` on; a rectangle's rows outside the band are left as they were (shown
+    is then still what the viewer has: the next whole compare finds what changed there)."""
+    shown = memoryview(diff.shown).cast("B")
+    source = memoryview(band).cast("B")
+    row_bytes = memoryview(band).shape[1] * 4
+    end = first + memoryview(band).shape[0]
+    for x, y, w, h in rects:
+        for row in range(max(y, first), min(y + h, end)):
+            at = (row - first) * row_bytes + x * 4
+            shown[row * row_bytes + x * 4:row * row_bytes + (x + w) * 4] = source[at:at + w * 4]
+
+
+def _timed_changes(diff: Any, pixels: Any) -> tuple[list, float]:
+    """diff.changes of a sampled compare, and its cost in the calling thread's CPU time (not
+    wall time: on a busy machine that measures the wait for a core, not the compare)."""
+    import screen_codec as codec
+
+    start = time.thread_time()
+    rects = diff.changes(pixels, codec.SAMPLE_ROWS)
+    return rects, time.thread_time() - start
 
 
 def _wire_frames(frames: list) -> list[tuple[tuple[int, int, int, int], bytes]]:

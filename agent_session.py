@@ -90,6 +90,14 @@ STARTUP, DRAIN, CRUISE = "startup", "drain", "cruise"
 # delays), up to PROBE_EVERY_MAX_S. A probe at least PROBE_FASTER times the delivery rate
 # says the rate is the viewer's (Chromium on the loopback, load 6-10: 1.4 to 2.2 times).
 NEAR_RTT_S = 0.05
+# A rate sample's round trip (FlowControl._elapsed) is the smallest of updates of at most
+# one TCP segment (input's echoes: 110-320 bytes), whose own time on the link is nothing: a
+# video update's round trip from its last write holds that write's time on the link (a 32
+# ms strip on 2 Mbit/s), and taking that off too made the link seem 30% faster than it was.
+# Kept longer than RTT_WINDOW_S: a minute without input must not lose it, and an older,
+# smaller one only makes a sample lower.
+IDLE_RTT_MAX_BYTES = 1448
+IDLE_RTT_WINDOW_S = 60.0
 PROBE_EVERY_S = 2.0
 PROBE_EVERY_MAX_S = 64.0
 PROBE_FASTER = 1.25
@@ -256,6 +264,21 @@ class RateLimit:
         return True
 
 
+@dataclass
+class InFlight:
+    """An update not yet acknowledged: what FlowControl learns from when its ack comes."""
+
+    started_at: float  # when it began: it counts against the wire's allowance from here
+    holds: int  # FlowControl.holds then: none more by its ack makes its sample app-limited
+    size: int = 0  # bytes written so far
+    written_at: float | None = None  # its first write: its rate counts from there ...
+    delivered: int = 0  # ... FlowControl.delivered, delivered_at and sent_at then
+    delivered_at: float = 0.0
+    sent_at: float = 0.0
+    last_at: float = 0.0  # its last write: its round trip counts from there
+    oldest_at: float = 0.0  # the first write of the oldest update on the link at its own
+
+
 class FlowControl:
     """What the link to the viewer can take now, from its acknowledgements (time passed in).
 
@@ -264,14 +287,16 @@ class FlowControl:
     acknowledgement gives a delivery-rate sample (bytes acknowledged since the update's first
     write, over the time, and never above the rate they were written at: acknowledgements that
     arrive bunched, after a viewer's decode, must not make the link seem faster than it is, as
-    BBR bounds its sample by the send rate) and a round-trip sample; the estimate is the largest
-    rate of the last RATE_WINDOW_S and the smallest round trip of the last RTT_WINDOW_S. Bulk
-    updates (video, scrolling) start only while at most one round trip plus UNACKED_EXTRA_S of
-    data is unacknowledged, their frames are written no faster than the rate (so they wait here,
-    where an echo of input can pass them, not in a socket buffer), and they leave one update of
-    the wire's allowance free: an interactive update (input's echo) may always start. The pacing
-    gain cycles (PACING_GAINS) to find a faster link and drain what a slower one queued, after a
-    startup at STARTUP_GAIN that finds the link's rate in a few round trips. Before any
+    BBR bounds its sample by the send rate; on a far path, with the two corrections of
+    _elapsed() for acks that come an update at a time) and a round-trip sample; the estimate
+    is the largest rate of the last RATE_WINDOW_S and the smallest round trip of the last
+    RTT_WINDOW_S. Bulk updates (video, scrolling) start only while at most one round trip plus
+    UNACKED_EXTRA_S of data is unacknowledged, their frames are written no faster than the
+    rate (so they wait here, where an echo of input can pass them, not in a socket buffer),
+    and they leave one update of the wire's allowance free: an interactive update (input's
+    echo) may always start. The pacing gain cycles (PACING_GAINS) to find a faster link and
+    drain what a slower one queued, after a startup at STARTUP_GAIN that finds the link's rate
+    in a few round trips. Before any
     acknowledgement nothing is known: only the count applies.
 
     A sample is app-limited when nothing was held back while its update was in flight (typing
@@ -302,9 +327,7 @@ class FlowControl:
         self.limit = limit
         self.window = p.UpdateWindow(limit)  # the wire's rule, as the relay enforces it
         self.seq = 0
-        # seq -> [bytes written, first written at, and then: delivered, delivered_at;
-        #         holds when it started; and then: sent_at; last written at; started at]
-        self.in_flight: dict[int, list] = {}
+        self.in_flight: dict[int, InFlight] = {}
         self.unacked = 0  # bytes written and not yet acknowledged
         self.delivered = 0  # bytes acknowledged since the start
         self.delivered_at: float | None = None
@@ -316,6 +339,7 @@ class FlowControl:
         self.probed: tuple[float, float] | None = None  # (bytes/s, seconds) of the last probe,
         #                                                 if PROBE_FASTER than delivery
         self.rtts: deque[tuple[float, float]] = deque()  # (at, seconds)
+        self.idle_rtts: deque[tuple[float, float]] = deque()  # (at, seconds): _elapsed()
         self.next_write_at = 0.0
         self.waiting = False  # something was held back: the next ack wakes the streamer
         self.holds = 0  # times a bulk update or frame was held back (app-limited samples)
@@ -359,14 +383,50 @@ class FlowControl:
         gain = STARTUP_GAIN if self.mode == STARTUP else 1.0
         return max(MIN_BUDGET_BYTES, gain * rate * (rtt + UNACKED_EXTRA_S))
 
-    def may_start(self, interactive: bool = False) -> bool:
+    def may_start(self, interactive: bool = False, now: float | None = None) -> bool:
         """May a new update begin? Interactive ones only need a free place in the wire's
-        allowance; bulk ones leave one free and wait for the byte budget."""
+        allowance; bulk ones leave one free and wait for the byte budget. With ``now``, on a
+        far path, the bytes of the oldest update written that a TCP ack would have freed by
+        now do not count (see carried())."""
         allowed = self.window.may_start() and (interactive or (
-            len(self.window.open) < self.limit - 1 and self.unacked < self.budget()))
+            len(self.window.open) < self.limit - 1 and
+            self.unacked - self.carried(now) < self.budget()))
         self.waiting = self.waiting or not allowed
         self.holds += not allowed and not interactive
         return allowed
+
+    def carried(self, now: float | None) -> float:
+        """Bytes of the oldest update on the link that its first round trip at the estimated
+        rate has delivered by ``now`` (0 on a near path, or without ``now``). Acks come an
+        update at a time, so an update's bytes counted against the budget until its last one
+        was drawn, though the link had carried most of them (a TCP ack frees each segment's):
+        a video update larger than the budget went alone with an idle round trip after it,
+        and on 2 Mbit/s whether the budget (20-23 KB) was just under or over an update (22-24
+        KB) set the video at 4-5 or 8-9 updates a second between runs of the same code. So
+        the next may begin as the last of one is written, not a round trip later; frames are
+        still paced at the rate. (On a near path the budget's round trip already holds an
+        update while the viewer is the limit: PROBE_FASTER.)"""
+        oldest = self._oldest() if now is not None else None
+        if oldest is None:
+            return 0.0
+        return min(oldest.size, self.rate * max(0.0, now - self.rtt - oldest.written_at))
+
+    def start_delay(self, now: float) -> float | None:
+        """Seconds until carried() lets a bulk update begin (0: now); None when only an ack
+        can (the wire's allowance, or more than the oldest update over the budget)."""
+        oldest, budget = self._oldest(), self.budget()
+        if oldest is None or len(self.window.open) >= self.limit - 1 or \
+                self.unacked - oldest.size >= budget:
+            return None
+        at = oldest.written_at + self.rtt + (self.unacked - budget) / self.rate
+        return max(0.0, at - now) + MIN_RTT_S  # (past the boundary: carried() is continuous)
+
+    def _oldest(self) -> InFlight | None:
+        """The update written first of those in flight, on a far path with a rate known."""
+        if self.rate is None or self.rtt is None or self.rtt <= NEAR_RTT_S:
+            return None
+        return min((e for e in self.in_flight.values() if e.written_at is not None),
+                   key=lambda e: e.written_at, default=None)
 
     def may_send(self) -> bool:
         return self.may_start(interactive=False)
@@ -378,7 +438,7 @@ class FlowControl:
     def started(self, seq: int, now: float) -> None:
         """Update ``seq`` begins (its frames may wait to be written): it counts from now
         against the wire's allowance, and its delivery rate from its first write."""
-        self.in_flight[seq] = [0, None, 0, 0.0, self.holds, 0.0, 0.0, now]
+        self.in_flight[seq] = InFlight(now, self.holds)
         self.window.started(seq)
 
     def ahead_of_time(self, seq: int, now: float) -> None:
@@ -399,7 +459,7 @@ class FlowControl:
         is not one: already started, or forgotten by a restart."""
         if seq not in self.ahead:
             return None
-        if not self.may_start():
+        if not self.may_start(now=now):
             return False
         del self.ahead[seq]
         probe = not self.in_flight and self.rtt is not None and self.rtt <= NEAR_RTT_S and \
@@ -424,26 +484,28 @@ class FlowControl:
         return delay
 
     def wrote(self, seq: int, size: int, now: float) -> None:
-        """``size`` bytes of update ``seq`` were written to the link."""
+        """``size`` bytes of update ``seq``, begun with started() or may_write_ahead(), were
+        written to the link. Nothing for an update no longer in flight: acknowledged already
+        (the agent records a write before awaiting it, but the rule does not lean on that) or
+        forgotten by a restart; a new entry for it would never be acknowledged, and would
+        hold a place of the wire's allowance and its bytes of the budget until the next
+        restart."""
         entry = self.in_flight.get(seq)
-        if entry is None:  # not announced with started(): begins now
-            self.started(seq, now)
-            entry = self.in_flight[seq]
-        if entry[1] is None:  # its rate counts from here: its encoding is not the link's
+        if entry is None:
+            return
+        if entry.written_at is None:  # its rate counts from here: its encoding is not the link's
             if not self.unacked:  # after a pause, not from before it
                 self.delivered_at = self.sent_at = now
-            entry[1:4] = now, self.delivered, self.delivered_at
-            entry[5] = self.sent_at
-        entry[0] += size
-        entry[6] = now
+            entry.written_at, entry.delivered = now, self.delivered
+            entry.delivered_at, entry.sent_at = self.delivered_at, self.sent_at
+            entry.oldest_at = min((e.written_at for e in self.in_flight.values()
+                                   if e.written_at is not None), default=now)
+        entry.size += size
+        entry.last_at = now
         self.unacked += size
         rate = self.rate
         if rate is not None and seq not in self.probes:
             self.next_write_at = max(now, self.next_write_at) + size / (rate * self.gain(now))
-
-    def sent(self, seq: int, size: int, now: float) -> None:
-        """A whole update written at once (as wrote(), for callers without an outbox)."""
-        self.wrote(seq, size, now)
 
     def gain(self, now: float) -> float:
         """The pacing gain now: STARTUP_GAIN in startup, its inverse in the drain, then the
@@ -461,25 +523,25 @@ class FlowControl:
         if entry is None:
             return False
         self.window.acked(seq)
-        size, written_at, delivered_then, delivered_at_then, holds_then, sent_then, last_at, \
-            started_at = entry
+        idle_rtt = min((r for _, r in self.idle_rtts), default=None)  # (before its own)
         if seq in self.probes:
             self.probes.discard(seq)
-            self._probed(size, max(MIN_RTT_S, now - started_at), now)
-        self.unacked -= size
-        self.delivered += size
+            self._probed(entry.size, max(MIN_RTT_S, now - entry.started_at), now)
+        self.unacked -= entry.size
+        self.delivered += entry.size
         self.delivered_at = now
-        if written_at is not None:
+        if entry.written_at is not None:
             # from its last write: its earlier frames' time on the link is not the round
             # trip (subtracting size/rate for it took the whole sample away, to the 1 ms
             # floor, whenever the rate was underestimated: in the startup, on a lossy link)
-            self._sample(self.rtts, max(MIN_RTT_S, now - last_at), now, RTT_WINDOW_S)
-        if written_at is not None and now > delivered_at_then:
-            # over the longer of the times to acknowledge and to write these bytes
-            elapsed = max(now - delivered_at_then, last_at - sent_then)
-            rate = (self.delivered - delivered_then) / elapsed
-            self.sent_at = last_at
-            limited = self.holds > holds_then  # by the link, not by what there was to send
+            self._sample(self.rtts, max(MIN_RTT_S, now - entry.last_at), now, RTT_WINDOW_S)
+            if entry.size <= IDLE_RTT_MAX_BYTES:
+                self._sample(self.idle_rtts, max(MIN_RTT_S, now - entry.last_at), now,
+                             IDLE_RTT_WINDOW_S)
+        if entry.written_at is not None and now > entry.delivered_at:
+            rate = (self.delivered - entry.delivered) / self._elapsed(entry, now, idle_rtt)
+            self.sent_at = entry.last_at
+            limited = self.holds > entry.holds  # by the link, not by what there was to send
             if limited or rate >= (self.rate or 0.0):  # (app-limited: above)
                 self._sample(self.rates, rate, now, RATE_WINDOW_S)
             if limited:
@@ -489,6 +551,37 @@ class FlowControl:
             self.mode = CRUISE
         woken, self.waiting = self.waiting, False
         return woken
+
+    @staticmethod
+    def _elapsed(entry: InFlight, now: float, idle_rtt: float | None) -> float:
+        """The time over which the bytes acknowledged since ``entry``'s first write crossed
+        the link, its ack at ``now``: BBR's, the longer of the times to acknowledge and to
+        write them, and on a far path (beyond NEAR_RTT_S) two corrections for acks that come
+        an update at a time, not a packet at a time as TCP's do.
+
+        After an idle link (the time to acknowledge counts from the oldest update's first
+        write, nothing being unacknowledged then: an update at a time, while the budget is
+        smaller than one, or the next begun while it is on the link, see carried()) the time
+        to acknowledge holds a round trip in which the link carried nothing of it: they were
+        below the rate the update was written at, so each lowered the estimate, the pacing
+        and the next sample (on 2 Mbit/s the rate learnt sank from 213 to 96 KB/s in 20 s).
+        So a round trip comes off (``idle_rtt``: the smallest of IDLE_RTT_WINDOW_S before
+        this ack, of updates too small to take time on the link themselves), but never
+        below the time it took to write them, and only for a transfer of two round trips or
+        more (for a shorter one the round trip's noise would be most of the sample).
+
+        Otherwise its bytes crossed the link between the oldest update's first write and a
+        round trip before now at the earliest: an update acknowledged whole counts all of
+        its bytes at its ack, though they crossed since its own first write, and an echo's
+        short interval that held such an ack said 81 KB/s on a 64 KB/s link."""
+        written = entry.last_at - entry.sent_at
+        elapsed = max(now - entry.delivered_at, written)
+        if idle_rtt is None or idle_rtt <= NEAR_RTT_S:
+            return elapsed
+        crossed = now - idle_rtt - entry.oldest_at
+        if entry.delivered_at == entry.oldest_at:  # after an idle link
+            return max(crossed, written) if now - entry.oldest_at >= 2 * idle_rtt else elapsed
+        return max(elapsed, crossed)
 
     def _startup(self, now: float) -> None:
         """A link-limited sample came: has the rate stopped growing? (App-limited samples

@@ -1064,6 +1064,63 @@ def test_input_echo_found_while_a_large_update_is_encoded_goes_out_before_it(mon
         release.set()
 
 
+
+class BandRecordingScreen(FakeScreen):
+    """A FakeScreen that records each grab's rows (first, end)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reused = True  # as MssScreen on X11
+        self.rows: list[tuple[int, int]] = []
+
+    def grab_view(self, area: p.Screen, keep: np.ndarray | None = None) -> np.ndarray:
+        self.rows.append((area.y, area.y + area.height))
+        return super().grab_view(area, keep)
+
+
+def test_a_keys_first_poll_looks_only_near_the_last_echo_and_the_rest_follows() -> None:
+    """The first poll for a key's echo grabs and compares only the rows of tiles around the
+    last echo: the glyph typed there goes out alone, a change far from it at the same time
+    follows in a later update, and the viewer ends with the exact screen."""
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen, user_input = BandRecordingScreen(), FakeInput()
+            task, peer = await accepted_agent(relay, screen=screen, user_input=user_input)
+            canvas = np.zeros((200, 320, 3), np.uint8)
+            first = await peer.update()
+            paint(first, canvas)
+            await peer.send(p.Ack(SESSION, first[0].seq))
+            await peer.send(p.Control(SESSION, True))
+
+            def typed(image: np.ndarray, grabs: int) -> None:  # drawn as soon as injected
+                if ("key", "KeyA", True) in user_input.events:
+                    image[170:180, 20:28, :3] = 255
+                if ("key", "KeyB", True) in user_input.events:
+                    image[170:180, 28:36, :3] = 255
+                    image[10:20, 200:260, :3] = 0  # elsewhere, at the same time
+
+            screen.paint = typed
+            await peer.send(p.Key(SESSION, "KeyA", "a", True))
+            echo = await peer.update()  # no echo yet: found by a whole poll
+            assert [(f.y, f.height) for f in echo] == [(170, 10)]
+            paint(echo, canvas)
+            await peer.send(p.Ack(SESSION, echo[0].seq))
+            before = len(screen.rows)
+            await peer.send(p.Key(SESSION, "KeyB", "b", True))
+            echo = await peer.update()
+            assert [(f.x, f.y, f.width, f.height) for f in echo] == [(28, 170, 8, 10)]
+            assert (64, 200) in screen.rows[before:]  # its tile row 128-192, one each side
+            paint(echo, canvas)
+            await peer.send(p.Ack(SESSION, echo[0].seq))
+            while not np.array_equal(canvas, rgb(screen)):
+                update = await peer.update()
+                paint(update, canvas)
+                await peer.send(p.Ack(SESSION, update[0].seq))
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+    run(scenario())
+
+
 # --- pure helpers ----------------------------------------------------------------------
 
 

@@ -261,7 +261,8 @@ def test_flow_control_holds_updates_until_an_ack_and_a_refresh_starts_over() -> 
     seqs = [flow.next_seq() for _ in range(p.MAX_UPDATES_IN_FLIGHT - 1)]
     for seq in seqs:
         assert flow.may_send()
-        flow.sent(seq, 1000, NOW)
+        flow.started(seq, NOW)
+        flow.wrote(seq, 1000, NOW)
     assert not flow.may_send()
     assert session.receive(p.Ack(SESSION, 999), NOW) == []  # never sent
     assert session.receive(p.Ack(SESSION, seqs[0]), NOW) == [Stream(full=False)]

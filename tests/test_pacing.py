@@ -125,7 +125,7 @@ def test_startup_paces_and_budgets_at_twice_the_rate_while_the_rate_keeps_growin
     flow.acked(2, 10.1)
     now, rate = 10.5, 200_000
     for seq in range(3, 9):
-        held_round(flow, seq, int(rate * 0.2), now, 0.2)
+        held_round(flow, seq, int(rate * 0.2), now, 0.2 + 0.1)  # 0.2 s of link, a round trip
         assert flow.mode == core.STARTUP and flow.rate == pytest.approx(rate)
         now, rate = now + 0.5, rate * 2
 
@@ -198,7 +198,7 @@ def test_a_slower_link_is_learnt_once_the_faster_samples_are_older_than_the_wind
     flow.started(2, later)
     flow.wrote(2, 20_000, later)
     assert flow.write_delay(20_000, False, later) > 0  # the next frame waits for the link
-    flow.acked(2, later + 1.0)
+    flow.acked(2, later + 1.0 + 0.15)  # a second of link, then the round trip
     assert flow.rate == pytest.approx(20_000)
 
 
@@ -230,8 +230,145 @@ def test_a_bulk_update_held_back_by_the_budget_makes_its_sample_count() -> None:
     flow.started(2, later)
     flow.wrote(2, 40_000, later)
     assert not flow.may_start()  # 40 KB > the 18 KB budget
-    flow.acked(2, later + 2.0)
+    flow.acked(2, later + 2.0 + 0.15)
     assert flow.rate == pytest.approx(20_000)
+
+
+def test_after_an_idle_link_a_round_trip_comes_off_an_updates_time_on_it() -> None:
+    """Nothing else on the link at its first write (an update at a time): 40 KB acked 0.55 s
+    later on a 150 ms round trip crossed the link in 0.4 s, 100 KB/s; but never faster than
+    it was written (over 0.5 s: 80 KB/s)."""
+    flow = learnt(rate=50_000)
+    flow.started(2, 10.0)
+    flow.wrote(2, 40_000, 10.0)
+    flow.holds += 1
+    flow.acked(2, 10.55)
+    assert flow.rate == pytest.approx(100_000)
+    flow = learnt(rate=50_000)
+    flow.started(2, 10.0)
+    for at in (10.0, 10.25, 10.5):
+        flow.wrote(2, 40_000 // 4 if at < 10.5 else 20_000, at)
+    flow.holds += 1
+    flow.acked(2, 10.55)
+    assert flow.rate == pytest.approx(80_000)
+
+
+def test_a_transfer_shorter_than_two_round_trips_keeps_its_whole_time() -> None:
+    """5 KB acked 0.2 s after its first write on a 150 ms round trip: 25 KB/s, no round trip
+    taken off (its noise would be most of what is left)."""
+    flow = learnt(rate=10_000)
+    flow.started(2, 10.0)
+    flow.wrote(2, 5_000, 10.0)
+    flow.holds += 1
+    flow.acked(2, 10.2)
+    assert flow.rate == pytest.approx(25_000)
+
+
+def test_on_a_near_path_an_updates_time_keeps_its_round_trip() -> None:
+    """Within NEAR_RTT_S (a viewer's decode is as long as the round trip) nothing comes off:
+    40 KB acked 0.5 s after its first write on a 10 ms round trip: 80 KB/s."""
+    flow = learnt(rate=50_000, rtt=0.01)
+    flow.started(2, 10.0)
+    flow.wrote(2, 40_000, 10.0)
+    flow.holds += 1
+    flow.acked(2, 10.5)
+    assert flow.rate == pytest.approx(80_000)
+
+
+def test_an_echo_acked_right_after_a_large_update_does_not_make_the_link_seem_faster() \
+        -> None:
+    """A 40 KB update crosses a 60 KB/s link from t=10 (a 150 ms round trip); an echo
+    written at 10.5, after another echo's ack, is acked just after it: 40 KB in the echo's
+    0.35 s would be 115 KB/s, but those bytes crossed since the update's first write, and
+    the estimate stays the link's (64 KB/s was measured as 81 before this rule)."""
+    flow = learnt(rate=60_000)
+    flow.started(2, 10.0)
+    for n in range(4):  # written at the link's rate
+        flow.wrote(2, 10_000, 10.0 + n / 6)
+    flow.holds += 1
+    flow.started(3, 10.2)
+    flow.wrote(3, 300, 10.2)
+    flow.acked(3, 10.45)
+    flow.started(4, 10.5)
+    flow.wrote(4, 300, 10.5)
+    flow.acked(2, 10.0 + 40_000 / 60_000 + 0.15)
+    flow.acked(4, 10.85)
+    assert flow.rate == pytest.approx(60_000, rel=0.02)
+
+
+def test_an_update_at_a_time_keeps_the_rate_of_a_link_and_finds_it_from_below() -> None:
+    """Updates of 32 KB, more than the budget, so one at a time, each in four frames as the
+    pacing lets them go, across a 250 KB/s link with a 65 ms round trip: the estimate, from
+    half the link's rate, climbs by the pacing gain's probes to the link's in three rate
+    windows and never above it (each sample measured an idle round trip as well before: it
+    sank with every window instead)."""
+    link, rtt = 250_000.0, 0.065
+    flow = learnt(rate=link / 2, rtt=rtt)
+    now, seq, highest = 2.0, 2, 0.0
+    while now < 2.0 + 3 * core.RATE_WINDOW_S:
+        assert flow.may_start()
+        flow.started(seq, now)
+        at = crossed = now
+        for _ in range(4):
+            at += flow.write_delay(8_000, False, at, seq)
+            flow.wrote(seq, 8_000, at)
+            crossed = max(crossed, at) + 8_000 / link  # the link carries it as written
+        assert not flow.may_start()
+        flow.acked(seq, crossed + rtt)
+        highest = max(highest, flow.rate)
+        now, seq = crossed + rtt + 0.01, seq + 1  # the next one, encoded meanwhile
+    assert 0.9 * link <= flow.rate and highest <= link * 1.001
+
+
+def test_the_next_bulk_update_begins_as_the_link_carries_the_last_not_at_its_ack() -> None:
+    """At 100 KB/s and 150 ms (an 18 KB budget) a 40 KB update written at t=10 holds the next
+    back until what a TCP ack would still count, 40 KB less what the link delivered a round
+    trip ago, is under the budget: from 10.37 s, not at its ack (10.55 s); told when."""
+    flow = learnt()
+    flow.started(2, 10.0)
+    flow.wrote(2, 40_000, 10.0)
+    assert not flow.may_start(now=10.3)
+    assert flow.start_delay(10.3) == pytest.approx(0.07 + core.MIN_RTT_S)
+    flow.ahead_of_time(3, 10.3)
+    assert not flow.may_write_ahead(3, 10.3)
+    assert flow.may_write_ahead(3, 10.3 + flow.start_delay(10.3))
+    assert not flow.may_start()  # (without the time: every byte unacknowledged counts)
+
+
+def test_an_update_begun_while_the_last_crosses_an_idle_link_measures_the_link() -> None:
+    """40 KB written at t=10 after an idle link, 20 KB more from 10.38 before its ack: the
+    100 KB/s link is busy until 10.6; the first's ack comes late (10.65, the viewer's
+    decode: 80 KB/s), the second's a round trip after its last byte (10.75), whose sample
+    is the link's 100 KB/s, not 80 (60 KB over 0.75 s from the first write)."""
+    flow = learnt(rate=50_000)
+    flow.started(2, 10.0)
+    flow.wrote(2, 40_000, 10.0)
+    flow.holds += 1
+    flow.started(3, 10.38)
+    flow.wrote(3, 20_000, 10.38)
+    flow.acked(2, 10.65)
+    assert flow.rate == pytest.approx(80_000)
+    flow.acked(3, 10.75)
+    assert flow.rate == pytest.approx(100_000)
+
+
+def test_with_the_wires_allowance_for_bulk_taken_only_an_ack_lets_the_next_begin() -> None:
+    """Two bulk updates of 20 KB in flight (LIMIT - 1): however much the link has carried,
+    the next waits for an ack."""
+    flow = learnt()
+    for seq, at in ((2, 10.0), (3, 10.1)):
+        flow.started(seq, at)
+        flow.wrote(seq, 20_000, at)
+    assert not flow.may_start(now=20.0) and flow.start_delay(20.0) is None
+
+
+def test_on_a_near_path_every_unacknowledged_byte_counts() -> None:
+    """Within NEAR_RTT_S the ack waits for the viewer's decode, not the link: the budget is
+    not eased by what the link has carried."""
+    flow = learnt(rtt=0.01)
+    flow.started(2, 10.0)
+    flow.wrote(2, 40_000, 10.0)
+    assert not flow.may_start(now=20.0) and flow.start_delay(20.0) is None
 
 
 def test_the_budget_never_falls_below_a_floor() -> None:
@@ -364,10 +501,11 @@ def test_what_the_pacing_writes_the_relays_window_admits() -> None:
 
 
 def test_a_late_then_bunched_acknowledgement_does_not_make_the_link_seem_faster() -> None:
-    """Update 2's ack comes late and update 3's at once after it (a viewer decoding a large
-    strip, then acking a small one): update 4, begun at 2's ack, sees 20 KB acked in 0.15 s
-    (133 KB/s), but those bytes were written over 0.3 s: the sample is 67 KB/s, as BBR bounds
-    it by the send rate, and the 100 KB/s link is not believed faster."""
+    """Update 2's ack comes late and update 3's soon after it (a viewer decoding a large
+    strip, then acking a small one; no sooner than its bytes could cross the link): update
+    4, begun at 2's ack, sees 20 KB acked in 0.15 s (133 KB/s), but those bytes were written
+    over 0.3 s: the sample is 67 KB/s, as BBR bounds it by the send rate, and the 100 KB/s
+    link is not believed faster."""
     flow = learnt()
     for seq, at in ((2, 10.0), (3, 10.1)):
         flow.started(seq, at)
@@ -375,7 +513,7 @@ def test_a_late_then_bunched_acknowledgement_does_not_make_the_link_seem_faster(
     flow.acked(2, 10.30)  # on time: 10.25
     flow.started(4, 10.30)
     flow.wrote(4, 10_000, 10.30)
-    flow.acked(3, 10.31)  # on time: 10.35
+    flow.acked(3, 10.36)  # on time: 10.35
     flow.acked(4, 10.45)
     assert flow.rate == pytest.approx(100_000)
 
@@ -390,6 +528,21 @@ def test_a_round_trip_counts_from_an_updates_last_write_whatever_the_rate_estima
         flow.wrote(2, 10_000, at)
     flow.acked(2, 10.55)
     assert flow.rtt == pytest.approx(0.15)
+
+
+def test_a_write_recorded_after_its_updates_acknowledgement_leaves_nothing_in_flight() -> None:
+    """An ack handled while the last frame's write was awaited (the viewer drew it first)
+    is final: the late record of that write neither brings the update back nor counts its
+    bytes as unacknowledged, so the wire's allowance and the byte budget are whole again."""
+    flow = learnt()
+    flow.started(2, 10.0)
+    flow.wrote(2, 10_000, 10.0)
+    flow.acked(2, 10.2)
+    flow.wrote(2, 5_000, 10.2)
+    assert (flow.in_flight, flow.unacked, flow.window.open) == ({}, 0, {})
+    for seq in range(3, 3 + LIMIT - 1):  # all of the allowance for bulk updates again
+        assert flow.may_start()
+        flow.started(seq, 10.2)
 
 
 def test_a_region_in_motion_that_stalled_is_in_motion_again_at_its_next_change() -> None:
