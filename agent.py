@@ -965,11 +965,7 @@ class Agent:
         sendable, writing = asyncio.Event(), asyncio.Lock()
         self._sendable = sendable  # an ack sets it: an update encoded ahead may go at once
         sender = asyncio.ensure_future(self._send(ws, outbox, sendable, writing))
-        # A bulk update encoded in the threads while polls go on (its rectangles): input's
-        # echo found meanwhile goes first. Awaited, the echo waited for a video update's
-        # encoding, 100 ms at load 8 on 2 Mbit/s.
-        encoding: asyncio.Future | None = None
-        encoding_rects: list = []
+        bulk_encode = _BulkEncode()
         compared = 0.0  # the last compare's cost (thread CPU seconds): compare_in_thread
         echo_rows: tuple[int, int] | None = None  # the last echo's rows (echo_band)
         band_for: float | None = None  # the input whose echo a band poll looked for
@@ -996,8 +992,7 @@ class Agent:
                         break  # the wait is over (a clock of the session's own may stand)
                 if sender.done():
                     sender.result()  # its error (a closed link) ends the stream
-                if encoding is not None and encoding.done():
-                    encoding, _ = None, encoding.result()  # (its error ends the stream)
+                bulk_encode.reap()
                 sendable.set()  # an ack may have made room for frames waiting
                 polled_at = self.clock()
                 if polled_at - layout_at > LAYOUT_CHECK_INTERVAL_S:
@@ -1020,7 +1015,7 @@ class Agent:
                 # that left 2 updates in flight idle for an encode each: 26 fps, not 40.)
                 # Another is encoded once it started, even while its frames are still paced
                 # out: the outbox holds at most two bulk updates.
-                bulk = not flow.ahead and encoding is None
+                bulk = not flow.ahead and not bulk_encode.busy
                 interactive = pacer.interactive(polled_at) and flow.may_start(interactive=True)
                 if not (bulk or interactive):
                     # held back by the link (if for long): the next update is cheaper
@@ -1038,8 +1033,8 @@ class Agent:
                 pixels = self.screen.grab_view(area if band is None else p.Screen(
                     area.x, area.y + band[0], area.width, band[1] - band[0]), keep=diff.shown)
                 full = self._full or (band is None and not diff.matches(pixels))
-                if full and encoding is not None:  # its older pixels go first
-                    encoding, _ = None, await encoding
+                if full:  # the update being encoded has older pixels: it goes first
+                    await bulk_encode.finish()
                 self._full = False  # a refresh while this update is encoded asks for another
                 if full:
                     rects = [(0, 0, pixels.shape[1], pixels.shape[0])]
@@ -1054,9 +1049,7 @@ class Agent:
                 plans = pacer.plan(rects, polled_at, flow.rate, full=full,
                                    viewer_limited=flow.viewer_limited)
                 for plan in plans:
-                    encoded_over = encoding is not None and any(
-                        _overlap(r, e) for r in plan.rects for e in encoding_rects)
-                    if encoded_over or not (full or bulk or (
+                    if bulk_encode.overlaps(plan.rects) or not (full or bulk or (
                             plan.interactive and flow.may_start(interactive=True))):
                         # not committed: found again by a later poll
                         pacer.held_back(flow.held_for(polled_at))
@@ -1089,8 +1082,7 @@ class Agent:
                     elif sum(w * h for _, _, w, h in plan.rects) <= INLINE_ENCODE_MAX_PX:
                         frames = codec.encode_update(*args, **options)  # a hand-off costs more
                     elif not plan.interactive:  # frames to the outbox when encoded
-                        encoding_rects = plan.rects
-                        encoding = asyncio.ensure_future(self._encode_bulk(
+                        bulk_encode.start(plan.rects, self._encode_bulk(
                             diff, pacer, plan, args, options, pool, polled_at, outbox,
                             sendable))
                         bulk = False
@@ -1113,11 +1105,10 @@ class Agent:
                     full = False
                     bulk = bulk and plan.interactive  # one bulk update at a time is queued
         finally:
-            for task in (sender, encoding):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+            sender.cancel()
+            with contextlib.suppress(BaseException):
+                await sender
+            await bulk_encode.cancel()
             pool.shutdown(wait=False)
 
     @staticmethod
@@ -1284,6 +1275,50 @@ def _timed_changes(diff: Any, pixels: Any) -> tuple[list, float]:
 def _wire_frames(frames: list) -> list[tuple[tuple[int, int, int, int], bytes]]:
     """Encoded frames as the outbox holds them: each one's rectangle and its wire bytes."""
     return [((f.x, f.y, f.width, f.height), p.encode_frame(f)) for f in frames]
+
+
+class _BulkEncode:
+    """The one bulk update encoded in the encoder threads while polls go on (its task and
+    rectangles): input's echo found meanwhile goes first, unless it overlaps what is being
+    encoded. (Awaited in the poll loop, an echo waited for a video update's encoding, 100 ms
+    at load 8 on 2 Mbit/s.)"""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Future | None = None
+        self._rects: list = []
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+    def start(self, rects: list, work: Any) -> None:
+        """Run coroutine ``work``, the encoding of ``rects``."""
+        self._rects, self._task = rects, asyncio.ensure_future(work)
+
+    def reap(self) -> None:
+        """Forget it once it ended; its error, if any, is raised here (it ends the stream)."""
+        if self._task is not None and self._task.done():
+            task, self._task = self._task, None
+            task.result()
+
+    async def finish(self) -> None:
+        """Wait until it is in the outbox."""
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    def overlaps(self, rects: list) -> bool:
+        """Whether any of ``rects`` shares a pixel with what is being encoded."""
+        return self._task is not None and any(
+            _overlap(r, e) for r in rects for e in self._rects)
+
+    async def cancel(self) -> None:
+        """Stop it (the stream ended), waiting for the cancellation to be taken."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
 
 
 def _overlap(a: tuple, b: tuple) -> bool:
