@@ -2,9 +2,10 @@
 
 The customer picks the support person they are talking to; from then until the end the
 session panel (panel.py) says what is happening. The agent connects out to the relay
-(``<relay>/ws/agent``), streams the screen once accepted (what changed, encoded and paced by
-screen_codec.py) and injects the support person's input while they hold control and the
-customer has not paused. A second start while one runs brings its panel to the front.
+(``<relay>/ws/agent``), streams the screen once accepted (what changed, encoded by
+screen_codec.py, paced by screen_pacing.py) and injects the support person's input while
+they hold control and the customer has not paused. A second start while one runs brings
+its panel to the front.
 
     python agent.py [--relay URL] [--technician ID] [--config FILE]
     python agent.py --check-config FILE     is FILE a configuration this program accepts?
@@ -512,7 +513,7 @@ class Agent:
         self._wake: asyncio.Event | None = None  # the streamer: ack, refresh or input
         self._look_now = False  # ... an ack or a refresh: poll at once, not when due
         self._streamer: asyncio.Future | None = None
-        self._pacer: Any = None  # the streamer's screen_codec.Pacer
+        self._pacer: Any = None  # the streamer's screen_pacing.Pacer
         self._sendable: asyncio.Event | None = None  # the streamer's: frames may be written
         self._full = True
         self._ahead: Any = None  # the first image encoded ahead (codec.EncodedAhead)
@@ -897,6 +898,7 @@ class Agent:
             log.info("could not warm the encoders: %r", e)
             return
         import screen_codec as codec
+        import screen_pacing as pacing
 
         while True:
             session = self.session
@@ -907,7 +909,7 @@ class Agent:
             try:
                 area = session.screens[session.monitor]
                 if self._ahead is None:
-                    plan = codec.Pacer(self.clock()).plan(
+                    plan = pacing.Pacer(self.clock()).plan(
                         [(0, 0, area.width, area.height)], self.clock(), full=True)[0]
                     self._ahead = codec.EncodedAhead(plan.quality, plan.subsampling, plan.rows)
                 changed = self._ahead.update(self.screen.grab_view(area))  # (copied)
@@ -954,13 +956,14 @@ class Agent:
         """Poll the screen as the Pacer says; encode what changed while flow control allows,
         into the outbox that the sender writes from (interactive updates first)."""
         import screen_codec as codec
+        import screen_pacing as pacing
 
         session, flow = self.session, self.session.flow
         diff = codec.ScreenDiff()
-        outbox = codec.Outbox()
+        outbox = pacing.Outbox()
         cursor = None
         layout_at = polled_at = pointer_at = moved_at = self.clock()
-        pacer = self._pacer = codec.Pacer(polled_at, ENCODER_THREADS)
+        pacer = self._pacer = pacing.Pacer(polled_at, ENCODER_THREADS)
         pool = ThreadPoolExecutor(ENCODER_THREADS, "encoder")
         sendable, writing = asyncio.Event(), asyncio.Lock()
         self._sendable = sendable  # an ack sets it: an update encoded ahead may go at once
@@ -1026,7 +1029,7 @@ class Agent:
                 # committed) takes what changed, and updates are encoded from it.
                 band = None  # the first poll for input's echo: only rows near the last one
                 if not self._full and pacer.echo_awaited_since not in (None, band_for) and \
-                        pacer.motion.run < codec.MOTION_AFTER_CHANGES and \
+                        pacer.motion.run < pacing.MOTION_AFTER_CHANGES and \
                         diff.shown is not None and echo_rows is not None and \
                         memoryview(diff.shown).shape[:2] == (area.height, area.width):
                     band_for, band = pacer.echo_awaited_since, echo_band(echo_rows, area.height)
@@ -1044,7 +1047,7 @@ class Agent:
                 else:
                     rects, compared = await self._compare(diff, pixels, compare_in_thread(
                         pacer.echo_awaited_since is not None, compared,
-                        pacer.motion.run >= codec.MOTION_AFTER_CHANGES,
+                        pacer.motion.run >= pacing.MOTION_AFTER_CHANGES,
                         polled_at - pacer.input_at < DRIVEN_S))
                 plans = pacer.plan(rects, polled_at, flow.rate, full=full,
                                    viewer_limited=flow.viewer_limited)
@@ -1332,12 +1335,13 @@ def _warm_encoders() -> None:
     here (nothing of the screen): done at the first image, this cost 90-180 ms of its time
     (bench/slow_link, load 7-9), and the first encode ran 60-200 ms slower than the next."""
     import screen_codec as codec
+    import screen_pacing as pacing
 
     pixels = bytearray(128 * 16 * 4)  # noise on the left (JPEG), black on the right (PNG)
     for row in range(16):
         pixels[row * 512:row * 512 + 256] = os.urandom(256)
     codec.encode_update(memoryview(pixels).cast("B", (16, 128, 4)), [(0, 0, 128, 16)], 0, 0,
-                        codec.JPEG_QUALITIES[-1], True, subsampling="420")
+                        pacing.JPEG_QUALITIES[-1], True, subsampling="420")
 
 
 def _describe(error: BaseException) -> str:

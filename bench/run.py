@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import screen_codec as codec
+import screen_pacing as pacing
 from bench import desktop as d
 from bench.measure import Viewer, census_text, key_latencies, percentile
 from bench.ours import RelayProcess, SpotlightViewer, start_agent
@@ -33,8 +33,8 @@ from bench.rfb import X11VNC_TIGHT_LEVELS, X11VNC_TUNING, RfbViewer, start_x11vn
 from bench.slow_link import levels_arg as slow_link_levels
 
 ROOT = Path(__file__).resolve().parent.parent
-JPEG_QUALITY = codec.JPEG_QUALITIES[0]  # x11vnc gets the agent's best quality, at 4:4:4
-MOTION_QUALITY = codec.MOTION_JPEG_QUALITY  # what the agent sends (4:2:0) during motion
+JPEG_QUALITY = pacing.JPEG_QUALITIES[0]  # x11vnc gets the agent's best quality, at 4:4:4
+MOTION_QUALITY = pacing.MOTION_JPEG_QUALITY  # what the agent sends (4:2:0) during motion
 
 
 def closest_level(quality: int, sampling: str) -> int:

@@ -28,6 +28,7 @@ import agent_session as core
 import agent_ui
 import protocol as p
 import screen_codec as codec
+import screen_pacing as pacing
 from tests.fakes import FakeInput, FakeInstance, FakePanel, FakeScreen, FakeTray
 from tests.helpers.desktop import find_window, start_xvfb
 
@@ -990,7 +991,7 @@ def test_full_motion_is_sent_at_4_2_0_then_the_still_screen_exactly(reused) -> N
                 image[..., :3] = np.roll(noise, grabs * 7, axis=1)
 
             screen.paint = roll
-            for _ in range(codec.MOTION_AFTER_CHANGES + 3):
+            for _ in range(pacing.MOTION_AFTER_CHANGES + 3):
                 frames = await peer.update()
                 paint(frames, canvas)
                 await peer.send(p.Ack(SESSION, frames[0].seq))
@@ -1136,8 +1137,8 @@ def test_every_key_code_is_valid_on_the_wire() -> None:
 # --- configuration ---------------------------------------------------------------------
 
 AGENT_MODULES = ("agent.py", "agent_config.py", "agent_elevation.py", "agent_session.py",
-                 "agent_ui.py", "panel.py", "protocol.py", "screen_codec.py", "agent_files.py",
-                 "file_window.py", "agent_clipboard.py", "panel_chat.py")
+                 "agent_ui.py", "panel.py", "protocol.py", "screen_codec.py", "screen_pacing.py",
+                 "agent_files.py", "file_window.py", "agent_clipboard.py", "panel_chat.py")
 NEW_COPY = ("This program cannot connect because its settings are damaged or missing: please "
             "ask the company that sent you this program for a new copy.")
 
@@ -1658,7 +1659,7 @@ def test_a_whole_image_cut_short_by_the_session_end_leaves_no_error_unheard(capl
             finished.set()
 
     async def session() -> None:
-        outbox, sendable = codec.Outbox(), asyncio.Event()
+        outbox, sendable = pacing.Outbox(), asyncio.Event()
         passing = asyncio.ensure_future(agent.Agent._pass_on(frames(), 7, outbox, sendable))
         await sendable.wait()  # the first strip is in the outbox: the encoding thread runs
         assert outbox.peek()[0] == 7

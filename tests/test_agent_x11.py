@@ -30,7 +30,7 @@ import pytest
 from PIL import Image
 
 import protocol as p
-import screen_codec as codec
+import screen_pacing as pacing
 from tests.helpers.desktop import BACKGROUND, find_window, grab_screen, until
 from tests.helpers.relay import ledger_csv
 from tests.helpers.viewer import ScriptedViewer
@@ -185,7 +185,7 @@ def test_motion_sent_at_half_resolution_ends_as_the_x_screen(xvfb, relay, tmp_pa
                 shown = Image.fromarray(video_area.astype(np.uint8))
                 half = shown.reduce(2).resize(shown.size, Image.Resampling.BILINEAR)
                 sharp = io.BytesIO()
-                shown.save(sharp, "JPEG", quality=codec.JPEG_QUALITIES[0], subsampling=0)
+                shown.save(sharp, "JPEG", quality=pacing.JPEG_QUALITIES[0], subsampling=0)
                 error = np.abs(drawn[top:bottom, left:right] - video_area).mean()
                 errors = [np.abs(np.asarray(image).astype(int) - video_area).mean()
                           for image in (Image.open(sharp).convert("RGB"), half)]

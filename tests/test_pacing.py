@@ -1,6 +1,6 @@
 """The pacing rules without I/O: given these acknowledgements and this clock, send this much
-(agent_session.FlowControl), in this order (screen_codec.Outbox), at motion's quality or not
-(screen_codec.Motion)."""
+(agent_session.FlowControl), in this order (screen_pacing.Outbox), at motion's quality or not
+(screen_pacing.Motion)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import agent_session as core
 import protocol as p
 import screen_codec as codec
+import screen_pacing as pacing
 
 LIMIT = p.MAX_UPDATES_IN_FLIGHT
 
@@ -396,7 +397,7 @@ def frames(*rects):
 def test_an_echo_goes_ahead_of_video_frames_still_waiting() -> None:
     """An interactive update is written before the bulk frames still waiting, after earlier
     interactive ones, in its own order."""
-    outbox = codec.Outbox()
+    outbox = pacing.Outbox()
     outbox.add(1, frames((0, 300, 800, 16), (0, 316, 800, 16)), interactive=False)
     outbox.add(2, frames((10, 10, 8, 16)), interactive=True)
     outbox.add(3, frames((18, 10, 8, 16), (26, 10, 8, 16)), interactive=True)
@@ -410,7 +411,7 @@ def test_an_echo_goes_ahead_of_video_frames_still_waiting() -> None:
 def test_an_echo_that_overlaps_a_waiting_frame_goes_after_it_but_before_the_rest() -> None:
     """Older pixels never land on newer ones: an interactive update that overlaps a waiting
     strip goes right after it, still ahead of the strips below."""
-    outbox = codec.Outbox()
+    outbox = pacing.Outbox()
     outbox.add(1, frames((0, 0, 100, 16), (0, 16, 100, 16), (0, 32, 100, 16)),
                interactive=False)
     outbox.add(2, frames((50, 8, 8, 16)), interactive=True)  # rows 8-23: strips 1 and 2
@@ -428,7 +429,7 @@ def test_an_echo_that_overlaps_a_redoable_waiting_strip_supersedes_it_and_goes_f
         calls.append((rect, last))
         return [(rect, f"redo{len(calls)}".encode())]
 
-    outbox = codec.Outbox()
+    outbox = pacing.Outbox()
     outbox.add(1, frames((0, 0, 100, 16), (0, 16, 100, 16), (0, 32, 100, 16)),
                interactive=False, redo=redo)
     outbox.pop()  # the first strip is written; the other two wait for the pacing
@@ -446,7 +447,7 @@ def test_an_echo_that_overlaps_a_redoable_waiting_strip_supersedes_it_and_goes_f
 def test_an_echo_still_follows_a_waiting_frame_without_redo_or_an_earlier_echo() -> None:
     """Only bulk frames added with redo are superseded: the echo goes after an overlapped
     interactive frame, and after a bulk frame that cannot be encoded again."""
-    outbox = codec.Outbox()
+    outbox = pacing.Outbox()
     outbox.add(1, frames((0, 0, 100, 16)), interactive=False)  # no redo
     outbox.add(2, frames((0, 100, 8, 16)), interactive=True)
     outbox.add(3, frames((0, 200, 100, 16)), interactive=False,
@@ -461,7 +462,7 @@ def test_what_the_pacing_writes_the_relays_window_admits() -> None:
     """The agent's rule and the relay's agree: bulk updates, an echo passing a waiting video
     frame, acknowledgements and a restart, written as FlowControl and the Outbox say, are
     all admitted by protocol.UpdateWindow as the relay runs it."""
-    flow, outbox, relay = learnt(), codec.Outbox(), p.UpdateWindow()
+    flow, outbox, relay = learnt(), pacing.Outbox(), p.UpdateWindow()
     screen_px = 1920 * 1080
     now = 10.0
 
@@ -549,18 +550,18 @@ def test_a_region_in_motion_that_stalled_is_in_motion_again_at_its_next_change()
     """A video stalls for longer than MOTION_GAP_S (its player starved of CPU): its next
     frame, within MOTION_RESUME_S, is in motion at once (not three polls of full-quality
     still updates); a glyph typed over a corner of it then is not."""
-    motion = codec.Motion(now=0.0)
+    motion = pacing.Motion(now=0.0)
     video, glyph = (500, 300, 200, 100), (500, 300, 8, 16)
-    for n in range(codec.MOTION_AFTER_CHANGES):
+    for n in range(pacing.MOTION_AFTER_CHANGES):
         motion.saw([video], 0.02 * n)
     assert motion.saw([video], 0.1) == [video]
-    assert motion.saw([], 0.1 + 2 * codec.MOTION_GAP_S) == [] and motion.run == 0
+    assert motion.saw([], 0.1 + 2 * pacing.MOTION_GAP_S) == [] and motion.run == 0
     assert motion.saw([glyph], 0.3) == []
     assert motion.saw([], 0.4) == []
     assert motion.saw([(500, 310, 200, 80)], 0.5) == [(500, 310, 200, 80)]
 
 
-def _polls(pacer: codec.Pacer, polled_at: float, until: float,
+def _polls(pacer: pacing.Pacer, polled_at: float, until: float,
            echo_at: float | None = None) -> list[float]:
     """The poll times the Pacer asks for from ``polled_at`` up to ``until``, each poll taken
     when due (``echo_at``: from then on a poll finds the echo, a glyph in an xterm)."""
@@ -576,27 +577,27 @@ def _polls(pacer: codec.Pacer, polled_at: float, until: float,
 def test_after_a_key_polls_follow_the_ladder_until_one_finds_its_echo() -> None:
     """A key at t=10 on a still screen polled at t=9.995: polls 2, 4 and 6 ms after it; the
     echo drawn 5 ms after it is found by the third, and then the usual 10 ms cadence."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     pacer.input(10.0)
     assert _polls(pacer, 9.995, 10.03, echo_at=10.005) == [10.002, 10.004, 10.006, 10.016,
                                                            10.026]
-    assert codec.ECHO_POLLS_S[:3] == (0.002, 0.004, 0.006)
+    assert pacing.ECHO_POLLS_S[:3] == (0.002, 0.004, 0.006)
 
 
 def test_a_key_whose_echo_never_comes_costs_the_ladders_polls_then_the_cadence() -> None:
     """A key that changes nothing (Shift) is looked for on every rung up to the last, 30 ms
     after it, then every FAST_POLL_INTERVAL_S while the input is recent."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     pacer.input(10.0)
-    ladder = [round(10.0 + s, 6) for s in codec.ECHO_POLLS_S]
-    after = [round(ladder[-1] + codec.FAST_POLL_INTERVAL_S * n, 6) for n in (1, 2)]
+    ladder = [round(10.0 + s, 6) for s in pacing.ECHO_POLLS_S]
+    after = [round(ladder[-1] + pacing.FAST_POLL_INTERVAL_S * n, 6) for n in (1, 2)]
     assert _polls(pacer, 9.999, ladder[-1] + 0.025) == ladder + after
 
 
 def test_a_rung_already_passed_by_a_late_poll_is_skipped() -> None:
     """A poll that came late (7 ms after the key, under load) is followed by the next rung
     after it (9 ms), not by the rungs it passed."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     pacer.input(10.0)
     assert pacer.due(10.007, 10.007) == pytest.approx(10.009)
 
@@ -604,29 +605,29 @@ def test_a_rung_already_passed_by_a_late_poll_is_skipped() -> None:
 def test_a_pointer_move_keeps_the_fast_cadence_without_a_ladder() -> None:
     """Moves come up to 60 a second and mostly change nothing: after one the next poll is
     FAST_POLL_INTERVAL_S after the last, as before any ladder."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     pacer.input(10.0, echo=False)
-    assert pacer.due(9.999, 10.0) == pytest.approx(9.999 + codec.FAST_POLL_INTERVAL_S)
+    assert pacer.due(9.999, 10.0) == pytest.approx(9.999 + pacing.FAST_POLL_INTERVAL_S)
 
 
 def test_while_a_region_is_in_motion_polls_keep_the_cadence_after_a_key() -> None:
     """A video playing (a region in motion): after a key the next poll is the fast cadence's,
     not the ladder's 2 ms."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     video = (1100, 600, 800, 450)
-    for n in range(codec.MOTION_AFTER_CHANGES + 1):
+    for n in range(pacing.MOTION_AFTER_CHANGES + 1):
         pacer.plan([video], 9.9 + 0.016 * n)
     pacer.input(10.0)
-    assert pacer.due(9.999, 10.0) == pytest.approx(9.999 + codec.FAST_POLL_INTERVAL_S)
+    assert pacer.due(9.999, 10.0) == pytest.approx(9.999 + pacing.FAST_POLL_INTERVAL_S)
 
 
 def test_while_bulk_updates_are_held_back_the_ladder_runs_beside_a_region_in_motion() -> None:
     """A video playing and flow control holding its updates back (one waits, encoded
     ahead): no poll can start the video's update, so after a key the echo is looked for on
     the ladder, 2 ms after it, not at the fast cadence."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     video = (1100, 600, 800, 450)
-    for n in range(codec.MOTION_AFTER_CHANGES + 1):
+    for n in range(pacing.MOTION_AFTER_CHANGES + 1):
         pacer.plan([video], 9.9 + 0.016 * n)
     pacer.input(10.0)
     assert pacer.due(9.999, 10.0, held=True) == pytest.approx(10.002)
@@ -636,31 +637,31 @@ def test_once_its_echo_is_found_input_is_followed_at_the_usual_cadence_while_hel
     """After the echo of a key is found, the rest of the input's window is polled every
     POLL_INTERVAL_S while bulk updates are held back (a poll then can send only what input
     did), and every FAST_POLL_INTERVAL_S while they may go."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     pacer.input(10.0)
     pacer.plan([(5, 5, 8, 16)], 10.002)  # the echo
-    assert pacer.due(10.002, 10.003, held=True) == pytest.approx(10.002 + codec.POLL_INTERVAL_S)
-    assert pacer.due(10.002, 10.003) == pytest.approx(10.002 + codec.FAST_POLL_INTERVAL_S)
+    assert pacer.due(10.002, 10.003, held=True) == pytest.approx(10.002 + pacing.POLL_INTERVAL_S)
+    assert pacer.due(10.002, 10.003) == pytest.approx(10.002 + pacing.FAST_POLL_INTERVAL_S)
 
 
 def test_while_held_an_echo_not_found_on_the_ladder_is_then_looked_for_at_the_cadence() -> None:
     """A key whose echo the ladder did not find (none by its last rung, 30 ms after it):
     while bulk updates are held back, the next poll is POLL_INTERVAL_S after the last rung's
     (FAST_POLL_INTERVAL_S while they may go); before that, each rung."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     pacer.input(10.0)
     assert pacer.due(10.002, 10.003, held=True) == pytest.approx(10.004)
-    last = 10.0 + codec.ECHO_POLLS_S[-1]
+    last = 10.0 + pacing.ECHO_POLLS_S[-1]
     assert pacer.due(last, last + 0.001, held=True) == pytest.approx(
-        last + codec.POLL_INTERVAL_S)
+        last + pacing.POLL_INTERVAL_S)
     pacer.input(20.0)
     last += 10.0
-    assert pacer.due(last, last + 0.001) == pytest.approx(last + codec.FAST_POLL_INTERVAL_S)
+    assert pacer.due(last, last + 0.001) == pytest.approx(last + pacing.FAST_POLL_INTERVAL_S)
 
 
 def test_a_second_key_starts_the_ladder_again_from_itself() -> None:
     """A key's release 1 ms after its press: the rungs count from the release."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     pacer.input(10.0)
     pacer.input(10.001)
     assert pacer.due(10.0, 10.001) == pytest.approx(10.003)
@@ -680,19 +681,19 @@ def test_a_second_key_starts_the_ladder_again_from_itself() -> None:
 def test_what_input_is_looked_for_on_the_ladder(method: str, args: tuple, ladder: bool) -> None:
     """A key's press (not a modifier's), text, a button either way and a scroll await an
     echo; a key's release, a modifier's press and a pointer move do not."""
-    assert codec.Pacer.awaits_echo(method, args) is ladder
+    assert pacing.Pacer.awaits_echo(method, args) is ladder
 
 
 def test_a_slow_poll_spaces_the_ladder_by_its_own_cost() -> None:
     """On a busy machine the poll 2 ms after a key took 3 ms (ended at 5 ms): the next waits
     as long again (8 ms), not the 4 ms rung; one that took 15 ms leaves the cadence."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     pacer.input(10.0)
     assert pacer.due(10.002, 10.005) == pytest.approx(10.008)
-    assert pacer.due(10.002, 10.017) == pytest.approx(10.002 + codec.FAST_POLL_INTERVAL_S)
+    assert pacer.due(10.002, 10.017) == pytest.approx(10.002 + pacing.FAST_POLL_INTERVAL_S)
 
 
-def typed(pacer: codec.Pacer, chars: int, start: float = 0.0) -> list[list[codec.Encoding]]:
+def typed(pacer: pacing.Pacer, chars: int, start: float = 0.0) -> list[list[pacing.Encoding]]:
     """``chars`` glyphs typed into an xterm at 20 a second, each with the cursor block after
     it, the screen polled 60 times a second: the plans of the polls that found a change."""
     plans = []
@@ -709,7 +710,7 @@ def test_a_line_typed_fast_is_never_a_region_in_motion() -> None:
     """Glyphs typed faster than MOTION_GAP_S apart, each beside the last: the region they
     make stays under MOTION_MIN_PX, so no poll is motion (no 4:2:0, no strips per encoder
     thread, no refinement later), and each glyph goes as one 4:4:4 strip."""
-    pacer = codec.Pacer(now=0.0, threads=2)
+    pacer = pacing.Pacer(now=0.0, threads=2)
     for [plan] in typed(pacer, 40):
         assert (plan.motion, plan.subsampling, plan.rows >= 19) == (False, "444", True)
     assert pacer.motion.moving <= 1
@@ -719,9 +720,9 @@ def test_a_line_typed_fast_is_never_a_region_in_motion() -> None:
 def test_the_echo_of_a_line_typed_fast_beside_a_video_stays_interactive() -> None:
     """With the support person's input, each glyph typed fast is an interactive update of
     its own; the video beside it remains the region in motion."""
-    pacer = codec.Pacer(now=0.0, threads=2)
+    pacer = pacing.Pacer(now=0.0, threads=2)
     video = (1120, 630, 800, 450)
-    for n in range(1, codec.MOTION_AFTER_CHANGES + 1):
+    for n in range(1, pacing.MOTION_AFTER_CHANGES + 1):
         pacer.plan([video], n / 60)
     for n in range(20):
         t = 0.1 + n * 0.05
@@ -736,7 +737,7 @@ def test_a_region_in_motion_no_taller_than_strip_rows_is_one_strip() -> None:
     one per encoder thread it only doubled the frames); a taller one in one per thread."""
     for height, rows in ((100, codec.STRIP_ROWS), (codec.STRIP_ROWS, codec.STRIP_ROWS),
                          (400, 208)):
-        pacer = codec.Pacer(now=0.0, threads=2)
+        pacer = pacing.Pacer(now=0.0, threads=2)
         region = [(500, 300, 300, height)]
         plans = [pacer.plan(region, n / 60, rate=100e6) for n in range(1, 5)]
         [plan] = plans[-1]
@@ -765,32 +766,32 @@ def test_quality_steps_down_only_when_an_update_encoded_ahead_waits_long_and_rec
     """An update encoded ahead that waits less than HELD_BACK_AFTER_S to begin (the normal
     state of encoding ahead) keeps the quality; one that waits longer lowers it one step;
     QUALITY_UP_AFTER_UPDATES updates without such a wait bring it back."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     change = [(0, 0, 10, 10)]  # (never motion, whose quality is capped)
     for _ in range(50):
-        pacer.held_back(codec.HELD_BACK_AFTER_S / 2)
-        assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[0]
-    pacer.held_back(codec.HELD_BACK_AFTER_S)
-    pacer.held_back(codec.HELD_BACK_AFTER_S * 3)  # the same wait, seen by two polls: one step
-    assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[1]
-    for _ in range(codec.QUALITY_UP_AFTER_UPDATES - 1):
+        pacer.held_back(pacing.HELD_BACK_AFTER_S / 2)
+        assert pacer.plan(change, 1.0)[0].quality == pacing.JPEG_QUALITIES[0]
+    pacer.held_back(pacing.HELD_BACK_AFTER_S)
+    pacer.held_back(pacing.HELD_BACK_AFTER_S * 3)  # the same wait, seen by two polls: one step
+    assert pacer.plan(change, 1.0)[0].quality == pacing.JPEG_QUALITIES[1]
+    for _ in range(pacing.QUALITY_UP_AFTER_UPDATES - 1):
         pacer.held_back(0.0)
-        assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[1]
-    assert pacer.plan(change, 1.0)[0].quality == codec.JPEG_QUALITIES[0]
+        assert pacer.plan(change, 1.0)[0].quality == pacing.JPEG_QUALITIES[1]
+    assert pacer.plan(change, 1.0)[0].quality == pacing.JPEG_QUALITIES[0]
 
 
-def in_motion(pacer: codec.Pacer, region: list, holds: int, start: float = 0.0,
+def in_motion(pacer: pacing.Pacer, region: list, holds: int, start: float = 0.0,
               rate: float | None = None) -> list[tuple[int, int]]:
     """``region`` changing at 60 polls a second from ``start``, an update encoded ahead held
     back (HELD_BACK_AFTER_S) before each of ``holds`` polls once it is in motion: the
     (quality, scale) of each of those polls' motion update, in order."""
-    for n in range(1, codec.MOTION_AFTER_CHANGES):
+    for n in range(1, pacing.MOTION_AFTER_CHANGES):
         pacer.plan(region, start + n / 60, rate)
     rungs = []
     for n in range(holds + 1):
         if n:
-            pacer.held_back(codec.HELD_BACK_AFTER_S)
-        [plan] = pacer.plan(region, start + (codec.MOTION_AFTER_CHANGES + n) / 60, rate)
+            pacer.held_back(pacing.HELD_BACK_AFTER_S)
+        [plan] = pacer.plan(region, start + (pacing.MOTION_AFTER_CHANGES + n) / 60, rate)
         assert plan.motion
         rungs.append((plan.quality, plan.scale))
     return rungs
@@ -800,23 +801,23 @@ def test_a_large_region_in_motion_goes_at_half_resolution_only_on_the_lower_rung
     """1080p motion: whole at q75, 75, 65, 55 while flow control holds updates back, then at
     half resolution at q75 and q55 (never lower quality); unhindered updates climb back one
     rung each QUALITY_UP_AFTER_UPDATES, to whole resolution again."""
-    pacer = codec.Pacer(now=0.0, threads=2)
+    pacer = pacing.Pacer(now=0.0, threads=2)
     screen = [(0, 0, 1920, 1080)]
     assert in_motion(pacer, screen, holds=6) == \
         [(75, 1), (75, 1), (65, 1), (55, 1), (75, 2), (55, 2), (55, 2)]
     t, rungs = 1.0, []
-    for _ in range(2 * codec.QUALITY_UP_AFTER_UPDATES):
+    for _ in range(2 * pacing.QUALITY_UP_AFTER_UPDATES):
         t += 1 / 60
         [plan] = pacer.plan(screen, t)
         rungs.append((plan.quality, plan.scale))
-    assert rungs[codec.QUALITY_UP_AFTER_UPDATES - 1] == (75, 2)
+    assert rungs[pacing.QUALITY_UP_AFTER_UPDATES - 1] == (75, 2)
     assert rungs[-1] == (55, 1)
 
 
 def test_a_viewer_that_keeps_up_gets_motion_whole() -> None:
     """Without a hold (a scripted viewer on the loopback that keeps up), motion stays whole
     however long it lasts."""
-    pacer = codec.Pacer(now=0.0, threads=2)
+    pacer = pacing.Pacer(now=0.0, threads=2)
     assert set(in_motion(pacer, [(0, 0, 1920, 1080)], holds=0)) == {(75, 1)}
     assert {plan.scale for n in range(200) for plan in pacer.plan([(0, 0, 1920, 1080)],
                                                                    1.0 + n / 60)} == {1}
@@ -827,9 +828,9 @@ def test_small_motion_a_whole_image_and_input_echo_stay_whole_on_the_lowest_rung
     animation) is still whole, at the still ladder's quality capped at MOTION_JPEG_QUALITY;
     so is a whole image (a refresh) and an echo typed beside a large video."""
     small = [(100, 100, 250, 250)]
-    assert 250 * 250 < codec.HALF_SCALE_MIN_PX
-    assert in_motion(codec.Pacer(now=0.0), small, holds=6)[-1] == (codec.JPEG_QUALITIES[-1], 1)
-    pacer = codec.Pacer(now=0.0)
+    assert 250 * 250 < pacing.HALF_SCALE_MIN_PX
+    assert in_motion(pacing.Pacer(now=0.0), small, holds=6)[-1] == (pacing.JPEG_QUALITIES[-1], 1)
+    pacer = pacing.Pacer(now=0.0)
     video = [(1120, 630, 800, 450)]
     assert in_motion(pacer, video, holds=6)[-1] == (55, 2)
     pacer.input(0.2)
@@ -843,14 +844,14 @@ def test_motion_at_half_resolution_is_refined_whole_once_still() -> None:
     """What went at half resolution is sent again whole, at 4:4:4 and the top quality (not
     the lowest rung the ladder fell to), REFINE_AFTER_S after the region was last seen
     moving."""
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     video = [(1120, 630, 800, 450)]
     assert in_motion(pacer, video, holds=5)[-1] == (55, 2)
-    last = (codec.MOTION_AFTER_CHANGES + 5) / 60
+    last = (pacing.MOTION_AFTER_CHANGES + 5) / 60
     assert pacer.plan([], last + 0.05) == []
-    [refined] = pacer.plan([], last + codec.REFINE_AFTER_S + 0.01)
+    [refined] = pacer.plan([], last + pacing.REFINE_AFTER_S + 0.01)
     assert (refined.rects, refined.scale, refined.subsampling, refined.motion,
-            refined.quality) == (video, 1, "444", False, codec.JPEG_QUALITIES[0])
+            refined.quality) == (video, 1, "444", False, pacing.JPEG_QUALITIES[0])
 
 
 def test_on_a_slow_link_half_resolution_strips_are_cut_by_what_half_resolution_costs() -> None:
@@ -858,21 +859,21 @@ def test_on_a_slow_link_half_resolution_strips_are_cut_by_what_half_resolution_c
     bytes a pixel (32 rows), half-resolution ones at their own (BYTES_PER_PX["420/2"]: 128);
     what half-resolution updates cost is learnt apart from whole 4:2:0."""
     rate, video = 2e6 / 8, [(1120, 630, 800, 450)]
-    pacer = codec.Pacer(now=0.0)
+    pacer = pacing.Pacer(now=0.0)
     in_motion(pacer, video, holds=3, rate=rate)
     [whole] = pacer.plan(video, 0.2, rate)
     pacer.held_back()
     [half] = pacer.plan(video, 0.21, rate)
-    expected = [min(codec.STRIP_ROWS, int(rate * codec.STRIP_LINK_S / (
-        800 * codec.BYTES_PER_PX[key])) // 16 * 16) for key in ("420", "420/2")]
+    expected = [min(codec.STRIP_ROWS, int(rate * pacing.STRIP_LINK_S / (
+        800 * pacing.BYTES_PER_PX[key])) // 16 * 16) for key in ("420", "420/2")]
     assert ((whole.scale, whole.rows), (half.scale, half.rows)) == \
         ((1, expected[0]), (2, expected[1])) == ((1, 32), (2, 128))
     frame = p.Frame(p.FRAME_JPEG, p.FLAG_LAST, 1, 9, 1120, 630, 800, 450,
                     b"\xff\xd8\xff" + bytes(36_000 - 3))
     pacer.encoded(half, [frame], 0.22)
     assert pacer.bytes_per_px["420/2"] == pytest.approx(
-        0.7 * codec.BYTES_PER_PX["420/2"] + 0.3 * 36_000 / (800 * 450))
-    assert pacer.bytes_per_px["420"] == codec.BYTES_PER_PX["420"]
+        0.7 * pacing.BYTES_PER_PX["420/2"] + 0.3 * 36_000 / (800 * 450))
+    assert pacer.bytes_per_px["420"] == pacing.BYTES_PER_PX["420"]
 
 
 def probed(flow: core.FlowControl, seq: int, size: int, now: float, took: float) -> bool:
@@ -915,7 +916,7 @@ def test_a_viewer_limited_rate_keeps_motion_in_one_strip_per_thread() -> None:
     screen = [(0, 0, 1920, 1080)]
     for rate, viewer_limited, rows in ((flow.rate, flow.viewer_limited, 544),
                                        (flow.rate, False, 144), (250_000, False, 16)):
-        pacer = codec.Pacer(now=0.0, threads=2)
+        pacer = pacing.Pacer(now=0.0, threads=2)
         plans = [pacer.plan(screen, n / 60, rate, viewer_limited=viewer_limited)
                  for n in range(1, 5)]
         [plan] = plans[-1]
