@@ -1,6 +1,6 @@
 """The pacing rules without I/O: given these acknowledgements and this clock, send this much
 (agent_session.FlowControl), in this order (screen_pacing.Outbox), at motion's quality or not
-(screen_pacing.Motion)."""
+(screen_pacing.Motion), polled when and encoded how (screen_pacing.Pacer)."""
 
 from __future__ import annotations
 
@@ -969,3 +969,203 @@ def test_a_viewer_limited_path_is_not_probed_again_and_ends_when_no_longer_near(
     flow.acked(4, later + 0.08)  # the round trip is now 80 ms
     assert not flow.viewer_limited
     assert flow.budget() == pytest.approx(flow.rate * (0.08 + core.UNACKED_EXTRA_S))
+
+
+# --- Pacer and Motion: poll cadence, quality, the region in motion, strips -------------
+
+
+def test_quality_drops_when_acks_hold_updates_back_and_recovers_slowly() -> None:
+    """Held back by flow control: the next update is one JPEG step cheaper; many smooth
+    updates later the quality climbs back."""
+    pacer = pacing.Pacer(now=0.0)
+    change = [(0, 0, 10, 10)]
+    for step in (1, 2):
+        pacer.held_back()
+        assert pacer.plan(change, 1.0)[0].quality == pacing.JPEG_QUALITIES[step]
+    for _ in range(pacing.QUALITY_UP_AFTER_UPDATES - 1):
+        assert pacer.plan(change, 1.0)[0].quality == pacing.JPEG_QUALITIES[2]
+    assert pacer.plan(change, 1.0)[0].quality == pacing.JPEG_QUALITIES[1]
+
+
+def test_polling_is_fast_after_input_and_in_motion_and_slow_when_still() -> None:
+    """10 ms right after input, 60 polls/s while the screen keeps changing, 30 while it
+    changes now and then, 10 once it has been still for a while."""
+    pacer = pacing.Pacer(now=99.5)
+    assert pacer.interval(100.0) == pacing.POLL_INTERVAL_S
+    for t in (100.0, 100.02, 100.04):
+        pacer.plan([(0, 0, 5, 5)], t)
+    assert pacer.interval(100.05) == pacing.MOTION_POLL_INTERVAL_S
+    pacer.plan([], 100.1)
+    assert pacer.interval(100.11) == pacing.POLL_INTERVAL_S
+    assert pacer.interval(100.05 + pacing.IDLE_AFTER_S + 1) == pacing.IDLE_POLL_INTERVAL_S
+    pacer.input(200.0)
+    assert pacer.interval(200.05) == pacing.FAST_POLL_INTERVAL_S
+    assert pacer.interval(201.0) == pacing.POLL_INTERVAL_S  # input a second ago: not idle yet
+
+
+def test_a_region_changing_poll_after_poll_is_in_motion_and_refined_once_still() -> None:
+    """A region of any size changing MOTION_AFTER_CHANGES polls in a row is in motion (a
+    poll within MOTION_GAP_S that does not change it does not end the run); changes
+    elsewhere are not; once the region is still for REFINE_AFTER_S the area sent at motion
+    quality is handed back once, for full quality."""
+    motion = pacing.Motion(now=0.0)
+    video, echo = (500, 300, 200, 100), (5, 5, 10, 10)
+    assert motion.saw([video], 0.01) == [] and motion.saw([video, echo], 0.02) == []
+    assert motion.saw([echo], 0.02 + pacing.MOTION_GAP_S / 2) == []  # between two frames
+    assert motion.saw([(500, 320, 200, 80), echo], 0.05) == [(500, 320, 200, 80)]
+    assert (motion.changes, motion.moving, motion.run) == (4, 3, 4)
+    assert motion.refinement(0.05 + pacing.REFINE_AFTER_S / 2) == []
+    assert motion.saw([video], 0.06) == [video]
+    assert motion.saw([], 0.07) == []
+    assert motion.refinement(0.06 + pacing.REFINE_AFTER_S) == [video]  # lossy area only
+    assert motion.refinement(10.0) == []
+    motion.saw([], 0.06 + pacing.MOTION_GAP_S * 2)
+    assert motion.run == 0
+
+
+def test_typing_alone_is_never_motion() -> None:
+    """Keystrokes a tenth of a second apart, each changing a glyph: no run of changes."""
+    motion = pacing.Motion(now=0.0)
+    for i in range(20):
+        t = i * 0.1
+        assert motion.saw([(8 * i, 0, 8, 16)], t) == []
+        assert motion.saw([], t + 0.06) == []
+    assert motion.moving <= 1
+
+
+def test_motion_is_planned_apart_at_4_2_0_after_what_input_changed() -> None:
+    """A video beside an xterm: once in motion the video goes in its own update, JPEG 4:2:0
+    at most MOTION_JPEG_QUALITY in one strip (at most STRIP_ROWS rows high: not split),
+    after the xterm's update, which is interactive right after input; still again, the
+    video's area comes back at 4:4:4 with what changed then."""
+    pacer = pacing.Pacer(now=0.0, threads=2)
+    video, echo = (0, 0, 100, 100), (200, 0, 8, 16)
+    plans = [pacer.plan([video], t) for t in (0.01, 0.02)]
+    assert [[x.subsampling for x in plan] for plan in plans] == [["444"], ["444"]]
+    pacer.input(0.025)
+    first, second = pacer.plan([video, echo], 0.03)
+    assert (first.rects, first.interactive, first.motion) == ([echo], True, False)
+    assert (second.rects, second.subsampling, second.quality, second.rows, second.motion) == \
+        ([video], "420", pacing.MOTION_JPEG_QUALITY, codec.STRIP_ROWS, True)
+    assert pacer.plan([], 0.1) == []
+    [plan] = pacer.plan([echo], 0.03 + pacing.REFINE_AFTER_S + 0.1)
+    assert (plan.rects, plan.subsampling, plan.interactive) == ([echo, video], "444", False)
+
+
+def test_a_whole_image_is_one_update_whatever_is_in_motion() -> None:
+    """full=True on a fast link: one 4:4:4 update of the rectangles given, never split."""
+    pacer = pacing.Pacer(now=0.0)
+    whole = [(0, 0, 100, 100)]
+    for t in (0.01, 0.02, 0.03):
+        pacer.plan(whole, t)
+    [plan] = pacer.plan(whole, 0.04, rate=10e6, full=True)
+    assert (plan.rects, plan.subsampling, plan.motion) == (whole, "444", False)
+
+
+def test_a_whole_image_on_a_slow_or_unknown_link_goes_quickly_then_sharp() -> None:
+    """The first image (nothing known of the link) or one on a slow link: JPEG 4:2:0 at the
+    lowest quality; its JPEG rectangles (not its exact PNG ones) come again at 4:4:4 once
+    the screen has been still REFINE_AFTER_S."""
+    for rate in (None, pacing.QUICK_FULL_IMAGE_BELOW_BYTES_S / 2):
+        pacer = pacing.Pacer(now=0.0)
+        whole = [(0, 0, 100, 100)]
+        [plan] = pacer.plan(whole, 0.0, rate=rate, full=True)
+        assert (plan.quality, plan.subsampling, plan.refine) == \
+            (pacing.JPEG_QUALITIES[-1], "420", True)
+        png, jpeg = (p.Frame(kind, 0, 1, 0, 0, y, 100, 50, magic + b"...") for kind, y, magic
+                     in ((p.FRAME_PNG, 0, b"\x89PNG\r\n\x1a\n"),
+                         (p.FRAME_JPEG, 50, b"\xff\xd8\xff")))
+        pacer.encoded(plan, [png, jpeg], 0.0)
+        assert pacer.plan([], 0.1) == []
+        [refined] = pacer.plan([], pacing.REFINE_AFTER_S + 0.01)
+        assert (refined.rects, refined.subsampling) == ([(0, 50, 100, 50)], "444")
+
+
+def test_the_region_in_motion_grows_to_changes_near_it() -> None:
+    """A video whose still parts split its changes: rectangles within MOTION_MARGIN_PX of the
+    region join it; one far away does not."""
+    motion = pacing.Motion(now=0.0)
+    left, right = (500, 300, 100, 100), (500 + 100 + pacing.MOTION_MARGIN_PX - 1, 300, 90, 100)
+    far = (0, 0, 10, 10)
+    for t in (0.01, 0.02):
+        motion.saw([left], t)
+    assert motion.saw([left, right, far], 0.03) == [left, right]
+    assert motion.box == (500, 300, 253, 100)
+
+
+def test_the_region_in_motion_is_what_moved_in_its_last_polls() -> None:
+    """A whole image seeds the region; a video playing in a corner narrows it to the video
+    within MOTION_AFTER_CHANGES polls, and an echo far from it stays outside."""
+    motion = pacing.Motion(now=0.0)
+    video, echo = (1120, 630, 800, 450), (40, 40, 8, 16)
+    motion.saw([(0, 0, 1920, 1080)], 0.0)
+    for i in range(1, pacing.MOTION_AFTER_CHANGES + 1):
+        motion.saw([video], i * 0.02)
+    assert motion.box == video
+    assert motion.saw([video, echo], 0.1) == [video]
+
+
+def test_on_a_slow_link_bulk_updates_go_in_strips_of_a_few_tens_of_milliseconds() -> None:
+    """Strip height follows the link: at 64 KB/s a 1920-wide 4:4:4 update goes in 16-row
+    strips (about STRIP_LINK_S each at the bytes a pixel learnt), on a fast or unknown link
+    in STRIP_ROWS."""
+    wide = [(0, 0, 1920, 400)]
+
+    def rows(rate: float | None, pacer: pacing.Pacer | None = None) -> int:
+        return (pacer or pacing.Pacer(now=0.0)).plan(wide, 1.0, rate=rate)[0].rows
+
+    assert rows(None) == rows(100e6) == codec.STRIP_ROWS
+    assert rows(64e3) == 16
+    pacer = pacing.Pacer(now=0.0)
+    before = rows(1e6, pacer)
+    frame = p.Frame(p.FRAME_JPEG, p.FLAG_LAST, 1, 0, 0, 0, 1920, 400,
+                    b"\xff\xd8\xff" + bytes(1920 * 400 // 10))
+    for _ in range(5):  # cheaper than guessed: taller strips
+        pacer.encoded(pacing.Encoding(wide, 85, "444", before), [frame], 1.0)
+    assert before < rows(1e6, pacer) <= codec.STRIP_ROWS
+
+
+def motion_rows(rate: float | None, height: int = 1080, threads: int = 2) -> int:
+    """The strip height the Pacer plans for full-screen motion of ``height`` rows."""
+    pacer = pacing.Pacer(now=0.0, threads=threads)
+    moving = [(0, 0, 1920, height)]
+    plans = [pacer.plan(moving, t * 0.016, rate=rate) for t in range(1, 5)]
+    [plan] = plans[-1]
+    assert plan.motion
+    return plan.rows
+
+
+def test_full_screen_motion_on_a_fast_link_goes_in_one_strip_per_encoder_thread() -> None:
+    """1080p motion on a link that carries such a strip within STRIP_LINK_S, or one not yet
+    known: one strip per encoder thread (rows a multiple of 16), taller than STRIP_ROWS:
+    fewer images for the browser to decode and draw per update."""
+    assert motion_rows(None) == motion_rows(100e6) == 544
+    assert motion_rows(100e6, threads=4) == 272
+    assert motion_rows(100e6) > codec.STRIP_ROWS
+
+
+def test_full_screen_motion_on_a_fast_link_holds_it_at_most_strip_link_s_a_strip() -> None:
+    """From FAST_LINK_BYTES_S on, a motion strip holds the link at most about STRIP_LINK_S
+    (at the bytes a pixel guessed for 4:2:0): the most rows, a multiple of 16, that fit."""
+    row_bytes = 1920 * pacing.BYTES_PER_PX["420"]
+    for rate in (pacing.FAST_LINK_BYTES_S, 2e6, 4e6, 8e6):
+        rows = motion_rows(rate)
+        assert rows % 16 == 0 and 16 <= rows <= 544, (rate, rows)
+        assert rows * row_bytes <= rate * pacing.STRIP_LINK_S, (rate, rows)
+        assert rows == 544 or (rows + 16) * row_bytes > rate * pacing.STRIP_LINK_S, (rate, rows)
+    assert motion_rows(4e6) > codec.STRIP_ROWS
+
+
+def test_motion_on_a_slow_link_goes_in_strips_as_any_bulk_update() -> None:
+    """Below FAST_LINK_BYTES_S (2 Mbit/s, 512 kbit/s) motion strips are those of other bulk
+    updates: at most STRIP_ROWS, fewer where one would hold the link over STRIP_LINK_S."""
+    video = [(1120, 630, 800, 450)]
+    for rate in (64e3, 512e3 / 8, 2e6 / 8, pacing.FAST_LINK_BYTES_S - 1):
+        pacer = pacing.Pacer(now=0.0, threads=2)
+        for t in range(1, 4):
+            pacer.plan(video, t * 0.016, rate=rate)
+        [motion] = pacer.plan(video, 0.064, rate=rate)
+        rows = min(codec.STRIP_ROWS, int(rate * pacing.STRIP_LINK_S / (
+            800 * pacing.BYTES_PER_PX["420"])) // 16 * 16)
+        assert motion.motion and motion.rows == max(16, rows), (rate, motion.rows)
+    assert motion_rows(64e3) == 16
