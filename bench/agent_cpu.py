@@ -40,8 +40,7 @@ async def one_run(screen: d.Desktop, relay: RelayProcess, root: Path, seconds: f
     viewer = SpotlightViewer()
     try:
         await viewer.connect(relay.ws_url)
-        await asyncio.wait_for(viewer.first_update.wait(), 20)
-        await asyncio.wait_for(viewer.controlling.wait(), 10)
+        await viewer.in_control()
         await asyncio.sleep(WARM_UP_S)
         meter, updates0 = d.Meter(process.pid), viewer.updates.count
         meter.start()

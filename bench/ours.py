@@ -237,6 +237,12 @@ class SpotlightViewer(Viewer):
             self.first_update_at = time.perf_counter()
         self.first_update.set()
 
+    async def in_control(self, first_update_s: float = 20, control_s: float = 10) -> None:
+        """Wait for the session's first update and then for control (TakeControl granted):
+        from here the agent streams and injects as in a support person's session."""
+        await asyncio.wait_for(self.first_update.wait(), first_update_s)
+        await asyncio.wait_for(self.controlling.wait(), control_s)
+
     async def close(self) -> None:
         if self._ws is None:
             return

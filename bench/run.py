@@ -118,8 +118,7 @@ async def run_ours(screen: d.Desktop, relay: RelayProcess, workload: str,
     viewer = SpotlightViewer()
     try:
         await viewer.connect(relay.ws_url)
-        await asyncio.wait_for(viewer.first_update.wait(), 20)
-        await asyncio.wait_for(viewer.controlling.wait(), 10)
+        await viewer.in_control()
         await asyncio.sleep(WARM_UP_S)
         meters = {"agent": d.Meter(process.pid), "relay": d.Meter(relay.process.pid)}
         await measure(viewer, meters, args.seconds, result)
