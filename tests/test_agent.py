@@ -182,6 +182,18 @@ def rgb(screen: FakeScreen) -> np.ndarray:
     return screen.image[..., 2::-1]
 
 
+async def draw_until_screen(peer: Peer, canvas: np.ndarray, screen: FakeScreen) -> None:
+    """Draw frames as they come, acknowledging each update on its own last frame as the
+    viewer does (updates may interleave: an echo between a bulk update's strips), until the
+    canvas is the screen."""
+    while not np.array_equal(canvas, rgb(screen)):
+        message = await peer.recv()
+        if isinstance(message, p.Frame):
+            paint([message], canvas)
+            if message.last:
+                await peer.send(p.Ack(SESSION, message.seq))
+
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
@@ -1051,12 +1063,7 @@ def test_input_echo_found_while_a_large_update_is_encoded_goes_out_before_it(mon
             release.set()
             paint(echo, canvas)
             await peer.send(p.Ack(SESSION, echo[0].seq))
-            while not np.array_equal(canvas, rgb(screen)):  # the large change, refinements
-                message = await peer.recv()  # (updates may interleave: frame by frame)
-                if isinstance(message, p.Frame):
-                    paint([message], canvas)
-                    if message.last:  # acked as the viewer does, each update when complete
-                        await peer.send(p.Ack(SESSION, message.seq))
+            await draw_until_screen(peer, canvas, screen)  # the large change, refinements
             await peer.send(p.Ended(SESSION, "technician", "done"))
             await task
     try:
@@ -1113,10 +1120,7 @@ def test_a_keys_first_poll_looks_only_near_the_last_echo_and_the_rest_follows() 
             assert (64, 200) in screen.rows[before:]  # its tile row 128-192, one each side
             paint(echo, canvas)
             await peer.send(p.Ack(SESSION, echo[0].seq))
-            while not np.array_equal(canvas, rgb(screen)):
-                update = await peer.update()
-                paint(update, canvas)
-                await peer.send(p.Ack(SESSION, update[0].seq))
+            await draw_until_screen(peer, canvas, screen)
             await peer.send(p.Ended(SESSION, "technician", "done"))
             await task
     run(scenario())
