@@ -84,10 +84,6 @@ BYTES_PER_PX = {"444": 0.5, "420": 0.2, "420/2": 0.07}
 # rectangles again at full quality once they are still: the support person sees the screen
 # in a fraction of the time, and the sharp image follows.
 QUICK_FULL_IMAGE_BELOW_BYTES_S = 1_000_000
-# From this rate on (a LAN, or the loopback, where the rate learnt is the viewer's decoding)
-# the region in motion goes in one strip per encoder thread, as long as such a strip holds
-# the link at most STRIP_LINK_S; below it, in strips of at most STRIP_ROWS as other updates.
-FAST_LINK_BYTES_S = 1_000_000
 
 
 def _overlaps(a: Rect, b: Rect) -> bool:
@@ -325,15 +321,16 @@ class Pacer:
                                   self._rows(still, "444", rate),
                                   interactive=self.interactive(now)))
         if moving:
-            # on a fast link one strip per encoder thread (a tenth less CPU than 128-row
-            # strips, and far fewer images for the browser to decode and draw: in Chromium
-            # 1080p motion in 9 strips drew 5.8 whole updates a second, in 3 strips 9.3, same
-            # run), not capped at STRIP_ROWS, but none holding the link longer than
-            # STRIP_LINK_S (an echo waits behind at most one); on a slow link strips as any
-            # bulk update's. Rows a multiple of 16. A rate that is the viewer's says nothing
-            # of the link: strips cut by it were thinner, so the viewer slower (in Chromium
-            # 128-row strips, 9 a 1080p update, drew 3 whole updates a second where 2 strips
-            # drew 6 to 14), and so its rate lower again.
+            # one strip per encoder thread (a tenth less CPU than 128-row strips, and far
+            # fewer images for the browser to decode and draw: in Chromium 1080p motion in 9
+            # strips drew 5.8 whole updates a second, in 3 strips 9.3, same run), not capped
+            # at STRIP_ROWS, but none holding the link longer than STRIP_LINK_S (an echo
+            # waits behind at most one), at any rate: capped at STRIP_ROWS below 1 MB/s as
+            # still updates are, a viewer-limited rate just under it (Chromium's, 0.6-0.9
+            # MB/s, when no probe showed it was the viewer's) cut motion in 9 strips, which
+            # made the viewer slower, so its rate lower again: a trap that held for the run.
+            # On a slow link STRIP_LINK_S gives fewer rows than STRIP_ROWS anyway. Rows a
+            # multiple of 16. A rate that is the viewer's says nothing of the link: no cut.
             # A region of at most STRIP_ROWS rows stays one strip: cut in two, a 100x100
             # video's strips are encoded inline anyway, only twice the frames.
             share = max(STRIP_ROWS, -(-max(h for _, _, _, h in moving) // self.threads))
@@ -343,9 +340,7 @@ class Pacer:
                 motion_quality, scale = min(quality, MOTION_JPEG_QUALITY), 1
             cost = "420" if scale == 1 else f"420/{scale}"
             if not viewer_limited:
-                fast = rate is None or rate >= FAST_LINK_BYTES_S
-                rows = min(rows, self._link_rows(moving, cost, rate) if fast
-                           else self._rows(moving, cost, rate))
+                rows = min(rows, self._link_rows(moving, cost, rate))
             plans.append(Encoding(moving, motion_quality, "420", rows, motion=True,
                                   scale=scale))
         return plans
