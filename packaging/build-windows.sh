@@ -130,7 +130,15 @@ mkdir -p "$CACHE" "$DOWNLOADS"
 if [ ! -f "$PREFIX/.spotlight-ready" ]; then
   say "creating the Wine build prefix in $PREFIX"
   rm -rf "$PREFIX"
-  wine_run wineboot --init
+  # Wine 8 creating a prefix has failed once in CI ("failed to open
+  # C:\windows\syswow64\rundll32.exe: c0000135") and passed on the next try: once more
+  # from nothing before giving up.
+  if ! wine_run wineboot --init; then
+    say "wineboot failed; making the prefix anew once more"
+    wineserver -k >/dev/null 2>&1 || true
+    rm -rf "$PREFIX"
+    wine_run wineboot --init
+  fi
   # Wine 8 says it is Windows 7 by default; Python 3.13 wants 8.1 or later.
   wine_run reg add 'HKCU\Software\Wine' /v Version /d win10 /f
   wine_run reg add 'HKCU\Software\Wine\WineDbg' /v ShowCrashDialog /t REG_DWORD /d 0 /f

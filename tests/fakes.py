@@ -1,10 +1,12 @@
-"""Test doubles behind the agent's own interfaces (Screen, Input, Tray, Panel), never a
-library's."""
+"""Test doubles behind the project's own interfaces (the agent's Screen, Input, Tray, Panel;
+the relay's ledger Recorder), never a library's."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -204,3 +206,46 @@ class FakeInstance:
     def release(self) -> None:
         if self.released is not None:
             self.released = True
+
+
+@dataclass
+class RecordingLedger:
+    """relay.pairing.Recorder: every call kept in order as (method, *arguments), an event
+    as ("event", session, kind, detail, at). It has every method of the Recorder
+    (tests/test_pairing.py checks that), so a rule reaching a path its test never meant to
+    (a fuzzed file offer, say) is recorded, not an AttributeError in the test's fake."""
+
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def requested(self, session, technician, machine, user, address, at) -> int:
+        self.calls.append(("requested", session, technician, machine, user, address, at))
+        return sum(1 for c in self.calls if c[0] == "requested")  # the ledger's reference
+
+    def accepted(self, session, at) -> None:
+        self.calls.append(("accepted", session, at))
+
+    def control(self, session, taken, at) -> None:
+        self.calls.append(("control", session, taken, at))
+
+    def paused(self, session, paused, at) -> None:
+        self.calls.append(("paused", session, paused, at))
+
+    def ended(self, session, by, reason, at) -> None:
+        self.calls.append(("ended", session, by, reason, at))
+
+    def note(self, session, text, at) -> None:
+        self.calls.append(("note", session, text, at))
+
+    def event(self, session, kind, detail, at) -> None:
+        self.calls.append(("event", session, kind, detail, at))
+
+    def transfer(self, row) -> None:
+        self.calls.append(("transfer", row))
+
+    def kinds(self) -> list[str]:
+        """The calls' names, an event by its kind."""
+        return [c[0] if c[0] != "event" else c[2] for c in self.calls]
+
+    def transfers(self) -> list[Any]:
+        """The transfer rows recorded, in order."""
+        return [c[1] for c in self.calls if c[0] == "transfer"]

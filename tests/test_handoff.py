@@ -4,41 +4,17 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 
 import pytest
 
 import protocol
 from relay.handoff import Handoffs
 from relay.pairing import HANDOFF_FAILED, SECURE_DESKTOP, Pairing
+from tests.fakes import RecordingLedger
 from tests.helpers.pairing import DAVID, PETUR, FakePeer
 
 SCREENS = (protocol.Screen(0, 0, 1280, 800), protocol.Screen(0, 0, 1280, 800))
 T0 = 1_800_000_000.0
-
-
-@dataclass
-class FakeLedger:
-    calls: list = field(default_factory=list)
-
-    def requested(self, session, technician, machine, user, address, at):
-        self.calls.append(("requested", session))
-        return 7
-
-    def accepted(self, session, at):
-        self.calls.append(("accepted", session))
-
-    def control(self, session, taken, at):
-        self.calls.append(("control", session, taken))
-
-    def paused(self, session, paused, at):
-        self.calls.append(("paused", session, paused))
-
-    def ended(self, session, by, reason, at):
-        self.calls.append(("ended", session, by, reason))
-
-    def event(self, session, kind, detail, at):
-        self.calls.append((kind, session, detail))
 
 
 def counter_secrets():
@@ -52,8 +28,8 @@ def hello(technician: str = "david", handoff: str = "") -> protocol.AgentHello:
 
 
 @pytest.fixture
-def ledger() -> FakeLedger:
-    return FakeLedger()
+def ledger() -> RecordingLedger:
+    return RecordingLedger()
 
 
 @pytest.fixture
@@ -124,7 +100,7 @@ def test_expired_secrets_are_dropped_on_the_tick() -> None:
 
 
 def test_elevated_copy_takes_over_the_live_session_keeping_id_code_viewer_and_control(
-        pairing: Pairing, ledger: FakeLedger) -> None:
+        pairing: Pairing, ledger: RecordingLedger) -> None:
     """The new link gets the same session, code and billed time, still in control; the old
     link is closed with CLOSE_HANDED_OFF; the viewer stays attached and sees no end."""
     old, viewer, session = live(pairing)
@@ -142,9 +118,10 @@ def test_elevated_copy_takes_over_the_live_session_keeping_id_code_viewer_and_co
     assert not viewer.of(protocol.Ended) and not old.of(protocol.Ended)
     assert protocol.Elevation("started") in viewer.sent
     assert pairing.sessions[session].agent is new and pairing.sessions[session].control
-    assert [c for c in ledger.calls if c[0] in ("ended", "control")] == [
+    assert [c[:3] for c in ledger.calls if c[0] in ("ended", "control")] == [
         ("control", session, True)]  # never ended, control never dropped
-    assert ("agent-handoff", session, "elevated copy from 192.0.2.1") in ledger.calls
+    assert ("event", session, "agent-handoff", "elevated copy from 192.0.2.1", T0 + 20) \
+        in ledger.calls
     pairing.check_invariants()
 
 

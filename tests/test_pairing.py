@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
-from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import settings
@@ -11,41 +11,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import protocol
-from relay.pairing import ACTIVE, REFUSED, WAITING, Pairing
+from relay.pairing import ACTIVE, REFUSED, WAITING, Pairing, Recorder
+from tests.fakes import RecordingLedger
 from tests.helpers.pairing import DAVID, PETUR, FakePeer, FakeTechnician
 
 SCREENS = (protocol.Screen(0, 0, 1280, 800), protocol.Screen(0, 0, 1280, 800))
 T0 = 1_800_000_000.0
-
-
-@dataclass
-class FakeLedger:
-    calls: list = field(default_factory=list)
-
-    def requested(self, session, technician, machine, user, address, at):
-        self.calls.append(("requested", session, technician, machine, user, address, at))
-        return sum(1 for c in self.calls if c[0] == "requested")  # the ledger's reference
-
-    def accepted(self, session, at):
-        self.calls.append(("accepted", session, at))
-
-    def control(self, session, taken, at):
-        self.calls.append(("control", session, taken, at))
-
-    def paused(self, session, paused, at):
-        self.calls.append(("paused", session, paused, at))
-
-    def ended(self, session, by, reason, at):
-        self.calls.append(("ended", session, by, reason, at))
-
-    def note(self, session, text, at):
-        self.calls.append(("note", session, text, at))
-
-    def event(self, session, kind, detail, at):
-        self.calls.append(("event", session, kind, detail, at))
-
-    def kinds(self) -> list[str]:
-        return [c[0] if c[0] != "event" else c[2] for c in self.calls]
 
 
 def endings(peer: FakePeer) -> list[tuple[str, str, str]]:
@@ -70,8 +41,8 @@ def technician_named(name: str) -> FakeTechnician | None:
 
 
 @pytest.fixture
-def ledger() -> FakeLedger:
-    return FakeLedger()
+def ledger() -> RecordingLedger:
+    return RecordingLedger()
 
 
 @pytest.fixture
@@ -104,6 +75,18 @@ def active(pairing: Pairing, control: bool = False) -> tuple[FakePeer, FakePeer,
 
 def key(session: str) -> protocol.Key:
     return protocol.Key(session, "KeyA", "a", True)
+
+
+def test_the_ledger_fake_has_every_method_of_the_recorder_the_rules_write_to():
+    """tests.fakes.RecordingLedger takes the same calls as relay.pairing.Recorder: a fake
+    missing a method fails here, not in whichever test first reaches that path."""
+    wanted = {name: inspect.signature(getattr(Recorder, name)) for name in dir(Recorder)
+              if not name.startswith("_")}
+    assert wanted, "relay.pairing.Recorder names no methods"
+    for name, signature in wanted.items():
+        fake = getattr(RecordingLedger, name, None)
+        assert callable(fake), f"RecordingLedger has no {name}()"
+        assert list(inspect.signature(fake).parameters) == list(signature.parameters), name
 
 
 def test_registered_session_appears_only_in_its_owners_queue(pairing):
@@ -680,7 +663,7 @@ class PairingMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.ledger = FakeLedger()
+        self.ledger = RecordingLedger()
         counter = itertools.count()
         self.pairing = Pairing(self.ledger, wait_timeout=50, grace=20,
                                new_secret=lambda: f"secret{next(counter):016d}")

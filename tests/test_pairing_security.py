@@ -19,7 +19,6 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +30,7 @@ from relay.accounts import (
     DB_FILE,
 )
 from relay.pairing import Pairing
+from tests.fakes import RecordingLedger
 from tests.helpers.relay import (
     no_traceback,
     relay_events,
@@ -262,19 +262,6 @@ def ledger_rows(relay) -> list:
     relay.settle()  # the relay writes its ledger off the event loop (issue 16)
     with contextlib.closing(sqlite3.connect(relay.data / DB_FILE)) as db:
         return db.execute("SELECT session FROM sessions").fetchall()
-
-
-class RecordingLedger:
-    def requested(self, *args: Any) -> int:
-        return 1
-
-    def accepted(self, *args: Any) -> None: ...
-    def control(self, *args: Any) -> None: ...
-    def paused(self, *args: Any) -> None: ...
-    def ended(self, *args: Any) -> None: ...
-    def note(self, *args: Any) -> None: ...
-    def event(self, *args: Any) -> None: ...
-    def transfer(self, *args: Any) -> None: ...
 
 
 def test_fuzz_live_relay_answers_mutated_messages_cleanly(relay):
