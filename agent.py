@@ -274,6 +274,30 @@ def _reuse_large_buffers() -> None:
         libc.mallopt(-8, 1)  # M_ARENA_MAX
 
 
+def _release_free_heap() -> None:
+    """glibc: give the heap's free pages back to the system (malloc_trim). After a whole
+    image: its encoding (optimised JPEG 4:4:4, two threads, libjpeg's coefficients of a
+    whole strip each) leaves about 3 MB free in the heap that later updates do not use
+    (bench/memory with --panel log: typing peak 59.1/59.0 MB with it, 61.7/62.0 without;
+    it costs 0.4-1.3 ms, and whole images are rare). No-op elsewhere."""
+    if _LIBC is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            _LIBC.malloc_trim(0)
+
+
+def _glibc() -> Any:
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return None
+    with contextlib.suppress(OSError):
+        return ctypes.CDLL("libc.so.6")
+    return None
+
+
+_LIBC = _glibc()
+
+
 class _PynputMouse:
     """The mouse through pynput (the same on Windows and X11); keys differ per platform."""
 
@@ -1088,6 +1112,7 @@ class Agent:
                         frames = await self._pass_on(
                             codec.encode_frames(*args, pool.map, reuse=reuse, **options), seq,
                             outbox, sendable)
+                        _release_free_heap()  # the whole image's encoding buffers
                     elif sum(w * h for _, _, w, h in plan.rects) <= INLINE_ENCODE_MAX_PX:
                         frames = codec.encode_update(*args, **options)  # a hand-off costs more
                     elif not plan.interactive:  # frames to the outbox when encoded
