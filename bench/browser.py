@@ -77,6 +77,8 @@ class BrowserResult:
     messages_per_s: float = float("nan")  # binary websocket messages received (ours: strips)
     kb_per_s: float = float("nan")  # ... their bytes
     peer_cpu: float = float("nan")  # the screen's sender (our agent, x11vnc), % of one core
+    # full motion: the browser's CPU by process type and thread name, % of one core
+    threads: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 # --- Chromium's processes -----------------------------------------------------------------
@@ -112,16 +114,62 @@ def cpu_seconds(pid: int) -> float:
     return stat[2] if stat else float("nan")
 
 
+def _process_type(pid: int) -> str:
+    """Chromium's --type of a process (renderer, gpu-process, utility...); browser if none."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            # split on spaces too: Chromium rewrites its children's command lines as one
+            # string (setproctitle)
+            args = f.read().replace(b"\0", b" ").split()
+    except OSError:
+        return "gone"
+    types = [a.split(b"=", 1)[1].decode() for a in args if a.startswith(b"--type=")]
+    return types[0] if types else "browser"
+
+
+def chromium_thread_seconds(pids) -> dict[tuple[int, int], tuple[str, str, float]]:
+    """(pid, tid) -> (process type, thread name, CPU seconds) of every thread of ``pids``:
+    where the browser's CPU goes (Chromium names its threads: CrRendererMain, Compositor,
+    VizCompositorTh, DedicatedWorker...)."""
+    threads = {}
+    for pid in pids:
+        kind = _process_type(pid)
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError, ValueError):
+                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                        text = f.read()
+                    name = text[text.index("(") + 1:text.rindex(")")]
+                    fields = text.rsplit(")", 1)[1].split()
+                    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                    threads[pid, int(tid)] = (kind, name, cpu)
+    return threads
+
+
 class BrowserCpu:
-    """Percent of one core used by the whole browser between start() and percent()."""
+    """Percent of one core used by the whole browser between start() and percent(), and
+    split() by process type and thread name over the same seconds."""
 
     def start(self) -> None:
         self.t0, self.cpu0 = time.monotonic(), chromium_cpu_seconds()
+        self.threads0 = chromium_thread_seconds(self.cpu0)
 
     def percent(self) -> float:
         now = chromium_cpu_seconds()
         used = sum(cpu - self.cpu0.get(pid, 0.0) for pid, cpu in now.items())
         return 100 * used / (time.monotonic() - self.t0)
+
+    def split(self) -> dict[tuple[str, str], float]:
+        elapsed = time.monotonic() - self.t0
+        split: dict[tuple[str, str], float] = {}
+        for key, (kind, name, cpu) in chromium_thread_seconds(chromium_cpu_seconds()).items():
+            # numbered pools (ThreadPoolForeg, CompositorTileW...) are one row each
+            # (each process's main thread is named after the program)
+            row = kind, "main" if name == "chromium" else name.rstrip("0123456789")
+            used = cpu - self.threads0.get(key, ("", "", 0.0))[2]
+            split[row] = split.get(row, 0.0) + 100 * used / elapsed
+        return {row: pct for row, pct in sorted(split.items(), key=lambda r: -r[1])
+                if pct >= 0.5}
 
 
 # --- the pages ----------------------------------------------------------------------------
@@ -303,19 +351,52 @@ async def delivered_frames(page, seconds: float, result: BrowserResult,
     result.kb_per_s = (bytes1 - bytes0) / 1024 / elapsed
     result.screen_changes = motion.rate_since(put, start)
     result.browser_cpu = cpu.percent()
+    result.threads = cpu.split()
     result.fps = (frames1 - frames0) / elapsed
     result.draws_per_s = (draws1 - draws0) / elapsed
 
 
+# What a trace records (--trace): the tasks of every thread with their thread CPU time, the
+# renderer's painting and the compositor's frames, input events and their latency.
+TRACE_CATEGORIES = ["toplevel", "devtools.timeline", "disabled-by-default-devtools.timeline",
+                    "disabled-by-default-devtools.timeline.frame", "blink", "cc", "viz", "gpu",
+                    "v8", "input", "latencyInfo", "benchmark", "renderer.scheduler",
+                    "blink.user_timing"]
+TRACE_SECONDS = 3.0
+TRACE_PRESSES = 10
+
+
+@contextlib.asynccontextmanager
+async def traced(browser, trace: Path | None, name: str):
+    """A Chrome trace of the whole browser while the block runs, saved as trace/name.json."""
+    if trace is None:
+        yield
+        return
+    trace.mkdir(parents=True, exist_ok=True)
+    await browser.start_tracing(categories=TRACE_CATEGORIES)
+    try:
+        yield
+    finally:
+        data = await browser.stop_tracing()
+        (trace / f"{name}.json").write_bytes(data)
+
+
+def _file_name(peer: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in peer).strip("-")
+
+
 async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: float,
               clip_seconds: float = d.CLIP_SECONDS, before: Path | None = None,
-              novnc: bool = True, rounds: int = 1) -> tuple[list[BrowserResult], float]:
+              novnc: bool = True, rounds: int = 1,
+              trace: Path | None = None) -> tuple[list[BrowserResult], float]:
     """Every peer typing and in full motion; returns the results and the motion's rate.
     ``before``: another checkout whose agent and viewer run too, as the peer "ours before"
     (its relay is this one's). ``rounds``: the typing ``presses`` of every peer that many
     times, in the reverse order every other round: in two runs at load 7-9 with the order
     swapped, the checkout that typed first (right after the floor) measured 10-13 ms slower
-    at p50 both times, so one round may compare the order more than the checkouts."""
+    at p50 both times, so one round may compare the order more than the checkouts.
+    ``trace``: a folder for Chrome traces of each peer, taken after its measured seconds (a
+    trace costs CPU): TRACE_PRESSES more keys, and TRACE_SECONDS more of full motion."""
     from playwright.async_api import async_playwright
 
     peers = dict(PEERS)
@@ -340,6 +421,9 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
                         async with peer(browser, screen, relay) as page:
                             await asyncio.sleep(1.0)
                             results[name].latencies_ms += await key_latencies(page, presses)
+                            if n == 0 and trace is not None:
+                                async with traced(browser, trace, _file_name(name) + "-keys"):
+                                    await key_latencies(page, TRACE_PRESSES)
             finally:
                 typing.stop()
             d.motion_clip(clip_seconds)
@@ -355,6 +439,9 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
                     async with peer(browser, screen, relay) as page:
                         await asyncio.sleep(2.0)
                         await delivered_frames(page, seconds, results[name], motion)
+                        async with traced(browser, trace, _file_name(name) + "-motion"):
+                            if trace is not None:
+                                await asyncio.sleep(TRACE_SECONDS)
             finally:
                 motion.stop()
         finally:
@@ -364,6 +451,23 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
 
 def _num(value: float, digits: int = 1) -> str:
     return "n/a" if value != value else f"{value:,.{digits}f}"
+
+
+def split_lines(results: list[BrowserResult]) -> list[str]:
+    """The browser's CPU in full motion by process and thread, % of one core per peer."""
+    rows = list(dict.fromkeys(row for r in results for row in r.threads))
+    if not rows:
+        return []
+    lines = ["Where the browser's CPU went in full motion, by Chromium process type and thread "
+             "(from /proc, the same seconds as the table above; % of one core, rows under 0.5 "
+             "left out):", "",
+             "| process / thread | " + " | ".join(r.peer for r in results) + " |",
+             "|---|" + "---:|" * len(results)]
+    for kind, name in rows:
+        lines.append(f"| {kind} / {name} | "
+                     + " | ".join(_num(r.threads.get((kind, name), float("nan")))
+                                  for r in results) + " |")
+    return [*lines, ""]
 
 
 def report_lines(results: list[BrowserResult], rate: float) -> list[str]:
@@ -415,6 +519,7 @@ def report_lines(results: list[BrowserResult], rate: float) -> list[str]:
                  + " | ".join("-" if r is floor else _num(r.peer_cpu) for r in results)
                  + " |")
     lines.append("")
+    lines += split_lines([r for r in results if r is not floor])
     f50, f95 = percentile(floor.latencies_ms, 50), percentile(floor.latencies_ms, 95)
     o50, o95 = percentile(ours.latencies_ms, 50), percentile(ours.latencies_ms, 95)
     checks = [
@@ -445,7 +550,7 @@ async def _standalone(args: argparse.Namespace) -> tuple[list[BrowserResult], fl
     relay = RelayProcess(data).start()
     try:
         return await run(screen, relay, args.presses, args.seconds, args.clip_seconds,
-                         args.before, args.novnc, args.rounds)
+                         args.before, args.novnc, args.rounds, args.trace)
     finally:
         relay.stop()
         screen.close()
@@ -464,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="every peer's typing this many times, the order reversed every "
                              "other round (for --before: who goes first measures slower)")
+    parser.add_argument("--trace", type=Path, default=None, metavar="DIR",
+                        help="also save Chrome traces of each peer's keys and full motion in "
+                             "DIR (taken after the measured seconds; open in ui.perfetto.dev)")
     args = parser.parse_args(argv)
     require()
     print("\n".join(report_lines(*asyncio.run(_standalone(args)))))

@@ -157,7 +157,8 @@ class Link:
         self.ledger: QueuedRecorder | None = None  # its rows go out before our messages do
         self.token = ""
         self._on_overflow, self._on_caught_up = on_overflow, on_caught_up
-        self._items: deque[tuple[str, Any]] = deque()
+        # (kind, data, the ledger's writes queued when it was: ledger.reached's mark)
+        self._items: deque[tuple[str, Any, int]] = deque()
         self._wake = asyncio.Event()
         self._frame_bytes = 0
         self._control_bytes = 0
@@ -183,11 +184,14 @@ class Link:
         if isinstance(message, protocol.Queue):
             # It says all there is to say: an unsent older one is of no use.
             if self._queue is None:
-                self._items.append(("queue", ""))  # its place in the order
+                self._items.append(("queue", "", 0))  # its place in the order
             self._queue = text
             self._wake.set()
             return
-        self._items.append(("text", text))
+        # it waits for the ledger's rows queued before it (the transition it tells, among
+        # them), not for those queued after it: the agent's `accepted` waited for the
+        # support person's `take_control` row and two directory writes too (5-31 ms)
+        self._items.append(("text", text, self.ledger.queued if self.ledger else 0))
         self._control_bytes += len(text) + QUEUED_MESSAGE_OVERHEAD_BYTES
         if (self._control_bytes > MAX_PENDING_CONTROL_BYTES
                 or len(self._items) > MAX_PENDING_MESSAGES):
@@ -204,7 +208,7 @@ class Link:
             self._frame_bytes = 0
             self._dropped_monitors.add(monitor)
             return
-        self._items.append(("frame", data))
+        self._items.append(("frame", data, 0))
         self._frame_bytes += cost
         self._wake.set()
 
@@ -253,7 +257,7 @@ class Link:
                 self._queue_sent_at = time.monotonic()
                 await self.ws.send(text)
             elif self._items:
-                kind, data = self._items.popleft()
+                kind, data, mark = self._items.popleft()
                 cost = len(data) + QUEUED_MESSAGE_OVERHEAD_BYTES
                 if kind == "queue":
                     self._queue_ready = True  # sent as soon as its interval allows
@@ -262,8 +266,8 @@ class Link:
                     self._frame_bytes -= cost
                 else:
                     self._control_bytes -= cost
-                    if self.ledger is not None and self.ledger.pending:
-                        await self.ledger.reached(self.ledger.queued)
+                    if self.ledger is not None:
+                        await self.ledger.reached(mark)
                 await self.ws.send(data)
             elif self._chunks:
                 await self.ws.send(self._chunks.popleft())

@@ -259,6 +259,53 @@ def test_a_half_resolution_image_is_drawn_filling_its_rectangle(open_viewer, age
         assert viewer.pixel(px, py) == (0, 0, 0)  # just outside
 
 
+def test_a_half_resolution_image_is_scaled_up_by_repeating_its_pixels(open_viewer, agents):
+    """Each pixel of a half-size image becomes a 2x2 block of exactly its colour, never a
+    blend of its neighbours (filtering cost Chromium's software canvas 4 times the CPU for
+    motion, and the picture is smoothed when shrunk to fit anyway): stripes one pixel wide
+    come out two pixels wide, unmixed."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    agent.send_full((0, 0, 0), seq=1)
+    agent.expect(protocol.Ack, lambda m: m.seq == 1)
+    colours = [(250, 250, 250), (10, 10, 10), (200, 30, 30)]
+    stripes = Image.new("RGB", (30, 10))
+    for column in range(30):
+        stripes.paste(colours[column % 3], (column, 0, column + 1, 10))
+    x, y = 400, 300
+    agent.send_image(stripes, seq=2, x=x, y=y, size=(60, 20))
+    agent.expect(protocol.Ack, lambda m: m.seq == 2)
+    viewer.wait_for_pixel(x + 59, y + 19, colours[29 % 3])
+    for row in (y, y + 9, y + 19):
+        assert [viewer.pixel(x + column, row) for column in range(60)] == \
+            [colours[column // 2 % 3] for column in range(60)], row
+
+
+def test_the_canvas_is_shrunk_without_filtering_only_while_all_of_it_is_in_motion(
+        open_viewer, agents):
+    """While an update replaces every pixel with half-size images (the whole screen in
+    motion), the fitted canvas is shrunk by picking pixels (cheaper to composite without a
+    GPU); an update with a full-size image, or half-size images over part of the screen
+    only, brings filtering back."""
+    viewer, agent = accepted_session(open_viewer, agents)
+    agent.send_full((0, 0, 0), seq=1)
+    agent.expect(protocol.Ack, lambda m: m.seq == 1)
+    rendering = "document.querySelector('[data-testid=screen]').style.imageRendering"
+    assert viewer.page.evaluate(rendering) == ""
+    width, height = agent.size
+    top = height // 2
+    agent.send_image(quadrants(width // 2, top // 2), seq=2, size=(width, top), flags=0)
+    agent.send_image(quadrants(width // 2, (height - top + 1) // 2), seq=2, y=top,
+                     size=(width, height - top))
+    agent.expect(protocol.Ack, lambda m: m.seq == 2)
+    assert viewer.page.evaluate(rendering) == "pixelated"
+    agent.send_image(Image.new("RGB", (64, 64), (20, 180, 60)), seq=3, x=10, y=10)
+    agent.expect(protocol.Ack, lambda m: m.seq == 3)
+    assert viewer.page.evaluate(rendering) == ""
+    agent.send_image(quadrants(width // 2, top // 2), seq=4, size=(width, top))
+    agent.expect(protocol.Ack, lambda m: m.seq == 4)
+    assert viewer.page.evaluate(rendering) == ""  # half the screen in motion only
+
+
 def test_an_image_neither_its_rectangles_size_nor_half_is_never_decoded(open_viewer,
                                                                          agents):
     """A 40x40 image sent for a 64x64 rectangle, and a 32x33 one for 64x64 (half across, not

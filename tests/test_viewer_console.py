@@ -220,6 +220,41 @@ def test_chime_sounds_after_a_reload_when_the_browser_allows_sound(
         allowing.close()
 
 
+RECORD_AUDIO_STATES = """
+    window.audioStates = [];  // every state change of every audio context, in order
+    const NativeContext = window.AudioContext;
+    window.AudioContext = function (...args) {
+        const context = new NativeContext(...args);
+        context.addEventListener("statechange", () => window.audioStates.push(context.state));
+        return context;
+    };
+    window.AudioContext.prototype = NativeContext.prototype;
+"""
+
+
+def test_the_chimes_audio_context_runs_only_while_a_chime_plays(
+        playwright_driver, relay, open_viewer, agents):
+    """The chime's audio context, once the browser lets it run, rests (suspended) while the
+    queue waits, runs for an arrival's chime and rests again (a running one costs the
+    browser CPU rendering silence)."""
+    allowing = launch(playwright_driver, "--autoplay-policy=no-user-gesture-required")
+    try:
+        viewer = open_viewer(on=allowing)
+        viewer.page.add_init_script(COUNT_TONES + RECORD_AUDIO_STATES)
+        viewer.signed_in()
+        viewer.page.reload()
+        viewer.wait_true("window.audioStates.at(-1) === 'suspended'")
+        viewer.page.evaluate("() => { window.audioStates = []; }")
+        agent = agents(machine="CALLER-1")
+        viewer.item(agent.session).wait_for(state="visible")
+        assert viewer.page.evaluate("window.tones") == 2
+        viewer.wait_true("window.audioStates.join() === 'running,suspended'")
+        assert viewer.by("sound-on").is_hidden()
+        viewer.close()
+    finally:
+        allowing.close()
+
+
 def test_blocked_sound_shows_a_click_to_turn_on_control_that_works(open_viewer, agents):
     """When the browser keeps a reloaded page silent, the page says so; one click turns the
     chime on for the next arrival."""
