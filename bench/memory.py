@@ -48,8 +48,8 @@ SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's, where Python 
 class MemoryResult:
     peer: str
     peak_mb: dict[str, float] = field(default_factory=dict)  # workload -> VmHWM
-    # workload -> resident MB by kind at the end of it: anonymous (heaps, Python objects, the
-    # viewer's copy of the screen), file-backed (libraries, fonts), shared (the X11 grab buffer)
+    # workload -> resident MB by kind at the end of it: anonymous (heaps, Python objects),
+    # file-backed (libraries, fonts), shared (ours: the grab and the viewer's copy, MIT-SHM)
     parts_mb: dict[str, dict[str, float]] = field(default_factory=dict)
     soak: list[tuple[float, float]] = field(default_factory=list)  # (minutes, MB)
 
@@ -167,8 +167,8 @@ def report_lines(results: list[MemoryResult], soak_workload: str = "typing") -> 
         lines.append(f"| {name} | {x.peak_mb.get(name, float('nan')):.1f} | {mine:.1f} |"
                      f"{then} {'met' if mine <= 60 else '**missed**'} |")
     lines += ["", "Resident memory by kind at the end of each run (MB): anonymous (heaps, "
-              "Python objects, the viewer's copy of the screen), file-backed (libraries, "
-              "fonts), shared (the X11 grab buffer).", "",
+              "Python objects), file-backed (libraries, fonts), shared (the X11 grab images; "
+              "ours: the grab and the viewer's copy of the screen).", "",
               "| workload | peer | anonymous | file | shared |", "|---|---|---:|---:|---:|"]
     for name in PEAK_WORKLOADS:
         for r in results:

@@ -98,9 +98,12 @@ def start_agent(desktop: Desktop, relay: RelayProcess, url: str = "",
                 env: dict[str, str] | None = None, root: Path = ROOT) -> subprocess.Popen:
     """The customer's program from source, as a customer would run it, on `desktop`;
     `url` reaches the relay some other way (a slow link in front of it), `env` adds to its
-    environment; `root`: another checkout's agent (a before/after comparison)."""
+    environment; `root`: another checkout's agent (a before/after comparison). Run as a
+    module (``-m agent``, from ``root``), as the frozen exe runs compiled code: run as a
+    script, Python keeps the script's syntax tree for as long as it runs (3.8 MB of
+    agent.py's, resident all session, bench/memory), which the exe never holds."""
     return subprocess.Popen(
-        [sys.executable, str(root / "agent.py"), "--relay", url or relay.ws_url,
+        [sys.executable, "-m", "agent", "--relay", url or relay.ws_url,
          "--technician", TECHNICIAN],
         cwd=root, env={**desktop.env(), "SPOTLIGHT_TRAY": "log", "SPOTLIGHT_DIALOGS": "stderr",
                        **(env or {})},
