@@ -515,8 +515,11 @@ def test_full_screen_hides_the_toolbars_until_the_pointer_or_a_key_asks(open_vie
         viewer.wait_true("document.querySelector('.session-bar').getBoundingClientRect()"
                          ".top === 0")
         viewer.by("fullscreen").click()
-        viewer.wait_true("document.fullscreenElement === null")
-        assert viewer.by("fullscreen").text_content() == "Full screen"
+        # the element is gone before the fullscreenchange event that relabels the button
+        # has run: wait for the label, not only for the element
+        viewer.wait_true("document.fullscreenElement === null && "
+                         "document.getElementById('fullscreen').textContent === 'Full screen'")
+        assert viewer.by("fullscreen").get_attribute("aria-pressed") == "false"
         viewer.close()
         agent.close()
 
