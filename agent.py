@@ -147,8 +147,7 @@ class MssScreen:
     def __init__(self) -> None:
         import mss
 
-        if sys.platform.startswith("linux"):
-            _reuse_large_buffers()
+        _tune_heap()  # (main() did already; a screen made without it, by bench/ or tests)
         self._mss, self._sct = mss, mss.MSS()
         self._retired: list[Any] = []  # replaced instances, closed once no view uses them
         self._shm_views = sys.platform.startswith("linux")
@@ -257,21 +256,34 @@ class MssScreen:
             self._sct.close()
 
 
-def _reuse_large_buffers() -> None:
+def _glibc() -> Any:
+    """The C library where it is glibc (Linux), whose heap the two functions below tune;
+    None elsewhere (Windows' heap is another allocator)."""
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return None
+    with contextlib.suppress(OSError):
+        return ctypes.CDLL("libc.so.6")
+    return None
+
+
+_LIBC = _glibc()
+
+
+def _tune_heap() -> None:
     """glibc: take each grab's 8 MB buffer from the heap, not from a fresh mmap that
     page-faults on every frame (that cost more than the grab itself); and one heap for all
     threads (M_ARENA_MAX): glibc gave each thread that allocates (the encoders, asyncio's
     to_thread workers, the panel's) a heap of its own, 1-4 MB resident each with up to half
     of it free, 2-2.5 MB more at the peak (bench/memory). The threads hold the GIL for most
-    of their allocations, so one heap's lock is not contended. (Linux only: Windows' heap
-    is another allocator.)"""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
-        libc.mallopt(-8, 1)  # M_ARENA_MAX
+    of their allocations, so one heap's lock is not contended. No-op elsewhere; setting it
+    again changes nothing."""
+    if _LIBC is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            _LIBC.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
+            _LIBC.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
+            _LIBC.mallopt(-8, 1)  # M_ARENA_MAX
 
 
 def _release_free_heap() -> None:
@@ -283,19 +295,6 @@ def _release_free_heap() -> None:
     if _LIBC is not None:
         with contextlib.suppress(OSError, AttributeError):
             _LIBC.malloc_trim(0)
-
-
-def _glibc() -> Any:
-    import ctypes
-
-    if not sys.platform.startswith("linux"):
-        return None
-    with contextlib.suppress(OSError):
-        return ctypes.CDLL("libc.so.6")
-    return None
-
-
-_LIBC = _glibc()
 
 
 class _PynputMouse:
@@ -1415,8 +1414,7 @@ def main(argv: list[str] | None = None, instance: agent_ui.Instance | None = Non
     agent_ui.setup_logging(log)
     if sys.platform == "win32":
         set_dpi_aware()
-    if sys.platform.startswith("linux"):  # before the panel's and other threads allocate
-        _reuse_large_buffers()
+    _tune_heap()  # before the panel's and other threads allocate
     dialogs = make_dialogs()
     try:
         config, technician = _config(args)
