@@ -84,10 +84,12 @@ class BrowserResult:
 # --- Chromium's processes -----------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[int, str, float] | None:
-    """(parent pid, command name, CPU seconds) of a process, None if it is gone."""
+def _stat(pid: int, tid: int | None = None) -> tuple[int, str, float] | None:
+    """(parent pid, command name, CPU seconds) of a process, or of its thread ``tid``
+    (the name is the thread's), None if it is gone."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(path) as f:
             text = f.read()
     except OSError:
         return None
@@ -135,14 +137,9 @@ def chromium_thread_seconds(pids) -> dict[tuple[int, int], tuple[str, str, float
     for pid in pids:
         kind = _process_type(pid)
         with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError, ValueError):
-                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                        text = f.read()
-                    name = text[text.index("(") + 1:text.rindex(")")]
-                    fields = text.rsplit(")", 1)[1].split()
-                    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-                    threads[pid, int(tid)] = (kind, name, cpu)
+            for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+                if stat := _stat(pid, tid):
+                    threads[pid, tid] = (kind, stat[1], stat[2])
     return threads
 
 
