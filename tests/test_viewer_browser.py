@@ -169,6 +169,33 @@ def test_accept_tells_the_agent_and_opens_the_screen(open_viewer, agents):
     assert pill.text_content() == "1 waiting"
 
 
+def test_waiting_pill_leaves_out_the_accepted_customer_and_never_moves_the_screen(
+        open_viewer, agents):
+    """The pill counts only others; showing it keeps the bar's height, so the screen stays put."""
+    viewer = open_viewer().signed_in()
+    agent = agents()
+    viewer.page.evaluate("""() => {
+        const pill = document.querySelector('#session-waiting');
+        window.pillShown = [];
+        const record = () => { if (pill.checkVisibility()) window.pillShown.push(pill.textContent); };
+        new MutationObserver(record).observe(
+            pill, {attributes: true, childList: true, characterData: true, subtree: true});
+    }""")
+    viewer.accept(agent)
+    agent.expect(protocol.Accepted)
+    # The relay's queue update after the accept lists nobody; until then the accepted
+    # customer is still in the tab's list as waiting, and must not be counted.
+    viewer.wait_true("document.querySelector('#queue-count').textContent === '0'")
+    assert viewer.page.evaluate("window.pillShown") == []
+
+    agent.send_full((90, 90, 90))
+    agent.expect(protocol.Ack)
+    before = viewer.by("screen").bounding_box()
+    agents(machine="A-MACHINE-WITH-A-LONG-NAME")
+    viewer.page.locator("#session-waiting").wait_for(state="visible")
+    assert viewer.by("screen").bounding_box() == before
+
+
 def test_updates_are_drawn_in_order_and_acknowledged(open_viewer, agents):
     """Rectangles land where the agent put them, later ones on top, each update acked once drawn."""
     viewer, agent = accepted_session(open_viewer, agents)
@@ -545,7 +572,11 @@ def test_customer_pointer_is_drawn_over_the_screen(open_viewer, agents):
     agent.send(protocol.Cursor(1, 400, 300))
     pointer = viewer.page.locator("#remote-pointer")
     pointer.wait_for(state="visible")
-    box, screen = pointer.bounding_box(), viewer.by("screen").bounding_box()
+    # Both boxes from one layout: read one at a time, a layout change between them moves one.
+    box, screen = viewer.page.evaluate("""() => ['#remote-pointer', '#screen'].map((css) => {
+        const r = document.querySelector(css).getBoundingClientRect();
+        return {x: r.x, y: r.y, width: r.width};
+    })""")
     scale = screen["width"] / 1600
     assert abs(box["x"] - screen["x"] - 400 * scale) <= 1.5
     assert abs(box["y"] - screen["y"] - 300 * scale) <= 1.5

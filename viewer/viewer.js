@@ -74,7 +74,10 @@ function notice(text) {
 }
 
 function updateTitle() {
-    const waiting = queue.entries.filter((e) => e.state === "waiting").length + queue.moreCount;
+    // The session just accepted is still listed as waiting until the relay's next queue
+    // update; counting it would flash "1 waiting" for the customer now on screen.
+    const waiting = queue.entries.filter(
+        (e) => e.state === "waiting" && e.session !== session?.id).length + queue.moreCount;
     // In a session the queue is out of sight: say that others are waiting.
     $("session-waiting").textContent = `${waiting} waiting`;
     $("session-waiting").hidden = waiting === 0;
@@ -375,6 +378,7 @@ function openSession(accepted) {
     else display.setScreens(accepted.screens);
     fillMonitors(accepted.screens);
     $("session-machine").textContent = accepted.machine || "Unnamed computer";
+    $("session-machine").title = $("session-machine").textContent;  // shown cut short when narrow
     $("session-code").textContent = groupedCode(accepted.code);
     $("session-user").textContent = accepted.user || "Unknown user";
     $("screen-hint").hidden = display.hasImage;
