@@ -177,7 +177,9 @@ def test_waiting_pill_leaves_out_the_accepted_customer_and_never_moves_the_scree
     viewer.page.evaluate("""() => {
         const pill = document.querySelector('#session-waiting');
         window.pillShown = [];
-        const record = () => { if (pill.checkVisibility()) window.pillShown.push(pill.textContent); };
+        const record = () => {
+            if (pill.checkVisibility()) window.pillShown.push(pill.textContent);
+        };
         new MutationObserver(record).observe(
             pill, {attributes: true, childList: true, characterData: true, subtree: true});
     }""")
