@@ -1072,6 +1072,76 @@ def test_input_echo_found_while_a_large_update_is_encoded_goes_out_before_it(mon
         release.set()
 
 
+def _niceness() -> int:
+    """The calling thread's niceness (Linux: setpriority/getpriority take a thread id)."""
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread niceness is Linux's")
+def test_a_lowered_thread_runs_at_the_encoders_niceness_and_no_other_thread_changes() -> None:
+    """lower_thread_priority makes the calling thread ENCODER_NICE (a thread already nicer
+    stays so), and leaves the thread that started it as it was."""
+    seen = {}
+
+    def lowered(name: str, start: int) -> None:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), start)
+        agent.lower_thread_priority()
+        seen[name] = _niceness()
+
+    mine = _niceness()
+    for name, start in (("plain", mine), ("nicer", agent.ENCODER_NICE + 5)):
+        thread = threading.Thread(target=lowered, args=(name, start))
+        thread.start()
+        thread.join()
+    assert seen == {"plain": max(mine, agent.ENCODER_NICE), "nicer": agent.ENCODER_NICE + 5}
+    assert _niceness() == mine
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread niceness is Linux's")
+def test_a_bulk_update_is_encoded_at_lowered_priority_and_the_echo_at_the_loops(monkeypatch
+                                                                              ) -> None:
+    """While a large update is encoded, in a thread of the encoders' lowered priority, a
+    key's echo is encoded at the event loop's own: a busy machine runs the echo first."""
+    niceness, release = {}, threading.Event()
+    encode_update = codec.encode_update
+
+    def recording_encode(pixels, rects, *args, **kwargs):
+        large = sum(w * h for _, _, w, h in rects) > agent.INLINE_ENCODE_MAX_PX
+        niceness.setdefault("large" if large else "small", []).append(_niceness())
+        if large:
+            release.wait(20)  # until the echo went out
+        return encode_update(pixels, rects, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "encode_update", recording_encode)
+    loop_niceness = _niceness()
+
+    async def scenario():
+        async with ScriptedRelay() as relay:
+            screen, user_input = FakeScreen(), FakeInput()
+            task, peer = await accepted_agent(relay, screen=screen, user_input=user_input)
+            first = await peer.update()
+            await peer.send(p.Ack(SESSION, first[0].seq))
+            screen.image[:120, :, :3] = np.indices((120, 320)).sum(axis=0)[..., None] % 4 * 60
+            while "large" not in niceness:
+                await asyncio.sleep(0.005)
+            await peer.send(p.Control(SESSION, True))
+            await peer.send(p.Key(SESSION, "KeyA", "a", True))
+            while ("key", "KeyA", True) not in user_input.events:
+                await asyncio.sleep(0.005)
+            screen.image[170:180, 20:28, :3] = 255
+            echo = await peer.update()
+            assert [(f.y, f.height) for f in echo] == [(170, 10)]
+            release.set()
+            await peer.send(p.Ended(SESSION, "technician", "done"))
+            await task
+    try:
+        run(scenario())
+    finally:
+        release.set()
+    assert set(niceness["large"]) == {max(loop_niceness, agent.ENCODER_NICE)}
+    assert set(niceness["small"]) == {loop_niceness}
+
+
 
 class BandRecordingScreen(FakeScreen):
     """A FakeScreen that records each grab's rows (first, end)."""
