@@ -77,6 +77,7 @@ class SlowResult:
     video_updates_per_s: float = 0.0
     video_jpegs: Counter = field(default_factory=Counter)
     bytes_per_s: float = 0.0
+    typing_video_updates_per_s: float = 0.0  # ... while the keys were typed
     round: int = 1  # of --rounds
     load: tuple[float, float] = (float("nan"), float("nan"))  # 1-minute load, start and end
 
@@ -179,7 +180,8 @@ async def echo_latencies(viewer: Viewer, box: tuple[int, int, int, int], presses
 
 
 async def watch_video(viewer: Viewer, seconds: float, result: SlowResult) -> None:
-    """Updates a second that touched the video, their JPEG settings, and wire bytes/s."""
+    """Updates a second that touched the video, their JPEG settings, and wire bytes/s (over
+    the time watched, also when cancelled before ``seconds``)."""
     updates: set[int] = set()
 
     def listener(rect: DrawnRect) -> None:
@@ -194,9 +196,9 @@ async def watch_video(viewer: Viewer, seconds: float, result: SlowResult) -> Non
         await asyncio.sleep(seconds)
     finally:
         viewer.rect_listeners.remove(listener)
-    elapsed = time.perf_counter() - start
-    result.video_updates_per_s = len(updates) / elapsed
-    result.bytes_per_s = (viewer.bytes_received() - bytes0) / elapsed
+        elapsed = time.perf_counter() - start
+        result.video_updates_per_s = len(updates) / elapsed
+        result.bytes_per_s = (viewer.bytes_received() - bytes0) / elapsed
 
 
 async def measure_viewer(viewer: Viewer, box: tuple[int, int, int, int], result: SlowResult,
@@ -207,7 +209,15 @@ async def measure_viewer(viewer: Viewer, box: tuple[int, int, int, int], result:
     result.first_image_bytes = viewer.bytes_received() - asked_bytes
     await asyncio.sleep(1.0)  # past the first image's tail
     await watch_video(viewer, seconds, result)
-    result.latencies_ms = await echo_latencies(viewer, box, presses)
+    typing = SlowResult(result.peer, result.link)  # the video's rate while keys are typed
+    watching = asyncio.ensure_future(watch_video(viewer, 1e9, typing))
+    try:
+        result.latencies_ms = await echo_latencies(viewer, box, presses)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+    result.typing_video_updates_per_s = typing.video_updates_per_s
 
 
 def load_1min() -> float:
@@ -341,7 +351,8 @@ def round_lines(runs: list[SlowResult]) -> list[str]:
     if not any(r.round > 1 for r in runs) and BEFORE not in peers:
         return []
     lines = ["| peer, all rounds | presses | p50 ms | p95 ms (90% interval) | "
-             "p95 per round (load) |", "|---|---:|---:|---:|---|"]
+             "p95 per round (load) | video updates/s while typing |",
+             "|---|---:|---:|---:|---|---|"]
     for peer in peers:
         mine, latencies = [r for r in runs if base_peer(r) == peer], pooled(runs, peer)
         low, high = p95_interval(latencies)
@@ -349,7 +360,8 @@ def round_lines(runs: list[SlowResult]) -> list[str]:
                               for r in mine)
         lines.append(f"| {peer} | {len(latencies)} | {_ms(percentile(latencies, 50))} | "
                      f"{_ms(percentile(latencies, 95))} ({_ms(low)}-{_ms(high)}) | "
-                     f"{per_round} |")
+                     f"{per_round} | "
+                     + ", ".join(f"{r.typing_video_updates_per_s:.1f}" for r in mine) + " |")
     for label in dict.fromkeys(p.removeprefix(BEFORE) for p in peers if p.startswith(BEFORE)):
         ours = {r.round: r for r in runs if base_peer(r) == "ours" + label}
         before = {r.round: r for r in runs if base_peer(r) == BEFORE + label}
@@ -471,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps([
             {"peer": r.peer, "link": r.link.name, "round": r.round, "load": r.load,
-             "latencies_ms": r.latencies_ms, "video_updates_per_s": r.video_updates_per_s}
+             "latencies_ms": r.latencies_ms, "video_updates_per_s": r.video_updates_per_s,
+             "typing_video_updates_per_s": r.typing_video_updates_per_s,
+             "bytes_per_s": r.bytes_per_s}
             for r in results], indent=1))
     print("\n".join(report_lines(results)))
     return 0
