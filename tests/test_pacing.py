@@ -96,6 +96,47 @@ def test_bulk_frames_are_written_no_faster_than_the_rate_and_echoes_never_wait()
     assert flow.write_delay(3_000, True, now) == 0.0
 
 
+def test_while_input_is_recent_on_a_far_path_bulk_frames_go_at_the_typing_gain() -> None:
+    """A key came: on a 150 ms path at 100 KB/s, 10 KB of video holds the next bulk frame
+    1 / TYPING_GAIN times as long as the rate alone would; an echo still goes at once; once
+    no input came for TYPING_S, the rate alone paces again."""
+    flow = learnt()
+    now = 10.0 + 2 * core.PACING_PHASE_S * 1.001  # gain 1
+    flow.input(now - 0.5)
+    flow.started(2, now)
+    flow.wrote(2, 10_000, now)
+    assert flow.write_delay(3_000, False, now) == pytest.approx(0.1 / core.TYPING_GAIN)
+    assert flow.write_delay(3_000, True, now) == 0.0
+    later = now - 0.5 + core.TYPING_S
+    flow.wrote(2, 10_000, later)
+    assert flow.write_delay(3_000, False, later) == pytest.approx(0.1)
+
+
+def test_on_a_near_path_input_does_not_slow_the_bulk_frames() -> None:
+    """On a 20 ms path (a LAN) the video goes at the rate while the support person types."""
+    flow = learnt(rtt=0.02)
+    now = 10.0 + 2 * core.PACING_PHASE_S * 1.001
+    flow.input(now)
+    flow.started(2, now)
+    flow.wrote(2, 10_000, now)
+    assert flow.write_delay(3_000, False, now) == pytest.approx(0.1)
+
+
+def test_frames_held_only_by_the_typing_gain_do_not_lower_the_rate_learnt() -> None:
+    """Ten seconds of video paced at TYPING_GAIN while typing, acked at that pace: the
+    samples are the agent's own holding, not the link's, and the 100 KB/s stays."""
+    flow = learnt()
+    now = 2.0
+    for seq in range(2, 60):
+        flow.input(now)
+        flow.started(seq, now)
+        flow.wrote(seq, 10_000, now)
+        now += flow.write_delay(10_000, False, now)
+        flow.acked(seq, now + 0.15)
+    assert now > 1.0 + core.RATE_WINDOW_S
+    assert flow.rate == pytest.approx(100_000)
+
+
 def test_the_pacing_gain_probes_up_then_drains_then_cruises() -> None:
     """One phase a quarter faster, one a quarter slower, six at the rate; a phase lasts
     PACING_PHASE_S or the round trip, whichever is longer."""
