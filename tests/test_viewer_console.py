@@ -525,8 +525,8 @@ def test_full_screen_hides_the_toolbars_until_the_pointer_or_a_key_asks(open_vie
 
 
 def test_toolbars_leave_most_of_a_1024x600_screen_to_the_picture(open_viewer, agents):
-    """At 1024x600 the bars take under a fifth of the height (they took 27%) and every tool
-    fits on one line; the confirm dialog fits too."""
+    """At 1024x600 the bars take under a fifth of the height (they took 27%), every tool
+    fits on one line beside part of the machine's name; the confirm dialog fits too."""
     viewer, agent = in_session(open_viewer, agents, size=(1024, 600))
     viewer.take_control(agent)
     bars = toolbars(viewer)
@@ -539,6 +539,8 @@ def test_toolbars_leave_most_of_a_1024x600_screen_to_the_picture(open_viewer, ag
         "() => [...document.querySelectorAll('.session-bar, .session-foot, .topbar')]"
         ".filter(e => e.scrollWidth > e.clientWidth).map(e => e.className)")
     assert overflow == []
+    # The machine's name keeps some width beside the tools (it shrank to nothing before).
+    assert viewer.page.locator("#session-machine").bounding_box()["width"] >= 50
     viewer.screenshot("session-1024")
     viewer.by("end-session").click()
     viewer.by("confirm-end").wait_for(state="visible")
