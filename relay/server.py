@@ -95,11 +95,6 @@ MAX_PENDING_MESSAGES = 4096
 # tuple and slot, rounded up (measured: 28-byte frames cost about 150 bytes each).
 QUEUED_MESSAGE_OVERHEAD_BYTES = 128
 QUEUE_INTERVAL_S = 0.25  # at most four queue updates a second to one viewer
-# A websocket ping this soon after input written to an agent with nothing behind it: a key
-# is one TCP segment, and one lost with nothing sent after it waits for TCP's tail loss probe
-# (Linux: two round trips plus 200 ms with one segment in flight); a segment behind it has
-# the agent's SACK show the loss, and the key goes again about a round trip later.
-TAIL_PROBE_S = 0.005
 SHUTDOWN_DRAIN_S = 2.0
 SHUTDOWN_FLUSH_S = 10.0  # the last ledger rows' wait for a slow database
 HSTS = ("Strict-Transport-Security", "max-age=31536000")
@@ -174,7 +169,6 @@ class Link:
         self._dropped_monitors: set[int] = set()
         self._closing: tuple[int, str] | None = None
         self._chunks: deque[bytes] = deque()  # file chunks: after everything else
-        self._probe_at: float | None = None  # TAIL_PROBE_S after input, if nothing followed
         if role == "viewer":  # (where the platform has it)
             with contextlib.suppress(OSError, AttributeError):
                 ws.transport.get_extra_info("socket").setsockopt(
@@ -197,9 +191,7 @@ class Link:
         # it waits for the ledger's rows queued before it (the transition it tells, among
         # them), not for those queued after it: the agent's `accepted` waited for the
         # support person's `take_control` row and two directory writes too (5-31 ms)
-        kind = "input" if isinstance(message, protocol.INPUT_TYPES) and not isinstance(
-            message, protocol.PointerMove) and self.role == "agent" else "text"
-        self._items.append((kind, text, self.ledger.queued if self.ledger else 0))
+        self._items.append(("text", text, self.ledger.queued if self.ledger else 0))
         self._control_bytes += len(text) + QUEUED_MESSAGE_OVERHEAD_BYTES
         if (self._control_bytes > MAX_PENDING_CONTROL_BYTES
                 or len(self._items) > MAX_PENDING_MESSAGES):
@@ -277,7 +269,6 @@ class Link:
                     if self.ledger is not None:
                         await self.ledger.reached(mark)
                 await self.ws.send(data)
-                self._probe_at = time.monotonic() + TAIL_PROBE_S if kind == "input" else None
             elif self._chunks:
                 await self.ws.send(self._chunks.popleft())
             elif self._closing is not None:
@@ -286,13 +277,6 @@ class Link:
             elif self._dropped_monitors:
                 monitors, self._dropped_monitors = self._dropped_monitors, set()
                 self._on_caught_up(self, monitors.pop() if len(monitors) == 1 else 0)
-            elif self._probe_at is not None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._probe_at - time.monotonic())
-                if not self._wake.is_set():
-                    await self.ws.ping()  # (its pong is not waited for)
-                self._probe_at = None
             else:
                 self._wake.clear()
                 if not self._queue_ready:

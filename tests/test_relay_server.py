@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import logging
 import signal
 import ssl
 from pathlib import Path
@@ -577,54 +576,3 @@ def test_with_require_code_a_caller_is_accepted_only_with_their_code(relay_facto
         assert (await next_of(agent, "accepted"))["code"] == code
 
     run(scenario())
-
-
-class _Frames(logging.Handler):
-    """The frames a websockets connection received, as its debug log names them."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.received: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if text.startswith("< ") and not text.startswith("< CLOSE"):
-            self.received.append(text[2:])
-
-
-def test_a_key_written_to_an_agent_with_nothing_behind_it_is_followed_by_a_ping(
-        relay_factory):
-    """A key forwarded to the agent is followed by a websocket ping when nothing else
-    follows: a lost key is then shown by the next segment's SACK, not by TCP's tail loss
-    probe hundreds of milliseconds later. (Keepalive pings are an hour apart here.)"""
-    relay = relay_factory("--ping-interval", "3600", "--ping-timeout", "3600")
-    relay.add_technician("david", "David", "david-pw")
-    frames = _Frames()
-    logger = logging.getLogger("tests.relay.agent-frames")
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(frames)
-
-    async def scenario():
-        agent = await open_ws(relay.ws_url + "/ws/agent", logger=logger)
-        await agent.send(agent_hello())
-        session = (await receive(agent))["session"]
-        viewer, _, _ = await start_viewer(relay.ws_url)
-        await viewer.send(message("accept", session=session))
-        await next_of(agent, "accepted")
-        await viewer.send(message("take_control", session=session))
-        await next_of(agent, "control")
-        await viewer.send(message("key", session=session, code="KeyA", key="a", down=True))
-        await next_of(agent, "key")
-
-        async def pinged() -> None:
-            while not any(f.startswith("PING") for f in frames.received):
-                await asyncio.sleep(0.005)
-
-        await asyncio.wait_for(pinged(), WAIT_S)
-        keyed = next(i for i, f in enumerate(frames.received) if '"type":"key"' in f)
-        assert frames.received[keyed + 1].startswith("PING"), frames.received[keyed:]
-
-    try:
-        run(scenario())
-    finally:
-        logger.removeHandler(frames)
