@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import getpass
 import logging
 import os
@@ -74,7 +73,6 @@ from panel import Panel
 # --- constants -------------------------------------------------------------------------
 
 ENCODER_THREADS = 2  # strips of a large update are encoded in parallel
-ENCODER_NICE = 10  # the encoders' niceness (Linux): the event loop with input's echo first
 INLINE_ENCODE_MAX_PX = 128 * 128  # smaller updates (typing) are encoded in the event loop
 INLINE_COMPARE_MAX_S = 0.003  # a compare that cost less (thread CPU) stays on the event loop
 DRIVEN_S = 2.0  # ... unless the support person's input came this recently (compare_in_thread)
@@ -297,25 +295,6 @@ def _release_free_heap() -> None:
     if _LIBC is not None:
         with contextlib.suppress(OSError, AttributeError):
             _LIBC.malloc_trim(0)
-
-
-def lower_thread_priority() -> None:
-    """Lower the calling thread's CPU priority: the encoder threads' (the pool's
-    initializer), so that a busy machine runs the event loop, which injects a key and grabs
-    and encodes its echo, before a video's strips. Linux: this thread's niceness
-    (ENCODER_NICE; setpriority on a thread id is per thread there); Windows:
-    THREAD_PRIORITY_BELOW_NORMAL. Raising it again needs privilege on Linux: only threads
-    that encode bulk updates for good call it. Elsewhere, or where refused, no-op."""
-    if sys.platform == "win32":
-        import ctypes
-
-        kernel32 = ctypes.windll.kernel32
-        kernel32.SetThreadPriority(kernel32.GetCurrentThread(), -1)  # BELOW_NORMAL
-    elif hasattr(os, "setpriority") and sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, max(
-                os.getpriority(os.PRIO_PROCESS, tid), ENCODER_NICE))
 
 
 class _PynputMouse:
@@ -1014,11 +993,7 @@ class Agent:
         cursor = None
         layout_at = polled_at = pointer_at = moved_at = self.clock()
         pacer = self._pacer = pacing.Pacer(polled_at, ENCODER_THREADS)
-        # the encoders, and one more thread that drives a bulk update's encoding
-        # (_encode_bulk: one at a time, so the others stay free for its strips), all at a
-        # lower priority than the event loop with input's echo (lower_thread_priority)
-        pool = ThreadPoolExecutor(ENCODER_THREADS + 1, "encoder",
-                                  initializer=lower_thread_priority)
+        pool = ThreadPoolExecutor(ENCODER_THREADS, "encoder")
         sendable, writing = asyncio.Event(), asyncio.Lock()
         self._sendable = sendable  # an ack sets it: an update encoded ahead may go at once
         sender = asyncio.ensure_future(self._send(ws, outbox, sendable, writing))
@@ -1177,8 +1152,7 @@ class Agent:
         put it in the outbox, behind any echo added meanwhile."""
         import screen_codec as codec
 
-        frames = await asyncio.get_running_loop().run_in_executor(pool, functools.partial(
-            codec.encode_update, *args, pool.map, **options))
+        frames = await asyncio.to_thread(codec.encode_update, *args, pool.map, **options)
         pacer.encoded(plan, frames, polled_at)
         outbox.add(args[3], _wire_frames(frames), False,
                    codec.redoer(diff, *args[2:6], **options))
