@@ -304,7 +304,9 @@ class FlowControl:
     and they leave one update of the wire's allowance free: an interactive update (input's
     echo) may always start. The pacing gain cycles (PACING_GAINS) to find a faster link and
     drain what a slower one queued, after a startup at STARTUP_GAIN that finds the link's rate
-    in a few round trips. Before any
+    in a few round trips. While the support person types on a far path, bulk frames go at
+    TYPING_GAIN of the rate (typing()): an echo waits at the receiver behind any video segment
+    lost in the round trip before it. Before any
     acknowledgement nothing is known: only the count applies.
 
     A sample is app-limited when nothing was held back while its update was in flight (typing
