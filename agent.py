@@ -298,7 +298,7 @@ def _release_free_heap() -> None:
 
 
 class _PynputMouse:
-    """The mouse through pynput (Windows); keys by virtual key in Win32Input."""
+    """The mouse through pynput (the same on Windows and X11); keys differ per platform."""
 
     def __init__(self) -> None:
         from pynput import keyboard, mouse
@@ -337,173 +337,88 @@ class Win32Input(_PynputMouse):
         self._kb.type(text)
 
 
-X11_BUTTONS = {"left": 1, "middle": 2, "right": 3}
-X11_SCROLL = {"up": 4, "down": 5, "left": 6, "right": 7}  # the wheel's buttons
-
-
-def x11_keycodes(first: int, per: int, keysyms: list[int]) -> tuple[dict, dict]:
-    """From a keyboard mapping (``per`` keysyms for each keycode from ``first``): each
-    keysym's keycode (the lowest column, then the lowest keycode, as Xlib picks it), and
-    its (keycode, shifted) among the first two columns only (what one tap, with Shift or
-    without, types)."""
-    any_column: dict[int, int] = {}
-    plain_or_shifted: dict[int, tuple[int, bool]] = {}
-    codes = len(keysyms) // per if per else 0
-    for column in range(per):
-        for i in range(codes):
-            keysym = keysyms[i * per + column]
-            if keysym:
-                any_column.setdefault(keysym, first + i)
-                if column < 2:
-                    plain_or_shifted.setdefault(keysym, (first + i, column == 1))
-    return any_column, plain_or_shifted
-
-
-class X11Input:
-    """Keys, text and the mouse through XTest on one libX11 connection (ctypes): plain
-    characters would be synthetic events, which xterm ignores. Not pynput, whose X11
-    backend is python-xlib on three connections (the keyboard's, the mouse's, the text's):
-    its modules and objects cost 5.3 MB of the agent's peak (bench/memory). Every request
-    is valid by construction (keycodes from the server's own mapping, buttons it has),
-    since libX11's default handler ends the process on an X error; used from one thread
-    (the event loop)."""
+class X11Input(_PynputMouse):
+    """Keys by keysym through XTest: plain characters would be synthetic events, which xterm
+    ignores; text through XTest too (_XTestTyper)."""
 
     def __init__(self) -> None:
-        import ctypes
-        import ctypes.util
-
-        c = ctypes
-        x11 = c.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
-        xtst = c.CDLL(ctypes.util.find_library("Xtst") or "libXtst.so.6")
-        x11.XOpenDisplay.restype, x11.XOpenDisplay.argtypes = c.c_void_p, [c.c_char_p]
-        x11.XDefaultRootWindow.restype, x11.XDefaultRootWindow.argtypes = \
-            c.c_ulong, [c.c_void_p]
-        x11.XGetKeyboardMapping.restype = c.POINTER(c.c_ulong)
-        x11.XGetKeyboardMapping.argtypes = [c.c_void_p, c.c_ubyte, c.c_int,
-                                            c.POINTER(c.c_int)]
-        x11.XChangeKeyboardMapping.argtypes = [c.c_void_p, c.c_int, c.c_int,
-                                               c.POINTER(c.c_ulong), c.c_int]
-        x11.XQueryPointer.argtypes = [c.c_void_p, c.c_ulong, *[c.POINTER(c.c_ulong)] * 2,
-                                      *[c.POINTER(c.c_int)] * 4, c.POINTER(c.c_uint)]
-        x11.XCloseDisplay.argtypes = x11.XFree.argtypes = [c.c_void_p]
-        x11.XSync.argtypes = [c.c_void_p, c.c_int]
-        x11.XDisplayKeycodes.argtypes = [c.c_void_p, c.POINTER(c.c_int), c.POINTER(c.c_int)]
-        x11.XGetPointerMapping.argtypes = [c.c_void_p, c.c_void_p, c.c_int]
-        for name in ("XTestFakeKeyEvent", "XTestFakeButtonEvent"):
-            getattr(xtst, name).argtypes = [c.c_void_p, c.c_uint, c.c_int, c.c_ulong]
-        xtst.XTestFakeMotionEvent.argtypes = [c.c_void_p, c.c_int, c.c_int, c.c_int,
-                                              c.c_ulong]
-        self._c, self._x11, self._xtst = c, x11, xtst
-        self._d = x11.XOpenDisplay(None)
-        if not self._d:
-            raise OSError("cannot open the X display for input")
-        self._root = x11.XDefaultRootWindow(self._d)
-        low, high = c.c_int(), c.c_int()
-        x11.XDisplayKeycodes(self._d, c.byref(low), c.byref(high))
-        self._first, self._count = low.value, high.value - low.value + 1
-        self._keycode, self._tap_code = x11_keycodes(self._first, *self._mapping())
-        self._shift = self._keycode.get(0xFFE1, 0)  # Shift_L
-        self._buttons = x11.XGetPointerMapping(self._d, None, 0)
-
-    def _mapping(self) -> tuple[int, list[int]]:
-        """The server's keyboard mapping now: keysyms per keycode, and all the keysyms."""
-        c = self._c
-        per = c.c_int()
-        syms = self._x11.XGetKeyboardMapping(self._d, self._first, self._count, c.byref(per))
-        if not syms:
-            raise OSError("the X server gave no keyboard mapping")
-        try:
-            return per.value, syms[:self._count * per.value]
-        finally:
-            self._x11.XFree(syms)
-
-    def _sync(self) -> None:
-        # (as pynput did after each event: the event is in the server before the next grab)
-        self._x11.XSync(self._d, 0)
-
-    def position(self) -> tuple[int, int]:
-        c = self._c
-        x, y, other, mask, window = c.c_int(), c.c_int(), c.c_int(), c.c_uint(), c.c_ulong()
-        self._x11.XQueryPointer(self._d, self._root, c.byref(window), c.byref(window),
-                                c.byref(x), c.byref(y), c.byref(other), c.byref(other),
-                                c.byref(mask))
-        return x.value, y.value
-
-    def move(self, x: int, y: int) -> None:
-        if not (-0x8000 <= x <= 0x7FFF and -0x8000 <= y <= 0x7FFF):
-            raise ValueError((x, y))  # (the protocol's coordinates are 16-bit)
-        self._xtst.XTestFakeMotionEvent(self._d, -1, x, y, 0)
-        self._sync()
-
-    def _click(self, button: int, down: bool) -> None:
-        if not 1 <= button <= self._buttons:
-            raise ValueError(f"the pointer has no button {button}")
-        self._xtst.XTestFakeButtonEvent(self._d, button, int(down), 0)
-        self._sync()
-
-    def button(self, name: str, down: bool) -> None:
-        self._click(X11_BUTTONS[name], down)
-
-    def scroll(self, dx: int, dy: int) -> None:
-        for steps, minus, plus in ((dy, "up", "down"), (dx, "left", "right")):
-            for _ in range(abs(steps)):
-                for down in (True, False):
-                    self._click(X11_SCROLL[plus if steps > 0 else minus], down)
+        super().__init__()
+        self._typer = _XTestTyper()
 
     def key(self, code: str, down: bool) -> None:
-        keysym = KEY_TABLE[code][0]
-        keycode = self._keycode.get(keysym)
-        if keycode is None:
-            raise ValueError(f"the keyboard mapping has no key for keysym {keysym:#x}")
-        self._xtst.XTestFakeKeyEvent(self._d, keycode, int(down), 0)
-        self._sync()
+        key = self._keycode.from_vk(KEY_TABLE[code][0])
+        (self._kb.press if down else self._kb.release)(key)
 
-    def _tap(self, keycode: int, shift: bool) -> None:
-        fake = self._xtst.XTestFakeKeyEvent
-        if shift:
-            fake(self._d, self._shift, 1, 0)
-        fake(self._d, keycode, 1, 0)
-        fake(self._d, keycode, 0, 0)
-        if shift:
-            fake(self._d, self._shift, 0, 0)
+    def position(self) -> tuple[int, int]:
+        # One round trip on pynput's own connection: its getter also syncs (a second round
+        # trip) and swaps Xlib's error handler, 0.6-0.8 ms of the streamer's poll ~10 times a
+        # second under load; an X error here raises as there.
+        display = getattr(self._mouse, "_display", None)
+        if display is None:  # a pynput without it
+            return super().position()
+        pointer = display.screen().root.query_pointer()
+        return int(pointer.root_x), int(pointer.root_y)
 
     def type(self, text: str) -> None:
-        """Each character's keysym (borrowing a free keycode for those the keymap lacks)."""
+        self._typer.type(text)
+
+    def close(self) -> None:
+        self._typer.close()
+
+
+class _XTestTyper:
+    """Unicode text on X11: each character's keysym through XTest (borrowing a free keycode
+    for characters the keymap lacks), since xterm ignores pynput's synthetic events."""
+
+    def __init__(self) -> None:
+        from Xlib import XK, X, display
+        from Xlib.ext import xtest
+
+        self._X, self._xtest, self._d = X, xtest, display.Display()
+        self._shift = self._d.keysym_to_keycode(XK.XK_Shift_L)
+
+    def _tap(self, keycode: int, shift: bool) -> None:
+        X, fake = self._X, self._xtest.fake_input
+        if shift:
+            fake(self._d, X.KeyPress, self._shift)
+        fake(self._d, X.KeyPress, keycode)
+        fake(self._d, X.KeyRelease, keycode)
+        if shift:
+            fake(self._d, X.KeyRelease, self._shift)
+
+    def type(self, text: str) -> None:
         borrowed: dict[int, int] = {}  # keysym -> keycode
         for ch in text:
             keysym = {"\n": 0xFF0D, "\t": 0xFF09}.get(ch) or (
                 ord(ch) if ord(ch) < 0x100 else 0x01000000 | ord(ch))
-            found = self._tap_code.get(keysym)
-            if found and (self._shift or not found[1]):
-                self._tap(*found)
+            found = [kc for kc in self._d.keysym_to_keycodes(keysym) if kc[1] in (0, 1)]
+            if found:
+                self._tap(found[0][0], found[0][1] == 1)
             elif (keycode := borrowed.get(keysym) or self._borrow(keysym, borrowed)):
                 self._tap(keycode, False)
-            self._sync()
+            self._d.sync()
         if borrowed:
             time.sleep(0.05)  # let clients read the borrowed mapping before it goes
             for keycode in borrowed.values():
-                self._remap(keycode, 0)
-            self._sync()
-
-    def _remap(self, keycode: int, keysym: int) -> None:
-        syms = (self._c.c_ulong * 4)(*(keysym,) * 4)
-        self._x11.XChangeKeyboardMapping(self._d, keycode, 4, syms, 1)
+                self._d.change_keyboard_mapping(keycode, [(0,) * 4])
+            self._d.sync()
 
     def _borrow(self, keysym: int, borrowed: dict[int, int]) -> int:
-        per, syms = self._mapping()
+        first = self._d.display.info.min_keycode
+        count = self._d.display.info.max_keycode - first + 1
         used = set(borrowed.values())
-        for i in range(self._count):
-            if not any(syms[i * per:(i + 1) * per]) and self._first + i not in used:
-                self._remap(self._first + i, keysym)
-                self._sync()
-                borrowed[keysym] = self._first + i
-                return self._first + i
+        for i, syms in enumerate(self._d.get_keyboard_mapping(first, count)):
+            if not any(syms) and first + i not in used:
+                self._d.change_keyboard_mapping(first + i, [(keysym,) * 4])
+                self._d.sync()
+                borrowed[keysym] = first + i
+                return first + i
         return 0
 
     def close(self) -> None:
-        if self._d:
-            self._x11.XCloseDisplay(self._d)
-            self._d = None
+        self._d.close()
+
+
 
 
 class DummyScreen:

@@ -1466,7 +1466,7 @@ def test_mss_layout_follows_a_resized_screen_and_grabs_at_the_new_size(monkeypat
 
 @pytest.mark.x11
 def test_x11_pointer_position_is_where_the_pointer_was_put(xvfb) -> None:
-    """X11Input.position (one query on its own connection) answers where a move put the
+    """X11Input.position (one query on pynput's connection) answers where a move put the
     pointer, twice in a row."""
     pointer = agent.X11Input()
     try:
@@ -1475,59 +1475,6 @@ def test_x11_pointer_position_is_where_the_pointer_was_put(xvfb) -> None:
             assert pointer.position() == (x, y)
     finally:
         pointer.close()
-
-
-# A window that prints the number of each mouse button pressed in it, once it is shown
-# (python-xlib: Tk reports the wheel's buttons 6 and 7 as Shift and 4 or 5).
-BUTTON_PRINTER = """
-from Xlib import X, display
-d = display.Display()
-w = d.screen().root.create_window(0, 0, 300, 200, 0, d.screen().root_depth,
-                                  event_mask=X.ButtonPressMask | X.ExposureMask)
-w.set_wm_name("button-printer")
-w.map()
-while True:
-    e = d.next_event()
-    if e.type == X.ButtonPress:
-        print(e.detail, flush=True)
-"""
-
-
-@pytest.mark.x11
-def test_x11_scroll_steps_are_wheel_buttons_and_a_click_is_button_one(xvfb) -> None:
-    """X11Input.scroll presses the wheel's buttons, one press per step (down 5, up 4, right
-    7, left 6, as pynput did), and button('left') presses button 1, in that order."""
-    printer = subprocess.Popen([sys.executable, "-c", BUTTON_PRINTER], stdout=subprocess.PIPE,
-                               text=True)
-    pointer = agent.X11Input()
-    try:
-        find_window("button-printer", visible=True, timeout=30)
-        pointer.move(150, 100)
-        pointer.scroll(0, 2)
-        pointer.scroll(0, -1)
-        pointer.scroll(1, 0)
-        pointer.scroll(-1, 0)
-        pointer.button("left", True)
-        pointer.button("left", False)
-        pressed = [printer.stdout.readline().strip() for _ in range(6)]
-    finally:
-        pointer.close()
-        printer.kill()
-        printer.wait()
-        printer.stdout.close()
-    assert pressed == ["5", "5", "4", "7", "6", "1"]
-
-
-def test_x11_keycodes_pick_the_lowest_column_then_the_lowest_keycode() -> None:
-    """x11_keycodes: a keysym's keycode is Xlib's pick (lowest column, then keycode), and
-    what one tap types comes from the first two columns only, with Shift for the second."""
-    # keycodes 8, 9, 10, two columns each; then 11 with "a" only in column 3 (of 3)
-    keycodes, taps = agent.x11_keycodes(8, 2, [0x61, 0x41, 0x62, 0x61, 0x31, 0x21])
-    assert keycodes == {0x61: 8, 0x62: 9, 0x31: 10, 0x41: 8, 0x21: 10}
-    assert taps[0x61] == (8, False) and taps[0x41] == (8, True) and taps[0x21] == (10, True)
-    keycodes, taps = agent.x11_keycodes(8, 3, [0, 0, 0, 0x7A, 0x5A, 0, 0, 0, 0x61])
-    assert keycodes == {0x7A: 9, 0x5A: 9, 0x61: 10}
-    assert 0x61 not in taps and taps[0x5A] == (9, True)
 
 
 @pytest.mark.build
