@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import os
 import socket
@@ -79,6 +80,41 @@ class BrowserResult:
     peer_cpu: float = float("nan")  # the screen's sender (our agent, x11vnc), % of one core
     # full motion: the browser's CPU by process type and thread name, % of one core
     threads: dict[tuple[str, str], float] = field(default_factory=dict)
+    # full motion: how the painted bursts (ours: whole updates) fell on animation frames
+    presentation: Presentation | None = None
+
+
+@dataclass
+class Presentation:
+    """How bursts of draws (the draws of one task: our viewer paints a whole update's strips
+    in one) fell on the page's animation frames."""
+    bursts: int  # bursts recorded
+    per_frame: dict[int, int]  # bursts in one frame -> frames with that many (3 = 3 or more)
+    gaps: dict[int, int]  # frames from one frame that drew to the next (4 = 4 or more) -> count
+    frame_ms: float  # the animation frames' median interval
+
+    @property
+    def shared(self) -> int:
+        """Bursts drawn in a frame that had already drawn one: never seen by themselves."""
+        return self.bursts - sum(self.per_frame.values())
+
+
+def presentation(bursts: list[tuple[float, int]], ticks: list[float]) -> Presentation:
+    """The histograms of ``bursts`` ([time, index of the animation frame it was drawn in])
+    over animation frames starting at ``ticks`` (their times)."""
+    frames: dict[int, int] = {}
+    for _, frame in bursts:
+        frames[frame] = frames.get(frame, 0) + 1
+    per_frame: dict[int, int] = {}
+    for count in frames.values():
+        per_frame[min(count, 3)] = per_frame.get(min(count, 3), 0) + 1
+    gaps: dict[int, int] = {}
+    drew = sorted(frames)
+    for before, after in itertools.pairwise(drew):
+        gaps[min(after - before, 4)] = gaps.get(min(after - before, 4), 0) + 1
+    intervals = [b - a for a, b in itertools.pairwise(ticks)]
+    return Presentation(len(bursts), dict(sorted(per_frame.items())), dict(sorted(gaps.items())),
+                        percentile(intervals, 50) if intervals else float("nan"))
 
 
 # --- Chromium's processes -----------------------------------------------------------------
@@ -326,6 +362,7 @@ async def delivered_frames(page, seconds: float, result: BrowserResult,
     cpu = BrowserCpu()
     sender = getattr(page, "bench_sender", None)
     frames0, draws0, messages0, bytes0 = await page.evaluate(counts)
+    await page.evaluate("() => __bench.record(true)")
     cpu.start()
     sender0 = cpu_seconds(sender) if sender else float("nan")
     start, put = time.monotonic(), motion.put
@@ -342,6 +379,9 @@ async def delivered_frames(page, seconds: float, result: BrowserResult,
         result.updates_per_s = sum(shown) / len(shown)
     frames1, draws1, messages1, bytes1 = await page.evaluate(counts)
     elapsed = time.monotonic() - start
+    bursts, ticks = await page.evaluate(
+        "() => { const r = [__bench.bursts, __bench.ticks]; __bench.record(false); return r; }")
+    result.presentation = presentation(bursts, ticks)
     if sender:
         result.peer_cpu = 100 * (cpu_seconds(sender) - sender0) / elapsed
     result.messages_per_s = (messages1 - messages0) / elapsed
@@ -467,6 +507,32 @@ def split_lines(results: list[BrowserResult]) -> list[str]:
     return [*lines, ""]
 
 
+def presentation_lines(results: list[BrowserResult]) -> list[str]:
+    """How each peer's paints fell on animation frames in full motion."""
+    shown = [r for r in results if r.presentation is not None]
+    if not shown:
+        return []
+
+    def row(name, cell):
+        return f"| {name} | " + " | ".join(cell(r.presentation) for r in shown) + " |"
+
+    def counts(histogram, keys, last):
+        return " / ".join(str(histogram.get(k, 0)) for k in keys) + f" ({last})"
+
+    return ["How the paints (bursts of draws in one task: ours, whole updates) fell on the "
+            "page's animation frames in full motion, the same seconds:", "",
+            "| | " + " | ".join(r.peer for r in shown) + " |", "|---|" + "---:|" * len(shown),
+            row("paints", lambda p: str(p.bursts)),
+            row("frames that drew 1 / 2 / 3+", lambda p: counts(p.per_frame, (1, 2, 3), "")
+                .removesuffix(" ()")),
+            row("paints in a frame that had already drawn one (never seen)",
+                lambda p: f"{p.shared} ({100 * p.shared / max(p.bursts, 1):.0f}%)"),
+            row("frames from one that drew to the next: 1 / 2 / 3 / 4+",
+                lambda p: counts(p.gaps, (1, 2, 3, 4), "").removesuffix(" ()")),
+            row("animation frame interval, ms (median)", lambda p: _num(p.frame_ms)),
+            ""]
+
+
 def report_lines(results: list[BrowserResult], rate: float) -> list[str]:
     by_peer = {r.peer: r for r in results}
     floor, ours = by_peer["floor (echo page)"], by_peer["ours"]
@@ -517,6 +583,7 @@ def report_lines(results: list[BrowserResult], rate: float) -> list[str]:
                  + " |")
     lines.append("")
     lines += split_lines([r for r in results if r is not floor])
+    lines += presentation_lines(results)
     f50, f95 = percentile(floor.latencies_ms, 50), percentile(floor.latencies_ms, 95)
     o50, o95 = percentile(ours.latencies_ms, 50), percentile(ours.latencies_ms, 95)
     checks = [

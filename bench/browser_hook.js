@@ -38,7 +38,17 @@
         keyAt: 0, echoAt: 0, lastDraw: 0, draws: 0, frames: 0, drewThisFrame: false,
         messages: 0, messageBytes: 0,  // binary websocket messages received (our strips)
         arm() { this.keyAt = 0; this.echoAt = 0; },
+        // While recording (full motion): each burst of draws (the draws of one task, as our
+        // viewer paints an update's strips) as [time, animation frame], and each animation
+        // frame's start; bench/browser.py makes the histograms of bursts per animation frame
+        // and of the frames between two that drew.
+        tick: 0, inBurst: false, bursts: null, ticks: null,
+        record(on) {
+            this.bursts = on ? [] : null;
+            this.ticks = on ? [] : null;
+        },
     };
+    const RECORD_MAX = 20000;  // about 5 minutes of bursts at 60 a second
     window.__bench = bench;
     // Binary messages in: with the viewer's count of whole updates, the strips an update
     // was cut into and its size (what the browser has to decode per update).
@@ -61,6 +71,12 @@
         bench.draws += 1;
         bench.lastDraw = t;
         bench.drewThisFrame = true;
+        if (bench.bursts && !bench.inBurst && bench.bursts.length < RECORD_MAX) {
+            // a microtask runs once the painting task's synchronous code is done
+            bench.inBurst = true;
+            bench.bursts.push([t, bench.tick]);
+            queueMicrotask(() => { bench.inBurst = false; });
+        }
         if (bench.keyAt && !bench.echoAt && t >= bench.keyAt) {
             bench.echoAt = t;
             // in a Chrome trace (bench/browser.py --trace), where a key's echo was drawn
@@ -74,9 +90,11 @@
         if (!bench.keyAt) bench.keyAt = performance.timeOrigin + event.timeStamp;
     }, true);
     // A delivered frame: an animation frame in which at least one draw landed.
-    const tick = () => {
+    const tick = (time) => {
         if (bench.drewThisFrame) bench.frames += 1;
         bench.drewThisFrame = false;
+        bench.tick += 1;
+        if (bench.ticks && bench.ticks.length < RECORD_MAX) bench.ticks.push(time);
         requestAnimationFrame(tick);
     };
     requestAnimationFrame(tick);
