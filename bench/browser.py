@@ -428,8 +428,9 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
               trace: Path | None = None) -> tuple[list[BrowserResult], float]:
     """Every peer typing and in full motion; returns the results and the motion's rate.
     ``before``: another checkout whose agent and viewer run too, as the peer "ours before"
-    (its relay is this one's). ``rounds``: the typing ``presses`` of every peer that many
-    times, in the reverse order every other round: in two runs at load 7-9 with the order
+    (its relay is this one's). ``rounds``: the typing ``presses`` and the full motion of
+    every peer that many times, in the reverse order every other round (motion's figures
+    are the rounds' means): in two runs at load 7-9 with the order
     swapped, the checkout that typed first (right after the floor) measured 10-13 ms slower
     at p50 both times, so one round may compare the order more than the checkouts.
     ``trace``: a folder for Chrome traces of each peer, taken after its measured seconds (a
@@ -469,21 +470,56 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
             try:
                 await asyncio.sleep(1.0)
                 rate = d.screen_changes_per_s(screen)
-                for name, peer in peers.items():
-                    if peer is echo_floor:
-                        continue
-                    print(f"  browser motion: {name} ...", file=sys.stderr, flush=True)
-                    async with peer(browser, screen, relay) as page:
-                        await asyncio.sleep(2.0)
-                        await delivered_frames(page, seconds, results[name], motion)
-                        async with traced(browser, trace, _file_name(name) + "-motion"):
-                            if trace is not None:
-                                await asyncio.sleep(TRACE_SECONDS)
+                runs: dict[str, list[BrowserResult]] = {}
+                for n in range(rounds):
+                    for name, peer in list(peers.items())[::-1 if n % 2 else 1]:
+                        if peer is echo_floor:
+                            continue
+                        print(f"  browser motion: {name}{f' #{n + 1}' if n else ''} ...",
+                              file=sys.stderr, flush=True)
+                        async with peer(browser, screen, relay) as page:
+                            await asyncio.sleep(2.0)
+                            run = BrowserResult(name)
+                            await delivered_frames(page, seconds, run, motion)
+                            runs.setdefault(name, []).append(run)
+                            print(f"    {_num(run.fps)} fps delivered, {_num(run.updates_per_s)}"
+                                  f" updates/s, browser {_num(run.browser_cpu)}%, load "
+                                  f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+                            if n == 0 and trace is not None:
+                                async with traced(browser, trace,
+                                                  _file_name(name) + "-motion"):
+                                    await asyncio.sleep(TRACE_SECONDS)
+                for name, motion_runs in runs.items():
+                    pool_motion(results[name], motion_runs)
             finally:
                 motion.stop()
         finally:
             await browser.close()
     return list(results.values()), rate
+
+
+def pool_motion(result: BrowserResult, runs: list[BrowserResult]) -> None:
+    """Full motion's figures of ``runs`` (one peer's rounds) into ``result``: the mean of each
+    rate, the presentation's histograms added up."""
+    for name in ("fps", "draws_per_s", "browser_cpu", "screen_changes", "updates_per_s",
+                 "messages_per_s", "kb_per_s", "peer_cpu"):
+        setattr(result, name, sum(getattr(r, name) for r in runs) / len(runs))
+    rows = {row for r in runs for row in r.threads}
+    result.threads = {row: sum(r.threads.get(row, 0.0) for r in runs) / len(runs)
+                      for row in sorted(rows, key=lambda row: -runs[0].threads.get(row, 0.0))}
+    shown = [r.presentation for r in runs if r.presentation is not None]
+    if shown:
+        result.presentation = Presentation(
+            sum(p.bursts for p in shown), _added(p.per_frame for p in shown),
+            _added(p.gaps for p in shown), sum(p.frame_ms for p in shown) / len(shown))
+
+
+def _added(histograms) -> dict[int, int]:
+    total: dict[int, int] = {}
+    for histogram in histograms:
+        for key, count in histogram.items():
+            total[key] = total.get(key, 0) + count
+    return dict(sorted(total.items()))
 
 
 def _num(value: float, digits: int = 1) -> str:
@@ -631,8 +667,9 @@ def main(argv: list[str] | None = None) -> int:
                              "from git archive) as 'ours before', in the same run")
     parser.add_argument("--novnc", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--rounds", type=int, default=1,
-                        help="every peer's typing this many times, the order reversed every "
-                             "other round (for --before: who goes first measures slower)")
+                        help="every peer's typing and full motion this many times, the order "
+                             "reversed every other round (for --before: who goes first "
+                             "measures slower)")
     parser.add_argument("--trace", type=Path, default=None, metavar="DIR",
                         help="also save Chrome traces of each peer's keys and full motion in "
                              "DIR (taken after the measured seconds; open in ui.perfetto.dev)")
