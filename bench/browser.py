@@ -70,6 +70,10 @@ NOVNC_PAGE = """<!doctype html>
 class BrowserResult:
     peer: str
     latencies_ms: list[float] = field(default_factory=list)
+    # each echoed key's way through the page, ms: (keydown to its dispatch, dispatch to the
+    # websocket send, send to the arrival of the message that drew the echo, that arrival to
+    # the draw)
+    key_parts: list[tuple[float, float, float, float]] = field(default_factory=list)
     fps: float = float("nan")
     draws_per_s: float = float("nan")
     browser_cpu: float = float("nan")
@@ -335,8 +339,16 @@ BEFORE = "ours before"
 # --- measuring ----------------------------------------------------------------------------
 
 
-async def key_latencies(page, presses: int) -> list[float]:
-    """Milliseconds from each keydown to the first draw after it, each after a quiet canvas."""
+KEY_PARTS = ("() => [__bench.dispatchAt - __bench.keyAt, __bench.sentAt - __bench.dispatchAt,"
+             " __bench.echoMessageAt - __bench.sentAt, __bench.echoAt - __bench.echoMessageAt,"
+             " __bench.sentAt, __bench.echoMessageAt]")
+
+
+async def key_latencies(page, presses: int,
+                        parts: list[tuple[float, float, float, float]] | None = None
+                        ) -> list[float]:
+    """Milliseconds from each keydown to the first draw after it, each after a quiet canvas;
+    ``parts`` gets each echoed key's way through the page (BrowserResult.key_parts)."""
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
     latencies = []
@@ -351,6 +363,9 @@ async def key_latencies(page, presses: int) -> list[float]:
             await page.wait_for_function("() => __bench.echoAt > 0",
                                          timeout=KEY_TIMEOUT_S * 1000)
             latencies.append(await page.evaluate("() => __bench.echoAt - __bench.keyAt"))
+            *way, sent, arrived = await page.evaluate(KEY_PARTS)
+            if parts is not None and sent and arrived >= sent:
+                parts.append(tuple(way))
         except PlaywrightTimeout:
             latencies.append(KEY_TIMEOUT_S * 1000)
     return latencies
@@ -458,7 +473,8 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
                               file=sys.stderr, flush=True)
                         async with peer(browser, screen, relay) as page:
                             await asyncio.sleep(1.0)
-                            results[name].latencies_ms += await key_latencies(page, presses)
+                            results[name].latencies_ms += await key_latencies(
+                                page, presses, results[name].key_parts)
                             if n == 0 and trace is not None:
                                 async with traced(browser, trace, _file_name(name) + "-keys"):
                                     await key_latencies(page, TRACE_PRESSES)
@@ -569,6 +585,24 @@ def presentation_lines(results: list[BrowserResult]) -> list[str]:
             ""]
 
 
+def key_part_lines(results: list[BrowserResult]) -> list[str]:
+    """Where each peer's key to canvas went inside the page and outside it."""
+    shown = [r for r in results if r.key_parts]
+    if not shown:
+        return []
+    names = ("keydown to its dispatch (the page's thread busy)", "dispatch to the websocket send",
+             "send to the arrival of the message that drew the echo (outside the page)",
+             "that arrival to the draw (the page: decoding, its own code)")
+    lines = ["Key to canvas, piece by piece (the hook's stamps; p50 / p95 ms over the keys "
+             "echoed):", "", "| | " + " | ".join(r.peer for r in shown) + " |",
+             "|---|" + "---:|" * len(shown)]
+    for n, name in enumerate(names):
+        lines.append(f"| {name} | " + " | ".join(
+            f"{_num(percentile([p[n] for p in r.key_parts], 50))} / "
+            f"{_num(percentile([p[n] for p in r.key_parts], 95))}" for r in shown) + " |")
+    return [*lines, ""]
+
+
 def report_lines(results: list[BrowserResult], rate: float) -> list[str]:
     by_peer = {r.peer: r for r in results}
     floor, ours = by_peer["floor (echo page)"], by_peer["ours"]
@@ -618,6 +652,7 @@ def report_lines(results: list[BrowserResult], rate: float) -> list[str]:
                  + " | ".join("-" if r is floor else _num(r.peer_cpu) for r in results)
                  + " |")
     lines.append("")
+    lines += key_part_lines(results)
     lines += split_lines([r for r in results if r is not floor])
     lines += presentation_lines(results)
     f50, f95 = percentile(floor.latencies_ms, 50), percentile(floor.latencies_ms, 95)

@@ -37,7 +37,14 @@
     const bench = {
         keyAt: 0, echoAt: 0, lastDraw: 0, draws: 0, frames: 0, drewThisFrame: false,
         messages: 0, messageBytes: 0,  // binary websocket messages received (our strips)
-        arm() { this.keyAt = 0; this.echoAt = 0; },
+        // a key's way through the page: its keydown's dispatch, the first websocket send
+        // after it, and the last message that arrived before its echo was drawn (the one
+        // that drew it)
+        dispatchAt: 0, sentAt: 0, lastMessage: 0, echoMessageAt: 0,
+        arm() {
+            this.keyAt = 0; this.echoAt = 0;
+            this.dispatchAt = 0; this.sentAt = 0; this.echoMessageAt = 0;
+        },
         // While recording (full motion): each burst of draws (the draws of one task, as our
         // viewer paints an update's strips) as [time, animation frame], and each animation
         // frame's start; bench/browser.py makes the histograms of bursts per animation frame
@@ -56,6 +63,7 @@
     window.WebSocket = function (...args) {
         const socket = new NativeWebSocket(...args);
         socket.addEventListener("message", (event) => {
+            bench.lastMessage = now();  // this listener runs before the page's own
             const data = event.data;
             if (typeof data === "string") return;
             bench.messages += 1;
@@ -64,6 +72,11 @@
         return socket;
     };
     window.WebSocket.prototype = NativeWebSocket.prototype;
+    const nativeSend = NativeWebSocket.prototype.send;
+    NativeWebSocket.prototype.send = function (...args) {
+        if (bench.keyAt && !bench.sentAt) bench.sentAt = now();
+        return nativeSend.apply(this, args);
+    };
     for (const name of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) {
         window.WebSocket[name] = NativeWebSocket[name];
     }
@@ -79,6 +92,7 @@
         }
         if (bench.keyAt && !bench.echoAt && t >= bench.keyAt) {
             bench.echoAt = t;
+            bench.echoMessageAt = bench.lastMessage;
             // in a Chrome trace (bench/browser.py --trace), where a key's echo was drawn
             performance.mark("bench-echo-drawn");
         }
@@ -87,7 +101,10 @@
                  drawn);
     new BroadcastChannel(CHANNEL).onmessage = (event) => drawn(event.data);
     window.addEventListener("keydown", (event) => {
-        if (!bench.keyAt) bench.keyAt = performance.timeOrigin + event.timeStamp;
+        if (!bench.keyAt) {
+            bench.keyAt = performance.timeOrigin + event.timeStamp;
+            bench.dispatchAt = now();
+        }
     }, true);
     // A delivered frame: an animation frame in which at least one draw landed.
     const tick = (time) => {
