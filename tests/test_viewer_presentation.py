@@ -223,3 +223,25 @@ def test_covers_is_true_only_when_the_newer_rectangles_hide_every_older_pixel(pa
         ];
     }""")
     assert cases == [True, True, False, False, False, True, False]
+
+
+def test_a_small_png_is_drawn_in_the_task_it_arrives_in(page):
+    """A typed glyph's PNG, with the display's real decoder, is decoded on the page
+    (viewer/png.js) and on the canvas before any other task runs: no hop to another thread
+    between its message and its draw."""
+    first_image(page)
+    glyph = rect(2, (250, 250, 250), x=40, y=40, width=9, height=18, kind=protocol.FRAME_PNG,
+                 half=False)
+    other_task_ran, pixel = page.evaluate("""async (frame) => {
+        const { Decoder } = await import("/decoder.js");
+        harness.display._decoder = new Decoder();
+        let ran = false;
+        const channel = new MessageChannel();
+        channel.port1.onmessage = () => { ran = true; };
+        channel.port2.postMessage(0);
+        const image = Uint8Array.from(atob(frame.image), (c) => c.charCodeAt(0));
+        await harness.display.draw({ ...frame, image });
+        return [ran, [...harness.display.context.getImageData(44, 50, 1, 1).data]];
+    }""", glyph)
+    assert pixel == [250, 250, 250, 255]
+    assert not other_task_ran
