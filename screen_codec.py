@@ -40,7 +40,14 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from PIL import Image, ImageChops, ImageFile
+from PIL import Image, ImageChops, ImageFile, JpegImagePlugin
+
+# Image.save would first import the BMP, GIF, PPM and PNG plugins too (Image.preinit; 0.4 MB at
+# the agent's peak, bench/memory): JPEG is the only format Pillow writes here (_png writes
+# PNG itself). Marked done once JPEG is registered; Pillow still loads every plugin (init)
+# for a format not registered, in Image.save and Image.open alike.
+if JpegImagePlugin and getattr(Image, "_initialized", 1) < 1:
+    Image._initialized = 1
 
 import protocol as p
 
@@ -368,7 +375,11 @@ def _tile_boxes(compare: _Compare, y0: int, rows: int, width: int, tile: int
 
 # --- encoding ----------------------------------------------------------------------------
 
-_tables = threading.local()  # per encoding thread: a 65536-entry lookup table, kept zeroed
+# One 65536-entry lookup table (a list: 512 KB), kept zeroed, for every encoding thread in
+# turn: one per thread cost 0.5 MB more at the agent's peak (bench/memory), and the table
+# is held only for the lookup itself (0.6 ms on a 1080p strip).
+_table: list[int] = []
+_table_lock = threading.Lock()
 
 
 def _rgb_image(pixels: Pixels, x: int, y: int, w: int, h: int) -> Image.Image:
@@ -463,21 +474,21 @@ def _pairs_to_index(low: bytes, high: bytes, pairs: list[int], width: int,
     """For each pixel, the position in ``pairs`` of its (low + 256 * high) number, looked up
     by Pillow in C: the bytes interleaved into a 16-bit image, which a 65536-entry table maps
     to 8 bits. Every pixel's number must be in ``pairs``."""
-    table = getattr(_tables, "lut", None)
-    if table is None:
-        table = _tables.lut = [0] * 65536
     numbers = bytearray(2 * width * height)
     numbers[0::2], numbers[1::2] = low, high
-    for i, pair in enumerate(pairs):
-        table[pair] = i
-    try:
-        wide = Image.frombuffer("I;16", (width, height), numbers, "raw", "I;16", 0, 1).convert(
-            "I")
-        # the core's point (0.6 ms): Image.point rounds the 65536 entries in Python (10 ms)
-        return wide._new(wide.im.point(table, "L")).tobytes()
-    finally:
-        for pair in pairs:
-            table[pair] = 0
+    wide = Image.frombuffer("I;16", (width, height), numbers, "raw", "I;16", 0, 1).convert("I")
+    with _table_lock:
+        if not _table:
+            _table.extend([0] * 65536)
+        for i, pair in enumerate(pairs):
+            _table[pair] = i
+        try:
+            # the core's point (0.6 ms): Image.point rounds the 65536 entries in Python (10 ms)
+            indexes = wide.im.point(_table, "L")
+        finally:
+            for pair in pairs:
+                _table[pair] = 0
+    return wide._new(indexes).tobytes()
 
 
 def _palette_indexes(rgb: Image.Image, keys: list[int]) -> bytes:

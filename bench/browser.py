@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import os
 import socket
@@ -69,6 +70,10 @@ NOVNC_PAGE = """<!doctype html>
 class BrowserResult:
     peer: str
     latencies_ms: list[float] = field(default_factory=list)
+    # each echoed key's way through the page, ms: (keydown to its dispatch, dispatch to the
+    # websocket send, send to the arrival of the message that drew the echo, that arrival to
+    # the draw)
+    key_parts: list[tuple[float, float, float, float]] = field(default_factory=list)
     fps: float = float("nan")
     draws_per_s: float = float("nan")
     browser_cpu: float = float("nan")
@@ -79,6 +84,41 @@ class BrowserResult:
     peer_cpu: float = float("nan")  # the screen's sender (our agent, x11vnc), % of one core
     # full motion: the browser's CPU by process type and thread name, % of one core
     threads: dict[tuple[str, str], float] = field(default_factory=dict)
+    # full motion: how the painted bursts (ours: whole updates) fell on animation frames
+    presentation: Presentation | None = None
+
+
+@dataclass
+class Presentation:
+    """How bursts of draws (the draws of one task: our viewer paints a whole update's strips
+    in one) fell on the page's animation frames."""
+    bursts: int  # bursts recorded
+    per_frame: dict[int, int]  # bursts in one frame -> frames with that many (3 = 3 or more)
+    gaps: dict[int, int]  # frames from one frame that drew to the next (4 = 4 or more) -> count
+    frame_ms: float  # the animation frames' median interval
+
+    @property
+    def shared(self) -> int:
+        """Bursts drawn in a frame that had already drawn one: never seen by themselves."""
+        return self.bursts - sum(self.per_frame.values())
+
+
+def presentation(bursts: list[tuple[float, int]], ticks: list[float]) -> Presentation:
+    """The histograms of ``bursts`` ([time, index of the animation frame it was drawn in])
+    over animation frames starting at ``ticks`` (their times)."""
+    frames: dict[int, int] = {}
+    for _, frame in bursts:
+        frames[frame] = frames.get(frame, 0) + 1
+    per_frame: dict[int, int] = {}
+    for count in frames.values():
+        per_frame[min(count, 3)] = per_frame.get(min(count, 3), 0) + 1
+    gaps: dict[int, int] = {}
+    drew = sorted(frames)
+    for before, after in itertools.pairwise(drew):
+        gaps[min(after - before, 4)] = gaps.get(min(after - before, 4), 0) + 1
+    intervals = [b - a for a, b in itertools.pairwise(ticks)]
+    return Presentation(len(bursts), dict(sorted(per_frame.items())), dict(sorted(gaps.items())),
+                        percentile(intervals, 50) if intervals else float("nan"))
 
 
 # --- Chromium's processes -----------------------------------------------------------------
@@ -299,8 +339,16 @@ BEFORE = "ours before"
 # --- measuring ----------------------------------------------------------------------------
 
 
-async def key_latencies(page, presses: int) -> list[float]:
-    """Milliseconds from each keydown to the first draw after it, each after a quiet canvas."""
+KEY_PARTS = ("() => [__bench.dispatchAt - __bench.keyAt, __bench.sentAt - __bench.dispatchAt,"
+             " __bench.echoMessageAt - __bench.sentAt, __bench.echoAt - __bench.echoMessageAt,"
+             " __bench.sentAt, __bench.echoMessageAt]")
+
+
+async def key_latencies(page, presses: int,
+                        parts: list[tuple[float, float, float, float]] | None = None
+                        ) -> list[float]:
+    """Milliseconds from each keydown to the first draw after it, each after a quiet canvas;
+    ``parts`` gets each echoed key's way through the page (BrowserResult.key_parts)."""
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
     latencies = []
@@ -315,6 +363,9 @@ async def key_latencies(page, presses: int) -> list[float]:
             await page.wait_for_function("() => __bench.echoAt > 0",
                                          timeout=KEY_TIMEOUT_S * 1000)
             latencies.append(await page.evaluate("() => __bench.echoAt - __bench.keyAt"))
+            *way, sent, arrived = await page.evaluate(KEY_PARTS)
+            if parts is not None and sent and arrived >= sent:
+                parts.append(tuple(way))
         except PlaywrightTimeout:
             latencies.append(KEY_TIMEOUT_S * 1000)
     return latencies
@@ -326,6 +377,7 @@ async def delivered_frames(page, seconds: float, result: BrowserResult,
     cpu = BrowserCpu()
     sender = getattr(page, "bench_sender", None)
     frames0, draws0, messages0, bytes0 = await page.evaluate(counts)
+    await page.evaluate("() => __bench.record(true)")
     cpu.start()
     sender0 = cpu_seconds(sender) if sender else float("nan")
     start, put = time.monotonic(), motion.put
@@ -342,6 +394,9 @@ async def delivered_frames(page, seconds: float, result: BrowserResult,
         result.updates_per_s = sum(shown) / len(shown)
     frames1, draws1, messages1, bytes1 = await page.evaluate(counts)
     elapsed = time.monotonic() - start
+    bursts, ticks = await page.evaluate(
+        "() => { const r = [__bench.bursts, __bench.ticks]; __bench.record(false); return r; }")
+    result.presentation = presentation(bursts, ticks)
     if sender:
         result.peer_cpu = 100 * (cpu_seconds(sender) - sender0) / elapsed
     result.messages_per_s = (messages1 - messages0) / elapsed
@@ -388,8 +443,9 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
               trace: Path | None = None) -> tuple[list[BrowserResult], float]:
     """Every peer typing and in full motion; returns the results and the motion's rate.
     ``before``: another checkout whose agent and viewer run too, as the peer "ours before"
-    (its relay is this one's). ``rounds``: the typing ``presses`` of every peer that many
-    times, in the reverse order every other round: in two runs at load 7-9 with the order
+    (its relay is this one's). ``rounds``: the typing ``presses`` and the full motion of
+    every peer that many times, in the reverse order every other round (motion's figures
+    are the rounds' means): in two runs at load 7-9 with the order
     swapped, the checkout that typed first (right after the floor) measured 10-13 ms slower
     at p50 both times, so one round may compare the order more than the checkouts.
     ``trace``: a folder for Chrome traces of each peer, taken after its measured seconds (a
@@ -417,7 +473,8 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
                               file=sys.stderr, flush=True)
                         async with peer(browser, screen, relay) as page:
                             await asyncio.sleep(1.0)
-                            results[name].latencies_ms += await key_latencies(page, presses)
+                            results[name].latencies_ms += await key_latencies(
+                                page, presses, results[name].key_parts)
                             if n == 0 and trace is not None:
                                 async with traced(browser, trace, _file_name(name) + "-keys"):
                                     await key_latencies(page, TRACE_PRESSES)
@@ -429,21 +486,56 @@ async def run(screen: d.Desktop, relay: RelayProcess, presses: int, seconds: flo
             try:
                 await asyncio.sleep(1.0)
                 rate = d.screen_changes_per_s(screen)
-                for name, peer in peers.items():
-                    if peer is echo_floor:
-                        continue
-                    print(f"  browser motion: {name} ...", file=sys.stderr, flush=True)
-                    async with peer(browser, screen, relay) as page:
-                        await asyncio.sleep(2.0)
-                        await delivered_frames(page, seconds, results[name], motion)
-                        async with traced(browser, trace, _file_name(name) + "-motion"):
-                            if trace is not None:
-                                await asyncio.sleep(TRACE_SECONDS)
+                runs: dict[str, list[BrowserResult]] = {}
+                for n in range(rounds):
+                    for name, peer in list(peers.items())[::-1 if n % 2 else 1]:
+                        if peer is echo_floor:
+                            continue
+                        print(f"  browser motion: {name}{f' #{n + 1}' if n else ''} ...",
+                              file=sys.stderr, flush=True)
+                        async with peer(browser, screen, relay) as page:
+                            await asyncio.sleep(2.0)
+                            run = BrowserResult(name)
+                            await delivered_frames(page, seconds, run, motion)
+                            runs.setdefault(name, []).append(run)
+                            print(f"    {_num(run.fps)} fps delivered, {_num(run.updates_per_s)}"
+                                  f" updates/s, browser {_num(run.browser_cpu)}%, load "
+                                  f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+                            if n == 0 and trace is not None:
+                                async with traced(browser, trace,
+                                                  _file_name(name) + "-motion"):
+                                    await asyncio.sleep(TRACE_SECONDS)
+                for name, motion_runs in runs.items():
+                    pool_motion(results[name], motion_runs)
             finally:
                 motion.stop()
         finally:
             await browser.close()
     return list(results.values()), rate
+
+
+def pool_motion(result: BrowserResult, runs: list[BrowserResult]) -> None:
+    """Full motion's figures of ``runs`` (one peer's rounds) into ``result``: the mean of each
+    rate, the presentation's histograms added up."""
+    for name in ("fps", "draws_per_s", "browser_cpu", "screen_changes", "updates_per_s",
+                 "messages_per_s", "kb_per_s", "peer_cpu"):
+        setattr(result, name, sum(getattr(r, name) for r in runs) / len(runs))
+    rows = {row for r in runs for row in r.threads}
+    result.threads = {row: sum(r.threads.get(row, 0.0) for r in runs) / len(runs)
+                      for row in sorted(rows, key=lambda row: -runs[0].threads.get(row, 0.0))}
+    shown = [r.presentation for r in runs if r.presentation is not None]
+    if shown:
+        result.presentation = Presentation(
+            sum(p.bursts for p in shown), _added(p.per_frame for p in shown),
+            _added(p.gaps for p in shown), sum(p.frame_ms for p in shown) / len(shown))
+
+
+def _added(histograms) -> dict[int, int]:
+    total: dict[int, int] = {}
+    for histogram in histograms:
+        for key, count in histogram.items():
+            total[key] = total.get(key, 0) + count
+    return dict(sorted(total.items()))
 
 
 def _num(value: float, digits: int = 1) -> str:
@@ -464,6 +556,50 @@ def split_lines(results: list[BrowserResult]) -> list[str]:
         lines.append(f"| {kind} / {name} | "
                      + " | ".join(_num(r.threads.get((kind, name), float("nan")))
                                   for r in results) + " |")
+    return [*lines, ""]
+
+
+def presentation_lines(results: list[BrowserResult]) -> list[str]:
+    """How each peer's paints fell on animation frames in full motion."""
+    shown = [r for r in results if r.presentation is not None]
+    if not shown:
+        return []
+
+    def row(name, cell):
+        return f"| {name} | " + " | ".join(cell(r.presentation) for r in shown) + " |"
+
+    def counts(histogram, keys, last):
+        return " / ".join(str(histogram.get(k, 0)) for k in keys) + f" ({last})"
+
+    return ["How the paints (bursts of draws in one task: ours, whole updates) fell on the "
+            "page's animation frames in full motion, the same seconds:", "",
+            "| | " + " | ".join(r.peer for r in shown) + " |", "|---|" + "---:|" * len(shown),
+            row("paints", lambda p: str(p.bursts)),
+            row("frames that drew 1 / 2 / 3+", lambda p: counts(p.per_frame, (1, 2, 3), "")
+                .removesuffix(" ()")),
+            row("paints in a frame that had already drawn one (never seen)",
+                lambda p: f"{p.shared} ({100 * p.shared / max(p.bursts, 1):.0f}%)"),
+            row("frames from one that drew to the next: 1 / 2 / 3 / 4+",
+                lambda p: counts(p.gaps, (1, 2, 3, 4), "").removesuffix(" ()")),
+            row("animation frame interval, ms (median)", lambda p: _num(p.frame_ms)),
+            ""]
+
+
+def key_part_lines(results: list[BrowserResult]) -> list[str]:
+    """Where each peer's key to canvas went inside the page and outside it."""
+    shown = [r for r in results if r.key_parts]
+    if not shown:
+        return []
+    names = ("keydown to its dispatch (the page's thread busy)", "dispatch to the websocket send",
+             "send to the arrival of the message that drew the echo (outside the page)",
+             "that arrival to the draw (the page: decoding, its own code)")
+    lines = ["Key to canvas, piece by piece (the hook's stamps; p50 / p95 ms over the keys "
+             "echoed):", "", "| | " + " | ".join(r.peer for r in shown) + " |",
+             "|---|" + "---:|" * len(shown)]
+    for n, name in enumerate(names):
+        lines.append(f"| {name} | " + " | ".join(
+            f"{_num(percentile([p[n] for p in r.key_parts], 50))} / "
+            f"{_num(percentile([p[n] for p in r.key_parts], 95))}" for r in shown) + " |")
     return [*lines, ""]
 
 
@@ -516,7 +652,9 @@ def report_lines(results: list[BrowserResult], rate: float) -> list[str]:
                  + " | ".join("-" if r is floor else _num(r.peer_cpu) for r in results)
                  + " |")
     lines.append("")
+    lines += key_part_lines(results)
     lines += split_lines([r for r in results if r is not floor])
+    lines += presentation_lines(results)
     f50, f95 = percentile(floor.latencies_ms, 50), percentile(floor.latencies_ms, 95)
     o50, o95 = percentile(ours.latencies_ms, 50), percentile(ours.latencies_ms, 95)
     checks = [
@@ -564,8 +702,9 @@ def main(argv: list[str] | None = None) -> int:
                              "from git archive) as 'ours before', in the same run")
     parser.add_argument("--novnc", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--rounds", type=int, default=1,
-                        help="every peer's typing this many times, the order reversed every "
-                             "other round (for --before: who goes first measures slower)")
+                        help="every peer's typing and full motion this many times, the order "
+                             "reversed every other round (for --before: who goes first "
+                             "measures slower)")
     parser.add_argument("--trace", type=Path, default=None, metavar="DIR",
                         help="also save Chrome traces of each peer's keys and full motion in "
                              "DIR (taken after the measured seconds; open in ui.perfetto.dev)")

@@ -37,8 +37,25 @@
     const bench = {
         keyAt: 0, echoAt: 0, lastDraw: 0, draws: 0, frames: 0, drewThisFrame: false,
         messages: 0, messageBytes: 0,  // binary websocket messages received (our strips)
-        arm() { this.keyAt = 0; this.echoAt = 0; },
+        // a key's way through the page: its keydown's dispatch, the first websocket send
+        // after it, and the last message that arrived before its echo was drawn (the one
+        // that drew it)
+        dispatchAt: 0, sentAt: 0, lastMessage: 0, echoMessageAt: 0,
+        arm() {
+            this.keyAt = 0; this.echoAt = 0;
+            this.dispatchAt = 0; this.sentAt = 0; this.echoMessageAt = 0;
+        },
+        // While recording (full motion): each burst of draws (the draws of one task, as our
+        // viewer paints an update's strips) as [time, animation frame], and each animation
+        // frame's start; bench/browser.py makes the histograms of bursts per animation frame
+        // and of the frames between two that drew.
+        tick: 0, inBurst: false, bursts: null, ticks: null,
+        record(on) {
+            this.bursts = on ? [] : null;
+            this.ticks = on ? [] : null;
+        },
     };
+    const RECORD_MAX = 20000;  // about 5 minutes of bursts at 60 a second
     window.__bench = bench;
     // Binary messages in: with the viewer's count of whole updates, the strips an update
     // was cut into and its size (what the browser has to decode per update).
@@ -46,6 +63,7 @@
     window.WebSocket = function (...args) {
         const socket = new NativeWebSocket(...args);
         socket.addEventListener("message", (event) => {
+            bench.lastMessage = now();  // this listener runs before the page's own
             const data = event.data;
             if (typeof data === "string") return;
             bench.messages += 1;
@@ -54,6 +72,11 @@
         return socket;
     };
     window.WebSocket.prototype = NativeWebSocket.prototype;
+    const nativeSend = NativeWebSocket.prototype.send;
+    NativeWebSocket.prototype.send = function (...args) {
+        if (bench.keyAt && !bench.sentAt) bench.sentAt = now();
+        return nativeSend.apply(this, args);
+    };
     for (const name of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) {
         window.WebSocket[name] = NativeWebSocket[name];
     }
@@ -61,8 +84,15 @@
         bench.draws += 1;
         bench.lastDraw = t;
         bench.drewThisFrame = true;
+        if (bench.bursts && !bench.inBurst && bench.bursts.length < RECORD_MAX) {
+            // a microtask runs once the painting task's synchronous code is done
+            bench.inBurst = true;
+            bench.bursts.push([t, bench.tick]);
+            queueMicrotask(() => { bench.inBurst = false; });
+        }
         if (bench.keyAt && !bench.echoAt && t >= bench.keyAt) {
             bench.echoAt = t;
+            bench.echoMessageAt = bench.lastMessage;
             // in a Chrome trace (bench/browser.py --trace), where a key's echo was drawn
             performance.mark("bench-echo-drawn");
         }
@@ -71,12 +101,17 @@
                  drawn);
     new BroadcastChannel(CHANNEL).onmessage = (event) => drawn(event.data);
     window.addEventListener("keydown", (event) => {
-        if (!bench.keyAt) bench.keyAt = performance.timeOrigin + event.timeStamp;
+        if (!bench.keyAt) {
+            bench.keyAt = performance.timeOrigin + event.timeStamp;
+            bench.dispatchAt = now();
+        }
     }, true);
     // A delivered frame: an animation frame in which at least one draw landed.
-    const tick = () => {
+    const tick = (time) => {
         if (bench.drewThisFrame) bench.frames += 1;
         bench.drewThisFrame = false;
+        bench.tick += 1;
+        if (bench.ticks && bench.ticks.length < RECORD_MAX) bench.ticks.push(time);
         requestAnimationFrame(tick);
     };
     requestAnimationFrame(tick);

@@ -588,6 +588,35 @@ def test_the_agent_and_its_codec_run_without_numpy() -> None:
                                      "False"]
 
 
+JPEG_PLUGIN_ONLY = """
+import io, sys
+import screen_codec as codec
+from PIL import Image
+image = codec.new_image(640, 300)
+for y in range(100, 300):  # a photo-like gradient below, two colours of text above
+    for x in range(640):
+        image[y, x, 0], image[y, x, 1], image[y, x, 2] = x % 256, y % 256, (x * y) % 251
+for x in range(7, 30):
+    image[5, x, 1] = 200
+frames = codec.encode_update(image, [(0, 100, 640, 200), (0, 0, 32, 16)], 0, 1, 85, False)
+print(sorted(m for m in sys.modules if m.endswith("ImagePlugin")), sorted({f.kind for f in frames}))
+png = io.BytesIO()
+Image.new("RGB", (2, 2)).save(png, "PNG")
+print(Image.open(io.BytesIO(png.getvalue())).format)
+"""
+
+
+def test_encoding_loads_only_pillows_jpeg_plugin_and_other_formats_still_work() -> None:
+    """Encoding an update (JPEG and palette PNG) imports no Pillow format plugin but JPEG's
+    (Image.save's preinit would add BMP, GIF, PPM and PNG: 0.4 MB of the agent); a format not
+    loaded is still saved and opened (Pillow loads all its plugins then)."""
+    result = subprocess.run([sys.executable, "-c", JPEG_PLUGIN_ONLY], capture_output=True,
+                            text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"['PIL.JpegImagePlugin'] [{p.FRAME_JPEG}, {p.FRAME_PNG}]", "PNG"]
+
+
 def test_a_redone_frame_carries_the_viewers_copy_as_it_is_now_and_its_own_flags() -> None:
     """redoer(): a waiting strip encoded again after an echo was committed shows the echo's
     pixels (exact PNG here), with the update's seq, FLAG_FULL kept and FLAG_LAST only on the

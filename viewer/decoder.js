@@ -4,6 +4,7 @@
 // drawing here: display.js draws the bitmaps in arrival order.
 
 import { FRAME_PNG } from "./protocol.js";
+import { decodePng } from "./png.js";
 
 const WORKERS = 2;  // two decodes at once use both cores of a small machine
 // Smaller images (typing's echo, a cursor's trail) decode on the page: a round trip to a
@@ -41,11 +42,18 @@ export class Decoder {
         }
     }
 
-    // An ImageBitmap of a frame's image. The frame's bytes are handed over to the worker:
+    // An ImageBitmap of a frame's image (or, for a small PNG decoded on the page at once, an
+    // ImageData of its rectangle's size). The frame's bytes are handed over to the worker:
     // the frame's buffer is unusable afterwards.
     decode(frame) {
         const type = frame.kind === FRAME_PNG ? "image/png" : "image/jpeg";
         const small = frame.width * frame.height < WORKER_MIN_PIXELS;
+        if (small && frame.kind === FRAME_PNG) {
+            const pixels = decodePng(frame.image, WORKER_MIN_PIXELS);
+            if (pixels?.width === frame.width && pixels.height === frame.height) {
+                return Promise.resolve(pixels);
+            }
+        }
         if (small && frame.kind === FRAME_PNG && typeof ImageDecoder === "function") {
             return decodeNow(frame.image, type);
         }

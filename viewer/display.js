@@ -20,7 +20,9 @@ const JPEG_SOF = new Set([0xc0, 0xc1, 0xc2, 0xc3, 0xc5, 0xc6, 0xc7, 0xc9, 0xca, 
     0xce, 0xcf]);
 
 // The size an image's own header declares (PNG's IHDR, JPEG's start-of-frame), read without
-// decoding it; null when no size can be found before the image data.
+// decoding it; null when no size can be found before the image data. For a JPEG also whether
+// its colour is subsampled (4:2:0 or 4:2:2): the agent's mark of a region in motion, since
+// text and interface content go at 4:4:4 or as PNG.
 export function imageSize(kind, bytes) {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     if (kind === FRAME_PNG) {
@@ -38,7 +40,11 @@ export function imageSize(kind, bytes) {
             continue;
         }
         if (JPEG_SOF.has(marker)) {
-            return { width: view.getUint16(at + 7), height: view.getUint16(at + 5) };
+            // components (at + 9), then each one's id and sampling factors: the first's is
+            // 0x22 (4:2:0) or 0x21 (4:2:2) when the others' colour is subsampled
+            const subsampled = at + 11 < bytes.length && bytes[at + 9] === 3 &&
+                bytes[at + 11] !== 0x11;
+            return { width: view.getUint16(at + 7), height: view.getUint16(at + 5), subsampled };
         }
         if (marker === 0xda || marker === 0xd9) return null;  // image data or the end: no SOF
         at += 2 + view.getUint16(at + 2);
@@ -55,6 +61,38 @@ export function imageScale(frame, size) {
             size.height === Math.ceil(frame.height / scale)) return scale;
     }
     return 0;
+}
+
+// Whether every rectangle of the update ``later`` covers every rectangle of ``earlier``
+// (their union, each {x, y, width, height}): then painting ``later`` alone leaves the same
+// pixels as painting both. Cut into too many pieces to follow: false (paint both).
+export function covers(later, earlier) {
+    let rest = earlier.map(({ x, y, width, height }) => ({ x, y, width, height }));
+    for (const cut of later) {
+        rest = rest.flatMap((piece) => uncovered(piece, cut));
+        if (!rest.length) return true;
+        if (rest.length > 64) return false;
+    }
+    return !rest.length;
+}
+
+// The parts of rectangle ``r`` outside rectangle ``c``: at most four.
+function uncovered(r, c) {
+    const left = Math.max(r.x, c.x);
+    const top = Math.max(r.y, c.y);
+    const right = Math.min(r.x + r.width, c.x + c.width);
+    const bottom = Math.min(r.y + r.height, c.y + c.height);
+    if (left >= right || top >= bottom) return [r];
+    const pieces = [];
+    if (r.y < top) pieces.push({ x: r.x, y: r.y, width: r.width, height: top - r.y });
+    if (bottom < r.y + r.height) {
+        pieces.push({ x: r.x, y: bottom, width: r.width, height: r.y + r.height - bottom });
+    }
+    if (r.x < left) pieces.push({ x: r.x, y: top, width: left - r.x, height: bottom - top });
+    if (right < r.x + r.width) {
+        pieces.push({ x: right, y: top, width: r.x + r.width - right, height: bottom - top });
+    }
+    return pieces;
 }
 
 export class Display {
@@ -76,11 +114,15 @@ export class Display {
         this._cursor = null;
         this._chain = Promise.resolve();
         this._generation = 0;
-        this._held = [];            // [frame, bitmap] of the update being drawn: see draw()
+        this._held = [];            // [frame, bitmap, motion] of the update being drawn: draw()
         this._arrived = 0;          // frames given to draw() not yet decoded and drawn or held
         this._holdTimer = null;     // draws the held strips when it fires, and then the rest
         this._flowing = null;       // of their update (this seq) as they come
         this._sharp = false;        // shrunk to fit without filtering: see _shrinkSharply
+        this._next = null;          // a motion update held for the next animation frame
+        this._painted = false;      // an update was painted since the last animation frame
+        this._frameRequest = null;  // the animation frame that paints _next (or clears _painted)
+        this.droppedUpdates = 0;    // held, then replaced by a newer one covering it: unseen
         new ResizeObserver(() => this._layout()).observe(viewport);
     }
 
@@ -89,7 +131,12 @@ export class Display {
         this._generation += 1;
         this._chain = Promise.resolve();
         for (const waiting of this._waiting.splice(0)) waiting.drop();
-        for (const [, bitmap] of this._held.splice(0)) bitmap.close();
+        for (const [, bitmap] of this._held.splice(0)) bitmap.close?.();
+        for (const [, bitmap] of this._next?.splice(0) ?? []) bitmap.close?.();
+        this._next = null;
+        cancelAnimationFrame(this._frameRequest);
+        this._frameRequest = null;
+        this._painted = false;
         this._arrived = 0;
         clearTimeout(this._holdTimer);
         this._holdTimer = null;
@@ -127,13 +174,19 @@ export class Display {
     // top of one over the bottom of the one before. Unless the rest is slow to come: held
     // strips with nothing arrived behind them for HOLD_STRIPS_MS are drawn, and the rest of
     // their update as it comes (a slow link). A strip of another update draws the held ones
-    // first (the order of pixels stays the wire's).
-    // The promise resolves once this rectangle is on the canvas or held for its update's last
-    // (or was dropped), never rejects.
+    // first (the order of pixels stays the wire's). Whole updates in motion get an animation
+    // frame each: see _present.
+    // The promise resolves once this rectangle is on the canvas, or held for its update's
+    // last or for the next animation frame, or was dropped; never rejects. The viewer
+    // acknowledges an update then: the agent's flow control learns how fast the viewer takes
+    // updates from the acks, and a hold of at most one frame is presentation, not work the
+    // viewer is behind on (acknowledged at the paint, each held update would look up to 16 ms
+    // slower to the agent, and it would send fewer).
     draw(frame) {
         const size = imageSize(frame.kind, frame.image);
         const generation = this._generation;
-        if (!imageScale(frame, size)) {
+        const scale = imageScale(frame, size);
+        if (!scale) {
             this.refusedImages += 1;
             console.warn("refused an image not the size its frame says (or half):",
                 size ? `${size.width}x${size.height}` : "no size",
@@ -157,12 +210,12 @@ export class Display {
                 return;
             }
             if (generation !== this._generation) {
-                bitmap.close();
+                bitmap.close?.();
                 return;
             }
             this._arrived -= 1;
             if (this._held.length && this._held[0][0].seq !== frame.seq) this._drawHeld();
-            this._held.push([frame, bitmap]);
+            this._held.push([frame, bitmap, scale === 2 || size.subsampled === true]);
             if (frame.flags & FLAG_LAST || this._flowing === frame.seq) this._drawHeld();
             else this._holdOn();
         });
@@ -199,11 +252,54 @@ export class Display {
         clearTimeout(this._holdTimer);
         this._holdTimer = null;
         const held = this._held.splice(0);
-        this._shrinkSharply(held);
-        for (const [frame, bitmap] of held) {
-            this._paint(frame, bitmap);
-            bitmap.close();
+        if (held.length) this._present(held);
+    }
+
+    // Each whole update in motion is shown in an animation frame of its own: one that becomes
+    // ready in a frame that already painted an update waits for the next frame (two painted in
+    // one frame, the eye sees only the second), and if a newer one is ready by then it is
+    // painted instead (never more than one frame behind, as a video player drops a late
+    // frame). Anything else is painted at once, after a held update (the order of pixels
+    // stays the wire's): a typed echo (PNG, or JPEG at 4:4:4) never waits for a frame.
+    _present(update) {
+        const [last] = update[update.length - 1];
+        const motion = (last.flags & FLAG_LAST) !== 0 && last.seq !== this._flowing &&
+            update.every(([frame, , moving]) => moving && frame.monitor === this.monitor) &&
+            !document.hidden;  // no animation frames come to a hidden page
+        if (this._next && motion) {
+            if (covers(update.map(([frame]) => frame), this._next.map(([frame]) => frame))) {
+                for (const [, bitmap] of this._next) bitmap.close?.();
+                this.droppedUpdates += 1;
+                this._next = update;
+            } else {
+                this._next.push(...update);  // both painted next frame, in order
+            }
+            return;
         }
+        if (this._next) {
+            this._paintUpdate(this._next);
+            this._next = null;
+        } else if (motion && this._painted) {
+            this._next = update;
+            return;
+        }
+        this._paintUpdate(update);
+    }
+
+    _paintUpdate(update) {
+        this._shrinkSharply(update);
+        for (const [frame, bitmap] of update) {
+            this._paint(frame, bitmap);
+            bitmap.close?.();
+        }
+        this._painted = true;
+        this._frameRequest ??= requestAnimationFrame(() => {
+            this._frameRequest = null;
+            this._painted = false;
+            const next = this._next;
+            this._next = null;
+            if (next) this._paintUpdate(next);
+        });
     }
 
     // When one update replaces every pixel of the canvas with half-size images (the whole
@@ -248,6 +344,10 @@ export class Display {
         // 1080p update filtering, 1.9-2.5 ms repeating (two 960x270 strips, Chrome trace,
         // same run), and the picture is shrunk to fit with filtering afterwards anyway.
         // A full-size image is drawn 1:1, where the setting changes nothing.
+        if (bitmap instanceof ImageData) {  // a small PNG decoded on the page: its own size
+            this.context.putImageData(bitmap, frame.x, frame.y);
+            return;
+        }
         this.context.imageSmoothingEnabled = width === frame.width;
         this.context.drawImage(bitmap, 0, 0, width, height,
             frame.x, frame.y, frame.width, frame.height);
