@@ -480,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     issue_14 = parser.add_argument_group("issue 14: slow links, the browser, the agent's memory")
     issue_14.add_argument("--slow-links", action=argparse.BooleanOptionalAction, default=True,
                           help="typing while a video plays, through bench/shaper.py")
-    issue_14.add_argument("--slow-presses", type=int, default=30)
+    issue_14.add_argument("--slow-presses", type=int, default=100,
+                          help="keys per slow-link run: a p95 over fewer moves more than the "
+                               "targets' margins (bench/README.md, slow links)")
     issue_14.add_argument("--slow-seconds", type=float, default=6.0,
                           help="seconds of video watched per slow-link run")
     issue_14.add_argument("--slow-levels", type=slow_link_levels, default=(3, 7),
