@@ -53,9 +53,7 @@ export class Decoder {
             if (pixels?.width === frame.width && pixels.height === frame.height) {
                 return Promise.resolve(pixels);
             }
-        }
-        if (small && frame.kind === FRAME_PNG && typeof ImageDecoder === "function") {
-            return decodeNow(frame.image, type);
+            if (typeof ImageDecoder === "function") return decodeNow(frame.image, type);
         }
         if (!this._workers.length || small) {
             return createImageBitmap(new Blob([frame.image], { type }));

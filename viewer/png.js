@@ -177,6 +177,13 @@ function unfilter(raw, rowBytes, height, step) {
     }
 }
 
+// The IDAT chunks' bytes as one array (a zlib stream may be split across them).
+function joined(parts) {
+    const all = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+    parts.reduce((at, part) => (all.set(part, at), at + part.length), 0);
+    return all;
+}
+
 // The PNG's pixels as an ImageData, or null (not a kind decoded here, or malformed).
 export function decodePng(bytes, maxPixels = 256 * 256) {
     if (bytes.length < 45 || SIGNATURE.some((byte, n) => bytes[n] !== byte)) return null;
@@ -207,7 +214,7 @@ export function decodePng(bytes, maxPixels = 256 * 256) {
         width * height > maxPixels) return null;
     if (colour === 3 ? ![1, 2, 4, 8].includes(depth) || !palette : depth !== 8) return null;
     if (colour === 2 && alpha) return null;  // a transparent colour: not ours, left to the browser
-    const zlib = parts.length === 1 ? parts[0] : new Uint8Array(parts.flatMap((p) => [...p]));
+    const zlib = parts.length === 1 ? parts[0] : joined(parts);
     if ((zlib[0] & 0x0f) !== 8 || zlib[1] & 0x20 || ((zlib[0] << 8) | zlib[1]) % 31) return null;
     const rowBytes = Math.ceil(width * depth * channels / 8);
     let raw;
